@@ -1,0 +1,1 @@
+"""Analysis side of groupsweep: results loading, metrics, model selection, plots, spectral analysis."""

@@ -1,0 +1,38 @@
+"""``KEY=VALUE`` overrides from the command line, with values parsed as YAML scalars."""
+
+from __future__ import annotations
+
+import yaml
+
+from trainables.errors import GroupsweepError
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """Turn ``["lr=1e-3", "dataset_options.size=500"]`` into ``{"lr": 0.001, "dataset_options": {"size": 500}}``.
+
+    Values are YAML scalars (numbers, booleans, null, strings, ``[a, b]`` lists); a dotted key sets a
+    nested mapping. An item without ``=`` raises a one-line GroupsweepError.
+    """
+    result: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise GroupsweepError(f"override {item!r} is not KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as error:
+            raise GroupsweepError(f"override {item!r}: value is not valid YAML ({error.problem})") from None
+        if isinstance(value, str) and "e" in value.lower():
+            # YAML 1.1 reads "1e-3" as a string; numbers written that way are meant as floats.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        target = result
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise GroupsweepError(f"override {item!r}: {parent!r} is set both as a value and as a mapping")
+        target[leaf] = value
+    return result

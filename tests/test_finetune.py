@@ -1,0 +1,125 @@
+"""The finetuning loop: metrics every epoch, exact resume, last-layer mode, bad input."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from trainables.config import TrainConfig
+from trainables.errors import GroupsweepError
+from trainables.finetune import EpochResult, finetune
+
+SMALL_DATA = {"size": 240, "val_size": 80, "test_size": 120}
+
+
+def small_config(**overrides) -> TrainConfig:
+    values = dict(dataset="synthetic-waterbirds", dataset_options=SMALL_DATA, model="toy-convnextv2-xs",
+                  method="upsampling", seed=3, epochs=2, lr=1e-3, batch_size=32, num_threads=1)
+    values.update(overrides)
+    return TrainConfig.from_dict(values)
+
+
+def snapshot(state: dict) -> dict:
+    """A deep copy of a state dict (its tensors alias the live model otherwise)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+def test_every_epoch_reports_every_metric_and_predictions():
+    results: list[EpochResult] = []
+    history = finetune(small_config(), on_epoch=results.append, cpu=True)
+    assert [r.epoch for r in results] == [1, 2] and len(history) == 2
+    metrics = results[-1].metrics
+    for split in ("train", "train_subset", "val", "test"):
+        for key in ("loss", "acc", "avg_acc", "wga", "wca", "acc_class_0", "acc_class_1"):
+            assert np.isfinite(metrics[f"{split}/{key}"]), f"{split}/{key}"
+        for g in range(4):
+            assert f"{split}/acc_group_{g}" in metrics and f"{split}/count_group_{g}" in metrics
+    for key in ("optim/loss", "optim/lr", "time/train_s", "time/eval_s", "model/num_parameters", "data/num_train_kept"):
+        assert key in metrics
+    assert sum(metrics[f"test/count_group_{g}"] for g in range(4)) == SMALL_DATA["test_size"]
+    assert metrics["test/wga"] <= metrics["test/acc"] + 1e-12
+    labels = results[-1].labels
+    for split in ("val", "test"):
+        predictions = results[-1].predictions[split]
+        assert predictions.dtype == np.int16 and len(predictions) == SMALL_DATA[f"{split}_size"]
+        assert np.array_equal(labels[f"{split}_g"], labels[f"{split}_y"] * 2 + labels[f"{split}_s"])
+        # The reported accuracy is the accuracy of the saved predictions.
+        assert metrics[f"{split}/acc"] == pytest.approx(np.mean(predictions == labels[f"{split}_y"]))
+
+
+def test_train_subset_metrics_cover_exactly_the_kept_examples():
+    results = []
+    finetune(small_config(method="subsetting", epochs=1), on_epoch=results.append, cpu=True)
+    metrics = results[0].metrics
+    kept = metrics["data/num_train_kept"]
+    assert sum(metrics[f"train_subset/count_group_{g}"] for g in range(4)) == kept
+    assert sum(metrics[f"train/count_group_{g}"] for g in range(4)) == SMALL_DATA["size"]
+    assert kept < SMALL_DATA["size"]
+
+
+def test_resume_from_state_matches_an_uninterrupted_run():
+    config = small_config(epochs=3, method="mixture", ratio=2.0)
+    saved = {}
+    uninterrupted = []
+
+    def keep(result):
+        uninterrupted.append(result.metrics)
+        saved[result.epoch] = snapshot(result.state())
+
+    finetune(config, on_epoch=keep, cpu=True)
+    resumed = []
+    finetune(config, on_epoch=lambda r: resumed.append((r.metrics, snapshot(r.state()))),
+             resume_state=saved[2], cpu=True)
+    assert len(resumed) == 1
+    metrics, state = resumed[0]
+    assert metrics["epoch"] == 3
+    for key, value in uninterrupted[2].items():
+        if not key.startswith("time/"):
+            assert metrics[key] == value, key
+    for name, tensor in saved[3]["model"].items():
+        assert torch.equal(tensor, state["model"][name]), name
+
+
+def test_resume_refuses_a_state_from_other_settings():
+    states = []
+    finetune(small_config(epochs=1), on_epoch=lambda r: states.append(r.state()), cpu=True)
+    with pytest.raises(GroupsweepError, match="different settings.*seed"):
+        finetune(small_config(epochs=2, seed=4), resume_state=states[0], cpu=True)
+
+
+def test_last_layer_only_changes_only_the_head():
+    states = []
+    finetune(small_config(epochs=1, last_layer_only=True, optimizer="sgd", lr=1e-2),
+             on_epoch=lambda r: states.append(snapshot(r.state())), cpu=True)
+    from trainables.models import build_model
+    torch.manual_seed(3)
+    initial = build_model("toy-convnextv2-xs", 2).state_dict()
+    changed = {name for name, tensor in states[0]["model"].items() if not torch.equal(tensor, initial[name])}
+    assert changed and all(name.startswith("head") or ".head." in name or "fc" in name for name in changed), changed
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"dataset": "waterbird"}, "unknown dataset 'waterbird'"),
+    ({"model": "convnext-huge"}, "unknown model 'convnext-huge'"),
+    ({"method": "oversampling"}, "unknown .*method 'oversampling'"),
+    ({"method": "mixture", "ratio": 0.5}, "ratio"),
+    ({"model": "toy-bert-xs"}, "image inputs but the model takes text"),
+    ({"dataset_options": {"sise": 10}}, "no option 'sise'"),
+])
+def test_bad_input_is_one_line_error(overrides, message):
+    with pytest.raises(GroupsweepError, match=message) as error:
+        finetune(small_config(**overrides), cpu=True)
+    assert "\n" not in str(error.value)
+
+
+def test_bad_settings_are_refused_when_the_config_is_built():
+    with pytest.raises(GroupsweepError, match="unknown training setting 'learning_rate'"):
+        TrainConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(GroupsweepError, match="schedule 'step'"):
+        TrainConfig.from_dict({"schedule": "step"})
+    with pytest.raises(GroupsweepError, match="epochs must be a positive integer"):
+        TrainConfig.from_dict({"epochs": 0})

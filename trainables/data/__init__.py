@@ -1,0 +1,15 @@
+"""Group datasets: the shared interface, the embedded benchmarks and the real-data loaders.
+
+Importing this package registers every dataset; use ``load_dataset(name, **options)``.
+"""
+
+from trainables.data.base import (  # noqa: F401
+    DATASETS,
+    SPLITS,
+    GroupDataset,
+    Split,
+    dataset_options,
+    load_dataset,
+    register_dataset,
+)
+# Modules below register their datasets on import.

@@ -1,0 +1,298 @@
+"""The finetuning loop: one balanced ERM run on Accelerate, evaluated on every split after every epoch.
+
+A plain function, usable without Ray: ``finetune(config, on_epoch=...)``. The Ray trainable wraps it,
+turning each ``EpochResult`` into a ``ray.tune.report`` with a checkpoint of ``EpochResult.state()``.
+Shaped after Accelerate's ``nlp_example.py``: build data, model, optimizer; ``accelerator.prepare``;
+train with ``accelerator.backward``; evaluate with ``gather_for_metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from analysis.metrics import evaluate_predictions
+from trainables.balancing import BalancingPlan, make_plan, make_sampler
+from trainables.config import TrainConfig
+from trainables.data import GroupDataset, load_dataset
+from trainables.errors import GroupsweepError
+from trainables.inputs import ModelInputs, build_model_inputs, text_corpus
+from trainables.models import GroupModel, build_model
+from trainables.tokenization import build_tokenizer
+
+log = logging.getLogger("groupsweep.finetune")
+
+EVAL_SPLITS = ("train", "val", "test")
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite; the run cannot continue."""
+
+
+@dataclass
+class EpochResult:
+    """What one finished epoch hands to the ``on_epoch`` callback.
+
+    ``metrics``: flat metric dict (keys such as ``val/wga``, ``test/acc_group_3``, ``optim/loss``).
+    ``predictions``: predicted classes of the val and test splits (int16, in split order).
+    ``labels``: val/test classes, attributes and groups, plus ``n_classes`` and ``n_spurious``.
+    ``state``: call it to get the full resumable state (a torch.save-able dict).
+    """
+
+    epoch: int
+    metrics: dict
+    predictions: dict
+    labels: dict
+    state: Callable[[], dict]
+
+
+def load_config_dataset(config: TrainConfig) -> GroupDataset:
+    """Load the dataset a config names, passing ``data_root`` as the loader's ``root`` when it has one."""
+    options = dict(config.dataset_options)
+    if config.data_root is not None:
+        options.setdefault("root", config.data_root)
+    return load_dataset(config.dataset, **options)
+
+
+def sampler_seed(seed: int, epoch: int) -> int:
+    """Seed of the training sampler in ``epoch``: a function of the run seed and epoch only,
+    so a resumed run draws exactly the batches an uninterrupted run would."""
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def split_labels(dataset: GroupDataset) -> dict:
+    """Labels, attributes and groups of the val and test splits (what predictions are scored against)."""
+    labels = {"n_classes": dataset.n_classes, "n_spurious": dataset.n_spurious}
+    for split in ("val", "test"):
+        labels[f"{split}_y"] = dataset.splits[split].y
+        labels[f"{split}_s"] = dataset.splits[split].s
+        labels[f"{split}_g"] = dataset.groups(split)
+    return labels
+
+
+def make_accelerator(config: TrainConfig, cpu: bool | None):
+    """An Accelerator for this run; ``cpu=None`` uses a GPU when torch sees one."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    if cpu and config.mixed_precision == "fp16":
+        raise GroupsweepError("mixed_precision 'fp16' needs a GPU; use 'bf16' or 'no' on CPU")
+    state = AcceleratorState._shared_state
+    if state and (state.get("_mixed_precision") != config.mixed_precision
+                  or (cpu and state.get("device") is not None and state["device"].type != "cpu")):
+        # Accelerate keeps one process-wide state; a process running several trials with different
+        # precision or device settings (a reused Ray actor, a test session) must start it afresh.
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=cpu, mixed_precision=config.mixed_precision)
+
+
+def make_optimizer(config: TrainConfig, model: GroupModel) -> torch.optim.Optimizer:
+    """AdamW (the paper's finetuning) or SGD with momentum (its last-layer training) over trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
+    """Per-step learning-rate schedule over the whole run (transformers' schedules, no warm-up)."""
+    from transformers import get_constant_schedule, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    if config.schedule == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, 0, total_steps)
+    if config.schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, 0, total_steps)
+    return get_constant_schedule(optimizer)
+
+
+def rng_state() -> dict:
+    """Every global random state that training consumes (augmentation, dropout)."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state`` captured."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_resume_state(config: TrainConfig, state: dict) -> None:
+    """Refuse a saved state from a different run: every setting but ``epochs`` must match."""
+    saved = dict(state["config"])
+    current = config.to_dict()
+    saved.pop("epochs", None)
+    current.pop("epochs", None)
+    differing = sorted(k for k in current if saved.get(k) != current[k])
+    if differing:
+        raise GroupsweepError(
+            f"checkpoint was saved by a run with different settings ({', '.join(differing)}); "
+            "resume only with the config that produced it"
+        )
+
+
+@torch.no_grad()
+def predict(model, loader, accelerator, batch_transform: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of every example of an evaluation loader, in loader order (all processes gathered)."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for inputs, labels, _ in loader:
+        if batch_transform is not None:
+            inputs = batch_transform(inputs)
+        with accelerator.autocast():
+            logits = model(inputs)
+        logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
+        all_logits.append(logits.cpu())
+        all_labels.append(labels.cpu())
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def split_metrics(prefix: str, logits: torch.Tensor, labels: torch.Tensor, groups: np.ndarray,
+                  dataset: GroupDataset) -> dict:
+    """Loss and every accuracy metric of one split, with keys ``{prefix}/...``."""
+    weights = dataset.train_group_proportions() if dataset.average == "train-weighted" else None
+    y_pred = logits.argmax(dim=1).numpy()
+    metrics = evaluate_predictions(labels.numpy(), y_pred, groups, dataset.n_classes, dataset.n_groups,
+                                   group_weights=weights)
+    metrics["loss"] = float(F.cross_entropy(logits, labels))
+    return {f"{prefix}/{key}": value for key, value in metrics.items()}
+
+
+def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, dataset: GroupDataset,
+             plan: BalancingPlan) -> tuple[dict, dict]:
+    """Metrics of the full training split, the subset trained on, val and test; and val/test predictions."""
+    metrics, predictions = {}, {}
+    for split, loader in eval_loaders.items():
+        logits, labels = predict(model, loader, accelerator, model_inputs.eval_batch_transform)
+        groups = dataset.groups(split)
+        metrics.update(split_metrics(split, logits, labels, groups, dataset))
+        if split == "train":
+            kept = np.unique(plan.indices)
+            metrics.update(split_metrics("train_subset", logits[kept], labels[kept], groups[kept], dataset))
+        else:
+            predictions[split] = logits.argmax(dim=1).numpy().astype(np.int16)
+    return metrics, predictions
+
+
+def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None] | None = None,
+             resume_state: dict | None = None, cpu: bool | None = None,
+             dataset: GroupDataset | None = None) -> list[dict]:
+    """Finetune ``config.model`` on ``config.dataset`` with ``config.method`` balancing; return per-epoch metrics.
+
+    After each epoch, evaluates the full training split (no augmentation), the subset actually trained
+    on, val and test, and calls ``on_epoch(EpochResult)``. ``resume_state`` (an ``EpochResult.state()``)
+    continues exactly after its epoch: same weights, optimizer, schedule, sampler and random streams as
+    an uninterrupted run. ``cpu=True`` forces the CPU (``None``: GPU if visible). ``dataset`` may pass an
+    already loaded dataset (it must be the one the config names). Raises ``DivergenceError`` when the
+    training loss is not finite, ``GroupsweepError`` on bad settings.
+    """
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    if resume_state is not None:
+        check_resume_state(config, resume_state)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    from accelerate.utils import set_seed
+
+    accelerator = make_accelerator(config, cpu)
+    set_seed(config.seed)
+
+    dataset = dataset if dataset is not None else load_config_dataset(config)
+    plan = make_plan(dataset.splits["train"].y, dataset.groups("train"), config.method, config.ratio, config.seed)
+    tokenizer = None
+    if dataset.modality == "text":
+        tokenizer = build_tokenizer(config.model, model_path=config.model_path, corpus=text_corpus(dataset))
+    model = build_model(config.model, dataset.n_classes, pretrained=config.pretrained, model_path=config.model_path,
+                        vocab_size=len(tokenizer) if tokenizer is not None else None)
+    model_inputs = build_model_inputs(dataset, model.modality, tokenizer)
+    if config.last_layer_only:
+        model.set_last_layer_only()
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+
+    generator = torch.Generator()
+    train_loader = DataLoader(model_inputs.train_dataset(plan.indices), batch_size=config.batch_size,
+                              sampler=make_sampler(plan, generator))
+    eval_loaders = {split: DataLoader(model_inputs.eval_dataset(split), batch_size=config.eval_batch_size)
+                    for split in EVAL_SPLITS}
+    optimizer = make_optimizer(config, model)
+    model, optimizer, train_loader, *eval_list = accelerator.prepare(model, optimizer, train_loader,
+                                                                      *eval_loaders.values())
+    eval_loaders = dict(zip(EVAL_SPLITS, eval_list))
+    scheduler = make_scheduler(config, optimizer, config.epochs * len(train_loader))
+    class_weights = None
+    if plan.class_weights is not None:
+        class_weights = torch.as_tensor(plan.class_weights, dtype=torch.float32, device=accelerator.device)
+
+    start_epoch = 1
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        set_rng_state(resume_state["rng"])
+        start_epoch = resume_state["epoch"] + 1
+
+    labels = split_labels(dataset)
+    num_parameters = accelerator.unwrap_model(model).num_parameters
+    history = []
+    for epoch in range(start_epoch, config.epochs + 1):
+        generator.manual_seed(sampler_seed(config.seed, epoch))
+        model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=accelerator.device)
+        steps = 0
+        for inputs, targets, _ in train_loader:
+            logits = model(inputs)
+            loss = F.cross_entropy(logits.float(), targets, weight=class_weights)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+            steps += 1
+        mean_loss = float(accelerator.reduce(loss_sum, reduction="mean")) / max(steps, 1)
+        if not math.isfinite(mean_loss):
+            raise DivergenceError(f"training loss is {mean_loss} in epoch {epoch} of {config.epochs}")
+        train_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        metrics, predictions = evaluate(model, eval_loaders, accelerator, model_inputs, dataset, plan)
+        metrics.update({
+            "epoch": epoch,
+            "optim/loss": mean_loss,
+            "optim/lr": scheduler.get_last_lr()[0],
+            "time/train_s": train_seconds,
+            "time/eval_s": time.perf_counter() - started,
+            "model/num_parameters": num_parameters,
+            "data/num_train_kept": int(len(plan.indices)),
+        })
+        history.append(metrics)
+
+        def state(epoch=epoch) -> dict:
+            return {
+                "epoch": epoch,
+                "config": config.to_dict(),
+                "model": accelerator.unwrap_model(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+            }
+
+        if on_epoch is not None:
+            on_epoch(EpochResult(epoch=epoch, metrics=metrics, predictions=predictions, labels=labels, state=state))
+    return history

@@ -1,0 +1,106 @@
+"""Turn a GroupDataset split into torch inputs: images (augmented per example) or token tensors.
+
+Images stay uint8 until they are used: training examples get the paper's random augmentation one
+at a time (on tensors, never re-decoding files); evaluation batches are resized and centre-cropped
+as whole uint8 batches, which is deterministic and much cheaper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from trainables.data.base import SPLITS, GroupDataset
+from trainables.errors import GroupsweepError
+
+
+class ExampleDataset(Dataset):
+    """Examples ``positions`` of one split; item i -> (input, label, position).
+
+    ``inputs`` is a uint8 (N, H, W, 3) array (images) or a dict of (N, L) token tensors (texts).
+    ``transform`` (images only) maps a uint8 CHW tensor to the model input; None returns the uint8 tensor.
+    """
+
+    def __init__(self, inputs, labels: np.ndarray, positions: np.ndarray, transform: Callable | None = None):
+        self.inputs = inputs
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.positions = torch.as_tensor(np.asarray(positions), dtype=torch.long)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int):
+        position = int(self.positions[i])
+        if isinstance(self.inputs, dict):
+            item = {key: value[position] for key, value in self.inputs.items()}
+        else:
+            item = torch.from_numpy(np.ascontiguousarray(self.inputs[position])).permute(2, 0, 1)
+            if self.transform is not None:
+                item = self.transform(item)
+        return item, self.labels[position], position
+
+
+@dataclass
+class ModelInputs:
+    """Per-split model inputs of a dataset, shared by training and evaluation.
+
+    ``inputs[split]`` holds uint8 images or encoded tokens; ``train_transform`` augments one training
+    image; ``eval_batch_transform`` prepares a batch of uint8 evaluation images (None for text).
+    """
+
+    inputs: dict
+    labels: dict
+    train_transform: Callable | None
+    eval_batch_transform: Callable | None
+
+    def train_dataset(self, positions: np.ndarray) -> ExampleDataset:
+        """The training examples at ``positions`` of the train split, with augmentation."""
+        return ExampleDataset(self.inputs["train"], self.labels["train"], positions, self.train_transform)
+
+    def eval_dataset(self, split: str) -> ExampleDataset:
+        """Every example of ``split`` in order, without augmentation."""
+        n = len(self.labels[split])
+        return ExampleDataset(self.inputs[split], self.labels[split], np.arange(n))
+
+
+def build_model_inputs(dataset: GroupDataset, model_modality: str, tokenizer=None,
+                       cache_dir: str | None = None) -> ModelInputs:
+    """Prepare ``dataset`` for a model of ``model_modality`` (``image`` or ``text``).
+
+    Text is tokenised once per split with ``tokenizer`` (cached on disk under ``cache_dir`` when given).
+    Raises GroupsweepError when the dataset and model modalities differ.
+    """
+    if dataset.modality != model_modality:
+        raise GroupsweepError(
+            f"dataset {dataset.name!r} holds {dataset.modality} inputs but the model takes {model_modality} inputs"
+        )
+    labels = {split: dataset.splits[split].y for split in SPLITS}
+    if dataset.modality == "image":
+        from trainables.data.transforms import eval_transform, train_transform
+
+        return ModelInputs(
+            inputs={split: dataset.splits[split].inputs for split in SPLITS},
+            labels=labels,
+            train_transform=train_transform(dataset.image_size),
+            eval_batch_transform=eval_transform(dataset.image_size),
+        )
+    from trainables.tokenization import encode_texts
+
+    inputs = {
+        split: encode_texts(tokenizer, list(dataset.splits[split].inputs), dataset.max_length, cache_dir=cache_dir)
+        for split in SPLITS
+    }
+    return ModelInputs(inputs=inputs, labels=labels, train_transform=None, eval_batch_transform=None)
+
+
+def text_corpus(dataset: GroupDataset) -> list[str]:
+    """Every training text (both sentences of a pair), the corpus a word-level tokenizer is built from."""
+    corpus = []
+    for item in dataset.splits["train"].inputs:
+        corpus.extend(item if isinstance(item, (tuple, list)) else [item])
+    return corpus
