@@ -15,6 +15,8 @@ from trainables.errors import GroupsweepError
 
 COMMAND_MODULES = [
     "sweeps.train_command",
+    "sweeps.models_command",
+    "sweeps.sweep_command",
 ]
 
 

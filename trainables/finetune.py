@@ -214,7 +214,8 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     set_seed(config.seed)
 
     dataset = dataset if dataset is not None else load_config_dataset(config)
-    plan = make_plan(dataset.splits["train"].y, dataset.groups("train"), config.method, config.ratio, config.seed)
+    plan = make_plan(dataset.splits["train"].y, dataset.groups("train"), config.method, config.ratio, config.seed,
+                     n_classes=dataset.n_classes)
     tokenizer = None
     if dataset.modality == "text":
         tokenizer = build_tokenizer(config.model, model_path=config.model_path, corpus=text_corpus(dataset))

@@ -27,8 +27,8 @@ class ExampleDataset(Dataset):
 
     def __init__(self, inputs, labels: np.ndarray, positions: np.ndarray, transform: Callable | None = None):
         self.inputs = inputs
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-        self.positions = torch.as_tensor(np.asarray(positions), dtype=torch.long)
+        self.labels = torch.tensor(np.asarray(labels), dtype=torch.long)
+        self.positions = torch.tensor(np.asarray(positions), dtype=torch.long)
         self.transform = transform
 
     def __len__(self) -> int:

@@ -1,0 +1,52 @@
+"""``groupsweep models [--num-classes N]``: list every model a sweep can train.
+
+One row per registry entry: name, family (the scaling ladder), modality, parameter count with an
+N-way head (default 2; counted on the meta device, nothing is downloaded or allocated), the count the
+paper's Table 3 lists (millions; its counts exclude the ImageNet head and equal ours to 3 significant
+digits), the Hugging Face hub id of the pretrained weights, and whether those weights are in the local
+Hugging Face cache (``yes``/``no``; ``n/a`` for toy models, which are randomly initialised). Toy BERT
+counts are for their default vocabulary (8192 tokens); a sweep sizes them to the tokenizer built from
+its training texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    """Add ``models`` to the ``groupsweep`` sub-command parsers."""
+    parser = subparsers.add_parser(
+        "models", help="list every model with its family, size, hub id and local weight availability",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--num-classes", type=int, default=2, help="classes of the head counted (default 2)")
+    parser.set_defaults(func=models_command)
+
+
+def models_table(num_classes: int = 2):
+    """The registry as a DataFrame with columns ``name, family, modality, params, params_m, table3_m,
+    hub_id, pretrained_local`` (see the module docstring), in registry order."""
+    import pandas as pd
+
+    from trainables.errors import GroupsweepError
+    from trainables.models import MODELS, parameter_count, weights_available
+
+    if num_classes < 1:
+        raise GroupsweepError(f"--num-classes {num_classes} must be at least 1")
+    rows = []
+    for spec in MODELS.values():
+        params = parameter_count(spec.name, num_classes)
+        rows.append({
+            "name": spec.name, "family": spec.family, "modality": spec.modality, "params": params,
+            "params_m": round(params / 1e6, 2),
+            "table3_m": "-" if spec.table3_params is None else spec.table3_params,
+            "hub_id": spec.hub_id or "-", "pretrained_local": weights_available(spec),
+        })
+    return pd.DataFrame(rows)
+
+
+def models_command(args) -> int:
+    """Print ``models_table(args.num_classes)``."""
+    print(models_table(args.num_classes).to_string(index=False))
+    return 0

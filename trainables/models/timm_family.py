@@ -1,0 +1,131 @@
+"""Image models built with timm: ConvNeXt-V2 and ResNet at the paper's sizes, and toy ladders.
+
+Real sizes use timm's ImageNet-1k weights (``convnextv2_*.fcmae_ft_in1k``, ``resnet*.tv_in1k``, as in
+the paper); toy sizes are the same timm architectures with reduced widths and depths, randomly
+initialised, small enough to train on 32x32 images on a CPU.
+
+Checkpoints (``model_path`` or the hub cache) are timm state dicts: a ``.safetensors``/``.pth``/``.bin``
+file, or a directory holding ``model.safetensors``/``pytorch_model.bin``/``model.pth`` (the layout of
+timm's hub repositories). A ``state_dict``/``model`` wrapper and a ``module.`` prefix are accepted
+(timm's ``load_state_dict``). Classifier entries whose shape differs from the requested number of
+classes (e.g. the 1000-class ImageNet head) are dropped and the head stays randomly initialised; every
+other entry must match the architecture exactly.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from trainables.errors import GroupsweepError
+from trainables.models.base import GroupModel, ModelSpec, register_model
+from trainables.models.hub import checkpoint_source
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth")
+
+
+class TimmGroupModel(GroupModel):
+    """A timm classifier; features = ``forward_head(forward_features(x), pre_logits=True)``."""
+
+    @property
+    def head(self) -> torch.nn.Linear:
+        return self.backbone.get_classifier()
+
+    def features(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_head(self.backbone.forward_features(inputs), pre_logits=True)
+
+
+def _weights_file(path: Path, spec: ModelSpec) -> Path:
+    if path.is_file():
+        return path
+    for name in WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise GroupsweepError(
+        f"checkpoint directory {str(path)!r} of model {spec.name!r} holds none of: {', '.join(WEIGHT_FILES)}"
+    )
+
+
+def load_timm_checkpoint(model: torch.nn.Module, path: Path, spec: ModelSpec) -> None:
+    """Load the timm state dict at ``path`` (file or directory) into ``model`` (see module docstring)."""
+    from safetensors import SafetensorError
+    from timm.models import load_state_dict
+
+    file = _weights_file(path, spec)
+    try:
+        state = load_state_dict(str(file))
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as error:
+        raise GroupsweepError(f"cannot read checkpoint {str(file)!r} of model {spec.name!r}: {error}".splitlines()[0])
+    expected = model.state_dict()
+    head = model.pretrained_cfg["classifier"] + "."
+    for key in [k for k in state if k.startswith(head) and k in expected]:
+        if state[key].shape != expected[key].shape:
+            del state[key]
+    mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    unexpected, missing = [], []
+    if not mismatched:
+        # torch fills in the batch-norm counters that checkpoints older than PyTorch 0.4.1 lack
+        result = model.load_state_dict(state, strict=False)
+        unexpected = result.unexpected_keys
+        missing = [k for k in result.missing_keys if not k.startswith(head)]
+    if unexpected or missing or mismatched:
+        problems = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                    for label, keys in (("unexpected", unexpected), ("missing", missing), ("wrong shape", mismatched))
+                    if keys]
+        raise GroupsweepError(
+            f"checkpoint {str(file)!r} does not fit model {spec.name!r}: {'; '.join(problems)}"
+        )
+
+
+def build_timm_model(spec: ModelSpec, num_classes: int, *, pretrained: bool = False, model_path=None,
+                     vocab_size: int | None = None) -> TimmGroupModel:
+    """Build ``spec`` with timm for ``num_classes`` classes, loading weights per ``checkpoint_source``."""
+    import timm
+
+    if vocab_size is not None:
+        raise GroupsweepError(f"vocab_size applies to text models; {spec.name!r} is an image model")
+    source = checkpoint_source(spec, pretrained, model_path)
+    model = timm.create_model(spec.arch, pretrained=False, num_classes=num_classes, **spec.arch_args)
+    if source is not None:
+        load_timm_checkpoint(model, source, spec)
+    return TimmGroupModel(spec, model)
+
+
+def _register_real(name: str, family: str, arch: str, table3_params: float) -> None:
+    register_model(ModelSpec(
+        name=name, family=family, modality="image", builder=build_timm_model, arch=arch,
+        hub_id=f"timm/{arch}", hub_files=(("model.safetensors", "pytorch_model.bin"),),
+        table3_params=table3_params,
+    ))
+
+
+def _register_toy(name: str, family: str, arch: str, arch_args: dict) -> None:
+    register_model(ModelSpec(name=name, family=family, modality="image", builder=build_timm_model,
+                             arch=arch, arch_args=arch_args))
+
+
+for _size, _params in (("atto", 3.4), ("femto", 4.8), ("pico", 8.6), ("nano", 15.0), ("tiny", 27.9), ("base", 87.7)):
+    _register_real(f"convnextv2-{_size}", "convnextv2", f"convnextv2_{_size}.fcmae_ft_in1k", _params)
+for _depth, _params in ((18, 11.2), (34, 21.3), (50, 23.5), (101, 42.5), (152, 58.1)):
+    _register_real(f"resnet{_depth}", "resnet", f"resnet{_depth}.tv_in1k", _params)
+
+# Toy ConvNeXt-V2 (GRN blocks, no layer scale): 4 stages, 32x32 inputs reach 1x1 in the last stage.
+for _size, _depths, _dims in (
+    ("xs", (1, 1, 1, 1), (8, 16, 32, 64)),
+    ("s", (1, 1, 2, 1), (16, 32, 64, 128)),
+    ("m", (1, 1, 3, 1), (24, 48, 96, 192)),
+    ("l", (2, 2, 4, 2), (32, 64, 128, 256)),
+):
+    _register_toy(f"toy-convnextv2-{_size}", "toy-convnextv2", "convnextv2_atto", {"depths": _depths, "dims": _dims})
+
+# Toy ResNet (basic blocks as ResNet-18/34).
+for _size, _layers, _channels in (
+    ("xs", (1, 1, 1, 1), (8, 16, 32, 64)),
+    ("s", (1, 1, 1, 1), (16, 32, 64, 128)),
+    ("m", (2, 2, 2, 2), (24, 48, 96, 192)),
+    ("l", (2, 2, 2, 2), (32, 64, 128, 256)),
+):
+    _register_toy(f"toy-resnet-{_size}", "toy-resnet", "resnet18",
+                  {"layers": _layers, "channels": _channels, "stem_width": _channels[0]})
