@@ -16,6 +16,7 @@ from trainables.errors import GroupsweepError
 COMMAND_MODULES = [
     "sweeps.train_command",
     "sweeps.models_command",
+    "sweeps.data_command",
     "sweeps.sweep_command",
 ]
 

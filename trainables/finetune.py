@@ -192,14 +192,15 @@ def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, 
 
 def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None] | None = None,
              resume_state: dict | None = None, cpu: bool | None = None,
-             dataset: GroupDataset | None = None) -> list[dict]:
+             dataset: GroupDataset | None = None, plan: BalancingPlan | None = None) -> list[dict]:
     """Finetune ``config.model`` on ``config.dataset`` with ``config.method`` balancing; return per-epoch metrics.
 
     After each epoch, evaluates the full training split (no augmentation), the subset actually trained
     on, val and test, and calls ``on_epoch(EpochResult)``. ``resume_state`` (an ``EpochResult.state()``)
     continues exactly after its epoch: same weights, optimizer, schedule, sampler and random streams as
     an uninterrupted run. ``cpu=True`` forces the CPU (``None``: GPU if visible). ``dataset`` may pass an
-    already loaded dataset (it must be the one the config names). Raises ``DivergenceError`` when the
+    already loaded dataset (it must be the one the config names); ``plan`` replaces the plan of
+    ``config.method`` (data-selection methods such as D3M pass the examples they keep). Raises ``DivergenceError`` when the
     training loss is not finite, ``GroupsweepError`` on bad settings.
     """
     if isinstance(config, dict):
@@ -214,8 +215,9 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     set_seed(config.seed)
 
     dataset = dataset if dataset is not None else load_config_dataset(config)
-    plan = make_plan(dataset.splits["train"].y, dataset.groups("train"), config.method, config.ratio, config.seed,
-                     n_classes=dataset.n_classes)
+    if plan is None:
+        plan = make_plan(dataset.splits["train"].y, dataset.groups("train"), config.method, config.ratio,
+                         config.seed, n_classes=dataset.n_classes)
     tokenizer = None
     if dataset.modality == "text":
         tokenizer = build_tokenizer(config.model, model_path=config.model_path, corpus=text_corpus(dataset))

@@ -1,0 +1,175 @@
+"""Training-input throughput: decode-once memmap cache vs decoding the JPEGs every epoch.
+
+Writes a Waterbirds-format folder (``metadata.csv`` + CUB-style class folders) of ``--n`` textured
+JPEGs whose shorter side is ``--size`` px (4:3 aspect), then times, with the same DataLoader settings
+and the same augmentation (RandomResizedCrop(image_size, scale=(0.7, 1)) + horizontal flip + ImageNet
+normalisation):
+
+* cache: ``load_dataset("waterbirds")`` builds the decode-once cache (its one-time build is timed
+  separately), and every epoch reads uint8 squares from the memmap and augments them as tensors;
+* jpeg: every epoch opens and decodes each JPEG with PIL and augments it with the classic torchvision
+  transforms on PIL images (the paper's pipeline).
+
+Each pair is timed twice: normalising every example in the DataLoader (the cache side then uses the
+project's ``train_transform``) and normalising each collated uint8 batch on ``--device`` (default the
+GPU when there is one), where every batch is moved in both cases.
+Both iterate the training split for ``--epochs`` epochs after one warm-up epoch; it prints images/s
+of both and their ratio. Usage, from the repository root:
+``python -m benchmarks.input_pipeline [--dir DIR] [--n 2000] [--workers 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from torchvision.transforms import v2
+
+from trainables.data.base import load_dataset
+from trainables.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_chw, train_transform
+from trainables.data.waterbirds import load_waterbirds  # noqa: F401  (registers "waterbirds")
+
+SPLIT_SHARES = (0.8, 0.1, 0.1)
+FOLDERS = ("094.White_breasted_Nuthatch", "001.Black_footed_Albatross")
+
+
+def write_tree(root: Path, n: int, size: int, seed: int = 0) -> None:
+    """``n`` textured JPEGs (shorter side ``size``, 4:3) in Waterbirds format; groups drawn like Table 2's train split."""
+    rng = np.random.default_rng(seed)
+    groups = rng.choice(4, size=n, p=np.array([3498, 184, 56, 1057]) / 4795)
+    splits = rng.choice(3, size=n, p=SPLIT_SHARES)
+    groups[:4], splits[:4] = np.arange(4), 0  # every group in train
+    width = round(size * 4 / 3)
+    rows = []
+    for i, (g, split) in enumerate(zip(groups, splits)):
+        y, place = divmod(int(g), 2)
+        coarse = Image.fromarray(rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)).resize((width, size), Image.BICUBIC)
+        pixels = np.asarray(coarse, dtype=np.int16) + rng.integers(-12, 13, size=(size, width, 3))
+        name = f"{FOLDERS[y]}/{FOLDERS[y][4:]}_{i:05d}.jpg"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / name, quality=90)
+        rows.append([i + 1, name, y, int(split), place, "/o/ocean/00000001.jpg"])
+    with open(root / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["img_id", "img_filename", "y", "split", "place", "place_filename"])
+        writer.writerows(rows)
+
+
+class CachedImages(Dataset):
+    """Training examples read from the decode-once memmap and augmented as uint8 tensors by ``transform``."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(to_chw(self.images[i])), int(self.labels[i])
+
+
+class JpegImages(Dataset):
+    """Training examples decoded from JPEG at every access and augmented as PIL images by ``transform``."""
+
+    def __init__(self, paths: list[Path], labels: np.ndarray, transform):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        with Image.open(self.paths[i]) as image:
+            return self.transform(image.convert("RGB")), int(self.labels[i])
+
+
+def transforms(image_size: int, where: str) -> tuple:
+    """(cache transform, jpeg transform, batch transform) applying one augmentation in two pipelines.
+
+    ``where="example"``: each example is normalised to float in the DataLoader (the cache side uses the
+    project's ``train_transform``, the JPEG side the classic torchvision pipeline on PIL images).
+    ``where="batch"``: examples stay uint8 after crop and flip, and each collated batch is normalised on
+    the device it is moved to (the accelerator when there is one).
+    """
+    crop_flip = [T.RandomResizedCrop(image_size, scale=(0.7, 1.0)), T.RandomHorizontalFlip()]
+    normalise = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if where == "example":
+        jpeg = T.Compose([*crop_flip, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        return train_transform(image_size), jpeg, None
+    cache = v2.Compose([v2.RandomResizedCrop(image_size, scale=(0.7, 1.0), antialias=True), v2.RandomHorizontalFlip()])
+    return cache, T.Compose([*crop_flip, T.PILToTensor()]), v2.Compose(normalise)
+
+
+def images_per_second(dataset: Dataset, batch_transform, device: str, epochs: int, batch_size: int, workers: int) -> float:
+    """Images/s delivered on ``device`` over full passes of ``dataset`` (after one untimed warm-up epoch
+    that also starts the workers); each batch is moved to ``device`` and, if given, ``batch_transform``
+    runs there, timed with the rest."""
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+        pin_memory=device != "cpu",
+    )
+    for _ in loader:
+        pass
+    start, seen = time.perf_counter(), 0
+    for _ in range(epochs):
+        for images, _ in loader:
+            images = images.to(device, non_blocking=True)
+            if batch_transform is not None:
+                images = batch_transform(images)
+            seen += len(images)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Generate the folder, time both pipelines side by side and print the rates and their ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=None, help="folder for the generated tree (default: a temp dir)")
+    parser.add_argument("--n", type=int, default=2000, help="number of JPEGs (all splits)")
+    parser.add_argument("--size", type=int, default=224, help="shorter side of the generated JPEGs")
+    parser.add_argument("--image-size", type=int, default=224, help="model input size")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (both pipelines)")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where batches go and batch normalisation runs (default: cuda if available)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = args.dir or Path(scratch) / "waterbirds"
+        if not (root / "metadata.csv").exists():
+            root.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            write_tree(root, args.n, args.size)
+            print(f"wrote {args.n} JPEGs ({args.size} px shorter side) to {root} in {time.perf_counter() - start:.1f} s")
+        cache_dir = Path(scratch) / "cache"
+        start = time.perf_counter()
+        dataset = load_dataset("waterbirds", root=root, image_size=args.image_size, cache_dir=cache_dir)
+        build = time.perf_counter() - start
+        start = time.perf_counter()
+        load_dataset("waterbirds", root=root, image_size=args.image_size, cache_dir=cache_dir)
+        reload = time.perf_counter() - start
+        train = dataset.splits["train"]
+        with open(root / "metadata.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        paths = [root / row["img_filename"] for row in rows if row["split"] == "0"]
+        print(f"cache: built in {build:.1f} s for {len(rows)} images, reloaded in {reload:.2f} s; "
+              f"train split {len(train)} images; batch {args.batch_size}, {args.workers} workers, "
+              f"{args.epochs} timed epochs; torch threads {torch.get_num_threads()}; batches to {args.device}")
+        print(f"{'normalised per':<16}{'jpeg img/s':>12}{'cache img/s':>13}{'ratio':>8}")
+        for where in ("example", "batch"):
+            cache_t, jpeg_t, batch_t = transforms(args.image_size, where)
+            settings = (args.device, args.epochs, args.batch_size, args.workers)
+            jpeg = images_per_second(JpegImages(paths, train.y, jpeg_t), batch_t, *settings)
+            cached = images_per_second(CachedImages(train.inputs, train.y, cache_t), batch_t, *settings)
+            print(f"{where:<16}{jpeg:12.1f}{cached:13.1f}{cached / jpeg:7.2f}x")
+
+if __name__ == "__main__":
+    main()

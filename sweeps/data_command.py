@@ -1,0 +1,102 @@
+"""``groupsweep data check NAME --root DIR [--csv] [--verify-images]``: validate a native dataset folder.
+
+The check reads the native files, validates every row and that every listed image exists (without
+decoding them unless ``--verify-images``, and without building the image cache), then prints the
+composition in the layout of the paper's Table 2. For the four benchmarks of the paper it prints one
+``warning:`` line (on stderr) per group count that differs from Table 2. Exit status 0 when the folder
+is valid (warnings included), 2 with ``error: ...`` when it is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NATIVE_DATASETS = ("waterbirds", "celeba", "civilcomments", "multinli", "custom")
+
+
+def register(subparsers) -> None:
+    """Add ``data check`` to the ``groupsweep`` sub-command parsers."""
+    data = subparsers.add_parser("data", help="inspect datasets in their native formats")
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    check = commands.add_parser(
+        "check", help="validate a dataset folder and print its group composition (paper Table 2 layout)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("name", metavar="NAME", choices=NATIVE_DATASETS, help=f"one of: {', '.join(NATIVE_DATASETS)}")
+    check.add_argument("--root", default=None, help="the dataset's folder (default: $GROUPSWEEP_DATA/NAME)")
+    check.add_argument("--csv", action="store_true", help="print the composition as CSV")
+    check.add_argument("--verify-images", action="store_true", help="also open and decode every image")
+    check.set_defaults(func=check_command)
+
+
+def _load_readers() -> dict:
+    """The native readers, registered by importing their modules."""
+    import trainables.data.celeba  # noqa: F401
+    import trainables.data.civilcomments  # noqa: F401
+    import trainables.data.custom  # noqa: F401
+    import trainables.data.multinli  # noqa: F401
+    import trainables.data.waterbirds  # noqa: F401
+    from trainables.data.native import NATIVE_READERS
+
+    return NATIVE_READERS
+
+
+def verify_images(table) -> None:
+    """Open and fully decode every image of an image table; a one-line error names the row of the first failure."""
+    from PIL import Image
+
+    from trainables.errors import GroupsweepError
+
+    for i, name in enumerate(table.inputs):
+        try:
+            with Image.open(table.image_root / name) as image:
+                image.load()
+        except (OSError, ValueError, SyntaxError) as error:
+            raise GroupsweepError(f"{table.where(i)}: cannot decode image {name!r}: {error}") from None
+
+
+def table2_warnings(name: str, counts) -> list[str]:
+    """``warning: ...`` lines for every group count of ``counts`` (``GroupDataset.counts()``) that differs from Table 2."""
+    from trainables.data.table2 import TABLE2
+
+    if name not in TABLE2:
+        return []
+    _, _, expected = TABLE2[name]
+    if len(counts) != len(expected["train"]):
+        return [f"warning: {len(counts)} groups differ from Table 2 ({len(expected['train'])})"]
+    return [
+        f"warning: group {g} {split} count {count} differs from Table 2 ({expected[split][g]})"
+        for split in ("train", "val", "test")
+        for g, count in enumerate(counts[split])
+        if count != expected[split][g]
+    ]
+
+
+def format_table(counts) -> str:
+    """The composition as an aligned text table in the layout of the paper's Table 2."""
+    shown = counts.rename(columns={"p_y": "p(y)", "p_g": "p(g)", "p_y_given_s": "p(y|s)"})
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def check_command(args) -> int:
+    """Handler of ``groupsweep data check``: validate, print the composition and Table 2 warnings."""
+    import sys
+
+    from trainables.data.native import resolve_root
+
+    readers = _load_readers()
+    root = resolve_root(args.name, args.root)
+    table = readers[args.name](root)
+    if args.verify_images and table.modality == "image":
+        verify_images(table)
+    counts = table.dataset().counts()
+    if args.csv:
+        sys.stdout.write(counts.to_csv(index=False))
+    else:
+        print(f"{args.name}: {len(table.y)} examples from {table.source}")
+        print(format_table(counts))
+        print("total: " + ", ".join(f"{split} {int(counts[split].sum())}" for split in ("train", "val", "test")))
+    sys.stdout.flush()  # the table first, then the warnings, when both go to one terminal
+    for line in table2_warnings(args.name, counts):
+        print(line, file=sys.stderr)
+    return 0

@@ -1,0 +1,124 @@
+"""Decode-once image cache: every image is decoded a single time into a uint8 memmap, then reused.
+
+Each image is opened with PIL, converted to RGB, its shorter side resized (bilinear, antialiased, as
+torchvision's ``Resize``) to ``R = round(image_size * 256 / 224)`` and center-cropped to an R x R square.
+A split's images are stored as one ``(N, R, R, 3)`` uint8 ``.npy`` file opened as a read-only
+``np.memmap``; the file name holds the dataset/split key, R, N and a fingerprint of the file list
+(relative names, sizes and modification times), so an edited image list or a changed image gets a
+fresh cache. The file is written to a temporary name and moved into place with ``os.replace``; a lock
+file makes concurrent trials on one machine wait for the first builder instead of decoding twice.
+
+Evaluation (Resize(R) + CenterCrop(image_size)) on the cached square equals the paper's pipeline on the
+original image. Training augmentation (RandomResizedCrop(image_size, scale=(0.7, 1)) + flip) runs on
+the cached tensor, so for a non-square original the random crops are drawn from its center R x R square
+rather than from the whole image: a small, documented deviation from cropping the original.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from trainables.errors import GroupsweepError
+
+
+def cache_resolution(image_size: int) -> int:
+    """Side R of the cached squares for model input ``image_size``: ``round(image_size * 256 / 224)``."""
+    return round(image_size * 256 / 224)
+
+
+def decode_image(path: Path, resolution: int) -> np.ndarray:
+    """Decode ``path`` to RGB, resize its shorter side to ``resolution`` and center-crop: uint8 (R, R, 3)."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+    image = F.resize(image, resolution, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return np.asarray(F.center_crop(image, resolution), dtype=np.uint8)
+
+
+def fingerprint(root: Path, names: Sequence[str]) -> str:
+    """Hex digest of the ordered relative ``names`` with each file's size and modification time."""
+    digest = hashlib.sha256()
+    for name in names:
+        stat = os.stat(root / name)
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_path(cache_dir: Path, key: str, root: Path, names: Sequence[str], image_size: int) -> Path:
+    """The cache file of images ``names`` (relative to ``root``) under ``key`` at model size ``image_size``."""
+    resolution = cache_resolution(image_size)
+    return Path(cache_dir) / f"{key}-{resolution}px-n{len(names)}-{fingerprint(root, names)[:16]}.npy"
+
+
+def cached_images(
+    root: Path,
+    names: Sequence[str],
+    cache_dir: Path,
+    *,
+    key: str,
+    image_size: int,
+    where: Callable[[int], str] | None = None,
+    workers: int | None = None,
+) -> np.memmap:
+    """The images ``root/names[i]`` as a read-only uint8 memmap (N, R, R, 3), decoding them only if no cache exists.
+
+    ``key`` names the dataset and split (e.g. ``waterbirds-train``); ``where(i)`` describes where image
+    ``i`` was listed, for the one-line error raised when it cannot be decoded; ``workers`` threads decode
+    (default: the CPU count, at most 16).
+    """
+    root = Path(root)
+    path = cache_path(cache_dir, key, root, names, image_size)
+    if not path.exists():
+        lock_path = path.with_name(path.name + ".lock")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(lock_path, "w")
+        except OSError as error:
+            raise GroupsweepError(
+                f"cannot write the image cache in {str(path.parent)!r} ({error.strerror}); pass cache_dir or set GROUPSWEEP_CACHE"
+            ) from None
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                _build(path, root, names, cache_resolution(image_size), where, workers)
+            # safe once the cache exists: every later caller sees it before it would take the lock
+            lock_path.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r")
+
+
+def _build(path: Path, root: Path, names: Sequence[str], resolution: int, where, workers: int | None) -> None:
+    """Decode every image into a temporary ``.npy`` memmap next to ``path`` and move it into place."""
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names), resolution, resolution, 3))
+
+    def fill(i: int) -> None:
+        try:
+            out[i] = decode_image(root / names[i], resolution)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL raises these for unreadable or truncated files
+            place = f"{where(i)}: " if where else ""
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise GroupsweepError(f"{place}cannot decode image {str(root / names[i])!r}: {reason}") from None
+
+    pool = ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1))
+    try:
+        try:
+            for _ in pool.map(fill, range(len(names))):
+                pass
+        finally:
+            pool.shutdown(cancel_futures=True)  # stop at the first unreadable image
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,263 @@
+"""Shared machinery of the loaders that read real benchmarks in their native on-disk formats.
+
+Data folder (``root``): the dataset's own folder, e.g. the unpacked ``waterbird_complete95_forest2water2/``.
+When a loader gets ``root=None`` it uses ``$GROUPSWEEP_DATA/<dataset name>`` (e.g.
+``$GROUPSWEEP_DATA/waterbirds``); with neither, it stops with a one-line ``GroupsweepError`` saying how
+to pass the folder.
+
+Decoded-image cache (``cache_dir``): an explicit ``cache_dir`` wins, then ``$GROUPSWEEP_CACHE``, then
+``<root>/.groupsweep_cache``. Cache files are keyed by dataset, split, resolution and a fingerprint of the
+file list, so one cache folder may serve several datasets and data folders.
+
+Errors about a malformed file name the file and the row: ``row N`` is the N-th data record of the file
+(1-based, header lines not counted; a CSV record may span several lines when a quoted text holds a
+newline).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from trainables.data.base import SPLITS, GroupDataset, Split
+from trainables.errors import GroupsweepError
+
+DATA_ENV = "GROUPSWEEP_DATA"
+CACHE_ENV = "GROUPSWEEP_CACHE"
+CACHE_SUBDIR = ".groupsweep_cache"
+
+# split codes of every native format: Sagawa et al.'s 0/1/2 and the WILDS / custom names
+SPLIT_CODES: dict[object, int] = {0: 0, 1: 1, 2: 2, "train": 0, "val": 1, "test": 2}
+NUMERIC_SPLITS = {0: 0, 1: 1, 2: 2}
+NAMED_SPLITS = {"train": 0, "val": 1, "test": 2}
+
+
+def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
+    """The data folder of dataset ``name``: ``root``, else ``$GROUPSWEEP_DATA/<name>``.
+
+    Raises a one-line ``GroupsweepError`` when neither is given or the folder does not exist.
+    """
+    if root is None:
+        base = os.environ.get(DATA_ENV)
+        if not base:
+            raise GroupsweepError(
+                f"dataset {name!r} needs its data folder: set data_root in the sweep spec, pass --data-root DIR "
+                f"(groupsweep data check: --root DIR), or set {DATA_ENV} to a folder holding {name}/"
+            )
+        root = Path(base) / name
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise GroupsweepError(
+            f"data folder {str(path)!r} of dataset {name!r} does not exist; pass the folder holding its files "
+            f"(data_root, --data-root, or {DATA_ENV}/{name})"
+        )
+    return path
+
+
+def check_positive(option: str, value) -> int:
+    """``value`` if it is a positive integer, else a one-line ``GroupsweepError`` naming ``option``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise GroupsweepError(f"{option} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def resolve_cache_dir(root: Path, cache_dir: str | os.PathLike | None) -> Path:
+    """Where decoded images are cached: ``cache_dir``, else ``$GROUPSWEEP_CACHE``, else ``<root>/.groupsweep_cache``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return root / CACHE_SUBDIR
+
+
+def find_file(root: Path, candidates: Sequence[str], what: str) -> Path:
+    """The first of ``candidates`` (paths relative to ``root``) that exists; a one-line error naming them all if none."""
+    for candidate in candidates:
+        path = root / candidate
+        if path.is_file():
+            return path
+    raise GroupsweepError(f"{what}: none of {', '.join(candidates)} found in {str(root)!r}")
+
+
+def row_error(path: Path, row: int, message: str) -> GroupsweepError:
+    """``GroupsweepError('<path> row <row>: <message>')`` for the 1-based data record ``row`` of ``path``."""
+    return GroupsweepError(f"{path} row {row}: {message}")
+
+
+def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), **options) -> pd.DataFrame:
+    """Read the columns ``required`` (and those of ``optional`` present) of the delimited file ``path``.
+
+    ``options`` go to ``pandas.read_csv``. One-line errors name the file for a missing file, an unparsable
+    file or a missing column (listing the columns found). A row with fewer cells than the header gets
+    empty cells (which the callers reject); cells beyond the header are ignored.
+    """
+    if not path.is_file():
+        raise GroupsweepError(f"file {str(path)!r} not found")
+    options = {"index_col": False, **options}  # cells beyond the header never turn into an index
+    try:
+        header = pd.read_csv(path, nrows=0, **options).columns
+        missing = [column for column in required if column not in header]
+        if missing:
+            raise GroupsweepError(
+                f"{path}: missing column {missing[0]!r}; found columns: {', '.join(map(str, header))}"
+            )
+        columns = list(required) + [column for column in optional if column in header and column not in required]
+        return pd.read_csv(path, usecols=columns, **options)[columns]
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise GroupsweepError(f"{path}: cannot parse: {first_line}") from None
+
+
+def _normal(value):
+    """A cell value in the form the code tables use: integral numbers as int, text stripped and lower-cased."""
+    if isinstance(value, (bool, np.bool_, int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if float(value).is_integer() else value
+    if isinstance(value, str):
+        text = value.strip()
+        return int(text) if re.fullmatch(r"[+-]?\d+", text) else text.lower()
+    return value
+
+
+def shown(value) -> str:
+    """``repr`` of a cell value for messages, with numpy scalars shown as plain Python values."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def map_codes(path: Path, column: pd.Series, codes: Mapping[object, int], what: str) -> np.ndarray:
+    """Translate every value of ``column`` through ``codes`` (int keys and lower-case text keys).
+
+    Integral floats and digit strings count as integers. The first value not in ``codes`` raises
+    ``<path> row N: <what> <value> in column <name>; allowed: ...``.
+    """
+    keys = column if pd.api.types.is_integer_dtype(column.dtype) else column.map(_normal)
+    mapped = keys.map(dict(codes))
+    bad = np.flatnonzero(mapped.isna().to_numpy())
+    if len(bad):
+        row = int(bad[0])
+        allowed = ", ".join(str(key) for key in codes)
+        raise row_error(path, row + 1, f"{what} {shown(column.iloc[row])} in column {column.name!r}; allowed: {allowed}")
+    return mapped.to_numpy(dtype=np.int64)
+
+
+def numeric_column(path: Path, column: pd.Series, *, missing_ok: bool) -> np.ndarray:
+    """The float values of ``column``; a non-numeric cell (or an empty one unless ``missing_ok``) raises a row error."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    empty = column.isna().to_numpy()
+    bad = np.flatnonzero(np.isnan(values) & ~(empty & missing_ok))
+    if len(bad):
+        row = int(bad[0])
+        raise row_error(path, row + 1, f"value {shown(column.iloc[row])} in column {column.name!r} is not a number")
+    return values
+
+
+@dataclass
+class NativeTable:
+    """Everything a native format says about its examples, before any image is decoded.
+
+    ``inputs[i]`` is a file name relative to ``image_root`` (images) or a string / (premise, hypothesis)
+    pair (text); ``y``, ``s`` and ``split`` (0 train, 1 val, 2 test) are int arrays; ``rows[i]`` is the
+    1-based record of ``source`` that example ``i`` came from (for error messages).
+    """
+
+    name: str
+    modality: str
+    source: Path
+    inputs: Sequence
+    y: np.ndarray
+    s: np.ndarray
+    split: np.ndarray
+    class_names: tuple[str, ...]
+    attribute_names: tuple[str, ...]
+    average: str = "pooled"
+    image_root: Path | None = None
+    rows: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def indices(self, split: str) -> np.ndarray:
+        """Positions of the examples of ``split`` (``train``, ``val`` or ``test``), in file order."""
+        return np.flatnonzero(self.split == SPLITS.index(split))
+
+    def where(self, i: int) -> str:
+        """``<source> row N``: where example ``i`` is described."""
+        row = int(self.rows[i]) if self.rows is not None else i + 1
+        return f"{self.source} row {row}"
+
+    def dataset(self, inputs: Mapping[str, Sequence] | None = None, **fields) -> GroupDataset:
+        """The ``GroupDataset`` of this table with per-split ``inputs`` (default: the table's own inputs).
+
+        With the default, image inputs are file names: enough for counting (``groupsweep data check``),
+        not for training. ``fields`` (``image_size``, ``max_length``) are passed to ``GroupDataset``.
+        """
+        if inputs is None:
+            inputs = {name: [self.inputs[i] for i in self.indices(name)] for name in SPLITS}
+        splits = {
+            name: Split(inputs[name], self.y[self.indices(name)], self.s[self.indices(name)]) for name in SPLITS
+        }
+        return GroupDataset(
+            name=self.name, modality=self.modality, splits=splits, class_names=self.class_names,
+            attribute_names=self.attribute_names, average=self.average,
+            meta={"source": str(self.source), **self.meta}, **fields,
+        )
+
+    def check_images_exist(self) -> None:
+        """Raise ``<source> row N: image <name> not found under <image_root>`` for the first missing image."""
+        for i, name in enumerate(self.inputs):
+            if not isinstance(name, str) or not name.strip():
+                raise GroupsweepError(f"{self.where(i)}: missing image file name")
+            if not (self.image_root / name).is_file():
+                raise GroupsweepError(f"{self.where(i)}: image {name!r} not found under {str(self.image_root)!r}")
+
+
+def image_base(root: Path, first_name: str, candidates: Sequence[str]) -> Path:
+    """The folder (``root / c`` for the first ``c`` in ``candidates``) that holds the image ``first_name``.
+
+    Falls back to ``root / candidates[0]`` so the missing-image error names the expected place.
+    """
+    for candidate in candidates:
+        if isinstance(first_name, str) and first_name and (root / candidate / first_name).is_file():
+            return root / candidate
+    return root / candidates[0]
+
+
+NativeReader = Callable[[Path], NativeTable]
+NATIVE_READERS: dict[str, NativeReader] = {}
+
+
+def native_reader(name: str) -> Callable[[NativeReader], NativeReader]:
+    """Decorator registering ``reader(root) -> NativeTable`` for the native format of dataset ``name``."""
+
+    def wrap(fn: NativeReader) -> NativeReader:
+        if name in NATIVE_READERS:
+            raise RuntimeError(f"native reader {name!r} registered twice")
+        NATIVE_READERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def image_dataset(table: NativeTable, image_size: int, cache_dir: str | os.PathLike | None, root: Path) -> GroupDataset:
+    """The training-ready dataset of an image table: each split's images as a decode-once uint8 memmap.
+
+    The table is validated (every split and class present) before any image is decoded.
+    """
+    from trainables.data.image_cache import cached_images
+
+    image_size = check_positive("image_size", image_size)
+    table.dataset()  # validates splits and labels before the (slow) first decode
+    directory = resolve_cache_dir(root, cache_dir)
+    inputs = {}
+    for split in SPLITS:
+        idx = table.indices(split)
+        inputs[split] = cached_images(
+            table.image_root, [table.inputs[i] for i in idx], directory,
+            key=f"{table.name}-{split}", image_size=image_size, where=lambda j, idx=idx: table.where(idx[j]),
+        )
+    return table.dataset(inputs, image_size=image_size)
