@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "sweeps.train_command",
     "sweeps.models_command",
     "sweeps.data_command",
+    "sweeps.analyze_command",
     "sweeps.sweep_command",
 ]
 

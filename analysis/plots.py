@@ -1,0 +1,348 @@
+"""The paper's figures from a sweep's results, each saved as PNG, PDF and the CSV of the plotted numbers.
+
+Figures (``FIGURES``), one panel per dataset (scaling: two rows of panels):
+
+- ``collapse`` (Figures 1 and 2): test WGA against epoch, a line per balancing method (each mixture
+  ratio its own), mean over seeds with a band of +/- one sample standard deviation (ddof=1).
+- ``scaling`` (Figures 3, 4 and 8): test WGA (top) and training accuracy ``train/acc`` (bottom) of the
+  final epoch against the parameter count (log axis), a line per method, error bars +/- one std;
+  a dashed vertical line marks the interpolation threshold: the smallest model whose ``none`` run
+  reaches 100% training accuracy at its final epoch for at least one seed.
+- ``mixture`` (Figure 7, ratio ablation): final test WGA against the mixture ratio; subsetting is
+  drawn as the point at ratio 1 and upsampling at the dataset's native class-imbalance ratio
+  (from the ``train/count_group_*`` counts), when those runs exist.
+- ``ablation`` (Figure 7, subsetting ablation): the same axes with both ``mixture`` (subset, then
+  upsample) and ``mixture-nosubset`` (class probabilities only).
+
+``collapse`` plots every reported epoch (also of trials still running); the other figures use
+complete trials at their final epoch. ``collapse``, ``mixture`` and ``ablation`` show one model per
+dataset: the one asked for, else the largest. Accuracies are plotted in percent; the CSV holds the
+plotted statistics as fractions, like the results. Sizes are fixed: ``figure_size`` gives inches,
+at ``DPI`` dots per inch. Colours are the Okabe-Ito colour-blind-safe palette.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.results import SweepResults
+from trainables.balancing import METHODS
+from trainables.errors import choose
+
+FIGURES = ("collapse", "mixture", "scaling", "ablation")
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", ":", "-.")
+PANEL_WIDTH, PANEL_HEIGHT, LEGEND_HEIGHT = 4.0, 3.2, 1.3
+DPI = 100
+PERCENT = 100.0
+
+
+@dataclass
+class FigureOutput:
+    """One figure's files (``png``, ``pdf``, ``csv``; None when nothing could be drawn) and notes."""
+
+    name: str
+    png: Path | None = None
+    pdf: Path | None = None
+    csv: Path | None = None
+    notes: list = field(default_factory=list)
+
+
+def figure_size(n_cols: int, n_rows: int = 1) -> tuple:
+    """Figure size in inches for a grid of panels with the shared legend underneath."""
+    return (PANEL_WIDTH * n_cols, PANEL_HEIGHT * n_rows + LEGEND_HEIGHT)
+
+
+def make_figures(results: SweepResults, names, out_dir, model: str | None = None) -> list:
+    """Draw the figures ``names`` (from ``FIGURES``, or ``["all"]``) into ``out_dir``; one ``FigureOutput`` each."""
+    names = list(FIGURES) if list(names) == ["all"] else list(names)
+    for name in names:
+        choose("figure", name, FIGURES)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drawers = {
+        "collapse": lambda: plot_collapse(results, out_dir, model=model),
+        "scaling": lambda: plot_scaling(results, out_dir),  # every model size, by definition
+        "mixture": lambda: plot_mixture(results, out_dir, model=model),
+        "ablation": lambda: plot_ablation(results, out_dir, model=model),
+    }
+    return [drawers[name]() for name in names]
+
+
+def plot_collapse(results: SweepResults, out_dir, model: str | None = None) -> FigureOutput:
+    """Figure 1/2 kind: test WGA against epoch per method, mean +/- std band over seeds, a panel per dataset."""
+    output = FigureOutput("collapse")
+    frame = _one_model_per_dataset(results.frame, model, output.notes)
+    if frame.empty or "test/wga" not in frame:
+        output.notes.append("collapse: no reported test/wga; nothing to draw")
+        return output
+    stats = _seed_stats(frame, ["dataset", "model", "series", "epoch"], {"test_wga": "test/wga"})
+    datasets = sorted(stats["dataset"].unique())
+    styles = _styles(stats["series"])
+    fig, axes = _figure(len(datasets), 1)
+    for ax, dataset in zip(axes[0], datasets):
+        part = stats[stats["dataset"] == dataset]
+        for series, line in _by_series(part):
+            _line_with_band(ax, line["epoch"], line["test_wga_mean"], line["test_wga_std"], series, styles[series])
+        ax.set_title(f"{dataset} ({part['model'].iloc[0]})")
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel("Test worst-group accuracy (%)")
+    _save(fig, output, out_dir, stats, "Mean over seeds; band: +/- 1 sample std (ddof=1)")
+    return output
+
+
+def plot_scaling(results: SweepResults, out_dir) -> FigureOutput:
+    """Figure 3/4/8 kind: final test WGA and train accuracy against parameter count (log x), a line
+    per method, the interpolation threshold marked; a column of two panels per dataset."""
+    output = FigureOutput("scaling")
+    final = _with_series(results.final_rows())
+    final = final[final["num_parameters"].notna()] if "num_parameters" in final else final.iloc[:0]
+    needed = [column for column in ("test/wga", "train/acc") if column not in final]
+    if final.empty or needed:
+        output.notes.append(f"scaling: no complete trial with a parameter count and {', '.join(needed) or 'metrics'}; "
+                            "nothing to draw")
+        return output
+    stats = _seed_stats(final, ["dataset", "series", "model", "num_parameters"],
+                        {"test_wga": "test/wga", "train_acc": "train/acc"})
+    thresholds = _interpolation_thresholds(final, output.notes)
+    stats["interpolation_threshold"] = stats["dataset"].map(thresholds)
+    datasets = sorted(stats["dataset"].unique())
+    for dataset in datasets:
+        if stats.loc[stats["dataset"] == dataset, "num_parameters"].nunique() < 2:
+            output.notes.append(f"scaling: {dataset} has results for only one model size")
+    styles = _styles(stats["series"])
+    fig, axes = _figure(len(datasets), 2)
+    for column, dataset in enumerate(datasets):
+        part = stats[stats["dataset"] == dataset].sort_values("num_parameters")
+        for row, (metric, label) in enumerate((("test_wga", "Test worst-group accuracy (%)"),
+                                               ("train_acc", "Train accuracy (%)"))):
+            ax = axes[row][column]
+            for series, line in _by_series(part):
+                colour, marker, linestyle = styles[series]
+                ax.errorbar(line["num_parameters"], line[f"{metric}_mean"] * PERCENT,
+                            yerr=line[f"{metric}_std"].fillna(0) * PERCENT, color=colour, marker=marker,
+                            linestyle=linestyle, capsize=3, label=series)
+            if dataset in thresholds:
+                ax.axvline(thresholds[dataset], color="0.3", linestyle=(0, (6, 3)), linewidth=1.5,
+                           label="interpolation threshold")
+            ax.set_xscale("log")
+            ax.set_xlabel("Parameters")
+            ax.set_ylabel(label)
+            ax.set_title(dataset)
+    _save(fig, output, out_dir, stats, "Final epoch; mean over seeds, error bars +/- 1 sample std (ddof=1). "
+          "Interpolation threshold: smallest model whose `none` run reaches 100% train accuracy (>= 1 seed)")
+    return output
+
+
+def plot_mixture(results: SweepResults, out_dir, model: str | None = None) -> FigureOutput:
+    """Figure 7 kind (ratio ablation): final test WGA against the mixture ratio, with subsetting (ratio 1)
+    and upsampling (native ratio) as reference points."""
+    return _ratio_figure(results, out_dir, "mixture", ("mixture",), model)
+
+
+def plot_ablation(results: SweepResults, out_dir, model: str | None = None) -> FigureOutput:
+    """Figure 7 kind (subsetting ablation): final test WGA against ratio for mixture with subsetting
+    (``mixture``) and without (``mixture-nosubset``), with subsetting/upsampling reference points."""
+    return _ratio_figure(results, out_dir, "ablation", ("mixture", "mixture-nosubset"), model)
+
+
+def _ratio_figure(results: SweepResults, out_dir, name: str, methods: tuple, model) -> FigureOutput:
+    """Test WGA at the final epoch against the class ratio for ``methods``, plus reference points."""
+    output = FigureOutput(name)
+    final = _one_model_per_dataset(results.final_rows(), model, output.notes)
+    if final.empty or "test/wga" not in final or not final["method"].isin(methods).any():
+        output.notes.append(f"{name}: no complete {' or '.join(methods)} trial; nothing to draw")
+        return output
+    for method in methods:
+        if not (final["method"] == method).any():
+            output.notes.append(f"{name}: no complete {method} trial")
+    native = _native_ratios(final)
+    rows = final[final["method"].isin(methods)].copy()
+    rows["x"] = rows["ratio"]
+    rows["series"] = rows["method"]
+    references = []
+    for method, position in (("subsetting", None), ("upsampling", native)):
+        part = final[final["method"] == method].copy()
+        if part.empty:
+            continue
+        part["x"] = 1.0 if position is None else part["dataset"].map(position)
+        missing = part["x"].isna()
+        for dataset in sorted(part.loc[missing, "dataset"].unique()):
+            output.notes.append(f"{name}: {dataset} has no training group counts; upsampling point omitted")
+        part["series"] = method
+        references.append(part[~missing])
+    rows = pd.concat([rows, *references], ignore_index=True)
+    stats = _seed_stats(rows, ["dataset", "model", "series", "x"], {"test_wga": "test/wga"})
+    stats = stats.rename(columns={"x": "ratio"})
+    datasets = sorted(stats["dataset"].unique())
+    styles = _styles(stats["series"])
+    fig, axes = _figure(len(datasets), 1)
+    for ax, dataset in zip(axes[0], datasets):
+        part = stats[stats["dataset"] == dataset]
+        for series, line in _by_series(part):
+            colour, marker, linestyle = styles[series]
+            line = line.sort_values("ratio")
+            reference = series not in methods
+            ax.errorbar(line["ratio"], line["test_wga_mean"] * PERCENT, yerr=line["test_wga_std"].fillna(0) * PERCENT,
+                        color=colour, marker=marker, linestyle="none" if reference else linestyle,
+                        markersize=8 if reference else 6, capsize=3,
+                        label=series + (" (reference)" if reference else ""))
+        ax.set_title(f"{dataset} ({part['model'].iloc[0]})")
+        ax.set_xlabel("Class-imbalance ratio (majority : minority)")
+        ax.set_ylabel("Test worst-group accuracy (%)")
+    _save(fig, output, out_dir, stats, "Final epoch; mean over seeds, error bars +/- 1 sample std (ddof=1)")
+    return output
+
+
+def _with_series(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``series`` column: the method label, plus the variant when there is one."""
+    frame = frame.copy()
+    frame["series"] = [label if not variant else f"{label} [{variant}]"
+                       for label, variant in zip(frame["method_label"], frame["variant"])]
+    return frame
+
+
+def _one_model_per_dataset(frame: pd.DataFrame, model, notes: list) -> pd.DataFrame:
+    """The rows of ``model`` (or, per dataset, of the model with the most parameters), with ``series``."""
+    frame = _with_series(frame)
+    if model is not None:
+        if not (frame["model"] == model).any():
+            notes.append(f"model {model!r} has no results here")
+        return frame[frame["model"] == model]
+    keep = []
+    for dataset, part in frame.groupby("dataset"):
+        sizes = part.groupby("model")["num_parameters"].max().fillna(-1).sort_index()
+        largest = sizes.idxmax()
+        if len(sizes) > 1:
+            notes.append(f"{dataset}: showing the largest model {largest} of {len(sizes)}")
+        keep.append(part[part["model"] == largest])
+    return pd.concat(keep) if keep else frame.iloc[:0]
+
+
+def _seed_stats(frame: pd.DataFrame, by: list, metrics: dict) -> pd.DataFrame:
+    """Per ``by`` group: ``n_seeds`` and, per ``metrics`` entry (name -> column), mean and sample std."""
+    aggregations = {"n_seeds": ("seed", "nunique")}
+    for name, column in metrics.items():
+        aggregations[f"{name}_mean"] = (column, "mean")
+        aggregations[f"{name}_std"] = (column, "std")
+    return frame.groupby(by, dropna=False).agg(**aggregations).reset_index()
+
+
+def _interpolation_thresholds(final: pd.DataFrame, notes: list) -> dict:
+    """Per dataset, the smallest parameter count at which a ``none`` run has ``train/acc`` = 1."""
+    thresholds = {}
+    for dataset, part in final.groupby("dataset"):
+        none = part[part["method"] == "none"]
+        interpolating = none.loc[none["train/acc"] >= 1.0, "num_parameters"]
+        if none.empty:
+            notes.append(f"scaling: {dataset} has no complete `none` trial; no interpolation threshold")
+        elif interpolating.empty:
+            notes.append(f"scaling: {dataset}: the `none` model reaches 100% training accuracy at no size; "
+                         "no interpolation threshold")
+        else:
+            thresholds[dataset] = float(interpolating.min())
+    return thresholds
+
+
+def _native_ratios(final: pd.DataFrame) -> dict:
+    """Per dataset, the training split's class-imbalance ratio ``n_max / n_min`` from the
+    ``train/count_group_{g}`` counts (``g = y * n_spurious + s``; n_spurious = groups / classes)."""
+    group_columns = sorted((c for c in final.columns if c.startswith("train/count_group_")),
+                           key=lambda c: int(c.rsplit("_", 1)[1]))
+    n_classes = sum(1 for c in final.columns if c.startswith("train/acc_class_"))
+    ratios = {}
+    for dataset, part in final.groupby("dataset"):
+        counts = part[group_columns].iloc[0].to_numpy(dtype=float) if group_columns else np.array([])
+        counts = counts[~np.isnan(counts)]
+        if not n_classes or not len(counts) or len(counts) % n_classes:
+            continue
+        per_class = counts.reshape(n_classes, -1).sum(axis=1)
+        if per_class.min() > 0:
+            ratios[dataset] = float(per_class.max() / per_class.min())
+    return ratios
+
+
+def _by_series(stats: pd.DataFrame):
+    """``(series, rows)`` pairs in a stable order: methods in ``METHODS`` order, then by ratio."""
+    return sorted(stats.groupby("series"), key=lambda item: _series_key(item[0]))
+
+
+def _series_key(series: str) -> tuple:
+    """Sort key of a series label such as ``"mixture 2:1"``."""
+    method, _, rest = series.partition(" ")
+    ratio = rest.split(":", 1)[0]
+    try:
+        ratio = float(ratio)
+    except ValueError:
+        ratio = 0.0
+    order = METHODS.index(method) if method in METHODS else len(METHODS)
+    return (order, method, ratio, series)
+
+
+def _styles(series) -> dict:
+    """Colour, marker and line style per series label: Okabe-Ito colours in ``_series_key`` order;
+    after every eight series the line style changes and the markers shift, so no two series look alike."""
+    ordered = sorted(set(series), key=_series_key)
+    styles = {}
+    for i, label in enumerate(ordered):
+        cycle = i // len(OKABE_ITO)
+        styles[label] = (OKABE_ITO[i % len(OKABE_ITO)], MARKERS[(i + cycle) % len(MARKERS)],
+                         LINESTYLES[cycle % len(LINESTYLES)])
+    return styles
+
+
+def _line_with_band(ax, x, mean, std, series: str, style: tuple) -> None:
+    """A mean line with a +/- std band (where the std exists)."""
+    colour, marker, linestyle = style
+    x = np.asarray(x, dtype=float)
+    mean = np.asarray(mean, dtype=float) * PERCENT
+    std = np.nan_to_num(np.asarray(std, dtype=float)) * PERCENT
+    ax.plot(x, mean, color=colour, marker=marker, linestyle=linestyle, markevery=max(1, len(x) // 10),
+            markersize=4, label=series)
+    ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+
+
+def _figure(n_cols: int, n_rows: int):
+    """A figure of fixed size (``figure_size``) with an ``n_rows`` x ``n_cols`` grid of axes (always
+    2-D) and fixed margins, the bottom ``LEGEND_HEIGHT`` inches kept for the shared legend. Built
+    without pyplot (no global state, faster to import)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width, height = figure_size(n_cols, n_rows)
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={
+        "left": 0.75 / width, "right": 1 - 0.15 / width, "top": 1 - 0.35 / height,
+        "bottom": (LEGEND_HEIGHT + 0.5) / height, "wspace": 0.8 / (PANEL_WIDTH - 0.9),
+        "hspace": 0.9 / (PANEL_HEIGHT - 0.85)})
+    for ax in axes.flat:
+        ax.grid(True, alpha=0.3)
+    return fig, axes
+
+
+def _save(fig, output: FigureOutput, out_dir, stats: pd.DataFrame, caption: str) -> None:
+    """Add the shared legend and caption under the panels, write PNG, PDF and CSV."""
+    handles, labels = {}, []
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    n_cols = max(2, int(fig.get_figwidth() // 2.6))
+    small = len(labels) <= 3 * n_cols and fig.get_figwidth() > PANEL_WIDTH
+    fig.legend([handles[label] for label in labels], labels, loc="lower center", bbox_to_anchor=(0.5, 0.0),
+               ncols=min(n_cols, max(1, len(labels))), fontsize="small" if small else "x-small",
+               title=textwrap.fill(caption, int(fig.get_figwidth() * (12 if small else 14))),
+               title_fontsize="small" if small else "x-small", frameon=False)
+    out_dir = Path(out_dir)
+    output.png, output.pdf, output.csv = (out_dir / f"{output.name}.{kind}" for kind in ("png", "pdf", "csv"))
+    fig.savefig(output.png, dpi=DPI)
+    fig.savefig(output.pdf)
+    stats.to_csv(output.csv, index=False)

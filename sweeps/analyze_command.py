@@ -1,0 +1,134 @@
+"""``groupsweep analyze`` (Table 1: balancing method chosen per validation criterion) and
+``groupsweep plot`` (the paper's figures) on a sweep's results directory.
+
+Both read the directory offline and work on a sweep that is still running or partly failed: what is
+missing (incomplete trials, a missing biased ``none`` run, absent methods) is printed as ``note:``
+lines instead of failing. A directory that does not exist or holds no trial is an error.
+
+``analyze`` writes ``<stem>.md`` (the paper's layout, the detailed table, every candidate and the
+notes), ``<stem>.csv`` (the raw numbers of Table 1), ``<stem>.tex`` and ``<stem>_methods.csv`` (every
+candidate), with ``<stem>`` = ``table1`` plus ``_<criterion>``, ``_best`` and ``_by-model`` when chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
+FIGURE_CHOICES = ("collapse", "mixture", "scaling", "ablation", "all")
+DEFAULT_OUT = "groupsweep_analysis"
+
+
+def register(subparsers) -> None:
+    """Add the ``analyze`` and ``plot`` commands."""
+    analyze = subparsers.add_parser(
+        "analyze", help="choose the balancing method per validation criterion (the paper's Table 1)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    analyze.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's directory (<storage>/<name>)")
+    analyze.add_argument("--criterion", default="all", choices=CRITERION_CHOICES,
+                         help="validation criterion (default: all; oracle = test WGA, a reference only)")
+    analyze.add_argument("--epoch", default="final", choices=("final", "best"),
+                         help="final: last epoch (the paper); best: each run's best epoch by the criterion")
+    analyze.add_argument("--by-model", action="store_true", help="select per dataset and model")
+    analyze.add_argument("--methods", default=None,
+                         help="comma-separated balancing methods to choose among (default: all present)")
+    analyze.add_argument("--out", default=None, help=f"output folder (default: RUN_DIR/{DEFAULT_OUT})")
+    analyze.set_defaults(func=run_analyze)
+
+    plot = subparsers.add_parser(
+        "plot", help="draw the paper's figures (PNG, PDF and the CSV of the plotted numbers)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's directory (<storage>/<name>)")
+    plot.add_argument("--figure", default="all", choices=FIGURE_CHOICES)
+    plot.add_argument("--model", default=None,
+                      help="model shown by collapse/mixture/ablation (default: the largest per dataset)")
+    plot.add_argument("--out", default=None, help=f"output folder (default: RUN_DIR/{DEFAULT_OUT})")
+    plot.set_defaults(func=run_plot)
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Load the results, select per criterion, print Table 1 and write it as Markdown, CSV and LaTeX."""
+    from analysis.selection import display_table, paper_view, parse_criteria, select
+
+    criteria = parse_criteria(args.criterion)
+    results = _load(args.run_dir)
+    methods = [name.strip() for name in args.methods.split(",") if name.strip()] if args.methods else None
+    selection = select(results, criteria, epoch=args.epoch, by_model=args.by_model, methods=methods)
+    _print_notes(selection.notes)
+    if selection.table.empty:
+        print("no method could be selected: no complete trial has the needed results")
+        return 1
+
+    title = (f"Table 1: method chosen per validation criterion ({args.epoch} epoch); test metrics: "
+             "mean ± sample std (ddof=1) over seeds")
+    shown = display_table(selection.table)
+    paper = paper_view(selection.table)
+    print(title)
+    print(paper.to_markdown(index=False, disable_numparse=True))
+    print()
+    print(shown.to_markdown(index=False, disable_numparse=True))
+
+    out = _out_dir(args)
+    stem = "table1" + ("" if args.criterion == "all" else f"_{args.criterion}")
+    stem += ("_best" if args.epoch == "best" else "") + ("_by-model" if args.by_model else "")
+    sections = [f"# {title}", paper.to_markdown(index=False, disable_numparse=True), "## Details", shown.to_markdown(index=False, disable_numparse=True),
+                "## Every candidate (rank 1 = chosen)", display_table(selection.methods).to_markdown(index=False, disable_numparse=True)]
+    if selection.notes:
+        sections += ["## Notes", "\n".join(f"- {note}" for note in selection.notes)]
+    (out / f"{stem}.md").write_text("\n\n".join(sections) + "\n")
+    selection.table.to_csv(out / f"{stem}.csv", index=False)
+    selection.methods.to_csv(out / f"{stem}_methods.csv", index=False)
+    latex = display_table(selection.table, plus_minus=r"$\pm$").map(_latex_text)
+    (out / f"{stem}.tex").write_text(latex.to_latex(index=False, escape=False))
+    print(f"wrote {out / stem}.md, .csv, .tex and {stem}_methods.csv")
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """Load the results and draw the chosen figures; print the files written and what was missing."""
+    from analysis.plots import make_figures
+
+    results = _load(args.run_dir)
+    outputs = make_figures(results, [args.figure], _out_dir(args), model=args.model)
+    _print_notes(list(results.problems) + [note for output in outputs for note in output.notes])
+    drawn = [output for output in outputs if output.png is not None]
+    for output in drawn:
+        print(f"{output.name}: {output.png}, {output.pdf.name}, {output.csv.name}")
+    return 0 if drawn else 1
+
+
+def _load(run_dir):
+    """``load_results`` with the unreadable-trial warnings left to the notes."""
+    import warnings
+
+    from analysis.results import CorruptTrialWarning, load_results
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CorruptTrialWarning)
+        return load_results(run_dir)
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    """The output folder, created."""
+    out = Path(args.out) if args.out else Path(args.run_dir) / DEFAULT_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _print_notes(notes: list) -> None:
+    """Print each note as one ``note:`` line on stderr."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _latex_text(value):
+    """``value`` with LaTeX's special characters escaped (``$\\pm$`` kept)."""
+    if not isinstance(value, str):
+        return value
+    for char in "&%#_{}":
+        value = value.replace(char, "\\" + char)
+    return value.replace("$\\pm$", "\x00").replace("$", "\\$").replace("\x00", "$\\pm$")

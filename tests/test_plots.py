@@ -1,0 +1,151 @@
+"""Figures: real images of the fixed size, the CSV beside each matches the results, partial sweeps,
+and the ``groupsweep plot`` command."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from analysis.plots import DPI, figure_size, make_figures
+from analysis.results import load_results
+from sweeps import cli
+from results_fixtures import epoch_metrics, trial_config, write_trial
+from trainables.errors import GroupsweepError
+
+MODELS = {"small": 1_000, "medium": 10_000, "large": 100_000}
+METHODS = [("none", None), ("subsetting", None), ("upsampling", None), ("mixture", 2.0), ("mixture", 3.0),
+           ("mixture-nosubset", 2.0), ("mixture-nosubset", 3.0)]
+EPOCHS = 4
+
+
+def test_wga(dataset, model, method_index, seed, epoch):
+    """A distinct, known test WGA for every run and epoch."""
+    return round(0.3 + 0.05 * method_index + 0.1 * (dataset == "celeba") + 0.02 * seed
+                 + 0.01 * epoch + 0.03 * list(MODELS).index(model), 6)
+
+
+test_wga.__test__ = False  # a helper, not a test
+
+
+def train_acc(dataset, model, method, seed):
+    """`none` interpolates waterbirds from the medium model on, for seed 1 only; celeba never."""
+    if method == "none" and dataset == "waterbirds" and model != "small" and seed == 1:
+        return 1.0
+    return 0.9 + 0.01 * list(MODELS).index(model)
+
+
+def build_sweep(run_dir, datasets=("waterbirds", "celeba"), methods=METHODS):
+    index = 0
+    for dataset in datasets:
+        for model, size in MODELS.items():
+            for method_index, (method, ratio) in enumerate(methods):
+                for seed in (0, 1):
+                    reports = [epoch_metrics(e, num_parameters=size, overrides={
+                        "test/wga": test_wga(dataset, model, method_index, seed, e),
+                        "train/acc": train_acc(dataset, model, method, seed)}) for e in range(1, EPOCHS + 1)]
+                    write_trial(run_dir, index, trial_config(dataset, model, method, ratio, seed, epochs=EPOCHS), reports)
+                    index += 1
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("sweep")
+    build_sweep(run_dir)
+    return load_results(run_dir)
+
+
+def check_image(path, n_cols, n_rows):
+    """A real PNG of the documented size with more than one colour."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = figure_size(n_cols, n_rows)
+        assert image.size == (round(width * DPI), round(height * DPI))
+        colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
+        assert colours is not None and len(colours) > 10
+
+
+def test_collapse_figure_and_its_csv(sweep, tmp_path):
+    (output,) = make_figures(sweep, ["collapse"], tmp_path)
+    check_image(output.png, 2, 1)
+    assert output.pdf.read_bytes().startswith(b"%PDF") and output.pdf.stat().st_size > 1000
+    table = pd.read_csv(output.csv)
+    assert set(table["model"]) == {"large"}  # the largest model by default
+    assert len(table) == 2 * len(METHODS) * EPOCHS
+    row = table[(table["dataset"] == "celeba") & (table["series"] == "mixture 3:1") & (table["epoch"] == 2)].iloc[0]
+    values = [test_wga("celeba", "large", 4, seed, 2) for seed in (0, 1)]
+    assert row["test_wga_mean"] == pytest.approx(np.mean(values))
+    assert row["test_wga_std"] == pytest.approx(np.std(values, ddof=1))
+    assert row["n_seeds"] == 2
+    expected = sweep.frame[sweep.frame["model"] == "large"].groupby(["dataset", "method_label", "epoch"])["test/wga"].mean()
+    got = table.set_index(["dataset", "series", "epoch"])["test_wga_mean"]
+    np.testing.assert_allclose(got.sort_index().to_numpy(), expected.sort_index().to_numpy())
+    assert any("showing the largest model large of 3" in note for note in output.notes)
+
+
+def test_scaling_figure_marks_the_interpolation_threshold(sweep, tmp_path):
+    (output,) = make_figures(sweep, ["scaling"], tmp_path)
+    check_image(output.png, 2, 2)
+    table = pd.read_csv(output.csv)
+    assert len(table) == 2 * len(METHODS) * len(MODELS)
+    thresholds = table.groupby("dataset")["interpolation_threshold"].first()
+    assert thresholds["waterbirds"] == MODELS["medium"] and np.isnan(thresholds["celeba"])
+    assert any("celeba: the `none` model reaches 100% training accuracy at no size" in n for n in output.notes)
+    row = table[(table["dataset"] == "waterbirds") & (table["series"] == "none") & (table["model"] == "medium")].iloc[0]
+    assert row["num_parameters"] == MODELS["medium"]
+    assert row["train_acc_mean"] == pytest.approx((0.91 + 1.0) / 2)
+    assert row["test_wga_mean"] == pytest.approx(np.mean([test_wga("waterbirds", "medium", 0, s, EPOCHS) for s in (0, 1)]))
+
+
+@pytest.mark.parametrize("name, lines", [("mixture", {"mixture"}), ("ablation", {"mixture", "mixture-nosubset"})])
+def test_ratio_figures_with_reference_points(sweep, tmp_path, name, lines):
+    (output,) = make_figures(sweep, [name], tmp_path, model="medium")
+    check_image(output.png, 2, 1)
+    table = pd.read_csv(output.csv)
+    assert set(table["series"]) == lines | {"subsetting", "upsampling"}
+    assert set(table["model"]) == {"medium"}
+    points = table[table["dataset"] == "waterbirds"].set_index("series")
+    assert points.loc["subsetting", "ratio"] == 1.0
+    # training groups 400, 100 | 100, 100 (g = y * 2 + s): classes 500 : 200 -> native ratio 2.5
+    assert points.loc["upsampling", "ratio"] == pytest.approx(2.5)
+    mixture = points.loc["mixture"].set_index("ratio")
+    assert mixture.loc[3.0, "test_wga_mean"] == pytest.approx(
+        np.mean([test_wga("waterbirds", "medium", 4, s, EPOCHS) for s in (0, 1)]))
+
+
+def test_partial_sweep_draws_what_it_can_and_says_what_is_missing(tmp_path):
+    build_sweep(tmp_path, datasets=("waterbirds",), methods=[("none", None), ("mixture", 2.0)])
+    write_trial(tmp_path, 999, trial_config("waterbirds", "large", "upsampling", seed=0, epochs=EPOCHS),
+                [epoch_metrics(1, num_parameters=MODELS["large"])])  # still running
+    results = load_results(tmp_path)
+    outputs = {output.name: output for output in make_figures(results, ["all"], tmp_path / "figs")}
+    check_image(outputs["collapse"].png, 1, 1)
+    collapse = pd.read_csv(outputs["collapse"].csv)
+    assert collapse[collapse["series"] == "upsampling"]["epoch"].tolist() == [1]
+    assert outputs["mixture"].png is not None
+    assert any("no complete mixture-nosubset trial" in note for note in outputs["ablation"].notes)
+    assert outputs["ablation"].png is not None
+    assert pd.read_csv(outputs["ablation"].csv)["series"].tolist() == ["mixture"]
+    check_image(outputs["scaling"].png, 1, 2)
+
+
+def test_nothing_to_draw_is_a_note(tmp_path):
+    write_trial(tmp_path, 0, trial_config("waterbirds", "small", "none", epochs=2), [epoch_metrics(1)])
+    (output,) = make_figures(load_results(tmp_path), ["mixture"], tmp_path / "figs")
+    assert output.png is None and output.csv is None
+    assert output.notes == ["mixture: no complete mixture trial; nothing to draw"]
+
+
+def test_unknown_figure_is_a_one_line_error(sweep, tmp_path):
+    with pytest.raises(GroupsweepError, match="unknown figure 'bars'; choose one of: collapse"):
+        make_figures(sweep, ["bars"], tmp_path)
+
+
+def test_plot_command(sweep, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "sweeps.analyze_command"])
+    assert cli.main(["plot", str(sweep.run_dir), "--figure", "all", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("collapse", "mixture", "scaling", "ablation"):
+        assert f"{name}: {tmp_path / name}.png" in out
+        assert (tmp_path / f"{name}.pdf").exists() and (tmp_path / f"{name}.csv").exists()
+    assert cli.main(["plot", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0

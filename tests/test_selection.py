@@ -1,0 +1,255 @@
+"""Model selection (Table 1): each criterion's winner, bias-unsupervised scores computed by hand,
+best-epoch selection, mean ± sample std over seeds, ties, and partial sweeps."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.results import load_results
+from analysis.selection import CRITERIA, display_table, paper_view, parse_criteria, select
+from results_fixtures import epoch_metrics, make_labels, trial_config, write_trial
+from trainables.errors import GroupsweepError
+
+# Validation split of 10 examples, K = 2 classes.
+VAL_Y = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
+LABELS = make_labels(VAL_Y, [0] * 10, [0, 1], [0, 1])
+# Biased (`none`) model predictions. Seed 0: cells S[y, b] = S[0,0] = {0..3}, S[0,1] = {4, 5},
+# S[1,1] = {6, 7}, S[1,0] = {8, 9}. Seed 1: always right, so only S[0,0] = {0..5} and S[1,1] = {6..9}
+# are non-empty (the empty cells S[0,1], S[1,0] are skipped).
+BIASED = {0: [0, 0, 0, 0, 1, 1, 1, 1, 0, 0], 1: VAL_Y}
+# Upsampling's val predictions (both seeds): wrong on examples 3 and 7.
+UPSAMPLING_PRED = [0, 0, 0, 1, 0, 0, 1, 0, 1, 1]
+# Hand-computed scores (mean accuracy over non-empty cells):
+#   upsampling, seed 0: S00 3/4, S01 2/2, S11 1/2, S10 2/2          -> (0.75 + 1 + 0.5 + 1) / 4 = 0.8125
+#   upsampling, seed 1: S00 5/6, S11 3/4                            -> (5/6 + 3/4) / 2 = 19/24
+#   others predict BIASED[0]: seed 0: S00 1, S01 0, S11 1, S10 0     -> 0.5
+#                             seed 1: S00 4/6, S11 2/4               -> (2/3 + 1/2) / 2 = 7/12
+UPSAMPLING_SCORE = (0.8125 + 19 / 24) / 2
+OTHER_SCORE = (0.5 + 7 / 12) / 2
+
+# Final-epoch metrics per method: (val/wga, val/wca, val/avg_acc, test/wga seed 0, test/wga seed 1).
+# Each criterion has a different winner: wga -> mixture 2:1, worst-class -> subsetting,
+# average -> none, oracle -> mixture 3:1, bias-unsupervised -> upsampling.
+METHODS = {
+    ("none", None): (0.30, 0.60, 0.95, 0.20, 0.22),
+    ("subsetting", None): (0.70, 0.90, 0.85, 0.70, 0.72),
+    ("upsampling", None): (0.60, 0.70, 0.80, 0.60, 0.64),
+    ("mixture", 2.0): (0.80, 0.85, 0.88, 0.80, 0.84),
+    ("mixture", 3.0): (0.75, 0.80, 0.90, 0.90, 0.94),
+}
+EXPECTED = {"wga": "mixture 2:1", "worst-class": "subsetting", "average": "none", "oracle": "mixture 3:1",
+            "bias-unsupervised": "upsampling"}
+
+
+def final_report(epoch, method, ratio, seed, epochs=3):
+    """A report whose values at the final epoch are those of METHODS (earlier epochs: lower by 0.1)."""
+    wga, wca, avg, test0, test1 = METHODS[(method, ratio)]
+    shift = 0.1 * (epochs - epoch)
+    return epoch_metrics(epoch, overrides={
+        "val/wga": wga - shift, "val/wca": wca - shift, "val/avg_acc": avg - shift,
+        "test/wga": (test0 if seed == 0 else test1) - shift, "test/avg_acc": avg, "test/wca": wca,
+    })
+
+
+def build_sweep(run_dir, seeds=(0, 1), skip=()):
+    """The study above: 5 methods x ``seeds`` on one dataset/model, with labels and predictions."""
+    index = 0
+    for (method, ratio) in METHODS:
+        for seed in seeds:
+            if (method, ratio, seed) in skip:
+                continue
+            val = UPSAMPLING_PRED if method == "upsampling" else BIASED[0]
+            if method == "none":
+                val = BIASED[seed]
+            write_trial(run_dir, index, trial_config("wb", "m", method, ratio, seed, epochs=3),
+                        [final_report(e, method, ratio, seed) for e in (1, 2, 3)], labels=LABELS,
+                        predictions={e: {"val": val, "test": [0, 1]} for e in (1, 2, 3)})
+            index += 1
+
+
+def test_each_criterion_picks_its_own_winner(tmp_path):
+    build_sweep(tmp_path)
+    selection = select(load_results(tmp_path), list(CRITERIA))
+    chosen = dict(zip(selection.table["criterion"], selection.table["method_label"]))
+    assert chosen == EXPECTED
+    assert selection.table["n_candidates"].eq(5).all() and selection.table["n_seeds"].eq(2).all()
+    assert selection.notes == []
+
+
+def test_bias_unsupervised_scores_match_the_hand_computation(tmp_path):
+    build_sweep(tmp_path)
+    methods = select(load_results(tmp_path), ["bias-unsupervised"]).methods.set_index("method_label")
+    assert methods.at["upsampling", "score"] == pytest.approx(UPSAMPLING_SCORE)
+    for label in ("subsetting", "mixture 2:1", "mixture 3:1"):
+        assert methods.at[label, "score"] == pytest.approx(OTHER_SCORE)
+    # the biased model scored against itself: right in the aligned cells, wrong in the others
+    assert methods.at["none", "score"] == pytest.approx((0.5 + 1.0) / 2)
+    assert methods.at["upsampling", "rank"] == 1 and methods.at["upsampling", "selected"]
+
+
+def test_chosen_method_reports_mean_and_sample_std_over_seeds(tmp_path):
+    build_sweep(tmp_path)
+    row = select(load_results(tmp_path), ["wga"]).table.iloc[0]
+    assert row["method"] == "mixture" and row["ratio"] == 2.0
+    assert row["score"] == pytest.approx(0.80)
+    assert row["test_wga_mean"] == pytest.approx(0.82)
+    assert row["test_wga_std"] == pytest.approx(np.std([0.80, 0.84], ddof=1))  # 0.0283, not 0.02
+    assert row["test_avg_acc_mean"] == pytest.approx(0.88) and row["test_wca_mean"] == pytest.approx(0.85)
+    assert row["test_avg_acc_std"] == pytest.approx(0.0)
+    assert row["seeds"] == "0,1" and row["mean_epoch"] == 3
+
+
+def test_best_epoch_selection_reads_each_run_at_its_best_epoch(tmp_path):
+    """Upsampling peaks at epoch 1 then collapses; the final rule picks mixture, the best rule upsampling."""
+    for seed in (0, 1):
+        write_trial(tmp_path, seed, trial_config("wb", "m", "upsampling", seed=seed, epochs=3), [
+            epoch_metrics(1, overrides={"val/wga": 0.9, "test/wga": 0.85 + 0.02 * seed}),
+            epoch_metrics(2, overrides={"val/wga": 0.6, "test/wga": 0.5}),
+            epoch_metrics(3, overrides={"val/wga": 0.6, "test/wga": 0.6}),
+        ])
+        write_trial(tmp_path, 2 + seed, trial_config("wb", "m", "mixture", 2.0, seed=seed, epochs=3), [
+            epoch_metrics(e, overrides={"val/wga": v, "test/wga": 0.7}) for e, v in ((1, 0.8), (2, 0.8), (3, 0.7))
+        ])
+    results = load_results(tmp_path)
+    final = select(results, ["wga"], epoch="final").table.iloc[0]
+    assert final["method_label"] == "mixture 2:1" and final["test_wga_mean"] == pytest.approx(0.7)
+    best = select(results, ["wga"], epoch="best")
+    row = best.table.iloc[0]
+    assert row["method_label"] == "upsampling" and row["epoch_rule"] == "best"
+    assert row["test_wga_mean"] == pytest.approx(0.86) and row["mean_epoch"] == 1
+    mixture = best.methods.set_index("method_label").loc["mixture 2:1"]
+    assert mixture["mean_epoch"] == 1  # epochs 1 and 2 tie at 0.8: the earliest wins
+
+
+def test_best_epoch_bias_unsupervised_uses_each_epochs_predictions(tmp_path):
+    build_sweep(tmp_path)
+    results = load_results(tmp_path)
+    best = select(results, ["bias-unsupervised"], epoch="best").methods.set_index("method_label")
+    # predictions are the same at every epoch, so the earliest epoch is the best
+    assert best.at["upsampling", "score"] == pytest.approx(UPSAMPLING_SCORE)
+    assert best.at["upsampling", "mean_epoch"] == 1
+
+
+def test_ties_go_to_the_method_listed_first_then_the_smaller_ratio(tmp_path):
+    index = 0
+    for method, ratio in (("mixture", 3.0), ("mixture", 2.0), ("upsampling", None), ("subsetting", None)):
+        write_trial(tmp_path, index, trial_config("wb", "m", method, ratio, epochs=1),
+                    [epoch_metrics(1, overrides={"val/wga": 0.5, "val/wca": 0.9 if method == "mixture" else 0.1})])
+        index += 1
+    results = load_results(tmp_path)
+    chosen = select(results, ["wga", "worst-class"]).table.set_index("criterion")["method_label"]
+    assert chosen["wga"] == "subsetting"
+    assert chosen["worst-class"] == "mixture 2:1"
+
+
+def test_partial_sweep_is_selected_with_notes(tmp_path):
+    build_sweep(tmp_path, skip={("none", None, 1), ("mixture", 3.0, 1)})
+    write_trial(tmp_path, 50, trial_config("wb", "m", "mixture", 3.0, seed=1, epochs=3),
+                [final_report(1, "mixture", 3.0, 1)])  # still running
+    selection = select(load_results(tmp_path), ["bias-unsupervised", "oracle"])
+    assert any("no complete `none` trial for wb/m seed 1; skipped" in note for note in selection.notes)
+    assert any("mixture 3:1 seed 1: incomplete (epoch 1/3); excluded" in note for note in selection.notes)
+    table = selection.table.set_index("criterion")
+    assert table.at["bias-unsupervised", "method_label"] == "upsampling"
+    assert table.at["bias-unsupervised", "n_seeds"] == 1  # seed 1 has no biased model
+    assert table.at["bias-unsupervised", "score"] == pytest.approx(0.8125)
+    assert table.at["oracle", "method_label"] == "mixture 3:1"
+    assert table.at["oracle", "n_seeds"] == 1 and math.isnan(table.at["oracle", "test_wga_std"])
+
+
+def test_missing_predictions_are_noted_not_fatal(tmp_path):
+    build_sweep(tmp_path)
+    results = load_results(tmp_path)
+    upsampling = results.trials[results.trials["method"] == "upsampling"]
+    for path in upsampling["path"]:
+        for file in (results.run_dir / path / "groupsweep" / "predictions").glob("epoch_0003.npz"):
+            file.unlink()
+    selection = select(results, ["bias-unsupervised"])
+    assert sum("cannot read" in note for note in selection.notes) == 2
+    assert selection.table.iloc[0]["method_label"] != "upsampling"
+
+
+def test_by_model_groups_and_candidate_restriction(tmp_path):
+    build_sweep(tmp_path / "run")
+    index = 100
+    for method, value in (("none", 0.9), ("subsetting", 0.1)):
+        write_trial(tmp_path / "run", index, trial_config("wb", "big", method, epochs=3),
+                    [epoch_metrics(e, num_parameters=10 ** 6, overrides={"val/wga": value}) for e in (1, 2, 3)])
+        index += 1
+    results = load_results(tmp_path / "run")
+    pooled = select(results, ["wga"])
+    assert any("2 models pooled" in note for note in pooled.notes)
+    none = pooled.methods.set_index("method_label").loc["none"]
+    assert none["n_runs"] == 3 and none["n_seeds"] == 2 and none["score"] == pytest.approx((0.3 + 0.3 + 0.9) / 3)
+    assert display_table(pooled.methods).set_index("method")["runs"]["none"] == 3
+    per_model = select(results, ["wga"], by_model=True).table.set_index("model")["method_label"]
+    assert per_model.to_dict() == {"big": "none", "m": "mixture 2:1"}
+    restricted = select(results, ["wga"], by_model=True, methods=["subsetting", "upsampling", "rwg"])
+    assert restricted.table.set_index("model")["method_label"].to_dict() == {"big": "subsetting", "m": "subsetting"}
+    assert any("'rwg' has no trials" in note for note in restricted.notes)
+
+
+def test_bad_names_are_one_line_errors(tmp_path):
+    build_sweep(tmp_path)
+    results = load_results(tmp_path)
+    with pytest.raises(GroupsweepError, match="unknown selection criterion 'wgaa'"):
+        select(results, ["wgaa"])
+    with pytest.raises(GroupsweepError, match="unknown epoch rule 'last'"):
+        select(results, ["wga"], epoch="last")
+    assert parse_criteria("all") == list(CRITERIA)
+    with pytest.raises(GroupsweepError, match="choose one of"):
+        parse_criteria("nope")
+
+
+def test_display_and_paper_layout(tmp_path):
+    build_sweep(tmp_path)
+    table = select(load_results(tmp_path), ["bias-unsupervised", "worst-class", "wga"]).table
+    shown = display_table(table).set_index("criterion")
+    assert shown.at["wga", "test WGA (%)"] == "82.0 ± 2.8"
+    assert shown.at["wga", "seeds"] == 2 and shown.at["wga", "candidates"] == 5
+    paper = paper_view(table)
+    assert paper["criterion"].tolist() == ["wga", "worst-class", "bias-unsupervised"]
+    assert paper.set_index("criterion").at["wga", "wb"] == "mixture 2:1 (82.0)"
+    assert isinstance(paper, pd.DataFrame)
+
+
+def test_analyze_command_prints_and_writes_table1(tmp_path, monkeypatch, capsys):
+    from sweeps import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "sweeps.analyze_command"])
+    build_sweep(tmp_path / "run", skip={("none", None, 1)})
+    out = tmp_path / "out"
+    assert cli.main(["analyze", str(tmp_path / "run"), "--criterion", "all", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "mixture 2:1 (82.0)" in captured.out and "82.0 ± 2.8" in captured.out
+    assert "note: bias-unsupervised: no complete `none` trial for wb/m seed 1; skipped" in captured.err
+    table = pd.read_csv(out / "table1.csv")
+    assert dict(zip(table["criterion"], table["method_label"])) == EXPECTED
+    assert len(pd.read_csv(out / "table1_methods.csv")) == 5 * len(CRITERIA)
+    markdown = (out / "table1.md").read_text()
+    assert "| wga " in markdown and "## Notes" in markdown
+    latex = (out / "table1.tex").read_text()
+    assert "\\begin{tabular}" in latex and "82.0 $\\pm$ 2.8" in latex
+
+    assert cli.main(["analyze", str(tmp_path / "run"), "--criterion", "wga", "--epoch", "best", "--by-model",
+                     "--out", str(out)]) == 0
+    assert (out / "table1_wga_best_by-model.csv").exists()
+    capsys.readouterr()
+    assert cli.main(["analyze", str(tmp_path / "empty-or-missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: results directory") and err.count("\n") == 1
+
+
+def test_trials_with_different_settings_are_selected_separately(tmp_path):
+    index = 0
+    for last_layer_only, winner in ((True, "subsetting"), (False, "upsampling")):
+        for method in ("subsetting", "upsampling"):
+            write_trial(tmp_path, index, trial_config("wb", "m", method, epochs=1, last_layer_only=last_layer_only),
+                        [epoch_metrics(1, overrides={"val/wga": 0.9 if method == winner else 0.5})])
+            index += 1
+    table = select(load_results(tmp_path), ["wga"]).table
+    assert dict(zip(table["variant"], table["method_label"])) == {
+        "last_layer_only=false": "upsampling", "last_layer_only=true": "subsetting"}
+    assert table["n_candidates"].eq(2).all()
