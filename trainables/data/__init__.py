@@ -13,3 +13,5 @@ from trainables.data.base import (  # noqa: F401
     register_dataset,
 )
 # Modules below register their datasets on import.
+from trainables.data import synthetic_images, synthetic_text  # noqa: E402,F401
+from trainables.data import celeba, civilcomments, custom, multinli, waterbirds  # noqa: E402,F401
