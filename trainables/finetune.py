@@ -63,6 +63,17 @@ def load_config_dataset(config: TrainConfig) -> GroupDataset:
     return load_dataset(config.dataset, **options)
 
 
+def build_model_and_inputs(config: TrainConfig, dataset: GroupDataset) -> tuple[GroupModel, ModelInputs]:
+    """The model (``config``'s architecture and initial weights) and the per-split ``ModelInputs`` of
+    ``dataset``, built as every run of ``config`` builds them (tokenizer included for text)."""
+    tokenizer = None
+    if dataset.modality == "text":
+        tokenizer = build_tokenizer(config.model, model_path=config.model_path, corpus=text_corpus(dataset))
+    model = build_model(config.model, dataset.n_classes, pretrained=config.pretrained, model_path=config.model_path,
+                        vocab_size=len(tokenizer) if tokenizer is not None else None)
+    return model, build_model_inputs(dataset, model.modality, tokenizer)
+
+
 def sampler_seed(seed: int, epoch: int) -> int:
     """Seed of the training sampler in ``epoch``: a function of the run seed and epoch only,
     so a resumed run draws exactly the batches an uninterrupted run would."""
@@ -218,12 +229,7 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     if plan is None:
         plan = make_plan(dataset.splits["train"].y, dataset.groups("train"), config.method, config.ratio,
                          config.seed, n_classes=dataset.n_classes)
-    tokenizer = None
-    if dataset.modality == "text":
-        tokenizer = build_tokenizer(config.model, model_path=config.model_path, corpus=text_corpus(dataset))
-    model = build_model(config.model, dataset.n_classes, pretrained=config.pretrained, model_path=config.model_path,
-                        vocab_size=len(tokenizer) if tokenizer is not None else None)
-    model_inputs = build_model_inputs(dataset, model.modality, tokenizer)
+    model, model_inputs = build_model_and_inputs(config, dataset)
     if config.last_layer_only:
         model.set_last_layer_only()
     if resume_state is not None:

@@ -1,0 +1,84 @@
+"""``groupsweep spectral``: spectral imbalance of penultimate features (Section 5 of the paper).
+
+Picks trials of a sweep directory (``--criterion``: per dataset and model, every seed of the balancing
+method that validation criterion selects at the final epoch; ``--trial``: named trials), extracts
+their penultimate training features from a kept checkpoint (the final epoch by default; Ray keeps
+only the last checkpoints of a trial), and writes into ``--out``:
+
+- ``spectral_eigenvalues.csv``: the top eigenvalues of every group and class covariance (equation (2));
+- ``spectral_rho_table.csv``: rho(y) per trial and class, with the test group accuracies;
+- ``spectral_table5.csv`` and ``spectral_table5.md``: Table 5 (argmax rho against argmax accuracy gap);
+- ``spectral_group_eigenvalues_top<K>`` (Figures 5 / 10), ``spectral_class_eigenvalues_top<K>``
+  (Figures 11 / 12) for each ``--top K``, and ``spectral_rho`` (Figure 6): PNG, PDF and CSV each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle")
+DEFAULT_OUT = "groupsweep_analysis"
+
+
+def register(subparsers) -> None:
+    """Add the ``spectral`` command."""
+    parser = subparsers.add_parser(
+        "spectral", help="eigenvalues of group / class feature covariances, rho(y) and Table 5 (Section 5)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's directory (<storage>/<name>)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--criterion", choices=CRITERION_CHOICES, default=None,
+                       help="analyse every seed of the method this criterion selects, per dataset and model "
+                            "(default: wga)")
+    which.add_argument("--trial", action="append", default=None, metavar="ID",
+                       help="analyse this trial (trial id or name); repeatable")
+    parser.add_argument("--top", type=int, action="append", default=None, metavar="K",
+                        help="eigenvalues per covariance in the figures: 10 (Figures 5, 11) or 50 (Figures 10, 12); "
+                             "repeatable, one extraction serves all (default: 10)")
+    parser.add_argument("--epoch", type=int, default=None,
+                        help="checkpoint epoch to analyse (default: each trial's last epoch; must still be kept)")
+    parser.add_argument("--examples", choices=("train", "train_subset"), default="train",
+                        help="features of the full training split (default) or of the subset the run trained on")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="examples per forward pass (default: the trial's eval_batch_size)")
+    parser.add_argument("--out", default=None, help=f"output folder (default: RUN_DIR/{DEFAULT_OUT})")
+    parser.set_defaults(func=run_spectral)
+
+
+def run_spectral(args: argparse.Namespace) -> int:
+    """Choose the trials, extract their features, write the tables and figures; print Table 5."""
+    from analysis.spectral import analyze_trials, criterion_trials, resolve_trials, write_outputs
+    from sweeps.analyze_command import _load, _print_notes
+    from trainables.errors import GroupsweepError
+
+    tops = args.top or [10]
+    for value in [*tops, *([args.batch_size] if args.batch_size is not None else [])]:
+        if value < 1:
+            raise GroupsweepError(f"--top and --batch-size must be positive integers, got {value}")
+    if args.epoch is not None and args.epoch < 1:
+        raise GroupsweepError(f"--epoch must be a positive integer, got {args.epoch}")
+    results = _load(args.run_dir)
+    notes = list(results.problems)
+    if args.trial:
+        trial_ids = resolve_trials(results, args.trial)
+    else:
+        trial_ids, selection_notes = criterion_trials(results, args.criterion or "wga")
+        notes += selection_notes
+    if not trial_ids:
+        _print_notes(notes)
+        print("no trial to analyse: no complete trial of a selected method (see the notes)")
+        return 1
+    spectra = analyze_trials(results, trial_ids, max(tops), epoch=args.epoch, examples=args.examples,
+                             device=args.device, batch_size=args.batch_size,
+                             log=lambda message: print(message, file=sys.stderr, flush=True))
+    out = Path(args.out) if args.out else Path(args.run_dir) / DEFAULT_OUT
+    outputs = write_outputs(spectra, tops, out)
+    _print_notes(notes + outputs.notes)
+    print((out / "spectral_table5.md").read_text())
+    for path in outputs.files:
+        print(f"wrote {path}")
+    return 0
