@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "sweeps.models_command",
     "sweeps.data_command",
     "sweeps.analyze_command",
+    "sweeps.spectral_command",
     "sweeps.sweep_command",
 ]
 

@@ -1,0 +1,347 @@
+"""Run a sweep on Ray Tune: local Ray by default, an existing cluster with an address; resume by name.
+
+``run_sweep`` turns a ``SweepSpec`` into a ``ray.tune.Tuner``: one grid point per trial (the grid is over
+``trial_name``, every other config key is looked up from the spec's trial table, so each trial's
+``params.json`` is its flat config), per-trial resources, readable trial names and directories,
+``FailureConfig(max_failures)``, one kept checkpoint per trial and Ray's trial table as progress.
+Results go to ``<storage>/<name>/`` with the spec saved as ``groupsweep_spec.yaml``; running a sweep
+whose directory already holds a Tune experiment resumes it (``Tuner.restore``): finished trials are
+kept, unfinished and errored ones continue from their last checkpoints.
+
+Every trial reports with a checkpoint and ``CheckpointConfig(num_to_keep=1)``, which makes Tune
+snapshot the experiment state after every checkpoint: a driver killed at any moment loses no
+finished epoch, and a trial that had finished resumes from its final checkpoint and returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+from sweeps.spec import Resources, SweepSpec, build_spec, dump_spec
+from trainables.errors import GroupsweepError
+
+SPEC_FILE = "groupsweep_spec.yaml"
+STORAGE_ENV = "GROUPSWEEP_STORAGE"
+DEFAULT_STORAGE = "~/groupsweep_results"
+# Local Ray on a small machine: a small object store (trials exchange only metrics and file paths).
+LOCAL_OBJECT_STORE_BYTES = 200 * 1024 * 1024
+ENV_DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    # Ray's classic trial table (CLIReporter) with chosen columns, instead of per-trial result boxes.
+    "RAY_AIR_NEW_OUTPUT": "0",
+    # One kept checkpoint per trial snapshots the experiment after every epoch; that is intended.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+PROGRESS_COLUMNS = {"epoch": "epoch", "optim/loss": "loss", "val/wga": "val wga", "test/wga": "test wga",
+                    "status": "run"}
+
+
+def set_env_defaults() -> None:
+    """Environment settings for Ray and Tune that suit groupsweep (existing values win)."""
+    for key, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def resolve_storage(storage: str | None) -> str:
+    """Absolute storage path (or URI) of sweeps: ``storage``, else ``$GROUPSWEEP_STORAGE``, else ``~/groupsweep_results``."""
+    storage = storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    if "://" in storage:
+        return storage.rstrip("/")
+    return os.path.abspath(os.path.expanduser(storage))
+
+
+def experiment_dir(storage: str, name: str) -> str:
+    """``<storage>/<name>``: the sweep's Tune experiment directory."""
+    return f"{storage.rstrip('/')}/{name}"
+
+
+# --- resources -----------------------------------------------------------------------------------
+
+def local_node_shape(num_cpus: int | None = None) -> dict:
+    """What a local Ray started by ``start_ray`` offers: this machine's CPUs and visible NVIDIA GPUs."""
+    gpus = 0
+    try:
+        from ray._private.accelerators import NvidiaGPUAcceleratorManager as gpu_manager
+
+        gpus = gpu_manager.get_current_node_num_accelerators()
+        visible = gpu_manager.get_current_process_visible_accelerator_ids()
+        if visible is not None:
+            gpus = min(gpus, len(visible))
+    except Exception:  # noqa: BLE001 - no NVML: no GPU
+        gpus = 0
+    return {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": float(gpus)}
+
+
+def cluster_node_shapes() -> list[dict]:
+    """Resources of every node the connected cluster has or can add (autoscaler node types included)."""
+    import ray
+
+    shapes = [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+        for group in (config.node_group_configs if config else []):
+            if group.max_count != 0:
+                shapes.append(dict(group.resources))
+    except Exception:  # noqa: BLE001 - no autoscaler config (a local or manually started cluster)
+        pass
+    return shapes
+
+
+def process_bundles(resources: Resources) -> list[dict]:
+    """The per-process resource bundles one trial needs on some node each."""
+    return [resources.worker_bundle] * resources.workers
+
+
+def check_resources(spec: SweepSpec, shapes: list[dict]) -> None:
+    """Refuse a trial asking for more, in one process, than any node offers (one-line ``GroupsweepError``)."""
+    def fits(bundle: dict, shape: dict) -> bool:
+        return all(shape.get(key, 0) + 1e-9 >= amount for key, amount in bundle.items() if amount > 0)
+
+    offered = ", ".join(sorted({f"{s.get('CPU', 0):g} CPU/{s.get('GPU', 0):g} GPU" for s in shapes})) or "none"
+    for trial in spec.trials:
+        for bundle in process_bundles(trial.resources):
+            if not any(fits(bundle, shape) for shape in shapes):
+                raise GroupsweepError(
+                    f"trial {trial.name} needs {bundle['CPU']:g} CPU and {bundle['GPU']:g} GPU per process "
+                    f"but no node can provide that (nodes: {offered}); lower resources in the spec or --set"
+                )
+
+
+def trial_placement(resources: Resources):
+    """The placement group of a Tune trial: its process's bundle, or a token driver for TorchTrainer runs."""
+    from ray.tune import PlacementGroupFactory
+
+    from sweeps.spec import DRIVER_CPU
+
+    if resources.workers > 1:
+        return PlacementGroupFactory([{"CPU": DRIVER_CPU}])
+    bundle = {"CPU": resources.cpu}
+    if resources.gpu > 0:
+        bundle["GPU"] = resources.gpu
+    return PlacementGroupFactory([bundle])
+
+
+class TrialResources:
+    """Tune's per-trial resource function: trial config -> placement group, looked up by trial name."""
+
+    def __init__(self, spec: SweepSpec):
+        self.table = {trial.name: trial.resources for trial in spec.trials}
+
+    def __call__(self, config: dict):
+        return trial_placement(self.table[config["trial_name"]])
+
+
+class ConfigValue:
+    """Tune ``sample_from`` function giving one config key of the trial its ``trial_name`` names."""
+
+    def __init__(self, table: dict, key: str):
+        self.table = table
+        self.key = key
+
+    def __call__(self, config: dict) -> object:
+        return self.table[config["trial_name"]][self.key]
+
+
+def param_space(spec: SweepSpec) -> dict:
+    """A grid over trial names whose other keys resolve to that trial's config values (flat params.json)."""
+    from ray import tune
+
+    table = {trial.name: trial.config for trial in spec.trials}
+    keys = [key for key in spec.trials[0].config if key != "trial_name"]
+    space = {"trial_name": tune.grid_search([trial.name for trial in spec.trials])}
+    space.update({key: tune.sample_from(ConfigValue(table, key)) for key in keys})
+    return space
+
+
+# --- Ray -----------------------------------------------------------------------------------------
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Connect to the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a new small local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        return
+    # address="local": a new Ray for this sweep, even when another one runs on this machine.
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+             include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def read_saved_spec(exp_dir: str) -> dict | None:
+    """The spec mapping saved in a sweep directory, or None."""
+    import pyarrow.fs
+    import yaml
+
+    from sweeps.spec import SpecLoader
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
+    path = f"{root}/{SPEC_FILE}"
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return yaml.load(stream.read().decode(), Loader=SpecLoader)
+
+
+def save_spec(exp_dir: str, source: dict) -> None:
+    """Write the effective spec to ``<exp_dir>/groupsweep_spec.yaml``."""
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{SPEC_FILE}") as stream:
+        stream.write(dump_spec(source).encode())
+
+
+def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> None:
+    """Refuse to resume a sweep directory with a spec that expands to different trials."""
+    previous = build_spec(saved)
+    old = {t.name: (t.config, t.resources) for t in previous.trials}
+    new = {t.name: (t.config, t.resources) for t in spec.trials}
+    if old != new:
+        changed = sorted(set(old) ^ set(new)) or sorted(n for n in new if old[n] != new[n])
+        raise GroupsweepError(
+            f"sweep directory {exp_dir} holds a sweep with different trials (first difference: {changed[0]}); "
+            "rerun it with the same spec and --set values, or pick another --name"
+        )
+
+
+def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concurrent: int | None):
+    """A new ``ray.tune.Tuner`` for the sweep, or the restored one when ``exp_dir`` holds its experiment."""
+    from ray import tune
+    from ray.tune import CLIReporter, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+
+    from trainables.trainable import train_trial, trial_dirname
+
+    workers = {t.name: {"workers": t.resources.workers, "bundle": t.resources.worker_bundle}
+               for t in spec.trials if t.resources.workers > 1}
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, experiment_dir=exp_dir, workers=workers), TrialResources(spec)
+    )
+    if tune.Tuner.can_restore(exp_dir):
+        return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
+    reporter = CLIReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns={"seed": "seed"},
+                           max_report_frequency=30,
+                           max_progress_rows=12)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=TuneConfig(num_samples=1, reuse_actors=True, max_concurrent_trials=max_concurrent,
+                               trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname),
+        run_config=RunConfig(
+            name=name, storage_path=storage, verbose=1, progress_reporter=reporter,
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None = None, address: str | None = None,
+              max_concurrent: int | None = None, num_cpus: int | None = None):
+    """Run (or resume) a sweep and return its ``ResultGrid``.
+
+    ``name`` defaults to the spec's name, ``storage`` to ``resolve_storage(None)``. Impossible resource
+    requests are refused before any trial starts: for local Ray before Ray starts, for a cluster right
+    after connecting.
+    """
+    import ray
+
+    set_env_defaults()
+    name = name or spec.name
+    storage = resolve_storage(storage)
+    exp_dir = experiment_dir(storage, name)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address and not ray.is_initialized():
+        check_resources(spec, [local_node_shape(num_cpus)])
+    saved = read_saved_spec(exp_dir)
+    if saved is not None:
+        check_same_sweep(spec, saved, exp_dir)
+    start_ray(address, num_cpus)
+    check_resources(spec, cluster_node_shapes())
+    if saved is None:
+        save_spec(exp_dir, spec.source)
+    tuner = build_tuner(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent)
+    return tuner.fit()
+
+
+# --- reading results -----------------------------------------------------------------------------
+
+def final_rows(exp_dir: str, order: list[str] | None = None):
+    """One row per trial of a sweep directory: config columns, state and the last reported metrics.
+
+    Columns: ``trial_name``, ``state`` (Tune's trial status), ``dataset``, ``model``, ``method``,
+    ``ratio``, ``seed``, ``epochs`` and the last result's metrics (``epoch``, ``status``, ``test/wga``...).
+    Rows follow ``order`` (trial names, e.g. the spec's grid order), else the trial names' order.
+    """
+    import pandas as pd
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(exp_dir)
+    rows = []
+    for trial in analysis.trials:
+        config = trial.config
+        row = {"trial_name": config.get("trial_name", str(trial)), "state": trial.status}
+        row.update({key: config.get(key) for key in ("dataset", "model", "method", "ratio", "seed", "epochs")})
+        row.update(trial.last_result or {})
+        rows.append(row)
+    rank = {name: index for index, name in enumerate(order or [])}
+    rows.sort(key=lambda row: (rank.get(row["trial_name"], len(rank)), row["trial_name"]))
+    return pd.DataFrame(rows)
+
+
+def summarize(rows):
+    """Final test worst-group accuracy per dataset and method: mean ± std over seeds and models.
+
+    Only trials that finished all their epochs count (``n``); ``std`` is the sample standard deviation
+    (NaN for one trial); diverged trials are counted in ``diverged``.
+    """
+    import pandas as pd
+
+    from sweeps.spec import method_label
+
+    if rows.empty:
+        return pd.DataFrame(columns=["dataset", "method", "n", "diverged", "test_wga_mean", "test_wga_std"])
+    rows = rows.copy()
+    rows["method_label"] = [method_label(m, None if r is None or (isinstance(r, float) and math.isnan(r)) else r)
+                            for m, r in zip(rows["method"], rows["ratio"])]
+    status = rows["status"] if "status" in rows else pd.Series("ok", index=rows.index)
+    epoch = rows["epoch"] if "epoch" in rows else pd.Series(0, index=rows.index)
+    rows["finished"] = (status == "ok") & (epoch == rows["epochs"])
+    rows["diverged"] = status == "diverged"
+    wga = rows["test/wga"] if "test/wga" in rows else pd.Series(float("nan"), index=rows.index)
+    rows["final_wga"] = wga.where(rows["finished"])
+    summary = []
+    for (dataset, label), group in rows.groupby(["dataset", "method_label"], sort=False):
+        values = group["final_wga"].dropna()
+        summary.append({"dataset": dataset, "method": label, "n": len(values),
+                        "diverged": int(group["diverged"].sum()),
+                        "test_wga_mean": values.mean() if len(values) else float("nan"),
+                        "test_wga_std": values.std(ddof=1) if len(values) > 1 else float("nan")})
+    return pd.DataFrame(summary)
+
+
+def format_summary(summary) -> str:
+    """The per-method summary as a text table (accuracies in percent)."""
+    lines = [f"{'dataset':<24} {'method':<22} {'n':>3}  {'final test WGA (%)':>20}"]
+    for row in summary.itertuples(index=False):
+        mean, std = row.test_wga_mean, row.test_wga_std
+        value = "-" if math.isnan(mean) else f"{100 * mean:.1f}" + ("" if math.isnan(std) else f" ± {100 * std:.1f}")
+        extra = f"  ({row.diverged} diverged)" if row.diverged else ""
+        lines.append(f"{row.dataset:<24} {row.method:<22} {row.n:>3}  {value:>20}{extra}")
+    return "\n".join(lines)
+
+
+def sweep_exists(exp_dir: str) -> bool:
+    """Whether ``exp_dir`` holds a Tune experiment."""
+    from ray.tune import Tuner
+
+    return Tuner.can_restore(exp_dir) or Path(exp_dir, SPEC_FILE).exists()

@@ -1,0 +1,533 @@
+"""Sweep specs: a YAML description of a grid of finetuning runs, validated and expanded into trials.
+
+A spec is a mapping (every key but ``datasets`` optional)::
+
+    name: demo                       # default sweep name (``groupsweep run --name`` overrides it)
+    description: one line shown by ``groupsweep presets``
+    datasets:                        # a list of names, or a mapping name -> settings (or null):
+      synthetic-waterbirds:
+        options: {size: 2000}        #   the dataset's loader options (TrainConfig.dataset_options)
+        hparams: {epochs: 8}         #   training settings for this dataset
+        models: [toy-convnextv2-xs]  #   the models trained on it (default: the top-level ``models``)
+        methods: [none]              #   its balancing methods (default: the top-level ``methods``)
+        resources: {cpu: 2}          #   its per-trial resources
+    models: [toy-convnextv2-xs]      # a list of names, or a mapping name -> {hparams, resources} (or null)
+    methods: [none, subsetting, upsampling, upweighting, {mixture: [2, 3]}]
+    seeds: [0, 1]                    # default [0]
+    hparams: {lr: 1.0e-3, batch_size: 64, epochs: 8}    # TrainConfig fields, for every trial
+    resources: {cpu: 1, gpu: 0}      # per trial: cpu (> 0), gpu (a fraction of one GPU, or a whole
+                                     # number), workers (Accelerate processes through a Ray Train
+                                     # TorchTrainer; default = gpu when gpu > 1; CPU workers need gpu 0)
+    max_failures: 2                  # retries of a failed trial, from its last checkpoint
+    max_concurrent: null             # cap on trials running at once (null: as many as resources allow)
+    override: {epochs: 1}            # TrainConfig fields forced on every trial (what ``--set epochs=1`` adds)
+    parts:                           # optional sub-grids, expanded one after the other:
+      - tag: lastlayer               #   appended to trial names, keeps them unique
+        datasets: [waterbirds]       #   datasets / models / methods / seeds replace the top-level ones;
+                                     #   a dataset named without settings keeps its top-level settings
+        hparams: {last_layer_only: true, optimizer: sgd, lr: 1.0e-3, epochs: 20}
+        resources: {gpu: 1}          #   hparams / resources are merged over the inherited ones
+
+The grid is dataset x model x method (x ratio, for ``mixture`` and ``mixture-nosubset`` only) x seed, with
+each dataset's own model and method lists: a spec pairs image models with image datasets and text models
+with text datasets without meaningless cross products. Training settings are merged in this order, later winning: top-level ``hparams``, the dataset's
+``hparams``, the model's ``hparams``, the part's ``hparams``, ``override``. A trial is named
+``<dataset>-<model>-<method><ratio>[-<tag>]-s<seed>`` (``waterbirds-convnextv2-base-mixture2-s1``) and
+its config is a flat dict of every ``TrainConfig`` field plus ``trial_name``.
+
+Numbers such as ``1e-5`` are read as floats (YAML 1.2). Every key, name and value is checked before Ray
+starts; a bad spec raises a one-line ``GroupsweepError``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import numbers
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from trainables.config import TrainConfig
+from trainables.errors import GroupsweepError, choose
+
+SPEC_KEYS = ("name", "description", "datasets", "models", "methods", "seeds", "hparams", "resources",
+             "max_failures", "max_concurrent", "override", "parts")
+PART_KEYS = ("tag", "datasets", "models", "methods", "seeds", "hparams", "resources")
+DATASET_KEYS = ("options", "hparams", "models", "methods", "resources")
+MODEL_KEYS = ("hparams", "resources")
+RESOURCE_KEYS = ("cpu", "gpu", "workers")
+# TrainConfig fields that are grid axes, set by the spec's structure rather than by hparams.
+AXIS_FIELDS = ("dataset", "dataset_options", "model", "method", "ratio", "seed")
+HPARAM_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in AXIS_FIELDS)
+DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0}
+# CPU of the Tune trial that only drives a multi-worker TorchTrainer (its workers hold the rest).
+DRIVER_CPU = 0.01
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial asks Ray for: ``cpu`` cores and ``gpu`` GPUs in all, split over ``workers`` processes.
+
+    One worker: the trial itself holds ``{CPU: cpu, GPU: gpu}`` (``gpu`` may be a fraction of one GPU).
+    Several workers: the Tune trial holds ``DRIVER_CPU`` and drives a Ray Train ``TorchTrainer`` whose
+    workers each hold ``{CPU: (cpu - DRIVER_CPU) / workers, GPU: gpu / workers}`` and run Accelerate
+    together.
+    """
+
+    cpu: float = 1
+    gpu: float = 0
+    workers: int = 1
+
+    @property
+    def worker_bundle(self) -> dict:
+        """Resources of one training process, in Ray's resource names."""
+        if self.workers == 1:
+            return {"CPU": self.cpu, "GPU": self.gpu}
+        return {"CPU": (self.cpu - DRIVER_CPU) / self.workers, "GPU": self.gpu / self.workers}
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One trial of a sweep: its name, flat config (TrainConfig fields + ``trial_name``) and resources."""
+
+    name: str
+    config: dict
+    resources: Resources
+
+    @property
+    def method_label(self) -> str:
+        """The balancing method as shown in tables, e.g. ``mixture 2:1``."""
+        return method_label(self.config["method"], self.config["ratio"])
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated, expanded sweep: the trials in grid order plus sweep-wide settings.
+
+    ``source`` is the effective spec mapping (command-line overrides included); saving it as YAML and
+    loading it again gives the same trials.
+    """
+
+    name: str
+    description: str
+    trials: tuple[TrialPlan, ...]
+    max_failures: int
+    max_concurrent: int | None
+    source: dict
+
+
+def method_label(method: str, ratio: float | None) -> str:
+    """Display name of a balancing method: ``upsampling``, ``mixture 2:1``, ``mixture-nosubset 3.5:1``."""
+    return method if ratio is None else f"{method} {ratio:g}:1"
+
+
+def method_slug(method: str, ratio: float | None) -> str:
+    """The method as it appears in trial names: ``upsampling``, ``mixture2``, ``mixture-nosubset3.5``."""
+    return method if ratio is None else f"{method}{ratio:g}"
+
+
+class SpecLoader(yaml.SafeLoader):
+    """YAML loader that reads ``1e-5`` as a float, as YAML 1.2 does (PyYAML's 1.1 rules make it a string)."""
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _fail(where: str, message: str):
+    raise GroupsweepError(f"{where}: {message}" if where else message)
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _fail(where, f"expected a mapping, got {value!r}")
+    return value
+
+
+def _check_keys(values: dict, allowed, where: str) -> None:
+    for key in values:
+        if key not in allowed:
+            _fail(where, f"unknown key {key!r}; allowed: {', '.join(allowed)}")
+
+
+def _named_entries(value, where: str, what: str) -> dict:
+    """A list of names or a mapping name -> settings, as an ordered mapping name -> settings (or None)."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        entries = {}
+        for item in value:
+            if not isinstance(item, str):
+                _fail(where, f"{what} names must be strings, got {item!r}")
+            if item in entries:
+                _fail(where, f"{what} {item!r} is listed twice")
+            entries[item] = None
+        return entries
+    if isinstance(value, dict):
+        return dict(value)
+    _fail(where, f"expected a list of {what} names or a mapping, got {value!r}")
+
+
+def _check_name(kind: str, name: str, allowed, where: str) -> None:
+    try:
+        choose(kind, name, sorted(allowed))
+    except GroupsweepError as error:
+        _fail(where, str(error))
+
+
+@dataclass(frozen=True)
+class Registries:
+    """The names a spec may use: datasets (name -> loader option names), models, balancing methods."""
+
+    datasets: dict
+    models: tuple
+    methods: tuple
+    ratio_methods: tuple
+
+
+def package_registries() -> Registries:
+    """The package's datasets, models and methods (importing the model registry imports torch)."""
+    from trainables.balancing import METHODS, RATIO_METHODS
+    from trainables.data import DATASETS, dataset_options
+    from trainables.models import MODELS
+
+    return Registries(datasets={name: tuple(dataset_options(name)) for name in DATASETS}, models=tuple(MODELS),
+                      methods=tuple(METHODS), ratio_methods=tuple(RATIO_METHODS))
+
+
+def _parse_ratio(value, method: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 1:
+        _fail(where, f"ratio {value!r} of method {method!r} must be a number >= 1")
+    return float(value)
+
+
+def parse_methods(value, where: str, methods: tuple, ratio_methods: tuple) -> list[tuple[str, float | None]]:
+    """``[none, {mixture: [2, 3]}]`` -> ``[("none", None), ("mixture", 2.0), ("mixture", 3.0)]``.
+
+    A ratio method must come with its ratios (``{mixture: [2]}`` or ``{mixture: 2}``); any other method
+    takes none.
+    """
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        _fail(where, f"methods must be a non-empty list, got {value!r}")
+    parsed: list[tuple[str, float | None]] = []
+    for item in value:
+        if isinstance(item, str):
+            name, ratios = item, None
+        elif isinstance(item, dict) and len(item) == 1:
+            (name, ratios), = item.items()
+        else:
+            _fail(where, f"a method is a name or {{name: [ratios]}}, got {item!r}")
+        _check_name("balancing method", name, methods, where)
+        if name in ratio_methods:
+            if ratios is None:
+                _fail(where, f"method {name!r} needs mixture ratios, e.g. {{{name}: [2]}}")
+            ratio_list = ratios if isinstance(ratios, list) else [ratios]
+            if not ratio_list:
+                _fail(where, f"method {name!r} has an empty ratio list")
+            for ratio in ratio_list:
+                parsed.append((name, _parse_ratio(ratio, name, where)))
+        else:
+            if ratios is not None:
+                _fail(where, f"method {name!r} takes no ratio (got {ratios!r}); ratios apply to: "
+                             f"{', '.join(ratio_methods)}")
+            parsed.append((name, None))
+    seen = set()
+    for entry in parsed:
+        if entry in seen:
+            _fail(where, f"method {method_label(*entry)!r} is listed twice")
+        seen.add(entry)
+    return parsed
+
+
+def parse_seeds(value, where: str) -> list[int]:
+    """A non-empty list of distinct non-negative integer seeds (a single integer is one seed)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        _fail(where, f"seeds must be a non-empty list of integers, got {value!r}")
+    for seed in value:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            _fail(where, f"seed {seed!r} is not a non-negative integer")
+    if len(set(value)) != len(value):
+        _fail(where, f"seeds {value!r} repeat a seed")
+    return list(value)
+
+
+def check_hparams(values, where: str) -> dict:
+    """Training settings: TrainConfig fields other than the grid axes."""
+    values = _mapping(values, where)
+    for key in values:
+        if key in AXIS_FIELDS:
+            _fail(where, f"{key!r} is set by the grid (datasets, options, models, methods, seeds), not by hparams")
+        if key not in HPARAM_FIELDS:
+            _fail(where, f"unknown training setting {key!r}; allowed: {', '.join(HPARAM_FIELDS)}")
+    return values
+
+
+def check_resources(values, where: str) -> dict:
+    """A partial resource request ``{cpu, gpu, workers}`` with valid numbers."""
+    values = _mapping(values, where)
+    _check_keys(values, RESOURCE_KEYS, where)
+    for key in ("cpu", "gpu"):
+        if key in values:
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0 or not math.isfinite(value):
+                _fail(where, f"{key} must be a non-negative number, got {value!r}")
+    if "cpu" in values and values["cpu"] == 0:
+        _fail(where, "cpu must be positive, got 0")
+    if "workers" in values:
+        workers = values["workers"]
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            _fail(where, f"workers must be a positive integer, got {workers!r}")
+    return values
+
+
+def make_resources(values: dict, where: str) -> Resources:
+    """Complete a merged resource request: more than one GPU must be whole GPUs, one per worker."""
+    cpu, gpu = float(values.get("cpu", 1)), float(values.get("gpu", 0))
+    if gpu > 1 and gpu != int(gpu):
+        _fail(where, f"gpu {gpu:g} is more than one GPU but not a whole number")
+    workers = values.get("workers", int(gpu) if gpu > 1 else 1)
+    if workers > 1 and gpu > 0 and gpu != workers:
+        _fail(where, f"{workers} workers need one GPU each: set gpu to {workers} (or 0 for CPU workers)")
+    if gpu > 1 and workers != gpu:
+        _fail(where, f"gpu {gpu:g} needs {int(gpu)} workers (one per GPU), got workers {workers}")
+    if workers > 1 and cpu <= DRIVER_CPU:
+        _fail(where, f"cpu {cpu:g} is too little for {workers} workers")
+    return Resources(cpu=cpu, gpu=gpu, workers=int(workers))
+
+
+def _model_settings(models: dict, name: str, where: str) -> dict:
+    settings = _mapping(models.get(name), f"{where}: models.{name}")
+    _check_keys(settings, MODEL_KEYS, f"{where}: models.{name}")
+    return settings
+
+
+def _expand_part(part: dict, tag: str | None, override: dict, registries: Registries) -> list[TrialPlan]:
+    """The trials of one (part of a) spec, in grid order: dataset, model, method, ratio, seed."""
+
+    where = f"part {tag!r}" if tag else ""
+    if part.get("datasets") is None:
+        _fail(where, "no datasets given")
+    datasets = _named_entries(part["datasets"], where, "dataset")
+    if not datasets:
+        _fail(where, "datasets is empty")
+    defaults = part.get("dataset_defaults") or {}
+    top_models = _named_entries(part["models"], where, "model") if part.get("models") is not None else {}
+    top_methods = part.get("methods")
+    if top_methods is not None:  # checked even where every dataset has its own list
+        parse_methods(top_methods, f"{where}: methods" if where else "methods", registries.methods,
+                      registries.ratio_methods)
+    for model in top_models:
+        _check_name("model", model, registries.models, f"{where + ': ' if where else ''}models")
+        _model_settings(top_models, model, where or "models")
+    seeds = parse_seeds(part.get("seeds", [0]), where)
+    hparams = check_hparams(part.get("hparams"), f"{where}: hparams" if where else "hparams")
+    part_hparams = check_hparams(part.get("part_hparams"), f"{where}: hparams")
+    resources = check_resources(part.get("resources"), "resources")
+    part_resources = check_resources(part.get("part_resources"), f"{where}: resources")
+
+    trials = []
+    for dataset, settings in datasets.items():
+        dwhere = f"{where + ': ' if where else ''}datasets.{dataset}"
+        _check_name("dataset", dataset, registries.datasets, dwhere)
+        if settings is None:
+            settings = defaults.get(dataset)
+        settings = _mapping(settings, dwhere)
+        _check_keys(settings, DATASET_KEYS, dwhere)
+        options = _mapping(settings.get("options"), f"{dwhere}.options")
+        allowed_options = registries.datasets[dataset]
+        for key in options:
+            if key not in allowed_options:
+                _fail(f"{dwhere}.options", f"dataset {dataset!r} takes no option {key!r}; "
+                                           f"allowed: {', '.join(allowed_options) or 'none'}")
+        dataset_hparams = check_hparams(settings.get("hparams"), f"{dwhere}.hparams")
+        dataset_resources = check_resources(settings.get("resources"), f"{dwhere}.resources")
+        if settings.get("models") is not None:
+            model_names = list(_named_entries(settings["models"], f"{dwhere}.models", "model"))
+        else:
+            model_names = list(top_models)
+        if not model_names:
+            _fail(dwhere, "no models: give top-level models or the dataset's own models list")
+        method_value = settings.get("methods", top_methods)
+        if method_value is None:
+            _fail(dwhere, "no methods: give top-level methods or the dataset's own methods list")
+        method_list = parse_methods(method_value, f"{dwhere}.methods" if "methods" in settings else
+                                    (f"{where}: methods" if where else "methods"),
+                                    registries.methods, registries.ratio_methods)
+        for model in model_names:
+            mwhere = f"{dwhere}: model {model}"
+            _check_name("model", model, registries.models, mwhere)
+            model_settings = _model_settings(top_models, model, where or "models")
+            model_hparams = check_hparams(model_settings.get("hparams"), f"models.{model}.hparams")
+            model_resources = check_resources(model_settings.get("resources"), f"models.{model}.resources")
+            merged = {**DEFAULT_RESOURCES, **resources, **dataset_resources, **model_resources, **part_resources}
+            trial_resources = make_resources(merged, mwhere)
+            for method, ratio in method_list:
+                for seed in seeds:
+                    name = "-".join([dataset, model, method_slug(method, ratio)] + ([tag] if tag else [])
+                                    + [f"s{seed}"])
+                    values = {**hparams, **dataset_hparams, **model_hparams, **part_hparams}
+                    values.update(dataset=dataset, dataset_options=dict(options), model=model, method=method,
+                                  ratio=ratio, seed=seed)
+                    for key, value in override.items():
+                        if isinstance(value, dict) and isinstance(values.get(key), dict):
+                            values[key] = {**values[key], **value}
+                        else:
+                            values[key] = value
+                    try:
+                        config = TrainConfig.from_dict(values).to_dict()
+                    except GroupsweepError as error:
+                        _fail(f"trial {name}", str(error))
+                    config["trial_name"] = name
+                    trials.append(TrialPlan(name=name, config=config, resources=trial_resources))
+    return trials
+
+
+def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
+    """Validate a spec mapping and expand it into trials; raises a one-line ``GroupsweepError``.
+
+    ``registries`` defaults to ``package_registries()``.
+    """
+    source = _mapping(source, "spec")
+    _check_keys(source, SPEC_KEYS, "spec")
+    registries = registries or package_registries()
+    name = source.get("name") or "sweep"
+    if not isinstance(name, str) or "/" in name or name.startswith("."):
+        _fail("name", f"sweep name must be a plain directory name, got {name!r}")
+    description = source.get("description") or ""
+    max_failures = source.get("max_failures", 2)
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < -1:
+        _fail("max_failures", f"must be an integer >= 0 (or -1: retry forever), got {max_failures!r}")
+    max_concurrent = source.get("max_concurrent")
+    if max_concurrent is not None and (isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int)
+                                       or max_concurrent < 1):
+        _fail("max_concurrent", f"must be a positive integer or null, got {max_concurrent!r}")
+    override = _mapping(source.get("override"), "override")
+    for key in override:
+        if key not in TrainConfig.__dataclass_fields__:
+            _fail("override", f"unknown training setting {key!r}; allowed: {', '.join(TrainConfig.__dataclass_fields__)}")
+
+    base = {key: source.get(key) for key in ("datasets", "models", "methods", "seeds", "hparams", "resources")}
+    if base["seeds"] is None:
+        base["seeds"] = [0]
+    parts = source.get("parts")
+    trials: list[TrialPlan] = []
+    if parts is None:
+        trials = _expand_part(base, None, override, registries)
+    else:
+        if not isinstance(parts, list) or not parts:
+            _fail("parts", f"expected a non-empty list of part mappings, got {parts!r}")
+        for index, part in enumerate(parts):
+            part = _mapping(part, f"parts[{index}]")
+            _check_keys(part, PART_KEYS, f"parts[{index}]")
+            tag = part.get("tag")
+            if tag is not None and (not isinstance(tag, str) or not tag or "/" in tag):
+                _fail(f"parts[{index}].tag", f"must be a non-empty name, got {tag!r}")
+            merged = dict(base)
+            for key in ("datasets", "models", "methods", "seeds"):
+                if part.get(key) is not None:
+                    merged[key] = part[key]
+            if isinstance(base["datasets"], dict):
+                merged["dataset_defaults"] = base["datasets"]
+            merged["part_hparams"] = part.get("hparams")
+            merged["part_resources"] = part.get("resources")
+            trials.extend(_expand_part(merged, tag or None, override, registries))
+    seen = {}
+    for trial in trials:
+        if trial.name in seen:
+            _fail("spec", f"two trials are named {trial.name!r}; give the parts distinct tags")
+        seen[trial.name] = trial
+    return SweepSpec(name=name, description=description, trials=tuple(trials), max_failures=max_failures,
+                     max_concurrent=max_concurrent, source=copy.deepcopy(source))
+
+
+def read_spec_source(ref: str) -> dict:
+    """The spec mapping that ``ref`` names: a shipped preset name, or the path of a YAML file."""
+    from sweeps.presets import preset_path, preset_names
+
+    path = Path(ref)
+    if ref in preset_names():
+        path = preset_path(ref)
+    elif not (ref.endswith((".yaml", ".yml")) or path.is_file()):
+        _fail("", f"no preset or spec file {ref!r}; presets: {', '.join(preset_names())}")
+    try:
+        text = path.read_text()
+    except OSError as error:
+        _fail("", f"cannot read spec file {ref!r}: {error.strerror}")
+    try:
+        source = yaml.load(text, Loader=SpecLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        _fail("", f"spec file {ref!r}{line} is not valid YAML ({getattr(error, 'problem', None) or error})")
+    if not isinstance(source, dict):
+        _fail("", f"spec file {ref!r} must hold a mapping, got {type(source).__name__}")
+    return source
+
+
+def apply_overrides(source: dict, overrides: dict) -> dict:
+    """Merge ``--set`` values into a spec mapping.
+
+    A key that is a spec key (``seeds``, ``resources.cpu``, ``datasets.waterbirds.options.size``) is
+    merged into the spec; a key that is a training setting (``epochs``, ``dataset_options.size``) goes
+    into ``override``, forced on every trial.
+    """
+    result = copy.deepcopy(source)
+    for key, value in overrides.items():
+        if key in SPEC_KEYS and key != "override":
+            _deep_set(result, key, value)
+        elif key in TrainConfig.__dataclass_fields__:
+            result.setdefault("override", {})
+            if not isinstance(result["override"], dict):
+                _fail("override", f"expected a mapping, got {result['override']!r}")
+            result["override"] = _merge(result["override"], {key: value})
+        else:
+            _fail("--set", f"unknown key {key!r}; use a spec key ({', '.join(SPEC_KEYS)}) "
+                           f"or a training setting ({', '.join(TrainConfig.__dataclass_fields__)})")
+    return result
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _deep_set(target: dict, key: str, value) -> None:
+    if isinstance(value, dict) and isinstance(target.get(key), dict):
+        target[key] = _merge(target[key], value)
+    elif isinstance(value, dict) and isinstance(target.get(key), list):
+        # ``--set datasets.waterbirds.options.size=500`` on a spec listing datasets by name.
+        target[key] = _merge({item: None for item in target[key]} if all(isinstance(i, str) for i in target[key])
+                             else {}, value)
+    else:
+        target[key] = value
+
+
+def load_spec(ref: str, overrides: dict | None = None) -> SweepSpec:
+    """Read a preset or YAML spec, apply ``--set`` overrides (see ``apply_overrides``), validate and expand."""
+    source = read_spec_source(ref)
+    if overrides:
+        source = apply_overrides(source, overrides)
+    return build_spec(source)
+
+
+def dump_spec(source: dict) -> str:
+    """The spec mapping as YAML (keys in the order given)."""
+    return yaml.safe_dump(source, sort_keys=False, default_flow_style=None)

@@ -1,0 +1,64 @@
+"""Shared Ray test helpers: a small sweep spec on embedded data and the ``groupsweep`` CLI as a subprocess.
+
+Each ``groupsweep run`` here starts (or connects to) Ray in its own process, as users do; the test
+process itself never calls ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_DATA = {"size": 200, "val_size": 60, "test_size": 60}
+
+
+def tiny_spec(path: Path, *, methods, seeds=(1, 2), epochs: int = 2, resources=None, name: str = "it") -> Path:
+    """Write a sweep of toy-convnextv2-xs on a tiny synthetic-waterbirds; returns the YAML path."""
+    source = {
+        "name": name,
+        "datasets": {"synthetic-waterbirds": {"options": TINY_DATA}},
+        "models": ["toy-convnextv2-xs"],
+        "methods": list(methods),
+        "seeds": list(seeds),
+        "hparams": {"lr": 1e-3, "batch_size": 64, "epochs": epochs, "eval_batch_size": 128},
+        "resources": resources or {"cpu": 1},
+        "max_failures": 1,
+    }
+    path.write_text(yaml.safe_dump(source))
+    return path
+
+
+def cli_env() -> dict:
+    """Environment of a CLI subprocess: this checkout importable, no telemetry, no Ray token auth."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", TOKENIZERS_PARALLELISM="false",
+               HF_HUB_OFFLINE="1")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def cli_command(*args: str) -> list[str]:
+    """The argv of ``groupsweep ARGS`` run with this interpreter."""
+    return [sys.executable, "-m", "sweeps.cli", *args]
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``groupsweep ARGS`` to completion, capturing its output."""
+    return subprocess.run(cli_command(*args), cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def result_epochs(trial_dir: Path) -> list[int]:
+    """The ``epoch`` of every row of a trial's result.json (empty when it has none yet)."""
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row["epoch"] for row in rows if "epoch" in row]

@@ -1,0 +1,41 @@
+"""cluster.yaml passes Ray's own cluster-launcher validation and describes the intended cluster."""
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+
+
+def load() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+def test_cluster_yaml_passes_ray_validation():
+    config = prepare_config(copy.deepcopy(load()))
+    validate_config(config)
+
+
+def test_validator_rejects_a_broken_copy():
+    broken = copy.deepcopy(load())
+    broken["available_node_types"]["gpu-1x"]["min_workers"] = "none"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(broken))
+
+
+def test_head_plus_autoscaling_gpu_workers_that_install_the_package():
+    config = load()
+    types = config["available_node_types"]
+    head = config["head_node_type"]
+    assert head in types and types[head]["resources"].get("GPU", 0) == 0
+    gpu_types = [t for name, t in types.items() if name != head]
+    assert gpu_types and all(t["resources"]["GPU"] >= 1 for t in gpu_types)
+    assert all(t["max_workers"] > t["min_workers"] for t in gpu_types)  # the autoscaler adds and removes them
+    assert "." in config["file_mounts"].values()
+    mount = next(remote for remote, local in config["file_mounts"].items() if local == ".")
+    assert any(f"pip install -q -e {mount}" in command for command in config["setup_commands"])
+    assert any("GROUPSWEEP_STORAGE=s3://" in command for command in config["setup_commands"])

@@ -1,0 +1,103 @@
+"""Shipped presets: trial counts (each with its formula), the paper's hyperparameters, CPU-only demos."""
+
+import pytest
+
+from sweeps.cli import main
+from sweeps.presets import preset_names, preset_rows
+from sweeps.spec import build_spec, read_spec_source
+from trainables.models import MODELS
+
+PAPER = ("fig1-balancing", "fig2-mixture", "fig3-scaling", "fig4-resnet", "fig7-ablation", "spectral")
+SEEDS = 3
+# Trial count of every preset, as the formula that defines its grid.
+COUNTS = {
+    # 3 datasets (one model each) x 4 methods (none, subsetting, upsampling, upweighting) x 3 seeds
+    "fig1-balancing": 3 * 4 * SEEDS,
+    # 3 seeds x 3 methods (subsetting, upsampling, upweighting) per dataset + mixture at every integer
+    # ratio between 1:1 and the native ratio: Waterbirds 2 (2, 3), CelebA 4 (2-5), CivilComments 6 (2-7)
+    "fig2-mixture": SEEDS * ((3 + 2) + (3 + 4) + (3 + 6)),
+    # 3 seeds x (6 ConvNeXt-V2 x 5 methods on Waterbirds + 6 x 4 on CelebA + 5 BERT x 5 on
+    # CivilComments + 5 BERT x 1 (no balancing) on MultiNLI)
+    "fig3-scaling": SEEDS * (6 * 5 + 6 * 4 + 5 * 5 + 5 * 1),
+    # 3 seeds x 5 ResNets x (Waterbirds last-layer 2 methods + Waterbirds full 2 + CelebA full 2)
+    "fig4-resnet": SEEDS * 5 * (2 + 2 + 2),
+    # 3 seeds x 2 methods (with / without subsetting) x ratios: Waterbirds 4, CelebA 6, CivilComments 8
+    "fig7-ablation": SEEDS * 2 * (4 + 6 + 8),
+    # 4 datasets x 1 model x 1 (best) method x 3 seeds
+    "spectral": 4 * 1 * 1 * SEEDS,
+    # 1 dataset x 2 toy models x 5 methods (none, subsetting, upsampling, upweighting, mixture 2:1) x 2 seeds
+    "demo": 1 * 2 * 5 * 2,
+    # the demo-* presets mirror their paper preset's structure on the embedded benchmarks
+    # (synthetic-waterbirds / -celeba / -civilcomments / -multinli) with toy models
+    "demo-fig1-balancing": 3 * 4 * SEEDS,
+    "demo-fig2-mixture": SEEDS * ((3 + 2) + (3 + 4) + (3 + 6)),
+    "demo-fig3-scaling": SEEDS * (4 * 5 + 4 * 4 + 4 * 5 + 4 * 1),  # 4 toy sizes per family
+    "demo-fig4-resnet": SEEDS * 4 * (2 + 2 + 2),  # 4 toy ResNet sizes
+    "demo-fig7-ablation": SEEDS * 2 * (4 + 6 + 8),
+    "demo-spectral": 4 * 1 * 1 * SEEDS,
+}
+TABLE4 = {"waterbirds": (100, "cosine"), "celeba": (20, "cosine"), "civilcomments": (20, "linear"),
+          "multinli": (20, "linear")}
+
+
+def test_every_preset_has_a_demo_counterpart_and_a_stated_count():
+    names = preset_names()
+    assert set(names) == set(COUNTS)
+    for name in PAPER:
+        assert f"demo-{name}" in names
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_plan_prints_each_preset_count(name, capsys):
+    assert main(["plan", name]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"{COUNTS[name]} trials"
+    assert len(lines) == COUNTS[name] + 2  # header, one row per trial, count
+
+
+def test_presets_command_lists_names_and_counts(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for row in preset_rows():
+        assert row["description"]
+        line = next(line for line in out.splitlines() if line.split()[:1] == [row["name"]])
+        assert line.split()[1] == str(COUNTS[row["name"]])
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_presets_use_table4_hyperparameters(name):
+    for trial in build_spec(read_spec_source(name)).trials:
+        config = trial.config
+        assert config["pretrained"] is True and config["seed"] in (1, 2, 3)
+        assert MODELS[config["model"]].modality == ("image" if config["dataset"] in ("waterbirds", "celeba") else "text")
+        assert config["weight_decay"] == 1e-4 and config["schedule"] == TABLE4[config["dataset"]][1]
+        if config["last_layer_only"]:  # Appendix B: last-layer training with SGD, lr 1e-3, 20 epochs
+            assert (config["optimizer"], config["lr"], config["epochs"]) == ("sgd", 1e-3, 20)
+        else:
+            assert (config["optimizer"], config["lr"], config["batch_size"]) == ("adamw", 1e-5, 32)
+            assert config["epochs"] == TABLE4[config["dataset"]][0]
+        assert trial.resources.gpu > 0
+
+
+def test_fig4_has_last_layer_and_full_finetuning():
+    trials = build_spec(read_spec_source("fig4-resnet")).trials
+    last_layer = {(t.config["dataset"], t.config["model"]) for t in trials if t.config["last_layer_only"]}
+    full = {(t.config["dataset"], t.config["model"]) for t in trials if not t.config["last_layer_only"]}
+    resnets = {f"resnet{depth}" for depth in (18, 34, 50, 101, 152)}
+    assert {m for _, m in last_layer} == resnets == {m for _, m in full}
+    assert {d for d, _ in full} == {"waterbirds", "celeba"}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in COUNTS if n.startswith("demo")))
+def test_demo_presets_run_on_a_cpu_with_embedded_data_and_toy_models(name):
+    from trainables.data import load_dataset
+
+    modality = {}
+    for trial in build_spec(read_spec_source(name)).trials:
+        dataset = trial.config["dataset"]
+        if dataset not in modality:  # a tiny copy of the embedded dataset tells its modality
+            modality[dataset] = load_dataset(dataset, size=60, val_size=60, test_size=60).modality
+        model = MODELS[trial.config["model"]]
+        assert model.toy and trial.config["pretrained"] is False
+        assert model.modality == modality[dataset], (dataset, model.name)
+        assert dataset.startswith("synthetic-") and trial.resources.gpu == 0 and trial.resources.cpu == 1

@@ -1,0 +1,229 @@
+"""Sweep specs: expansion into trials, setting precedence, --set overrides, and refusal of bad specs."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sweeps.cli import main
+from sweeps.launcher import check_resources
+from sweeps.spec import Resources, apply_overrides, build_spec, load_spec, method_label
+from trainables.config import TrainConfig
+from trainables.errors import GroupsweepError
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def spec(**changes) -> dict:
+    """A small valid spec: 2 datasets with their own models and methods."""
+    source = {
+        "name": "t",
+        "datasets": {
+            "synthetic-waterbirds": {"options": {"size": 300}, "hparams": {"epochs": 3},
+                                     "methods": ["none", {"mixture": [2, 3]}]},
+            "synthetic-celeba": {"models": ["toy-convnextv2-s"], "methods": ["subsetting", "upweighting"]},
+        },
+        "models": ["toy-convnextv2-xs", "toy-convnextv2-s"],
+        "seeds": [1, 2],
+        "hparams": {"lr": 1e-3, "epochs": 2},
+    }
+    source.update(changes)
+    return source
+
+
+def test_grid_is_dataset_model_method_ratio_seed_without_cross_products():
+    built = build_spec(spec())
+    # waterbirds: 2 models x (none + mixture 2, 3) x 2 seeds = 12; celeba: 1 model x 2 methods x 2 seeds = 4
+    assert len(built.trials) == 12 + 4
+    names = [t.name for t in built.trials]
+    assert names[:4] == ["synthetic-waterbirds-toy-convnextv2-xs-none-s1", "synthetic-waterbirds-toy-convnextv2-xs-none-s2",
+                         "synthetic-waterbirds-toy-convnextv2-xs-mixture2-s1",
+                         "synthetic-waterbirds-toy-convnextv2-xs-mixture2-s2"]
+    assert len(set(names)) == len(names)
+    for trial in built.trials:
+        config = trial.config
+        assert set(config) == TRAIN_FIELDS | {"trial_name"} and config["trial_name"] == trial.name
+        # ratios only on the ratio methods; celeba only with its own model list
+        assert (config["ratio"] is not None) == (config["method"] == "mixture")
+        if config["dataset"] == "synthetic-celeba":
+            assert config["model"] == "toy-convnextv2-s" and config["dataset_options"] == {}
+    assert sorted({t.config["ratio"] for t in built.trials if t.config["ratio"]}) == [2.0, 3.0]
+    assert {t.method_label for t in built.trials} == {"none", "mixture 2:1", "mixture 3:1", "subsetting", "upweighting"}
+
+
+def test_settings_merge_top_dataset_model_part_then_override():
+    source = spec(models={"toy-convnextv2-xs": {"hparams": {"batch_size": 16}, "resources": {"cpu": 2}},
+                          "toy-convnextv2-s": None},
+                  hparams={"lr": 1e-3, "epochs": 2, "batch_size": 64, "weight_decay": 0.5},
+                  resources={"cpu": 1},
+                  parts=[{"tag": "a", "datasets": ["synthetic-waterbirds"], "hparams": {"epochs": 7}},
+                         {"tag": "b", "seeds": [5], "resources": {"cpu": 3}}],
+                  override={"weight_decay": 0.25, "dataset_options": {"val_size": 90}})
+    trials = {t.name: t for t in build_spec(source).trials}
+    a = trials["synthetic-waterbirds-toy-convnextv2-xs-none-a-s1"]
+    # part hparams beat the dataset's epochs; the model's batch size beats the top-level one
+    assert (a.config["epochs"], a.config["batch_size"], a.config["lr"]) == (7, 16, 1e-3)
+    # override wins over everything and merges into dataset options
+    assert a.config["weight_decay"] == 0.25 and a.config["dataset_options"] == {"size": 300, "val_size": 90}
+    assert a.resources == Resources(cpu=2, gpu=0, workers=1)
+    # part a named its dataset without settings: it keeps the top-level settings (methods, options)
+    assert {t.config["method"] for t in trials.values() if "-a-" in t.name} == {"none", "mixture"}
+    b = trials["synthetic-waterbirds-toy-convnextv2-s-none-b-s5"]
+    assert b.config["epochs"] == 3 and b.resources.cpu == 3  # dataset hparams; part resources win
+    assert trials["synthetic-celeba-toy-convnextv2-s-upweighting-b-s5"].config["epochs"] == 2
+    # part a: waterbirds, 2 models x 3 methods x 2 seeds = 12; part b: (12 + 4) / 2 seeds = 8
+    assert len(trials) == 12 + 8
+
+
+def test_plain_list_datasets_and_scalar_forms():
+    built = build_spec({"datasets": ["synthetic-waterbirds"], "models": "toy-convnextv2-xs",
+                        "methods": {"mixture-nosubset": 1.5}, "seeds": 4})
+    (trial,) = built.trials
+    assert trial.name == "synthetic-waterbirds-toy-convnextv2-xs-mixture-nosubset1.5-s4"
+    assert (trial.config["ratio"], built.name, built.max_failures) == (1.5, "sweep", 2)
+    assert method_label("mixture-nosubset", 1.5) == "mixture-nosubset 1.5:1"
+
+
+def test_resources_gpu_fractions_and_workers():
+    def resources(values):
+        source = spec(resources=values)
+        return build_spec(source).trials[0].resources
+
+    assert resources({"cpu": 2, "gpu": 0.25}) == Resources(cpu=2, gpu=0.25, workers=1)
+    assert resources({"cpu": 8, "gpu": 4}) == Resources(cpu=8, gpu=4, workers=4)
+    # several workers: the Tune trial keeps a token CPU to drive them, the workers share the rest
+    assert resources({"cpu": 8, "gpu": 4}).worker_bundle == {"CPU": pytest.approx(7.99 / 4), "GPU": 1}
+    assert resources({"cpu": 2, "gpu": 0.5}).worker_bundle == {"CPU": 2, "GPU": 0.5}
+    assert resources({"cpu": 2, "workers": 2}) == Resources(cpu=2, gpu=0, workers=2)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"datasets": ["synthetic-waterbirds"], "epochs": 3}, "spec: unknown key 'epochs'"),
+    ({"datasets": ["no-such-data"]}, "unknown dataset 'no-such-data'"),
+    ({"models": ["toy-convnextv2-xxl"]}, "unknown model 'toy-convnextv2-xxl'"),
+    ({"methods": ["none", "reweigh"]}, "unknown balancing method 'reweigh'"),
+    ({"methods": [{"upsampling": [2]}]}, "method 'upsampling' takes no ratio"),
+    ({"methods": ["mixture"]}, "method 'mixture' needs mixture ratios"),
+    ({"methods": [{"mixture": [0.5]}]}, "ratio 0.5 of method 'mixture' must be a number >= 1"),
+    ({"methods": ["none", "none"]}, "method 'none' is listed twice"),
+    ({"hparams": {"learning_rate": 1}}, "unknown training setting 'learning_rate'"),
+    ({"hparams": {"seed": 3}}, "'seed' is set by the grid"),
+    ({"hparams": {"lr": -1}}, "lr must be a non-negative number"),
+    ({"hparams": {"schedule": "step"}}, "unknown schedule 'step'"),
+    ({"datasets": {"synthetic-waterbirds": {"options": {"sizes": 3}}}}, "takes no option 'sizes'"),
+    ({"datasets": {"synthetic-waterbirds": {"model": ["x"]}}}, "unknown key 'model'"),
+    ({"resources": {"cpus": 2}}, "unknown key 'cpus'"),
+    ({"resources": {"gpu": 1.5}}, "gpu 1.5 is more than one GPU but not a whole number"),
+    ({"resources": {"gpu": 0.5, "workers": 2}}, "2 workers need one GPU each"),
+    ({"resources": {"cpu": 0}}, "cpu must be positive"),
+    ({"seeds": [1, 1]}, "repeat a seed"),
+    ({"seeds": [-1]}, "seed -1 is not a non-negative integer"),
+    ({"max_concurrent": 0}, "max_concurrent: must be a positive integer"),
+    ({"override": {"colour": 1}}, "override: unknown training setting 'colour'"),
+    ({"parts": [{"tag": "x"}, {"tag": "x"}]}, "two trials are named"),
+    ({"parts": [{"methods": ["none"], "epochs": 1}]}, "parts[0]: unknown key 'epochs'"),
+])
+def test_bad_specs_are_refused_with_one_line(changes, message):
+    with pytest.raises(GroupsweepError) as error:
+        build_spec(spec(**changes))
+    text = str(error.value)
+    assert message in text and "\n" not in text
+
+
+def test_set_overrides_spec_keys_and_training_settings():
+    source = apply_overrides(spec(), {"seeds": [7], "epochs": 1, "resources": {"cpu": 2},
+                                      "datasets": {"synthetic-waterbirds": {"options": {"size": 400}}},
+                                      "dataset_options": {"seed": 3}})
+    built = build_spec(source)
+    assert {t.config["seed"] for t in built.trials} == {7}
+    assert {t.config["epochs"] for t in built.trials} == {1}
+    assert {t.resources.cpu for t in built.trials} == {2}
+    wb = [t for t in built.trials if t.config["dataset"] == "synthetic-waterbirds"]
+    assert wb[0].config["dataset_options"] == {"size": 400, "seed": 3}
+    assert built.source["override"] == {"epochs": 1, "dataset_options": {"seed": 3}}
+    with pytest.raises(GroupsweepError, match="unknown key 'colour'"):
+        apply_overrides(spec(), {"colour": 1})
+
+
+def test_yaml_file_reads_exponent_floats_and_reports_bad_yaml(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("datasets: [synthetic-waterbirds]\nmodels: [toy-convnextv2-xs]\nmethods: [none]\n"
+                    "hparams: {lr: 1e-5, weight_decay: 5E-4}\n")
+    (trial,) = load_spec(str(path)).trials
+    assert (trial.config["lr"], trial.config["weight_decay"]) == (1e-5, 5e-4)
+    path.write_text("datasets: [synthetic-waterbirds\n")
+    with pytest.raises(GroupsweepError, match="is not valid YAML"):
+        load_spec(str(path))
+    with pytest.raises(GroupsweepError, match="no preset or spec file 'nonsense'"):
+        load_spec("nonsense")
+
+
+def test_resources_no_node_provides_are_refused():
+    built = build_spec(spec(resources={"cpu": 4, "gpu": 1}))
+    check_resources(built, [{"CPU": 8, "GPU": 1}])
+    with pytest.raises(GroupsweepError, match=r"needs 4 CPU and 1 GPU per process but no node can provide") as error:
+        check_resources(built, [{"CPU": 64}, {"CPU": 2, "GPU": 8}])
+    assert "\n" not in str(error.value)
+    workers = build_spec(spec(resources={"cpu": 8, "gpu": 4}))
+    check_resources(workers, [{"CPU": 2, "GPU": 1}])  # one GPU per worker process, on any nodes
+
+
+def test_plan_prints_the_grid_and_count_without_ray(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec()))
+    code = ("import sys; from sweeps.cli import main; code = main(['plan', sys.argv[1], '--set', 'seeds=[3]']); "
+            "assert 'ray' not in sys.modules, 'plan imported ray'; sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "8 trials"  # (12 + 4) trials / 2 seeds
+    assert lines[0].split()[:3] == ["#", "trial", "dataset"]
+    assert "synthetic-waterbirds-toy-convnextv2-xs-mixture3-s3" in result.stdout
+
+
+def test_cli_refuses_bad_spec_before_ray(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec(methods=[{"subsetting": [2]}])))
+    for command in ("plan", "run"):
+        assert main([command, str(path), "--storage", str(tmp_path)] if command == "run" else [command, str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "takes no ratio" in err and "\n" not in err
+    assert not (tmp_path / "t").exists()
+
+
+def test_run_refuses_resources_beyond_this_machine_before_ray(tmp_path, capsys):
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(spec(resources={"cpu": 4096})))
+    assert main(["run", str(path), "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: trial ") and "4096 CPU" in err and "\n" not in err
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+    assert not (tmp_path / "t").exists()
+
+
+def test_summary_is_mean_and_sample_std_of_finished_trials_per_method():
+    import pandas as pd
+
+    from sweeps.launcher import format_summary, summarize
+
+    def row(method, ratio, seed, wga, epoch=3, status="ok"):
+        return {"trial_name": f"{method}{ratio}-s{seed}", "state": "TERMINATED", "dataset": "d", "model": "m",
+                "method": method, "ratio": ratio, "seed": seed, "epochs": 3, "epoch": epoch, "status": status,
+                "test/wga": wga}
+
+    rows = pd.DataFrame([row("none", None, 1, 0.5), row("none", None, 2, 0.7), row("none", None, 3, 0.1, epoch=2),
+                         row("mixture", 2.0, 1, 0.9), row("mixture", 2.0, 2, float("nan"), status="diverged")])
+    summary = summarize(rows).set_index("method")
+    assert summary.loc["none", "n"] == 2 and summary.loc["none", "test_wga_mean"] == pytest.approx(0.6)
+    assert summary.loc["none", "test_wga_std"] == pytest.approx(0.02 ** 0.5)  # sample std (ddof=1)
+    assert summary.loc["mixture 2:1", "n"] == 1 and summary.loc["mixture 2:1", "diverged"] == 1
+    assert np.isnan(summary.loc["mixture 2:1", "test_wga_std"])
+    text = format_summary(summarize(rows))
+    assert "60.0 ± 14.1" in text and "90.0  (1 diverged)" in text

@@ -1,0 +1,139 @@
+"""End to end: real Ray Tune sweeps on embedded data through the ``groupsweep`` CLI.
+
+- a 4-trial sweep on a Ray cluster (``--address``): every trial reports every epoch, writes its files,
+  the folder loads offline with ``ray.tune.ExperimentAnalysis``, ``status`` lists it and a rerun
+  resumes without training anything again;
+- a sweep whose driver is SIGKILLed midway (local Ray): the same command finishes it, and no trial that
+  had finished runs again;
+- a trial with two workers (a Ray Train ``TorchTrainer`` with Accelerate on CPU) driven from Tune.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from ray_fixtures import REPO, cli_command, cli_env, result_epochs, run_cli, tiny_spec
+
+pytestmark = pytest.mark.slow
+
+
+def trial_names(spec_path) -> list[str]:
+    from sweeps.spec import load_spec
+
+    return [trial.name for trial in load_spec(str(spec_path)).trials]
+
+
+@pytest.fixture(scope="module")
+def cluster_address():
+    """One two-CPU Ray cluster for the module, stopped (its own processes only) at the end."""
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024})
+    yield cluster.address
+    cluster.shutdown()
+
+
+def test_cli_sweep_reports_every_epoch_and_loads_offline(tmp_path, cluster_address):
+    from ray.tune import ExperimentAnalysis
+
+    from sweeps.spec import load_spec
+
+    spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["none", {"mixture": [2]}])
+    storage = tmp_path / "results"
+    args = ("run", str(spec_path), "--storage", str(storage), "--name", "four", "--address", cluster_address)
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Trial name" in result.stdout  # Ray's trial table
+    assert "mixture 2:1" in result.stdout and "final test WGA" in result.stdout  # the summary
+
+    exp_dir = storage / "four"
+    trials = load_spec(str(spec_path)).trials
+    assert len(trials) == 4 and (exp_dir / "groupsweep_spec.yaml").exists()
+    for trial in trials:
+        trial_dir = exp_dir / trial.name
+        assert result_epochs(trial_dir) == [1, 2], trial.name
+        assert json.loads((trial_dir / "params.json").read_text()) == trial.config
+        rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        assert all(row["status"] == "ok" and row["node_id"] and "test/acc_group_3" in row for row in rows)
+        with np.load(trial_dir / "groupsweep" / "labels.npz") as labels:
+            n_test = len(labels["test_y"])
+        for epoch in (1, 2):
+            with np.load(trial_dir / "groupsweep" / "predictions" / f"epoch_{epoch:04d}.npz") as saved:
+                assert saved["test"].dtype == np.int16 and len(saved["test"]) == n_test
+        assert [p.name for p in trial_dir.glob("checkpoint_*")] == ["checkpoint_000001"]  # one kept
+
+    analysis = ExperimentAnalysis(str(exp_dir))
+    assert sorted(t.config["trial_name"] for t in analysis.trials) == sorted(t.name for t in trials)
+    assert {t.status for t in analysis.trials} == {"TERMINATED"}
+    assert all(len(frame) == 2 for frame in analysis.trial_dataframes.values())
+
+    status = run_cli("status", "four", "--storage", str(storage))
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("TERMINATED") >= 4 and "2/2" in status.stdout
+
+    before = {t.name: (exp_dir / t.name / "result.json").read_text() for t in trials}
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {t.name: (exp_dir / t.name / "result.json").read_text() for t in trials} == before
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["none", "subsetting", "upweighting"], epochs=3)
+    storage = tmp_path / "results"
+    names = trial_names(spec_path)
+    exp_dir = storage / "killed"
+    args = ("run", str(spec_path), "--storage", str(storage), "--name", "killed")
+
+    driver = subprocess.Popen(cli_command(*args), cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    first_complete: dict[str, float] = {}
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and driver.poll() is None:
+            for name in names:
+                if name not in first_complete and result_epochs(exp_dir / name) == [1, 2, 3]:
+                    first_complete[name] = time.monotonic()
+            # kill a little after the first trial finished (its state snapshot is then on disk)
+            if first_complete and time.monotonic() - min(first_complete.values()) > 1.5:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, "the sweep ended before it could be killed"
+        killed_at = time.monotonic()
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+    finished = [n for n, t in first_complete.items() if killed_at - t >= 1.0]
+    assert finished and len(first_complete) < len(names), (first_complete, names)
+    predictions = {name: {p.name: p.stat().st_mtime_ns for p in (exp_dir / name / "groupsweep" / "predictions").iterdir()}
+                   for name in finished}
+
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in names:
+        assert sorted(set(result_epochs(exp_dir / name))) == [1, 2, 3], name
+    for name in finished:  # finished before the kill: not trained again, not reported again
+        assert result_epochs(exp_dir / name) == [1, 2, 3], name
+        now = {p.name: p.stat().st_mtime_ns for p in (exp_dir / name / "groupsweep" / "predictions").iterdir()}
+        assert now == predictions[name], name
+
+
+def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path, cluster_address):
+    spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["upsampling"], seeds=[1],
+                          resources={"cpu": 2, "workers": 2})
+    storage = tmp_path / "results"
+    result = run_cli("run", str(spec_path), "--storage", str(storage), "--name", "ddp", "--address", cluster_address)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (name,) = trial_names(spec_path)
+    trial_dir = storage / "ddp" / name
+    assert result_epochs(trial_dir) == [1, 2]
+    assert (trial_dir / "groupsweep" / "predictions" / "epoch_0002.npz").exists()
+    assert any((trial_dir / "train").glob("checkpoint_*"))  # the Ray Train run's own checkpoint

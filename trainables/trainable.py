@@ -1,0 +1,223 @@
+"""The Ray Tune function trainable: one trial is one ``finetune`` run, reported and checkpointed every epoch.
+
+A trial's config is a flat dict of ``TrainConfig`` fields plus ``trial_name``; its directory is
+``<experiment_dir>/<trial_name>`` (``trial_dirname`` is the Tuner's trial name and dirname creator).
+Every epoch the trial
+
+- writes ``groupsweep/labels.npz`` (once) and ``groupsweep/predictions/epoch_XXXX.npz`` (keys ``val``,
+  ``test``) into its directory, atomically (a temporary file, then a rename);
+- calls ``ray.tune.report`` with every metric of the epoch (flat keys such as ``val/wga``), plus
+  ``status`` (``ok``) and ``node_id``, and a checkpoint holding ``EpochResult.state()``.
+
+A restarted trial resumes from ``ray.tune.get_checkpoint()``; one whose checkpoint already holds its
+last epoch returns at once. A run whose loss diverges reports one last row with ``status: diverged``
+and ends normally, so Tune does not retry it. The device is the GPU Ray assigned to the trial
+(``ray.get_gpu_ids()``), else the CPU; torch uses as many threads as the trial has CPUs.
+
+A trial with several workers (``Resources.workers > 1``, e.g. ``gpu: 4``) drives a Ray Train
+``TorchTrainer`` from the Tune trial: each worker runs ``finetune`` under Accelerate (data parallel),
+rank 0 writes the files and the checkpoint, and ``TuneReportCallback`` forwards rank 0's metrics to Tune.
+Its Ray Train run lives in ``<trial dir>/train`` and resumes from its own latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+
+import numpy as np
+
+from trainables.config import TrainConfig
+
+log = logging.getLogger("groupsweep.trainable")
+
+FILES_DIR = "groupsweep"
+STATE_FILE = "state.pt"
+TRAIN_RUN_NAME = "train"
+# Metrics shown first (Ray's trial table picks the first numeric ones).
+LEADING_METRICS = ("epoch", "val/wga", "test/wga", "test/avg_acc", "optim/loss")
+
+
+def trial_dirname(trial) -> str:
+    """Name and directory name of a Tune trial: its config's ``trial_name`` (unique within a sweep)."""
+    return trial.config["trial_name"]
+
+
+def predictions_name(epoch: int) -> str:
+    """Path of one epoch's predictions inside a trial directory."""
+    return f"{FILES_DIR}/predictions/epoch_{epoch:04d}.npz"
+
+
+LABELS_NAME = f"{FILES_DIR}/labels.npz"
+
+
+class TrialFiles:
+    """groupsweep's own files in one trial directory (a local path or a storage URI such as ``s3://``)."""
+
+    def __init__(self, trial_dir: str):
+        import pyarrow.fs
+
+        self.fs, self.root = pyarrow.fs.FileSystem.from_uri(trial_dir)
+
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` (relative to the trial directory) exists."""
+        import pyarrow.fs
+
+        return self.fs.get_file_info(f"{self.root}/{name}").type != pyarrow.fs.FileType.NotFound
+
+    def write_npz(self, name: str, arrays: dict) -> None:
+        """Write ``arrays`` as ``name`` atomically: to a temporary file beside it, then renamed over it."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        path = f"{self.root}/{name}"
+        directory = path.rsplit("/", 1)[0]
+        self.fs.create_dir(directory, recursive=True)
+        temporary = f"{directory}/.tmp-{uuid.uuid4().hex}.npz"
+        with self.fs.open_output_stream(temporary) as stream:
+            stream.write(buffer.getvalue())
+        self.fs.move(temporary, path)
+
+
+def epoch_metrics(result, node_id: str) -> dict:
+    """The row reported for one epoch: leading metrics first, then the rest, ``status`` and ``node_id``."""
+    metrics = {key: result.metrics[key] for key in LEADING_METRICS if key in result.metrics}
+    metrics.update(result.metrics)
+    metrics["status"] = "ok"
+    metrics["node_id"] = node_id
+    return metrics
+
+
+def load_state(checkpoint) -> dict | None:
+    """The ``finetune`` state saved in a Ray checkpoint (None for no checkpoint)."""
+    if checkpoint is None:
+        return None
+    import torch
+
+    with checkpoint.as_directory() as directory:
+        return torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=False)
+
+
+class EpochReporter:
+    """The ``on_epoch`` callback of a trial: files, then one report with a checkpoint.
+
+    ``report(metrics, checkpoint)`` is ``ray.tune.report`` (single-process trials) or
+    ``ray.train.report`` (TorchTrainer workers). ``files`` is None on workers other than rank 0, which
+    report their metrics without files or checkpoint.
+    """
+
+    def __init__(self, report, checkpoint_class, files: TrialFiles | None, node_id: str):
+        self.report = report
+        self.checkpoint_class = checkpoint_class
+        self.files = files
+        self.node_id = node_id
+        self.last_epoch = 0
+
+    def __call__(self, result) -> None:
+        import torch
+
+        metrics = epoch_metrics(result, self.node_id)
+        if self.files is None:
+            self.report(metrics, checkpoint=None)
+            self.last_epoch = result.epoch
+            return
+        if not self.files.exists(LABELS_NAME):
+            self.files.write_npz(LABELS_NAME, result.labels)
+        self.files.write_npz(predictions_name(result.epoch), result.predictions)
+        directory = tempfile.mkdtemp(prefix="groupsweep-ckpt-")
+        try:
+            torch.save(result.state(), os.path.join(directory, STATE_FILE))
+            self.report(metrics, checkpoint=self.checkpoint_class.from_directory(directory))
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.last_epoch = result.epoch
+
+
+def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | None, cpu: bool) -> None:
+    """Run (or continue) the finetuning; a divergence is reported as a final ``status: diverged`` row."""
+    from trainables.finetune import DivergenceError, finetune
+
+    if state is not None:
+        reporter.last_epoch = state["epoch"]
+        if state["epoch"] >= config.epochs:
+            log.info("trial already finished its %d epochs", config.epochs)
+            return
+    try:
+        finetune(config, on_epoch=reporter, resume_state=state, cpu=cpu)
+    except DivergenceError as error:
+        log.warning("run diverged: %s", error)
+        reporter.report({"epoch": reporter.last_epoch + 1, "status": "diverged", "error": str(error),
+                         "node_id": reporter.node_id}, checkpoint=None)
+
+
+def _set_threads(config: TrainConfig, cpus: float) -> None:
+    import torch
+
+    torch.set_num_threads(config.num_threads or max(1, int(cpus)))
+
+
+def train_trial(config: dict, experiment_dir: str, workers: dict | None = None) -> None:
+    """The Tune function trainable.
+
+    ``experiment_dir``: the sweep's directory (``<storage>/<name>``, a path or URI), parent of the trial
+    directories. ``workers``: ``{trial_name: {"workers": n, "bundle": {"CPU": c, "GPU": g}}}`` for the
+    trials that run ``n`` workers (each holding ``bundle``) through a ``TorchTrainer``; every other
+    trial runs in this process.
+    """
+    import ray
+    import ray.tune
+
+    train_config = TrainConfig.from_dict(config)
+    trial_dir = f"{experiment_dir.rstrip('/')}/{config['trial_name']}"
+    spread = (workers or {}).get(config["trial_name"])
+    if spread is not None:
+        run_workers(train_config, trial_dir, spread)
+        return
+    resources = ray.tune.get_context().get_trial_resources().required_resources
+    _set_threads(train_config, resources.get("CPU", 1))
+    reporter = EpochReporter(ray.tune.report, ray.tune.Checkpoint, TrialFiles(trial_dir),
+                             ray.get_runtime_context().get_node_id())
+    state = load_state(ray.tune.get_checkpoint())
+    run_finetune(train_config, reporter, state, cpu=not ray.get_gpu_ids())
+
+
+def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:
+    """Drive a Ray Train ``TorchTrainer`` with one Accelerate process per worker, reporting to this trial.
+
+    ``spread``: ``{"workers": n, "bundle": {"CPU": c, "GPU": g}}``, the resources of each worker.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    bundle = spread["bundle"]
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"config": config.to_dict(), "trial_dir": trial_dir, "cpus_per_worker": bundle["CPU"]},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=spread["workers"], use_gpu=bundle["GPU"] > 0,
+            resources_per_worker={key: value for key, value in bundle.items() if value > 0},
+        ),
+        run_config=ray.train.RunConfig(
+            name=TRAIN_RUN_NAME, storage_path=trial_dir, callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    trainer.fit()
+
+
+def worker_loop(loop_config: dict) -> None:
+    """One TorchTrainer worker: ``finetune`` under Accelerate; rank 0 writes files and checkpoints."""
+    import ray
+    import ray.train
+
+    config = TrainConfig.from_dict(loop_config["config"])
+    _set_threads(config, loop_config["cpus_per_worker"])
+    rank = ray.train.get_context().get_world_rank()
+    files = TrialFiles(loop_config["trial_dir"]) if rank == 0 else None
+    reporter = EpochReporter(ray.train.report, ray.train.Checkpoint, files, ray.get_runtime_context().get_node_id())
+    state = load_state(ray.train.get_checkpoint())
+    run_finetune(config, reporter, state, cpu=not ray.get_gpu_ids())
