@@ -26,6 +26,7 @@ import math
 import os
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -429,7 +430,7 @@ def _load_npz(path: str, keys: tuple | None = None) -> dict:
     try:
         with np.load(path) as data:
             arrays = {key: data[key] for key in (data.files if keys is None else keys)}
-    except (OSError, ValueError, EOFError, KeyError) as error:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise MissingResultError(f"cannot read {path} ({type(error).__name__}: {error})") from None
     for array in arrays.values():
         array.flags.writeable = False

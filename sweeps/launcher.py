@@ -8,6 +8,10 @@ Results go to ``<storage>/<name>/`` with the spec saved as ``groupsweep_spec.yam
 whose directory already holds a Tune experiment resumes it (``Tuner.restore``): finished trials are
 kept, unfinished and errored ones continue from their last checkpoints.
 
+Trials on the same dataset share it: the driver loads each distinct (dataset, options, data root) once
+and puts it into Ray's object store (``share_datasets``), and each trial reads it from there, its numpy
+arrays mapped from the node's one shared copy instead of generated or decoded again per trial.
+
 Every trial reports with a checkpoint and ``CheckpointConfig(num_to_keep=1)``, which makes Tune
 snapshot the experiment state after every checkpoint: a driver killed at any moment loses no
 finished epoch, and a trial that had finished resumes from its final checkpoint and returns at once.
@@ -26,8 +30,11 @@ from trainables.errors import GroupsweepError
 SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
 DEFAULT_STORAGE = "~/groupsweep_results"
-# Local Ray on a small machine: a small object store (trials exchange only metrics and file paths).
+# Local Ray on a small machine: a small object store (trials exchange metrics, file paths and the
+# shared in-memory datasets).
 LOCAL_OBJECT_STORE_BYTES = 200 * 1024 * 1024
+# A dataset is shared through the object store only when it takes at most this share of the store.
+SHARED_DATASET_STORE_SHARE = 0.5
 ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
@@ -193,13 +200,14 @@ def read_saved_spec(exp_dir: str) -> dict | None:
 
 
 def save_spec(exp_dir: str, source: dict) -> None:
-    """Write the effective spec to ``<exp_dir>/groupsweep_spec.yaml``."""
+    """Write the effective spec to ``<exp_dir>/groupsweep_spec.yaml`` atomically (temporary file, then rename)."""
     import pyarrow.fs
 
     fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
     fs.create_dir(root, recursive=True)
-    with fs.open_output_stream(f"{root}/{SPEC_FILE}") as stream:
+    with fs.open_output_stream(f"{root}/.{SPEC_FILE}.tmp") as stream:
         stream.write(dump_spec(source).encode())
+    fs.move(f"{root}/.{SPEC_FILE}.tmp", f"{root}/{SPEC_FILE}")
 
 
 def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> None:
@@ -215,8 +223,64 @@ def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> None:
         )
 
 
-def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concurrent: int | None):
-    """A new ``ray.tune.Tuner`` for the sweep, or the restored one when ``exp_dir`` holds its experiment."""
+def dataset_nbytes(dataset) -> int:
+    """Approximate in-memory size of a dataset's inputs and labels (texts counted by their characters)."""
+    import numpy as np
+
+    total = 0
+    for split in dataset.splits.values():
+        for values in (split.inputs, split.y, split.s):
+            if isinstance(values, np.ndarray):
+                total += values.nbytes
+            else:
+                total += sum(len(str(item)) for item in values)
+    return total
+
+
+def is_memory_mapped(dataset) -> bool:
+    """Whether any split's inputs are a ``np.memmap`` (already shared between processes by the page cache)."""
+    import numpy as np
+
+    return any(isinstance(split.inputs, np.memmap) for split in dataset.splits.values())
+
+
+def share_datasets(spec: SweepSpec) -> dict:
+    """Put each distinct dataset of the single-process trials into Ray's object store once.
+
+    Returns ``{trial_name: ObjectRef}``. Datasets that are memory-mapped (decode-once caches, already
+    shared by the OS) or that would take more than ``SHARED_DATASET_STORE_SHARE`` of the cluster's
+    object store are left out: their trials load them themselves.
+    """
+    import json
+
+    import ray
+
+    from trainables.config import TrainConfig
+    from trainables.finetune import load_config_dataset
+
+    capacity = ray.cluster_resources().get("object_store_memory", LOCAL_OBJECT_STORE_BYTES)
+    by_key, refs = {}, {}
+    for trial in spec.trials:
+        if trial.resources.workers > 1:
+            continue
+        config = trial.config
+        key = json.dumps([config["dataset"], config.get("dataset_options") or {}, config.get("data_root")],
+                         sort_keys=True, default=str)
+        if key not in by_key:
+            dataset = load_config_dataset(TrainConfig.from_dict(config))
+            shareable = not is_memory_mapped(dataset) and dataset_nbytes(dataset) <= SHARED_DATASET_STORE_SHARE * capacity
+            by_key[key] = ray.put(dataset) if shareable else None
+        if by_key[key] is not None:
+            refs[trial.name] = by_key[key]
+    return refs
+
+
+def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concurrent: int | None,
+                shared: bool = True):
+    """A new ``ray.tune.Tuner`` for the sweep, or the restored one when ``exp_dir`` holds its experiment.
+
+    ``shared``: trials take their datasets from the object store (``share_datasets``) instead of loading them.
+    """
     from ray import tune
     from ray.tune import CLIReporter, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 
@@ -224,8 +288,10 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
 
     workers = {t.name: {"workers": t.resources.workers, "bundle": t.resources.worker_bundle}
                for t in spec.trials if t.resources.workers > 1}
+    datasets = share_datasets(spec) if shared else {}
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, experiment_dir=exp_dir, workers=workers), TrialResources(spec)
+        tune.with_parameters(train_trial, experiment_dir=exp_dir, workers=workers, datasets=datasets),
+        TrialResources(spec),
     )
     if tune.Tuner.can_restore(exp_dir):
         return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
@@ -246,10 +312,11 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
 
 
 def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None = None, address: str | None = None,
-              max_concurrent: int | None = None, num_cpus: int | None = None):
+              max_concurrent: int | None = None, num_cpus: int | None = None, share: bool = True):
     """Run (or resume) a sweep and return its ``ResultGrid``.
 
-    ``name`` defaults to the spec's name, ``storage`` to ``resolve_storage(None)``. Impossible resource
+    ``name`` defaults to the spec's name, ``storage`` to ``resolve_storage(None)``. ``share=False``
+    makes every trial load its dataset itself instead of reading it from the object store. Impossible resource
     requests are refused before any trial starts: for local Ray before Ray starts, for a cluster right
     after connecting.
     """
@@ -269,7 +336,7 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
     check_resources(spec, cluster_node_shapes())
     if saved is None:
         save_spec(exp_dir, spec.source)
-    tuner = build_tuner(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent)
+    tuner = build_tuner(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent, shared=share)
     return tuner.fit()
 
 

@@ -141,7 +141,6 @@ def test_unknown_figure_is_a_one_line_error(sweep, tmp_path):
 
 
 def test_plot_command(sweep, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "sweeps.analyze_command"])
     assert cli.main(["plot", str(sweep.run_dir), "--figure", "all", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for name in ("collapse", "mixture", "scaling", "ablation"):

@@ -218,7 +218,6 @@ def test_display_and_paper_layout(tmp_path):
 def test_analyze_command_prints_and_writes_table1(tmp_path, monkeypatch, capsys):
     from sweeps import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "sweeps.analyze_command"])
     build_sweep(tmp_path / "run", skip={("none", None, 1)})
     out = tmp_path / "out"
     assert cli.main(["analyze", str(tmp_path / "run"), "--criterion", "all", "--out", str(out)]) == 0

@@ -14,6 +14,10 @@ last epoch returns at once. A run whose loss diverges reports one last row with 
 and ends normally, so Tune does not retry it. The device is the GPU Ray assigned to the trial
 (``ray.get_gpu_ids()``), else the CPU; torch uses as many threads as the trial has CPUs.
 
+Fault injection (tests only, off by default): with ``GROUPSWEEP_FAULT_INJECT="<trial_name>:<epoch>"`` in
+the trial's environment, that trial raises ``InjectedFault`` once, right after reporting that epoch; a
+marker file ``groupsweep/fault_<epoch>`` in its directory makes the retry run on normally.
+
 A trial with several workers (``Resources.workers > 1``, e.g. ``gpu: 4``) drives a Ray Train
 ``TorchTrainer`` from the Tune trial: each worker runs ``finetune`` under Accelerate (data parallel),
 rank 0 writes the files and the checkpoint, and ``TuneReportCallback`` forwards rank 0's metrics to Tune.
@@ -40,6 +44,11 @@ STATE_FILE = "state.pt"
 TRAIN_RUN_NAME = "train"
 # Metrics shown first (Ray's trial table picks the first numeric ones).
 LEADING_METRICS = ("epoch", "val/wga", "test/wga", "test/avg_acc", "optim/loss")
+FAULT_ENV = "GROUPSWEEP_FAULT_INJECT"
+
+
+class InjectedFault(RuntimeError):
+    """The failure raised by ``GROUPSWEEP_FAULT_INJECT`` (tests of trial retries)."""
 
 
 def trial_dirname(trial) -> str:
@@ -71,15 +80,30 @@ class TrialFiles:
 
     def write_npz(self, name: str, arrays: dict) -> None:
         """Write ``arrays`` as ``name`` atomically: to a temporary file beside it, then renamed over it."""
+        import pyarrow.fs
+
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         path = f"{self.root}/{name}"
         directory = path.rsplit("/", 1)[0]
         self.fs.create_dir(directory, recursive=True)
         temporary = f"{directory}/.tmp-{uuid.uuid4().hex}.npz"
-        with self.fs.open_output_stream(temporary) as stream:
-            stream.write(buffer.getvalue())
-        self.fs.move(temporary, path)
+        try:
+            with self.fs.open_output_stream(temporary) as stream:
+                stream.write(buffer.getvalue())
+            self.fs.move(temporary, path)
+        except BaseException:
+            # e.g. a full disk (ENOSPC): drop the partial file; the previous ``name`` stays intact
+            if self.fs.get_file_info(temporary).type != pyarrow.fs.FileType.NotFound:
+                self.fs.delete_file(temporary)
+            raise
+
+    def write_marker(self, name: str) -> None:
+        """Create the empty file ``name`` (relative to the trial directory)."""
+        path = f"{self.root}/{name}"
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with self.fs.open_output_stream(path):
+            pass
 
 
 def epoch_metrics(result, node_id: str) -> dict:
@@ -92,13 +116,37 @@ def epoch_metrics(result, node_id: str) -> dict:
 
 
 def load_state(checkpoint) -> dict | None:
-    """The ``finetune`` state saved in a Ray checkpoint (None for no checkpoint)."""
+    """The ``finetune`` state saved in a Ray checkpoint (None for no checkpoint).
+
+    A checkpoint without a readable ``state.pt`` holding a state dict with an ``epoch`` raises a
+    one-line ``GroupsweepError`` naming the checkpoint (the trial fails instead of training from a
+    damaged state).
+    """
     if checkpoint is None:
         return None
     import torch
 
+    from trainables.errors import GroupsweepError
+
     with checkpoint.as_directory() as directory:
-        return torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=False)
+        path = os.path.join(directory, STATE_FILE)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # noqa: BLE001 - missing, truncated or not a torch file
+            reason = " ".join(str(error).split())[:200]
+            raise GroupsweepError(f"checkpoint {checkpoint.path} is unreadable: {STATE_FILE} "
+                                  f"({type(error).__name__}: {reason})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise GroupsweepError(f"checkpoint {checkpoint.path} holds no groupsweep training state "
+                              f"({STATE_FILE} is a {type(state).__name__} without an integer 'epoch')")
+    return state
+
+
+def injected_fault(trial_name: str) -> int | None:
+    """The epoch after which ``GROUPSWEEP_FAULT_INJECT`` makes ``trial_name`` fail once, or None."""
+    value = os.environ.get(FAULT_ENV, "")
+    name, _, epoch = value.rpartition(":")
+    return int(epoch) if name == trial_name and epoch.isdigit() else None
 
 
 class EpochReporter:
@@ -109,11 +157,13 @@ class EpochReporter:
     report their metrics without files or checkpoint.
     """
 
-    def __init__(self, report, checkpoint_class, files: TrialFiles | None, node_id: str):
+    def __init__(self, report, checkpoint_class, files: TrialFiles | None, node_id: str,
+                 fault_epoch: int | None = None):
         self.report = report
         self.checkpoint_class = checkpoint_class
         self.files = files
         self.node_id = node_id
+        self.fault_epoch = fault_epoch
         self.last_epoch = 0
 
     def __call__(self, result) -> None:
@@ -134,10 +184,16 @@ class EpochReporter:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         self.last_epoch = result.epoch
+        marker = f"{FILES_DIR}/fault_{result.epoch}"
+        if result.epoch == self.fault_epoch and not self.files.exists(marker):
+            self.files.write_marker(marker)
+            raise InjectedFault(f"{FAULT_ENV}: failing once after epoch {result.epoch}")
 
 
-def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | None, cpu: bool) -> None:
-    """Run (or continue) the finetuning; a divergence is reported as a final ``status: diverged`` row."""
+def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | None, cpu: bool,
+                 dataset=None) -> None:
+    """Run (or continue) the finetuning (on ``dataset`` when given, else the one ``config`` loads); a
+    divergence is reported as a final ``status: diverged`` row."""
     from trainables.finetune import DivergenceError, finetune
 
     if state is not None:
@@ -146,7 +202,8 @@ def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | Non
             log.info("trial already finished its %d epochs", config.epochs)
             return
     try:
-        finetune(config, on_epoch=reporter, resume_state=state, cpu=cpu)
+        shared = {} if dataset is None else {"dataset": dataset}
+        finetune(config, on_epoch=reporter, resume_state=state, cpu=cpu, **shared)
     except DivergenceError as error:
         log.warning("run diverged: %s", error)
         reporter.report({"epoch": reporter.last_epoch + 1, "status": "diverged", "error": str(error),
@@ -159,13 +216,14 @@ def _set_threads(config: TrainConfig, cpus: float) -> None:
     torch.set_num_threads(config.num_threads or max(1, int(cpus)))
 
 
-def train_trial(config: dict, experiment_dir: str, workers: dict | None = None) -> None:
+def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, datasets: dict | None = None) -> None:
     """The Tune function trainable.
 
     ``experiment_dir``: the sweep's directory (``<storage>/<name>``, a path or URI), parent of the trial
     directories. ``workers``: ``{trial_name: {"workers": n, "bundle": {"CPU": c, "GPU": g}}}`` for the
     trials that run ``n`` workers (each holding ``bundle``) through a ``TorchTrainer``; every other
-    trial runs in this process.
+    trial runs in this process. ``datasets``: ``{trial_name: ObjectRef}`` of the datasets the sweep
+    shares through the object store (a trial not listed loads its own).
     """
     import ray
     import ray.tune
@@ -179,9 +237,11 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None) 
     resources = ray.tune.get_context().get_trial_resources().required_resources
     _set_threads(train_config, resources.get("CPU", 1))
     reporter = EpochReporter(ray.tune.report, ray.tune.Checkpoint, TrialFiles(trial_dir),
-                             ray.get_runtime_context().get_node_id())
+                             ray.get_runtime_context().get_node_id(), injected_fault(config["trial_name"]))
     state = load_state(ray.tune.get_checkpoint())
-    run_finetune(train_config, reporter, state, cpu=not ray.get_gpu_ids())
+    ref = (datasets or {}).get(config["trial_name"])
+    run_finetune(train_config, reporter, state, cpu=not ray.get_gpu_ids(),
+                 dataset=ray.get(ref) if ref is not None else None)
 
 
 def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:

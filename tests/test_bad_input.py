@@ -1,0 +1,207 @@
+"""Bad input catalogue: malformed specs, CLI arguments, datasets, checkpoints and result files.
+
+Every case gives ONE line naming the bad value; through the command line that is ``error: ...`` on
+stderr with exit status 2 (``sweeps.cli.main``), before Ray starts or anything is written. The last
+cases check that a bad re-run leaves an existing results directory untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sweeps.cli import main
+from trainables.errors import GroupsweepError
+
+GOOD_SPEC = {
+    "datasets": {"synthetic-waterbirds": {"options": {"size": 200}}},
+    "models": ["toy-convnextv2-xs"],
+    "methods": ["none"],
+    "seeds": [0],
+}
+
+
+def spec_file(tmp_path: Path, **changes) -> str:
+    """A valid small spec with ``changes`` applied (a key set to None is removed)."""
+    source = dict(GOOD_SPEC, **changes)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in source.items() if v is not None}))
+    return str(path)
+
+
+def text_file(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+# Each case: id, argv builder (tmp_path -> argv), fragment the one-line message must contain.
+CLI_CASES = [
+    # --- specs ---
+    ("spec-unknown-key", lambda t: ["plan", spec_file(t, colour=1)], "unknown key 'colour'"),
+    ("spec-unknown-dataset", lambda t: ["plan", spec_file(t, datasets=["nope"])], "unknown dataset 'nope'"),
+    ("spec-unknown-model", lambda t: ["plan", spec_file(t, models=["resnet-9000"])], "unknown model 'resnet-9000'"),
+    ("spec-unknown-method", lambda t: ["plan", spec_file(t, methods=["shuffle"])],
+     "unknown balancing method 'shuffle'"),
+    ("spec-mixture-without-ratio", lambda t: ["plan", spec_file(t, methods=["mixture"])],
+     "method 'mixture' needs mixture ratios"),
+    ("spec-ratio-below-one", lambda t: ["plan", spec_file(t, methods=[{"mixture": [0.5]}])], "ratio 0.5"),
+    ("spec-negative-seed", lambda t: ["plan", spec_file(t, seeds=[-1])], "seed -1"),
+    ("spec-repeated-seed", lambda t: ["plan", spec_file(t, seeds=[1, 1])], "seeds [1, 1] repeat"),
+    ("spec-zero-cpu", lambda t: ["plan", spec_file(t, resources={"cpu": 0})], "cpu must be positive, got 0"),
+    ("spec-fractional-gpus", lambda t: ["plan", spec_file(t, resources={"gpu": 1.5})], "gpu 1.5"),
+    ("spec-unknown-hparam", lambda t: ["plan", spec_file(t, hparams={"learning_rate": 1})],
+     "unknown training setting 'learning_rate'"),
+    ("spec-bad-schedule", lambda t: ["plan", spec_file(t, hparams={"schedule": "cubic"})],
+     "unknown schedule 'cubic'"),
+    ("spec-negative-lr", lambda t: ["plan", spec_file(t, hparams={"lr": -1})], "lr must be a non-negative number, got -1"),
+    ("spec-max-failures-text", lambda t: ["plan", spec_file(t, max_failures="two")], "got 'two'"),
+    ("spec-unknown-dataset-option",
+     lambda t: ["plan", spec_file(t, datasets={"synthetic-waterbirds": {"options": {"sizee": 3}}})],
+     "no option 'sizee'"),
+    ("spec-not-yaml", lambda t: ["plan", text_file(t, "bad.yaml", "datasets: [a\n")], "not valid YAML"),
+    ("spec-not-a-mapping", lambda t: ["plan", text_file(t, "list.yaml", "- a\n- b\n")], "must hold a mapping, got list"),
+    ("spec-missing-file", lambda t: ["plan", str(t / "absent.yaml")], "absent.yaml"),
+    # --- CLI arguments ---
+    ("set-without-equals", lambda t: ["plan", spec_file(t), "--set", "epochs"], "override 'epochs' is not KEY=VALUE"),
+    ("set-unknown-key", lambda t: ["plan", spec_file(t), "--set", "epochz=3"], "unknown key 'epochz'"),
+    ("set-bad-value", lambda t: ["plan", spec_file(t), "--set", "epochs=zero"], "got 'zero'"),
+    ("max-concurrent-zero", lambda t: ["run", spec_file(t), "--max-concurrent", "0"], "got 0"),
+    ("too-many-cpus", lambda t: ["run", spec_file(t, resources={"cpu": 4096})], "needs 4096 CPU"),
+    ("status-unknown-sweep", lambda t: ["status", "nosuch", "--storage", str(t)], "no sweep 'nosuch'"),
+    ("analyze-missing-dir", lambda t: ["analyze", str(t / "nodir")], "nodir does not exist"),
+    ("analyze-dir-without-trials", lambda t: ["analyze", str(t)], "no trials in"),
+    ("train-unknown-dataset", lambda t: ["train", "--dataset", "nope", "--model", "toy-convnextv2-xs"],
+     "unknown dataset 'nope'"),
+    ("train-ratio-below-one", lambda t: ["train", "--dataset", "synthetic-waterbirds", "--model", "toy-convnextv2-xs",
+                                         "--method", "mixture", "--ratio", "0.5"], "ratio 0.5"),
+    # --- datasets ---
+    ("dataset-option-not-a-number",
+     lambda t: ["train", "--dataset", "synthetic-waterbirds", "--model", "toy-convnextv2-xs",
+                "--set", "dataset_options.size=abc"], "size='abc'"),
+    ("dataset-folder-missing", lambda t: ["data", "check", "waterbirds", "--root", str(t / "missing")],
+     "missing' of dataset 'waterbirds' does not exist"),
+    ("dataset-missing-column",
+     lambda t: ["data", "check", "waterbirds", "--root",
+                str(Path(text_file(t, "wb/metadata.csv", "img_id,img_filename,y,split,place\n1,a.jpg,0,0,0\n")).parent)],
+     "missing column 'place_filename'"),
+    ("dataset-text-missing-column",
+     lambda t: ["data", "check", "civilcomments", "--root",
+                str(Path(text_file(t, "cc/all_data_with_identities.csv", "x\n1\n")).parent)],
+     "missing column 'comment_text'"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", [case[1:] for case in CLI_CASES], ids=[case[0] for case in CLI_CASES])
+def test_bad_cli_input_is_one_error_line_and_exit_2(tmp_path, capsys, argv, fragment):
+    args = argv(tmp_path)
+    capsys.readouterr()
+    status = main(args)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert fragment in lines[0], lines[0]
+
+
+# --- checkpoints and result files (read by the trainable and by analysis) --------------------------
+
+
+def damaged_checkpoint(tmp_path: Path, damage: str):
+    import torch
+    from ray.tune import Checkpoint
+
+    from trainables.trainable import STATE_FILE
+
+    path = tmp_path / STATE_FILE
+    torch.save({"epoch": 2, "model": torch.zeros(1000)}, path)
+    if damage == "truncated":  # a copy cut short
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "missing":
+        path.unlink()
+    else:
+        torch.save([1, 2], path)
+    return Checkpoint.from_directory(str(tmp_path))
+
+
+def load_damaged_checkpoint(tmp_path: Path, damage: str):
+    from trainables.trainable import load_state
+
+    return load_state(damaged_checkpoint(tmp_path, damage))
+
+
+def read_damaged_predictions(tmp_path: Path, damage: str):
+    from results_fixtures import epoch_metrics, trial_config, write_predictions, write_trial
+
+    from analysis.results import load_results
+
+    trial = write_trial(tmp_path, 0, trial_config("wb", "m", "none", epochs=1), [epoch_metrics(1)])
+    path = write_predictions(trial, 1, np.zeros(4, np.int16), np.zeros(4, np.int16))
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        path.write_bytes(b"not a zip file")
+    results = load_results(tmp_path)
+    return results.predictions(results.trials["trial_id"].iloc[0], 1)
+
+
+API_CASES = [
+    ("checkpoint-truncated", lambda t: load_damaged_checkpoint(t, "truncated"), "state.pt"),
+    ("checkpoint-without-state", lambda t: load_damaged_checkpoint(t, "missing"), "state.pt"),
+    ("checkpoint-foreign-state", lambda t: load_damaged_checkpoint(t, "foreign"), "without an integer 'epoch'"),
+    ("predictions-truncated", lambda t: read_damaged_predictions(t, "truncated"), "epoch_0001.npz"),
+    ("predictions-not-npz", lambda t: read_damaged_predictions(t, "garbage"), "epoch_0001.npz"),
+]
+
+
+@pytest.mark.parametrize("call, fragment", [case[1:] for case in API_CASES], ids=[case[0] for case in API_CASES])
+def test_damaged_files_are_one_line_errors_naming_them(tmp_path, call, fragment):
+    with pytest.raises(GroupsweepError) as error:
+        call(tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and fragment in message and str(tmp_path) in message, message
+
+
+# --- nothing already written is lost ---------------------------------------------------------------
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under ``root`` with its bytes and modification time."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def existing_sweep(tmp_path: Path) -> tuple[Path, Path]:
+    """A results root holding sweep ``kept`` (its saved spec and one trial's files), as ``groupsweep run`` leaves it."""
+    from results_fixtures import epoch_metrics, trial_config, write_predictions, write_trial
+
+    from sweeps.launcher import save_spec
+
+    storage = tmp_path / "results"
+    exp_dir = storage / "kept"
+    save_spec(str(exp_dir), dict(GOOD_SPEC, name="kept"))
+    trial = write_trial(exp_dir, 0, trial_config("synthetic-waterbirds", "toy-convnextv2-xs", "none", epochs=1),
+                        [epoch_metrics(1)])
+    write_predictions(trial, 1, np.zeros(4, np.int16), np.zeros(4, np.int16))
+    return storage, exp_dir
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"seeds": [0, 1]}, "holds a sweep with different trials"),  # a different grid into the same folder
+    ({"methods": ["shuffle"]}, "unknown balancing method 'shuffle'"),  # an invalid spec
+    ({"resources": {"cpu": 4096}}, "needs 4096 CPU"),  # resources no node has
+])
+def test_bad_rerun_leaves_the_existing_results_untouched(tmp_path, capsys, change, fragment):
+    storage, exp_dir = existing_sweep(tmp_path)
+    before = snapshot(exp_dir)
+    spec = spec_file(tmp_path, **change)
+    assert main(["run", spec, "--storage", str(storage), "--name", "kept"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
+    assert snapshot(exp_dir) == before
+    assert sorted(os.listdir(storage)) == ["kept"]
