@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     run.add_argument("--address", help="Ray cluster to use: 'auto' or HOST:PORT (default: $RAY_ADDRESS, "
                                        "else a local Ray started for this sweep)")
     run.add_argument("--max-concurrent", type=int, metavar="N", help="run at most N trials at once")
+    run.add_argument("--profile", action="store_true",
+                     help="also record perf/samples_per_s, perf/data_wait_frac and, on a GPU, perf/gpu_mem_max_mb "
+                          "and perf/gpu_util per epoch (same as --set profile=true)")
     run.set_defaults(func=run_command)
 
     plan = subparsers.add_parser(
@@ -94,6 +97,8 @@ def presets_command(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run or resume the sweep; print where results are and the per-method summary."""
+    if args.profile:
+        args.overrides = [*args.overrides, "profile=true"]
     spec = _load(args)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         from trainables.errors import GroupsweepError

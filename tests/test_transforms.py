@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, to_chw, train_transform
+from trainables.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, eval_resize, eval_transform, normalize, to_chw,
+                                        train_augment, train_transform)
 from trainables.errors import GroupsweepError
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
@@ -113,3 +114,24 @@ def test_to_chw_rejects_other_layouts_with_one_line(bad):
     with pytest.raises(GroupsweepError, match="expected uint8 images") as info:
         to_chw(bad)
     assert "\n" not in str(info.value)
+
+
+def test_augment_and_resize_keep_uint8_and_normalize_finishes_them():
+    image = random_images(3, 40, 36)
+    torch.manual_seed(5)
+    augmented = train_augment(32)(image)
+    assert augmented.dtype == torch.uint8 and augmented.shape == (3, 32, 32)
+    torch.manual_seed(5)
+    # The training pipeline split at uint8 (augment per image, normalise the batch) is the composition.
+    torch.testing.assert_close(normalize()(augmented), train_transform(32)(image), atol=0, rtol=0)
+    resized = eval_resize(32)(image)
+    assert resized.dtype == torch.uint8
+    torch.testing.assert_close(normalize()(resized), eval_transform(32)(image), atol=0, rtol=0)
+
+
+def test_normalize_on_a_batch_equals_image_by_image_and_the_formula():
+    batch = random_images(6, 3, 8, 8)
+    out = normalize()(batch)
+    assert out.dtype == torch.float32 and out.shape == batch.shape
+    torch.testing.assert_close(out, torch.stack([normalize()(image) for image in batch]), atol=0, rtol=0)
+    torch.testing.assert_close(out, normalised(batch), atol=1e-5, rtol=0)

@@ -41,6 +41,7 @@ class TrainConfig:
     mixed_precision: str = "no"
     eval_batch_size: int = 256
     num_threads: int | None = None
+    profile: bool = False
 
     def __post_init__(self):
         choose("schedule", self.schedule, SCHEDULES)
@@ -60,6 +61,8 @@ class TrainConfig:
             raise GroupsweepError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.dataset_options, dict):
             raise GroupsweepError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
+        if not isinstance(self.profile, bool):
+            raise GroupsweepError(f"profile must be true or false, got {self.profile!r}")
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
             raise GroupsweepError(f"num_threads must be a positive integer or null, got {self.num_threads!r}")
 

@@ -27,6 +27,7 @@ from trainables.data import GroupDataset, load_dataset
 from trainables.errors import GroupsweepError
 from trainables.inputs import ModelInputs, build_model_inputs, text_corpus
 from trainables.models import GroupModel, build_model
+from trainables.profiling import EpochProfiler
 from trainables.tokenization import build_tokenizer
 
 log = logging.getLogger("groupsweep.finetune")
@@ -145,11 +146,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def check_resume_state(config: TrainConfig, state: dict) -> None:
-    """Refuse a saved state from a different run: every setting but ``epochs`` must match."""
+    """Refuse a saved state from a different run: every setting but ``epochs`` and ``profile`` must match."""
     saved = dict(state["config"])
     current = config.to_dict()
-    saved.pop("epochs", None)
-    current.pop("epochs", None)
+    for key in ("epochs", "profile"):  # neither changes the training itself
+        saved.pop(key, None)
+        current.pop(key, None)
     differing = sorted(k for k in current if saved.get(k) != current[k])
     if differing:
         raise GroupsweepError(
@@ -259,13 +261,17 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     labels = split_labels(dataset)
     num_parameters = accelerator.unwrap_model(model).num_parameters
     history = []
+    profiler = EpochProfiler(accelerator.device) if config.profile else None
     for epoch in range(start_epoch, config.epochs + 1):
         generator.manual_seed(sampler_seed(config.seed, epoch))
         model.train()
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=accelerator.device)
         steps = 0
-        for inputs, targets, _ in train_loader:
+        batches = iter(train_loader) if profiler is None else profiler.epoch(train_loader)
+        for inputs, targets, _ in batches:
+            if model_inputs.train_batch_transform is not None:
+                inputs = model_inputs.train_batch_transform(inputs)
             logits = model(inputs)
             loss = F.cross_entropy(logits.float(), targets, weight=class_weights)
             accelerator.backward(loss)
@@ -290,6 +296,8 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
             "model/num_parameters": num_parameters,
             "data/num_train_kept": int(len(plan.indices)),
         })
+        if profiler is not None:
+            metrics.update(profiler.metrics(train_seconds))
         history.append(metrics)
 
         def state(epoch=epoch) -> dict:

@@ -1,8 +1,9 @@
 """Turn a GroupDataset split into torch inputs: images (augmented per example) or token tensors.
 
-Images stay uint8 until they are used: training examples get the paper's random augmentation one
-at a time (on tensors, never re-decoding files); evaluation batches are resized and centre-cropped
-as whole uint8 batches, which is deterministic and much cheaper.
+Images stay uint8 until they reach the model's device: training examples get the paper's random crop
+and flip one at a time in the DataLoader (on uint8 tensors, never re-decoding files) and each collated
+uint8 batch is normalised where the model runs; evaluation batches are resized, centre-cropped and
+normalised as whole uint8 batches, which is deterministic and much cheaper.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class ExampleDataset(Dataset):
         if isinstance(self.inputs, dict):
             item = {key: value[position] for key, value in self.inputs.items()}
         else:
-            item = torch.from_numpy(np.ascontiguousarray(self.inputs[position])).permute(2, 0, 1)
+            # A private copy: the arrays may be read-only (memmaps, Ray's shared object store).
+            item = torch.from_numpy(np.array(self.inputs[position])).permute(2, 0, 1)
             if self.transform is not None:
                 item = self.transform(item)
         return item, self.labels[position], position
@@ -50,12 +52,15 @@ class ModelInputs:
     """Per-split model inputs of a dataset, shared by training and evaluation.
 
     ``inputs[split]`` holds uint8 images or encoded tokens; ``train_transform`` augments one training
-    image; ``eval_batch_transform`` prepares a batch of uint8 evaluation images (None for text).
+    image (uint8 in and out); ``train_batch_transform`` turns a collated batch of augmented training
+    images into model inputs; ``eval_batch_transform`` prepares a batch of uint8 evaluation images.
+    The three are None for text.
     """
 
     inputs: dict
     labels: dict
     train_transform: Callable | None
+    train_batch_transform: Callable | None
     eval_batch_transform: Callable | None
 
     def train_dataset(self, positions: np.ndarray) -> ExampleDataset:
@@ -81,12 +86,13 @@ def build_model_inputs(dataset: GroupDataset, model_modality: str, tokenizer=Non
         )
     labels = {split: dataset.splits[split].y for split in SPLITS}
     if dataset.modality == "image":
-        from trainables.data.transforms import eval_transform, train_transform
+        from trainables.data.transforms import eval_transform, normalize, train_augment
 
         return ModelInputs(
             inputs={split: dataset.splits[split].inputs for split in SPLITS},
             labels=labels,
-            train_transform=train_transform(dataset.image_size),
+            train_transform=train_augment(dataset.image_size),
+            train_batch_transform=normalize(),
             eval_batch_transform=eval_transform(dataset.image_size),
         )
     from trainables.tokenization import encode_texts
@@ -95,7 +101,8 @@ def build_model_inputs(dataset: GroupDataset, model_modality: str, tokenizer=Non
         split: encode_texts(tokenizer, list(dataset.splits[split].inputs), dataset.max_length, cache_dir=cache_dir)
         for split in SPLITS
     }
-    return ModelInputs(inputs=inputs, labels=labels, train_transform=None, eval_batch_transform=None)
+    return ModelInputs(inputs=inputs, labels=labels, train_transform=None, train_batch_transform=None,
+                       eval_batch_transform=None)
 
 
 def text_corpus(dataset: GroupDataset) -> list[str]:

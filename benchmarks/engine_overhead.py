@@ -1,0 +1,93 @@
+"""Engine overhead: a reduced demo grid through ``groupsweep run`` against the same trial configs
+run back-to-back by calling ``finetune`` in this one plain Python process.
+
+Both sides run one trial at a time with the same torch threads (``resources.cpu`` = ``--cpus``, so the
+sweep runs one trial per ``--cpus`` cores; the plain loop uses ``--cpus`` threads). The plain side is
+the strict baseline: it loads each distinct dataset once and passes it to ``finetune``, writes no files
+and no checkpoints. The sweep side is ``sweeps.cli.main(["run", "demo", ...])`` in this process, with
+the Ray start-up (one local Ray session for the whole script) timed separately. Runs are interleaved
+plain, sweep, plain, sweep, ... (``--repeats`` pairs) and the ratio is total sweep time over total plain
+time. Target: <= 1.10.
+
+Usage from the repository root: ``python benchmarks/engine_overhead.py [--repeats 2] [--set KEY=VALUE]``
+(default reduction of the 20-trial, 6-epoch demo: ``seeds=[1]`` and ``epochs=2``, 10 trials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+from _common import machine, start_local_ray
+
+DEFAULT_SETS = ["seeds=[1]", "epochs=2"]
+
+
+def plain_run(spec) -> float:
+    """Seconds to run every trial of ``spec`` by calling ``finetune`` back to back (datasets loaded once)."""
+    from trainables.config import TrainConfig
+    from trainables.finetune import finetune, load_config_dataset
+
+    started = time.perf_counter()
+    datasets = {}
+    for trial in spec.trials:
+        config = TrainConfig.from_dict(trial.config)
+        key = repr((config.dataset, sorted(config.dataset_options.items()), config.data_root))
+        if key not in datasets:
+            datasets[key] = load_config_dataset(config)
+        finetune(config, cpu=True, dataset=datasets[key])
+    return time.perf_counter() - started
+
+
+def sweep_run(argv: list[str]) -> float:
+    """Seconds of one ``groupsweep run`` (Ray already started)."""
+    from sweeps.cli import main
+
+    started = time.perf_counter()
+    status = main(argv)
+    if status != 0:
+        raise SystemExit(f"groupsweep run exited with {status}")
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Time both sides interleaved and print the per-run times and the wall ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--set", dest="sets", action="append", default=None, metavar="KEY=VALUE",
+                        help=f"reduce the grid (default: {' '.join(DEFAULT_SETS)})")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs (threads) of each trial, one trial at a time")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved (plain, sweep) pairs")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from sweeps.overrides import parse_overrides
+    from sweeps.spec import load_spec
+
+    sets = (args.sets or DEFAULT_SETS) + [f"resources.cpu={args.cpus}", f"num_threads={args.cpus}"]
+    spec = load_spec(args.preset, parse_overrides(sets))
+    torch.set_num_threads(args.cpus)
+    print(f"machine: {machine()}")
+    print(f"grid: {args.preset} with {' '.join(sets)}: {len(spec.trials)} trials, one at a time")
+    ray_start = start_local_ray()
+    print(f"Ray start-up (once per session, excluded from the ratio): {ray_start:.1f} s")
+    plain_times, sweep_times = [], []
+    with tempfile.TemporaryDirectory() as storage:
+        for repeat in range(args.repeats):
+            plain_times.append(plain_run(spec))
+            print(f"  pair {repeat + 1}: plain finetune loop {plain_times[-1]:.1f} s", flush=True)
+            run_args = ["run", args.preset, "--storage", storage, "--name", f"overhead{repeat}"]
+            for item in sets:
+                run_args += ["--set", item]
+            sweep_times.append(sweep_run(run_args))
+            print(f"  pair {repeat + 1}: groupsweep run     {sweep_times[-1]:.1f} s", flush=True)
+    ratio = sum(sweep_times) / sum(plain_times)
+    print(f"machine after: {machine()}")
+    print(f"engine overhead: groupsweep run / plain loop = {sum(sweep_times):.1f} s / {sum(plain_times):.1f} s "
+          f"= {ratio:.3f} (target <= 1.10: {'met' if ratio <= 1.10 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Run every groupsweep benchmark in turn, each printing its own side-by-side ratios.
+
+Usage from the repository root: ``python benchmarks/run_all.py [--only NAME ...] [--quick]``.
+``--quick`` passes each benchmark its smallest sensible settings (for a smoke run, not for figures).
+Benchmarks: input_pipeline (cached uint8 vs JPEG decoding), engine_overhead (groupsweep run vs a plain
+finetune loop), packing (concurrency 2 vs 1), dataset_sharing (object store vs per-trial loading),
+analysis_scale (load + select on 1,000 trials x 100 epochs). Each runs in its own Python process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = {
+    "input_pipeline": ([], ["--n", "400", "--epochs", "1"]),
+    "engine_overhead": ([], ["--repeats", "1", "--set", "seeds=[1]", "--set", "epochs=1",
+                             "--set", "models=[toy-resnet-xs]"]),
+    "packing": ([], ["--repeats", "1", "--epochs", "1", "--size", "600"]),
+    "dataset_sharing": ([], ["--size", "4000", "--repeats", "1"]),
+    "analysis_scale": ([], []),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen benchmarks; return the number that failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these")
+    parser.add_argument("--quick", action="store_true", help="smallest settings (smoke run)")
+    args = parser.parse_args(argv)
+    failed = 0
+    for name in args.only or BENCHMARKS:
+        full, quick = BENCHMARKS[name]
+        command = [sys.executable, str(HERE / f"{name}.py"), *(quick if args.quick else full)]
+        print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
+        started = time.perf_counter()
+        status = subprocess.call(command, cwd=HERE.parent)
+        print(f"=== {name}: exit {status} after {time.perf_counter() - started:.0f} s", flush=True)
+        failed += status != 0
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
