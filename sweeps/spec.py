@@ -51,6 +51,7 @@ from pathlib import Path
 
 import yaml
 
+from trainables.balancing import SELECTION_METHODS
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, choose
 
@@ -375,6 +376,9 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
             merged = {**DEFAULT_RESOURCES, **resources, **dataset_resources, **model_resources, **part_resources}
             trial_resources = make_resources(merged, mwhere)
             for method, ratio in method_list:
+                if method in SELECTION_METHODS and trial_resources.workers > 1:
+                    _fail(mwhere, f"method {method!r} selects its data in one process; give its trials one worker "
+                                  f"(got {trial_resources.workers})")
                 for seed in seeds:
                     name = "-".join([dataset, model, method_slug(method, ratio)] + ([tag] if tag else [])
                                     + [f"s{seed}"])

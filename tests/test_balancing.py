@@ -285,8 +285,15 @@ def test_method_label():
     assert method_label("mixture", 2) == "mixture 2:1"
     assert method_label("mixture", 2.5) == "mixture 2.5:1"
     assert method_label("mixture-nosubset", 3.0) == "mixture 3:1 (no subset)"
-    assert METHODS == ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg")
+    assert METHODS == ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg",
+                       "d3m", "auto-d3m")
+    assert method_label("d3m") == "d3m"
     assert RATIO_METHODS == ("mixture", "mixture-nosubset")
+
+
+def test_selection_methods_get_their_plan_from_d3m_not_make_plan():
+    with pytest.raises(GroupsweepError, match="trainables.d3m.d3m_plan"):
+        make_plan(Y, GROUPS, "d3m")
 
 
 def test_check_method_returns_float_ratio():

@@ -342,3 +342,52 @@ def test_a_diverged_base_model_raises_and_removes_nothing(tmp_path, monkeypatch,
 def test_plan_refuses_methods_other_than_d3m(dataset):
     with pytest.raises(GroupsweepError, match="data-selection method 'none'"):
         d3m_plan(trial_config("none"), dataset, options=FAST)
+
+
+# --- a D3M trial in a sweep (TrainConfig.d3m, the trainable, the spec) ------------------------------
+
+def test_trial_configs_carry_validated_d3m_options():
+    config = trial_config("auto-d3m", d3m={"remove": 5, "last_layer": True})
+    assert config.d3m == {"remove": 5, "last_layer": True} and config.to_dict()["d3m"]["remove"] == 5
+    with pytest.raises(GroupsweepError, match="unknown d3m option 'k'"):
+        trial_config("d3m", d3m={"k": 5})
+
+
+def test_a_d3m_trial_trains_on_the_kept_examples_and_reports_like_any_trial(tmp_path, monkeypatch, erm_state):
+    from ray.tune import Checkpoint
+
+    from trainables.trainable import EpochReporter, run_finetune
+
+    write_trial(tmp_path, "wb-none-s2", trial_config("none"), erm_state)
+    monkeypatch.setattr(d3m, "train_model", no_training)
+    rows = []
+    trial_dir = str(tmp_path / "wb-d3m-s2")
+    reporter = EpochReporter(lambda metrics, checkpoint=None: rows.append(metrics), Checkpoint, TrialFiles(trial_dir),
+                             node_id="n")
+    run_finetune(trial_config("d3m", d3m=FAST.to_dict()), reporter, None, cpu=True, trial_dir=trial_dir,
+                 experiment_dir=str(tmp_path))
+    saved = read_npz(TrialFiles(trial_dir), SCORES_NAME)
+    assert [row["epoch"] for row in rows] == [1] and rows[0]["status"] == "ok"
+    assert rows[0]["data/num_train_kept"] == len(saved["kept"])
+    assert sum(rows[0][f"train_subset/count_group_{g}"] for g in range(4)) == len(saved["kept"])
+    assert (tmp_path / "wb-d3m-s2" / "groupsweep" / "predictions" / "epoch_0001.npz").exists()
+
+
+def test_finetune_alone_selects_with_d3m_and_trains_the_base_model_itself():
+    history = finetune(trial_config("d3m", d3m=FAST.to_dict()), cpu=True)
+    assert SMALL["size"] // 2 <= history[-1]["data/num_train_kept"] <= SMALL["size"]
+
+
+def test_specs_accept_d3m_methods_in_one_process_only():
+    from sweeps.spec import build_spec
+
+    source = {"datasets": ["synthetic-waterbirds"], "models": ["toy-resnet-xs"],
+              "methods": ["none", "d3m", "auto-d3m"], "hparams": {"d3m": {"last_layer": True}}}
+    spec = build_spec(source)
+    assert [trial.name for trial in spec.trials] == [f"synthetic-waterbirds-toy-resnet-xs-{m}-s0"
+                                                     for m in ("none", "d3m", "auto-d3m")]
+    assert all(trial.config["d3m"] == {"last_layer": True} for trial in spec.trials)
+    with pytest.raises(GroupsweepError, match="one worker"):
+        build_spec({**source, "resources": {"cpu": 2, "workers": 2}})
+    with pytest.raises(GroupsweepError, match="unknown d3m option"):
+        build_spec({**source, "hparams": {"d3m": {"betta": 2}}})

@@ -35,6 +35,8 @@ COUNTS = {
     "demo-fig4-resnet": SEEDS * 4 * (2 + 2 + 2),  # 4 toy ResNet sizes
     "demo-fig7-ablation": SEEDS * 2 * (4 + 6 + 8),
     "demo-spectral": 4 * 1 * 1 * SEEDS,
+    # 2 embedded image benchmarks x 1 toy model x 5 methods (none, upsampling, mixture 2:1, d3m, auto-d3m)
+    "demo-d3m": 2 * 1 * 5 * SEEDS,
 }
 TABLE4 = {"waterbirds": (100, "cosine"), "celeba": (20, "cosine"), "civilcomments": (20, "linear"),
           "multinli": (20, "linear")}

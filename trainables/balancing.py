@@ -28,7 +28,10 @@ from trainables.errors import GroupsweepError, choose
 
 logger = logging.getLogger("groupsweep.balancing")
 
-METHODS = ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg")
+# Data-selection methods: their plan is computed from a trained base model by ``trainables.d3m.d3m_plan``.
+SELECTION_METHODS = ("d3m", "auto-d3m")
+METHODS = ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg",
+           *SELECTION_METHODS)
 RATIO_METHODS = ("mixture", "mixture-nosubset")
 
 # Separate random streams for class-level and group-level subsets of one seed.
@@ -129,6 +132,9 @@ def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: i
     and ``groups`` of different lengths, or a class with no training example.
     """
     ratio = check_method(method, ratio)
+    if method in SELECTION_METHODS:
+        raise GroupsweepError(f"balancing method {method!r} selects examples with a trained base model; "
+                              f"its plan comes from trainables.d3m.d3m_plan, not make_plan")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise GroupsweepError(f"balancing seed {seed!r} is invalid; allowed: an integer >= 0")
     seed = int(seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from trainables.d3m import D3MOptions
 from trainables.errors import GroupsweepError, choose
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -19,6 +20,8 @@ class TrainConfig:
     Defaults are the paper's ERM hyperparameters (Table 4: AdamW, lr 1e-5, weight decay 1e-4,
     batch 32, cosine schedule) except ``epochs``; sweep presets set per-dataset values.
     ``optimizer='sgd'`` with ``last_layer_only=True`` is the paper's last-layer training (lr 1e-3).
+    ``d3m`` holds the options of the ``d3m`` / ``auto-d3m`` methods (``trainables.d3m.D3MOptions``, validated
+    here); other methods ignore them, as ``adamw`` ignores ``momentum``.
     """
 
     dataset: str = "synthetic-waterbirds"
@@ -29,6 +32,7 @@ class TrainConfig:
     model_path: str | None = None
     method: str = "none"
     ratio: float | None = None
+    d3m: dict = field(default_factory=dict)
     seed: int = 0
     epochs: int = 5
     lr: float = 1e-5
@@ -59,6 +63,7 @@ class TrainConfig:
             raise GroupsweepError("lr must be positive, got 0")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise GroupsweepError(f"seed must be a non-negative integer, got {self.seed!r}")
+        D3MOptions.from_dict(self.d3m)
         if not isinstance(self.dataset_options, dict):
             raise GroupsweepError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
         if not isinstance(self.profile, bool):

@@ -33,12 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainables.balancing import SELECTION_METHODS as D3M_METHODS
 from trainables.balancing import BalancingPlan
 from trainables.errors import GroupsweepError, choose
 
 log = logging.getLogger("groupsweep.d3m")
 
-D3M_METHODS = ("d3m", "auto-d3m")
 REMOVE_NEGATIVE = "negative"
 # Extra ensemble models (t = 1 .. T-1) are ERM runs with seed ``seed + t * SEED_STRIDE``.
 SEED_STRIDE = 10_000
@@ -230,10 +230,10 @@ def pseudo_groups(scores, val_y, val_loss, fraction: float, n_classes: int) -> t
             continue
         coordinate = scores.principal_projection(rows)
         size = int(min(max(round(fraction * len(rows)), 1), len(rows) - 1))
-        if _loss_gap(val_loss[rows], np.argsort(-coordinate, kind="stable")[:size]) > _loss_gap(
-                val_loss[rows], np.argsort(coordinate, kind="stable")[:size]):
-            coordinate = -coordinate
-        groups[rows[np.argsort(coordinate, kind="stable")[:size]]] = 2 * c + 1
+        ascending, descending = np.argsort(coordinate, kind="stable"), np.argsort(-coordinate, kind="stable")
+        if _loss_gap(val_loss[rows], descending[:size]) > _loss_gap(val_loss[rows], ascending[:size]):
+            coordinate, ascending = -coordinate, descending
+        groups[rows[ascending[:size]]] = 2 * c + 1
         projection[rows] = coordinate
     return groups, projection
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from analysis.metrics import evaluate_predictions
-from trainables.balancing import BalancingPlan, make_plan, make_sampler
+from trainables.balancing import SELECTION_METHODS, BalancingPlan, make_plan, make_sampler
 from trainables.config import TrainConfig
 from trainables.data import GroupDataset, load_dataset
 from trainables.errors import GroupsweepError
@@ -228,6 +228,11 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     set_seed(config.seed)
 
     dataset = dataset if dataset is not None else load_config_dataset(config)
+    if plan is None and config.method in SELECTION_METHODS:
+        from trainables.d3m import d3m_plan
+
+        plan = d3m_plan(config, dataset, cpu=cpu)
+        set_seed(config.seed)  # training the base model consumed the random streams
     if plan is None:
         plan = make_plan(dataset.splits["train"].y, dataset.groups("train"), config.method, config.ratio,
                          config.seed, n_classes=dataset.n_classes)

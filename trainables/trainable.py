@@ -191,10 +191,16 @@ class EpochReporter:
 
 
 def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | None, cpu: bool,
-                 dataset=None) -> None:
+                 dataset=None, trial_dir: str | None = None, experiment_dir: str | None = None) -> None:
     """Run (or continue) the finetuning (on ``dataset`` when given, else the one ``config`` loads); a
-    divergence is reported as a final ``status: diverged`` row."""
-    from trainables.finetune import DivergenceError, finetune
+    divergence is reported as a final ``status: diverged`` row.
+
+    ``d3m`` / ``auto-d3m`` trials first select their training examples with ``trainables.d3m.d3m_plan``:
+    base model from the sweep's ``none`` trial in ``experiment_dir`` (or trained here), scores and removed
+    indices saved in ``trial_dir`` and reused when the trial resumes.
+    """
+    from trainables.balancing import SELECTION_METHODS
+    from trainables.finetune import DivergenceError, finetune, load_config_dataset
 
     if state is not None:
         reporter.last_epoch = state["epoch"]
@@ -203,6 +209,11 @@ def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | Non
             return
     try:
         shared = {} if dataset is None else {"dataset": dataset}
+        if config.method in SELECTION_METHODS:
+            from trainables.d3m import d3m_plan
+
+            shared["dataset"] = dataset if dataset is not None else load_config_dataset(config)
+            shared["plan"] = d3m_plan(config, shared["dataset"], trial_dir, experiment_dir, cpu=cpu)
         finetune(config, on_epoch=reporter, resume_state=state, cpu=cpu, **shared)
     except DivergenceError as error:
         log.warning("run diverged: %s", error)
@@ -241,7 +252,8 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, 
     state = load_state(ray.tune.get_checkpoint())
     ref = (datasets or {}).get(config["trial_name"])
     run_finetune(train_config, reporter, state, cpu=not ray.get_gpu_ids(),
-                 dataset=ray.get(ref) if ref is not None else None)
+                 dataset=ray.get(ref) if ref is not None else None, trial_dir=trial_dir,
+                 experiment_dir=experiment_dir)
 
 
 def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:
