@@ -55,10 +55,10 @@ def run_analyze(args: argparse.Namespace) -> int:
     from analysis.selection import display_table, paper_view, parse_criteria, select
 
     criteria = parse_criteria(args.criterion)
-    results = _load(args.run_dir)
+    results = load_run(args.run_dir)
     methods = [name.strip() for name in args.methods.split(",") if name.strip()] if args.methods else None
     selection = select(results, criteria, epoch=args.epoch, by_model=args.by_model, methods=methods)
-    _print_notes(selection.notes)
+    print_notes(selection.notes)
     if selection.table.empty:
         print("no method could be selected: no complete trial has the needed results")
         return 1
@@ -92,16 +92,16 @@ def run_plot(args: argparse.Namespace) -> int:
     """Load the results and draw the chosen figures; print the files written and what was missing."""
     from analysis.plots import make_figures
 
-    results = _load(args.run_dir)
+    results = load_run(args.run_dir)
     outputs = make_figures(results, [args.figure], _out_dir(args), model=args.model)
-    _print_notes(list(results.problems) + [note for output in outputs for note in output.notes])
+    print_notes(list(results.problems) + [note for output in outputs for note in output.notes])
     drawn = [output for output in outputs if output.png is not None]
     for output in drawn:
         print(f"{output.name}: {output.png}, {output.pdf.name}, {output.csv.name}")
     return 0 if drawn else 1
 
 
-def _load(run_dir):
+def load_run(run_dir):
     """``load_results`` with the unreadable-trial warnings left to the notes."""
     import warnings
 
@@ -119,7 +119,7 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return out
 
 
-def _print_notes(notes: list) -> None:
+def print_notes(notes: list) -> None:
     """Print each note as one ``note:`` line on stderr."""
     for note in notes:
         print(f"note: {note}", file=sys.stderr)

@@ -18,8 +18,11 @@ import argparse
 import sys
 from pathlib import Path
 
-CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle")
-DEFAULT_OUT = "groupsweep_analysis"
+from sweeps.analyze_command import CRITERION_CHOICES as ANALYZE_CRITERIA
+from sweeps.analyze_command import DEFAULT_OUT, load_run, print_notes
+
+# Spectral analysis follows one selected method, so the table-only "all" is not a choice here.
+CRITERION_CHOICES = tuple(c for c in ANALYZE_CRITERIA if c != "all")
 
 
 def register(subparsers) -> None:
@@ -52,7 +55,6 @@ def register(subparsers) -> None:
 def run_spectral(args: argparse.Namespace) -> int:
     """Choose the trials, extract their features, write the tables and figures; print Table 5."""
     from analysis.spectral import analyze_trials, criterion_trials, resolve_trials, write_outputs
-    from sweeps.analyze_command import _load, _print_notes
     from trainables.errors import GroupsweepError
 
     tops = args.top or [10]
@@ -61,7 +63,7 @@ def run_spectral(args: argparse.Namespace) -> int:
             raise GroupsweepError(f"--top and --batch-size must be positive integers, got {value}")
     if args.epoch is not None and args.epoch < 1:
         raise GroupsweepError(f"--epoch must be a positive integer, got {args.epoch}")
-    results = _load(args.run_dir)
+    results = load_run(args.run_dir)
     notes = list(results.problems)
     if args.trial:
         trial_ids = resolve_trials(results, args.trial)
@@ -69,7 +71,7 @@ def run_spectral(args: argparse.Namespace) -> int:
         trial_ids, selection_notes = criterion_trials(results, args.criterion or "wga")
         notes += selection_notes
     if not trial_ids:
-        _print_notes(notes)
+        print_notes(notes)
         print("no trial to analyse: no complete trial of a selected method (see the notes)")
         return 1
     spectra = analyze_trials(results, trial_ids, max(tops), epoch=args.epoch, examples=args.examples,
@@ -77,7 +79,7 @@ def run_spectral(args: argparse.Namespace) -> int:
                              log=lambda message: print(message, file=sys.stderr, flush=True))
     out = Path(args.out) if args.out else Path(args.run_dir) / DEFAULT_OUT
     outputs = write_outputs(spectra, tops, out)
-    _print_notes(notes + outputs.notes)
+    print_notes(notes + outputs.notes)
     print((out / "spectral_table5.md").read_text())
     for path in outputs.files:
         print(f"wrote {path}")
