@@ -254,7 +254,7 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     scheduler = make_scheduler(config, optimizer, config.epochs * len(train_loader))
     class_weights = None
     if plan.class_weights is not None:
-        class_weights = torch.as_tensor(plan.class_weights, dtype=torch.float32, device=accelerator.device)
+        class_weights = torch.tensor(plan.class_weights.tolist(), dtype=torch.float32, device=accelerator.device)
 
     start_epoch = 1
     if resume_state is not None:
