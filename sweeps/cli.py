@@ -23,9 +23,16 @@ COMMAND_MODULES = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every registered command."""
-    parser = argparse.ArgumentParser(
+class CheckingParser(argparse.ArgumentParser):
+    """An argument parser whose errors raise a one-line ``GroupsweepError`` instead of exiting."""
+
+    def error(self, message: str):
+        raise GroupsweepError(message)
+
+
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The full argument parser with every registered command (sub-parsers of ``parser_class`` too)."""
+    parser = parser_class(
         prog="groupsweep",
         description="Reproducible finetuning sweeps for group robustness on Ray Tune.",
     )
@@ -33,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
     return parser
+
+
+def check_arguments(argv: list[str]) -> argparse.Namespace:
+    """Parse a ``groupsweep`` argument list without running it; bad arguments raise ``GroupsweepError``."""
+    return build_parser(CheckingParser).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

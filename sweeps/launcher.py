@@ -3,7 +3,8 @@
 ``run_sweep`` turns a ``SweepSpec`` into a ``ray.tune.Tuner``: one grid point per trial (the grid is over
 ``trial_name``, every other config key is looked up from the spec's trial table, so each trial's
 ``params.json`` is its flat config), per-trial resources, readable trial names and directories,
-``FailureConfig(max_failures)``, one kept checkpoint per trial and Ray's trial table as progress.
+``FailureConfig(max_failures)``, the spec's ``keep_checkpoints`` (default: the last one) per trial and
+Ray's trial table as progress.
 Results go to ``<storage>/<name>/`` with the spec saved as ``groupsweep_spec.yaml``; running a sweep
 whose directory already holds a Tune experiment resumes it (``Tuner.restore``): finished trials are
 kept, unfinished and errored ones continue from their last checkpoints.
@@ -12,7 +13,7 @@ Trials on the same dataset share it: the driver loads each distinct (dataset, op
 and puts it into Ray's object store (``share_datasets``), and each trial reads it from there, its numpy
 arrays mapped from the node's one shared copy instead of generated or decoded again per trial.
 
-Every trial reports with a checkpoint and ``CheckpointConfig(num_to_keep=1)``, which makes Tune
+Every trial reports with a checkpoint and ``CheckpointConfig(num_to_keep=N)``, which makes Tune
 snapshot the experiment state after every checkpoint: a driver killed at any moment loses no
 finished epoch, and a trial that had finished resumes from its final checkpoint and returns at once.
 """
@@ -286,7 +287,8 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
 
     from trainables.trainable import train_trial, trial_dirname
 
-    workers = {t.name: {"workers": t.resources.workers, "bundle": t.resources.worker_bundle}
+    workers = {t.name: {"workers": t.resources.workers, "bundle": t.resources.worker_bundle,
+                        "keep_checkpoints": spec.keep_checkpoints}
                for t in spec.trials if t.resources.workers > 1}
     datasets = share_datasets(spec) if shared else {}
     trainable = tune.with_resources(
@@ -306,7 +308,7 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         run_config=RunConfig(
             name=name, storage_path=storage, verbose=1, progress_reporter=reporter,
             failure_config=FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         ),
     )
 

@@ -20,6 +20,9 @@ A spec is a mapping (every key but ``datasets`` optional)::
                                      # TorchTrainer; default = gpu when gpu > 1; CPU workers need gpu 0)
     max_failures: 2                  # retries of a failed trial, from its last checkpoint
     max_concurrent: null             # cap on trials running at once (null: as many as resources allow)
+    keep_checkpoints: 1              # checkpoints kept per trial (the last N epochs; ``all``: every epoch)
+    after: ["spectral --top 10"]     # groupsweep commands (analyze, plot, spectral) run on the sweep's
+                                     # directory once every trial has finished (``run --no-after`` skips them)
     override: {epochs: 1}            # TrainConfig fields forced on every trial (what ``--set epochs=1`` adds)
     parts:                           # optional sub-grids, expanded one after the other:
       - tag: lastlayer               #   appended to trial names, keeps them unique
@@ -56,7 +59,7 @@ from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, choose
 
 SPEC_KEYS = ("name", "description", "datasets", "models", "methods", "seeds", "hparams", "resources",
-             "max_failures", "max_concurrent", "override", "parts")
+             "max_failures", "max_concurrent", "keep_checkpoints", "after", "override", "parts")
 PART_KEYS = ("tag", "datasets", "models", "methods", "seeds", "hparams", "resources")
 DATASET_KEYS = ("options", "hparams", "models", "methods", "resources")
 MODEL_KEYS = ("hparams", "resources")
@@ -67,6 +70,10 @@ HPARAM_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name 
 DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0}
 # CPU of the Tune trial that only drives a multi-worker TorchTrainer (its workers hold the rest).
 DRIVER_CPU = 0.01
+# The groupsweep commands a spec's ``after`` list may run on the finished sweep's directory.
+AFTER_COMMANDS = ("analyze", "plot", "spectral")
+# Where ``after`` commands are checked, the sweep directory is not known yet: this stands in for it.
+RUN_DIR_PLACEHOLDER = "RUN_DIR"
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,12 @@ class SweepSpec:
     max_failures: int
     max_concurrent: int | None
     source: dict
+    keep_checkpoints: int = 1
+    after: tuple[str, ...] = ()
+
+    def after_argv(self, run_dir: str) -> list[list[str]]:
+        """The ``after`` commands as ``groupsweep`` argument lists on the sweep directory ``run_dir``."""
+        return [after_argv(command, run_dir) for command in self.after]
 
 
 def method_label(method: str, ratio: float | None) -> str:
@@ -418,6 +431,11 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
     if max_concurrent is not None and (isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int)
                                        or max_concurrent < 1):
         _fail("max_concurrent", f"must be a positive integer or null, got {max_concurrent!r}")
+    keep_checkpoints = source.get("keep_checkpoints", 1)
+    if keep_checkpoints != "all" and (isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int)
+                                      or keep_checkpoints < 1):
+        _fail("keep_checkpoints", f"must be a positive integer or 'all', got {keep_checkpoints!r}")
+    after = parse_after(source.get("after"))
     override = _mapping(source.get("override"), "override")
     for key in override:
         if key not in TrainConfig.__dataclass_fields__:
@@ -453,8 +471,43 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
         if trial.name in seen:
             _fail("spec", f"two trials are named {trial.name!r}; give the parts distinct tags")
         seen[trial.name] = trial
+    if keep_checkpoints == "all":
+        keep_checkpoints = max(trial.config["epochs"] for trial in trials)
     return SweepSpec(name=name, description=description, trials=tuple(trials), max_failures=max_failures,
-                     max_concurrent=max_concurrent, source=copy.deepcopy(source))
+                     max_concurrent=max_concurrent, source=copy.deepcopy(source), keep_checkpoints=keep_checkpoints,
+                     after=after)
+
+
+def after_argv(command: str, run_dir: str) -> list[str]:
+    """One ``after`` command (``"spectral --top 10"``) as a ``groupsweep`` argument list on ``run_dir``."""
+    import shlex
+
+    name, *options = shlex.split(command)
+    return [name, run_dir, *options]
+
+
+def parse_after(value) -> tuple[str, ...]:
+    """Check a spec's ``after`` list: each item a ``groupsweep`` analysis command line without its RUN_DIR
+    (``"spectral --top 10 --top 50"``), parsed as the command line would parse it."""
+    from sweeps.cli import check_arguments
+
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        _fail("after", f"expected a list of groupsweep commands such as 'spectral --top 10', got {value!r}")
+    for index, command in enumerate(value):
+        try:
+            argv = after_argv(command, RUN_DIR_PLACEHOLDER)
+        except ValueError as error:
+            _fail(f"after[{index}]", f"cannot split {command!r}: {error}")
+        if argv[0] not in AFTER_COMMANDS:
+            _fail(f"after[{index}]", f"unknown command {argv[0]!r}; allowed: {', '.join(AFTER_COMMANDS)} "
+                                     "(the sweep directory is added as their RUN_DIR)")
+        try:
+            check_arguments(argv)
+        except GroupsweepError as error:
+            _fail(f"after[{index}]", f"{command!r}: {error}")
+    return tuple(value)
 
 
 def read_spec_source(ref: str) -> dict:

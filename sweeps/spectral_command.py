@@ -2,8 +2,8 @@
 
 Picks trials of a sweep directory (``--criterion``: per dataset and model, every seed of the balancing
 method that validation criterion selects at the final epoch; ``--trial``: named trials), extracts
-their penultimate training features from a kept checkpoint (the final epoch by default; Ray keeps
-only the last checkpoints of a trial), and writes into ``--out``:
+their penultimate training features from a kept checkpoint (the final epoch by default; the spec's
+``keep_checkpoints`` decides which epochs are kept), and writes into ``--out``:
 
 - ``spectral_eigenvalues.csv``: the top eigenvalues of every group and class covariance (equation (2));
 - ``spectral_rho_table.csv``: rho(y) per trial and class, with the test group accuracies;

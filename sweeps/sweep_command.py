@@ -1,12 +1,14 @@
 """``groupsweep run | plan | presets | status``: sweeps on Ray Tune from a YAML spec or a shipped preset.
 
 ``plan`` and ``presets`` never start Ray; ``run`` validates the spec (and the resources it asks for)
-before it starts Ray, then runs or resumes the sweep and prints a per-method summary.
+before it starts Ray, then runs or resumes the sweep, prints a per-method summary and, once every trial
+has finished, runs the spec's ``after`` commands (e.g. ``spectral --top 10``) on the sweep directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from sweeps.overrides import parse_overrides
 
@@ -28,6 +30,8 @@ def register(subparsers) -> None:
     run.add_argument("--address", help="Ray cluster to use: 'auto' or HOST:PORT (default: $RAY_ADDRESS, "
                                        "else a local Ray started for this sweep)")
     run.add_argument("--max-concurrent", type=int, metavar="N", help="run at most N trials at once")
+    run.add_argument("--no-after", action="store_true",
+                     help="do not run the spec's `after` commands (analyses) when the sweep has finished")
     run.add_argument("--profile", action="store_true",
                      help="also record perf/samples_per_s, perf/data_wait_frac and, on a GPU, perf/gpu_mem_max_mb "
                           "and perf/gpu_util per epoch (same as --set profile=true)")
@@ -82,6 +86,8 @@ def plan_command(args: argparse.Namespace) -> int:
         rows.append([index, trial.name, config["dataset"], config["model"], trial.method_label, config["seed"],
                      config["epochs"], f"{config['lr']:g}", f"{trial.resources.cpu:g}", f"{trial.resources.gpu:g}"])
     print(format_table(PLAN_COLUMNS, rows))
+    for name, run_dir, *options in spec.after_argv(f"<storage>/{spec.name}"):
+        print(f"then: groupsweep {name} {run_dir} {shlex.join(options)}".rstrip())
     print(f"{len(spec.trials)} trials")
     return 0
 
@@ -117,7 +123,22 @@ def run_command(args: argparse.Namespace) -> int:
     errors = sum(1 for result in results if result.error is not None)
     if errors:
         print(f"{errors} trial(s) failed; `groupsweep status {name}` lists them, rerun the command to retry")
+        if spec.after and not args.no_after:
+            print("the spec's `after` commands did not run: they run once every trial has finished")
         return 1
+    return 0 if args.no_after else run_after(spec, exp_dir)
+
+
+def run_after(spec, exp_dir: str) -> int:
+    """Run the spec's ``after`` commands on the finished sweep, in order; returns the first non-zero status."""
+    from sweeps.cli import build_parser
+
+    for argv in spec.after_argv(exp_dir):
+        print(f"\n$ groupsweep {shlex.join(argv)}", flush=True)
+        args = build_parser().parse_args(argv)
+        status = int(args.func(args) or 0)
+        if status != 0:
+            return status
     return 0
 
 

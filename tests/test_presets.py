@@ -54,7 +54,10 @@ def test_plan_prints_each_preset_count(name, capsys):
     assert main(["plan", name]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == f"{COUNTS[name]} trials"
-    assert len(lines) == COUNTS[name] + 2  # header, one row per trial, count
+    after = [line for line in lines if line.startswith("then: groupsweep ")]
+    assert len(lines) == COUNTS[name] + 2 + len(after)  # header, one row per trial, the `after` commands, count
+    if "spectral" in name:
+        assert after == [f"then: groupsweep spectral <storage>/{name} --top 10 --top 50"]
 
 
 def test_presets_command_lists_names_and_counts(capsys):

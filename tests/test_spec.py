@@ -128,12 +128,30 @@ def test_resources_gpu_fractions_and_workers():
     ({"override": {"colour": 1}}, "override: unknown training setting 'colour'"),
     ({"parts": [{"tag": "x"}, {"tag": "x"}]}, "two trials are named"),
     ({"parts": [{"methods": ["none"], "epochs": 1}]}, "parts[0]: unknown key 'epochs'"),
+    ({"keep_checkpoints": 0}, "keep_checkpoints: must be a positive integer or 'all', got 0"),
+    ({"keep_checkpoints": "last"}, "keep_checkpoints: must be a positive integer or 'all', got 'last'"),
+    ({"after": "spectral"}, "after: expected a list of groupsweep commands"),
+    ({"after": ["train demo"]}, "after[0]: unknown command 'train'; allowed: analyze, plot, spectral"),
+    ({"after": ["analyze", "spectral --tops 10"]}, "after[1]: 'spectral --tops 10': unrecognized arguments: --tops 10"),
+    ({"after": ["analyze --criterion best"]}, "argument --criterion: invalid choice: 'best'"),
+    ({"after": ["spectral --top ten"]}, "argument --top: invalid int value: 'ten'"),
+    ({"after": ["plot 'unclosed"]}, "after[0]: cannot split"),
 ])
 def test_bad_specs_are_refused_with_one_line(changes, message):
     with pytest.raises(GroupsweepError) as error:
         build_spec(spec(**changes))
     text = str(error.value)
     assert message in text and "\n" not in text
+
+
+def test_keep_checkpoints_and_after_commands():
+    built = build_spec(spec())
+    assert built.keep_checkpoints == 1 and built.after == ()
+    assert build_spec(spec(keep_checkpoints=2)).keep_checkpoints == 2
+    assert build_spec(spec(keep_checkpoints="all")).keep_checkpoints == 3  # the longest trial's epochs
+    built = build_spec(spec(after=["analyze --criterion wga", "spectral --top 10 --out 'my out'"]))
+    assert built.after_argv("/r/t") == [["analyze", "/r/t", "--criterion", "wga"],
+                                        ["spectral", "/r/t", "--top", "10", "--out", "my out"]]
 
 
 def test_set_overrides_spec_keys_and_training_settings():
@@ -186,6 +204,11 @@ def test_plan_prints_the_grid_and_count_without_ray(tmp_path):
     assert lines[-1] == "8 trials"  # (12 + 4) trials / 2 seeds
     assert lines[0].split()[:3] == ["#", "trial", "dataset"]
     assert "synthetic-waterbirds-toy-convnextv2-xs-mixture3-s3" in result.stdout
+    path.write_text(yaml.safe_dump(spec(after=["spectral --top 10"])))
+    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-2:] == ["then: groupsweep spectral <storage>/t --top 10", "8 trials"]
 
 
 def test_cli_refuses_bad_spec_before_ray(tmp_path, capsys):

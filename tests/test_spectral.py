@@ -423,26 +423,38 @@ def test_spectral_command_bad_input(image_sweep, tmp_path, argv, message):
 
 
 @pytest.mark.slow
-def test_demo_spectral_preset_end_to_end(tmp_path):
-    """The demo-spectral preset, cut to one dataset, two seeds, one epoch and 200 images, run on Ray,
-    then analysed from its checkpoints."""
-    from sweeps.launcher import experiment_dir, run_sweep
-    from sweeps.spec import build_spec, read_spec_source
+def test_demo_spectral_preset_end_to_end(tmp_path, capsys):
+    """The demo-spectral preset, cut to one dataset, two seeds, two epochs and 200 images, run with
+    ``groupsweep run``, which ends by writing the analysis; every epoch's checkpoint is kept."""
+    import yaml
+
+    from sweeps.cli import main
+    from sweeps.spec import read_spec_source
 
     source = read_spec_source("demo-spectral")
+    assert source["after"] == ["spectral --top 10 --top 50"] and source["keep_checkpoints"] == "all"
     source["datasets"] = {"synthetic-waterbirds": dict(source["datasets"]["synthetic-waterbirds"],
                                                        options={"size": 200, "val_size": 60, "test_size": 60})}
     source.update(seeds=[1, 2], models=["toy-convnextv2-xs"],
-                  override={"epochs": 1, "num_threads": 1, "eval_batch_size": 100})
-    spec = build_spec(source)
-    assert len(spec.trials) == 2
+                  override={"epochs": 2, "num_threads": 1, "eval_batch_size": 100})
+    spec_path = tmp_path / "demo-spectral.yaml"
+    spec_path.write_text(yaml.safe_dump(source))
     storage = tmp_path / "storage"
-    results = run_sweep(spec, name="demo", storage=str(storage), num_cpus=2)
-    assert all(result.error is None for result in results)
-    out = tmp_path / "out"
-    assert run_command([experiment_dir(str(storage), "demo"), "--device", "cpu", "--out", str(out)]) == 0
+    assert main(["run", str(spec_path), "--storage", str(storage), "--name", "demo"]) == 0
+    printed = capsys.readouterr().out
+    run_dir = storage / "demo"
+    assert f"$ groupsweep spectral {run_dir} --top 10 --top 50" in printed
+    out = run_dir / "groupsweep_analysis"
     table = pd.read_csv(out / "spectral_table5.csv")
     assert table["seed"].tolist() == [1, 2] and set(table["method_label"]) == {"mixture 2:1"}
     eigenvalues = pd.read_csv(out / "spectral_eigenvalues.csv")
-    assert len(eigenvalues) == 2 * 6 * 10 and (eigenvalues["eigenvalue"] >= 0).all()
-    assert (out / "spectral_rho.png").exists() and (out / "spectral_group_eigenvalues_top10.pdf").exists()
+    assert len(eigenvalues) == 2 * 6 * 50 and (eigenvalues["eigenvalue"] >= 0).all()
+    for name in ("spectral_rho.png", "spectral_group_eigenvalues_top10.pdf", "spectral_group_eigenvalues_top50.png",
+                 "spectral_class_eigenvalues_top50.png"):
+        assert (out / name).exists(), name
+    # keep_checkpoints: all -> an earlier epoch can be analysed on request
+    trial_dir = next(path for path in run_dir.iterdir() if path.name.endswith("-s1"))
+    assert sorted(checkpoint_epochs(trial_dir)) == [1, 2]
+    epoch_out = tmp_path / "epoch1"
+    assert run_command([str(run_dir), "--epoch", "1", "--device", "cpu", "--out", str(epoch_out)]) == 0
+    assert set(pd.read_csv(epoch_out / "spectral_rho_table.csv")["epoch"]) == {1}

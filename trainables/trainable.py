@@ -259,7 +259,8 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, 
 def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:
     """Drive a Ray Train ``TorchTrainer`` with one Accelerate process per worker, reporting to this trial.
 
-    ``spread``: ``{"workers": n, "bundle": {"CPU": c, "GPU": g}}``, the resources of each worker.
+    ``spread``: ``{"workers": n, "bundle": {"CPU": c, "GPU": g}, "keep_checkpoints": k}``: the resources of
+    each worker and how many of the run's latest checkpoints to keep.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -275,7 +276,7 @@ def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:
         ),
         run_config=ray.train.RunConfig(
             name=TRAIN_RUN_NAME, storage_path=trial_dir, callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spread["keep_checkpoints"]),
         ),
     )
     trainer.fit()
