@@ -3,11 +3,14 @@ run back-to-back by calling ``finetune`` in this one plain Python process.
 
 Both sides run one trial at a time with the same torch threads (``resources.cpu`` = ``--cpus``, so the
 sweep runs one trial per ``--cpus`` cores; the plain loop uses ``--cpus`` threads). The plain side is
-the strict baseline: it loads each distinct dataset once and passes it to ``finetune``, writes no files
-and no checkpoints. The sweep side is ``sweeps.cli.main(["run", "demo", ...])`` in this process, with
-the Ray start-up (one local Ray session for the whole script) timed separately. Runs are interleaved
-plain, sweep, plain, sweep, ... (``--repeats`` pairs) and the ratio is total sweep time over total plain
-time. Target: <= 1.10.
+what a researcher's script costs: a fresh Python process (this script with ``--plain``) that imports
+the training stack, loads each distinct dataset once, passes it to ``finetune`` for every trial in turn,
+and writes no files and no checkpoints; its wall time is taken from outside, start to exit, and its
+import time is printed too. The sweep side is ``sweeps.cli.main(["run", "demo", ...])`` in this process
+(which has imported groupsweep), with the Ray start-up (one local Ray session for the whole script)
+timed separately; its trials run in a fresh Ray actor, which imports the training stack the same way.
+Runs are interleaved plain, sweep, plain, sweep, ... (``--repeats`` pairs) and the ratio is total sweep
+time over total plain time. Target: <= 1.10.
 
 Usage from the repository root: ``python benchmarks/engine_overhead.py [--repeats 2] [--set KEY=VALUE]``
 (default reduction of the 20-trial, 6-epoch demo: ``seeds=[1]`` and ``epochs=2``, 10 trials).
@@ -16,6 +19,9 @@ Usage from the repository root: ``python benchmarks/engine_overhead.py [--repeat
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -24,12 +30,20 @@ from _common import machine, start_local_ray
 DEFAULT_SETS = ["seeds=[1]", "epochs=2"]
 
 
-def plain_run(spec) -> float:
-    """Seconds to run every trial of ``spec`` by calling ``finetune`` back to back (datasets loaded once)."""
+def plain_loop(preset: str, sets: list[str], cpus: int) -> dict:
+    """The plain process's work: import, then run every trial of the grid by calling ``finetune`` back to
+    back (datasets loaded once); returns its import and loop seconds."""
+    started = time.perf_counter()
+    import torch
+
+    from sweeps.overrides import parse_overrides
+    from sweeps.spec import load_spec
     from trainables.config import TrainConfig
     from trainables.finetune import finetune, load_config_dataset
 
-    started = time.perf_counter()
+    torch.set_num_threads(cpus)
+    imported = time.perf_counter()
+    spec = load_spec(preset, parse_overrides(sets))
     datasets = {}
     for trial in spec.trials:
         config = TrainConfig.from_dict(trial.config)
@@ -37,7 +51,19 @@ def plain_run(spec) -> float:
         if key not in datasets:
             datasets[key] = load_config_dataset(config)
         finetune(config, cpu=True, dataset=datasets[key])
-    return time.perf_counter() - started
+    return {"imports_s": imported - started, "loop_s": time.perf_counter() - imported}
+
+
+def plain_run(preset: str, sets: list[str], cpus: int) -> tuple[float, dict]:
+    """Wall seconds of one fresh plain process (start to exit) and what it measured inside."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, __file__, "--plain", "--preset", preset, "--cpus", str(cpus),
+                             *[item for value in sets for item in ("--set", value)]],
+                            capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"the plain loop failed:\n{result.stderr[-3000:]}")
+    return wall, json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def sweep_run(argv: list[str]) -> float:
@@ -59,16 +85,17 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"reduce the grid (default: {' '.join(DEFAULT_SETS)})")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs (threads) of each trial, one trial at a time")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved (plain, sweep) pairs")
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # the plain process itself
     args = parser.parse_args(argv)
-
-    import torch
+    sets = (args.sets or DEFAULT_SETS) + [f"resources.cpu={args.cpus}", f"num_threads={args.cpus}"]
+    if args.plain:
+        print(json.dumps(plain_loop(args.preset, sets, args.cpus)))
+        return
 
     from sweeps.overrides import parse_overrides
     from sweeps.spec import load_spec
 
-    sets = (args.sets or DEFAULT_SETS) + [f"resources.cpu={args.cpus}", f"num_threads={args.cpus}"]
     spec = load_spec(args.preset, parse_overrides(sets))
-    torch.set_num_threads(args.cpus)
     print(f"machine: {machine()}")
     print(f"grid: {args.preset} with {' '.join(sets)}: {len(spec.trials)} trials, one at a time")
     ray_start = start_local_ray()
@@ -76,8 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     plain_times, sweep_times = [], []
     with tempfile.TemporaryDirectory() as storage:
         for repeat in range(args.repeats):
-            plain_times.append(plain_run(spec))
-            print(f"  pair {repeat + 1}: plain finetune loop {plain_times[-1]:.1f} s", flush=True)
+            wall, inside = plain_run(args.preset, sets, args.cpus)
+            plain_times.append(wall)
+            print(f"  pair {repeat + 1}: plain finetune process {wall:.1f} s (imports {inside['imports_s']:.1f} s, "
+                  f"loop {inside['loop_s']:.1f} s)", flush=True)
             run_args = ["run", args.preset, "--storage", storage, "--name", f"overhead{repeat}"]
             for item in sets:
                 run_args += ["--set", item]

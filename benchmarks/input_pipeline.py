@@ -10,11 +10,12 @@ normalisation):
 * jpeg: every epoch opens and decodes each JPEG with PIL and augments it with the classic torchvision
   transforms on PIL images (the paper's pipeline).
 
-Each pair is timed twice: normalising every example to float in the DataLoader (``example``: the cache
-side applies ``train_transform`` image by image, the project's former pipeline) and the project's
-training pipeline (``batch``: ``build_model_inputs(...).train_dataset`` crops and flips uint8 images in the
-DataLoader and ``train_batch_transform`` normalises each collated uint8 batch on ``--device``, default
-the GPU when there is one; the JPEG side likewise); every batch is moved to the device in both cases.
+Each pair is timed twice: augmenting and normalising every example in the DataLoader (``example``: the
+cache side applies ``train_transform`` image by image, the project's first pipeline) and the project's
+training pipeline (``batch``: ``build_model_inputs(...).train_dataset`` only copies uint8 squares in the
+DataLoader and ``train_batch_transform`` draws each image's crop and flip and resizes and normalises the
+whole batch on ``--device``, default the GPU when there is one; the JPEG side crops and flips per image
+and normalises per batch on the device); every batch is moved to the device in both cases.
 Both iterate the training split for ``--epochs`` epochs after one warm-up epoch; it prints images/s
 of both and their ratio. Usage, from the repository root:
 ``python -m benchmarks.input_pipeline [--dir DIR] [--n 2000] [--workers 2]``.
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from trainables.data.base import load_dataset
-from trainables.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_chw, train_transform
+from trainables.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw, train_transform
 from trainables.data.waterbirds import load_waterbirds  # noqa: F401  (registers "waterbirds")
 from trainables.inputs import build_model_inputs
 
@@ -93,21 +94,26 @@ class JpegImages(Dataset):
 
 
 def pipelines(dataset, paths: list[Path], where: str) -> tuple:
-    """(cache Dataset, jpeg Dataset, batch transform) applying one augmentation in two pipelines.
+    """``((cache Dataset, its batch transform), (jpeg Dataset, its batch transform))``: one augmentation
+    in two pipelines.
 
-    ``where="example"``: each example is normalised to float in the DataLoader (the cache side uses
-    ``train_transform``, the JPEG side the classic torchvision pipeline on PIL images).
-    ``where="batch"``: the project's training inputs (uint8 crop and flip per example, then
-    ``train_batch_transform`` on each collated batch on the device); the JPEG side keeps uint8 the same way.
+    ``where="example"``: each example is augmented and normalised to float in the DataLoader (the cache
+    side uses ``train_transform`` on uint8 tensors, the JPEG side the classic torchvision pipeline on PIL
+    images). ``where="batch"``: the project's training inputs on the cache side (the DataLoader copies
+    uint8 squares; ``train_batch_transform`` crops, resizes, flips and normalises each collated batch on
+    the device); the JPEG side crops and flips each decoded PIL image in the DataLoader, keeps it uint8
+    and normalises each batch on the device.
     """
     image_size, train = dataset.image_size, dataset.splits["train"]
     crop_flip = [T.RandomResizedCrop(image_size, scale=(0.7, 1.0)), T.RandomHorizontalFlip()]
     if where == "example":
         jpeg = T.Compose([*crop_flip, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-        return CachedImages(train.inputs, train.y, train_transform(image_size)), JpegImages(paths, train.y, jpeg), None
+        return ((CachedImages(train.inputs, train.y, train_transform(image_size)), None),
+                (JpegImages(paths, train.y, jpeg), None))
     inputs = build_model_inputs(dataset, "image")
     cache = inputs.train_dataset(np.arange(len(train.y)))
-    return cache, JpegImages(paths, train.y, T.Compose([*crop_flip, T.PILToTensor()])), inputs.train_batch_transform
+    return ((cache, inputs.train_batch_transform),
+            (JpegImages(paths, train.y, T.Compose([*crop_flip, T.PILToTensor()])), normalize()))
 
 
 def images_per_second(dataset: Dataset, batch_transform, device: str, epochs: int, batch_size: int, workers: int) -> float:
@@ -168,10 +174,10 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.epochs} timed epochs; torch threads {torch.get_num_threads()}; batches to {args.device}")
         print(f"{'normalised per':<16}{'jpeg img/s':>12}{'cache img/s':>13}{'ratio':>8}")
         for where in ("example", "batch"):
-            cache_data, jpeg_data, batch_t = pipelines(dataset, paths, where)
+            (cache_data, cache_batch), (jpeg_data, jpeg_batch) = pipelines(dataset, paths, where)
             settings = (args.device, args.epochs, args.batch_size, args.workers)
-            jpeg = images_per_second(jpeg_data, batch_t, *settings)
-            cached = images_per_second(cache_data, batch_t, *settings)
+            jpeg = images_per_second(jpeg_data, jpeg_batch, *settings)
+            cached = images_per_second(cache_data, cache_batch, *settings)
             label = where + (" (project)" if where == "batch" else "")
             print(f"{label:<16}{jpeg:12.1f}{cached:13.1f}{cached / jpeg:7.2f}x")
         print("target: project pipeline (batch) >= 3x the JPEG-decoding pipeline")

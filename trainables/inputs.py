@@ -1,9 +1,10 @@
-"""Turn a GroupDataset split into torch inputs: images (augmented per example) or token tensors.
+"""Turn a GroupDataset split into torch inputs: images or token tensors.
 
-Images stay uint8 until they reach the model's device: training examples get the paper's random crop
-and flip one at a time in the DataLoader (on uint8 tensors, never re-decoding files) and each collated
-uint8 batch is normalised where the model runs; evaluation batches are resized, centre-cropped and
-normalised as whole uint8 batches, which is deterministic and much cheaper.
+Images stay uint8 until they reach the model's device: the DataLoader only copies the cached uint8
+squares (never re-decoding files), and each collated batch gets the paper's random crop, resize, flip
+and normalisation where the model runs, independently per image but as whole-batch operations
+(``trainables.data.batch_augment``); evaluation batches are resized, centre-cropped and normalised as
+whole uint8 batches too.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ class ExampleDataset(Dataset):
 class ModelInputs:
     """Per-split model inputs of a dataset, shared by training and evaluation.
 
-    ``inputs[split]`` holds uint8 images or encoded tokens; ``train_transform`` augments one training
-    image (uint8 in and out); ``train_batch_transform`` turns a collated batch of augmented training
-    images into model inputs; ``eval_batch_transform`` prepares a batch of uint8 evaluation images.
-    The three are None for text.
+    ``inputs[split]`` holds uint8 images or encoded tokens; ``train_transform`` (None: none) is applied
+    to each training image in the DataLoader; ``train_batch_transform`` turns a collated uint8 batch of
+    training images into augmented model inputs; ``eval_batch_transform`` prepares a batch of uint8
+    evaluation images. The batch transforms are None for text.
     """
 
     inputs: dict
@@ -86,13 +87,14 @@ def build_model_inputs(dataset: GroupDataset, model_modality: str, tokenizer=Non
         )
     labels = {split: dataset.splits[split].y for split in SPLITS}
     if dataset.modality == "image":
-        from trainables.data.transforms import eval_transform, normalize, train_augment
+        from trainables.data.batch_augment import BatchTrainAugment
+        from trainables.data.transforms import eval_transform
 
         return ModelInputs(
             inputs={split: dataset.splits[split].inputs for split in SPLITS},
             labels=labels,
-            train_transform=train_augment(dataset.image_size),
-            train_batch_transform=normalize(),
+            train_transform=None,
+            train_batch_transform=BatchTrainAugment(dataset.image_size),
             eval_batch_transform=eval_transform(dataset.image_size),
         )
     from trainables.tokenization import encode_texts
