@@ -12,6 +12,8 @@ from torchvision.transforms.v2 import functional as F
 from trainables.data.batch_augment import (
     BatchTrainAugment,
     centre_box,
+    interpolated_crops,
+    matmul_resized_crops,
     random_resized_crop_boxes,
     resize_weights,
     resized_crops,
@@ -19,13 +21,14 @@ from trainables.data.batch_augment import (
 from trainables.data.transforms import normalize, train_transform
 
 
+@pytest.mark.parametrize("crops", [matmul_resized_crops, interpolated_crops, resized_crops])
 @pytest.mark.parametrize("height, width, size", [(73, 73, 64), (64, 96, 56), (40, 40, 72)])
-def test_resized_crops_equal_torch_antialiased_resized_crop(height, width, size):
+def test_resized_crops_equal_torch_antialiased_resized_crop(crops, height, width, size):
     torch.manual_seed(0)
     images = torch.rand(6, 3, height, width) * 255
     boxes = random_resized_crop_boxes(6, height, width)
     flips = torch.tensor([False, True, False, True, True, False])
-    got = resized_crops(images, boxes, flips, size)
+    got = crops(images, boxes, flips, size)
     for b, (top, left, h, w) in enumerate(boxes.tolist()):
         expected = F.resized_crop(images[b], top, left, h, w, [size, size], antialias=True)
         if flips[b]:
@@ -42,15 +45,17 @@ def test_each_weight_row_is_a_normalised_kernel_inside_its_span():
     torch.testing.assert_close(resize_weights(torch.tensor([0]), torch.tensor([5]), 5, 5)[0], torch.eye(5))
 
 
-def test_uint8_pipeline_agrees_up_to_its_integer_rounding():
-    """The project's former path (uint8 per-image RandomResizedCrop, then normalise) on the same boxes."""
+def test_uint8_images_match_the_per_image_uint8_pipeline():
+    """On the CPU, exactly torchvision's uint8 resized crop; on the GPU path, up to its integer rounding."""
     torch.manual_seed(1)
     images = torch.randint(0, 256, (4, 3, 73, 73), dtype=torch.uint8)
     boxes = random_resized_crop_boxes(4, 73, 73)
-    got = resized_crops(images, boxes, torch.zeros(4, dtype=torch.bool), 64)
+    no_flip = torch.zeros(4, dtype=torch.bool)
+    on_cpu, by_matmul = resized_crops(images, boxes, no_flip, 64), matmul_resized_crops(images, boxes, no_flip, 64)
     for b, (top, left, h, w) in enumerate(boxes.tolist()):
         expected = F.resized_crop(images[b], top, left, h, w, [64, 64], antialias=True).float()
-        assert (got[b] - expected).abs().max() <= 1.0
+        torch.testing.assert_close(on_cpu[b], expected, atol=0, rtol=0)
+        assert (by_matmul[b] - expected).abs().max() <= 1.0
 
 
 def test_boxes_follow_torchvision_get_params_in_distribution():

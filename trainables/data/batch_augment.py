@@ -6,13 +6,15 @@ by the same rule as ``RandomResizedCrop.get_params``), an antialiased bilinear r
 weights of torch's ``interpolate(mode="bilinear", antialias=True)``), a horizontal flip with probability
 1/2, and ImageNet normalisation.
 
-A separable resize is two matrix products: image ``x`` (H x W) becomes ``R x C^T``, where row i of ``R``
-(S x H) holds the interpolation weights of output row i over the input rows of the crop box and zeros
-elsewhere, and likewise ``C`` (S x W) for columns (a flip reverses the rows of ``C``). With one ``R`` and
-one ``C`` per image the whole batch is one batched matmul pair, which replaces B small per-image resize
-calls in DataLoader workers with two large kernels where the model runs. The result equals torch's
-float ``resized_crop(..., antialias=True)`` of each image up to float rounding (tests check it), and
-differs from the uint8 per-image pipeline only by that pipeline's rounding to integers.
+On a GPU, a separable resize is two matrix products: image ``x`` (H x W) becomes ``R x C^T``, where row i
+of ``R`` (S x H) holds the interpolation weights of output row i over the input rows of the crop box and
+zeros elsewhere, and likewise ``C`` (S x W) for columns (a flip reverses the rows of ``C``). With one
+``R`` and one ``C`` per image the whole batch is one batched matmul pair, which replaces B small
+per-image resize calls in DataLoader workers with two large kernels where the model runs. The result
+equals torch's float ``resized_crop(..., antialias=True)`` of each image up to float rounding (tests
+check it). On the CPU the same boxes and flips go through torch's antialiased ``interpolate`` image by
+image (dense products would cost more there than they save), in the images' dtype: for uint8 images,
+exactly the per-image torchvision pipeline's pixels.
 
 Randomness (boxes and flips) comes from torch's global CPU RNG, so ``torch.manual_seed`` reproduces an
 epoch's augmentation whatever the device.
@@ -87,14 +89,32 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, out_
 
 def resized_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
     """Each image's box ``(top, left, h, w)`` resized (antialiased bilinear) to ``size`` x ``size`` and, where
-    ``flips`` is true, mirrored left-right: ``(B, C, H, W)`` (any dtype) -> float32 ``(B, C, size, size)`` in the
-    input's units, computed on the images' device as two batched matrix products."""
+    ``flips`` is true, mirrored left-right: ``(B, C, H, W)`` -> float32 ``(B, C, size, size)`` in the input's
+    units; ``matmul_resized_crops`` on a GPU, ``interpolated_crops`` on the CPU (dense products cost more
+    than they save there)."""
+    if images.device.type == "cpu":
+        return interpolated_crops(images, boxes, flips, size)
+    return matmul_resized_crops(images, boxes, flips, size)
+
+
+def matmul_resized_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
+    """``resized_crops`` as two batched matrix products with ``resize_weights``, in float32 on the images' device."""
     _, _, height, width = images.shape
     device = images.device
     rows = resize_weights(boxes[:, 0], boxes[:, 2], height, size, device)
     columns = resize_weights(boxes[:, 1], boxes[:, 3], width, size, device)
     columns = torch.where(flips.to(device)[:, None, None], columns.flip(1), columns)
     return rows[:, None] @ images.float() @ columns[:, None].transpose(-1, -2)
+
+
+def interpolated_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
+    """``resized_crops`` image by image with torch's antialiased ``interpolate`` in the images' dtype (uint8:
+    torch's integer kernel, the per-image torchvision pipeline's pixels), then as float32."""
+    crops = [torch.nn.functional.interpolate(image[None, :, top:top + h, left:left + w], size=(size, size),
+                                             mode="bilinear", antialias=True, align_corners=False)
+             for image, (top, left, h, w) in zip(images, boxes.tolist())]
+    resized = torch.cat(crops).float()
+    return torch.where(flips.to(resized.device)[:, None, None, None], resized.flip(-1), resized)
 
 
 class BatchTrainAugment:
