@@ -123,3 +123,28 @@ def test_bad_settings_are_refused_when_the_config_is_built():
         TrainConfig.from_dict({"schedule": "step"})
     with pytest.raises(GroupsweepError, match="epochs must be a positive integer"):
         TrainConfig.from_dict({"epochs": 0})
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_schedules_equal_transformers_schedules_without_warmup(schedule):
+    from transformers import get_constant_schedule, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    from trainables.finetune import make_scheduler
+
+    def learning_rates(make):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler = make(optimizer)
+        rates = []
+        for _ in range(23):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return rates
+
+    reference = {"cosine": lambda opt: get_cosine_schedule_with_warmup(opt, 0, 20),
+                 "linear": lambda opt: get_linear_schedule_with_warmup(opt, 0, 20),
+                 "constant": get_constant_schedule}[schedule]
+    config = TrainConfig.from_dict({"schedule": schedule})
+    ours = learning_rates(lambda opt: make_scheduler(config, opt, 20))
+    assert ours == pytest.approx(learning_rates(reference), abs=1e-12)
+    assert ours[0] == 0.1 and (schedule == "constant" or ours[20] == 0.0)

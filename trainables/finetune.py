@@ -8,6 +8,7 @@ train with ``accelerator.backward``; evaluate with ``gather_for_metrics``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -117,15 +118,26 @@ def make_optimizer(config: TrainConfig, model: GroupModel) -> torch.optim.Optimi
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
-    """Per-step learning-rate schedule over the whole run (transformers' schedules, no warm-up)."""
-    from transformers import get_constant_schedule, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
+    """Learning-rate multiplier after ``step`` of ``total_steps`` optimizer steps, without warm-up: ``cosine``
+    0.5 (1 + cos(pi t)) and ``linear`` 1 - t with t = step / total_steps (transformers'
+    ``get_cosine_schedule_with_warmup`` / ``get_linear_schedule_with_warmup`` with no warm-up steps), ``constant`` 1."""
+    progress = step / max(1, total_steps)
+    if schedule == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 1.0
 
-    if config.schedule == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, 0, total_steps)
-    if config.schedule == "linear":
-        return get_linear_schedule_with_warmup(optimizer, 0, total_steps)
-    return get_constant_schedule(optimizer)
+
+def make_scheduler(config: TrainConfig, optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step learning-rate schedule over the whole run: ``schedule_factor`` as a torch ``LambdaLR``.
+
+    (Closed-form lambdas rather than transformers' schedule helpers: importing transformers costs a
+    second in every fresh trial process, image models included.)
+    """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(schedule_factor, config.schedule,
+                                                                          total_steps=total_steps))
 
 
 def rng_state() -> dict:
