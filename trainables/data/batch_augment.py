@@ -110,11 +110,14 @@ def matmul_resized_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch
 def interpolated_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
     """``resized_crops`` image by image with torch's antialiased ``interpolate`` in the images' dtype (uint8:
     torch's integer kernel, the per-image torchvision pipeline's pixels), then as float32."""
-    crops = [torch.nn.functional.interpolate(image[None, :, top:top + h, left:left + w], size=(size, size),
-                                             mode="bilinear", antialias=True, align_corners=False)
-             for image, (top, left, h, w) in zip(images, boxes.tolist())]
-    resized = torch.cat(crops).float()
-    return torch.where(flips.to(resized.device)[:, None, None, None], resized.flip(-1), resized)
+    batch, channels = images.shape[:2]
+    out = torch.empty(batch, channels, size, size, dtype=images.dtype, device=images.device)
+    images = images.contiguous(memory_format=torch.channels_last)  # torch's fast path for 3-channel uint8
+    for index, (image, (top, left, h, w), flip) in enumerate(zip(images, boxes.tolist(), flips.tolist())):
+        crop = torch.nn.functional.interpolate(image[None, :, top:top + h, left:left + w], size=(size, size),
+                                               mode="bilinear", antialias=True, align_corners=False)[0]
+        out[index] = crop.flip(-1) if flip else crop
+    return out.float()
 
 
 class BatchTrainAugment:
@@ -130,7 +133,7 @@ class BatchTrainAugment:
         flips = torch.rand(batch) < 0.5
         mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255
         std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255
-        return (resized_crops(images, boxes, flips, self.size) - mean) / std
+        return resized_crops(images, boxes, flips, self.size).sub_(mean).div_(std)
 
     def __repr__(self) -> str:
         return f"BatchTrainAugment(size={self.size})"
