@@ -5,12 +5,13 @@ normalisation. Evaluation: Resize(round(image_size * 256 / 224)) + CenterCrop(im
 normalisation (Resize(256) + CenterCrop(224) at the paper's resolution). Randomness comes from torch's
 global RNG, so ``torch.manual_seed`` reproduces a training epoch's crops and flips.
 
-Each pipeline is split where its images stop being uint8: ``train_augment`` (per image, random) and
-``eval_resize`` (whole batches) keep uint8 pixels, and ``normalize`` turns a uint8 batch into ImageNet-
-normalised floats on whatever device the batch is on. Training loops augment images one by one in
-the DataLoader and normalise each collated batch on the accelerator, which moves and converts 4x
-fewer bytes than normalising per image; ``train_transform`` and ``eval_transform`` are the two
-compositions, with the same result image by image.
+Evaluation is split where its images stop being uint8: ``eval_resize`` keeps uint8 pixels (whole
+batches at once) and ``normalize`` turns a uint8 batch into ImageNet-normalised floats on whatever
+device the batch is on; ``eval_transform`` is the composition. Training batches are augmented by
+``trainables.data.batch_augment.BatchTrainAugment`` (each image its own crop and flip, as whole-batch
+operations where the model runs); ``train_augment`` / ``train_transform`` are the same augmentation
+image by image with torchvision, the reference that its tests and the input-pipeline benchmark compare
+against.
 """
 
 from __future__ import annotations
