@@ -296,7 +296,9 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         TrialResources(spec),
     )
     if tune.Tuner.can_restore(exp_dir):
-        return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
+        # The grid's sample_from functions are saved as placeholders: trials not created before the
+        # interruption get their configs only if the same param_space is given back.
+        return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True, param_space=param_space(spec))
     reporter = CLIReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns={"seed": "seed"},
                            max_report_frequency=30,
                            max_progress_rows=12)

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_DATA = {"size": 200, "val_size": 60, "test_size": 60}
 
 
-def tiny_spec(path: Path, *, methods, seeds=(1, 2), epochs: int = 2, resources=None, name: str = "it") -> Path:
+def tiny_spec(path: Path, *, methods, seeds=(1, 2), epochs: int = 2, resources=None, name: str = "it",
+              max_concurrent: int | None = None) -> Path:
     """Write a sweep of toy-convnextv2-xs on a tiny synthetic-waterbirds; returns the YAML path."""
     source = {
         "name": name,
@@ -29,6 +30,7 @@ def tiny_spec(path: Path, *, methods, seeds=(1, 2), epochs: int = 2, resources=N
         "hparams": {"lr": 1e-3, "batch_size": 64, "epochs": epochs, "eval_batch_size": 128},
         "resources": resources or {"cpu": 1},
         "max_failures": 1,
+        "max_concurrent": max_concurrent,
     }
     path.write_text(yaml.safe_dump(source))
     return path

@@ -85,7 +85,10 @@ def test_cli_sweep_reports_every_epoch_and_loads_offline(tmp_path, cluster_addre
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
-    spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["none", "subsetting", "upweighting"], epochs=3)
+    # one trial at a time, 12 trials: results reach the storage folder in bursts (Tune syncs its staging
+    # folder), so a sweep of fast trials must still be far from done when the first one shows up complete
+    spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["none", "subsetting", "upweighting"], epochs=3,
+                          seeds=(1, 2, 3, 4), max_concurrent=1)
     storage = tmp_path / "results"
     names = trial_names(spec_path)
     exp_dir = storage / "killed"
