@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved (plain, sweep) pairs")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # the plain process itself
     args = parser.parse_args(argv)
-    sets = (args.sets or DEFAULT_SETS) + [f"resources.cpu={args.cpus}", f"num_threads={args.cpus}"]
+    grid_sets = args.sets or DEFAULT_SETS  # what the plain process is given again (it adds the CPU settings)
+    sets = grid_sets + [f"resources.cpu={args.cpus}", f"num_threads={args.cpus}"]
     if args.plain:
         print(json.dumps(plain_loop(args.preset, sets, args.cpus)))
         return
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     plain_times, sweep_times = [], []
     with tempfile.TemporaryDirectory() as storage:
         for repeat in range(args.repeats):
-            wall, inside = plain_run(args.preset, sets, args.cpus)
+            wall, inside = plain_run(args.preset, grid_sets, args.cpus)
             plain_times.append(wall)
             print(f"  pair {repeat + 1}: plain finetune process {wall:.1f} s (imports {inside['imports_s']:.1f} s, "
                   f"loop {inside['loop_s']:.1f} s)", flush=True)
