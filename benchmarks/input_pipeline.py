@@ -16,9 +16,11 @@ training pipeline (``batch``: ``build_model_inputs(...).train_dataset`` only cop
 DataLoader and ``train_batch_transform`` draws each image's crop and flip and resizes and normalises the
 whole batch on ``--device``, default the GPU when there is one; the JPEG side crops and flips per image
 and normalises per batch on the device); every batch is moved to the device in both cases.
-Both iterate the training split for ``--epochs`` epochs after one warm-up epoch; it prints images/s
-of both and their ratio. Usage, from the repository root:
-``python -m benchmarks.input_pipeline [--dir DIR] [--n 2000] [--workers 2]``.
+Both iterate the training split for ``--epochs`` epochs after one warm-up epoch, ``--repeats`` times,
+alternating (each ratio compares a JPEG measurement with the cache measurement right after it, so a
+busy machine slows both); it prints the median images/s of both, the median ratio and every pair's ratio.
+DataLoader workers default to 0, as groupsweep's ``finetune`` loads. Usage, from the repository root:
+``python benchmarks/input_pipeline.py [--dir DIR] [--n 2000] [--workers 0] [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from _common import machine  # noqa: E402  (first: puts the repository on sys.path)
 from trainables.data.base import load_dataset
 from trainables.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw, train_transform
 from trainables.data.waterbirds import load_waterbirds  # noqa: F401  (registers "waterbirds")
@@ -116,16 +119,21 @@ def pipelines(dataset, paths: list[Path], where: str) -> tuple:
             (JpegImages(paths, train.y, T.Compose([*crop_flip, T.PILToTensor()])), normalize()))
 
 
-def images_per_second(dataset: Dataset, batch_transform, device: str, epochs: int, batch_size: int, workers: int) -> float:
-    """Images/s delivered on ``device`` over full passes of ``dataset`` (after one untimed warm-up epoch
-    that also starts the workers); each batch is moved to ``device`` and, if given, ``batch_transform``
-    runs there, timed with the rest."""
+def make_loader(dataset: Dataset, device: str, batch_size: int, workers: int) -> DataLoader:
+    """A shuffling DataLoader over ``dataset`` (persistent workers, so each pass reuses them), after one
+    untimed pass that starts its workers and warms the page cache."""
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
         pin_memory=device != "cpu",
     )
     for _ in loader:
         pass
+    return loader
+
+
+def images_per_second(loader: DataLoader, batch_transform, device: str, epochs: int) -> float:
+    """Images/s delivered on ``device`` over ``epochs`` full passes of ``loader``; each batch is moved to
+    ``device`` and, if given, ``batch_transform`` runs there, timed with the rest."""
     start, seen = time.perf_counter(), 0
     for _ in range(epochs):
         for batch in loader:
@@ -138,6 +146,17 @@ def images_per_second(dataset: Dataset, batch_transform, device: str, epochs: in
     return seen / (time.perf_counter() - start)
 
 
+def paired_rates(pipelines_: tuple, args) -> list[tuple[float, float]]:
+    """``args.repeats`` (jpeg img/s, cache img/s) pairs, each pair timed back to back so that both sides of a
+    ratio see the same machine load."""
+    (cache_data, cache_batch), (jpeg_data, jpeg_batch) = pipelines_
+    settings = (args.device, args.batch_size, args.workers)
+    jpeg_loader, cache_loader = make_loader(jpeg_data, *settings), make_loader(cache_data, *settings)
+    return [(images_per_second(jpeg_loader, jpeg_batch, args.device, args.epochs),
+             images_per_second(cache_loader, cache_batch, args.device, args.epochs))
+            for _ in range(args.repeats)]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Generate the folder, time both pipelines side by side and print the rates and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -146,8 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=224, help="shorter side of the generated JPEGs")
     parser.add_argument("--image-size", type=int, default=224, help="model input size")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (both pipelines)")
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader workers, both pipelines (default 0: how groupsweep's finetune loads)")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved jpeg/cache measurements per pipeline")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where batches go and batch normalisation runs (default: cuda if available)")
     args = parser.parse_args(argv)
@@ -172,14 +193,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"cache: built in {build:.1f} s for {len(rows)} images, reloaded in {reload:.2f} s; "
               f"train split {len(train)} images; batch {args.batch_size}, {args.workers} workers, "
               f"{args.epochs} timed epochs; torch threads {torch.get_num_threads()}; batches to {args.device}")
-        print(f"{'normalised per':<16}{'jpeg img/s':>12}{'cache img/s':>13}{'ratio':>8}")
+        print(f"machine: {machine()}; {args.repeats} interleaved pairs per pipeline, median ratio")
+        print(f"{'normalised per':<16}{'jpeg img/s':>12}{'cache img/s':>13}{'ratio':>8}  ratios of the pairs")
         for where in ("example", "batch"):
-            (cache_data, cache_batch), (jpeg_data, jpeg_batch) = pipelines(dataset, paths, where)
-            settings = (args.device, args.epochs, args.batch_size, args.workers)
-            jpeg = images_per_second(jpeg_data, jpeg_batch, *settings)
-            cached = images_per_second(cache_data, cache_batch, *settings)
+            pairs = paired_rates(pipelines(dataset, paths, where), args)
+            jpeg, cached = (float(np.median(side)) for side in zip(*pairs))
+            ratio = float(np.median([c / j for j, c in pairs]))
             label = where + (" (project)" if where == "batch" else "")
-            print(f"{label:<16}{jpeg:12.1f}{cached:13.1f}{cached / jpeg:7.2f}x")
+            spread = ", ".join(f"{c / j:.2f}" for j, c in pairs)
+            print(f"{label:<16}{jpeg:12.1f}{cached:13.1f}{ratio:7.2f}x  {spread}")
         print("target: project pipeline (batch) >= 3x the JPEG-decoding pipeline")
 
 if __name__ == "__main__":

@@ -52,10 +52,22 @@ def test_uint8_images_match_the_per_image_uint8_pipeline():
     boxes = random_resized_crop_boxes(4, 73, 73)
     no_flip = torch.zeros(4, dtype=torch.bool)
     on_cpu, by_matmul = resized_crops(images, boxes, no_flip, 64), matmul_resized_crops(images, boxes, no_flip, 64)
+    assert on_cpu.dtype == torch.uint8 and by_matmul.dtype == torch.float32
     for b, (top, left, h, w) in enumerate(boxes.tolist()):
-        expected = F.resized_crop(images[b], top, left, h, w, [64, 64], antialias=True).float()
+        expected = F.resized_crop(images[b], top, left, h, w, [64, 64], antialias=True)
         torch.testing.assert_close(on_cpu[b], expected, atol=0, rtol=0)
-        assert (by_matmul[b] - expected).abs().max() <= 1.0
+        assert (by_matmul[b] - expected.float()).abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("crops", [matmul_resized_crops, interpolated_crops])
+def test_channels_last_views_give_the_same_crops(crops):
+    """Collated cache batches reach the crops as channels-last (B, 3, H, W) views: same pixels as contiguous."""
+    torch.manual_seed(5)
+    cached = torch.randint(0, 256, (5, 40, 48, 3), dtype=torch.uint8)  # (B, H, W, 3), as collated
+    boxes = random_resized_crop_boxes(5, 40, 48)
+    flips = torch.tensor([True, False, True, False, False])
+    view = cached.permute(0, 3, 1, 2)
+    torch.testing.assert_close(crops(view, boxes, flips, 32), crops(view.contiguous(), boxes, flips, 32), atol=0, rtol=0)
 
 
 def test_boxes_follow_torchvision_get_params_in_distribution():
@@ -80,19 +92,19 @@ def test_no_fitting_box_falls_back_to_torchvision_centre_box():
 
 
 def test_batch_augment_flips_half_normalises_and_is_seeded():
-    images = torch.randint(0, 256, (400, 3, 20, 20), dtype=torch.uint8)
+    images = torch.randint(0, 256, (400, 20, 20, 3), dtype=torch.uint8)  # channels-last, as collated
     augment = BatchTrainAugment(16)
     torch.manual_seed(3)
     first = augment(images)
     torch.manual_seed(3)
     torch.testing.assert_close(augment(images), first, atol=0, rtol=0)
-    assert first.shape == (400, 3, 16, 16) and first.dtype == torch.float32
+    assert first.shape == (400, 3, 16, 16) and first.dtype == torch.float32 and first.is_contiguous()
     # a constant image stays constant (whatever the box and flip) and is normalised like ``normalize``
-    grey = torch.full((2, 3, 20, 20), 128, dtype=torch.uint8)
-    torch.testing.assert_close(augment(grey), normalize()(grey[:, :, :16, :16]), atol=1e-5, rtol=1e-5)
+    grey = torch.full((2, 20, 20, 3), 128, dtype=torch.uint8)
+    torch.testing.assert_close(augment(grey), normalize()(grey[:, :16, :16].permute(0, 3, 1, 2)), atol=1e-5, rtol=1e-5)
     # flips: an image that is black on the left and white on the right comes out mirrored half the time
-    halves = torch.zeros(2000, 3, 20, 20, dtype=torch.uint8)
-    halves[..., 10:] = 255
+    halves = torch.zeros(2000, 20, 20, 3, dtype=torch.uint8)
+    halves[:, :, 10:] = 255
     out = augment(halves)
     mirrored = (out[:, 0, :, 0] > out[:, 0, :, -1]).all(dim=1).float().mean().item()
     assert abs(mirrored - 0.5) < 4 * math.sqrt(0.25 / 2000)
@@ -103,7 +115,7 @@ def test_batch_augment_matches_the_per_image_pipeline_statistically():
     torch.manual_seed(4)
     image = torch.randint(0, 256, (3, 24, 24), dtype=torch.uint8)
     draws = 3000
-    batched = BatchTrainAugment(20)(image.expand(draws, -1, -1, -1))
+    batched = BatchTrainAugment(20)(image.permute(1, 2, 0).expand(draws, -1, -1, -1))
     per_image = torch.stack([train_transform(20)(image) for _ in range(draws)])
     tolerance = 4 * per_image.std(0) / math.sqrt(draws) + 0.02
     assert ((batched.mean(0) - per_image.mean(0)).abs() <= tolerance * math.sqrt(2)).float().mean() > 0.99

@@ -34,11 +34,16 @@ from ray_fixtures import REPO, TINY_DATA, cli_command, cli_env, result_epochs
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def write_spec(path: Path, *, seeds=(1, 2), epochs: int = 3, parts=None, max_failures: int = 2) -> Path:
-    """A sweep of toy-convnextv2-xs (method ``none``) on a tiny synthetic-waterbirds, one CPU per trial."""
+MID_TRIAL_DATA = {"size": 1500, "val_size": 60, "test_size": 60}
+
+
+def write_spec(path: Path, *, seeds=(1, 2), epochs: int = 3, parts=None, max_failures: int = 2,
+               data: dict = TINY_DATA) -> Path:
+    """A sweep of toy-convnextv2-xs (method ``none``) on a small synthetic-waterbirds (``data``: its size
+    options), one CPU per trial."""
     source = {
         "name": "rel",
-        "datasets": {"synthetic-waterbirds": {"options": TINY_DATA}},
+        "datasets": {"synthetic-waterbirds": {"options": data}},
         "models": ["toy-convnextv2-xs"],
         "methods": ["none"],
         "seeds": list(seeds),
@@ -106,6 +111,20 @@ def complete_epochs(exp_dir: Path, names, epochs: int) -> None:
         assert set(result_epochs(exp_dir / name)) == set(range(1, epochs + 1)), name
 
 
+def recorded_checkpoints(exp_dir: Path) -> dict[str, int]:
+    """trial name -> epoch of its latest checkpoint, for the trials whose checkpoint the sweep's saved Tune
+    state holds (what ``Tuner.restore`` resumes from: a ``checkpoint_*`` folder and result rows reach the
+    sweep folder before, or after, the driver's next state snapshot)."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(str(exp_dir)).trials
+    except Exception:  # no state saved yet, or it is being replaced
+        return {}
+    return {trial.config["trial_name"]: trial.latest_checkpoint_result.metrics["epoch"]
+            for trial in trials if trial.checkpoint is not None}
+
+
 def prediction_times(trial_dir: Path) -> dict:
     folder = trial_dir / "groupsweep" / "predictions"
     return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.exists() else {}
@@ -164,7 +183,10 @@ def test_failed_trial_resumes_from_its_checkpoint_and_diverged_trial_is_not_retr
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_point", ["early", "mid-trial"])
 def test_driver_killed_at_any_point_is_finished_by_the_same_command(tmp_path, kill_point):
-    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1, 2), epochs=2)
+    # mid-trial: epochs long enough that the driver records a checkpoint (state snapshots reach the sweep
+    # folder a few seconds late) well before the trial ends
+    epochs, data = (2, TINY_DATA) if kill_point == "early" else (6, MID_TRIAL_DATA)
+    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1, 2), epochs=epochs, data=data)
     names = trial_names(spec_path)
     storage = tmp_path / "results"
     exp_dir = storage / "killed"
@@ -177,24 +199,28 @@ def test_driver_killed_at_any_point_is_finished_by_the_same_command(tmp_path, ki
             wait_for(lambda: (exp_dir / "groupsweep_spec.yaml").exists(), driver, what="the sweep started")
             time.sleep(2)
             assert not any(result_epochs(exp_dir / name) for name in names)
-        else:  # some trial reported (and checkpointed) an epoch, none has finished
-            wait_for(lambda: any(result_epochs(exp_dir / name) for name in names), driver, what="a first epoch")
-        reported = {name: result_epochs(exp_dir / name) for name in names}
-        checkpointed = {name: prediction_times(exp_dir / name) for name in names
-                        if any((exp_dir / name).glob("checkpoint_*"))}
+        else:  # a trial's checkpoint is recorded and the trial has epochs to go
+            def mid_trial() -> bool:
+                recorded = recorded_checkpoints(exp_dir) if any((exp_dir / name).exists() for name in names) else {}
+                return any(epoch < epochs for epoch in recorded.values())
+
+            wait_for(mid_trial, driver, what="a checkpoint recorded mid-trial")
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and anything it spawned in its session
         driver.communicate(timeout=60)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    assert not any(epochs == [1, 2] for epochs in reported.values()), reported
+    recorded = recorded_checkpoints(exp_dir)
+    if kill_point == "mid-trial":
+        assert any(epoch < epochs for epoch in recorded.values()), recorded
+    # the predictions of every recorded epoch, as written before the driver died
+    checkpointed = {name: {k: t for k, t in prediction_times(exp_dir / name).items() if int(k[6:10]) <= epoch}
+                    for name, epoch in recorded.items()}
 
     again = start_cli(*args)
     output = finish(again)
     assert again.returncode == 0, output[-4000:]
-    complete_epochs(exp_dir, names, 2)
-    if kill_point == "mid-trial":
-        assert checkpointed, reported
+    complete_epochs(exp_dir, names, epochs)
     for name, before in checkpointed.items():
         # resumed from the checkpoint: the epochs it holds were not trained (or written) again
         after = prediction_times(exp_dir / name)

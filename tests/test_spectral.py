@@ -244,9 +244,7 @@ def direct_top_eigenvalues(trial_dir: Path, epoch: int, k: int, positions=None) 
     if isinstance(inputs, dict):
         batch = dict(inputs)
     else:
-        from trainables.data.transforms import to_chw
-
-        batch = model_inputs.eval_batch_transform(to_chw(inputs))
+        batch = model_inputs.eval_batch_transform(torch.from_numpy(np.array(inputs)))
     with torch.no_grad():
         features = model.features(batch).double().numpy()
     groups = dataset.groups("train")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, eval_resize, eval_transform, normalize, to_chw,
-                                        train_augment, train_transform)
+from trainables.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, EvalBatchTransform, channels_first, eval_resize,
+                                        eval_transform, normalize, to_chw, train_augment, train_transform)
 from trainables.errors import GroupsweepError
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
@@ -59,6 +59,18 @@ def test_eval_is_deterministic_and_batchable():
     torch.testing.assert_close(once, twice, atol=0, rtol=0)
     per_image = torch.stack([transform(image) for image in batch])
     torch.testing.assert_close(once, per_image, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("height, width", [(37, 37), (40, 52)])
+def test_eval_batch_transform_takes_collated_channels_last_batches(height, width):
+    """A (B, H, W, 3) batch as the DataLoader collates cached squares: exactly ``eval_transform`` of the
+    channels-first images, as a contiguous (B, 3, S, S) float batch."""
+    collated = random_images(4, height, width, 3)
+    out = EvalBatchTransform(32)(collated)
+    assert out.shape == (4, 3, 32, 32) and out.dtype == torch.float32 and out.is_contiguous()
+    torch.testing.assert_close(out, eval_transform(32)(collated.permute(0, 3, 1, 2).contiguous()), atol=0, rtol=0)
+    view = channels_first(collated)
+    assert view.shape == (4, 3, height, width) and view.data_ptr() == collated.data_ptr()
 
 
 def test_train_is_random_but_reproducible_from_torch_seed():

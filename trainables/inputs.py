@@ -1,10 +1,11 @@
 """Turn a GroupDataset split into torch inputs: images or token tensors.
 
-Images stay uint8 until they reach the model's device: the DataLoader only copies the cached uint8
-squares (never re-decoding files), and each collated batch gets the paper's random crop, resize, flip
-and normalisation where the model runs, independently per image but as whole-batch operations
+Images stay uint8 and channels-last, as the decode-once cache stores them, until they reach the model's
+device: the DataLoader only copies the cached (H, W, 3) squares (never re-decoding files, never
+transposing pixels), and each collated (B, H, W, 3) batch gets the paper's random crop, resize, flip and
+normalisation where the model runs, independently per image but as whole-batch operations
 (``trainables.data.batch_augment``); evaluation batches are resized, centre-cropped and normalised as
-whole uint8 batches too.
+whole uint8 batches too. Both batch transforms hand the model float32 (B, 3, S, S) batches.
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from trainables.errors import GroupsweepError
 class ExampleDataset(Dataset):
     """Examples ``positions`` of one split; item i -> (input, label, position).
 
-    ``inputs`` is a uint8 (N, H, W, 3) array (images) or a dict of (N, L) token tensors (texts).
-    ``transform`` (images only) maps a uint8 CHW tensor to the model input; None returns the uint8 tensor.
+    ``inputs`` is a uint8 (N, H, W, 3) array (images: an item is its uint8 (H, W, 3) tensor, so a collated
+    batch is channels-last (B, H, W, 3), the layout the batch transforms take) or a dict of (N, L) token
+    tensors (texts: an item is a dict of (L,) tensors).
     """
 
-    def __init__(self, inputs, labels: np.ndarray, positions: np.ndarray, transform: Callable | None = None):
+    def __init__(self, inputs, labels: np.ndarray, positions: np.ndarray):
         self.inputs = inputs
         self.labels = torch.tensor(np.asarray(labels), dtype=torch.long)
         self.positions = torch.tensor(np.asarray(positions), dtype=torch.long)
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -42,9 +43,7 @@ class ExampleDataset(Dataset):
             item = {key: value[position] for key, value in self.inputs.items()}
         else:
             # A private copy: the arrays may be read-only (memmaps, Ray's shared object store).
-            item = torch.from_numpy(np.array(self.inputs[position])).permute(2, 0, 1)
-            if self.transform is not None:
-                item = self.transform(item)
+            item = torch.from_numpy(np.array(self.inputs[position]))
         return item, self.labels[position], position
 
 
@@ -52,21 +51,19 @@ class ExampleDataset(Dataset):
 class ModelInputs:
     """Per-split model inputs of a dataset, shared by training and evaluation.
 
-    ``inputs[split]`` holds uint8 images or encoded tokens; ``train_transform`` (None: none) is applied
-    to each training image in the DataLoader; ``train_batch_transform`` turns a collated uint8 batch of
-    training images into augmented model inputs; ``eval_batch_transform`` prepares a batch of uint8
-    evaluation images. The batch transforms are None for text.
+    ``inputs[split]`` holds uint8 images or encoded tokens; ``train_batch_transform`` turns a collated uint8
+    channels-last batch (B, H, W, 3) of training images into augmented model inputs; ``eval_batch_transform``
+    prepares such a batch of evaluation images. The batch transforms are None for text.
     """
 
     inputs: dict
     labels: dict
-    train_transform: Callable | None
     train_batch_transform: Callable | None
     eval_batch_transform: Callable | None
 
     def train_dataset(self, positions: np.ndarray) -> ExampleDataset:
         """The training examples at ``positions`` of the train split, with augmentation."""
-        return ExampleDataset(self.inputs["train"], self.labels["train"], positions, self.train_transform)
+        return ExampleDataset(self.inputs["train"], self.labels["train"], positions)
 
     def eval_dataset(self, split: str) -> ExampleDataset:
         """Every example of ``split`` in order, without augmentation."""
@@ -88,14 +85,13 @@ def build_model_inputs(dataset: GroupDataset, model_modality: str, tokenizer=Non
     labels = {split: dataset.splits[split].y for split in SPLITS}
     if dataset.modality == "image":
         from trainables.data.batch_augment import BatchTrainAugment
-        from trainables.data.transforms import eval_transform
+        from trainables.data.transforms import EvalBatchTransform
 
         return ModelInputs(
             inputs={split: dataset.splits[split].inputs for split in SPLITS},
             labels=labels,
-            train_transform=None,
             train_batch_transform=BatchTrainAugment(dataset.image_size),
-            eval_batch_transform=eval_transform(dataset.image_size),
+            eval_batch_transform=EvalBatchTransform(dataset.image_size),
         )
     from trainables.tokenization import encode_texts
 
@@ -103,8 +99,7 @@ def build_model_inputs(dataset: GroupDataset, model_modality: str, tokenizer=Non
         split: encode_texts(tokenizer, list(dataset.splits[split].inputs), dataset.max_length, cache_dir=cache_dir)
         for split in SPLITS
     }
-    return ModelInputs(inputs=inputs, labels=labels, train_transform=None, train_batch_transform=None,
-                       eval_batch_transform=None)
+    return ModelInputs(inputs=inputs, labels=labels, train_batch_transform=None, eval_batch_transform=None)
 
 
 def text_corpus(dataset: GroupDataset) -> list[str]:

@@ -1,7 +1,7 @@
 """The paper's training augmentation for a whole batch at once, on the device the batch is on.
 
-``BatchTrainAugment(S)`` maps a uint8 batch ``(B, 3, H, W)`` to float32 ImageNet-normalised ``(B, 3, S, S)``
-with, for every image independently, torchvision's ``RandomResizedCrop(S, scale=(0.7, 1))`` (crop box drawn
+``BatchTrainAugment(S)`` maps a uint8 channels-last batch ``(B, H, W, 3)`` (as the DataLoader collates the
+cached squares) to float32 ImageNet-normalised ``(B, 3, S, S)`` (contiguous) with, for every image independently, torchvision's ``RandomResizedCrop(S, scale=(0.7, 1))`` (crop box drawn
 by the same rule as ``RandomResizedCrop.get_params``), an antialiased bilinear resize of the box (the
 weights of torch's ``interpolate(mode="bilinear", antialias=True)``), a horizontal flip with probability
 1/2, and ImageNet normalisation.
@@ -14,7 +14,7 @@ per-image resize calls in DataLoader workers with two large kernels where the mo
 equals torch's float ``resized_crop(..., antialias=True)`` of each image up to float rounding (tests
 check it). On the CPU the same boxes and flips go through torch's antialiased ``interpolate`` image by
 image (dense products would cost more there than they save), in the images' dtype: for uint8 images,
-exactly the per-image torchvision pipeline's pixels.
+exactly the per-image torchvision pipeline's pixels, turned into floats only by the normalisation.
 
 Randomness (boxes and flips) comes from torch's global CPU RNG, so ``torch.manual_seed`` reproduces an
 epoch's augmentation whatever the device.
@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from trainables.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from trainables.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channels_first
 
 SCALE = (0.7, 1.0)
 RATIO = (3 / 4, 4 / 3)
@@ -89,9 +89,9 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, out_
 
 def resized_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
     """Each image's box ``(top, left, h, w)`` resized (antialiased bilinear) to ``size`` x ``size`` and, where
-    ``flips`` is true, mirrored left-right: ``(B, C, H, W)`` -> float32 ``(B, C, size, size)`` in the input's
-    units; ``matmul_resized_crops`` on a GPU, ``interpolated_crops`` on the CPU (dense products cost more
-    than they save there)."""
+    ``flips`` is true, mirrored left-right: ``(B, C, H, W)`` (any memory layout) -> ``(B, C, size, size)`` in
+    the input's units: ``matmul_resized_crops`` (float32) on a GPU, ``interpolated_crops`` (the images'
+    dtype) on the CPU (dense products cost more than they save there)."""
     if images.device.type == "cpu":
         return interpolated_crops(images, boxes, flips, size)
     return matmul_resized_crops(images, boxes, flips, size)
@@ -108,32 +108,36 @@ def matmul_resized_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch
 
 
 def interpolated_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
-    """``resized_crops`` image by image with torch's antialiased ``interpolate`` in the images' dtype (uint8:
-    torch's integer kernel, the per-image torchvision pipeline's pixels), then as float32."""
+    """``resized_crops`` image by image with torch's antialiased ``interpolate``, in the images' dtype (uint8 in,
+    uint8 out: torch's integer kernel, exactly the per-image torchvision pipeline's pixels)."""
     batch, channels = images.shape[:2]
     out = torch.empty(batch, channels, size, size, dtype=images.dtype, device=images.device)
     images = images.contiguous(memory_format=torch.channels_last)  # torch's fast path for 3-channel uint8
-    for index, (image, (top, left, h, w), flip) in enumerate(zip(images, boxes.tolist(), flips.tolist())):
-        crop = torch.nn.functional.interpolate(image[None, :, top:top + h, left:left + w], size=(size, size),
-                                               mode="bilinear", antialias=True, align_corners=False)[0]
+    for index, ((top, left, h, w), flip) in enumerate(zip(boxes.tolist(), flips.tolist())):
+        # sliced, not indexed: ``images[index][None]`` loses the channels-last strides and the fast path
+        crop = torch.nn.functional.interpolate(images[index:index + 1, :, top:top + h, left:left + w],
+                                               size=(size, size), mode="bilinear", antialias=True,
+                                               align_corners=False)[0]
         out[index] = crop.flip(-1) if flip else crop
-    return out.float()
+    return out
 
 
 class BatchTrainAugment:
-    """uint8 ``(B, 3, H, W)`` -> float32 ImageNet-normalised ``(B, 3, size, size)``: random resized crop
-    (scale 0.7-1), horizontal flip and normalisation, drawn independently per image (module docstring)."""
+    """uint8 channels-last ``(B, H, W, 3)`` -> float32 ImageNet-normalised ``(B, 3, size, size)``, contiguous:
+    random resized crop (scale 0.7-1), horizontal flip and normalisation, drawn independently per image
+    (module docstring)."""
 
     def __init__(self, size: int):
         self.size = size
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = channels_first(images)
         batch, _, height, width = images.shape
         boxes = random_resized_crop_boxes(batch, height, width)
         flips = torch.rand(batch) < 0.5
         mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255
         std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255
-        return resized_crops(images, boxes, flips, self.size).sub_(mean).div_(std)
+        return resized_crops(images, boxes, flips, self.size).float().sub_(mean).div_(std)
 
     def __repr__(self) -> str:
         return f"BatchTrainAugment(size={self.size})"

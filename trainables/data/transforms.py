@@ -7,7 +7,8 @@ global RNG, so ``torch.manual_seed`` reproduces a training epoch's crops and fli
 
 Evaluation is split where its images stop being uint8: ``eval_resize`` keeps uint8 pixels (whole
 batches at once) and ``normalize`` turns a uint8 batch into ImageNet-normalised floats on whatever
-device the batch is on; ``eval_transform`` is the composition. Training batches are augmented by
+device the batch is on; ``eval_transform`` is the composition, and ``EvalBatchTransform`` applies it to
+the channels-last batches the DataLoader collates from the cache. Training batches are augmented by
 ``trainables.data.batch_augment.BatchTrainAugment`` (each image its own crop and flip, as whole-batch
 operations where the model runs); ``train_augment`` / ``train_transform`` are the same augmentation
 image by image with torchvision, the reference that its tests and the input-pipeline benchmark compare
@@ -60,6 +61,26 @@ def eval_transform(image_size: int) -> v2.Compose:
     result as image by image.
     """
     return v2.Compose([eval_resize(image_size), normalize()])
+
+
+class EvalBatchTransform:
+    """A collated uint8 channels-last batch (B, H, W, 3) -> float32 (B, 3, S, S), contiguous: ``eval_transform``
+    applied to its ``channels_first`` view (no transposing copy of the uint8 pixels)."""
+
+    def __init__(self, image_size: int):
+        self.transform = eval_transform(image_size)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.transform(channels_first(images)).contiguous()
+
+    def __repr__(self) -> str:
+        return f"EvalBatchTransform({self.transform})"
+
+
+def channels_first(images: torch.Tensor) -> torch.Tensor:
+    """Channels-last images (..., H, W, 3), as the cache stores them and the DataLoader collates them, as a
+    (..., 3, H, W) view: no copy (its memory stays channels-last, the layout torch's uint8 resize prefers)."""
+    return images.movedim(-1, -3)
 
 
 def to_chw(images: np.ndarray) -> torch.Tensor:
