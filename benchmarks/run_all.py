@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
-    "input_pipeline": ([], ["--n", "400", "--epochs", "1"]),
+    "input_pipeline": ([], ["--n", "400", "--epochs", "1", "--repeats", "1"]),
     "engine_overhead": ([], ["--repeats", "1", "--set", "seeds=[1]", "--set", "epochs=1",
                              "--set", "models=[toy-resnet-xs]"]),
     "packing": ([], ["--repeats", "1", "--epochs", "1", "--size", "600"]),
