@@ -1,0 +1,24 @@
+"""The input-pipeline benchmark runs as the README says (``python benchmarks/input_pipeline.py``) and
+prints both rates and their ratio for both pipelines; tiny settings, so it checks the script, not speed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from ray_fixtures import REPO
+
+
+def test_input_pipeline_benchmark_prints_rates_and_ratios(tmp_path):
+    command = [sys.executable, "benchmarks/input_pipeline.py", "--n", "48", "--size", "40", "--image-size", "32",
+               "--batch-size", "8", "--epochs", "1", "--repeats", "2", "--dir", str(tmp_path / "waterbirds")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "wrote 48 JPEGs" in done.stdout
+    for label in ("example", r"batch \(project\)"):
+        row = re.search(rf"^{label}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+([\d.]+), ([\d.]+)$", done.stdout, re.M)
+        assert row is not None, done.stdout
+        jpeg, cached, ratio = (float(value) for value in row.groups()[:3])
+        assert jpeg > 0 and cached > 0 and ratio > 0
+    assert "target: project pipeline (batch) >= 3x" in done.stdout
