@@ -37,7 +37,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from _common import machine  # noqa: E402  (first: puts the repository on sys.path)
+from _common import machine  # first: puts the repository on sys.path
 from trainables.data.base import load_dataset
 from trainables.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw, train_transform
 from trainables.data.waterbirds import load_waterbirds  # noqa: F401  (registers "waterbirds")

@@ -1,7 +1,8 @@
 """The paper's training augmentation for a whole batch at once, on the device the batch is on.
 
 ``BatchTrainAugment(S)`` maps a uint8 channels-last batch ``(B, H, W, 3)`` (as the DataLoader collates the
-cached squares) to float32 ImageNet-normalised ``(B, 3, S, S)`` (contiguous) with, for every image independently, torchvision's ``RandomResizedCrop(S, scale=(0.7, 1))`` (crop box drawn
+cached squares) to float32 ImageNet-normalised ``(B, 3, S, S)`` (contiguous) with, for every image
+independently, torchvision's ``RandomResizedCrop(S, scale=(0.7, 1))`` (crop box drawn
 by the same rule as ``RandomResizedCrop.get_params``), an antialiased bilinear resize of the box (the
 weights of torch's ``interpolate(mode="bilinear", antialias=True)``), a horizontal flip with probability
 1/2, and ImageNet normalisation.
