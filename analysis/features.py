@@ -1,37 +1,48 @@
-"""Penultimate features of a trained trial, streamed into per-group covariance statistics.
+"""Which trials the spectral analysis looks at, and their penultimate features as per-group statistics.
 
-A trial directory holds Ray's ``params.json`` (the trial config) and Ray checkpoints
-``checkpoint_NNNNNN/state.pt`` (multi-worker trials: ``train/checkpoint_NNNNNN/state.pt``), each the
-``finetune`` state after one epoch (keys ``epoch``, ``config``, ``model``, ...). Ray numbers
-checkpoint folders by report, not by epoch, and keeps only the last ``num_to_keep`` of them (the
-sweep keeps one: the final epoch), so only the epochs whose checkpoints are still on disk can be
-analysed; ``checkpoint_epochs`` lists them (it reads each ``state.pt`` memory-mapped, without loading
-its tensors).
+Trials are chosen from a loaded sweep (``analysis.results.SweepResults``): per dataset and model, every
+seed of the method a validation criterion selects (``criterion_trials``), or by id or name
+(``resolve_trials``).
 
-Extraction rebuilds the dataset and the model exactly as the run did (same config, tokenizer and
-architecture), loads the checkpoint's weights, and runs ``GroupModel.features`` (the input of the final
-linear layer) in eval mode, under ``torch.no_grad``, in float32, over the training split without
-augmentation (images: the evaluation resize + centre crop), or over the subset the run trained on
-(``examples='train_subset'``: the distinct examples of ``make_plan`` for the config's method, ratio and
-seed, the plan ``finetune`` draws). Features are never kept: each batch is folded into a per-group
-``CovarianceAccumulator`` (float64), so memory is bounded by ``groups x D x D`` plus one batch, not
-by the number of examples, nor by their tokens or pre-pooling maps.
+A trial is read only through its trial directory (``trainables.trial_dir.TrialDir``, a local path or a
+``pyarrow.fs`` URI): its config (``TrialDir.params``) and its kept checkpoints (``TrialDir.state_files``
+and ``load_state``), each the ``finetune`` state after one epoch. Ray numbers checkpoint folders by
+report, not by epoch, and keeps only the last ``num_to_keep`` of them (the sweep keeps one: the final
+epoch), so only the epochs whose checkpoints are still there can be analysed; ``checkpoint_epochs``
+lists them.
+
+Extraction rebuilds the dataset and the model exactly as the run did (``trainables.builders``: same
+config, tokenizer and architecture), loads the checkpoint's weights, and runs ``GroupModel.features``
+(the input of the final linear layer) in eval mode, under ``torch.no_grad``, in float32, over the
+training split without augmentation (images: the evaluation resize + centre crop), or over the subset
+the run trained on (``examples='train_subset'``: the distinct examples of the run's training plan,
+``trainables.plans.training_plan``, so a balancing method's plan for its ratio and seed, or the
+examples a D3M / AUTO-D3M trial kept, as saved in its trial directory). Features are never kept: each
+batch is folded into a per-group ``analysis.covariance.CovarianceAccumulator`` (float64), so memory is
+bounded by ``groups x D x D`` plus one batch, not by the number of examples, nor by their tokens or
+pre-pooling maps. ``analyze_trials`` turns each trial's statistics into an
+``analysis.covariance.TrialSpectrum``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Subset
 
-from analysis.spectral import EXAMPLES, CovarianceAccumulator
+from analysis.covariance import CovarianceAccumulator, TrialSpectrum, check_k, spectrum_from_statistics
+from analysis.selection import select
+from trainables.builders import build_model_and_inputs, load_config_dataset
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, choose
-from trainables.trainable import STATE_FILE, TRAIN_RUN_NAME
+from trainables.plans import training_plan
+from trainables.trial_dir import TrialDir
 
-CHECKPOINT_PATTERNS = (f"checkpoint_*/{STATE_FILE}", f"{TRAIN_RUN_NAME}/checkpoint_*/{STATE_FILE}")
+# The example sets features can be extracted from: the full training split, or the examples trained on.
+EXAMPLES = ("train", "train_subset")
 
 
 @dataclass
@@ -52,56 +63,104 @@ class TrialStatistics:
     train_counts: np.ndarray
 
 
+# --- choosing trials ---------------------------------------------------------------------------------
+
+def criterion_trials(results, criterion: str) -> tuple[list, list]:
+    """``(trial ids, notes)``: per dataset and model, the complete trials (every seed) of the balancing
+    method that ``analysis.selection.select`` chooses with ``criterion`` (final epoch, by model)."""
+    selection = select(results, [criterion], epoch="final", by_model=True)
+    trials = results.trials[results.trials["status"] == "complete"]
+    chosen = []
+    for row in selection.table.itertuples(index=False):
+        variant = getattr(row, "variant", "")
+        same_ratio = trials["ratio"].isna() if pd.isna(row.ratio) else trials["ratio"] == row.ratio
+        match = trials[(trials["dataset"] == row.dataset) & (trials["model"] == row.model)
+                       & (trials["method"] == row.method) & same_ratio & (trials["variant"] == variant)]
+        chosen += sorted(match.index, key=lambda trial_id: (match.loc[trial_id, "seed"], trial_id))
+    return chosen, list(selection.notes)
+
+
+def resolve_trials(results, idents) -> list:
+    """Trial ids of ``idents``, each a trial id or a trial name; a one-line error lists the known names."""
+    names = dict(zip(results.trials["trial_name"], results.trials.index))
+    out = []
+    for ident in idents:
+        if ident in results.trials.index:
+            out.append(ident)
+        elif ident in names:
+            out.append(names[ident])
+        else:
+            raise GroupsweepError(f"unknown trial {ident!r} in {results.run_dir}; choose a trial id or name: "
+                                  f"{', '.join(sorted(names))}")
+    return out
+
+
+def reported_test_group_acc(results, trial_id: str, epoch: int, n_groups: int) -> np.ndarray:
+    """``test/acc_group_g`` for every group as the trial reported it after ``epoch`` (NaN where absent)."""
+    frame = results.frame
+    row = frame[(frame["trial_id"] == trial_id) & (frame["epoch"] == epoch)]
+    values = np.full(n_groups, np.nan)
+    for g in range(n_groups):
+        column = f"test/acc_group_{g}"
+        if len(row) and column in row:
+            values[g] = float(row[column].iloc[-1])
+    return values
+
+
+# --- one trial's files --------------------------------------------------------------------------------
+
+def _as_trial_dir(trial_dir) -> TrialDir:
+    """``trial_dir`` (a ``TrialDir``, a local path or a ``pyarrow.fs`` URI) as a ``TrialDir``."""
+    return trial_dir if isinstance(trial_dir, TrialDir) else TrialDir(str(trial_dir))
+
+
 def read_config(trial_dir) -> TrainConfig:
-    """The trial's ``TrainConfig`` from its ``params.json``."""
-    path = Path(trial_dir) / "params.json"
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise GroupsweepError(f"cannot read the trial config {path} ({type(error).__name__}: {error})") from None
-    return TrainConfig.from_dict(values)
+    """The trial's ``TrainConfig``, from its trial directory's config (``TrialDir.params``); a one-line
+    ``GroupsweepError`` when it is missing or invalid."""
+    return TrainConfig.from_dict(_as_trial_dir(trial_dir).params())
 
 
-def checkpoint_epochs(trial_dir) -> dict[int, Path]:
-    """``{epoch: path of state.pt}`` for every checkpoint still on disk in ``trial_dir`` (the latest
-    file wins if two hold the same epoch)."""
-    import torch
+def _kept_states(trial: TrialDir):
+    """``(state file name, state)`` of every checkpoint still in ``trial``, in ``TrialDir.state_files``
+    order; local states are memory-mapped, so their tensors are only read when used."""
+    for name in trial.state_files():
+        yield name, trial.load_state(name)
 
-    found = {}
-    paths = sorted(path for pattern in CHECKPOINT_PATTERNS for path in Path(trial_dir).glob(pattern))
-    for path in sorted(paths, key=lambda p: p.stat().st_mtime):
-        try:
-            state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-        except (OSError, RuntimeError, EOFError) as error:
-            raise GroupsweepError(f"cannot read checkpoint {path} ({type(error).__name__}: {error})") from None
-        found[int(state["epoch"])] = path
-    return found
+
+def checkpoint_epochs(trial_dir) -> dict[int, str]:
+    """``{epoch: name of its state file in the trial directory}`` for every checkpoint still kept in
+    ``trial_dir`` (a later ``TrialDir.state_files`` entry wins if two hold the same epoch); load one
+    with ``TrialDir.load_state``."""
+    return {state["epoch"]: name for name, state in _kept_states(_as_trial_dir(trial_dir))}
 
 
 def load_model_state(trial_dir, epoch: int) -> dict:
     """The model weights saved after ``epoch``; a one-line error lists the epochs kept otherwise."""
-    import torch
-
-    epochs = checkpoint_epochs(trial_dir)
-    if epoch not in epochs:
-        kept = ", ".join(map(str, sorted(epochs))) or "none"
-        raise GroupsweepError(f"trial {Path(trial_dir).name} has no checkpoint of epoch {epoch}; kept epochs: {kept} "
+    trial = _as_trial_dir(trial_dir)
+    kept, model = set(), None
+    for _, state in _kept_states(trial):
+        kept.add(state["epoch"])
+        if state["epoch"] == epoch:
+            model = state["model"]
+    if model is None:
+        raise GroupsweepError(f"trial {trial.name} has no checkpoint of epoch {epoch}; kept epochs: "
+                              f"{', '.join(map(str, sorted(kept))) or 'none'} "
                               "(Ray keeps only the last checkpoints of a trial)")
-    return torch.load(epochs[epoch], map_location="cpu", weights_only=False)["model"]
+    return model
 
 
-def example_positions(config: TrainConfig, dataset, examples: str) -> np.ndarray:
+def example_positions(config: TrainConfig, dataset, examples: str, trial_dir=None) -> np.ndarray:
     """Positions in the training split of the examples analysed: all (``train``) or the distinct
-    examples of the run's balancing plan (``train_subset``)."""
+    examples of the run's training plan (``train_subset``, ``trainables.plans.training_plan``; a D3M /
+    AUTO-D3M trial's plan reuses the selection saved in ``trial_dir``)."""
     choose("examples", examples, EXAMPLES)
-    y = dataset.splits["train"].y
     if examples == "train":
-        return np.arange(len(y))
-    from trainables.balancing import make_plan
+        return np.arange(len(dataset.splits["train"].y))
+    location = None if trial_dir is None else _as_trial_dir(trial_dir).location
+    return np.unique(training_plan(config, dataset, trial_dir=location).indices)
 
-    plan = make_plan(y, dataset.groups("train"), config.method, config.ratio, config.seed, n_classes=dataset.n_classes)
-    return np.unique(plan.indices)
 
+# --- features ----------------------------------------------------------------------------------------
 
 def _to_device(inputs, device):
     if isinstance(inputs, dict):
@@ -113,8 +172,6 @@ def accumulate_features(model, loader, groups: np.ndarray, device, batch_transfo
     """Stream ``model.features`` over ``loader`` (items ``(inputs, label, position)``) into a per-group
     ``CovarianceAccumulator``; ``groups[position]`` is each example's group. Runs in eval mode, without
     gradients, in float32; ``batch_transform`` (image evaluation preprocessing) is applied on ``device``."""
-    import torch
-
     model = model.to(device=device, dtype=torch.float32).eval()
     accumulator = CovarianceAccumulator()
     with torch.no_grad():
@@ -129,32 +186,26 @@ def accumulate_features(model, loader, groups: np.ndarray, device, batch_transfo
 
 def default_device() -> str:
     """``cuda`` when torch sees a GPU, else ``cpu``."""
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def trial_statistics(trial_dir, epoch: int | None = None, examples: str = "train", device: str | None = None,
                      batch_size: int | None = None) -> TrialStatistics:
-    """Per-group statistics of the penultimate training features of the trial in ``trial_dir`` after
-    ``epoch`` (default: its last configured epoch). ``examples``: ``train`` (the full training split)
-    or ``train_subset`` (the examples the run trained on); ``device``: default ``default_device()``;
-    ``batch_size``: default the config's ``eval_batch_size``. Raises a one-line ``GroupsweepError``
-    when the checkpoint of ``epoch`` is not kept."""
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
-    from trainables.finetune import build_model_and_inputs, load_config_dataset
-
+    """Per-group statistics of the penultimate training features of the trial in ``trial_dir`` (a
+    ``TrialDir``, a local path or a ``pyarrow.fs`` URI) after ``epoch`` (default: its last configured
+    epoch). ``examples``: ``train`` (the full training split) or ``train_subset`` (the examples the run
+    trained on); ``device``: default ``default_device()``; ``batch_size``: default the config's
+    ``eval_batch_size``. Raises a one-line ``GroupsweepError`` when the checkpoint of ``epoch`` is not kept."""
     choose("examples", examples, EXAMPLES)
-    config = read_config(trial_dir)
+    trial = _as_trial_dir(trial_dir)
+    config = read_config(trial)
     epoch = config.epochs if epoch is None else int(epoch)
-    state = load_model_state(trial_dir, epoch)
+    state = load_model_state(trial, epoch)
     dataset = load_config_dataset(config)
     model, model_inputs = build_model_and_inputs(config, dataset)
     model.load_state_dict(state)
     del state
-    positions = example_positions(config, dataset, examples)
+    positions = example_positions(config, dataset, examples, trial)
     loader = DataLoader(Subset(model_inputs.eval_dataset("train"), positions.tolist()),
                         batch_size=batch_size or config.eval_batch_size)
     accumulator = accumulate_features(model, loader, dataset.groups("train"), torch.device(device or default_device()),
@@ -164,3 +215,28 @@ def trial_statistics(trial_dir, epoch: int | None = None, examples: str = "train
         n_spurious=dataset.n_spurious, group_names=list(dataset.group_names), class_names=list(dataset.class_names),
         train_counts=dataset.group_counts("train"),
     )
+
+
+# --- trials to spectra ---------------------------------------------------------------------------------
+
+def analyze_trials(results, trial_ids, k: int, epoch: int | None = None, examples: str = "train",
+                   device: str | None = None, batch_size: int | None = None, log=None) -> list[TrialSpectrum]:
+    """One ``TrialSpectrum`` per trial of ``results`` (an ``analysis.results.SweepResults``): features
+    extracted from the checkpoint of ``epoch`` (default: each trial's last configured epoch), top-``k``
+    eigenvalues, and the test group accuracies reported at that epoch. ``log(message)`` is told about
+    each trial as it starts."""
+    k = check_k(k)
+    spectra = []
+    for trial_id in trial_ids:
+        trial = results.trials.loc[trial_id]
+        if log is not None:
+            log(f"extracting features of {trial['trial_name']} ({trial['dataset']}, {trial['model']}, "
+                f"seed {trial['seed']})")
+        statistics = trial_statistics(results.trial_dir(trial_id), epoch=epoch, examples=examples, device=device,
+                                      batch_size=batch_size)
+        info = {"dataset": trial["dataset"], "model": trial["model"], "method_label": trial["method_label"],
+                "variant": trial["variant"], "seed": int(trial["seed"]), "trial_id": trial_id,
+                "trial_name": trial["trial_name"], "epoch": statistics.epoch, "examples": examples}
+        accuracy = reported_test_group_acc(results, trial_id, statistics.epoch, len(statistics.train_counts))
+        spectra.append(spectrum_from_statistics(info, statistics, k, accuracy))
+    return spectra

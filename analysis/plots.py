@@ -18,7 +18,12 @@ Figures (``FIGURES``), one panel per dataset (scaling: two rows of panels):
 complete trials at their final epoch. ``collapse``, ``mixture`` and ``ablation`` show one model per
 dataset: the one asked for, else the largest. Accuracies are plotted in percent; the CSV holds the
 plotted statistics as fractions, like the results. Sizes are fixed: ``figure_size`` gives inches,
-at ``DPI`` dots per inch. Colours are the Okabe-Ito colour-blind-safe palette.
+at ``DPI`` dots per inch. Colours are the Okabe-Ito colour-blind-safe palette (``OKABE_ITO``, with
+``MARKERS`` and ``LINESTYLES``).
+
+``panel_figure`` and ``save_figure`` are the one way a figure is laid out and written, here and in
+``analysis.spectral_plots`` (the spectral figures): a grid of fixed-size panels, one shared legend and
+caption underneath, PNG + PDF + the CSV of the plotted numbers.
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ def plot_collapse(results: SweepResults, out_dir, model: str | None = None) -> F
     stats = _seed_stats(frame, ["dataset", "model", "series", "epoch"], {"test_wga": "test/wga"})
     datasets = sorted(stats["dataset"].unique())
     styles = _styles(stats["series"])
-    fig, axes = _figure(len(datasets), 1)
+    fig, axes = panel_figure(len(datasets), 1)
     for ax, dataset in zip(axes[0], datasets):
         part = stats[stats["dataset"] == dataset]
         for series, line in _by_series(part):
@@ -93,7 +98,7 @@ def plot_collapse(results: SweepResults, out_dir, model: str | None = None) -> F
         ax.set_title(f"{dataset} ({part['model'].iloc[0]})")
         ax.set_xlabel("Epoch")
         ax.set_ylabel("Test worst-group accuracy (%)")
-    _save(fig, output, out_dir, stats, "Mean over seeds; band: +/- 1 sample std (ddof=1)")
+    save_figure(fig, output, out_dir, stats, "Mean over seeds; band: +/- 1 sample std (ddof=1)")
     return output
 
 
@@ -117,7 +122,7 @@ def plot_scaling(results: SweepResults, out_dir) -> FigureOutput:
         if stats.loc[stats["dataset"] == dataset, "num_parameters"].nunique() < 2:
             output.notes.append(f"scaling: {dataset} has results for only one model size")
     styles = _styles(stats["series"])
-    fig, axes = _figure(len(datasets), 2)
+    fig, axes = panel_figure(len(datasets), 2)
     for column, dataset in enumerate(datasets):
         part = stats[stats["dataset"] == dataset].sort_values("num_parameters")
         for row, (metric, label) in enumerate((("test_wga", "Test worst-group accuracy (%)"),
@@ -135,7 +140,7 @@ def plot_scaling(results: SweepResults, out_dir) -> FigureOutput:
             ax.set_xlabel("Parameters")
             ax.set_ylabel(label)
             ax.set_title(dataset)
-    _save(fig, output, out_dir, stats, "Final epoch; mean over seeds, error bars +/- 1 sample std (ddof=1). "
+    save_figure(fig, output, out_dir, stats, "Final epoch; mean over seeds, error bars +/- 1 sample std (ddof=1). "
           "Interpolation threshold: smallest model whose `none` run reaches 100% train accuracy (>= 1 seed)")
     return output
 
@@ -182,7 +187,7 @@ def _ratio_figure(results: SweepResults, out_dir, name: str, methods: tuple, mod
     stats = stats.rename(columns={"x": "ratio"})
     datasets = sorted(stats["dataset"].unique())
     styles = _styles(stats["series"])
-    fig, axes = _figure(len(datasets), 1)
+    fig, axes = panel_figure(len(datasets), 1)
     for ax, dataset in zip(axes[0], datasets):
         part = stats[stats["dataset"] == dataset]
         for series, line in _by_series(part):
@@ -196,7 +201,7 @@ def _ratio_figure(results: SweepResults, out_dir, name: str, methods: tuple, mod
         ax.set_title(f"{dataset} ({part['model'].iloc[0]})")
         ax.set_xlabel("Class-imbalance ratio (majority : minority)")
         ax.set_ylabel("Test worst-group accuracy (%)")
-    _save(fig, output, out_dir, stats, "Final epoch; mean over seeds, error bars +/- 1 sample std (ddof=1)")
+    save_figure(fig, output, out_dir, stats, "Final epoch; mean over seeds, error bars +/- 1 sample std (ddof=1)")
     return output
 
 
@@ -308,10 +313,12 @@ def _line_with_band(ax, x, mean, std, series: str, style: tuple) -> None:
     ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
 
 
-def _figure(n_cols: int, n_rows: int):
-    """A figure of fixed size (``figure_size``) with an ``n_rows`` x ``n_cols`` grid of axes (always
-    2-D) and fixed margins, the bottom ``LEGEND_HEIGHT`` inches kept for the shared legend. Built
-    without pyplot (no global state, faster to import)."""
+def panel_figure(n_cols: int, n_rows: int):
+    """``(figure, axes)``: a figure of fixed size (``figure_size``) with an ``n_rows`` x ``n_cols`` grid
+    of axes (``axes[row][col]``, always 2-D) and fixed margins, the bottom ``LEGEND_HEIGHT`` inches kept
+    for the shared legend that ``save_figure`` adds. Built without pyplot (no global state, faster to
+    import). Every figure of the package is drawn on one of these, then written by ``save_figure``."""
+    # deferred: matplotlib takes about a second to import, and only drawing needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -327,8 +334,10 @@ def _figure(n_cols: int, n_rows: int):
     return fig, axes
 
 
-def _save(fig, output: FigureOutput, out_dir, stats: pd.DataFrame, caption: str) -> None:
-    """Add the shared legend and caption under the panels, write PNG, PDF and CSV."""
+def save_figure(fig, output: FigureOutput, out_dir, stats: pd.DataFrame, caption: str) -> None:
+    """Finish a ``panel_figure``: add the shared legend (every labelled artist of its axes, once per
+    label) with ``caption`` as its title under the panels, and write ``<output.name>.png`` (at ``DPI``),
+    ``.pdf`` and ``.csv`` (``stats``, the plotted numbers) into ``out_dir``, setting ``output``'s paths."""
     handles, labels = {}, []
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):

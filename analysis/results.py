@@ -1,32 +1,31 @@
 """Load a sweep's results directory offline into one tidy table (no Ray cluster, no experiment state).
 
-A results directory is Ray Tune's ``<storage>/<name>/``: one sub-directory per trial holding Ray's
-``params.json`` (the trial config), ``progress.csv`` and ``result.json`` (one row / line per epoch
-report), ``error.txt`` if the trial raised, and groupsweep's ``groupsweep/labels.npz`` and
-``groupsweep/predictions/epoch_XXXX.npz``. It may belong to a sweep that is still running.
+A results directory is Ray Tune's ``<storage>/<name>/``, a local path or a ``pyarrow.fs`` URI
+(``file:///...``, ``s3://...``): one trial directory per trial, whose files ``trainables.trial_dir``
+names and reads (this module spells no file name): the trial config (``PARAMS_FILE``), the reports
+(``PROGRESS_FILE``, a CSV, and ``RESULT_FILE``, JSON lines; one row / line per epoch report), Ray's
+``ERROR_FILE`` if the trial raised, and groupsweep's ``LABELS_FILE`` and ``predictions_file(epoch)``.
+It may belong to a sweep that is still running.
 
-Reports are read from ``progress.csv``: all trials whose CSV header is identical are parsed in one
-``pandas.read_csv`` call, about ten times faster than parsing ``result.json`` (which repeats the whole
-config on every line). ``progress.csv`` has two weaknesses, so every file is checked and a trial
-falls back to its ``result.json`` when the check fails: Ray fixes its columns at the first report (a
-key first reported later is dropped), and after a restore Ray appends rows without a header in the
-key order of the first new report, which can shift columns. A shifted row shows up as a comma count
-that does not fit the header (such files are parsed alone and strictly), a second ``trial_id``
-value, or a non-number in a metric column. A last line without its newline (a write cut
-short) is ignored in both files. A trial whose files cannot be read is skipped with a
-``CorruptTrialWarning`` naming it; the others load. Epochs reported twice (a trial restored from a
-checkpoint repeats the epochs after it) keep the last report.
+Reports are read from the CSV: all trials whose CSV header is identical are parsed in one
+``pandas.read_csv`` call, about ten times faster than parsing the JSON lines (which repeat the whole
+config on every line). The CSV has two weaknesses, so every file is checked and a trial falls back to
+its JSON lines when the check fails: Ray fixes its columns at the first report (a key first reported
+later is dropped), and after a restore Ray appends rows without a header in the key order of the
+first new report, which can shift columns. A shifted row shows up as a comma count that does not fit
+the header (such files are parsed alone and strictly), a second ``trial_id`` value, or a non-number
+in a metric column. A last line without its newline (a write cut short) is ignored in both files. A
+trial whose files cannot be read is skipped with a ``CorruptTrialWarning`` naming it; the others
+load. Epochs reported twice (a trial restored from a checkpoint repeats the epochs after it) keep the
+last report.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
-import os
 import re
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainables.balancing import method_label
 from trainables.errors import GroupsweepError
+from trainables.trial_dir import (ERROR_FILE, LABELS_FILE, PARAMS_FILE, PROGRESS_FILE, RESULT_FILE, TrialDir,
+                                  UnreadableFile, is_directory, predictions_file, subdirectory_names, trial_dirs)
 
 # Ray's bookkeeping keys that carry no information about the run's results.
 RAY_DROPPED = ("config", "date", "pid", "hostname", "node_ip", "time_this_iter_s", "time_since_restore",
@@ -64,13 +66,6 @@ class _Unreadable(Exception):
     """Internal: why one trial's files cannot be read."""
 
 
-def method_label(method: str, ratio) -> str:
-    """Display name of a balancing method: ``"upsampling"``, or ``"mixture 2:1"`` with its ratio."""
-    if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)):
-        return str(method)
-    return f"{method} {float(ratio):g}:1"
-
-
 @dataclass
 class SweepResults:
     """Everything a sweep directory holds, as tables.
@@ -79,17 +74,19 @@ class SweepResults:
     ``TRIAL_COLUMNS`` first and then every reported metric key (``val/wga``, ``test/acc_group_3``, ...),
     plus Ray's ``training_iteration``, ``timestamp``, ``time_total_s`` and ``checkpoint_dir_name``.
     ``trials``: one row per readable trial (also those with no report yet), indexed by ``trial_id``,
-    with ``TRIAL_COLUMNS`` and ``path``. ``status`` is ``complete`` (reported epoch ``epochs``),
+    with ``TRIAL_COLUMNS`` and ``path`` (the trial directory's location: a local path, or a URI when the
+    sweep was loaded from one). ``run_dir``: the sweep directory (a resolved ``Path``; a URI string
+    for a URI). ``status`` is ``complete`` (reported epoch ``epochs``),
     ``diverged`` (the trainable's last report says ``status: diverged``; that row's epoch has no
-    metrics), ``error`` (incomplete and Ray wrote ``error.txt``), ``incomplete`` (still running or
+    metrics), ``error`` (incomplete and Ray wrote its ``ERROR_FILE``), ``incomplete`` (still running or
     interrupted) or ``pending`` (no report yet). A reported key that is also a trial column (the
     trainable's per-report ``status``) is renamed ``report_<key>``. ``variant`` names the config
     keys that differ between trials of one dataset besides model, method, ratio and seed (e.g.
-    ``last_layer_only=true``); empty when there are none. ``configs`` maps trial_id to its full config; ``problems`` lists the
-    trials skipped as unreadable.
+    ``last_layer_only=true``); empty when there are none. ``configs`` maps trial_id to its full config;
+    ``problems`` lists the trials skipped as unreadable.
     """
 
-    run_dir: Path
+    run_dir: Path | str
     frame: pd.DataFrame
     trials: pd.DataFrame
     configs: dict
@@ -103,18 +100,18 @@ class SweepResults:
         """The reported metric keys (every column with a ``/``, e.g. ``val/wga``)."""
         return [column for column in self.frame.columns if "/" in column]
 
-    def trial_dir(self, trial_id: str) -> Path:
-        """The directory of one trial; ``GroupsweepError`` for an unknown trial id."""
+    def trial_dir(self, trial_id: str) -> str:
+        """The location of one trial's directory (the ``path`` column: a local path or a URI, as
+        ``trainables.trial_dir.TrialDir`` takes it); ``GroupsweepError`` for an unknown trial id."""
         if trial_id not in self._paths:
             raise GroupsweepError(f"unknown trial {trial_id!r} in {self.run_dir}")
-        return Path(self._paths[trial_id])
+        return self._paths[trial_id]
 
     def labels(self, trial_id: str, keys=None) -> dict:
-        """The trial's ``groupsweep/labels.npz``: ``val_y, val_s, val_g, test_y, test_s, test_g`` (int
-        arrays), ``n_classes`` and ``n_spurious`` (ints); only ``keys`` when given (faster).
+        """The trial's saved labels (``LABELS_FILE``): ``val_y, val_s, val_g, test_y, test_s, test_g``
+        (int arrays), ``n_classes`` and ``n_spurious`` (ints); only ``keys`` when given (faster).
         Arrays are read-only (cached). ``MissingResultError`` if not saved."""
-        path = self.trial_dir(trial_id) / "groupsweep" / "labels.npz"
-        labels = dict(_load_npz(str(path), None if keys is None else tuple(keys)))
+        labels = dict(_load_npz(self.trial_dir(trial_id), LABELS_FILE, None if keys is None else tuple(keys)))
         for key in ("n_classes", "n_spurious"):
             if key in labels:
                 labels[key] = int(labels[key])
@@ -124,8 +121,8 @@ class SweepResults:
         """Predicted classes saved after ``epoch``: ``{"val": int16 array, "test": int16 array}``, or
         only ``splits`` (faster). Arrays are read-only (cached). ``MissingResultError`` if the trial
         saved none for that epoch."""
-        path = self.trial_dir(trial_id) / "groupsweep" / "predictions" / f"epoch_{int(epoch):04d}.npz"
-        return dict(_load_npz(str(path), None if splits is None else tuple(splits)))
+        return dict(_load_npz(self.trial_dir(trial_id), predictions_file(epoch),
+                              None if splits is None else tuple(splits)))
 
     def final_rows(self) -> pd.DataFrame:
         """The rows of complete trials at their last configured epoch (the paper's trained-to-completion models)."""
@@ -134,74 +131,68 @@ class SweepResults:
 
 
 def load_results(run_dir) -> SweepResults:
-    """Load the sweep directory ``run_dir`` (finished or still running) into a ``SweepResults``.
+    """Load the sweep directory ``run_dir`` (finished or still running; a local path or a ``pyarrow.fs``
+    URI) into a ``SweepResults``.
 
     Raises a one-line ``GroupsweepError`` when ``run_dir`` does not exist or holds no readable trial;
     unreadable trials are skipped with a ``CorruptTrialWarning`` (also listed in ``problems``).
     """
-    run_dir = Path(run_dir).expanduser().resolve()
-    if not run_dir.is_dir():
+    run_dir = str(run_dir)
+    if "://" not in run_dir:
+        run_dir = Path(run_dir).expanduser().resolve()
+    if not is_directory(run_dir):
         raise GroupsweepError(f"results directory {run_dir} does not exist")
-    trial_dirs = _trial_dirs(run_dir)
-    if not trial_dirs:
-        nested = sorted(path.name for path in run_dir.iterdir() if path.is_dir() and _trial_dirs(path))
+    trials = trial_dirs(run_dir)
+    if not trials:
+        nested = [name for name in subdirectory_names(run_dir) if trial_dirs(f"{str(run_dir).rstrip('/')}/{name}")]
         hint = f"; it holds sweep directories, pass one of: {', '.join(nested)}" if nested else ""
-        raise GroupsweepError(f"no trials in {run_dir} (expected Ray Tune trial directories with params.json){hint}")
+        raise GroupsweepError(f"no trials in {run_dir} (expected Ray Tune trial directories with {PARAMS_FILE}){hint}")
 
     problems: list = []
     configs: dict = {}
-    for path in trial_dirs:
+    for trial in trials:
         try:
-            configs[path] = _read_params(path)
+            configs[trial] = _read_params(trial)
         except _Unreadable as reason:
-            problems.append(_skip(path, reason))
+            problems.append(_skip(trial, reason))
     tables, fallback = _parse_progress(configs)
-    for path in fallback:
+    for trial in fallback:
         try:
-            table = _read_result_json(path)
+            table = _read_result_json(trial)
         except _Unreadable as reason:
-            problems.append(_skip(path, reason))
-            del configs[path]
+            problems.append(_skip(trial, reason))
+            del configs[trial]
             continue
-        tables.append(table.assign(_path=str(path)))
+        tables.append(table.assign(_path=trial.location))
     if not configs:
         raise GroupsweepError(f"no readable trials in {run_dir}: " + "; ".join(problems))
     return _assemble(run_dir, configs, tables, problems)
 
 
-def _skip(path: Path, reason) -> str:
-    """Warn that the trial at ``path`` is skipped and return the message."""
-    message = f"skipped unreadable trial {path.name}: {reason}"
+def _skip(trial: TrialDir, reason) -> str:
+    """Warn that ``trial`` is skipped and return the message."""
+    message = f"skipped unreadable trial {trial.name}: {reason}"
     warnings.warn(message, CorruptTrialWarning, stacklevel=3)
     return message
 
 
-def _trial_dirs(run_dir: Path) -> list:
-    """Sub-directories of ``run_dir`` that are Ray trial directories (have params.json or result.json)."""
-    out = []
-    for entry in sorted(os.scandir(run_dir), key=lambda entry: entry.name):
-        if entry.is_dir() and (os.path.exists(os.path.join(entry.path, "params.json"))
-                               or os.path.exists(os.path.join(entry.path, "result.json"))):
-            out.append(Path(entry.path))
-    return out
-
-
-def _read_params(path: Path) -> dict:
-    """The trial config from ``params.json``; ``_Unreadable`` if it is missing or not a JSON object."""
+def _read_params(trial: TrialDir) -> dict:
+    """The trial config (``TrialDir.params``); ``_Unreadable`` if it is missing, not a JSON object or
+    not a groupsweep config."""
     try:
-        config = json.loads((path / "params.json").read_text())
-    except (OSError, ValueError) as error:
-        raise _Unreadable(f"params.json cannot be read ({type(error).__name__}: {error})") from None
-    if not isinstance(config, dict) or "method" not in config or "dataset" not in config:
-        raise _Unreadable("params.json is not a groupsweep trial config (needs dataset and method)")
+        config = trial.params()
+    except UnreadableFile as error:
+        raise _Unreadable(str(error)) from None
+    if "method" not in config or "dataset" not in config:
+        raise _Unreadable(f"{PARAMS_FILE} is not a groupsweep trial config (needs dataset and method)")
     return config
 
 
-def _read_progress_bytes(path: Path):
-    """``(header, body, n_rows)`` of progress.csv with any half-written last line cut; None if absent."""
+def _read_progress_bytes(trial: TrialDir):
+    """``(header, body, n_rows)`` of the trial's CSV reports with any half-written last line cut; None if absent."""
     try:
-        data = (path / "progress.csv").read_bytes()
-    except OSError:
+        data = trial.read_bytes(PROGRESS_FILE)
+    except UnreadableFile:
         return None
     end = data.rfind(b"\n")
     if end < 0:
@@ -212,19 +203,19 @@ def _read_progress_bytes(path: Path):
 
 
 def _parse_progress(configs: dict):
-    """Parse the trials' progress.csv files, one ``read_csv`` per distinct header.
+    """Parse the trials' CSV reports (``PROGRESS_FILE``), one ``read_csv`` per distinct header.
 
     Returns ``(tables, fallback)``: ``tables`` hold the reports of the trials whose files pass the
-    checks, with a ``_path`` column naming the trial directory; ``fallback`` lists the trials whose
-    progress.csv is absent or fails the checks (to be read from result.json instead).
+    checks, with a ``_path`` column holding the trial directory's location; ``fallback`` lists the
+    trials (``TrialDir``) whose CSV is absent or fails the checks (to be read from ``RESULT_FILE`` instead).
     """
     tables, fallback, groups = [], [], {}
-    for path in configs:
-        parts = _read_progress_bytes(path)
+    for trial in configs:
+        parts = _read_progress_bytes(trial)
         if parts is None:
-            fallback.append(path)
+            fallback.append(trial)
         else:
-            groups.setdefault(parts[0], []).append((path, parts[1], parts[2]))
+            groups.setdefault(parts[0], []).append((trial, parts[1], parts[2]))
     for header, group in groups.items():
         more_tables, more_fallback = _parse_group(header, group)
         tables += more_tables
@@ -233,8 +224,8 @@ def _parse_progress(configs: dict):
 
 
 def _parse_group(header: bytes, group: list):
-    """``(tables, fallback)`` for the progress.csv files sharing ``header``; ``group`` holds
-    ``(path, body, n_rows)``. Files whose comma count fits the header are parsed together, fast;
+    """``(tables, fallback)`` for the CSV reports sharing ``header``; ``group`` holds
+    ``(trial, body, n_rows)``. Files whose comma count fits the header are parsed together, fast;
     the others (a shifted row, or a quoted comma) and, if the joint parse fails, all are parsed one
     by one, strictly."""
     commas = header.count(b",")
@@ -253,23 +244,23 @@ def _parse_group(header: bytes, group: list):
             owner = np.repeat(np.arange(len(regular)), counts)
             bad = _bad_files(table, owner)
             keep = ~np.isin(owner, bad)
-            paths = np.array([str(path) for path, _, _ in regular], dtype=object)
+            paths = np.array([trial.location for trial, _, _ in regular], dtype=object)
             tables.append(table[keep].assign(_path=paths[owner[keep]]))
             fallback += [regular[number][0] for number in bad]
-    for path, body, n_rows in one_by_one:
+    for trial, body, n_rows in one_by_one:
         try:
             table = _read_csv(header, body, strict=True)
         except (ValueError, pd.errors.ParserError):
             table = None
         if table is None or len(table) != n_rows or _bad_files(table, np.zeros(len(table), int)).size:
-            fallback.append(path)
+            fallback.append(trial)
         else:
-            tables.append(table.assign(_path=str(path)))
+            tables.append(table.assign(_path=trial.location))
     return tables, fallback
 
 
 def _read_csv(header: bytes, body: bytes, strict: bool) -> pd.DataFrame:
-    """Parse progress.csv rows under ``header``, without Ray's bookkeeping columns. ``strict`` parses
+    """Parse CSV report rows under ``header``, without Ray's bookkeeping columns. ``strict`` parses
     every column, so a row with surplus fields raises (with ``usecols`` pandas drops them silently)."""
     if not body:
         return pd.DataFrame(columns=[name for name in header.decode().split(",") if name not in RAY_DROPPED])
@@ -300,23 +291,23 @@ def _bad_files(table: pd.DataFrame, owner: np.ndarray) -> np.ndarray:
     return np.unique(owner[bad])
 
 
-def _read_result_json(path: Path) -> pd.DataFrame:
-    """The trial's reports from result.json (JSON lines), without a half-written last line."""
-    if not (path / "result.json").exists():
+def _read_result_json(trial: TrialDir) -> pd.DataFrame:
+    """The trial's reports from its JSON lines (``RESULT_FILE``), without a half-written last line."""
+    if not trial.exists(RESULT_FILE):
         return pd.DataFrame()  # a trial that has not reported yet
     try:
-        text = (path / "result.json").read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise _Unreadable(f"progress.csv is unusable and result.json cannot be read ({error})") from None
+        text = trial.read_bytes(RESULT_FILE).decode()
+    except (UnreadableFile, UnicodeDecodeError) as error:
+        raise _Unreadable(f"{PROGRESS_FILE} is unusable and {RESULT_FILE} cannot be read ({error})") from None
     lines = text.split("\n")[:-1]  # the text after the last newline is empty or a line cut short
     rows = []
     for number, line in enumerate(lines, start=1):
         try:
             row = json.loads(line)
         except ValueError:
-            raise _Unreadable(f"result.json line {number} is not JSON") from None
+            raise _Unreadable(f"{RESULT_FILE} line {number} is not JSON") from None
         if not isinstance(row, dict):
-            raise _Unreadable(f"result.json line {number} is not a JSON object")
+            raise _Unreadable(f"{RESULT_FILE} line {number} is not a JSON object")
         for key in RAY_DROPPED:
             row.pop(key, None)
         rows.append(row)
@@ -325,13 +316,14 @@ def _read_result_json(path: Path) -> pd.DataFrame:
         if _numeric(name) and not pd.api.types.is_numeric_dtype(table[name].dtype):
             converted = pd.to_numeric(table[name], errors="coerce")
             if (converted.isna() & table[name].notna()).any():
-                raise _Unreadable(f"result.json has a non-numeric value in column {name!r}")
+                raise _Unreadable(f"{RESULT_FILE} has a non-numeric value in column {name!r}")
             table[name] = converted
     return table
 
 
-def _assemble(run_dir: Path, configs: dict, tables: list, problems: list) -> SweepResults:
-    """Join the reports (tables with a ``_path`` column) with the trial configs into ``SweepResults``."""
+def _assemble(run_dir, configs: dict, tables: list, problems: list) -> SweepResults:
+    """Join the reports (tables with a ``_path`` column: trial locations) with the trial configs
+    (``TrialDir`` -> config) into ``SweepResults``."""
     tables = [table for table in tables if len(table)]
     if tables:
         reports = pd.concat(tables, ignore_index=True)
@@ -351,9 +343,9 @@ def _assemble(run_dir: Path, configs: dict, tables: list, problems: list) -> Swe
         last_epoch = ray_ids = num_parameters = last_status = pd.Series(dtype=object)
 
     rows = []
-    for path, config in configs.items():
-        key = str(path)
-        rows.append(_trial_row(path, config, _trial_id(path, ray_ids.get(key)), int(last_epoch.get(key, 0)),
+    for trial, config in configs.items():
+        key = trial.location
+        rows.append(_trial_row(trial, config, _trial_id(trial, ray_ids.get(key)), int(last_epoch.get(key, 0)),
                                float(num_parameters.get(key, np.nan)), last_status.get(key) == "diverged"))
     trials = pd.DataFrame(rows).set_index("trial_id", drop=False)
     trials.index.name = None
@@ -367,19 +359,20 @@ def _assemble(run_dir: Path, configs: dict, tables: list, problems: list) -> Swe
     leading = list(TRIAL_COLUMNS) + ["epoch"]
     frame = frame[leading + [c for c in frame.columns if c not in leading]]
     frame = frame.sort_values(["trial_id", "epoch"], kind="stable", ignore_index=True)
-    by_id = {trial_id: configs[Path(path)] for trial_id, path in zip(trials.index, trials["path"])}
+    by_location = {trial.location: config for trial, config in configs.items()}
+    by_id = {trial_id: by_location[path] for trial_id, path in zip(trials.index, trials["path"])}
     return SweepResults(run_dir=run_dir, frame=frame, trials=trials, configs=by_id, problems=problems)
 
 
-def _trial_id(path: Path, ray_id) -> str:
+def _trial_id(trial: TrialDir, ray_id) -> str:
     """Ray's trial id: as reported, else from the directory name, else the directory name."""
     if isinstance(ray_id, str) and ray_id:
         return ray_id
-    match = _TRIAL_ID.search(path.name)
-    return match.group(1) if match else path.name
+    match = _TRIAL_ID.search(trial.name)
+    return match.group(1) if match else trial.name
 
 
-def _trial_row(path: Path, config: dict, trial_id: str, last_epoch: int, num_parameters: float,
+def _trial_row(trial: TrialDir, config: dict, trial_id: str, last_epoch: int, num_parameters: float,
                diverged: bool) -> dict:
     """One row of ``SweepResults.trials``."""
     ratio = config.get("ratio")
@@ -391,16 +384,16 @@ def _trial_row(path: Path, config: dict, trial_id: str, last_epoch: int, num_par
         status = "diverged"
     elif epochs > 0 and last_epoch >= epochs:
         status = "complete"
-    elif (path / "error.txt").exists():
+    elif trial.exists(ERROR_FILE):
         status = "error"
     else:
         status = "incomplete"
     return {
-        "trial_id": trial_id, "trial_name": config.get("trial_name", path.name),
+        "trial_id": trial_id, "trial_name": config.get("trial_name", trial.name),
         "dataset": config["dataset"], "model": config.get("model"), "num_parameters": num_parameters,
         "method": config["method"], "ratio": ratio, "method_label": method_label(config["method"], ratio),
         "seed": int(config.get("seed", 0)), "variant": "", "epochs": epochs,
-        "last_epoch": last_epoch, "status": status, "path": str(path),
+        "last_epoch": last_epoch, "status": status, "path": trial.location,
     }
 
 
@@ -424,14 +417,14 @@ def _variants(datasets: pd.Series, configs: list) -> list:
 
 
 @lru_cache(maxsize=4096)
-def _load_npz(path: str, keys: tuple | None = None) -> dict:
-    """The arrays ``keys`` (default: all) of one ``.npz`` file, read-only as they are cached;
+def _load_npz(location: str, name: str, keys: tuple | None = None) -> dict:
+    """The arrays ``keys`` (default: all) of the ``.npz`` file ``name`` of the trial directory at
+    ``location``, read-only as they are cached (by location string, name and keys);
     ``MissingResultError`` if the file is missing, unreadable or lacks a key."""
     try:
-        with np.load(path) as data:
-            arrays = {key: data[key] for key in (data.files if keys is None else keys)}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-        raise MissingResultError(f"cannot read {path} ({type(error).__name__}: {error})") from None
+        arrays = TrialDir(location).read_npz(name, keys)
+    except UnreadableFile as error:
+        raise MissingResultError(str(error)) from None
     for array in arrays.values():
         array.flags.writeable = False
     return arrays

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
@@ -52,6 +53,7 @@ def register(subparsers) -> None:
 
 def run_analyze(args: argparse.Namespace) -> int:
     """Load the results, select per criterion, print Table 1 and write it as Markdown, CSV and LaTeX."""
+    # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.selection import display_table, paper_view, parse_criteria, select
 
     criteria = parse_criteria(args.criterion)
@@ -90,6 +92,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 def run_plot(args: argparse.Namespace) -> int:
     """Load the results and draw the chosen figures; print the files written and what was missing."""
+    # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.plots import make_figures
 
     results = load_run(args.run_dir)
@@ -103,8 +106,7 @@ def run_plot(args: argparse.Namespace) -> int:
 
 def load_run(run_dir):
     """``load_results`` with the unreadable-trial warnings left to the notes."""
-    import warnings
-
+    # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.results import CorruptTrialWarning, load_results
 
     with warnings.catch_warnings():

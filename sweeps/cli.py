@@ -2,7 +2,8 @@
 
 Every module in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its sub-commands
 with ``parser.set_defaults(func=handler)``; ``handler(args)`` returns the exit status. Command modules
-import heavy libraries (torch, ray) inside their handlers, so ``groupsweep plan`` stays fast.
+import heavy libraries (torch, ray, pandas) inside their handlers, so ``groupsweep plan`` stays fast.
+This module imports the command modules; none of them imports it.
 """
 
 from __future__ import annotations
@@ -23,16 +24,9 @@ COMMAND_MODULES = [
 ]
 
 
-class CheckingParser(argparse.ArgumentParser):
-    """An argument parser whose errors raise a one-line ``GroupsweepError`` instead of exiting."""
-
-    def error(self, message: str):
-        raise GroupsweepError(message)
-
-
-def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The full argument parser with every registered command (sub-parsers of ``parser_class`` too)."""
-    parser = parser_class(
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every registered command."""
+    parser = argparse.ArgumentParser(
         prog="groupsweep",
         description="Reproducible finetuning sweeps for group robustness on Ray Tune.",
     )
@@ -40,11 +34,6 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
     return parser
-
-
-def check_arguments(argv: list[str]) -> argparse.Namespace:
-    """Parse a ``groupsweep`` argument list without running it; bad arguments raise ``GroupsweepError``."""
-    return build_parser(CheckingParser).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,11 @@ is valid (warnings included), 2 with ``error: ...`` when it is not.
 from __future__ import annotations
 
 import argparse
+import sys
+
+from PIL import Image
+
+from trainables.errors import GroupsweepError
 
 NATIVE_DATASETS = ("waterbirds", "celeba", "civilcomments", "multinli", "custom")
 
@@ -31,6 +36,7 @@ def register(subparsers) -> None:
 
 def _load_readers() -> dict:
     """The native readers, registered by importing their modules."""
+    # deferred: the dataset modules import pandas; they load when the command runs, not for `--help`
     import trainables.data.celeba  # noqa: F401
     import trainables.data.civilcomments  # noqa: F401
     import trainables.data.custom  # noqa: F401
@@ -43,10 +49,6 @@ def _load_readers() -> dict:
 
 def verify_images(table) -> None:
     """Open and fully decode every image of an image table; a one-line error names the row of the first failure."""
-    from PIL import Image
-
-    from trainables.errors import GroupsweepError
-
     for i, name in enumerate(table.inputs):
         try:
             with Image.open(table.image_root / name) as image:
@@ -57,6 +59,7 @@ def verify_images(table) -> None:
 
 def table2_warnings(name: str, counts) -> list[str]:
     """``warning: ...`` lines for every group count of ``counts`` (``GroupDataset.counts()``) that differs from Table 2."""
+    # deferred: importing trainables.data imports pandas and every dataset module
     from trainables.data.table2 import TABLE2
 
     if name not in TABLE2:
@@ -80,8 +83,7 @@ def format_table(counts) -> str:
 
 def check_command(args) -> int:
     """Handler of ``groupsweep data check``: validate, print the composition and Table 2 warnings."""
-    import sys
-
+    # deferred: importing trainables.data imports pandas and every dataset module
     from trainables.data.native import resolve_root
 
     readers = _load_readers()

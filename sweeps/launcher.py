@@ -16,17 +16,35 @@ arrays mapped from the node's one shared copy instead of generated or decoded ag
 Every trial reports with a checkpoint and ``CheckpointConfig(num_to_keep=N)``, which makes Tune
 snapshot the experiment state after every checkpoint: a driver killed at any moment loses no
 finished epoch, and a trial that had finished resumes from its final checkpoint and returns at once.
+
+Tune reuses a trial's actor process for the next trial (``reuse_actors``) only when every trial of the
+sweep has the same ``mixed_precision``: a process keeps the Accelerate state of the first trial it ran.
+
+This module imports Ray and torch at its top: the command line imports it only when a sweep runs or is
+inspected. Reading a sweep's results is ``analysis.results``' job.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import os
+import sys
 from pathlib import Path
 
-from sweeps.spec import Resources, SweepSpec, build_spec, dump_spec
+import numpy as np
+import pyarrow.fs
+import ray
+import torch
+import yaml
+from ray import tune
+from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, PlacementGroupFactory, RunConfig, TuneConfig
+
+from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
+from trainables.builders import load_config_dataset
+from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError
+from trainables.trainable import train_trial, trial_dirname
 
 SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
@@ -71,35 +89,14 @@ def experiment_dir(storage: str, name: str) -> str:
 # --- resources -----------------------------------------------------------------------------------
 
 def local_node_shape(num_cpus: int | None = None) -> dict:
-    """What a local Ray started by ``start_ray`` offers: this machine's CPUs and visible NVIDIA GPUs."""
-    gpus = 0
-    try:
-        from ray._private.accelerators import NvidiaGPUAcceleratorManager as gpu_manager
-
-        gpus = gpu_manager.get_current_node_num_accelerators()
-        visible = gpu_manager.get_current_process_visible_accelerator_ids()
-        if visible is not None:
-            gpus = min(gpus, len(visible))
-    except Exception:  # noqa: BLE001 - no NVML: no GPU
-        gpus = 0
-    return {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": float(gpus)}
+    """What a local Ray started by ``start_ray`` offers: this machine's CPUs (``num_cpus`` if given) and the
+    CUDA GPUs this process sees (``torch.cuda.device_count()``, which honours ``CUDA_VISIBLE_DEVICES``)."""
+    return {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
-def cluster_node_shapes() -> list[dict]:
-    """Resources of every node the connected cluster has or can add (autoscaler node types included)."""
-    import ray
-
-    shapes = [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
-    try:
-        from ray._private.state import state
-
-        config = state.get_cluster_config()
-        for group in (config.node_group_configs if config else []):
-            if group.max_count != 0:
-                shapes.append(dict(group.resources))
-    except Exception:  # noqa: BLE001 - no autoscaler config (a local or manually started cluster)
-        pass
-    return shapes
+def live_node_shapes() -> list[dict]:
+    """Resources of every live node of the Ray cluster this process is connected to (``ray.nodes()``)."""
+    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
 
 
 def process_bundles(resources: Resources) -> list[dict]:
@@ -107,27 +104,52 @@ def process_bundles(resources: Resources) -> list[dict]:
     return [resources.worker_bundle] * resources.workers
 
 
-def check_resources(spec: SweepSpec, shapes: list[dict]) -> None:
-    """Refuse a trial asking for more, in one process, than any node offers (one-line ``GroupsweepError``)."""
+def unplaceable_trials(spec: SweepSpec, shapes: list[dict]) -> list[tuple[TrialPlan, dict]]:
+    """``(trial, bundle)`` for each trial with a process bundle that no node of ``shapes`` can hold, in grid order."""
     def fits(bundle: dict, shape: dict) -> bool:
         return all(shape.get(key, 0) + 1e-9 >= amount for key, amount in bundle.items() if amount > 0)
 
-    offered = ", ".join(sorted({f"{s.get('CPU', 0):g} CPU/{s.get('GPU', 0):g} GPU" for s in shapes})) or "none"
+    out = []
     for trial in spec.trials:
-        for bundle in process_bundles(trial.resources):
-            if not any(fits(bundle, shape) for shape in shapes):
-                raise GroupsweepError(
-                    f"trial {trial.name} needs {bundle['CPU']:g} CPU and {bundle['GPU']:g} GPU per process "
-                    f"but no node can provide that (nodes: {offered}); lower resources in the spec or --set"
-                )
+        bundle = next((b for b in process_bundles(trial.resources) if not any(fits(b, s) for s in shapes)), None)
+        if bundle is not None:
+            out.append((trial, bundle))
+    return out
+
+
+def check_nodes_fit(spec: SweepSpec, shapes: list[dict], *, autoscaling: bool = False) -> None:
+    """Check that each process of each trial fits on one node of ``shapes`` (Ray resource dicts).
+
+    Local Ray (``autoscaling=False``; ``shapes`` = ``[local_node_shape()]`` before Ray starts, its live node
+    after): a trial asking for more, in one process, than any node offers is refused with a one-line
+    ``GroupsweepError``. A connected cluster (``autoscaling=True``; ``shapes`` = its live nodes): its
+    autoscaler may add node types that no live node has, and Ray offers no public API listing them, so
+    such a trial is not refused; one ``warning:`` line on stderr names the first one and says that Tune
+    will wait for the autoscaler to add such a node (on a cluster without an autoscaler it waits forever).
+    """
+    missing = unplaceable_trials(spec, shapes)
+    if not missing:
+        return
+    (trial, bundle), others = missing[0], len(missing) - 1
+    offered = ", ".join(sorted({f"{s.get('CPU', 0):g} CPU/{s.get('GPU', 0):g} GPU" for s in shapes})) or "none"
+    need = f"trial {trial.name} needs {bundle['CPU']:g} CPU and {bundle['GPU']:g} GPU per process"
+    if not autoscaling:
+        raise GroupsweepError(f"{need} but no node can provide that (nodes: {offered}); "
+                              "lower resources in the spec or --set")
+    more = f" ({others} more trial{'s' if others > 1 else ''} too)" if others else ""
+    print(f"warning: {need} but no live node can provide that (nodes: {offered}){more}; "
+          "Tune will wait for the cluster's autoscaler to add such a node", file=sys.stderr, flush=True)
+
+
+def can_reuse_actors(spec: SweepSpec) -> bool:
+    """Whether Tune may run several trials one after the other in one actor process: only when every trial
+    has the same ``mixed_precision`` (a process keeps the Accelerate state of its first trial, and
+    ``trainables.finetune`` refuses a trial that needs another)."""
+    return len({trial.config["mixed_precision"] for trial in spec.trials}) <= 1
 
 
 def trial_placement(resources: Resources):
     """The placement group of a Tune trial: its process's bundle, or a token driver for TorchTrainer runs."""
-    from ray.tune import PlacementGroupFactory
-
-    from sweeps.spec import DRIVER_CPU
-
     if resources.workers > 1:
         return PlacementGroupFactory([{"CPU": DRIVER_CPU}])
     bundle = {"CPU": resources.cpu}
@@ -159,8 +181,6 @@ class ConfigValue:
 
 def param_space(spec: SweepSpec) -> dict:
     """A grid over trial names whose other keys resolve to that trial's config values (flat params.json)."""
-    from ray import tune
-
     table = {trial.name: trial.config for trial in spec.trials}
     keys = [key for key in spec.trials[0].config if key != "trial_name"]
     space = {"trial_name": tune.grid_search([trial.name for trial in spec.trials])}
@@ -168,12 +188,10 @@ def param_space(spec: SweepSpec) -> dict:
     return space
 
 
-# --- Ray -----------------------------------------------------------------------------------------
+# --- Ray and the sweep directory ------------------------------------------------------------------
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Connect to the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a new small local Ray."""
-    import ray
-
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -185,13 +203,13 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
              include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
 
 
+def sweep_exists(exp_dir: str) -> bool:
+    """Whether ``exp_dir`` holds a Tune experiment or a saved groupsweep spec."""
+    return tune.Tuner.can_restore(exp_dir) or Path(exp_dir, SPEC_FILE).exists()
+
+
 def read_saved_spec(exp_dir: str) -> dict | None:
     """The spec mapping saved in a sweep directory, or None."""
-    import pyarrow.fs
-    import yaml
-
-    from sweeps.spec import SpecLoader
-
     fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
     path = f"{root}/{SPEC_FILE}"
     if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
@@ -202,8 +220,6 @@ def read_saved_spec(exp_dir: str) -> dict | None:
 
 def save_spec(exp_dir: str, source: dict) -> None:
     """Write the effective spec to ``<exp_dir>/groupsweep_spec.yaml`` atomically (temporary file, then rename)."""
-    import pyarrow.fs
-
     fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
     fs.create_dir(root, recursive=True)
     with fs.open_output_stream(f"{root}/.{SPEC_FILE}.tmp") as stream:
@@ -226,8 +242,6 @@ def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> None:
 
 def dataset_nbytes(dataset) -> int:
     """Approximate in-memory size of a dataset's inputs and labels (texts counted by their characters)."""
-    import numpy as np
-
     total = 0
     for split in dataset.splits.values():
         for values in (split.inputs, split.y, split.s):
@@ -240,8 +254,6 @@ def dataset_nbytes(dataset) -> int:
 
 def is_memory_mapped(dataset) -> bool:
     """Whether any split's inputs are a ``np.memmap`` (already shared between processes by the page cache)."""
-    import numpy as np
-
     return any(isinstance(split.inputs, np.memmap) for split in dataset.splits.values())
 
 
@@ -252,13 +264,6 @@ def share_datasets(spec: SweepSpec) -> dict:
     shared by the OS) or that would take more than ``SHARED_DATASET_STORE_SHARE`` of the cluster's
     object store are left out: their trials load them themselves.
     """
-    import json
-
-    import ray
-
-    from trainables.config import TrainConfig
-    from trainables.finetune import load_config_dataset
-
     capacity = ray.cluster_resources().get("object_store_memory", LOCAL_OBJECT_STORE_BYTES)
     by_key, refs = {}, {}
     for trial in spec.trials:
@@ -282,11 +287,6 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
 
     ``shared``: trials take their datasets from the object store (``share_datasets``) instead of loading them.
     """
-    from ray import tune
-    from ray.tune import CLIReporter, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
-
-    from trainables.trainable import train_trial, trial_dirname
-
     workers = {t.name: {"workers": t.resources.workers, "bundle": t.resources.worker_bundle,
                         "keep_checkpoints": spec.keep_checkpoints}
                for t in spec.trials if t.resources.workers > 1}
@@ -305,7 +305,7 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
     return tune.Tuner(
         trainable,
         param_space=param_space(spec),
-        tune_config=TuneConfig(num_samples=1, reuse_actors=True, max_concurrent_trials=max_concurrent,
+        tune_config=TuneConfig(num_samples=1, reuse_actors=can_reuse_actors(spec), max_concurrent_trials=max_concurrent,
                                trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname),
         run_config=RunConfig(
             name=name, storage_path=storage, verbose=1, progress_reporter=reporter,
@@ -320,99 +320,25 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
     """Run (or resume) a sweep and return its ``ResultGrid``.
 
     ``name`` defaults to the spec's name, ``storage`` to ``resolve_storage(None)``. ``share=False``
-    makes every trial load its dataset itself instead of reading it from the object store. Impossible resource
-    requests are refused before any trial starts: for local Ray before Ray starts, for a cluster right
-    after connecting.
+    makes every trial load its dataset itself instead of reading it from the object store. Resource requests
+    are checked with ``check_nodes_fit``: for local Ray, impossible ones are refused before Ray starts (and
+    again against its live node); on a cluster (``address`` or ``$RAY_ADDRESS``), a trial that no live node
+    can hold gets a warning, and Tune waits for the autoscaler.
     """
-    import ray
-
     set_env_defaults()
     name = name or spec.name
     storage = resolve_storage(storage)
     exp_dir = experiment_dir(storage, name)
     address = address or os.environ.get("RAY_ADDRESS")
     if not address and not ray.is_initialized():
-        check_resources(spec, [local_node_shape(num_cpus)])
+        check_nodes_fit(spec, [local_node_shape(num_cpus)])
     saved = read_saved_spec(exp_dir)
     if saved is not None:
         check_same_sweep(spec, saved, exp_dir)
     start_ray(address, num_cpus)
-    check_resources(spec, cluster_node_shapes())
+    check_nodes_fit(spec, live_node_shapes(), autoscaling=bool(address))
     if saved is None:
         save_spec(exp_dir, spec.source)
     tuner = build_tuner(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent, shared=share)
     return tuner.fit()
 
-
-# --- reading results -----------------------------------------------------------------------------
-
-def final_rows(exp_dir: str, order: list[str] | None = None):
-    """One row per trial of a sweep directory: config columns, state and the last reported metrics.
-
-    Columns: ``trial_name``, ``state`` (Tune's trial status), ``dataset``, ``model``, ``method``,
-    ``ratio``, ``seed``, ``epochs`` and the last result's metrics (``epoch``, ``status``, ``test/wga``...).
-    Rows follow ``order`` (trial names, e.g. the spec's grid order), else the trial names' order.
-    """
-    import pandas as pd
-    from ray.tune import ExperimentAnalysis
-
-    analysis = ExperimentAnalysis(exp_dir)
-    rows = []
-    for trial in analysis.trials:
-        config = trial.config
-        row = {"trial_name": config.get("trial_name", str(trial)), "state": trial.status}
-        row.update({key: config.get(key) for key in ("dataset", "model", "method", "ratio", "seed", "epochs")})
-        row.update(trial.last_result or {})
-        rows.append(row)
-    rank = {name: index for index, name in enumerate(order or [])}
-    rows.sort(key=lambda row: (rank.get(row["trial_name"], len(rank)), row["trial_name"]))
-    return pd.DataFrame(rows)
-
-
-def summarize(rows):
-    """Final test worst-group accuracy per dataset and method: mean ± std over seeds and models.
-
-    Only trials that finished all their epochs count (``n``); ``std`` is the sample standard deviation
-    (NaN for one trial); diverged trials are counted in ``diverged``.
-    """
-    import pandas as pd
-
-    from sweeps.spec import method_label
-
-    if rows.empty:
-        return pd.DataFrame(columns=["dataset", "method", "n", "diverged", "test_wga_mean", "test_wga_std"])
-    rows = rows.copy()
-    rows["method_label"] = [method_label(m, None if r is None or (isinstance(r, float) and math.isnan(r)) else r)
-                            for m, r in zip(rows["method"], rows["ratio"])]
-    status = rows["status"] if "status" in rows else pd.Series("ok", index=rows.index)
-    epoch = rows["epoch"] if "epoch" in rows else pd.Series(0, index=rows.index)
-    rows["finished"] = (status == "ok") & (epoch == rows["epochs"])
-    rows["diverged"] = status == "diverged"
-    wga = rows["test/wga"] if "test/wga" in rows else pd.Series(float("nan"), index=rows.index)
-    rows["final_wga"] = wga.where(rows["finished"])
-    summary = []
-    for (dataset, label), group in rows.groupby(["dataset", "method_label"], sort=False):
-        values = group["final_wga"].dropna()
-        summary.append({"dataset": dataset, "method": label, "n": len(values),
-                        "diverged": int(group["diverged"].sum()),
-                        "test_wga_mean": values.mean() if len(values) else float("nan"),
-                        "test_wga_std": values.std(ddof=1) if len(values) > 1 else float("nan")})
-    return pd.DataFrame(summary)
-
-
-def format_summary(summary) -> str:
-    """The per-method summary as a text table (accuracies in percent)."""
-    lines = [f"{'dataset':<24} {'method':<22} {'n':>3}  {'final test WGA (%)':>20}"]
-    for row in summary.itertuples(index=False):
-        mean, std = row.test_wga_mean, row.test_wga_std
-        value = "-" if math.isnan(mean) else f"{100 * mean:.1f}" + ("" if math.isnan(std) else f" ± {100 * std:.1f}")
-        extra = f"  ({row.diverged} diverged)" if row.diverged else ""
-        lines.append(f"{row.dataset:<24} {row.method:<22} {row.n:>3}  {value:>20}{extra}")
-    return "\n".join(lines)
-
-
-def sweep_exists(exp_dir: str) -> bool:
-    """Whether ``exp_dir`` holds a Tune experiment."""
-    from ray.tune import Tuner
-
-    return Tuner.can_restore(exp_dir) or Path(exp_dir, SPEC_FILE).exists()

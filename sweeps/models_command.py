@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from trainables.errors import GroupsweepError
+
 
 def register(subparsers) -> None:
     """Add ``models`` to the ``groupsweep`` sub-command parsers."""
@@ -27,9 +29,9 @@ def register(subparsers) -> None:
 def models_table(num_classes: int = 2):
     """The registry as a DataFrame with columns ``name, family, modality, params, params_m, table3_m,
     hub_id, pretrained_local`` (see the module docstring), in registry order."""
+    # deferred: pandas and the model registry (torch) load when the command runs, not for `--help`
     import pandas as pd
 
-    from trainables.errors import GroupsweepError
     from trainables.models import MODELS, parameter_count, weights_available
 
     if num_classes < 1:

@@ -2,12 +2,15 @@
 
 Each ``sweeps/presets/<name>.yaml`` is a spec in the format of ``sweeps.spec`` and is runnable by name
 (``groupsweep run fig1-balancing``). ``demo-*`` presets mirror the paper's experiments on the embedded
-benchmarks with tiny models, so they run on a CPU; the others need the real data and weights.
+benchmarks with tiny models, so they run on a CPU; the others need the real data and weights. This
+module only knows the preset files (names and paths); ``sweeps.spec`` reads them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from trainables.errors import choose
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -19,18 +22,5 @@ def preset_names() -> list[str]:
 
 def preset_path(name: str) -> Path:
     """The YAML file of preset ``name``; a one-line ``GroupsweepError`` names the presets otherwise."""
-    from trainables.errors import choose
-
     choose("preset", name, preset_names())
     return PRESET_DIR / f"{name}.yaml"
-
-
-def preset_rows() -> list[dict]:
-    """One row per preset: ``name``, ``trials`` (the expanded grid's size) and ``description``."""
-    from sweeps.spec import build_spec, read_spec_source
-
-    rows = []
-    for name in preset_names():
-        spec = build_spec(read_spec_source(name))
-        rows.append({"name": name, "trials": len(spec.trials), "description": spec.description})
-    return rows

@@ -46,17 +46,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import numbers
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from trainables.balancing import SELECTION_METHODS
+from sweeps.presets import preset_names, preset_path
+from trainables.balancing import METHODS, RATIO_METHODS, SELECTION_METHODS, method_label
 from trainables.config import TrainConfig
-from trainables.errors import GroupsweepError, choose
+from trainables.errors import GroupsweepError, choose, is_integer, is_real
 
 SPEC_KEYS = ("name", "description", "datasets", "models", "methods", "seeds", "hparams", "resources",
              "max_failures", "max_concurrent", "keep_checkpoints", "after", "override", "parts")
@@ -134,11 +134,6 @@ class SweepSpec:
         return [after_argv(command, run_dir) for command in self.after]
 
 
-def method_label(method: str, ratio: float | None) -> str:
-    """Display name of a balancing method: ``upsampling``, ``mixture 2:1``, ``mixture-nosubset 3.5:1``."""
-    return method if ratio is None else f"{method} {ratio:g}:1"
-
-
 def method_slug(method: str, ratio: float | None) -> str:
     """The method as it appears in trial names: ``upsampling``, ``mixture2``, ``mixture-nosubset3.5``."""
     return method if ratio is None else f"{method}{ratio:g}"
@@ -210,7 +205,7 @@ class Registries:
 
 def package_registries() -> Registries:
     """The package's datasets, models and methods (importing the model registry imports torch)."""
-    from trainables.balancing import METHODS, RATIO_METHODS
+    # deferred: the dataset (pandas) and model (torch) registries load when a spec is built, not for `--help`
     from trainables.data import DATASETS, dataset_options
     from trainables.models import MODELS
 
@@ -219,7 +214,7 @@ def package_registries() -> Registries:
 
 
 def _parse_ratio(value, method: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 1:
+    if not is_real(value, 1):
         _fail(where, f"ratio {value!r} of method {method!r} must be a number >= 1")
     return float(value)
 
@@ -266,12 +261,12 @@ def parse_methods(value, where: str, methods: tuple, ratio_methods: tuple) -> li
 
 def parse_seeds(value, where: str) -> list[int]:
     """A non-empty list of distinct non-negative integer seeds (a single integer is one seed)."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_integer(value):
         value = [value]
     if not isinstance(value, list) or not value:
         _fail(where, f"seeds must be a non-empty list of integers, got {value!r}")
     for seed in value:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if not is_integer(seed, 0):
             _fail(where, f"seed {seed!r} is not a non-negative integer")
     if len(set(value)) != len(value):
         _fail(where, f"seeds {value!r} repeat a seed")
@@ -289,20 +284,21 @@ def check_hparams(values, where: str) -> dict:
     return values
 
 
-def check_resources(values, where: str) -> dict:
-    """A partial resource request ``{cpu, gpu, workers}`` with valid numbers."""
+def parse_resources(values, where: str) -> dict:
+    """Check a partial resource request ``{cpu, gpu, workers}`` of a spec level (numbers only; ``make_resources``
+    checks the merged request) and return it."""
     values = _mapping(values, where)
     _check_keys(values, RESOURCE_KEYS, where)
     for key in ("cpu", "gpu"):
         if key in values:
             value = values[key]
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0 or not math.isfinite(value):
+            if not is_real(value, 0):
                 _fail(where, f"{key} must be a non-negative number, got {value!r}")
     if "cpu" in values and values["cpu"] == 0:
         _fail(where, "cpu must be positive, got 0")
     if "workers" in values:
         workers = values["workers"]
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        if not is_integer(workers, 1):
             _fail(where, f"workers must be a positive integer, got {workers!r}")
     return values
 
@@ -349,8 +345,8 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
     seeds = parse_seeds(part.get("seeds", [0]), where)
     hparams = check_hparams(part.get("hparams"), f"{where}: hparams" if where else "hparams")
     part_hparams = check_hparams(part.get("part_hparams"), f"{where}: hparams")
-    resources = check_resources(part.get("resources"), "resources")
-    part_resources = check_resources(part.get("part_resources"), f"{where}: resources")
+    resources = parse_resources(part.get("resources"), "resources")
+    part_resources = parse_resources(part.get("part_resources"), f"{where}: resources")
 
     trials = []
     for dataset, settings in datasets.items():
@@ -367,7 +363,7 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
                 _fail(f"{dwhere}.options", f"dataset {dataset!r} takes no option {key!r}; "
                                            f"allowed: {', '.join(allowed_options) or 'none'}")
         dataset_hparams = check_hparams(settings.get("hparams"), f"{dwhere}.hparams")
-        dataset_resources = check_resources(settings.get("resources"), f"{dwhere}.resources")
+        dataset_resources = parse_resources(settings.get("resources"), f"{dwhere}.resources")
         if settings.get("models") is not None:
             model_names = list(_named_entries(settings["models"], f"{dwhere}.models", "model"))
         else:
@@ -385,7 +381,7 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
             _check_name("model", model, registries.models, mwhere)
             model_settings = _model_settings(top_models, model, where or "models")
             model_hparams = check_hparams(model_settings.get("hparams"), f"models.{model}.hparams")
-            model_resources = check_resources(model_settings.get("resources"), f"models.{model}.resources")
+            model_resources = parse_resources(model_settings.get("resources"), f"models.{model}.resources")
             merged = {**DEFAULT_RESOURCES, **resources, **dataset_resources, **model_resources, **part_resources}
             trial_resources = make_resources(merged, mwhere)
             for method, ratio in method_list:
@@ -425,15 +421,13 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
         _fail("name", f"sweep name must be a plain directory name, got {name!r}")
     description = source.get("description") or ""
     max_failures = source.get("max_failures", 2)
-    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < -1:
+    if not is_integer(max_failures, -1):
         _fail("max_failures", f"must be an integer >= 0 (or -1: retry forever), got {max_failures!r}")
     max_concurrent = source.get("max_concurrent")
-    if max_concurrent is not None and (isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int)
-                                       or max_concurrent < 1):
+    if max_concurrent is not None and not is_integer(max_concurrent, 1):
         _fail("max_concurrent", f"must be a positive integer or null, got {max_concurrent!r}")
     keep_checkpoints = source.get("keep_checkpoints", 1)
-    if keep_checkpoints != "all" and (isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int)
-                                      or keep_checkpoints < 1):
+    if keep_checkpoints != "all" and not is_integer(keep_checkpoints, 1):
         _fail("keep_checkpoints", f"must be a positive integer or 'all', got {keep_checkpoints!r}")
     after = parse_after(source.get("after"))
     override = _mapping(source.get("override"), "override")
@@ -480,17 +474,15 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
 
 def after_argv(command: str, run_dir: str) -> list[str]:
     """One ``after`` command (``"spectral --top 10"``) as a ``groupsweep`` argument list on ``run_dir``."""
-    import shlex
-
     name, *options = shlex.split(command)
     return [name, run_dir, *options]
 
 
 def parse_after(value) -> tuple[str, ...]:
-    """Check a spec's ``after`` list: each item a ``groupsweep`` analysis command line without its RUN_DIR
-    (``"spectral --top 10 --top 50"``), parsed as the command line would parse it."""
-    from sweeps.cli import check_arguments
-
+    """Check the shape of a spec's ``after`` list: each item a ``groupsweep`` analysis command line without
+    its RUN_DIR (``"spectral --top 10 --top 50"``) that splits like a shell line and starts with one of
+    ``AFTER_COMMANDS``. The commands' own arguments are checked by the command layer
+    (``sweeps.sweep_command.check_after_commands``), which knows their parsers."""
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
@@ -503,17 +495,11 @@ def parse_after(value) -> tuple[str, ...]:
         if argv[0] not in AFTER_COMMANDS:
             _fail(f"after[{index}]", f"unknown command {argv[0]!r}; allowed: {', '.join(AFTER_COMMANDS)} "
                                      "(the sweep directory is added as their RUN_DIR)")
-        try:
-            check_arguments(argv)
-        except GroupsweepError as error:
-            _fail(f"after[{index}]", f"{command!r}: {error}")
     return tuple(value)
 
 
 def read_spec_source(ref: str) -> dict:
     """The spec mapping that ``ref`` names: a shipped preset name, or the path of a YAML file."""
-    from sweeps.presets import preset_path, preset_names
-
     path = Path(ref)
     if ref in preset_names():
         path = preset_path(ref)

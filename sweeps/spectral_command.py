@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sweeps.analyze_command import CRITERION_CHOICES as ANALYZE_CRITERIA
 from sweeps.analyze_command import DEFAULT_OUT, load_run, print_notes
+from trainables.errors import GroupsweepError
 
 # Spectral analysis follows one selected method, so the table-only "all" is not a choice here.
 CRITERION_CHOICES = tuple(c for c in ANALYZE_CRITERIA if c != "all")
@@ -54,8 +55,9 @@ def register(subparsers) -> None:
 
 def run_spectral(args: argparse.Namespace) -> int:
     """Choose the trials, extract their features, write the tables and figures; print Table 5."""
-    from analysis.spectral import analyze_trials, criterion_trials, resolve_trials, write_outputs
-    from trainables.errors import GroupsweepError
+    # deferred: feature extraction imports torch and the models, which the CLI's other commands do not need
+    from analysis.features import analyze_trials, criterion_trials, resolve_trials
+    from analysis.spectral import write_outputs
 
     tops = args.top or [10]
     for value in [*tops, *([args.batch_size] if args.batch_size is not None else [])]:

@@ -1,16 +1,25 @@
 """``groupsweep run | plan | presets | status``: sweeps on Ray Tune from a YAML spec or a shipped preset.
 
-``plan`` and ``presets`` never start Ray; ``run`` validates the spec (and the resources it asks for)
-before it starts Ray, then runs or resumes the sweep, prints a per-method summary and, once every trial
-has finished, runs the spec's ``after`` commands (e.g. ``spectral --top 10``) on the sweep directory.
+``plan`` and ``presets`` never start Ray; ``run`` validates the spec (its ``after`` commands' arguments
+and the resources it asks for included) before it starts Ray, then runs or resumes the sweep, prints a
+per-method summary and, once every trial has finished, runs the spec's ``after`` commands (e.g.
+``spectral --top 10``) on the sweep directory. ``run``'s summary and ``status`` read the sweep
+directory through ``analysis.results.load_results``, as every analysis does.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import shlex
 
+from sweeps import analyze_command, spectral_command
+from sweeps.analyze_command import load_run, print_notes
 from sweeps.overrides import parse_overrides
+from sweeps.presets import preset_names
+from sweeps.spec import RUN_DIR_PLACEHOLDER, build_spec, load_spec, read_spec_source
+from trainables.errors import GroupsweepError, positive_integer
 
 PLAN_COLUMNS = ("#", "trial", "dataset", "model", "method", "seed", "epochs", "lr", "cpu", "gpu")
 STATUS_COLUMNS = ("trial", "state", "epoch", "val wga", "test wga")
@@ -62,10 +71,55 @@ def _spec_arguments(parser: argparse.ArgumentParser) -> None:
                              "forced on every trial (epochs=1, dataset_options.size=500); repeatable")
 
 
-def _load(args):
-    from sweeps.spec import load_spec
+# --- the spec's `after` commands -----------------------------------------------------------------
 
-    return load_spec(args.spec, parse_overrides(args.overrides))
+class CheckingParser(argparse.ArgumentParser):
+    """An argument parser whose errors raise a one-line ``GroupsweepError`` instead of exiting."""
+
+    def error(self, message: str):
+        raise GroupsweepError(message)
+
+
+def after_parser() -> argparse.ArgumentParser:
+    """The parser of the commands a spec's ``after`` list may run: only the analysis commands
+    (``analyze``, ``plot``, ``spectral``), each registered by its own module; errors raise ``GroupsweepError``."""
+    parser = CheckingParser(prog="groupsweep")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    analyze_command.register(subparsers)
+    spectral_command.register(subparsers)
+    return parser
+
+
+def check_after_commands(spec) -> None:
+    """Parse each of the spec's ``after`` commands (on a stand-in RUN_DIR) as it will run; a bad argument
+    raises the one-line ``GroupsweepError`` ``after[<i>]: '<command>': <the parser's message>``."""
+    parser = after_parser()
+    for index, (command, argv) in enumerate(zip(spec.after, spec.after_argv(RUN_DIR_PLACEHOLDER))):
+        try:
+            parser.parse_args(argv)
+        except GroupsweepError as error:
+            raise GroupsweepError(f"after[{index}]: {command!r}: {error}") from None
+
+
+def run_after(spec, exp_dir: str) -> int:
+    """Run the spec's ``after`` commands on the finished sweep, in order; returns the first non-zero status."""
+    parser = after_parser()
+    for argv in spec.after_argv(exp_dir):
+        print(f"\n$ groupsweep {shlex.join(argv)}", flush=True)
+        args = parser.parse_args(argv)
+        status = int(args.func(args) or 0)
+        if status != 0:
+            return status
+    return 0
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+def load_checked_spec(args):
+    """The spec that ``args.spec`` and ``args.overrides`` name, its ``after`` commands' arguments checked."""
+    spec = load_spec(args.spec, parse_overrides(args.overrides))
+    check_after_commands(spec)
+    return spec
 
 
 def format_table(header, rows) -> str:
@@ -79,7 +133,7 @@ def format_table(header, rows) -> str:
 
 def plan_command(args: argparse.Namespace) -> int:
     """Print the grid of a spec as a table, ending with ``N trials``."""
-    spec = _load(args)
+    spec = load_checked_spec(args)
     rows = []
     for index, trial in enumerate(spec.trials, 1):
         config = trial.config
@@ -92,34 +146,53 @@ def plan_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def preset_rows() -> list[dict]:
+    """One row per preset: ``name``, ``trials`` (the expanded grid's size) and ``description``."""
+    rows = []
+    for name in preset_names():
+        spec = build_spec(read_spec_source(name))
+        rows.append({"name": name, "trials": len(spec.trials), "description": spec.description})
+    return rows
+
+
 def presets_command(args: argparse.Namespace) -> int:
     """List the presets with their trial counts and descriptions."""
-    from sweeps.presets import preset_rows
-
     rows = [[row["name"], row["trials"], row["description"]] for row in preset_rows()]
     print(format_table(("preset", "trials", "description"), rows))
     return 0
+
+
+def load_sweep(exp_dir: str):
+    """The sweep directory's ``SweepResults`` (unreadable trials printed as ``note:`` lines), or None while it
+    holds no trial directory yet."""
+    # deferred: pyarrow loads only for commands that read a sweep directory, not for `plan` or `--help`
+    from trainables.trial_dir import trial_dirs
+
+    if not trial_dirs(exp_dir):
+        return None
+    results = load_run(exp_dir)
+    print_notes(results.problems)
+    return results
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Run or resume the sweep; print where results are and the per-method summary."""
     if args.profile:
         args.overrides = [*args.overrides, "profile=true"]
-    spec = _load(args)
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        from trainables.errors import GroupsweepError
-
-        raise GroupsweepError(f"--max-concurrent must be a positive integer, got {args.max_concurrent}")
-    from sweeps.launcher import experiment_dir, final_rows, format_summary, resolve_storage, run_sweep, summarize
+    spec = load_checked_spec(args)
+    if args.max_concurrent is not None:
+        positive_integer("--max-concurrent", args.max_concurrent)
+    # deferred: Ray (and pandas for the summary) load only when a sweep runs, not for `plan` or `--help`
+    from analysis.summary import format_summary, summarize
+    from sweeps.launcher import experiment_dir, resolve_storage, run_sweep
 
     name = args.name or spec.name
     exp_dir = experiment_dir(resolve_storage(args.storage), name)
     print(f"sweep {name}: {len(spec.trials)} trials -> {exp_dir}", flush=True)
     results = run_sweep(spec, name=name, storage=args.storage, address=args.address,
                         max_concurrent=args.max_concurrent)
-    rows = final_rows(exp_dir, order=[trial.name for trial in spec.trials])
     print()
-    print(format_summary(summarize(rows)))
+    print(format_summary(summarize(load_sweep(exp_dir), order=[trial.name for trial in spec.trials])))
     errors = sum(1 for result in results if result.error is not None)
     if errors:
         print(f"{errors} trial(s) failed; `groupsweep status {name}` lists them, rerun the command to retry")
@@ -129,27 +202,14 @@ def run_command(args: argparse.Namespace) -> int:
     return 0 if args.no_after else run_after(spec, exp_dir)
 
 
-def run_after(spec, exp_dir: str) -> int:
-    """Run the spec's ``after`` commands on the finished sweep, in order; returns the first non-zero status."""
-    from sweeps.cli import build_parser
-
-    for argv in spec.after_argv(exp_dir):
-        print(f"\n$ groupsweep {shlex.join(argv)}", flush=True)
-        args = build_parser().parse_args(argv)
-        status = int(args.func(args) or 0)
-        if status != 0:
-            return status
-    return 0
-
-
 def status_command(args: argparse.Namespace) -> int:
-    """Print each trial's state and last epoch."""
-    import math
-    import os
-
-    from sweeps.launcher import experiment_dir, final_rows, read_saved_spec, resolve_storage, sweep_exists
-    from sweeps.spec import build_spec
-    from trainables.errors import GroupsweepError
+    """Print each trial's state (its ``SweepResults`` status), last reported epoch and last val / test WGA,
+    in the spec's grid order; trials of the saved spec without a directory yet are ``pending``. Ends with
+    the count of trials per state."""
+    # deferred: Ray (and pandas for the results) load only when this command runs, not for `plan` or `--help`
+    from analysis.results import STATUSES
+    from analysis.summary import trial_progress
+    from sweeps.launcher import experiment_dir, read_saved_spec, resolve_storage, sweep_exists
 
     exp_dir = experiment_dir(resolve_storage(args.storage), args.name)
     if not sweep_exists(exp_dir) and os.sep in args.name and sweep_exists(os.path.abspath(args.name)):
@@ -157,19 +217,19 @@ def status_command(args: argparse.Namespace) -> int:
     if not sweep_exists(exp_dir):
         raise GroupsweepError(f"no sweep {args.name!r} at {exp_dir}; pass --storage or the sweep folder")
     saved = read_saved_spec(exp_dir)
-    rows = final_rows(exp_dir, order=[trial.name for trial in build_spec(saved).trials] if saved else None)
+    planned = build_spec(saved).trials if saved else ()
+    progress = trial_progress(load_sweep(exp_dir), order=[trial.name for trial in planned])
 
     def number(value) -> str:
-        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+        return "-" if value is None or math.isnan(value) else f"{value:.4f}"
 
-    table = []
-    for row in rows.to_dict("records"):
-        epoch = row.get("epoch")
-        epoch = "-" if epoch is None or (isinstance(epoch, float) and math.isnan(epoch)) else int(epoch)
-        state = row["state"] + (" (diverged)" if row.get("status") == "diverged" else "")
-        table.append([row["trial_name"], state, f"{epoch}/{row['epochs']}", number(row.get("val/wga")),
-                      number(row.get("test/wga"))])
+    rows = {row["trial_name"]: [row["trial_name"], row["status"], f"{row['last_epoch'] or '-'}/{row['epochs']}",
+                                number(row["val/wga"]), number(row["test/wga"])]
+            for row in progress.to_dict("records")}
+    table = [rows.pop(trial.name, [trial.name, "pending", f"-/{trial.config['epochs']}", "-", "-"])
+             for trial in planned]
+    table += list(rows.values())  # trials the saved spec does not name, by name
     print(format_table(STATUS_COLUMNS, table))
-    counts = rows["state"].value_counts()
-    print(", ".join(f"{count} {state}" for state, count in counts.items()))
+    counts = {state: sum(1 for row in table if row[1] == state) for state in STATUSES}
+    print(", ".join(f"{count} {state}" for state, count in counts.items() if count))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sweeps.overrides import parse_overrides
+from trainables.config import TrainConfig
 
 EPOCH_COLUMNS = {
     "epoch": "epoch",
@@ -39,8 +40,6 @@ def register(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Build the config from the arguments, run ``finetune`` and print one line per epoch."""
-    from trainables.config import TrainConfig
-
     values = {
         "dataset": args.dataset, "model": args.model, "method": args.method, "ratio": args.ratio,
         "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
@@ -48,7 +47,10 @@ def run_train(args: argparse.Namespace) -> int:
     values.update(parse_overrides(args.overrides))
     config = TrainConfig.from_dict(values)
 
+    # deferred: torch and the model libraries load only when a run starts, not for `groupsweep --help`
+    from trainables.builders import load_config_dataset
     from trainables.finetune import finetune
+    from trainables.plans import training_plan
 
     header = "  ".join(f"{name:>9}" for name in EPOCH_COLUMNS.values())
     print(f"{config.dataset} / {config.model} / {config.method}"
@@ -62,5 +64,6 @@ def run_train(args: argparse.Namespace) -> int:
             cells.append(f"{value:>9d}" if key == "epoch" else f"{value:>9.4f}")
         print("  ".join(cells), flush=True)
 
-    finetune(config, on_epoch=show)
+    dataset = load_config_dataset(config)
+    finetune(config, on_epoch=show, dataset=dataset, plan=training_plan(config, dataset))
     return 0

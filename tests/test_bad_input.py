@@ -68,6 +68,8 @@ CLI_CASES = [
     ("spec-not-a-mapping", lambda t: ["plan", text_file(t, "list.yaml", "- a\n- b\n")], "must hold a mapping, got list"),
     ("spec-missing-file", lambda t: ["plan", str(t / "absent.yaml")], "absent.yaml"),
     # --- CLI arguments ---
+    ("spec-after-bad-arguments", lambda t: ["plan", spec_file(t, after=["spectral --tops 10"])],
+     "after[0]: 'spectral --tops 10': unrecognized arguments: --tops 10"),
     ("set-without-equals", lambda t: ["plan", spec_file(t), "--set", "epochs"], "override 'epochs' is not KEY=VALUE"),
     ("set-unknown-key", lambda t: ["plan", spec_file(t), "--set", "epochz=3"], "unknown key 'epochz'"),
     ("set-bad-value", lambda t: ["plan", spec_file(t), "--set", "epochs=zero"], "got 'zero'"),
@@ -116,7 +118,7 @@ def damaged_checkpoint(tmp_path: Path, damage: str):
     import torch
     from ray.tune import Checkpoint
 
-    from trainables.trainable import STATE_FILE
+    from trainables.trial_dir import STATE_FILE
 
     path = tmp_path / STATE_FILE
     torch.save({"epoch": 2, "model": torch.zeros(1000)}, path)

@@ -11,11 +11,13 @@ from torch import nn
 from trainables import d3m
 from trainables.attribution import featurize, trak
 from trainables.config import TrainConfig
-from trainables.d3m import (D3MOptions, d3m_plan, group_weights, pseudo_groups, read_npz, removal, select,
-                            SCORES_NAME)
+from trainables.builders import load_config_dataset
+from trainables.config import D3MOptions
+from trainables.d3m import d3m_plan, d3m_select, group_weights, pseudo_groups, removal
 from trainables.errors import GroupsweepError
-from trainables.finetune import finetune, load_config_dataset
-from trainables.trainable import TrialFiles
+from trainables.finetune import finetune
+from trainables.plans import training_plan
+from trainables.trial_dir import D3M_SCORES_FILE, TrialDir
 
 
 # --- options ----------------------------------------------------------------------------------
@@ -100,7 +102,7 @@ def test_select_uses_group_means_and_leaves_missing_groups_out(caplog):
     val_loss = rng.random(9)
     train_y = np.repeat([0, 1], 15)
     with caplog.at_level(logging.WARNING, logger="groupsweep.d3m"):
-        selection = select(FixedScores(matrix), train_y, val_groups, val_loss, D3MOptions(), 2, 4)
+        selection = d3m_select(FixedScores(matrix), train_y, val_groups, val_loss, D3MOptions(), 2, 4)
     assert "group(s) [2]" in caplog.text
     assert selection.groups.tolist() == [0, 1, 3]
     losses = np.array([val_loss[val_groups == g].mean() for g in (0, 1, 3)])
@@ -116,11 +118,11 @@ def test_select_uses_group_means_and_leaves_missing_groups_out(caplog):
 def test_select_refuses_nan_losses_and_scores():
     matrix = np.ones((4, 2))
     with pytest.raises(GroupsweepError, match="not all finite"):
-        select(FixedScores(matrix), np.array([0, 0, 1, 1]), np.array([0, 1]), np.array([0.1, np.nan]),
+        d3m_select(FixedScores(matrix), np.array([0, 0, 1, 1]), np.array([0, 1]), np.array([0.1, np.nan]),
                D3MOptions(), 2, 2)
     matrix[0, 0] = np.nan
     with pytest.raises(GroupsweepError, match="not all finite"):
-        select(FixedScores(matrix), np.array([0, 0, 1, 1]), np.array([0, 1]), np.array([0.1, 0.2]),
+        d3m_select(FixedScores(matrix), np.array([0, 0, 1, 1]), np.array([0, 1]), np.array([0.1, 0.2]),
                D3MOptions(), 2, 2)
 
 
@@ -182,12 +184,12 @@ def test_d3m_removes_mostly_the_planted_examples_and_retraining_helps_the_minori
     of what it removes (observed: all 40 planted among 63-72 removed of 680); the 40 lowest scores are >= 85%
     planted (observed 92-100%); retraining without the removed examples raises the worst-group validation
     accuracy."""
-    selection = select(planted["scores"], planted["y"].numpy(), planted["val_groups"], planted["val_loss"],
+    selection = d3m_select(planted["scores"], planted["y"].numpy(), planted["val_groups"], planted["val_loss"],
                        D3MOptions(), 2, 4)
     hits = np.isin(selection.removed, planted["planted"]).sum()
     assert hits >= 0.9 * PLANTED and hits >= 0.5 * len(selection.removed)
     assert selection.group_weight.argmax() == 2  # the minority group (y=1, s=0) the planted examples hurt
-    lowest = select(planted["scores"], planted["y"].numpy(), planted["val_groups"], planted["val_loss"],
+    lowest = d3m_select(planted["scores"], planted["y"].numpy(), planted["val_groups"], planted["val_loss"],
                     D3MOptions(remove=PLANTED), 2, 4)
     assert np.isin(lowest.removed, planted["planted"]).mean() >= 0.85
     before = group_accuracy(planted["model"], planted["xv"], planted["yv"], planted["val_groups"])
@@ -217,7 +219,7 @@ def test_auto_d3m_finds_the_harmed_side_without_group_labels(planted):
     minority = groups == 3
     assert loss[minority].mean() > loss[(yv == 1) & ~minority].mean()
     assert (planted["val_groups"][minority] == 2).mean() >= 0.7
-    selection = select(planted["scores"], planted["y"].numpy(), groups, planted["val_loss"], D3MOptions(), 2, 4)
+    selection = d3m_select(planted["scores"], planted["y"].numpy(), groups, planted["val_loss"], D3MOptions(), 2, 4)
     hits = np.isin(selection.removed, planted["planted"]).sum()
     assert hits >= 0.85 * PLANTED
     assert hits / len(selection.removed) >= 4 * PLANTED / len(planted["y"])
@@ -288,7 +290,7 @@ def test_plan_takes_the_sweeps_finished_none_trial_and_saves_its_selection(tmp_p
     trial_dir = str(tmp_path / f"wb-{method}-s2")
     plan = d3m_plan(config, dataset, trial_dir, str(tmp_path), options=FAST, cpu=True)
 
-    saved = read_npz(TrialFiles(trial_dir), SCORES_NAME)
+    saved = TrialDir(trial_dir).read_npz(D3M_SCORES_FILE)
     assert saved["base_sources"].tolist() == ["wb-none-s2"]
     assert np.array_equal(plan.indices, saved["kept"]) and plan.sampling_weights is None
     assert plan.num_samples == len(plan.indices) == SMALL["size"] - len(saved["removed"])
@@ -322,7 +324,7 @@ def test_plan_trains_the_base_model_when_the_none_trial_has_not_finished(tmp_pat
     options = D3MOptions(proj_dim=32, models=2, last_layer=True)
     d3m_plan(trial_config("d3m", epochs=3), dataset, str(tmp_path / "t"), str(tmp_path), options=options, cpu=True)
     assert [(c.method, c.seed, c.epochs) for c in trained] == [("none", 2, 3), ("none", 2 + d3m.SEED_STRIDE, 3)]
-    saved = read_npz(TrialFiles(str(tmp_path / "t")), SCORES_NAME)
+    saved = TrialDir(str(tmp_path / "t")).read_npz(D3M_SCORES_FILE)
     assert saved["base_sources"].tolist() == ["trained:seed=2", f"trained:seed={2 + d3m.SEED_STRIDE}"]
 
 
@@ -336,7 +338,7 @@ def test_a_diverged_base_model_raises_and_removes_nothing(tmp_path, monkeypatch,
     with pytest.raises(GroupsweepError, match="not finite|non-finite") as error:
         d3m_plan(trial_config("d3m"), dataset, str(trial_dir), str(tmp_path), options=FAST, cpu=True)
     assert "\n" not in str(error.value)
-    assert not (trial_dir / SCORES_NAME).exists()
+    assert not (trial_dir / D3M_SCORES_FILE).exists()
 
 
 def test_plan_refuses_methods_other_than_d3m(dataset):
@@ -362,20 +364,24 @@ def test_a_d3m_trial_trains_on_the_kept_examples_and_reports_like_any_trial(tmp_
     monkeypatch.setattr(d3m, "train_model", no_training)
     rows = []
     trial_dir = str(tmp_path / "wb-d3m-s2")
-    reporter = EpochReporter(lambda metrics, checkpoint=None: rows.append(metrics), Checkpoint, TrialFiles(trial_dir),
+    reporter = EpochReporter(lambda metrics, checkpoint=None: rows.append(metrics), Checkpoint, TrialDir(trial_dir),
                              node_id="n")
     run_finetune(trial_config("d3m", d3m=FAST.to_dict()), reporter, None, cpu=True, trial_dir=trial_dir,
                  experiment_dir=str(tmp_path))
-    saved = read_npz(TrialFiles(trial_dir), SCORES_NAME)
+    saved = TrialDir(trial_dir).read_npz(D3M_SCORES_FILE)
     assert [row["epoch"] for row in rows] == [1] and rows[0]["status"] == "ok"
     assert rows[0]["data/num_train_kept"] == len(saved["kept"])
     assert sum(rows[0][f"train_subset/count_group_{g}"] for g in range(4)) == len(saved["kept"])
     assert (tmp_path / "wb-d3m-s2" / "groupsweep" / "predictions" / "epoch_0001.npz").exists()
 
 
-def test_finetune_alone_selects_with_d3m_and_trains_the_base_model_itself():
-    history = finetune(trial_config("d3m", d3m=FAST.to_dict()), cpu=True)
+def test_training_plan_selects_with_d3m_and_trains_the_base_model_itself():
+    config = trial_config("d3m", d3m=FAST.to_dict())
+    dataset = load_config_dataset(config)
+    history = finetune(config, cpu=True, dataset=dataset, plan=training_plan(config, dataset, cpu=True))
     assert SMALL["size"] // 2 <= history[-1]["data/num_train_kept"] <= SMALL["size"]
+    with pytest.raises(GroupsweepError, match="trainables.plans.training_plan"):
+        finetune(config, cpu=True, dataset=dataset)  # finetune knows no data selection of its own
 
 
 def test_specs_accept_d3m_methods_in_one_process_only():

@@ -64,7 +64,7 @@ def test_memory_mapped_datasets_are_not_copied_into_the_store(tmp_path, fake_ray
                            image_size=8)
     assert launcher.is_memory_mapped(dataset)
     assert launcher.dataset_nbytes(dataset) == 3 * (images.nbytes + 2 * split.y.nbytes)  # fits the store
-    monkeypatch.setattr("trainables.finetune.load_config_dataset", lambda config: dataset)
+    monkeypatch.setattr("sweeps.launcher.load_config_dataset", lambda config: dataset)
     puts, _ = fake_ray
     assert launcher.share_datasets(spec_with({"synthetic-waterbirds": {"options": TINY}})) == {}
     assert puts == []

@@ -3,8 +3,9 @@
 import pytest
 
 from sweeps.cli import main
-from sweeps.presets import preset_names, preset_rows
+from sweeps.presets import preset_names
 from sweeps.spec import build_spec, read_spec_source
+from sweeps.sweep_command import preset_rows
 from trainables.models import MODELS
 
 PAPER = ("fig1-balancing", "fig2-mixture", "fig3-scaling", "fig4-resnet", "fig7-ablation", "spectral")

@@ -303,18 +303,18 @@ class FullDisk:
 
 
 def test_full_disk_leaves_the_previous_trial_files_intact(tmp_path):
-    from trainables.trainable import TrialFiles, predictions_name
+    from trainables.trial_dir import TrialDir, predictions_file
 
-    files = TrialFiles(str(tmp_path))
-    files.write_npz(predictions_name(1), {"val": np.arange(3, dtype=np.int16)})
-    path = tmp_path / predictions_name(1)
+    files = TrialDir(str(tmp_path))
+    files.write_npz(predictions_file(1), {"val": np.arange(3, dtype=np.int16)})
+    path = tmp_path / predictions_file(1)
     before = path.read_bytes()
     files.fs = FullDisk(files.fs)
     with pytest.raises(OSError) as error:
-        files.write_npz(predictions_name(1), {"val": np.arange(9, dtype=np.int16)})
+        files.write_npz(predictions_file(1), {"val": np.arange(9, dtype=np.int16)})
     assert error.value.errno == errno.ENOSPC
     with pytest.raises(OSError):
-        files.write_npz(predictions_name(2), {"val": np.arange(9, dtype=np.int16)})
+        files.write_npz(predictions_file(2), {"val": np.arange(9, dtype=np.int16)})
     assert path.read_bytes() == before  # still the complete previous version
     assert sorted(os.listdir(path.parent)) == ["epoch_0001.npz"]  # no partial or temporary file
 
@@ -343,17 +343,18 @@ def test_fault_injection_fails_a_trial_once_after_the_named_epoch(tmp_path, monk
     from ray.tune import Checkpoint
     from test_trainable import Reports, fake_result
 
-    from trainables.trainable import FAULT_ENV, EpochReporter, InjectedFault, TrialFiles, injected_fault
+    from trainables.trainable import FAULT_ENV, EpochReporter, InjectedFault, injected_fault
+    from trainables.trial_dir import TrialDir
 
     assert injected_fault("a") is None  # off by default
     monkeypatch.setenv(FAULT_ENV, "sweep-a-s1:2")
     assert injected_fault("sweep-a-s1") == 2 and injected_fault("sweep-a-s2") is None
     reports = Reports()
-    reporter = EpochReporter(reports, Checkpoint, TrialFiles(str(tmp_path)), "n", fault_epoch=2)
+    reporter = EpochReporter(reports, Checkpoint, TrialDir(str(tmp_path)), "n", fault_epoch=2)
     reporter(fake_result(1))
     with pytest.raises(InjectedFault):
         reporter(fake_result(2))
     assert [row["epoch"] for row in reports.rows] == [1, 2]  # epoch 2 was reported (and checkpointed) first
-    retry = EpochReporter(reports, Checkpoint, TrialFiles(str(tmp_path)), "n", fault_epoch=2)
+    retry = EpochReporter(reports, Checkpoint, TrialDir(str(tmp_path)), "n", fault_epoch=2)
     retry(fake_result(2))  # the marker file: no second failure
     assert (tmp_path / "groupsweep" / "fault_2").exists()

@@ -196,6 +196,29 @@ def test_labels_and_predictions_of_a_trial(tmp_path):
         results.labels("nope")
 
 
+def test_a_uri_loads_like_the_local_path(tmp_path):
+    """A ``pyarrow.fs`` URI (here ``file://``) gives the same tables, labels and predictions as the path."""
+    predictions = {2: {"val": [1, 0, 1, 1], "test": [0, 0, 1]}}
+    write_trial(tmp_path, 0, trial_config("wb", "m", "none", epochs=2), reports(2), labels=LABELS,
+                predictions=predictions)
+    write_trial(tmp_path, 1, trial_config("wb", "m", "subsetting", epochs=3), reports(2))
+    (tmp_path / "stray-folder").mkdir()
+    local = load_results(tmp_path)
+    remote = load_results(tmp_path.as_uri())
+    assert remote.run_dir == tmp_path.as_uri()
+    assert remote.trials["path"].tolist() == [f"{tmp_path.as_uri()}/{Path(path).name}" for path in local.trials["path"]]
+    pd.testing.assert_frame_equal(remote.trials.drop(columns="path"), local.trials.drop(columns="path"))
+    pd.testing.assert_frame_equal(remote.frame, local.frame)
+    assert remote.configs == local.configs
+    assert remote.trial_dir("1a2b3_00000").startswith("file://")
+    np.testing.assert_array_equal(remote.labels("1a2b3_00000")["val_g"], [0, 1, 2, 3])
+    np.testing.assert_array_equal(remote.predictions("1a2b3_00000", 2, splits=("val",))["val"], [1, 0, 1, 1])
+    with pytest.raises(MissingResultError, match="epoch_0001.npz"):
+        remote.predictions("1a2b3_00000", 1)
+    with pytest.raises(GroupsweepError, match="does not exist"):
+        load_results(f"{tmp_path.as_uri()}/nope")
+
+
 @pytest.mark.slow
 def test_real_ray_tune_directory_loads_like_experiment_analysis(tmp_path):
     """A real Tuner run with a function trainable that reports the contract's keys and saves
@@ -241,7 +264,7 @@ def test_real_ray_tune_directory_loads_like_experiment_analysis(tmp_path):
         np.testing.assert_array_equal(results.predictions(trial.trial_id, 2)["val"], [0, 0, 0, 0])
     assert results.frame.loc[results.frame["epoch"] == 1, "val/wga"].isna().all()
 
-    real_dir = results.trial_dir(analysis.trials[0].trial_id)
+    real_dir = Path(results.trial_dir(analysis.trials[0].trial_id))
     fake_dir = write_trial(tmp_path / "fake", 0, trial_config("wb", "m", "none", epochs=3),
                            [epoch_metrics(e) for e in (1, 2, 3)], labels=LABELS)
     listing = {path.name for path in real_dir.iterdir()} - {"groupsweep"}

@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from sweeps.cli import main
-from sweeps.launcher import check_resources
-from sweeps.spec import Resources, apply_overrides, build_spec, load_spec, method_label
+from sweeps.launcher import check_nodes_fit, save_spec
+from sweeps.spec import Resources, apply_overrides, build_spec, load_spec
+from sweeps.sweep_command import check_after_commands
+from trainables.balancing import method_label
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError
 
@@ -132,9 +134,6 @@ def test_resources_gpu_fractions_and_workers():
     ({"keep_checkpoints": "last"}, "keep_checkpoints: must be a positive integer or 'all', got 'last'"),
     ({"after": "spectral"}, "after: expected a list of groupsweep commands"),
     ({"after": ["train demo"]}, "after[0]: unknown command 'train'; allowed: analyze, plot, spectral"),
-    ({"after": ["analyze", "spectral --tops 10"]}, "after[1]: 'spectral --tops 10': unrecognized arguments: --tops 10"),
-    ({"after": ["analyze --criterion best"]}, "argument --criterion: invalid choice: 'best'"),
-    ({"after": ["spectral --top ten"]}, "argument --top: invalid int value: 'ten'"),
     ({"after": ["plot 'unclosed"]}, "after[0]: cannot split"),
 ])
 def test_bad_specs_are_refused_with_one_line(changes, message):
@@ -142,6 +141,28 @@ def test_bad_specs_are_refused_with_one_line(changes, message):
         build_spec(spec(**changes))
     text = str(error.value)
     assert message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("after, message", [
+    (["analyze", "spectral --tops 10"], "after[1]: 'spectral --tops 10': unrecognized arguments: --tops 10"),
+    (["analyze --criterion best"],
+     "after[0]: 'analyze --criterion best': argument --criterion: invalid choice: 'best'"),
+    (["spectral --top ten"], "argument --top: invalid int value: 'ten'"),
+])
+def test_after_command_arguments_are_checked_by_the_command_layer(after, message):
+    built = build_spec(spec(after=after))  # the spec checks the list's shape and command names only
+    with pytest.raises(GroupsweepError) as error:
+        check_after_commands(built)
+    text = str(error.value)
+    assert message in text and "\n" not in text
+
+
+def test_spec_module_does_not_import_the_command_line():
+    code = ("import sys, sweeps.spec; "
+            "assert not [m for m in sys.modules if m.startswith('sweeps.') and m.endswith(('cli', '_command'))]")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_keep_checkpoints_and_after_commands():
@@ -182,14 +203,20 @@ def test_yaml_file_reads_exponent_floats_and_reports_bad_yaml(tmp_path):
         load_spec("nonsense")
 
 
-def test_resources_no_node_provides_are_refused():
+def test_resources_no_node_provides_are_refused_locally_and_awaited_on_a_cluster(capsys):
     built = build_spec(spec(resources={"cpu": 4, "gpu": 1}))
-    check_resources(built, [{"CPU": 8, "GPU": 1}])
+    check_nodes_fit(built, [{"CPU": 8, "GPU": 1}])
     with pytest.raises(GroupsweepError, match=r"needs 4 CPU and 1 GPU per process but no node can provide") as error:
-        check_resources(built, [{"CPU": 64}, {"CPU": 2, "GPU": 8}])
+        check_nodes_fit(built, [{"CPU": 64}, {"CPU": 2, "GPU": 8}])
     assert "\n" not in str(error.value)
     workers = build_spec(spec(resources={"cpu": 8, "gpu": 4}))
-    check_resources(workers, [{"CPU": 2, "GPU": 1}])  # one GPU per worker process, on any nodes
+    check_nodes_fit(workers, [{"CPU": 2, "GPU": 1}])  # one GPU per worker process, on any nodes
+    # a cluster's autoscaler may add a node that fits: one warning line naming the first trial, no refusal
+    capsys.readouterr()
+    check_nodes_fit(built, [{"CPU": 64}], autoscaling=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: trial {built.trials[0].name} needs 4 CPU and 1 GPU")
+    assert "15 more trials" in err[0] and "wait for the cluster's autoscaler" in err[0]
 
 
 def test_plan_prints_the_grid_and_count_without_ray(tmp_path):
@@ -231,22 +258,54 @@ def test_run_refuses_resources_beyond_this_machine_before_ray(tmp_path, capsys):
     assert not (tmp_path / "t").exists()
 
 
-def test_summary_is_mean_and_sample_std_of_finished_trials_per_method():
-    import pandas as pd
+def test_summary_is_mean_and_sample_std_of_finished_trials_per_method(tmp_path):
+    from results_fixtures import diverged_report, epoch_metrics, trial_config, write_trial
 
-    from sweeps.launcher import format_summary, summarize
+    from analysis.results import load_results
+    from analysis.summary import format_summary, summarize
 
-    def row(method, ratio, seed, wga, epoch=3, status="ok"):
-        return {"trial_name": f"{method}{ratio}-s{seed}", "state": "TERMINATED", "dataset": "d", "model": "m",
-                "method": method, "ratio": ratio, "seed": seed, "epochs": 3, "epoch": epoch, "status": status,
-                "test/wga": wga}
+    def trial(method, ratio, seed, wga, epochs_done=3):
+        config = trial_config("d", "m", method, ratio=ratio, seed=seed, epochs=3)
+        reports = [epoch_metrics(epoch, overrides={"test/wga": wga}) for epoch in range(1, epochs_done + 1)]
+        if wga is None:  # diverged in its second epoch
+            reports = [epoch_metrics(1), diverged_report(2)]
+        write_trial(tmp_path, len(list(tmp_path.iterdir())), config, reports)
+        return config["trial_name"]
 
-    rows = pd.DataFrame([row("none", None, 1, 0.5), row("none", None, 2, 0.7), row("none", None, 3, 0.1, epoch=2),
-                         row("mixture", 2.0, 1, 0.9), row("mixture", 2.0, 2, float("nan"), status="diverged")])
-    summary = summarize(rows).set_index("method")
+    names = [trial("none", None, 1, 0.5), trial("none", None, 2, 0.7), trial("none", None, 3, 0.1, epochs_done=2),
+             trial("mixture", 2.0, 1, 0.9), trial("mixture", 2.0, 2, None)]
+    results = load_results(tmp_path)
+    summary = summarize(results, order=names).set_index("method")
     assert summary.loc["none", "n"] == 2 and summary.loc["none", "test_wga_mean"] == pytest.approx(0.6)
     assert summary.loc["none", "test_wga_std"] == pytest.approx(0.02 ** 0.5)  # sample std (ddof=1)
     assert summary.loc["mixture 2:1", "n"] == 1 and summary.loc["mixture 2:1", "diverged"] == 1
     assert np.isnan(summary.loc["mixture 2:1", "test_wga_std"])
-    text = format_summary(summarize(rows))
+    text = format_summary(summarize(results, order=names))
     assert "60.0 ± 14.1" in text and "90.0  (1 diverged)" in text
+    assert text.splitlines()[0] == "dataset                  method                   n    final test WGA (%)"
+    # methods in the order of their first trial in ``order``
+    assert list(summarize(results, order=names[::-1])["method"]) == ["mixture 2:1", "none"]
+    assert list(summarize(results, order=names)["method"]) == ["none", "mixture 2:1"]
+
+
+def test_status_lists_each_trial_state_in_grid_order(tmp_path, capsys):
+    from results_fixtures import diverged_report, epoch_metrics, write_trial
+
+    source = {"name": "st", "datasets": ["synthetic-waterbirds"], "models": ["toy-convnextv2-xs"],
+              "methods": ["none", "upweighting"], "seeds": [0, 1], "hparams": {"epochs": 2}}
+    exp_dir = tmp_path / "st"
+    save_spec(str(exp_dir), source)
+    trials = build_spec(source).trials
+    write_trial(exp_dir, 0, trials[3].config, [epoch_metrics(1, value=0.5), epoch_metrics(2, value=0.75)])
+    write_trial(exp_dir, 1, trials[1].config, [epoch_metrics(1), diverged_report(2)])
+    write_trial(exp_dir, 2, trials[0].config, [epoch_metrics(1, value=0.25)], error="RuntimeError: boom")
+    assert main(["status", "st", "--storage", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["trial", "state", "epoch", "val", "wga", "test", "wga"]
+    assert [line.split() for line in lines[1:-1]] == [
+        [trials[0].name, "error", "1/2", "0.2500", "0.2500"],
+        [trials[1].name, "diverged", "2/2", "-", "-"],
+        [trials[2].name, "pending", "-/2", "-", "-"],
+        [trials[3].name, "complete", "2/2", "0.7500", "0.7500"],
+    ]
+    assert lines[-1] == "1 complete, 1 diverged, 1 error, 1 pending"

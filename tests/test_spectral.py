@@ -4,6 +4,7 @@ on a finetuned sweep directory, and the ``demo-spectral`` preset end to end on R
 
 import argparse
 import io
+import json
 import weakref
 from pathlib import Path
 
@@ -13,15 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.features import (
-    accumulate_features,
-    checkpoint_epochs,
-    read_config,
-    trial_statistics,
-)
-from analysis.plots import DPI, figure_size
-from trainables.finetune import build_model_and_inputs
-from analysis.spectral import (
+from analysis.covariance import (
     CovarianceAccumulator,
     class_groups,
     minority_groups,
@@ -30,11 +23,20 @@ from analysis.spectral import (
     table5_paper_view,
     top_eigenvalues,
 )
+from analysis.features import (
+    accumulate_features,
+    checkpoint_epochs,
+    read_config,
+    trial_statistics,
+)
+from analysis.plots import DPI, figure_size
 from results_fixtures import trial_config, write_trial
 from sweeps import spectral_command
+from trainables.builders import build_model_and_inputs, load_config_dataset
 from trainables.data import load_dataset
 from trainables.errors import GroupsweepError
-from trainables.finetune import finetune, load_config_dataset
+from trainables.finetune import finetune
+from trainables.trial_dir import TrialDir
 
 # Exactly constructed features: float64 round-off only.
 EXACT_RTOL = 1e-9
@@ -238,7 +240,8 @@ def direct_top_eigenvalues(trial_dir: Path, epoch: int, k: int, positions=None) 
     config = read_config(trial_dir)
     dataset = load_config_dataset(config)
     model, model_inputs = build_model_and_inputs(config, dataset)
-    model.load_state_dict(torch.load(checkpoint_epochs(trial_dir)[epoch], weights_only=False)["model"])
+    trial = TrialDir(trial_dir)
+    model.load_state_dict(trial.load_state(checkpoint_epochs(trial_dir)[epoch])["model"])
     model.eval()
     inputs = model_inputs.inputs["train"]
     if isinstance(inputs, dict):
@@ -305,6 +308,45 @@ def test_subset_trained_on_is_the_plans_examples(tmp_path):
     for g, values in statistics.accumulator.top_eigenvalues(5).items():
         assert statistics.accumulator.count(g) == int(np.sum(dataset.groups("train")[kept] == g))
         np.testing.assert_allclose(values, expected[g], rtol=FLOAT32_RTOL, atol=FLOAT32_RTOL * expected[g][0])
+
+
+@pytest.mark.parametrize("method", ["d3m", "auto-d3m"])
+def test_subset_of_a_d3m_trial_is_the_selection_saved_in_its_trial_directory(tmp_path, monkeypatch, method):
+    """A data-selection trial trains on the examples D3M kept; ``train_subset`` analyses exactly those, as
+    saved in the trial directory (no balancing plan exists for these methods, and nothing is re-scored)."""
+    from trainables import d3m
+    from trainables.plans import training_plan
+    from trainables.trial_dir import CHECKPOINT_PREFIX, D3M_SCORES_FILE, PARAMS_FILE, STATE_FILE
+
+    config = trial_config(dataset="synthetic-waterbirds", dataset_options=IMAGE_DATA, model="toy-convnextv2-xs",
+                          method=method, seed=3, epochs=1, lr=1e-3, batch_size=32, num_threads=1,
+                          eval_batch_size=64, d3m={"proj_dim": 32, "batch_size": 64, "last_layer": True})
+    trial_dir = tmp_path / config["trial_name"]
+    trial_dir.mkdir()
+    (trial_dir / PARAMS_FILE).write_text(json.dumps(config))
+    train_config = read_config(trial_dir)
+    dataset = load_config_dataset(train_config)
+    plan = training_plan(train_config, dataset, trial_dir=str(trial_dir), cpu=True)  # trains the base model
+    states = []
+    finetune(train_config, on_epoch=lambda result: states.append(result.state()), cpu=True, dataset=dataset,
+             plan=plan)
+    (trial_dir / f"{CHECKPOINT_PREFIX}000000").mkdir()
+    torch.save(states[-1], trial_dir / f"{CHECKPOINT_PREFIX}000000" / STATE_FILE)
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the analysis must reuse the selection saved in the trial directory")
+
+    monkeypatch.setattr(d3m, "base_states", no_scoring)
+    kept = TrialDir(str(trial_dir)).read_npz(D3M_SCORES_FILE, ("kept",))["kept"]
+    statistics = trial_statistics(trial_dir, examples="train_subset", device="cpu")
+    assert statistics.n_examples == len(kept) == len(np.unique(plan.indices))
+    assert IMAGE_DATA["size"] // 2 <= len(kept) <= IMAGE_DATA["size"]
+    groups = dataset.groups("train")
+    for g in range(4):
+        assert statistics.accumulator.count(g) == int(np.sum(groups[kept] == g))
+    # the same through a URI
+    uri_statistics = trial_statistics(trial_dir.as_uri(), examples="train_subset", device="cpu")
+    assert uri_statistics.n_examples == len(kept)
 
 
 def write_text_data(root: Path) -> None:
@@ -404,8 +446,6 @@ def test_spectral_command_on_named_trials(image_sweep, tmp_path):
 
 
 def read_config_name(trial_dir: Path) -> str:
-    import json
-
     return json.loads((trial_dir / "params.json").read_text())["trial_name"]
 
 

@@ -76,7 +76,9 @@ def test_cli_sweep_reports_every_epoch_and_loads_offline(tmp_path, cluster_addre
 
     status = run_cli("status", "four", "--storage", str(storage))
     assert status.returncode == 0, status.stderr
-    assert status.stdout.count("TERMINATED") >= 4 and "2/2" in status.stdout
+    states = [line.split()[1] for line in status.stdout.strip().splitlines()[1:-1]]
+    assert states == ["complete"] * 4 and "2/2" in status.stdout
+    assert status.stdout.strip().splitlines()[-1] == "4 complete"
 
     before = {t.name: (exp_dir / t.name / "result.json").read_text() for t in trials}
     again = run_cli(*args)

@@ -7,19 +7,11 @@ import pytest
 import torch
 from ray.tune import Checkpoint
 
-import trainables.finetune
+import trainables.trainable
 from trainables.config import TrainConfig
 from trainables.finetune import DivergenceError, EpochResult
-from trainables.trainable import (
-    LABELS_NAME,
-    STATE_FILE,
-    EpochReporter,
-    TrialFiles,
-    epoch_metrics,
-    load_state,
-    predictions_name,
-    run_finetune,
-)
+from trainables.trainable import EpochReporter, epoch_metrics, load_state, run_finetune
+from trainables.trial_dir import LABELS_FILE, STATE_FILE, TrialDir, predictions_file
 
 SMALL = {"size": 120, "val_size": 40, "test_size": 60}
 
@@ -48,10 +40,10 @@ def fake_result(epoch: int) -> EpochResult:
 
 
 def test_trial_files_are_written_atomically(tmp_path):
-    files = TrialFiles(str(tmp_path / "trial"))
-    assert not files.exists(LABELS_NAME)
-    files.write_npz(predictions_name(3), {"val": np.arange(4, dtype=np.int16)})
-    files.write_npz(predictions_name(3), {"val": np.arange(5, dtype=np.int16)})  # replaced whole
+    files = TrialDir(str(tmp_path / "trial"))
+    assert not files.exists(LABELS_FILE)
+    files.write_npz(predictions_file(3), {"val": np.arange(4, dtype=np.int16)})
+    files.write_npz(predictions_file(3), {"val": np.arange(5, dtype=np.int16)})  # replaced whole
     path = tmp_path / "trial" / "groupsweep" / "predictions" / "epoch_0003.npz"
     with np.load(path) as saved:
         assert saved["val"].dtype == np.int16 and saved["val"].tolist() == [0, 1, 2, 3, 4]
@@ -66,7 +58,7 @@ def test_epoch_metrics_lead_with_table_columns_and_add_status_and_node():
 
 def test_reporter_writes_files_then_reports_with_a_checkpoint(tmp_path):
     reports = Reports()
-    reporter = EpochReporter(reports, Checkpoint, TrialFiles(str(tmp_path)), node_id="n1")
+    reporter = EpochReporter(reports, Checkpoint, TrialDir(str(tmp_path)), node_id="n1")
     for epoch in (1, 2):
         reporter(fake_result(epoch))
     assert [row["epoch"] for row in reports.rows] == [1, 2] and reporter.last_epoch == 2
@@ -74,10 +66,10 @@ def test_reporter_writes_files_then_reports_with_a_checkpoint(tmp_path):
     assert torch.equal(reports.states[1]["weights"], torch.full((2,), 2.0))
     # the temporary checkpoint directories are removed once Ray has the checkpoint
     assert not any(os.path.exists(path) for path in reports.checkpoint_dirs)
-    with np.load(tmp_path / LABELS_NAME) as labels:
+    with np.load(tmp_path / LABELS_FILE) as labels:
         assert labels["test_y"].tolist() == [1, 1, 0] and int(labels["n_classes"]) == 2
     for epoch in (1, 2):
-        with np.load(tmp_path / predictions_name(epoch)) as saved:
+        with np.load(tmp_path / predictions_file(epoch)) as saved:
             assert saved["test"].tolist() == [1, 0, epoch % 2]
 
 
@@ -97,11 +89,11 @@ def small_config(**changes) -> TrainConfig:
 def test_run_finetune_reports_every_epoch_and_resumes_after_the_checkpoint(tmp_path):
     config = small_config()
     full = Reports()
-    run_finetune(config, EpochReporter(full, Checkpoint, TrialFiles(str(tmp_path / "a")), "n"), None, cpu=True)
+    run_finetune(config, EpochReporter(full, Checkpoint, TrialDir(str(tmp_path / "a")), "n"), None, cpu=True)
     assert [row["epoch"] for row in full.rows] == [1, 2] and {row["status"] for row in full.rows} == {"ok"}
 
     resumed = Reports()
-    run_finetune(config, EpochReporter(resumed, Checkpoint, TrialFiles(str(tmp_path / "b")), "n"),
+    run_finetune(config, EpochReporter(resumed, Checkpoint, TrialDir(str(tmp_path / "b")), "n"),
                  full.states[0], cpu=True)
     assert [row["epoch"] for row in resumed.rows] == [2]
     assert resumed.rows[0]["test/wga"] == full.rows[1]["test/wga"]
@@ -113,11 +105,11 @@ def test_run_finetune_reports_every_epoch_and_resumes_after_the_checkpoint(tmp_p
 
 
 def test_divergence_ends_the_trial_with_a_diverged_row(monkeypatch):
-    def diverging(config, on_epoch, resume_state, cpu):
+    def diverging(config, on_epoch, resume_state, cpu, dataset, plan):
         on_epoch(fake_result(1))
         raise DivergenceError("training loss is nan in epoch 2 of 2")
 
-    monkeypatch.setattr(trainables.finetune, "finetune", diverging)
+    monkeypatch.setattr(trainables.trainable, "finetune", diverging)
     reports = Reports()
     run_finetune(small_config(), EpochReporter(reports, Checkpoint, None, "n"), None, cpu=True)
     assert [(row["epoch"], row["status"]) for row in reports.rows] == [(1, "ok"), (2, "diverged")]

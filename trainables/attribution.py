@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from trainables.errors import GroupsweepError
+from trainables.errors import GroupsweepError, is_integer, is_real
 
 # Rows of the projection matrix generated (and multiplied) at once: blocks of about 2^22 entries.
 PROJECTION_BLOCK_ELEMENTS = 1 << 22
@@ -59,7 +59,7 @@ class GaussianProjector:
     """
 
     def __init__(self, dim: int, proj_dim: int, seed: int, device: torch.device | str = "cpu"):
-        if isinstance(proj_dim, bool) or not isinstance(proj_dim, int) or proj_dim < 1:
+        if not is_integer(proj_dim, 1):
             raise GroupsweepError(f"projection dimension {proj_dim!r} is invalid; allowed: an integer >= 1")
         self.dim, self.proj_dim, self.seed = int(dim), proj_dim, int(seed)
         self.device = torch.device(device)
@@ -256,7 +256,7 @@ def trak(train: Sequence[GradientFeatures], targets: Sequence[GradientFeatures],
     if not train or len(train) != len(targets):
         raise GroupsweepError(f"trak needs the same number (>= 1) of train and target features, got "
                               f"{len(train)} and {len(targets)}")
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0 or not math.isfinite(ridge):
+    if not is_real(ridge, 0):
         raise GroupsweepError(f"ridge {ridge!r} is invalid; allowed: a finite number >= 0")
     kernels = []
     for features in train:

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from trainables.errors import GroupsweepError, choose
+from trainables.errors import GroupsweepError, choose, is_integer, is_real
 
 logger = logging.getLogger("groupsweep.balancing")
 
@@ -82,21 +81,18 @@ def check_method(method: str, ratio=None) -> float | None:
         return None
     if ratio is None:
         raise GroupsweepError(f"balancing method {method!r} needs a ratio; allowed: a number >= 1 (e.g. 2 for {method} 2:1)")
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not math.isfinite(ratio) or ratio < 1:
+    if not is_real(ratio, 1):
         raise GroupsweepError(f"balancing ratio {ratio!r} for {method!r} is invalid; allowed: a finite number >= 1")
     return float(ratio)
 
 
 def method_label(method: str, ratio=None) -> str:
-    """Readable name of a balancing method for tables and plots.
-
-    E.g. ``upsampling``, ``mixture 2:1``, ``mixture 2.5:1 (no subset)``. Validates like ``check_method``.
-    """
-    ratio = check_method(method, ratio)
-    if ratio is None:
-        return method
-    suffix = "" if method == "mixture" else " (no subset)"
-    return f"mixture {ratio:g}:1{suffix}"
+    """Display name of a balancing method in every table, figure and summary: ``upsampling``,
+    ``mixture 2:1``, ``mixture-nosubset 3.5:1``. A ``ratio`` of None or NaN (a table's empty cell) means
+    none. A display function: it does not validate (``check_method`` does)."""
+    if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)):
+        return str(method)
+    return f"{method} {float(ratio):g}:1"
 
 
 def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: int | None = None) -> BalancingPlan:
@@ -134,8 +130,8 @@ def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: i
     ratio = check_method(method, ratio)
     if method in SELECTION_METHODS:
         raise GroupsweepError(f"balancing method {method!r} selects examples with a trained base model; "
-                              f"its plan comes from trainables.d3m.d3m_plan, not make_plan")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+                              f"its plan comes from trainables.plans.training_plan, not make_plan")
+    if not is_integer(seed, 0):
         raise GroupsweepError(f"balancing seed {seed!r} is invalid; allowed: an integer >= 0")
     seed = int(seed)
     y = _labels("class labels", y)
@@ -199,6 +195,7 @@ def make_sampler(plan: BalancingPlan, generator=None):
     weights, else ``RandomSampler`` (a fresh permutation each epoch, without replacement). ``generator``
     is the ``torch.Generator`` that makes the draws reproducible.
     """
+    # deferred: balancing plans are numpy; only the sampler needs torch (specs are checked without it)
     from torch import from_numpy
     from torch.utils.data import RandomSampler, WeightedRandomSampler
 

@@ -1,16 +1,84 @@
-"""The configuration of one finetuning run (one trial of a sweep)."""
+"""The configuration types of one finetuning run (one trial of a sweep): ``TrainConfig`` and the options of
+the data-selection methods it may name, ``D3MOptions``.
+
+Both are plain, JSON-able, validated data: every default of a run lives here, and nothing in this module
+trains, loads or imports anything heavy, so every layer can read a config.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
-from trainables.d3m import D3MOptions
-from trainables.errors import GroupsweepError, choose
+from trainables.errors import GroupsweepError, choose, is_integer, is_real, positive_integer
 
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("no", "fp16", "bf16")
+REMOVE_NEGATIVE = "negative"
+
+
+@dataclass(frozen=True)
+class D3MOptions:
+    """Settings of D3M / AUTO-D3M (the ``d3m`` mapping of a trial config; every key optional).
+
+    models: T, the models whose scores are averaged: the base model, plus T − 1 ERM runs with seeds
+      ``seed + t * SEED_STRIDE`` trained on demand.
+    proj_dim: k, the Gaussian projection's dimension; null keeps raw gradients (small models only).
+    ridge: λ relative to the kernel scale (λ = ridge · trace(ΦᵀΦ) / k).
+    last_layer: differentiate only the final linear layer (cheap; exact when the backbone is frozen).
+    beta: temperature β of the group-loss softmax.
+    remove: ``negative`` (every example with A_i < 0) or an integer k (the k lowest A_i).
+    max_removed: the largest fraction of any class that may be removed, in (0, 1).
+    pseudo_fraction: AUTO-D3M's share of each class in the pseudo-minority group, in (0, 1).
+    batch_size: examples per per-example-gradient batch.
+    """
+
+    models: int = 1
+    proj_dim: int | None = 512
+    ridge: float = 0.01
+    last_layer: bool = False
+    beta: float = 1.0
+    remove: str | int = REMOVE_NEGATIVE
+    max_removed: float = 0.5
+    pseudo_fraction: float = 0.35
+    batch_size: int = 32
+
+    def __post_init__(self):
+        for name in ("models", "batch_size"):
+            _check_option(name, getattr(self, name), is_integer(getattr(self, name), 1), "an integer >= 1")
+        _check_option("proj_dim", self.proj_dim, self.proj_dim is None or is_integer(self.proj_dim, 1),
+                      "an integer >= 1 or null (no projection)")
+        _check_option("ridge", self.ridge, is_real(self.ridge, 0), "a finite number >= 0")
+        _check_option("last_layer", self.last_layer, isinstance(self.last_layer, bool), "true or false")
+        _check_option("beta", self.beta, is_real(self.beta, 0), "a finite number >= 0")
+        _check_option("remove", self.remove, self.remove == REMOVE_NEGATIVE or is_integer(self.remove, 0),
+                      f"{REMOVE_NEGATIVE!r} or an integer k >= 0")
+        for name in ("max_removed", "pseudo_fraction"):
+            value = getattr(self, name)
+            _check_option(name, value, is_real(value, 0, 1, strict=True), "a number strictly between 0 and 1")
+
+    @classmethod
+    def from_dict(cls, values) -> "D3MOptions":
+        """Options from a mapping (None or {} gives the defaults); one-line ``GroupsweepError`` on a bad key or value."""
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise GroupsweepError(f"d3m options must be a mapping, got {values!r}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in names:
+                raise GroupsweepError(f"unknown d3m option {key!r}; allowed: {', '.join(names)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """The options as a plain JSON-able dict."""
+        return dataclasses.asdict(self)
+
+
+def _check_option(name: str, value, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise GroupsweepError(f"d3m option {name}={value!r} is invalid; allowed: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -20,7 +88,7 @@ class TrainConfig:
     Defaults are the paper's ERM hyperparameters (Table 4: AdamW, lr 1e-5, weight decay 1e-4,
     batch 32, cosine schedule) except ``epochs``; sweep presets set per-dataset values.
     ``optimizer='sgd'`` with ``last_layer_only=True`` is the paper's last-layer training (lr 1e-3).
-    ``d3m`` holds the options of the ``d3m`` / ``auto-d3m`` methods (``trainables.d3m.D3MOptions``, validated
+    ``d3m`` holds the options of the ``d3m`` / ``auto-d3m`` methods (``D3MOptions``, validated
     here); other methods ignore them, as ``adamw`` ignores ``momentum``.
     """
 
@@ -52,23 +120,21 @@ class TrainConfig:
         choose("optimizer", self.optimizer, OPTIMIZERS)
         choose("mixed_precision", self.mixed_precision, PRECISIONS)
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise GroupsweepError(f"{name} must be a positive integer, got {value!r}")
+            positive_integer(name, getattr(self, name))
         for name in ("lr", "weight_decay", "momentum"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            if not is_real(value, 0):
                 raise GroupsweepError(f"{name} must be a non-negative number, got {value!r}")
         if self.lr == 0:
             raise GroupsweepError("lr must be positive, got 0")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+        if not is_integer(self.seed, 0):
             raise GroupsweepError(f"seed must be a non-negative integer, got {self.seed!r}")
         D3MOptions.from_dict(self.d3m)
         if not isinstance(self.dataset_options, dict):
             raise GroupsweepError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
         if not isinstance(self.profile, bool):
             raise GroupsweepError(f"profile must be true or false, got {self.profile!r}")
-        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
+        if self.num_threads is not None and not is_integer(self.num_threads, 1):
             raise GroupsweepError(f"num_threads must be a positive integer or null, got {self.num_threads!r}")
 
     @classmethod

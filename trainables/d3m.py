@@ -18,106 +18,38 @@ Guards (the authors' code could turn a group-loss lookup into NaN and then remov
 non-finite gradient, probability, loss or score raises a one-line ``GroupsweepError``; a group absent
 from the validation split is left out of the softmax (logged); the per-class cap holds whatever the scores.
 
-``d3m_plan`` runs the whole selection for one sweep trial (base model, scores, files, plan).
+``d3m_plan`` runs the whole selection for one sweep trial (base model, scores, files, plan); it is
+reached through ``trainables.plans.training_plan``. Its options type, ``D3MOptions``, lives with the other
+config types in ``trainables.config``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
+from trainables.attribution import GaussianProjector, featurize, gradient_dimension, trak
 from trainables.balancing import SELECTION_METHODS as D3M_METHODS
 from trainables.balancing import BalancingPlan
+from trainables.builders import build_model_and_inputs
+from trainables.config import REMOVE_NEGATIVE, D3MOptions
 from trainables.errors import GroupsweepError, choose
+from trainables.finetune import finetune
+from trainables.trial_dir import D3M_SCORES_FILE, TrialDir, UnreadableFile, trial_dirs
 
 log = logging.getLogger("groupsweep.d3m")
 
-REMOVE_NEGATIVE = "negative"
 # Extra ensemble models (t = 1 .. T-1) are ERM runs with seed ``seed + t * SEED_STRIDE``.
 SEED_STRIDE = 10_000
-SCORES_NAME = "groupsweep/d3m/scores.npz"
 # Trial-config keys in which a base trial may differ from the base config (the base config itself sets
 # method ``none`` and no ratio, so only ``none`` trials match).
 BASE_FREE_KEYS = ("trial_name", "d3m")
-
-
-@dataclass(frozen=True)
-class D3MOptions:
-    """Settings of D3M / AUTO-D3M (the ``d3m`` mapping of a trial config; every key optional).
-
-    models: T, the models whose scores are averaged: the base model, plus T − 1 ERM runs with seeds
-      ``seed + t * SEED_STRIDE`` trained on demand.
-    proj_dim: k, the Gaussian projection's dimension; null keeps raw gradients (small models only).
-    ridge: λ relative to the kernel scale (λ = ridge · trace(ΦᵀΦ) / k).
-    last_layer: differentiate only the final linear layer (cheap; exact when the backbone is frozen).
-    beta: temperature β of the group-loss softmax.
-    remove: ``negative`` (every example with A_i < 0) or an integer k (the k lowest A_i).
-    max_removed: the largest fraction of any class that may be removed, in (0, 1).
-    pseudo_fraction: AUTO-D3M's share of each class in the pseudo-minority group, in (0, 1).
-    batch_size: examples per per-example-gradient batch.
-    """
-
-    models: int = 1
-    proj_dim: int | None = 512
-    ridge: float = 0.01
-    last_layer: bool = False
-    beta: float = 1.0
-    remove: str | int = REMOVE_NEGATIVE
-    max_removed: float = 0.5
-    pseudo_fraction: float = 0.35
-    batch_size: int = 32
-
-    def __post_init__(self):
-        for name in ("models", "batch_size"):
-            _check(name, getattr(self, name), _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                   "an integer >= 1")
-        _check("proj_dim", self.proj_dim, self.proj_dim is None or (_is_int(self.proj_dim) and self.proj_dim >= 1),
-               "an integer >= 1 or null (no projection)")
-        _check("ridge", self.ridge, _is_real(self.ridge) and self.ridge >= 0, "a finite number >= 0")
-        _check("last_layer", self.last_layer, isinstance(self.last_layer, bool), "true or false")
-        _check("beta", self.beta, _is_real(self.beta) and self.beta >= 0, "a finite number >= 0")
-        _check("remove", self.remove, self.remove == REMOVE_NEGATIVE or (_is_int(self.remove) and self.remove >= 0),
-               f"{REMOVE_NEGATIVE!r} or an integer k >= 0")
-        for name in ("max_removed", "pseudo_fraction"):
-            value = getattr(self, name)
-            _check(name, value, _is_real(value) and 0 < value < 1, "a number strictly between 0 and 1")
-
-    @classmethod
-    def from_dict(cls, values) -> "D3MOptions":
-        """Options from a mapping (None or {} gives the defaults); one-line ``GroupsweepError`` on a bad key or value."""
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            raise GroupsweepError(f"d3m options must be a mapping, got {values!r}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in names:
-                raise GroupsweepError(f"unknown d3m option {key!r}; allowed: {', '.join(names)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        """The options as a plain JSON-able dict."""
-        return dataclasses.asdict(self)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check(name: str, value, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise GroupsweepError(f"d3m option {name}={value!r} is invalid; allowed: {allowed}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +57,7 @@ def _check(name: str, value, ok: bool, allowed: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
-class Selection:
+class D3MSelection:
     """The outcome of D3M on one training split.
 
     ``groups``: the validation groups used (present ones, ascending); ``group_loss`` / ``group_weight``:
@@ -181,7 +113,8 @@ def removal(alignment, y, remove, max_removed: float, n_classes: int) -> np.ndar
     return np.sort(np.asarray(removed, dtype=np.int64))
 
 
-def select(scores, train_y, val_groups, val_loss, options: D3MOptions, n_classes: int, n_groups: int) -> Selection:
+def d3m_select(scores, train_y, val_groups, val_loss, options: D3MOptions, n_classes: int,
+               n_groups: int) -> D3MSelection:
     """Run D3M from TRAK ``scores`` (training examples x validation examples, a ``TrakScores``).
 
     ``val_groups``: the group (or pseudo-group) of every validation example, in 0..n_groups-1;
@@ -205,7 +138,7 @@ def select(scores, train_y, val_groups, val_loss, options: D3MOptions, n_classes
     alignment = group_scores @ weights
     removed = removal(alignment, train_y, options.remove, options.max_removed, n_classes)
     kept = np.setdiff1d(np.arange(len(alignment)), removed)
-    return Selection(groups=present, group_loss=group_loss, group_weight=weights, group_scores=group_scores,
+    return D3MSelection(groups=present, group_loss=group_loss, group_weight=weights, group_scores=group_scores,
                      alignment=alignment, removed=removed, kept=kept)
 
 
@@ -259,25 +192,20 @@ def d3m_plan(config, dataset, trial_dir: str | None = None, experiment_dir: str 
     the same dataset, model, seed and settings), when that trial has finished; otherwise it is trained
     here with that config (same seed: the same run). ``options.models > 1`` adds ERM runs with seeds
     ``seed + t * SEED_STRIDE``. With ``trial_dir`` the scores, group weights and removed indices are saved
-    as ``groupsweep/d3m/scores.npz``, and a trial that finds that file (a resumed trial) reuses its
-    selection. Returns a plan of plain shuffling over the kept examples. ``cpu=True`` forces the CPU.
+    as the trial directory's ``D3M_SCORES_FILE``, and a trial that finds that file (a resumed trial, or an
+    analysis of the finished trial) reuses its selection. Returns a plan of plain shuffling over the kept
+    examples. ``cpu=True`` forces the CPU.
     """
     choose("data-selection method", config.method, D3M_METHODS)
     options = options if options is not None else D3MOptions.from_dict(config.d3m)
-    files = None
-    if trial_dir is not None:
-        from trainables.trainable import TrialFiles
-
-        files = TrialFiles(trial_dir)
-        if files.exists(SCORES_NAME):
-            kept = read_npz(files, SCORES_NAME)["kept"]
-            log.info("D3M: reusing the selection saved in %s (%d examples kept)", trial_dir, len(kept))
-            return BalancingPlan(kept, None, None, len(kept))
+    files = TrialDir(trial_dir) if trial_dir is not None else None
+    if files is not None and files.exists(D3M_SCORES_FILE):
+        kept = files.read_npz(D3M_SCORES_FILE, ("kept",))["kept"]
+        log.info("D3M: reusing the selection saved in %s (%d examples kept)", trial_dir, len(kept))
+        return BalancingPlan(kept, None, None, len(kept))
 
     states, sources = base_states(config, dataset, experiment_dir, options.models, cpu)
     train, val = attribution_features(config, dataset, states, options, cpu)
-    from trainables.attribution import trak
-
     scores = trak(train, val, options.ridge)
     val_loss = np.mean([features.loss.numpy() for features in val], axis=0)
     val_y = dataset.splits["val"].y
@@ -288,25 +216,18 @@ def d3m_plan(config, dataset, trial_dir: str | None = None, experiment_dir: str 
         n_groups = 2 * dataset.n_classes
     else:
         val_groups, n_groups = dataset.groups("val"), dataset.n_groups
-    selection = select(scores, dataset.splits["train"].y, val_groups, val_loss, options, dataset.n_classes, n_groups)
+    selection = d3m_select(scores, dataset.splits["train"].y, val_groups, val_loss, options, dataset.n_classes,
+                           n_groups)
     removed_per_group = np.bincount(dataset.groups("train")[selection.removed], minlength=dataset.n_groups)
     log.info("D3M (%s): removing %d of %d training examples (per training group: %s)", config.method,
              len(selection.removed), len(selection.alignment), removed_per_group.tolist())
     if files is not None:
-        files.write_npz(SCORES_NAME, {
+        files.write_npz(D3M_SCORES_FILE, {
             **{field.name: getattr(selection, field.name) for field in dataclasses.fields(selection)},
             "val_groups": val_groups, "val_loss": val_loss, "removed_per_group": removed_per_group,
             "base_sources": np.array(sources), "options": np.array(json.dumps(options.to_dict())), **extra,
         })
     return BalancingPlan(selection.kept, None, None, len(selection.kept))
-
-
-def read_npz(files, name: str) -> dict:
-    """The arrays of an ``.npz`` file in a trial directory (``files``: a ``TrialFiles``)."""
-    with files.fs.open_input_file(f"{files.root}/{name}") as stream:
-        data = stream.read()
-    with np.load(io.BytesIO(data)) as archive:
-        return {key: archive[key] for key in archive.files}
 
 
 def base_config(config):
@@ -342,34 +263,22 @@ def find_base_trial(experiment_dir: str, config) -> tuple[dict, str] | None:
     """``(model state, trial name)`` of a finished trial of ``experiment_dir`` run with ``config``, or None.
 
     A trial matches when its ``params.json`` equals ``config`` (its method included; the name and d3m
-    options aside); it is finished when its latest Ray checkpoint holds epoch ``config.epochs`` of that
-    config.
+    options aside); it is finished when its latest checkpoint holds epoch ``config.epochs`` of that config.
     """
-    import pyarrow.fs
-    import torch
-
-    fs, root = pyarrow.fs.FileSystem.from_uri(experiment_dir)
     wanted = _identity(config.to_dict())
-    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-    for entry in sorted((e for e in entries if e.type == pyarrow.fs.FileType.Directory), key=lambda e: e.path):
-        params = f"{entry.path}/params.json"
-        if fs.get_file_info(params).type == pyarrow.fs.FileType.NotFound:
+    for trial in trial_dirs(experiment_dir):
+        try:
+            trial_config = trial.params()
+        except UnreadableFile:
             continue
-        with fs.open_input_file(params) as stream:
-            try:
-                trial_config = json.loads(stream.read())
-            except ValueError:
-                continue
-        if not isinstance(trial_config, dict) or _identity(trial_config) != wanted:
+        if _identity(trial_config) != wanted:
             continue
-        checkpoints = sorted(e.path for e in fs.get_file_info(pyarrow.fs.FileSelector(entry.path))
-                             if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith("checkpoint_"))
-        name = trial_config.get("trial_name", entry.base_name)
-        if not checkpoints or fs.get_file_info(f"{checkpoints[-1]}/state.pt").type == pyarrow.fs.FileType.NotFound:
+        name = trial_config.get("trial_name", trial.name)
+        state_files = trial.state_files()
+        if not state_files:
             log.info("D3M: base trial %s has no checkpoint yet", name)
             continue
-        with fs.open_input_file(f"{checkpoints[-1]}/state.pt") as stream:
-            state = torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=False)
+        state = trial.load_state(state_files[-1])
         if state.get("epoch") == config.epochs and _identity(state.get("config", {})) == wanted:
             return state["model"], name
         log.info("D3M: base trial %s is at epoch %s of %d; training the base model here",
@@ -379,8 +288,6 @@ def find_base_trial(experiment_dir: str, config) -> tuple[dict, str] | None:
 
 def train_model(config, dataset, cpu: bool | None) -> dict:
     """Train ``config`` with ``finetune`` and return the final model state (on the CPU)."""
-    from trainables.finetune import finetune
-
     final = {}
 
     def keep_final(result) -> None:
@@ -393,23 +300,8 @@ def train_model(config, dataset, cpu: bool | None) -> dict:
 
 def attribution_features(config, dataset, states: list, options: D3MOptions, cpu: bool | None) -> tuple[list, list]:
     """Per-model ``GradientFeatures`` of the training split (no augmentation) and of the validation split."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from trainables.attribution import GaussianProjector, featurize, gradient_dimension
-    from trainables.inputs import build_model_inputs, text_corpus
-    from trainables.models import build_model
-    from trainables.tokenization import build_tokenizer
-
     device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
-    tokenizer = None
-    if dataset.modality == "text":
-        tokenizer = build_tokenizer(config.model, model_path=config.model_path, corpus=text_corpus(dataset))
-    model = build_model(config.model, dataset.n_classes, pretrained=config.pretrained, model_path=config.model_path,
-                        vocab_size=len(tokenizer) if tokenizer is not None else None)
-    if config.last_layer_only:
-        model.set_last_layer_only()
-    model_inputs = build_model_inputs(dataset, model.modality, tokenizer)
+    model, model_inputs = build_model_and_inputs(config, dataset)
     projector = None
     if options.proj_dim is not None:
         projector = GaussianProjector(gradient_dimension(model, options.last_layer), options.proj_dim, config.seed,

@@ -3,7 +3,10 @@
 A plain function, usable without Ray: ``finetune(config, on_epoch=...)``. The Ray trainable wraps it,
 turning each ``EpochResult`` into a ``ray.tune.report`` with a checkpoint of ``EpochResult.state()``.
 Shaped after Accelerate's ``nlp_example.py``: build data, model, optimizer; ``accelerator.prepare``;
-train with ``accelerator.backward``; evaluate with ``gather_for_metrics``.
+train with ``accelerator.backward``; evaluate with ``gather_for_metrics``. Nothing foreign is inside the
+loop: the dataset, model and inputs come from ``trainables.builders``, the training plan from the caller
+(``trainables.plans.training_plan``), the metrics from ``trainables.metrics``; it knows neither Ray nor
+D3M nor the trial directory.
 """
 
 from __future__ import annotations
@@ -21,15 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from analysis.metrics import evaluate_predictions
-from trainables.balancing import SELECTION_METHODS, BalancingPlan, make_plan, make_sampler
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from trainables.balancing import BalancingPlan, make_plan, make_sampler
+from trainables.builders import build_model_and_inputs, load_config_dataset
 from trainables.config import TrainConfig
-from trainables.data import GroupDataset, load_dataset
+from trainables.data import GroupDataset
 from trainables.errors import GroupsweepError
-from trainables.inputs import ModelInputs, build_model_inputs, text_corpus
-from trainables.models import GroupModel, build_model
+from trainables.inputs import ModelInputs
+from trainables.metrics import evaluate_predictions
+from trainables.models import GroupModel
 from trainables.profiling import EpochProfiler
-from trainables.tokenization import build_tokenizer
 
 log = logging.getLogger("groupsweep.finetune")
 
@@ -57,25 +63,6 @@ class EpochResult:
     state: Callable[[], dict]
 
 
-def load_config_dataset(config: TrainConfig) -> GroupDataset:
-    """Load the dataset a config names, passing ``data_root`` as the loader's ``root`` when it has one."""
-    options = dict(config.dataset_options)
-    if config.data_root is not None:
-        options.setdefault("root", config.data_root)
-    return load_dataset(config.dataset, **options)
-
-
-def build_model_and_inputs(config: TrainConfig, dataset: GroupDataset) -> tuple[GroupModel, ModelInputs]:
-    """The model (``config``'s architecture and initial weights) and the per-split ``ModelInputs`` of
-    ``dataset``, built as every run of ``config`` builds them (tokenizer included for text)."""
-    tokenizer = None
-    if dataset.modality == "text":
-        tokenizer = build_tokenizer(config.model, model_path=config.model_path, corpus=text_corpus(dataset))
-    model = build_model(config.model, dataset.n_classes, pretrained=config.pretrained, model_path=config.model_path,
-                        vocab_size=len(tokenizer) if tokenizer is not None else None)
-    return model, build_model_inputs(dataset, model.modality, tokenizer)
-
-
 def sampler_seed(seed: int, epoch: int) -> int:
     """Seed of the training sampler in ``epoch``: a function of the run seed and epoch only,
     so a resumed run draws exactly the batches an uninterrupted run would."""
@@ -92,22 +79,22 @@ def split_labels(dataset: GroupDataset) -> dict:
     return labels
 
 
-def make_accelerator(config: TrainConfig, cpu: bool | None):
-    """An Accelerator for this run; ``cpu=None`` uses a GPU when torch sees one."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
+    """An Accelerator for this run; ``cpu=None`` uses a GPU when torch sees one.
 
+    Accelerate keeps one device and precision per process; a process that already ran with other settings
+    gets a one-line ``GroupsweepError`` (the launcher therefore reuses trial processes only across trials
+    of one precision).
+    """
     if cpu is None:
         cpu = not torch.cuda.is_available()
     if cpu and config.mixed_precision == "fp16":
         raise GroupsweepError("mixed_precision 'fp16' needs a GPU; use 'bf16' or 'no' on CPU")
-    state = AcceleratorState._shared_state
-    if state and (state.get("_mixed_precision") != config.mixed_precision
-                  or (cpu and state.get("device") is not None and state["device"].type != "cpu")):
-        # Accelerate keeps one process-wide state; a process running several trials with different
-        # precision or device settings (a reused Ray actor, a test session) must start it afresh.
-        AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(cpu=cpu, mixed_precision=config.mixed_precision)
+    try:
+        return Accelerator(cpu=cpu, mixed_precision=config.mixed_precision)
+    except ValueError as error:  # Accelerate's "AcceleratorState has already been initialized"
+        raise GroupsweepError(f"this process already trained with other device or precision settings; run "
+                              f"mixed_precision={config.mixed_precision!r} in a new process ({error})") from None
 
 
 def make_optimizer(config: TrainConfig, model: GroupModel) -> torch.optim.Optimizer:
@@ -224,9 +211,10 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     on, val and test, and calls ``on_epoch(EpochResult)``. ``resume_state`` (an ``EpochResult.state()``)
     continues exactly after its epoch: same weights, optimizer, schedule, sampler and random streams as
     an uninterrupted run. ``cpu=True`` forces the CPU (``None``: GPU if visible). ``dataset`` may pass an
-    already loaded dataset (it must be the one the config names); ``plan`` replaces the plan of
-    ``config.method`` (data-selection methods such as D3M pass the examples they keep). Raises ``DivergenceError`` when the
-    training loss is not finite, ``GroupsweepError`` on bad settings.
+    already loaded dataset (it must be the one the config names). ``plan`` is the run's training plan
+    (``trainables.plans.training_plan``); without one, the class-balancing plan of ``config.method``
+    (``balancing.make_plan``) is used, and a data-selection method is refused. Raises ``DivergenceError``
+    when the training loss is not finite, ``GroupsweepError`` on bad settings.
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -234,23 +222,14 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
         check_resume_state(config, resume_state)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    from accelerate.utils import set_seed
-
     accelerator = make_accelerator(config, cpu)
     set_seed(config.seed)
 
     dataset = dataset if dataset is not None else load_config_dataset(config)
-    if plan is None and config.method in SELECTION_METHODS:
-        from trainables.d3m import d3m_plan
-
-        plan = d3m_plan(config, dataset, cpu=cpu)
-        set_seed(config.seed)  # training the base model consumed the random streams
     if plan is None:
         plan = make_plan(dataset.splits["train"].y, dataset.groups("train"), config.method, config.ratio,
                          config.seed, n_classes=dataset.n_classes)
     model, model_inputs = build_model_and_inputs(config, dataset)
-    if config.last_layer_only:
-        model.set_last_layer_only()
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
 

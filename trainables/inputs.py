@@ -84,6 +84,7 @@ def build_model_inputs(dataset: GroupDataset, model_modality: str, tokenizer=Non
         )
     labels = {split: dataset.splits[split].y for split in SPLITS}
     if dataset.modality == "image":
+        # deferred: image runs never import the tokenizer libraries, text runs never import torchvision
         from trainables.data.batch_augment import BatchTrainAugment
         from trainables.data.transforms import EvalBatchTransform
 

@@ -61,6 +61,7 @@ def build_tokenizer(name: str, model_path=None, corpus: Iterable | None = None,
         directory = cached_snapshot(spec.hub_id, TOKENIZER_FILES)
         if directory is None:
             raise missing_from_cache(spec, "tokenizer files")
+    # deferred: tokenizers/transformers load only for text models
     from transformers import AutoTokenizer
 
     try:
@@ -82,6 +83,7 @@ def _corpus_texts(corpus: Iterable) -> Iterable[str]:
 def word_level_tokenizer(corpus: Iterable, max_vocab_size: int = TOY_VOCAB_SIZE):
     """A deterministic word-level BERT-style tokenizer built from ``corpus`` (see module docstring),
     as a transformers ``PreTrainedTokenizerFast`` (``len(tokenizer)`` = vocabulary size)."""
+    # deferred: tokenizers/transformers load only for text models
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 

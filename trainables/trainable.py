@@ -4,11 +4,12 @@ A trial's config is a flat dict of ``TrainConfig`` fields plus ``trial_name``; i
 ``<experiment_dir>/<trial_name>`` (``trial_dirname`` is the Tuner's trial name and dirname creator).
 Every epoch the trial
 
-- writes ``groupsweep/labels.npz`` (once) and ``groupsweep/predictions/epoch_XXXX.npz`` (keys ``val``,
-  ``test``) into its directory, atomically (a temporary file, then a rename);
+- writes the labels (once) and that epoch's val/test predictions into its directory through the
+  trial-directory contract (``trainables.trial_dir``: ``LABELS_FILE``, ``predictions_file``), atomically;
 - calls ``ray.tune.report`` with every metric of the epoch (flat keys such as ``val/wga``), plus
   ``status`` (``ok``) and ``node_id``, and a checkpoint holding ``EpochResult.state()``.
 
+Its training plan comes from ``trainables.plans.training_plan`` (D3M trials select their examples there).
 A restarted trial resumes from ``ray.tune.get_checkpoint()``; one whose checkpoint already holds its
 last epoch returns at once. A run whose loss diverges reports one last row with ``status: diverged``
 and ends normally, so Tune does not retry it. The device is the GPU Ray assigned to the trial
@@ -16,7 +17,7 @@ and ends normally, so Tune does not retry it. The device is the GPU Ray assigned
 
 Fault injection (tests only, off by default): with ``GROUPSWEEP_FAULT_INJECT="<trial_name>:<epoch>"`` in
 the trial's environment, that trial raises ``InjectedFault`` once, right after reporting that epoch; a
-marker file ``groupsweep/fault_<epoch>`` in its directory makes the retry run on normally.
+marker file (``trial_dir.fault_marker``) in its directory makes the retry run on normally.
 
 A trial with several workers (``Resources.workers > 1``, e.g. ``gpu: 4``) drives a Ray Train
 ``TorchTrainer`` from the Tune trial: each worker runs ``finetune`` under Accelerate (data parallel),
@@ -26,22 +27,27 @@ Its Ray Train run lives in ``<trial dir>/train`` and resumes from its own latest
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
 import tempfile
-import uuid
 
-import numpy as np
+import ray
+import ray.train
+import ray.tune
+import torch
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
 
+from trainables.builders import load_config_dataset
 from trainables.config import TrainConfig
+from trainables.errors import GroupsweepError
+from trainables.finetune import DivergenceError, finetune
+from trainables.plans import training_plan
+from trainables.trial_dir import LABELS_FILE, STATE_FILE, TRAIN_RUN_NAME, TrialDir, fault_marker, predictions_file
 
 log = logging.getLogger("groupsweep.trainable")
 
-FILES_DIR = "groupsweep"
-STATE_FILE = "state.pt"
-TRAIN_RUN_NAME = "train"
 # Metrics shown first (Ray's trial table picks the first numeric ones).
 LEADING_METRICS = ("epoch", "val/wga", "test/wga", "test/avg_acc", "optim/loss")
 FAULT_ENV = "GROUPSWEEP_FAULT_INJECT"
@@ -54,56 +60,6 @@ class InjectedFault(RuntimeError):
 def trial_dirname(trial) -> str:
     """Name and directory name of a Tune trial: its config's ``trial_name`` (unique within a sweep)."""
     return trial.config["trial_name"]
-
-
-def predictions_name(epoch: int) -> str:
-    """Path of one epoch's predictions inside a trial directory."""
-    return f"{FILES_DIR}/predictions/epoch_{epoch:04d}.npz"
-
-
-LABELS_NAME = f"{FILES_DIR}/labels.npz"
-
-
-class TrialFiles:
-    """groupsweep's own files in one trial directory (a local path or a storage URI such as ``s3://``)."""
-
-    def __init__(self, trial_dir: str):
-        import pyarrow.fs
-
-        self.fs, self.root = pyarrow.fs.FileSystem.from_uri(trial_dir)
-
-    def exists(self, name: str) -> bool:
-        """Whether ``name`` (relative to the trial directory) exists."""
-        import pyarrow.fs
-
-        return self.fs.get_file_info(f"{self.root}/{name}").type != pyarrow.fs.FileType.NotFound
-
-    def write_npz(self, name: str, arrays: dict) -> None:
-        """Write ``arrays`` as ``name`` atomically: to a temporary file beside it, then renamed over it."""
-        import pyarrow.fs
-
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        path = f"{self.root}/{name}"
-        directory = path.rsplit("/", 1)[0]
-        self.fs.create_dir(directory, recursive=True)
-        temporary = f"{directory}/.tmp-{uuid.uuid4().hex}.npz"
-        try:
-            with self.fs.open_output_stream(temporary) as stream:
-                stream.write(buffer.getvalue())
-            self.fs.move(temporary, path)
-        except BaseException:
-            # e.g. a full disk (ENOSPC): drop the partial file; the previous ``name`` stays intact
-            if self.fs.get_file_info(temporary).type != pyarrow.fs.FileType.NotFound:
-                self.fs.delete_file(temporary)
-            raise
-
-    def write_marker(self, name: str) -> None:
-        """Create the empty file ``name`` (relative to the trial directory)."""
-        path = f"{self.root}/{name}"
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with self.fs.open_output_stream(path):
-            pass
 
 
 def epoch_metrics(result, node_id: str) -> dict:
@@ -124,10 +80,6 @@ def load_state(checkpoint) -> dict | None:
     """
     if checkpoint is None:
         return None
-    import torch
-
-    from trainables.errors import GroupsweepError
-
     with checkpoint.as_directory() as directory:
         path = os.path.join(directory, STATE_FILE)
         try:
@@ -157,7 +109,7 @@ class EpochReporter:
     report their metrics without files or checkpoint.
     """
 
-    def __init__(self, report, checkpoint_class, files: TrialFiles | None, node_id: str,
+    def __init__(self, report, checkpoint_class, files: TrialDir | None, node_id: str,
                  fault_epoch: int | None = None):
         self.report = report
         self.checkpoint_class = checkpoint_class
@@ -167,16 +119,14 @@ class EpochReporter:
         self.last_epoch = 0
 
     def __call__(self, result) -> None:
-        import torch
-
         metrics = epoch_metrics(result, self.node_id)
         if self.files is None:
             self.report(metrics, checkpoint=None)
             self.last_epoch = result.epoch
             return
-        if not self.files.exists(LABELS_NAME):
-            self.files.write_npz(LABELS_NAME, result.labels)
-        self.files.write_npz(predictions_name(result.epoch), result.predictions)
+        if not self.files.exists(LABELS_FILE):
+            self.files.write_npz(LABELS_FILE, result.labels)
+        self.files.write_npz(predictions_file(result.epoch), result.predictions)
         directory = tempfile.mkdtemp(prefix="groupsweep-ckpt-")
         try:
             torch.save(result.state(), os.path.join(directory, STATE_FILE))
@@ -184,7 +134,7 @@ class EpochReporter:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         self.last_epoch = result.epoch
-        marker = f"{FILES_DIR}/fault_{result.epoch}"
+        marker = fault_marker(result.epoch)
         if result.epoch == self.fault_epoch and not self.files.exists(marker):
             self.files.write_marker(marker)
             raise InjectedFault(f"{FAULT_ENV}: failing once after epoch {result.epoch}")
@@ -192,29 +142,23 @@ class EpochReporter:
 
 def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | None, cpu: bool,
                  dataset=None, trial_dir: str | None = None, experiment_dir: str | None = None) -> None:
-    """Run (or continue) the finetuning (on ``dataset`` when given, else the one ``config`` loads); a
-    divergence is reported as a final ``status: diverged`` row.
+    """Run (or continue) the finetuning (on ``dataset`` when given, else the one ``config`` loads) with the
+    plan ``trainables.plans.training_plan`` gives it; a divergence is reported as a final
+    ``status: diverged`` row.
 
-    ``d3m`` / ``auto-d3m`` trials first select their training examples with ``trainables.d3m.d3m_plan``:
-    base model from the sweep's ``none`` trial in ``experiment_dir`` (or trained here), scores and removed
-    indices saved in ``trial_dir`` and reused when the trial resumes.
+    ``trial_dir`` / ``experiment_dir`` reach the plan: a ``d3m`` / ``auto-d3m`` trial takes its base model
+    from the sweep's ``none`` trial in ``experiment_dir`` (or trains it here), and saves its selection in
+    ``trial_dir``, reused when the trial resumes.
     """
-    from trainables.balancing import SELECTION_METHODS
-    from trainables.finetune import DivergenceError, finetune, load_config_dataset
-
     if state is not None:
         reporter.last_epoch = state["epoch"]
         if state["epoch"] >= config.epochs:
             log.info("trial already finished its %d epochs", config.epochs)
             return
     try:
-        shared = {} if dataset is None else {"dataset": dataset}
-        if config.method in SELECTION_METHODS:
-            from trainables.d3m import d3m_plan
-
-            shared["dataset"] = dataset if dataset is not None else load_config_dataset(config)
-            shared["plan"] = d3m_plan(config, shared["dataset"], trial_dir, experiment_dir, cpu=cpu)
-        finetune(config, on_epoch=reporter, resume_state=state, cpu=cpu, **shared)
+        dataset = dataset if dataset is not None else load_config_dataset(config)
+        plan = training_plan(config, dataset, trial_dir=trial_dir, experiment_dir=experiment_dir, cpu=cpu)
+        finetune(config, on_epoch=reporter, resume_state=state, cpu=cpu, dataset=dataset, plan=plan)
     except DivergenceError as error:
         log.warning("run diverged: %s", error)
         reporter.report({"epoch": reporter.last_epoch + 1, "status": "diverged", "error": str(error),
@@ -222,8 +166,6 @@ def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | Non
 
 
 def _set_threads(config: TrainConfig, cpus: float) -> None:
-    import torch
-
     torch.set_num_threads(config.num_threads or max(1, int(cpus)))
 
 
@@ -236,9 +178,6 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, 
     trial runs in this process. ``datasets``: ``{trial_name: ObjectRef}`` of the datasets the sweep
     shares through the object store (a trial not listed loads its own).
     """
-    import ray
-    import ray.tune
-
     train_config = TrainConfig.from_dict(config)
     trial_dir = f"{experiment_dir.rstrip('/')}/{config['trial_name']}"
     spread = (workers or {}).get(config["trial_name"])
@@ -247,7 +186,7 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, 
         return
     resources = ray.tune.get_context().get_trial_resources().required_resources
     _set_threads(train_config, resources.get("CPU", 1))
-    reporter = EpochReporter(ray.tune.report, ray.tune.Checkpoint, TrialFiles(trial_dir),
+    reporter = EpochReporter(ray.tune.report, ray.tune.Checkpoint, TrialDir(trial_dir),
                              ray.get_runtime_context().get_node_id(), injected_fault(config["trial_name"]))
     state = load_state(ray.tune.get_checkpoint())
     ref = (datasets or {}).get(config["trial_name"])
@@ -262,10 +201,6 @@ def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:
     ``spread``: ``{"workers": n, "bundle": {"CPU": c, "GPU": g}, "keep_checkpoints": k}``: the resources of
     each worker and how many of the run's latest checkpoints to keep.
     """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     bundle = spread["bundle"]
     trainer = TorchTrainer(
         worker_loop,
@@ -284,13 +219,10 @@ def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:
 
 def worker_loop(loop_config: dict) -> None:
     """One TorchTrainer worker: ``finetune`` under Accelerate; rank 0 writes files and checkpoints."""
-    import ray
-    import ray.train
-
     config = TrainConfig.from_dict(loop_config["config"])
     _set_threads(config, loop_config["cpus_per_worker"])
     rank = ray.train.get_context().get_world_rank()
-    files = TrialFiles(loop_config["trial_dir"]) if rank == 0 else None
+    files = TrialDir(loop_config["trial_dir"]) if rank == 0 else None
     reporter = EpochReporter(ray.train.report, ray.train.Checkpoint, files, ray.get_runtime_context().get_node_id())
     state = load_state(ray.train.get_checkpoint())
     run_finetune(config, reporter, state, cpu=not ray.get_gpu_ids())

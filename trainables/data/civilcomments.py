@@ -14,19 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from trainables.data.base import GroupDataset, register_dataset
-from trainables.data.native import (
-    NAMED_SPLITS,
-    NativeTable,
-    check_positive,
-    find_file,
-    map_codes,
-    native_reader,
-    numeric_column,
-    read_csv,
-    resolve_root,
-    row_error,
-)
+from trainables.data.native import (NAMED_SPLITS, NativeTable, find_file, map_codes, native_reader, numeric_column,
+                                    read_csv, resolve_root, row_error)
 from trainables.data.table2 import TABLE2
+from trainables.errors import positive_integer
 
 IDENTITIES = ("male", "female", "LGBTQ", "black", "white", "christian", "muslim", "other_religions")
 THRESHOLD = 0.5
@@ -59,5 +50,5 @@ def read_civilcomments(root: Path) -> NativeTable:
 @register_dataset("civilcomments")
 def load_civilcomments(root=None, max_length: int = 220) -> GroupDataset:
     """CivilComments from ``root`` (default ``$GROUPSWEEP_DATA/civilcomments``); inputs are the comment strings."""
-    max_length = check_positive("max_length", max_length)
+    max_length = positive_integer("max_length", max_length)
     return read_civilcomments(resolve_root("civilcomments", root)).dataset(max_length=max_length)

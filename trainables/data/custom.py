@@ -16,21 +16,9 @@ import numpy as np
 import pandas as pd
 
 from trainables.data.base import GroupDataset, register_dataset
-from trainables.data.native import (
-    SPLIT_CODES,
-    NativeTable,
-    check_positive,
-    find_file,
-    image_dataset,
-    map_codes,
-    native_reader,
-    numeric_column,
-    read_csv,
-    resolve_root,
-    row_error,
-    shown,
-)
-from trainables.errors import GroupsweepError
+from trainables.data.native import (SPLIT_CODES, NativeTable, find_file, image_dataset, map_codes, native_reader,
+                                    numeric_column, read_csv, resolve_root, row_error, shown)
+from trainables.errors import GroupsweepError, positive_integer
 
 OPTIONAL = ("id", "filename", "text", "text_b", "y_name", "a_name")
 
@@ -100,4 +88,4 @@ def load_custom(root=None, image_size: int = 224, cache_dir=None, max_length: in
     table.average = average
     if table.modality == "image":
         return image_dataset(table, image_size, cache_dir, folder)
-    return table.dataset(max_length=check_positive("max_length", max_length))
+    return table.dataset(max_length=positive_integer("max_length", max_length))

@@ -35,6 +35,7 @@ def cache_resolution(image_size: int) -> int:
 
 def decode_image(path: Path, resolution: int) -> np.ndarray:
     """Decode ``path`` to RGB, resize its shorter side to ``resolution`` and center-crop: uint8 (R, R, 3)."""
+    # deferred: PIL and torchvision load only when images are decoded, not when the registry is read
     from PIL import Image
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F

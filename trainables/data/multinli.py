@@ -27,7 +27,6 @@ from trainables.data.base import GroupDataset, register_dataset
 from trainables.data.native import (
     NUMERIC_SPLITS,
     NativeTable,
-    check_positive,
     find_file,
     map_codes,
     native_reader,
@@ -36,7 +35,7 @@ from trainables.data.native import (
     row_error,
 )
 from trainables.data.table2 import TABLE2
-from trainables.errors import GroupsweepError
+from trainables.errors import GroupsweepError, positive_integer
 
 METADATA_FILES = ("metadata_random.csv", "data/metadata_random.csv")
 GLUE_DIRS = (".", "glue_data/MNLI", "MNLI")
@@ -103,5 +102,5 @@ def read_multinli(root: Path) -> NativeTable:
 @register_dataset("multinli")
 def load_multinli(root=None, max_length: int = 128) -> GroupDataset:
     """MultiNLI from ``root`` (default ``$GROUPSWEEP_DATA/multinli``); inputs are (premise, hypothesis) pairs."""
-    max_length = check_positive("max_length", max_length)
+    max_length = positive_integer("max_length", max_length)
     return read_multinli(resolve_root("multinli", root)).dataset(max_length=max_length)

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from trainables.data.base import SPLITS, GroupDataset, Split
-from trainables.errors import GroupsweepError
+from trainables.data.image_cache import cached_images
+from trainables.errors import GroupsweepError, positive_integer
 
 DATA_ENV = "GROUPSWEEP_DATA"
 CACHE_ENV = "GROUPSWEEP_CACHE"
@@ -58,13 +59,6 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
             f"(data_root, --data-root, or {DATA_ENV}/{name})"
         )
     return path
-
-
-def check_positive(option: str, value) -> int:
-    """``value`` if it is a positive integer, else a one-line ``GroupsweepError`` naming ``option``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise GroupsweepError(f"{option} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def resolve_cache_dir(root: Path, cache_dir: str | os.PathLike | None) -> Path:
@@ -248,9 +242,7 @@ def image_dataset(table: NativeTable, image_size: int, cache_dir: str | os.PathL
 
     The table is validated (every split and class present) before any image is decoded.
     """
-    from trainables.data.image_cache import cached_images
-
-    image_size = check_positive("image_size", image_size)
+    image_size = positive_integer("image_size", image_size)
     table.dataset()  # validates splits and labels before the (slow) first decode
     directory = resolve_cache_dir(root, cache_dir)
     inputs = {}

@@ -14,12 +14,12 @@ import numpy as np
 
 from trainables.data.base import SPLITS
 from trainables.data.table2 import TABLE2, scaled_counts
-from trainables.errors import GroupsweepError
+from trainables.errors import GroupsweepError, is_integer
 
 
 def check_int(dataset: str, option: str, value, minimum: int) -> int:
     """Return ``value`` if it is an int (not a bool) of at least ``minimum``; else raise a one-line GroupsweepError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_integer(value, minimum):
         raise GroupsweepError(f"dataset {dataset!r}: option {option}={value!r} must be an integer >= {minimum}")
     return int(value)
 

@@ -318,6 +318,7 @@ def colored_digits(size: int = 600, val_size: int = 200, test_size: int = 350, s
     ``meta["digit_indices"]``, indices into ``load_digits()``), so the sizes must fit in the 901 images of
     0-4 and the 896 of 5-9 (the defaults use 850 and 300).
     """
+    # deferred: scikit-learn loads only for this dataset
     from sklearn.datasets import load_digits
 
     name = "colored-digits"

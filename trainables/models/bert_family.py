@@ -58,6 +58,7 @@ def bert_config_args(layers: int, hidden: int, heads: int, vocab_size: int = BER
 
 def load_bert_checkpoint(spec: ModelSpec, directory: Path, num_classes: int, vocab_size: int | None):
     """``BertForSequenceClassification`` from the local model directory (see module docstring)."""
+    # deferred: transformers (about a second) loads only for text models
     from transformers import AutoConfig, BertForSequenceClassification
 
     try:
@@ -101,6 +102,7 @@ def build_bert_model(spec: ModelSpec, num_classes: int, *, pretrained: bool = Fa
     entry's, 30522 for real sizes, ``TOY_VOCAB_SIZE`` for toy ones; pass ``len(tokenizer)``). With
     weights (``pretrained`` or ``model_path``), ``vocab_size`` must be None or the checkpoint's.
     """
+    # deferred: transformers (about a second) loads only for text models
     from transformers import BertConfig, BertForSequenceClassification
 
     source = checkpoint_source(spec, pretrained, model_path)

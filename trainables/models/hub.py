@@ -16,6 +16,7 @@ from trainables.models.base import ModelSpec
 
 def hub_cache_dir() -> str:
     """The Hugging Face hub cache directory in use now."""
+    # deferred: huggingface_hub loads only when pretrained weights are looked up
     from huggingface_hub import constants
 
     return constants.HF_HUB_CACHE
@@ -24,6 +25,7 @@ def hub_cache_dir() -> str:
 def cached_snapshot(repo_id: str, file_groups: tuple[tuple[str, ...], ...]) -> Path | None:
     """The local snapshot directory of ``repo_id`` (revision ``main``) holding, for every group of
     ``file_groups``, at least one of its alternative files; None when the cache lacks any group."""
+    # deferred: huggingface_hub loads only when pretrained weights are looked up
     from huggingface_hub import try_to_load_from_cache
 
     snapshot = None

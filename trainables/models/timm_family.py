@@ -50,6 +50,7 @@ def _weights_file(path: Path, spec: ModelSpec) -> Path:
 
 def load_timm_checkpoint(model: torch.nn.Module, path: Path, spec: ModelSpec) -> None:
     """Load the timm state dict at ``path`` (file or directory) into ``model`` (see module docstring)."""
+    # deferred: timm loads only for image models
     from safetensors import SafetensorError
     from timm.models import load_state_dict
 
@@ -82,6 +83,7 @@ def load_timm_checkpoint(model: torch.nn.Module, path: Path, spec: ModelSpec) ->
 def build_timm_model(spec: ModelSpec, num_classes: int, *, pretrained: bool = False, model_path=None,
                      vocab_size: int | None = None) -> TimmGroupModel:
     """Build ``spec`` with timm for ``num_classes`` classes, loading weights per ``checkpoint_source``."""
+    # deferred: timm loads only for image models
     import timm
 
     if vocab_size is not None:

@@ -1,0 +1,30 @@
+"""The training plan of a run, in one place: which training examples each epoch draws, and how.
+
+``training_plan`` is what the trainable, ``groupsweep train`` and spectral feature extraction call, so
+all three see the same examples: class-balancing methods get ``balancing.make_plan`` (a function of the
+labels, method, ratio and seed); data-selection methods (``d3m``, ``auto-d3m``) get ``d3m.d3m_plan``
+(the examples kept after D3M's removal, reused from the trial directory once saved there).
+"""
+
+from __future__ import annotations
+
+from trainables.balancing import SELECTION_METHODS, BalancingPlan, make_plan
+from trainables.config import TrainConfig
+from trainables.d3m import d3m_plan
+from trainables.data import GroupDataset
+
+
+def training_plan(config: TrainConfig, dataset: GroupDataset, *, trial_dir: str | None = None,
+                  experiment_dir: str | None = None, cpu: bool | None = None) -> BalancingPlan:
+    """The ``BalancingPlan`` that a run of ``config`` on ``dataset`` trains with.
+
+    ``trial_dir`` / ``experiment_dir`` (paths or storage URIs) matter only for data-selection methods:
+    D3M saves its selection in the trial directory and reuses it when found there, and takes its base
+    model from the sweep's matching ``none`` trial in the experiment directory (``trainables.d3m``);
+    ``cpu=True`` keeps any base-model training on the CPU. Raises ``GroupsweepError`` on a bad method
+    or ratio.
+    """
+    if config.method in SELECTION_METHODS:
+        return d3m_plan(config, dataset, trial_dir, experiment_dir, cpu=cpu)
+    return make_plan(dataset.splits["train"].y, dataset.groups("train"), config.method, config.ratio, config.seed,
+                     n_classes=dataset.n_classes)

@@ -1,0 +1,227 @@
+"""The trial directory: every name in it, and the one way to read and write it.
+
+A sweep directory ``<storage>/<sweep name>/`` holds one directory per trial, named by its
+``trial_name``. This module is the only place that spells a file name inside it; the trainable writes
+through it, and D3M, results loading and feature extraction read through it. Like DomainBed's
+``results.jsonl``, each trial directory describes itself: its config is in ``params.json``, so analysis
+needs no training code to read it.
+
+``<trial_name>/``
+
+- ``params.json`` (Ray Tune): the trial config, flat ``TrainConfig`` fields plus ``trial_name``; a trial of
+  a hyperparameter search also names its cell (``CELL_KEY``), its configuration's index in the cell
+  (``SAMPLE_KEY``) and the sampled keys (``SAMPLED_KEY``), so analysis can group a search by itself;
+- ``progress.csv`` and ``result.json`` (Ray Tune): one row / JSON line per epoch report;
+- ``error.txt`` (Ray Tune): the last exception, when the trial raised;
+- ``checkpoint_NNNNNN/state.pt`` (Ray Tune checkpoints): ``finetune``'s resumable state after one epoch
+  (keys ``epoch``, ``config``, ``model``, ``optimizer``, ``scheduler``, ``rng``); a multi-worker trial
+  keeps them in its Ray Train run, ``train/checkpoint_NNNNNN/state.pt``;
+- ``groupsweep/labels.npz``: val/test classes, attributes and groups, ``n_classes``, ``n_spurious``;
+- ``groupsweep/predictions/epoch_XXXX.npz``: the val and test predictions after each epoch (int16);
+- ``groupsweep/d3m/scores.npz``: a D3M / AUTO-D3M trial's scores and kept examples;
+- ``groupsweep/stopped_early.json``: written by a search's ASHA scheduler when it stops the trial before its
+  last epoch (``{"epoch": e}``), so analysis can tell a stopped trial from an interrupted one;
+- ``groupsweep/fault_<epoch>``: the marker of an injected test fault.
+
+Paths may be local paths or ``pyarrow.fs`` URIs (``s3://bucket/prefix``, ``file:///...``); every access
+goes through ``pyarrow.fs``. Writes of groupsweep's own files are atomic (a temporary file, then a rename).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+import zipfile
+
+import numpy as np
+import pyarrow.fs
+
+from trainables.errors import GroupsweepError
+
+PARAMS_FILE = "params.json"
+PROGRESS_FILE = "progress.csv"
+RESULT_FILE = "result.json"
+ERROR_FILE = "error.txt"
+STATE_FILE = "state.pt"
+CHECKPOINT_PREFIX = "checkpoint_"
+TRAIN_RUN_NAME = "train"
+FILES_DIR = "groupsweep"
+LABELS_FILE = f"{FILES_DIR}/labels.npz"
+D3M_SCORES_FILE = f"{FILES_DIR}/d3m/scores.npz"
+STOPPED_FILE = f"{FILES_DIR}/stopped_early.json"
+# Keys of a searched trial's config (``params.json``) besides the TrainConfig fields; TrainConfig ignores
+# them (they start with "_"): the cell's name, the configuration's index in it, the sampled keys.
+CELL_KEY, SAMPLE_KEY, SAMPLED_KEY = "_cell", "_sample", "_sampled"
+
+
+def predictions_file(epoch: int) -> str:
+    """The file of one epoch's val/test predictions, relative to the trial directory."""
+    return f"{FILES_DIR}/predictions/epoch_{int(epoch):04d}.npz"
+
+
+def fault_marker(epoch: int) -> str:
+    """The marker file of a test fault injected after ``epoch``, relative to the trial directory."""
+    return f"{FILES_DIR}/fault_{int(epoch)}"
+
+
+class UnreadableFile(GroupsweepError):
+    """A file of a trial directory is missing or cannot be parsed."""
+
+
+def _filesystem(path_or_uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """``(filesystem, path inside it)`` of a local path (relative ones included) or a ``pyarrow.fs`` URI."""
+    path_or_uri = str(path_or_uri)
+    if "://" not in path_or_uri:
+        path_or_uri = os.path.abspath(os.path.expanduser(path_or_uri))
+    return pyarrow.fs.FileSystem.from_uri(path_or_uri)
+
+
+class TrialDir:
+    """One trial directory, local or in object storage; names are relative to it (``LABELS_FILE``...)."""
+
+    def __init__(self, path_or_uri, *, filesystem: pyarrow.fs.FileSystem | None = None):
+        """``path_or_uri``: a local path or a ``pyarrow.fs`` URI; with ``filesystem``, a path inside it."""
+        if filesystem is None:
+            self.fs, self.root = _filesystem(path_or_uri)
+        else:
+            self.fs, self.root = filesystem, str(path_or_uri)
+        self.root = self.root.rstrip("/")
+        self.location = str(path_or_uri)
+
+    @property
+    def name(self) -> str:
+        """The directory's own name (the trial name)."""
+        return self.root.rsplit("/", 1)[-1]
+
+    def path(self, name: str) -> str:
+        """``name`` inside this directory, as a path of its filesystem."""
+        return f"{self.root}/{name}"
+
+    def exists(self, name: str) -> bool:
+        """Whether the file or folder ``name`` exists."""
+        return self.fs.get_file_info(self.path(name)).type != pyarrow.fs.FileType.NotFound
+
+    def read_bytes(self, name: str) -> bytes:
+        """The contents of ``name``; ``UnreadableFile`` when it is missing or cannot be read."""
+        try:
+            with self.fs.open_input_stream(self.path(name)) as stream:
+                return stream.read()
+        except (OSError, pyarrow.ArrowException) as error:
+            raise UnreadableFile(f"cannot read {self.location}/{name} ({type(error).__name__}: {error})") from None
+
+    def read_json(self, name: str):
+        """The JSON value in ``name``; ``UnreadableFile`` when it is missing or not JSON."""
+        try:
+            return json.loads(self.read_bytes(name))
+        except ValueError as error:
+            raise UnreadableFile(f"{self.location}/{name} is not JSON ({error})") from None
+
+    def params(self) -> dict:
+        """The trial config (``params.json``); ``UnreadableFile`` when missing or not a JSON object."""
+        params = self.read_json(PARAMS_FILE)
+        if not isinstance(params, dict):
+            raise UnreadableFile(f"{self.location}/{PARAMS_FILE} is not a JSON object")
+        return params
+
+    def read_npz(self, name: str, keys: tuple | None = None) -> dict:
+        """The arrays ``keys`` (default: all) of the ``.npz`` file ``name``; ``UnreadableFile`` when the
+        file is missing, unreadable or lacks a key."""
+        data = self.read_bytes(name)
+        try:
+            with np.load(io.BytesIO(data)) as archive:
+                return {key: archive[key] for key in (archive.files if keys is None else keys)}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            raise UnreadableFile(f"cannot read {self.location}/{name} ({type(error).__name__}: {error})") from None
+
+    def write_npz(self, name: str, arrays: dict) -> None:
+        """Write ``arrays`` as ``name`` atomically: to a temporary file beside it, then renamed over it."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        self._write_atomically(name, buffer.getvalue())
+
+    def write_marker(self, name: str) -> None:
+        """Create the empty file ``name``."""
+        self._write_atomically(name, b"")
+
+    def write_json(self, name: str, value) -> None:
+        """Write ``value`` as the JSON file ``name``, atomically."""
+        self._write_atomically(name, json.dumps(value, sort_keys=True).encode())
+
+    def _write_atomically(self, name: str, data: bytes) -> None:
+        path = self.path(name)
+        directory = path.rsplit("/", 1)[0]
+        self.fs.create_dir(directory, recursive=True)
+        temporary = f"{directory}/.tmp-{uuid.uuid4().hex}"
+        try:
+            with self.fs.open_output_stream(temporary) as stream:
+                stream.write(data)
+            self.fs.move(temporary, path)
+        except BaseException:
+            # e.g. a full disk (ENOSPC): drop the partial file; the previous ``name`` stays intact
+            if self.fs.get_file_info(temporary).type != pyarrow.fs.FileType.NotFound:
+                self.fs.delete_file(temporary)
+            raise
+
+    def state_files(self) -> list[str]:
+        """Names of the ``state.pt`` files of every checkpoint still present (Tune's and, for
+        multi-worker trials, the Ray Train run's), oldest checkpoint first within each."""
+        names = []
+        for prefix in ("", f"{TRAIN_RUN_NAME}/"):
+            folder = self.path(prefix.rstrip("/")) if prefix else self.root
+            entries = self.fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
+            checkpoints = sorted(entry.base_name for entry in entries
+                                 if entry.type == pyarrow.fs.FileType.Directory
+                                 and entry.base_name.startswith(CHECKPOINT_PREFIX))
+            names += [f"{prefix}{checkpoint}/{STATE_FILE}" for checkpoint in checkpoints
+                      if self.exists(f"{prefix}{checkpoint}/{STATE_FILE}")]
+        return names
+
+    def load_state(self, name: str) -> dict:
+        """The ``finetune`` state saved as ``name`` (a ``state_files`` entry), tensors on the CPU;
+        ``UnreadableFile`` when it is not a readable groupsweep state."""
+        import torch  # deferred: results loading reads trial directories without importing torch
+
+        try:
+            if isinstance(self.fs, pyarrow.fs.LocalFileSystem):
+                state = torch.load(self.path(name), map_location="cpu", mmap=True, weights_only=False)
+            else:
+                state = torch.load(io.BytesIO(self.read_bytes(name)), map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError, pyarrow.ArrowException) as error:
+            raise UnreadableFile(f"cannot read checkpoint {self.location}/{name} "
+                                 f"({type(error).__name__}: {error})") from None
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+            raise UnreadableFile(f"checkpoint {self.location}/{name} holds no groupsweep training state")
+        return state
+
+
+def is_directory(path_or_uri) -> bool:
+    """Whether ``path_or_uri`` (a local path or a ``pyarrow.fs`` URI) is an existing directory."""
+    fs, root = _filesystem(path_or_uri)
+    return fs.get_file_info(root.rstrip("/") or "/").type == pyarrow.fs.FileType.Directory
+
+
+def subdirectory_names(path_or_uri) -> list[str]:
+    """Names of the directories directly inside ``path_or_uri`` (none when it does not exist), sorted."""
+    fs, root = _filesystem(path_or_uri)
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root.rstrip("/"), allow_not_found=True))
+    return sorted(entry.base_name for entry in entries if entry.type == pyarrow.fs.FileType.Directory)
+
+
+def trial_dirs(run_dir) -> list[TrialDir]:
+    """The trial directories of a sweep directory (sub-directories with ``params.json`` or
+    ``result.json``), sorted by name; a local path or a ``pyarrow.fs`` URI."""
+    fs, root = _filesystem(run_dir)
+    root = root.rstrip("/")
+    location = str(run_dir).rstrip("/")
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    out = []
+    for entry in sorted(entries, key=lambda entry: entry.base_name):
+        if entry.type != pyarrow.fs.FileType.Directory:
+            continue
+        trial = TrialDir(f"{root}/{entry.base_name}", filesystem=fs)
+        trial.location = f"{location}/{entry.base_name}"
+        if trial.exists(PARAMS_FILE) or trial.exists(RESULT_FILE):
+            out.append(trial)
+    return out
