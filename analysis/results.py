@@ -18,12 +18,26 @@ in a metric column. A last line without its newline (a write cut short) is ignor
 trial whose files cannot be read is skipped with a ``CorruptTrialWarning`` naming it; the others
 load. Epochs reported twice (a trial restored from a checkpoint repeats the epochs after it) keep the
 last report.
+
+Several sweep directories (``load_results([a, b])``, e.g. a hyperparameter search and the rerun of its
+chosen configurations that ``groupsweep promote`` wrote) load as one table, with a ``sweep`` column
+naming each trial's directory. A trial found in two of them (the same ``trial_name`` and an equal config)
+is counted once, from the first directory given, and listed in ``problems``; trials of different
+directories that share a Ray trial id get ``<sweep>/<trial id>`` as their id.
+
+A trial of a hyperparameter search (``sweeps.search``) names its cell, its configuration and the keys its
+search sampled in its config (``trial_dir.CELL_KEY``, ``SAMPLE_KEY``, ``SAMPLED_KEY``): they give the
+``cell``, ``config_id`` (``h03``) and ``hparams`` (``lr=0.00123, weight_decay=3.1e-05``) columns, and one
+column per sampled key holding each trial's value. A search's ASHA scheduler marks the trials it stopped
+before their last epoch (``trial_dir.STOPPED_FILE``): their status is ``stopped``. Grid trials have
+``cell``, ``config_id`` and ``hparams`` empty.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -35,8 +49,9 @@ import pandas as pd
 
 from trainables.balancing import method_label
 from trainables.errors import GroupsweepError
-from trainables.trial_dir import (ERROR_FILE, LABELS_FILE, PARAMS_FILE, PROGRESS_FILE, RESULT_FILE, TrialDir,
-                                  UnreadableFile, is_directory, predictions_file, subdirectory_names, trial_dirs)
+from trainables.trial_dir import (CELL_KEY, ERROR_FILE, LABELS_FILE, METHOD_HPARAMS_KEY, PARAMS_FILE, PROGRESS_FILE, RESULT_FILE,
+                                  SAMPLE_KEY, SAMPLED_KEY, STOPPED_FILE, TrialDir, UnreadableFile, is_directory,
+                                  predictions_file, subdirectory_names, trial_dirs)
 
 # Ray's bookkeeping keys that carry no information about the run's results.
 RAY_DROPPED = ("config", "date", "pid", "hostname", "node_ip", "time_this_iter_s", "time_since_restore",
@@ -50,7 +65,10 @@ NEUTRAL_KEYS = ("data_root", "model_path", "num_threads", "eval_batch_size")
 # Trial-level columns placed first in ``SweepResults.frame``, in this order.
 TRIAL_COLUMNS = ("trial_id", "trial_name", "dataset", "model", "num_parameters", "method", "ratio",
                  "method_label", "seed", "variant", "epochs", "last_epoch", "status")
-STATUSES = ("complete", "incomplete", "diverged", "error", "pending")
+# Columns of every trial after ``TRIAL_COLUMNS`` (and, in ``frame``, after ``epoch``): the sweep directory's
+# name, and a searched trial's cell, configuration id and sampled values (empty for grid trials).
+SEARCH_COLUMNS = ("sweep", "cell", "config_id", "hparams")
+STATUSES = ("complete", "stopped", "incomplete", "diverged", "error", "pending")
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")
 
 
@@ -76,14 +94,23 @@ class SweepResults:
     ``trials``: one row per readable trial (also those with no report yet), indexed by ``trial_id``,
     with ``TRIAL_COLUMNS`` and ``path`` (the trial directory's location: a local path, or a URI when the
     sweep was loaded from one). ``run_dir``: the sweep directory (a resolved ``Path``; a URI string
-    for a URI). ``status`` is ``complete`` (reported epoch ``epochs``),
+    for a URI; the first one when several were loaded, all of them in ``run_dirs``). ``status`` is
+    ``complete`` (reported epoch ``epochs``),
     ``diverged`` (the trainable's last report says ``status: diverged``; that row's epoch has no
-    metrics), ``error`` (incomplete and Ray wrote its ``ERROR_FILE``), ``incomplete`` (still running or
+    metrics), ``stopped`` (short of its epochs, stopped by a search's ASHA scheduler: ``STOPPED_FILE``),
+    ``error`` (incomplete and Ray wrote its ``ERROR_FILE``), ``incomplete`` (still running or
     interrupted) or ``pending`` (no report yet). A reported key that is also a trial column (the
-    trainable's per-report ``status``) is renamed ``report_<key>``. ``variant`` names the config
+    trainable's per-report ``status``, or a key named like a sampled one) is renamed ``report_<key>``.
+    ``variant`` names the config
     keys that differ between trials of one dataset besides model, method, ratio and seed (e.g.
-    ``last_layer_only=true``); empty when there are none. ``configs`` maps trial_id to its full config;
-    ``problems`` lists the trials skipped as unreadable.
+    ``last_layer_only=true``); empty when there are none. Keys a search sampled for any trial of the
+    dataset never make a variant (a sampled point is a configuration of its method, not a setting).
+    Both tables also have ``SEARCH_COLUMNS`` (``sweep``: the name of the trial's sweep directory;
+    ``cell``, ``config_id`` and ``hparams``: see the module docstring) and one column per sampled key
+    (``lr``, ...; each trial's config value, also for trials that did not sample it), unless a trial
+    column has that name already (``epochs``). ``configs`` maps trial_id to its full config (sampled
+    values and the search's ``_`` keys included); ``problems`` lists the trials skipped as unreadable
+    and the duplicates counted once.
     """
 
     run_dir: Path | str
@@ -91,9 +118,22 @@ class SweepResults:
     trials: pd.DataFrame
     configs: dict
     problems: list = field(default_factory=list)
+    run_dirs: tuple = ()
 
     def __post_init__(self):
         self._paths = dict(zip(self.trials.index, self.trials["path"]))
+        if not self.run_dirs:
+            self.run_dirs = (self.run_dir,)
+
+    @property
+    def searched(self) -> bool:
+        """Whether any trial belongs to a hyperparameter search (has a ``cell``)."""
+        return bool((self.trials["cell"] != "").any())
+
+    @property
+    def sampled_keys(self) -> list:
+        """The config keys that any searched trial sampled, sorted."""
+        return sorted({key for config in self.configs.values() for key in sampled_keys(config)})
 
     @property
     def metric_keys(self) -> list:
@@ -130,31 +170,39 @@ class SweepResults:
         return frame[(frame["status"] == "complete") & (frame["epoch"] == frame["epochs"])]
 
 
-def load_results(run_dir) -> SweepResults:
-    """Load the sweep directory ``run_dir`` (finished or still running; a local path or a ``pyarrow.fs``
-    URI) into a ``SweepResults``.
+def load_results(run_dirs) -> SweepResults:
+    """Load the sweep directory ``run_dirs`` (finished or still running; a local path or a ``pyarrow.fs``
+    URI), or a list of them as one table, into a ``SweepResults``.
 
-    Raises a one-line ``GroupsweepError`` when ``run_dir`` does not exist or holds no readable trial;
-    unreadable trials are skipped with a ``CorruptTrialWarning`` (also listed in ``problems``).
+    Raises a one-line ``GroupsweepError`` when a directory does not exist or holds no readable trial;
+    unreadable trials are skipped with a ``CorruptTrialWarning`` (also listed in ``problems``). A trial
+    found in two directories (same ``trial_name``, equal config) is counted once, from the first
+    directory given, with one line in ``problems``; a directory given twice is read once.
     """
-    run_dir = str(run_dir)
-    if "://" not in run_dir:
-        run_dir = Path(run_dir).expanduser().resolve()
-    if not is_directory(run_dir):
-        raise GroupsweepError(f"results directory {run_dir} does not exist")
-    trials = trial_dirs(run_dir)
-    if not trials:
-        nested = [name for name in subdirectory_names(run_dir) if trial_dirs(f"{str(run_dir).rstrip('/')}/{name}")]
-        hint = f"; it holds sweep directories, pass one of: {', '.join(nested)}" if nested else ""
-        raise GroupsweepError(f"no trials in {run_dir} (expected Ray Tune trial directories with {PARAMS_FILE}){hint}")
-
+    given = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
+    if not given:
+        raise GroupsweepError("no results directory given")
+    locations = list(dict.fromkeys(_resolve(run_dir) for run_dir in given))
     problems: list = []
     configs: dict = {}
-    for trial in trials:
-        try:
-            configs[trial] = _read_params(trial)
-        except _Unreadable as reason:
-            problems.append(_skip(trial, reason))
+    sweeps: dict = {}
+    first_seen: dict = {}  # (trial_name, config as JSON) -> (index, name) of the directory it was first read from
+    for number, run_dir in enumerate(locations):
+        sweep = _sweep_name(run_dir)
+        for trial in _sweep_trials(run_dir):
+            try:
+                config = _read_params(trial)
+            except _Unreadable as reason:
+                problems.append(_skip(trial, reason))
+                continue
+            identity = (config.get("trial_name", trial.name), json.dumps(config, sort_keys=True))
+            earlier = first_seen.setdefault(identity, (number, sweep))
+            if earlier[0] != number:
+                problems.append(f"trial {identity[0]} is in both {earlier[1]} and {sweep} with the same config; "
+                                f"counted once (from {earlier[1]})")
+                continue
+            configs[trial] = config
+            sweeps[trial.location] = sweep
     tables, fallback = _parse_progress(configs)
     for trial in fallback:
         try:
@@ -165,8 +213,45 @@ def load_results(run_dir) -> SweepResults:
             continue
         tables.append(table.assign(_path=trial.location))
     if not configs:
-        raise GroupsweepError(f"no readable trials in {run_dir}: " + "; ".join(problems))
-    return _assemble(run_dir, configs, tables, problems)
+        where = locations[0] if len(locations) == 1 else ", ".join(map(str, locations))
+        raise GroupsweepError(f"no readable trials in {where}: " + "; ".join(problems))
+    return _assemble(locations, configs, tables, problems, sweeps)
+
+
+def _resolve(run_dir):
+    """A local sweep directory as a resolved ``Path``; a URI as its string."""
+    run_dir = str(run_dir)
+    return run_dir if "://" in run_dir else Path(run_dir).expanduser().resolve()
+
+
+def _sweep_name(run_dir) -> str:
+    """The name of a sweep directory (its last path component)."""
+    return str(run_dir).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _sweep_trials(run_dir) -> list:
+    """The trial directories of ``run_dir``; a one-line ``GroupsweepError`` when it does not exist or holds
+    none (naming the sweep directories inside it when it is a storage folder)."""
+    if not is_directory(run_dir):
+        raise GroupsweepError(f"results directory {run_dir} does not exist")
+    trials = trial_dirs(run_dir)
+    if not trials:
+        nested = [name for name in subdirectory_names(run_dir) if trial_dirs(f"{str(run_dir).rstrip('/')}/{name}")]
+        hint = f"; it holds sweep directories, pass one of: {', '.join(nested)}" if nested else ""
+        raise GroupsweepError(f"no trials in {run_dir} (expected Ray Tune trial directories with {PARAMS_FILE}){hint}")
+    return trials
+
+
+def sampled_keys(config: dict) -> list:
+    """The keys a searched trial's config says its search sampled (``SAMPLED_KEY``); [] for a grid trial."""
+    keys = config.get(SAMPLED_KEY) or []
+    return [str(key) for key in keys] if isinstance(keys, list) else []
+
+
+def method_keys(config: dict) -> list:
+    """The keys a trial's method set with hparams of its own (``METHOD_HPARAMS_KEY``); [] when none."""
+    keys = config.get(METHOD_HPARAMS_KEY) or []
+    return [str(key) for key in keys] if isinstance(keys, list) else []
 
 
 def _skip(trial: TrialDir, reason) -> str:
@@ -321,17 +406,20 @@ def _read_result_json(trial: TrialDir) -> pd.DataFrame:
     return table
 
 
-def _assemble(run_dir, configs: dict, tables: list, problems: list) -> SweepResults:
+def _assemble(run_dirs: list, configs: dict, tables: list, problems: list, sweeps: dict) -> SweepResults:
     """Join the reports (tables with a ``_path`` column: trial locations) with the trial configs
-    (``TrialDir`` -> config) into ``SweepResults``."""
+    (``TrialDir`` -> config) into ``SweepResults``; ``sweeps`` maps a trial location to its sweep's name."""
     tables = [table for table in tables if len(table)]
+    config_list = list(configs.values())
+    sampled = sorted({key for config in config_list for key in sampled_keys(config)} - set(TRIAL_COLUMNS))
+    renamed = [c for c in (*TRIAL_COLUMNS, *SEARCH_COLUMNS, *sampled) if c != "trial_id"]
     if tables:
         reports = pd.concat(tables, ignore_index=True)
         if "epoch" not in reports:
             reports["epoch"] = reports["training_iteration"]
         reports["epoch"] = reports["epoch"].astype(np.int64)
         reports = reports.drop_duplicates(["_path", "epoch"], keep="last")
-        reports = reports.rename(columns={c: f"report_{c}" for c in TRIAL_COLUMNS if c in reports and c != "trial_id"})
+        reports = reports.rename(columns={c: f"report_{c}" for c in renamed if c in reports})
         by_path = reports.groupby("_path", sort=False)
         last_epoch = by_path["epoch"].max()
         last_status = by_path["report_status"].last() if "report_status" in reports else pd.Series(dtype=object)
@@ -347,21 +435,65 @@ def _assemble(run_dir, configs: dict, tables: list, problems: list) -> SweepResu
         key = trial.location
         rows.append(_trial_row(trial, config, _trial_id(trial, ray_ids.get(key)), int(last_epoch.get(key, 0)),
                                float(num_parameters.get(key, np.nan)), last_status.get(key) == "diverged"))
+    _unique_ids(rows, [sweeps[trial.location] for trial in configs])
     trials = pd.DataFrame(rows).set_index("trial_id", drop=False)
     trials.index.name = None
-    trials["variant"] = _variants(trials["dataset"], list(configs.values()))
+    trials["variant"] = _variants(trials["dataset"], config_list)
+    search = _search_columns(config_list)
+    for name in SEARCH_COLUMNS:
+        trials[name] = [sweeps[trial.location] for trial in configs] if name == "sweep" else search[name]
+    for key in sampled:
+        trials[key] = [config.get(key) for config in config_list]
 
-    columns = [c for c in TRIAL_COLUMNS if c != "trial_id"]
+    columns = [c for c in TRIAL_COLUMNS if c != "trial_id"] + list(SEARCH_COLUMNS) + sampled
     reports = reports.drop(columns=["trial_id"], errors="ignore")
     frame = trials[["path", *columns]].merge(reports, left_on="path", right_on="_path", how="inner")
     frame.insert(0, "trial_id", frame.pop("path").map(dict(zip(trials["path"], trials.index))))
     frame = frame.drop(columns=["_path"])
-    leading = list(TRIAL_COLUMNS) + ["epoch"]
+    leading = list(TRIAL_COLUMNS) + ["epoch"] + list(SEARCH_COLUMNS) + sampled
     frame = frame[leading + [c for c in frame.columns if c not in leading]]
     frame = frame.sort_values(["trial_id", "epoch"], kind="stable", ignore_index=True)
     by_location = {trial.location: config for trial, config in configs.items()}
     by_id = {trial_id: by_location[path] for trial_id, path in zip(trials.index, trials["path"])}
-    return SweepResults(run_dir=run_dir, frame=frame, trials=trials, configs=by_id, problems=problems)
+    return SweepResults(run_dir=run_dirs[0], frame=frame, trials=trials, configs=by_id, problems=problems,
+                        run_dirs=tuple(run_dirs))
+
+
+def _unique_ids(rows: list, sweeps: list) -> None:
+    """Make the rows' trial ids unique: a Ray id already taken by a trial of another sweep directory
+    becomes ``<sweep>/<id>`` (in place)."""
+    taken = set()
+    for row, sweep in zip(rows, sweeps):
+        if row["trial_id"] in taken:
+            row["trial_id"] = f"{sweep}/{row['trial_id']}"
+        taken.add(row["trial_id"])
+
+
+def _search_columns(configs: list) -> dict:
+    """``cell``, ``config_id`` and ``hparams`` per trial (empty strings for grid trials). ``config_id`` is
+    ``h`` and the configuration's index in its cell, zero-padded as the trial names are: to at least two
+    digits, and to the width of the cell's largest index."""
+    cells = [str(config.get(CELL_KEY) or "") for config in configs]
+    samples = [config.get(SAMPLE_KEY) for config in configs]
+    widths: dict = {}
+    for cell, sample in zip(cells, samples):
+        if cell and isinstance(sample, int):
+            widths[cell] = max(widths.get(cell, 2), len(str(sample)))
+    config_ids = [f"h{sample:0{widths[cell]}d}" if cell and isinstance(sample, int) else ""
+                  for cell, sample in zip(cells, samples)]
+    hparams = [", ".join(f"{key}={format_value(config.get(key))}" for key in sampled_keys(config)) if cell else ""
+               for cell, config in zip(cells, configs)]
+    return {"cell": cells, "config_id": config_ids, "hparams": hparams}
+
+
+def format_value(value) -> str:
+    """A config value for reading: floats with 3 significant digits (``0.00123``, ``3.1e-05``), strings as
+    they are, anything else as JSON (``true``, ``[1, 2]``)."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
 
 
 def _trial_id(trial: TrialDir, ray_id) -> str:
@@ -384,6 +516,8 @@ def _trial_row(trial: TrialDir, config: dict, trial_id: str, last_epoch: int, nu
         status = "diverged"
     elif epochs > 0 and last_epoch >= epochs:
         status = "complete"
+    elif trial.exists(STOPPED_FILE):
+        status = "stopped"
     elif trial.exists(ERROR_FILE):
         status = "error"
     else:
@@ -399,14 +533,18 @@ def _trial_row(trial: TrialDir, config: dict, trial_id: str, last_epoch: int, nu
 
 def _variants(datasets: pd.Series, configs: list) -> list:
     """Per trial, ``key=value`` pairs of the config keys that vary among the trials of its dataset
-    (ignoring ``IDENTITY_KEYS``, ``NEUTRAL_KEYS`` and keys starting with ``_``)."""
+    (ignoring ``IDENTITY_KEYS``, ``NEUTRAL_KEYS``, keys starting with ``_``, every key that a search
+    sampled for any trial of the dataset: a sampled point is one of its method's configurations, and the
+    reruns of chosen configurations group with their search; and every key a method set with hparams of
+    its own, which is part of that method, as in a promoted rerun)."""
     out = [""] * len(configs)
     for dataset in datasets.unique():
         members = np.flatnonzero(datasets.to_numpy() == dataset)
         keys = sorted({key for i in members for key in configs[i]})
+        searched = {key for i in members for key in sampled_keys(configs[i]) + method_keys(configs[i])}
         varying = []
         for key in keys:
-            if key in IDENTITY_KEYS or key in NEUTRAL_KEYS or key.startswith("_"):
+            if key in IDENTITY_KEYS or key in NEUTRAL_KEYS or key.startswith("_") or key in searched:
                 continue
             values = {json.dumps(configs[i].get(key), sort_keys=True) for i in members}
             if len(values) > 1:

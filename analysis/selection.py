@@ -20,17 +20,49 @@ highest score is chosen. Ties (scores within ``TIE_TOLERANCE``) go to the method
 mixture-nosubset, subg, rwg; unknown methods after them, by name), then to the smaller ratio. The
 chosen method's test metrics (``test/wga``, ``test/avg_acc``, ``test/wca`` at the same epochs) are
 reported as mean and sample standard deviation (ddof=1; NaN for one seed) over its trials.
+
+Hyperparameter searches (trials with a ``cell``, see ``analysis.results``). A method's candidates are
+its configurations (``config_id``; with models pooled, the configurations of every model's cell, since
+a sampled configuration belongs to one model). A configuration's score is the mean criterion over its
+seeds; each method's chosen configuration is its best-scoring one (ties within ``TIE_TOLERANCE``: the
+lower ``config_id``, then the cell's name), and the methods then compete with their chosen
+configurations exactly as above. Table 1 gains the winner's ``config_id`` and ``hparams``;
+``Selection.hyperparameters`` lists every method's chosen configuration. Grid trials loaded together
+with a search count as one configuration (``config_id`` empty) of their method.
+
+Early-stopped trials (status ``stopped``: the search's ASHA scheduler ended them at a rung). With the
+``final`` rule a configuration with any stopped seed is not a candidate: it never reached the final
+epoch, and ASHA judged it worse than its cell's others at a rung, so scoring its remaining seeds would
+compare it on a different footing. With the ``best`` rule stopped trials are candidates, read at their
+best epoch among those they reached (what early stopping would have kept). Either way the notes say,
+per cell, how many configurations were left out or how many stopped trials were scored; other
+incomplete trials are excluded and noted one by one as before.
+
+``bias-unsupervised`` with a searched ``none`` method (several ``none`` configurations of one dataset,
+model and variant): the biased model of a seed is that seed's trial of the ``none`` configuration with
+the best mean final-epoch ``val/avg_acc`` over its complete seeds (average accuracy needs no group
+labels; ties: the lower ``config_id``; configurations with a stopped trial are not eligible), and a
+note names it. With one ``none`` configuration (a grid, or an unsearched ``none`` cell) nothing changes.
+
+Reruns (``Selection.rerun``). A grid trial loaded with a search (e.g. from the directory that
+``groupsweep promote`` ran) whose dataset, model, variant, method, ratio and values of a searched
+configuration's sampled keys equal that configuration's is a rerun of it: it takes no part in the
+selection above. For each Table 1 row whose chosen configuration has reruns, ``rerun`` reports the
+reruns' test metrics (mean and sample std over their seeds), read at their final epoch (``final``) or
+at each rerun's best epoch by the criterion (``best``; for ``bias-unsupervised`` against the rerun
+``none`` trial of the same seed); ``score`` stays the search's validation score that chose it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from analysis.metrics import bias_unsupervised_score
-from analysis.results import SweepResults
+from analysis.results import SweepResults, sampled_keys
 from trainables.balancing import METHODS
 from trainables.errors import GroupsweepError, choose
 
@@ -53,14 +85,22 @@ class Selection:
     ``table`` (Table 1): one row per group x criterion with the chosen ``method_label`` (and
     ``method``, ``ratio``), its ``score`` (mean validation criterion), ``test_wga_mean/std``,
     ``test_avg_acc_mean/std``, ``test_wca_mean/std``, ``n_seeds``, ``n_runs`` (trials; more than
-    ``n_seeds`` when models are pooled) and ``n_candidates``. ``methods``: the same numbers for
-    every candidate (``selected`` marks the winner, ``rank`` 1 = best). ``notes``: what was missing
-    or skipped, one line each.
+    ``n_seeds`` when models are pooled) and ``n_candidates``; for a search also the winner's
+    ``config_id`` and ``hparams``. ``methods``: the same numbers for every candidate (``selected``
+    marks the winner, ``rank`` 1 = best; for a search also each method's ``cell`` and
+    ``n_configurations``). ``notes``: what was missing or skipped, one line each.
+    ``hyperparameters`` (searches only, else empty): per group x criterion x method its chosen
+    configuration: ``cell``, ``config_id``, ``hparams``, one column per sampled key, ``score``,
+    ``n_seeds``, ``n_configurations`` and ``selected`` (the Table 1 winner). ``rerun`` (empty without
+    reruns): Table 1's columns for the chosen configurations' reruns (see the module docstring), plus
+    ``sweep`` (the reruns' sweep directories).
     """
 
     table: pd.DataFrame
     methods: pd.DataFrame
     notes: list = field(default_factory=list)
+    hyperparameters: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rerun: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def parse_criteria(criterion: str) -> list:
@@ -71,7 +111,8 @@ def parse_criteria(criterion: str) -> list:
 
 def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_model: bool = False,
            methods=None) -> Selection:
-    """Choose the balancing method per group for each criterion (see the module docstring).
+    """Choose the balancing method (and, in a search, each method's configuration) per group for each
+    criterion (see the module docstring).
 
     ``criteria``: names from ``CRITERIA``; ``epoch``: ``final`` or ``best``; ``by_model``: one group per
     (dataset, model) instead of per dataset (without it, the models of a dataset are pooled as extra
@@ -82,7 +123,14 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
         choose("selection criterion", criterion, CRITERIA)
     choose("epoch rule", epoch, EPOCH_RULES)
     notes = _excluded_trials(results)
-    frame = results.frame[results.frame["status"] == "complete"]
+    searched = results.searched
+    reruns = _reruns(results) if searched else {}
+    if reruns:
+        notes.append(f"{len(reruns)} grid trial(s) rerun searched configurations: they are reported as the "
+                     "rerun of the chosen configurations, not as candidates")
+    taking_part = ("complete", "stopped") if epoch == "best" else ("complete",)
+    frame = results.frame[results.frame["status"].isin(taking_part) & ~results.frame["trial_id"].isin(list(reruns))]
+    frame = _stopped_trials(results, frame, epoch, notes)
     if methods is not None:
         for name in methods:
             if name not in set(results.trials["method"]):
@@ -94,74 +142,162 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
             if len(models) > 1:
                 notes.append(f"{dataset}: {len(models)} models pooled as runs of one method "
                              f"({', '.join(sorted(models))}); use by-model selection to separate them")
+                if searched:
+                    notes.append(f"{dataset}: a searched configuration belongs to one model, so each method's "
+                                 "candidates are the configurations of every model")
+    trials = results.trials
+    biased = (_biased_models(results, trials[~trials.index.isin(list(reruns))], notes)
+              if "bias-unsupervised" in criteria else {})
 
     tables, per_method = [], []
     for criterion in criteria:
-        runs = _criterion_runs(results, frame, criterion, epoch, notes)
+        runs = _criterion_runs(results, frame, criterion, epoch, notes, biased)
         if runs.empty:
             notes.append(f"{criterion}: no complete trial with a value for this criterion; skipped")
             continue
+        configurations = None
+        if searched:
+            runs, configurations = _choose_configurations(runs, keys)
         scored = _score_methods(runs, keys)
+        if configurations is not None:
+            scored = _with_configurations(scored, configurations, keys)
         scored.insert(len(keys), "criterion", criterion)
         scored.insert(len(keys) + 1, "epoch_rule", epoch)
         per_method.append(scored)
-        tables.append(scored[scored["selected"]].drop(columns=["selected", "rank"]))
+        tables.append(scored[scored["selected"]].drop(columns=["selected", "rank", "cell", "n_configurations"],
+                                                      errors="ignore"))
     if not per_method:
         return Selection(pd.DataFrame(), pd.DataFrame(), notes)
     methods_table = pd.concat(per_method, ignore_index=True)
     table = pd.concat(tables, ignore_index=True)
     counts = methods_table.groupby(keys + ["criterion"], dropna=False).size().rename("n_candidates")
     table = table.join(counts, on=keys + ["criterion"])
+    hyperparameters = _hyperparameters(results, methods_table, keys) if searched else pd.DataFrame()
+    rerun = _rerun_table(results, methods_table, list(table.columns), reruns, keys, epoch, notes) \
+        if reruns else pd.DataFrame()
     if not (table["variant"] != "").any():
-        table = table.drop(columns="variant")
-        methods_table = methods_table.drop(columns="variant")
-    return Selection(table=table, methods=methods_table, notes=notes)
+        table, methods_table, hyperparameters, rerun = (
+            part.drop(columns="variant", errors="ignore") for part in (table, methods_table, hyperparameters, rerun))
+    return Selection(table=table, methods=methods_table, notes=notes, hyperparameters=hyperparameters, rerun=rerun)
+
+
+def _where(trial) -> str:
+    """``dataset/model/method`` of a trial row, as the notes name it (with its variant when it has one)."""
+    variant = f" ({trial.variant})" if trial.variant else ""
+    return f"{trial.dataset}/{trial.model}/{trial.method_label}{variant}"
 
 
 def _excluded_trials(results: SweepResults) -> list:
-    """Notes for the trials that are not complete (they take no part in selection)."""
+    """Notes for the trials that are not complete (they take no part in selection), except the searched
+    trials that ASHA stopped (``_stopped_trials`` notes those per cell)."""
     notes = []
-    for trial in results.trials[results.trials["status"] != "complete"].itertuples():
+    trials = results.trials
+    for trial in trials[(trials["status"] != "complete") & ~((trials["status"] == "stopped") & (trials["cell"] != ""))
+                        ].itertuples():
         notes.append(f"{trial.dataset}/{trial.model}/{trial.method_label} seed {trial.seed}: "
                      f"{trial.status} (epoch {trial.last_epoch}/{trial.epochs}); excluded")
     return notes + list(results.problems)
 
 
+def _stopped_trials(results: SweepResults, frame: pd.DataFrame, epoch: str, notes: list) -> pd.DataFrame:
+    """Apply the stopped-trial rule to the rows taking part (see the module docstring) and note, per cell,
+    what it did: ``final`` drops every configuration with a stopped seed; ``best`` keeps them."""
+    trials = results.trials
+    stopped = trials[(trials["status"] == "stopped") & (trials["cell"] != "")]
+    if stopped.empty:
+        return frame
+    for cell, group in stopped.groupby("cell", sort=False):
+        first = group.iloc[0]
+        if epoch == "best":
+            notes.append(f"{_where(first)}: {len(group)} trial(s) stopped early by ASHA are scored at the "
+                         "best of the epochs they reached (best epoch rule)")
+        else:
+            total = trials.loc[trials["cell"] == cell, "config_id"].nunique()
+            notes.append(f"{_where(first)}: {group['config_id'].nunique()} of {total} configurations left out: "
+                         f"ASHA stopped {len(group)} of their trials before epoch {first['epochs']} "
+                         "(the final epoch rule needs every seed at its final epoch)")
+    if epoch == "best":
+        return frame
+    left_out = set(zip(stopped["cell"], stopped["config_id"]))
+    return frame[[key not in left_out for key in zip(frame["cell"], frame["config_id"])]]
+
+
 def _criterion_runs(results: SweepResults, frame: pd.DataFrame, criterion: str, epoch: str,
-                    notes: list) -> pd.DataFrame:
-    """One row per trial: its criterion value (column ``value``) and test metrics at the chosen epoch."""
+                    notes: list, biased: dict) -> pd.DataFrame:
+    """One row per trial: its criterion value (column ``value``) and test metrics at the chosen epoch;
+    ``biased`` maps (dataset, model, variant, seed) to the biased trial (``_biased_models``)."""
     column = CRITERIA[criterion]
     if column is not None and column not in frame:
         notes.append(f"{criterion}: metric {column} is not reported; skipped")
         return pd.DataFrame()
     rows = frame if epoch == "best" else frame[frame["epoch"] == frame["epochs"]]
     needed = ["trial_id", "dataset", "model", "variant", "method", "ratio", "method_label", "seed", "epoch",
-              "epochs", *([column] if column else []), *TEST_METRICS.values()]
+              "epochs", "sweep", "cell", "config_id", "hparams", *([column] if column else []), *TEST_METRICS.values()]
     needed = list(dict.fromkeys(needed))  # oracle's column is also a test metric
     rows = rows[[name for name in needed if name in rows]].copy()
     if column is None:
-        rows["value"] = _bias_unsupervised_values(results, rows, notes)
+        rows["value"] = _bias_unsupervised_values(results, rows, notes, biased)
     else:
         rows["value"] = rows[column].astype(float)
     rows = rows[rows["value"].notna()]
     if epoch == "best" and len(rows):
         # rows are sorted by trial then epoch, so idxmax returns the earliest best epoch
         rows = rows.loc[rows.groupby("trial_id", sort=False)["value"].idxmax()]
+    return _with_test_metrics(rows)
+
+
+def _with_test_metrics(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with the ``TEST_METRICS`` columns (NaN where a metric is not reported)."""
     for name, metric in TEST_METRICS.items():
         rows[name] = rows[metric].astype(float) if metric in rows else np.nan
     return rows
 
 
-def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: list) -> np.ndarray:
-    """``bias_unsupervised_score`` of each row's val predictions against its biased (``none``) trial."""
-    trials = results.trials
-    biased = trials[(trials["method"] == "none") & (trials["status"] == "complete")]
-    biased_by_key = {(t.dataset, t.model, t.variant, t.seed): t for t in biased.itertuples()}
+def _biased_models(results: SweepResults, trials: pd.DataFrame, notes: list) -> dict:
+    """The biased model of each (dataset, model, variant, seed) among ``trials``: its complete ``none``
+    trial; with several ``none`` configurations, the one with the best mean final ``val/avg_acc``
+    (see the module docstring). Values are trial rows (``trial_id``, ``epochs``, ...)."""
+    none = trials[(trials["method"] == "none") & (trials["status"] == "complete")]
+    biased = {}
+    for _, group in none.groupby(["dataset", "model", "variant"], dropna=False, sort=False):
+        chosen = group
+        if group[["cell", "config_id"]].drop_duplicates().shape[0] > 1:
+            chosen = _best_biased_configuration(results, trials, group, notes)
+        for trial in chosen.itertuples():
+            biased[(trial.dataset, trial.model, trial.variant, trial.seed)] = trial
+    return biased
+
+
+def _best_biased_configuration(results: SweepResults, trials: pd.DataFrame, group: pd.DataFrame,
+                               notes: list) -> pd.DataFrame:
+    """The trials of the ``none`` configuration of ``group`` (complete ``none`` trials of one dataset,
+    model and variant) with the best mean final-epoch ``val/avg_acc``; ties: the lower config_id."""
+    final = results.final_rows().set_index("trial_id")
+    accuracy = group["trial_id"].map(final["val/avg_acc"]) if "val/avg_acc" in final else np.nan
+    stopped = set(zip(*[trials.loc[trials["status"] == "stopped", name] for name in ("cell", "config_id")]))
+    scores = (group.assign(score=accuracy).fillna({"score": -np.inf}).groupby(["cell", "config_id"], sort=False)
+              .agg(score=("score", "mean"), n_seeds=("seed", "nunique")).reset_index())
+    scores = scores[[key not in stopped for key in zip(scores["cell"], scores["config_id"])]]
+    first = group.iloc[0]
+    if scores.empty:
+        notes.append(f"bias-unsupervised: every `none` configuration of {first['dataset']}/{first['model']} "
+                     "has a stopped trial; no biased model")
+        return group.iloc[0:0]
+    ranked = _rank(scores.assign(_group=0), ["_group"], ["config_id", "cell"])
+    best = ranked.iloc[0]
+    notes.append(f"bias-unsupervised: the biased model of {first['dataset']}/{first['model']} is `none` "
+                 f"{best['config_id'] or 'grid'} (best mean val/avg_acc {best['score']:.4f} over "
+                 f"{best['n_seeds']} seed(s), of {len(scores)} configurations)")
+    return group[(group["cell"] == best["cell"]) & (group["config_id"] == best["config_id"])]
+
+
+def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: list, biased: dict) -> np.ndarray:
+    """``bias_unsupervised_score`` of each row's val predictions against its biased trial in ``biased``."""
     values = np.full(len(rows), np.nan)
     reported = set()
     for position, row in enumerate(rows[["trial_id", "dataset", "model", "variant", "seed", "epoch"]].itertuples(index=False)):
         key = (row.dataset, row.model, row.variant, row.seed)
-        bias = biased_by_key.get(key)
+        bias = biased.get(key)
         where = f"{row.dataset}/{row.model} seed {row.seed}" + (f" ({row.variant})" if row.variant else "")
         if bias is None:
             if key not in reported:
@@ -181,10 +317,122 @@ def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: 
     return values
 
 
-def _score_methods(runs: pd.DataFrame, keys: list) -> pd.DataFrame:
-    """Per group and candidate method: mean criterion (``score``), test mean/std, counts; the winner."""
+def _choose_configurations(runs: pd.DataFrame, keys: list) -> tuple:
+    """``(runs of each candidate method's chosen configuration, every configuration ranked)``: a
+    configuration's ``score`` is its mean criterion over seeds; ``selected`` marks each method's best."""
     candidate = keys + ["method", "ratio", "method_label"]
-    grouped = runs.groupby(candidate, dropna=False, sort=False)
+    grouped = runs.groupby(candidate + ["cell", "config_id"], dropna=False, sort=False)
+    configurations = grouped.agg(score=("value", "mean"), n_seeds=("seed", "nunique"),
+                                 hparams=("hparams", "first")).reset_index()
+    configurations = _rank(configurations, candidate, ["config_id", "cell"])
+    configurations["n_configurations"] = configurations.groupby(candidate, dropna=False, sort=False)[
+        "config_id"].transform("size")
+    chosen = _configuration_keys(configurations[configurations["selected"]], keys)
+    return runs[[key in chosen for key in _configuration_keys(runs, keys)]], configurations
+
+
+def _configuration_keys(table: pd.DataFrame, keys: list) -> list:
+    """Per row, the tuple that names its configuration within its group: keys, method label, cell, config_id."""
+    return list(zip(*[table[name] for name in keys + ["method_label", "cell", "config_id"]]))
+
+
+def _with_configurations(scored: pd.DataFrame, configurations: pd.DataFrame, keys: list) -> pd.DataFrame:
+    """``scored`` (one row per method) with its chosen configuration's ``config_id`` and ``hparams`` (after
+    ``method_label``), ``cell`` and ``n_configurations``."""
+    chosen = configurations[configurations["selected"]]
+    by_method = dict(zip(zip(*[chosen[name] for name in keys + ["method_label"]]),
+                         chosen[["cell", "config_id", "hparams", "n_configurations"]].itertuples(index=False)))
+    found = [by_method[key] for key in zip(*[scored[name] for name in keys + ["method_label"]])]
+    at = scored.columns.get_loc("method_label") + 1
+    scored.insert(at, "config_id", [entry.config_id for entry in found])
+    scored.insert(at + 1, "hparams", [entry.hparams for entry in found])
+    scored["cell"] = [entry.cell for entry in found]
+    scored["n_configurations"] = [entry.n_configurations for entry in found]
+    return scored
+
+
+def _hyperparameters(results: SweepResults, methods_table: pd.DataFrame, keys: list) -> pd.DataFrame:
+    """Per group x criterion x method its chosen configuration, one column per sampled key (the
+    configuration's value; NaN for grid trials)."""
+    columns = keys + ["criterion", "epoch_rule", "method_label", "method", "ratio", "cell", "config_id", "hparams"]
+    table = methods_table[columns].copy()
+    trials = results.trials[results.trials["cell"] != ""].drop_duplicates(["cell", "config_id"])
+    first_trial = dict(zip(zip(trials["cell"], trials["config_id"]), trials.index))
+    for key in results.sampled_keys:
+        table[key] = [results.configs[first_trial[configuration]].get(key) if configuration in first_trial else np.nan
+                      for configuration in zip(table["cell"], table["config_id"])]
+    for name in ("score", "n_seeds", "n_configurations", "selected"):
+        table[name] = methods_table[name].to_numpy()
+    return table.reset_index(drop=True)
+
+
+def _reruns(results: SweepResults) -> dict:
+    """Grid trials that rerun a searched configuration: trial_id -> [(cell, config_id), ...] of the
+    configurations whose dataset, model, variant, method, ratio and sampled values they share."""
+    trials = results.trials
+    searched = trials[trials["cell"] != ""].drop_duplicates(["cell", "config_id"])
+    by_identity: dict = {}
+    for trial in searched.itertuples():
+        config = results.configs[trial.Index]
+        by_identity.setdefault((trial.dataset, trial.model, trial.variant, trial.method_label), []).append(
+            ((trial.cell, trial.config_id), {key: config.get(key) for key in sampled_keys(config)}))
+    reruns = {}
+    for trial in trials[trials["cell"] == ""].itertuples():
+        config = results.configs[trial.Index]
+        matches = [configuration for configuration, values in
+                   by_identity.get((trial.dataset, trial.model, trial.variant, trial.method_label), [])
+                   if all(_same_value(config.get(key), value) for key, value in values.items())]
+        if matches:
+            reruns[trial.Index] = matches
+    return reruns
+
+
+def _same_value(a, b) -> bool:
+    """Config values equal; numbers within a relative 1e-9 (a value written to YAML and read back)."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    return a == b
+
+
+def _rerun_table(results: SweepResults, methods_table: pd.DataFrame, columns: list, reruns: dict, keys: list,
+                 epoch: str, notes: list) -> pd.DataFrame:
+    """Table 1 of the reruns: per Table 1 winner (``selected`` in ``methods_table``) whose configuration has
+    complete reruns, their test metrics over seeds (see the module docstring) in Table 1's ``columns``
+    (without ``n_candidates``) plus ``sweep``; ``score`` is the search's validation score."""
+    trials = results.trials
+    rerun_trials = trials[trials.index.isin(list(reruns))]
+    frame = results.frame[results.frame["trial_id"].isin(list(reruns)) & (results.frame["status"] == "complete")]
+    rows = []
+    for criterion, winners in methods_table[methods_table["selected"]].groupby("criterion", sort=False):
+        if epoch == "best":
+            biased = _biased_models(results, rerun_trials, []) if criterion == "bias-unsupervised" else {}
+            runs = _criterion_runs(results, frame, criterion, epoch, notes, biased)
+        else:
+            runs = _with_test_metrics(frame[frame["epoch"] == frame["epochs"]].assign(value=np.nan))
+        for winner in winners.to_dict("records"):
+            configuration = (winner["cell"], winner["config_id"])
+            ids = [trial_id for trial_id, matches in reruns.items() if configuration in matches]
+            part = runs[runs["trial_id"].isin(ids)] if len(runs) else runs
+            where = "/".join(str(winner[name]) for name in keys if winner[name] != "")
+            if part.empty:
+                notes.append(f"rerun: {where} {criterion}: the chosen {winner['method_label']} "
+                             f"{winner['config_id']} has no complete rerun")
+                continue
+            summary = _aggregate(part, keys + ["method", "ratio", "method_label"]).iloc[0].to_dict()
+            summary.update({name: winner[name] for name in keys + ["criterion", "epoch_rule", "config_id",
+                                                                   "hparams", "score"]})
+            summary["sweep"] = ",".join(sorted(set(part["sweep"])))
+            rows.append(summary)
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows)[[column for column in columns if column != "n_candidates"] + ["sweep"]]
+
+
+def _aggregate(runs: pd.DataFrame, by: list) -> pd.DataFrame:
+    """Per group of ``runs`` (rows with ``value``, ``seed``, ``epoch`` and the test metrics): mean criterion
+    (``score``) and its std, test metrics mean/std over the runs, seed and run counts, mean epoch, seeds."""
+    grouped = runs.groupby(by, dropna=False, sort=False)
     aggregations = {"score": ("value", "mean"), "score_std": ("value", "std"),
                     "n_seeds": ("seed", "nunique"), "n_runs": ("value", "size"),
                     "mean_epoch": ("epoch", "mean")}
@@ -193,32 +441,48 @@ def _score_methods(runs: pd.DataFrame, keys: list) -> pd.DataFrame:
         aggregations[f"{name}_std"] = (name, "std")  # pandas' std is the sample std (ddof=1)
     scored = grouped.agg(**aggregations).reset_index()
     scored["seeds"] = grouped["seed"].agg(lambda seeds: ",".join(map(str, sorted(set(seeds))))).to_numpy()
+    return scored
+
+
+def _score_methods(runs: pd.DataFrame, keys: list) -> pd.DataFrame:
+    """Per group and candidate method: mean criterion (``score``), test mean/std, counts; the winner."""
+    scored = _aggregate(runs, keys + ["method", "ratio", "method_label"])
     order = {name: index for index, name in enumerate(METHODS)}
     scored["_order"] = [order.get(name, len(order)) for name in scored["method"]]
-    scored = scored.sort_values(keys + ["score", "_order", "method", "ratio"],
-                                ascending=[True] * len(keys) + [False, True, True, True],
+    return _rank(scored, keys, ["_order", "method", "ratio"]).drop(columns="_order")
+
+
+def _rank(scored: pd.DataFrame, keys: list, tie_order: list) -> pd.DataFrame:
+    """``scored`` ranked by ``score`` (highest first) within each group of ``keys``: the winner first (of the
+    scores within ``TIE_TOLERANCE`` of the best, the first by ``tie_order``), then the others by score and
+    ``tie_order``; adds ``rank`` (1 = winner) and ``selected``."""
+    scored = scored.sort_values(keys + ["score", *tie_order],
+                                ascending=[True] * len(keys) + [False] + [True] * len(tie_order),
                                 na_position="first", kind="stable", ignore_index=True)
     ranked = []
     for _, group in scored.groupby(keys, dropna=False, sort=False):
         tied = group["score"] >= group["score"].iloc[0] - TIE_TOLERANCE
-        winner = group[tied].sort_values(["_order", "method", "ratio"], na_position="first", kind="stable").index[0]
+        winner = group[tied].sort_values(tie_order, na_position="first", kind="stable").index[0]
         ranked.append(pd.concat([group.loc[[winner]], group.drop(index=winner)]))
     scored = pd.concat(ranked, ignore_index=True)
     scored["rank"] = scored.groupby(keys, dropna=False, sort=False).cumcount() + 1
     scored["selected"] = scored["rank"] == 1
-    return scored.drop(columns="_order")
+    return scored
 
 
 def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
-    """Table 1 (or the per-candidate table) for reading: accuracies in percent with one decimal,
-    ``mean ± std`` (std over seeds, ddof=1; the mean alone for a single run), the validation score,
-    the seed count (and run count when models are pooled) and, when present, the number of
-    candidates or the candidate's rank."""
+    """Table 1 (or the per-candidate table, or the rerun table) for reading: accuracies in percent with
+    one decimal, ``mean ± std`` (std over seeds, ddof=1; the mean alone for a single run), the validation
+    score, the seed count (and run count when models are pooled) and, when present, the chosen
+    configuration (``config``, ``hparams``: a search) and the number of candidates or the candidate's rank."""
     if table.empty:
         return table
     keys = [column for column in ("dataset", "model", "variant") if column in table]
     shown = table[keys + ["criterion", "epoch_rule"]].copy()
     shown["method"] = table["method_label"]
+    if "config_id" in table:  # a search: the chosen configuration
+        shown["config"] = table["config_id"].to_numpy()
+        shown["hparams"] = table["hparams"].to_numpy()
     shown["val score (%)"] = [f"{100 * value:.1f}" for value in table["score"]]
     for name, title in (("test_wga", "test WGA (%)"), ("test_avg_acc", "test avg acc (%)"),
                         ("test_wca", "test WCA (%)")):
@@ -230,6 +494,24 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     for column, title in (("n_candidates", "candidates"), ("rank", "rank")):
         if column in table:
             shown[title] = table[column].to_numpy()
+    return shown.reset_index(drop=True)
+
+
+def display_hyperparameters(table: pd.DataFrame) -> pd.DataFrame:
+    """``Selection.hyperparameters`` for reading: per group, criterion and method the chosen configuration,
+    its sampled values, validation score (percent), seed and configuration counts, and ``*`` on the
+    method Table 1 chose."""
+    if table.empty:
+        return table
+    keys = [column for column in ("dataset", "model", "variant") if column in table]
+    shown = table[keys + ["criterion", "epoch_rule"]].copy()
+    shown["method"] = [f"{label} *" if selected else label for label, selected in zip(table["method_label"],
+                                                                                      table["selected"])]
+    shown["config"] = table["config_id"].to_numpy()
+    shown["hparams"] = table["hparams"].to_numpy()
+    shown["val score (%)"] = [f"{100 * value:.1f}" for value in table["score"]]
+    shown["seeds"] = table["n_seeds"].to_numpy()
+    shown["configurations"] = table["n_configurations"].to_numpy()
     return shown.reset_index(drop=True)
 
 

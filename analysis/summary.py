@@ -33,8 +33,8 @@ def in_order(trials: pd.DataFrame, order=()) -> pd.DataFrame:
 def trial_progress(results: SweepResults | None, order=()) -> pd.DataFrame:
     """One row per trial of ``results``, in ``order``: ``PROGRESS_COLUMNS``.
 
-    ``status`` is the trial's ``SweepResults`` status (``complete``, ``incomplete``, ``diverged``,
-    ``error`` or ``pending``), ``last_epoch`` the last reported epoch (0: none yet), ``epochs`` the
+    ``status`` is the trial's ``SweepResults`` status (``complete``, ``stopped``, ``incomplete``,
+    ``diverged``, ``error`` or ``pending``), ``last_epoch`` the last reported epoch (0: none yet), ``epochs`` the
     configured epochs, ``val/wga`` and ``test/wga`` the metrics of the last report (NaN when there is
     none or it has none, as a diverged trial's last report).
     """

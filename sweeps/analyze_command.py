@@ -8,6 +8,12 @@ lines instead of failing. A directory that does not exist or holds no trial is a
 ``analyze`` writes ``<stem>.md`` (the paper's layout, the detailed table, every candidate and the
 notes), ``<stem>.csv`` (the raw numbers of Table 1), ``<stem>.tex`` and ``<stem>_methods.csv`` (every
 candidate), with ``<stem>`` = ``table1`` plus ``_<criterion>``, ``_best`` and ``_by-model`` when chosen.
+For a hyperparameter search it also writes ``<stem>_hyperparameters.csv`` (each method's chosen
+configuration) and, when the directories hold reruns of the chosen configurations (``groupsweep
+promote``), ``<stem>_rerun.csv`` (Table 1 of the rerun); both are sections of ``<stem>.md`` too.
+
+Both commands take several directories (``analyze SEARCH_DIR RERUN_DIR``): their trials are analysed
+as one sweep, and the default output folder is in the first.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ def register(subparsers) -> None:
         "analyze", help="choose the balancing method per validation criterion (the paper's Table 1)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    analyze.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's directory (<storage>/<name>)")
+    analyze.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
+                         help="the sweep's directory (<storage>/<name>); several are analysed as one")
     analyze.add_argument("--criterion", default="all", choices=CRITERION_CHOICES,
                          help="validation criterion (default: all; oracle = test WGA, a reference only)")
     analyze.add_argument("--epoch", default="final", choices=("final", "best"),
@@ -43,7 +50,8 @@ def register(subparsers) -> None:
         "plot", help="draw the paper's figures (PNG, PDF and the CSV of the plotted numbers)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    plot.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's directory (<storage>/<name>)")
+    plot.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
+                      help="the sweep's directory (<storage>/<name>); several are plotted as one")
     plot.add_argument("--figure", default="all", choices=FIGURE_CHOICES)
     plot.add_argument("--model", default=None,
                       help="model shown by collapse/mixture/ablation (default: the largest per dataset)")
@@ -54,7 +62,7 @@ def register(subparsers) -> None:
 def run_analyze(args: argparse.Namespace) -> int:
     """Load the results, select per criterion, print Table 1 and write it as Markdown, CSV and LaTeX."""
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
-    from analysis.selection import display_table, paper_view, parse_criteria, select
+    from analysis.selection import display_hyperparameters, display_table, paper_view, parse_criteria, select
 
     criteria = parse_criteria(args.criterion)
     results = load_run(args.run_dir)
@@ -79,14 +87,29 @@ def run_analyze(args: argparse.Namespace) -> int:
     stem += ("_best" if args.epoch == "best" else "") + ("_by-model" if args.by_model else "")
     sections = [f"# {title}", paper.to_markdown(index=False, disable_numparse=True), "## Details", shown.to_markdown(index=False, disable_numparse=True),
                 "## Every candidate (rank 1 = chosen)", display_table(selection.methods).to_markdown(index=False, disable_numparse=True)]
+    extra = []  # (title, display table, raw table, file suffix) of a search's tables
+    if not selection.hyperparameters.empty:
+        extra.append(("Chosen configuration per method (* = the method Table 1 chose)",
+                      display_hyperparameters(selection.hyperparameters), selection.hyperparameters, "hyperparameters"))
+    if not selection.rerun.empty:
+        heading = ("Rerun of the chosen configurations: test metrics over the rerun's seeds (val score: the "
+                   "search's)")
+        extra.append((heading, display_table(selection.rerun), selection.rerun, "rerun"))
+    for heading, shown_extra, _, _ in extra:
+        markdown = shown_extra.to_markdown(index=False, disable_numparse=True)
+        print(f"\n{heading}\n{markdown}")
+        sections += [f"## {heading}", markdown]
     if selection.notes:
         sections += ["## Notes", "\n".join(f"- {note}" for note in selection.notes)]
     (out / f"{stem}.md").write_text("\n\n".join(sections) + "\n")
     selection.table.to_csv(out / f"{stem}.csv", index=False)
     selection.methods.to_csv(out / f"{stem}_methods.csv", index=False)
+    for _, _, raw, suffix in extra:
+        raw.to_csv(out / f"{stem}_{suffix}.csv", index=False)
     latex = display_table(selection.table, plus_minus=r"$\pm$").map(_latex_text)
     (out / f"{stem}.tex").write_text(latex.to_latex(index=False, escape=False))
-    print(f"wrote {out / stem}.md, .csv, .tex and {stem}_methods.csv")
+    print(f"wrote {out / stem}.md, .csv, .tex and {stem}_methods.csv"
+          + "".join(f", {stem}_{suffix}.csv" for _, _, _, suffix in extra))
     return 0
 
 
@@ -105,7 +128,8 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def load_run(run_dir):
-    """``load_results`` with the unreadable-trial warnings left to the notes."""
+    """``load_results`` of one sweep directory or a list of them, with the unreadable-trial warnings left to
+    the notes."""
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.results import CorruptTrialWarning, load_results
 
@@ -115,8 +139,9 @@ def load_run(run_dir):
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    """The output folder, created."""
-    out = Path(args.out) if args.out else Path(args.run_dir) / DEFAULT_OUT
+    """The output folder, created: ``--out``, else ``DEFAULT_OUT`` in the (first) sweep directory."""
+    run_dir = args.run_dir[0] if isinstance(args.run_dir, (list, tuple)) else args.run_dir
+    out = Path(args.out) if args.out else Path(run_dir) / DEFAULT_OUT
     out.mkdir(parents=True, exist_ok=True)
     return out
 

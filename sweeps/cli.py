@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from sweeps import sweep_command
 from trainables.errors import GroupsweepError
 
 COMMAND_MODULES = [
@@ -21,6 +22,7 @@ COMMAND_MODULES = [
     "sweeps.analyze_command",
     "sweeps.spectral_command",
     "sweeps.sweep_command",
+    "sweeps.promote_command",
 ]
 
 
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    sweep_command.provide_runner(subparsers)  # `promote --run` runs its spec as `run` does
     return parser
 
 

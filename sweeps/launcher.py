@@ -26,7 +26,6 @@ inspected. Reading a sweep's results is ``analysis.results``' job.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -40,11 +39,12 @@ import yaml
 from ray import tune
 from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, PlacementGroupFactory, RunConfig, TuneConfig
 
+from sweeps.search import search_plan
 from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
-from trainables.builders import load_config_dataset
+from trainables.builders import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError
-from trainables.trainable import train_trial, trial_dirname
+from trainables.trainable import train_trial, trial_dirname, unit_name
 
 SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
@@ -110,7 +110,7 @@ def unplaceable_trials(spec: SweepSpec, shapes: list[dict]) -> list[tuple[TrialP
         return all(shape.get(key, 0) + 1e-9 >= amount for key, amount in bundle.items() if amount > 0)
 
     out = []
-    for trial in spec.trials:
+    for trial in spec.units:
         bundle = next((b for b in process_bundles(trial.resources) if not any(fits(b, s) for s in shapes)), None)
         if bundle is not None:
             out.append((trial, bundle))
@@ -145,7 +145,7 @@ def can_reuse_actors(spec: SweepSpec) -> bool:
     """Whether Tune may run several trials one after the other in one actor process: only when every trial
     has the same ``mixed_precision`` (a process keeps the Accelerate state of its first trial, and
     ``trainables.finetune`` refuses a trial that needs another)."""
-    return len({trial.config["mixed_precision"] for trial in spec.trials}) <= 1
+    return len({trial.config["mixed_precision"] for trial in spec.units}) <= 1
 
 
 def trial_placement(resources: Resources):
@@ -159,13 +159,14 @@ def trial_placement(resources: Resources):
 
 
 class TrialResources:
-    """Tune's per-trial resource function: trial config -> placement group, looked up by trial name."""
+    """Tune's per-trial resource function: trial config -> placement group, looked up by the trial's name
+    (a search trial: its cell's name, ``trainables.trainable.unit_name``)."""
 
     def __init__(self, spec: SweepSpec):
-        self.table = {trial.name: trial.resources for trial in spec.trials}
+        self.table = {unit.name: unit.resources for unit in spec.units}
 
     def __call__(self, config: dict):
-        return trial_placement(self.table[config["trial_name"]])
+        return trial_placement(self.table[unit_name(config)])
 
 
 class ConfigValue:
@@ -228,10 +229,13 @@ def save_spec(exp_dir: str, source: dict) -> None:
 
 
 def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> None:
-    """Refuse to resume a sweep directory with a spec that expands to different trials."""
+    """Refuse to resume a sweep directory with a spec that expands to different trials (or, for a search,
+    different cells or search settings)."""
     previous = build_spec(saved)
-    old = {t.name: (t.config, t.resources) for t in previous.trials}
-    new = {t.name: (t.config, t.resources) for t in spec.trials}
+    old = {t.name: (t.config, t.resources, getattr(t, "space", None)) for t in previous.units}
+    new = {t.name: (t.config, t.resources, getattr(t, "space", None)) for t in spec.units}
+    if previous.search != spec.search:
+        old["search"], new["search"] = previous.search, spec.search
     if old != new:
         changed = sorted(set(old) ^ set(new)) or sorted(n for n in new if old[n] != new[n])
         raise GroupsweepError(
@@ -260,25 +264,20 @@ def is_memory_mapped(dataset) -> bool:
 def share_datasets(spec: SweepSpec) -> dict:
     """Put each distinct dataset of the single-process trials into Ray's object store once.
 
-    Returns ``{trial_name: ObjectRef}``. Datasets that are memory-mapped (decode-once caches, already
+    Returns ``{trainables.builders.dataset_key(config): ObjectRef}``. Datasets that are memory-mapped (decode-once caches, already
     shared by the OS) or that would take more than ``SHARED_DATASET_STORE_SHARE`` of the cluster's
     object store are left out: their trials load them themselves.
     """
     capacity = ray.cluster_resources().get("object_store_memory", LOCAL_OBJECT_STORE_BYTES)
-    by_key, refs = {}, {}
-    for trial in spec.trials:
-        if trial.resources.workers > 1:
+    refs = {}
+    for unit in spec.units:
+        key = dataset_key(unit.config)
+        if unit.resources.workers > 1 or key in refs:
             continue
-        config = trial.config
-        key = json.dumps([config["dataset"], config.get("dataset_options") or {}, config.get("data_root")],
-                         sort_keys=True, default=str)
-        if key not in by_key:
-            dataset = load_config_dataset(TrainConfig.from_dict(config))
-            shareable = not is_memory_mapped(dataset) and dataset_nbytes(dataset) <= SHARED_DATASET_STORE_SHARE * capacity
-            by_key[key] = ray.put(dataset) if shareable else None
-        if by_key[key] is not None:
-            refs[trial.name] = by_key[key]
-    return refs
+        dataset = load_config_dataset(TrainConfig.from_dict(unit.config))
+        shareable = not is_memory_mapped(dataset) and dataset_nbytes(dataset) <= SHARED_DATASET_STORE_SHARE * capacity
+        refs[key] = ray.put(dataset) if shareable else None
+    return {key: ref for key, ref in refs.items() if ref is not None}
 
 
 def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concurrent: int | None,
@@ -289,23 +288,31 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
     """
     workers = {t.name: {"workers": t.resources.workers, "bundle": t.resources.worker_bundle,
                         "keep_checkpoints": spec.keep_checkpoints}
-               for t in spec.trials if t.resources.workers > 1}
+               for t in spec.units if t.resources.workers > 1}
     datasets = share_datasets(spec) if shared else {}
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, experiment_dir=exp_dir, workers=workers, datasets=datasets),
         TrialResources(spec),
     )
     if tune.Tuner.can_restore(exp_dir):
+        if spec.search is not None:  # the searcher (every cell's state) comes back with the experiment
+            return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
         # The grid's sample_from functions are saved as placeholders: trials not created before the
         # interruption get their configs only if the same param_space is given back.
         return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True, param_space=param_space(spec))
     reporter = CLIReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns={"seed": "seed"},
                            max_report_frequency=30,
                            max_progress_rows=12)
+    if spec.search is not None:
+        search = search_plan(list(spec.cells), spec.search, exp_dir)
+        space, samples = {}, {"search_alg": search.searcher, "scheduler": search.scheduler,
+                              "num_samples": search.total_trials}
+    else:
+        space, samples = param_space(spec), {"num_samples": 1}
     return tune.Tuner(
         trainable,
-        param_space=param_space(spec),
-        tune_config=TuneConfig(num_samples=1, reuse_actors=can_reuse_actors(spec), max_concurrent_trials=max_concurrent,
+        param_space=space,
+        tune_config=TuneConfig(**samples, reuse_actors=can_reuse_actors(spec), max_concurrent_trials=max_concurrent,
                                trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname),
         run_config=RunConfig(
             name=name, storage_path=storage, verbose=1, progress_reporter=reporter,

@@ -12,7 +12,9 @@ A spec is a mapping (every key but ``datasets`` optional)::
         methods: [none]              #   its balancing methods (default: the top-level ``methods``)
         resources: {cpu: 2}          #   its per-trial resources
     models: [toy-convnextv2-xs]      # a list of names, or a mapping name -> {hparams, resources} (or null)
-    methods: [none, subsetting, upsampling, upweighting, {mixture: [2, 3]}]
+    methods: [none, subsetting, upsampling, upweighting, {mixture: [2, 3]}]   # or, with hparams of
+                                     #   their own: {upweighting: {hparams: {lr: 1e-4}}},
+                                     #   {mixture: {ratios: [2, 3], hparams: {...}}}
     seeds: [0, 1]                    # default [0]
     hparams: {lr: 1.0e-3, batch_size: 64, epochs: 8}    # TrainConfig fields, for every trial
     resources: {cpu: 1, gpu: 0}      # per trial: cpu (> 0), gpu (a fraction of one GPU, or a whole
@@ -21,9 +23,11 @@ A spec is a mapping (every key but ``datasets`` optional)::
     max_failures: 2                  # retries of a failed trial, from its last checkpoint
     max_concurrent: null             # cap on trials running at once (null: as many as resources allow)
     keep_checkpoints: 1              # checkpoints kept per trial (the last N epochs; ``all``: every epoch)
-    after: ["spectral --top 10"]     # groupsweep commands (analyze, plot, spectral) run on the sweep's
+    after: ["spectral --top 10"]     # groupsweep commands (analyze, plot, spectral, promote) run on the sweep's
                                      # directory once every trial has finished (``run --no-after`` skips them)
     override: {epochs: 1}            # TrainConfig fields forced on every trial (what ``--set epochs=1`` adds)
+    search: {num_samples: 8, scheduler: asha}   # a hyperparameter search (``sweeps.spaces``): any hparams
+                                     # value may then be a space such as {loguniform: [1e-5, 1e-3]}
     parts:                           # optional sub-grids, expanded one after the other:
       - tag: lastlayer               #   appended to trial names, keeps them unique
         datasets: [waterbirds]       #   datasets / models / methods / seeds replace the top-level ones;
@@ -33,10 +37,15 @@ A spec is a mapping (every key but ``datasets`` optional)::
 
 The grid is dataset x model x method (x ratio, for ``mixture`` and ``mixture-nosubset`` only) x seed, with
 each dataset's own model and method lists: a spec pairs image models with image datasets and text models
-with text datasets without meaningless cross products. Training settings are merged in this order, later winning: top-level ``hparams``, the dataset's
-``hparams``, the model's ``hparams``, the part's ``hparams``, ``override``. A trial is named
+with text datasets without meaningless cross products. Training settings are merged in this order, later
+winning: top-level ``hparams``, the dataset's ``hparams``, the model's ``hparams``, the method's
+``hparams``, the part's ``hparams``, ``override``. A trial is named
 ``<dataset>-<model>-<method><ratio>[-<tag>]-s<seed>`` (``waterbirds-convnextv2-base-mixture2-s1``) and
 its config is a flat dict of every ``TrainConfig`` field plus ``trial_name``.
+
+With a ``search:`` block the spec is a hyperparameter search: each dataset x model x method (x ratio,
+x tag) is a cell (``sweeps.spaces.SearchCell``) whose spaces are searched on its own, and trials are
+created while the search runs (``sweeps.search``); without one, a space in ``hparams`` is refused.
 
 Numbers such as ``1e-5`` are read as floats (YAML 1.2). Every key, name and value is checked before Ray
 starts; a bad spec raises a one-line ``GroupsweepError``.
@@ -54,12 +63,17 @@ from pathlib import Path
 import yaml
 
 from sweeps.presets import preset_names, preset_path
+from sweeps.spaces import SearchCell, SearchSettings, check_space, describe_space, is_space, parse_search, space_values
 from trainables.balancing import METHODS, RATIO_METHODS, SELECTION_METHODS, method_label
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, choose, is_integer, is_real
+from trainables.trial_dir import METHOD_HPARAMS_KEY
 
 SPEC_KEYS = ("name", "description", "datasets", "models", "methods", "seeds", "hparams", "resources",
-             "max_failures", "max_concurrent", "keep_checkpoints", "after", "override", "parts")
+             "max_failures", "max_concurrent", "keep_checkpoints", "after", "override", "parts", "search")
+METHOD_KEYS = ("ratios", "hparams")
+# TrainConfig fields that hold a mapping of their own: never a search space.
+UNSEARCHABLE_FIELDS = ("d3m",)
 PART_KEYS = ("tag", "datasets", "models", "methods", "seeds", "hparams", "resources")
 DATASET_KEYS = ("options", "hparams", "models", "methods", "resources")
 MODEL_KEYS = ("hparams", "resources")
@@ -71,7 +85,7 @@ DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0}
 # CPU of the Tune trial that only drives a multi-worker TorchTrainer (its workers hold the rest).
 DRIVER_CPU = 0.01
 # The groupsweep commands a spec's ``after`` list may run on the finished sweep's directory.
-AFTER_COMMANDS = ("analyze", "plot", "spectral")
+AFTER_COMMANDS = ("analyze", "plot", "spectral", "promote")
 # Where ``after`` commands are checked, the sweep directory is not known yet: this stands in for it.
 RUN_DIR_PLACEHOLDER = "RUN_DIR"
 
@@ -128,6 +142,14 @@ class SweepSpec:
     source: dict
     keep_checkpoints: int = 1
     after: tuple[str, ...] = ()
+    search: SearchSettings | None = None
+    cells: tuple[SearchCell, ...] = ()
+
+    @property
+    def units(self) -> tuple:
+        """What the sweep runs, as named configs with resources: its trials, or a search's cells (whose
+        trials are created while the search runs)."""
+        return self.cells if self.search is not None else self.trials
 
     def after_argv(self, run_dir: str) -> list[list[str]]:
         """The ``after`` commands as ``groupsweep`` argument lists on the sweep directory ``run_dir``."""
@@ -219,25 +241,32 @@ def _parse_ratio(value, method: str, where: str) -> float:
     return float(value)
 
 
-def parse_methods(value, where: str, methods: tuple, ratio_methods: tuple) -> list[tuple[str, float | None]]:
-    """``[none, {mixture: [2, 3]}]`` -> ``[("none", None), ("mixture", 2.0), ("mixture", 3.0)]``.
+def parse_methods(value, where: str, methods: tuple, ratio_methods: tuple) -> list[tuple[str, float | None, dict]]:
+    """``[none, {mixture: [2, 3]}, {upweighting: {hparams: {lr: 1e-4}}}]`` ->
+    ``[("none", None, {}), ("mixture", 2.0, {}), ("mixture", 3.0, {}), ("upweighting", None, {"lr": 1e-4})]``.
 
-    A ratio method must come with its ratios (``{mixture: [2]}`` or ``{mixture: 2}``); any other method
-    takes none.
+    A ratio method must come with its ratios (``{mixture: [2]}``, ``{mixture: 2}`` or
+    ``{mixture: {ratios: [2], hparams: {...}}}``); any other method takes none. A method's own ``hparams``
+    (checked like every ``hparams``, spaces included) apply to its trials only.
     """
     if isinstance(value, (str, dict)):
         value = [value]
     if not isinstance(value, list) or not value:
         _fail(where, f"methods must be a non-empty list, got {value!r}")
-    parsed: list[tuple[str, float | None]] = []
+    parsed: list[tuple[str, float | None, dict]] = []
     for item in value:
         if isinstance(item, str):
             name, ratios = item, None
         elif isinstance(item, dict) and len(item) == 1:
             (name, ratios), = item.items()
         else:
-            _fail(where, f"a method is a name or {{name: [ratios]}}, got {item!r}")
+            _fail(where, f"a method is a name, {{name: [ratios]}} or {{name: {{ratios, hparams}}}}, got {item!r}")
         _check_name("balancing method", name, methods, where)
+        hparams = {}
+        if isinstance(ratios, dict):
+            _check_keys(ratios, METHOD_KEYS, f"{where}.{name}")
+            hparams = check_hparams(ratios.get("hparams"), f"{where}.{name}.hparams")
+            ratios = ratios.get("ratios")
         if name in ratio_methods:
             if ratios is None:
                 _fail(where, f"method {name!r} needs mixture ratios, e.g. {{{name}: [2]}}")
@@ -245,17 +274,17 @@ def parse_methods(value, where: str, methods: tuple, ratio_methods: tuple) -> li
             if not ratio_list:
                 _fail(where, f"method {name!r} has an empty ratio list")
             for ratio in ratio_list:
-                parsed.append((name, _parse_ratio(ratio, name, where)))
+                parsed.append((name, _parse_ratio(ratio, name, where), hparams))
         else:
             if ratios is not None:
                 _fail(where, f"method {name!r} takes no ratio (got {ratios!r}); ratios apply to: "
                              f"{', '.join(ratio_methods)}")
-            parsed.append((name, None))
+            parsed.append((name, None, hparams))
     seen = set()
-    for entry in parsed:
-        if entry in seen:
-            _fail(where, f"method {method_label(*entry)!r} is listed twice")
-        seen.add(entry)
+    for method, ratio, _ in parsed:
+        if (method, ratio) in seen:
+            _fail(where, f"method {method_label(method, ratio)!r} is listed twice")
+        seen.add((method, ratio))
     return parsed
 
 
@@ -274,13 +303,18 @@ def parse_seeds(value, where: str) -> list[int]:
 
 
 def check_hparams(values, where: str) -> dict:
-    """Training settings: TrainConfig fields other than the grid axes."""
+    """Training settings: TrainConfig fields other than the grid axes; a value may be a search space
+    (``sweeps.spaces``), checked here."""
     values = _mapping(values, where)
-    for key in values:
+    for key, value in values.items():
         if key in AXIS_FIELDS:
             _fail(where, f"{key!r} is set by the grid (datasets, options, models, methods, seeds), not by hparams")
         if key not in HPARAM_FIELDS:
             _fail(where, f"unknown training setting {key!r}; allowed: {', '.join(HPARAM_FIELDS)}")
+        if is_space(value):
+            if key in UNSEARCHABLE_FIELDS:
+                _fail(f"{where}.{key}", f"{key!r} is a mapping of options and cannot be searched")
+            check_space(value, f"{where}.{key}")
     return values
 
 
@@ -324,8 +358,10 @@ def _model_settings(models: dict, name: str, where: str) -> dict:
     return settings
 
 
-def _expand_part(part: dict, tag: str | None, override: dict, registries: Registries) -> list[TrialPlan]:
-    """The trials of one (part of a) spec, in grid order: dataset, model, method, ratio, seed."""
+def _expand_part(part: dict, tag: str | None, override: dict, registries: Registries,
+                 search: SearchSettings | None = None) -> list:
+    """The trials of one (part of a) spec, in grid order: dataset, model, method, ratio, seed; with a
+    ``search``, its cells instead (dataset, model, method, ratio), each with its spaces."""
 
     where = f"part {tag!r}" if tag else ""
     if part.get("datasets") is None:
@@ -384,28 +420,65 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
             model_resources = parse_resources(model_settings.get("resources"), f"models.{model}.resources")
             merged = {**DEFAULT_RESOURCES, **resources, **dataset_resources, **model_resources, **part_resources}
             trial_resources = make_resources(merged, mwhere)
-            for method, ratio in method_list:
+            for method, ratio, method_hparams in method_list:
                 if method in SELECTION_METHODS and trial_resources.workers > 1:
                     _fail(mwhere, f"method {method!r} selects its data in one process; give its trials one worker "
                                   f"(got {trial_resources.workers})")
+                cell = "-".join([dataset, model, method_slug(method, ratio)] + ([tag] if tag else []))
+                values = {**hparams, **dataset_hparams, **model_hparams, **method_hparams, **part_hparams}
+                values.update(dataset=dataset, dataset_options=dict(options), model=model, method=method,
+                              ratio=ratio)
+                for key, value in override.items():
+                    if isinstance(value, dict) and isinstance(values.get(key), dict):
+                        values[key] = {**values[key], **value}
+                    else:
+                        values[key] = value
+                space = {key: value for key, value in values.items() if is_space(value)}
+                if search is not None:
+                    trials.append(_search_cell(cell, values, space, search, seeds, trial_resources,
+                                               sorted(set(method_hparams) - set(space))))
+                    continue
+                if space:
+                    key = sorted(space)[0]
+                    _fail(f"cell {cell}", f"hparams {key}: {describe_space(space[key])} is a search space; add a "
+                                          "`search:` block (e.g. search: {num_samples: 4}) to search it")
                 for seed in seeds:
-                    name = "-".join([dataset, model, method_slug(method, ratio)] + ([tag] if tag else [])
-                                    + [f"s{seed}"])
-                    values = {**hparams, **dataset_hparams, **model_hparams, **part_hparams}
-                    values.update(dataset=dataset, dataset_options=dict(options), model=model, method=method,
-                                  ratio=ratio, seed=seed)
-                    for key, value in override.items():
-                        if isinstance(value, dict) and isinstance(values.get(key), dict):
-                            values[key] = {**values[key], **value}
-                        else:
-                            values[key] = value
+                    name = f"{cell}-s{seed}"
                     try:
-                        config = TrainConfig.from_dict(values).to_dict()
+                        config = TrainConfig.from_dict({**values, "seed": seed}).to_dict()
                     except GroupsweepError as error:
                         _fail(f"trial {name}", str(error))
                     config["trial_name"] = name
+                    if method_hparams:
+                        config[METHOD_HPARAMS_KEY] = sorted(method_hparams)
                     trials.append(TrialPlan(name=name, config=config, resources=trial_resources))
     return trials
+
+
+def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, seeds: list,
+                 resources: Resources, method_keys: list) -> SearchCell:
+    """The ``SearchCell`` of one dataset x model x method (x ratio, x tag): every value of each space is
+    checked as a training setting first (bounds, choices), so a sampled config can never be refused."""
+    if search.adaptive:
+        for key, value in space.items():
+            if "grid" in value:
+                _fail(f"cell {name}", f"hparams {key}: grid spaces are for algorithm random only; "
+                                      f"{search.algorithm} samples with choice instead")
+    fixed = {key: (space_values(value)[0] if key in space else value) for key, value in values.items()}
+    for key, value in space.items():
+        for candidate in space_values(value):
+            try:
+                TrainConfig.from_dict({**fixed, key: candidate, "seed": 0})
+            except GroupsweepError as error:
+                _fail(f"cell {name}: hparams {key}: {describe_space(value)}", str(error))
+    try:
+        config = TrainConfig.from_dict({**fixed, "seed": 0}).to_dict()
+    except GroupsweepError as error:
+        _fail(f"cell {name}", str(error))
+    if method_keys:
+        config[METHOD_HPARAMS_KEY] = method_keys
+    return SearchCell(name=name, config=config, space=space, seeds=tuple(search.seeds or seeds), resources=resources,
+                      num_samples=search.num_samples if space else 1)
 
 
 def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
@@ -430,6 +503,7 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
     if keep_checkpoints != "all" and not is_integer(keep_checkpoints, 1):
         _fail("keep_checkpoints", f"must be a positive integer or 'all', got {keep_checkpoints!r}")
     after = parse_after(source.get("after"))
+    search = parse_search(source.get("search"), parse_seeds)
     override = _mapping(source.get("override"), "override")
     for key in override:
         if key not in TrainConfig.__dataclass_fields__:
@@ -441,7 +515,7 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
     parts = source.get("parts")
     trials: list[TrialPlan] = []
     if parts is None:
-        trials = _expand_part(base, None, override, registries)
+        trials = _expand_part(base, None, override, registries, search)
     else:
         if not isinstance(parts, list) or not parts:
             _fail("parts", f"expected a non-empty list of part mappings, got {parts!r}")
@@ -459,17 +533,19 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
                 merged["dataset_defaults"] = base["datasets"]
             merged["part_hparams"] = part.get("hparams")
             merged["part_resources"] = part.get("resources")
-            trials.extend(_expand_part(merged, tag or None, override, registries))
+            trials.extend(_expand_part(merged, tag or None, override, registries, search))
     seen = {}
     for trial in trials:
         if trial.name in seen:
-            _fail("spec", f"two trials are named {trial.name!r}; give the parts distinct tags")
+            what = "cells" if search is not None else "trials"
+            _fail("spec", f"two {what} are named {trial.name!r}; give the parts distinct tags")
         seen[trial.name] = trial
     if keep_checkpoints == "all":
         keep_checkpoints = max(trial.config["epochs"] for trial in trials)
-    return SweepSpec(name=name, description=description, trials=tuple(trials), max_failures=max_failures,
-                     max_concurrent=max_concurrent, source=copy.deepcopy(source), keep_checkpoints=keep_checkpoints,
-                     after=after)
+    cells = tuple(trials) if search is not None else ()
+    return SweepSpec(name=name, description=description, trials=() if search is not None else tuple(trials),
+                     max_failures=max_failures, max_concurrent=max_concurrent, source=copy.deepcopy(source),
+                     keep_checkpoints=keep_checkpoints, after=after, search=search, cells=cells)
 
 
 def after_argv(command: str, run_dir: str) -> list[str]:

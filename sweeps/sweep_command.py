@@ -14,14 +14,17 @@ import math
 import os
 import shlex
 
-from sweeps import analyze_command, spectral_command
+from sweeps import analyze_command, promote_command, spectral_command
 from sweeps.analyze_command import load_run, print_notes
 from sweeps.overrides import parse_overrides
 from sweeps.presets import preset_names
+from sweeps.spaces import describe_space
 from sweeps.spec import RUN_DIR_PLACEHOLDER, build_spec, load_spec, read_spec_source
+from trainables.balancing import method_label
 from trainables.errors import GroupsweepError, positive_integer
 
 PLAN_COLUMNS = ("#", "trial", "dataset", "model", "method", "seed", "epochs", "lr", "cpu", "gpu")
+SEARCH_PLAN_COLUMNS = ("#", "cell", "method", "searched", "configs", "seeds", "trials", "epochs", "cpu", "gpu")
 STATUS_COLUMNS = ("trial", "state", "epoch", "val wga", "test wga")
 
 
@@ -81,13 +84,31 @@ class CheckingParser(argparse.ArgumentParser):
 
 
 def after_parser() -> argparse.ArgumentParser:
-    """The parser of the commands a spec's ``after`` list may run: only the analysis commands
-    (``analyze``, ``plot``, ``spectral``), each registered by its own module; errors raise ``GroupsweepError``."""
+    """The parser of the commands a spec's ``after`` list may run: the analysis commands (``analyze``,
+    ``plot``, ``spectral``) and ``promote``, each registered by its own module; errors raise
+    ``GroupsweepError``."""
     parser = CheckingParser(prog="groupsweep")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     analyze_command.register(subparsers)
     spectral_command.register(subparsers)
+    promote_command.register(subparsers)
+    provide_runner(subparsers)
     return parser
+
+
+def provide_runner(subparsers) -> None:
+    """Give ``promote --run`` the way to run a spec file: ``run_spec_file`` (promote cannot import this
+    module, which runs it as an ``after`` command)."""
+    subparsers.choices["promote"].set_defaults(run_spec=run_spec_file)
+
+
+def run_spec_file(path, storage: str | None) -> int:
+    """Run the spec file ``path`` exactly as ``groupsweep run PATH [--storage STORAGE]`` does (the ``run``
+    command's own parser and handler)."""
+    parser = CheckingParser(prog="groupsweep")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["run", str(path)] + (["--storage", storage] if storage else []))
+    return int(args.func(args) or 0)
 
 
 def check_after_commands(spec) -> None:
@@ -131,18 +152,47 @@ def format_table(header, rows) -> str:
     return "\n".join(lines)
 
 
-def plan_command(args: argparse.Namespace) -> int:
-    """Print the grid of a spec as a table, ending with ``N trials``."""
-    spec = load_checked_spec(args)
+def trial_count(spec) -> int:
+    """How many trials the sweep runs: its grid's, or for a search every cell's configurations x seeds."""
+    if spec.search is None:
+        return len(spec.trials)
+    return sum(cell.n_configurations * len(cell.seeds) for cell in spec.cells)
+
+
+def plan_search(spec) -> None:
+    """Print a search's cells: each with its spaces, configurations, seeds and trials; then the search."""
     rows = []
-    for index, trial in enumerate(spec.trials, 1):
-        config = trial.config
-        rows.append([index, trial.name, config["dataset"], config["model"], trial.method_label, config["seed"],
-                     config["epochs"], f"{config['lr']:g}", f"{trial.resources.cpu:g}", f"{trial.resources.gpu:g}"])
-    print(format_table(PLAN_COLUMNS, rows))
+    for index, cell in enumerate(spec.cells, 1):
+        searched = ", ".join(f"{key}={describe_space(value)}" for key, value in sorted(cell.space.items())) or "-"
+        config = cell.config
+        rows.append([index, cell.name, method_label(config["method"], config["ratio"]), searched, cell.n_configurations,
+                     " ".join(map(str, cell.seeds)), cell.n_configurations * len(cell.seeds), config["epochs"],
+                     f"{cell.resources.cpu:g}", f"{cell.resources.gpu:g}"])
+    print(format_table(SEARCH_PLAN_COLUMNS, rows))
+    search = spec.search
+    scheduler = search.scheduler if search.scheduler == "fifo" else \
+        f"asha (grace period {search.grace_period}, reduction factor {search.reduction_factor:g})"
+    print(f"search: {search.algorithm}, {search.metric} ({search.mode}), scheduler {scheduler}, "
+          f"random state {search.seed}")
+
+
+def plan_command(args: argparse.Namespace) -> int:
+    """Print the grid of a spec as a table (a search: its cells), its ``after`` commands, and ``N trials``."""
+    spec = load_checked_spec(args)
+    if spec.search is not None:
+        plan_search(spec)
+    else:
+        rows = []
+        for index, trial in enumerate(spec.trials, 1):
+            config = trial.config
+            rows.append([index, trial.name, config["dataset"], config["model"], trial.method_label, config["seed"],
+                         config["epochs"], f"{config['lr']:g}", f"{trial.resources.cpu:g}",
+                         f"{trial.resources.gpu:g}"])
+        print(format_table(PLAN_COLUMNS, rows))
     for name, run_dir, *options in spec.after_argv(f"<storage>/{spec.name}"):
         print(f"then: groupsweep {name} {run_dir} {shlex.join(options)}".rstrip())
-    print(f"{len(spec.trials)} trials")
+    cells = f"{len(spec.cells)} cells, " if spec.search is not None else ""
+    print(f"{cells}{trial_count(spec)} trials")
     return 0
 
 
@@ -151,7 +201,7 @@ def preset_rows() -> list[dict]:
     rows = []
     for name in preset_names():
         spec = build_spec(read_spec_source(name))
-        rows.append({"name": name, "trials": len(spec.trials), "description": spec.description})
+        rows.append({"name": name, "trials": trial_count(spec), "description": spec.description})
     return rows
 
 
@@ -188,7 +238,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     name = args.name or spec.name
     exp_dir = experiment_dir(resolve_storage(args.storage), name)
-    print(f"sweep {name}: {len(spec.trials)} trials -> {exp_dir}", flush=True)
+    print(f"sweep {name}: {trial_count(spec)} trials -> {exp_dir}", flush=True)
     results = run_sweep(spec, name=name, storage=args.storage, address=args.address,
                         max_concurrent=args.max_concurrent)
     print()

@@ -12,6 +12,10 @@ The layout was read off a real ``Tuner.fit()`` run (function trainable, local ``
                         first report
         error.txt       only for a trial that raised
         groupsweep/labels.npz, groupsweep/predictions/epoch_XXXX.npz   (written by groupsweep's trainable)
+        groupsweep/stopped_early.json   only for a search trial that ASHA stopped (``trial_dir.STOPPED_FILE``)
+
+A hyperparameter search's trial (``searched_config``) is written like any other; its config carries the
+sampled values, the ``<cell>-hNN-s<seed>`` trial name and the search keys of ``trainables.trial_dir``.
 
 Reports are written as groupsweep's trainable reports them (``trainables.trainable.epoch_metrics``:
 leading metrics first, then every metric, ``status`` and ``node_id``). Used by the results /
@@ -32,6 +36,7 @@ import numpy as np
 
 from trainables.config import TrainConfig
 from trainables.trainable import epoch_metrics as trainable_epoch_report
+from trainables.trial_dir import CELL_KEY, SAMPLE_KEY, SAMPLED_KEY, STOPPED_FILE, TrialDir
 
 SPLITS = ("train", "train_subset", "val", "test")
 TRAINABLE_NAME = "groupsweep_trainable"
@@ -45,6 +50,21 @@ def trial_config(dataset: str, model: str, method: str, ratio: float | None = No
                          epochs=epochs, **overrides).to_dict()
     suffix = f"{ratio:g}" if ratio is not None else ""
     config["trial_name"] = f"{dataset}_{model}_{method}{suffix}_s{seed}"
+    return config
+
+
+def searched_config(dataset: str, model: str, method: str, ratio: float | None = None, *, sample: int,
+                    seed: int = 0, sampled: dict | None = None, tag: str | None = None, epochs: int = 3,
+                    width: int = 2, **overrides) -> dict:
+    """A searched trial's config as ``sweeps.search`` stores it: ``TrainConfig`` fields with the ``sampled``
+    values (key -> value; empty for an unsearched cell of a search), ``trial_name`` ``<cell>-hNN-s<seed>``
+    (``NN``: ``sample`` padded to ``width`` digits) and the cell, sample and sampled keys."""
+    sampled = dict(sampled or {})
+    config = trial_config(dataset, model, method, ratio, seed, epochs, **overrides, **sampled)
+    slug = method if ratio is None else f"{method}{ratio:g}"
+    cell = "-".join([dataset, model, slug] + ([tag] if tag else []))
+    config["trial_name"] = f"{cell}-h{sample:0{width}d}-s{seed}"
+    config[CELL_KEY], config[SAMPLE_KEY], config[SAMPLED_KEY] = cell, sample, sorted(sampled)
     return config
 
 
@@ -92,7 +112,7 @@ def trial_dir_name(index: int, config: dict, experiment_id: str = "1a2b3") -> st
 
 def write_trial(run_dir, index: int, config: dict, reports: list[dict], *, experiment_id: str = "1a2b3",
                 labels: dict | None = None, predictions: dict | None = None, error: str | None = None,
-                half_written_line: bool = False) -> Path:
+                half_written_line: bool = False, stopped: bool = False) -> Path:
     """Write one trial directory under ``run_dir`` the way Ray Tune 2.60 does; return its path.
 
     ``reports`` are epoch metrics dicts (one per epoch, in order; a restored trial simply repeats
@@ -100,7 +120,8 @@ def write_trial(run_dir, index: int, config: dict, reports: list[dict], *, exper
     ``status`` (``diverged_report``) is written as it is. ``labels`` is the trainable's labels dict and
     ``predictions`` maps an epoch to ``{"val": array, "test": array}``. ``error`` writes ``error.txt``
     as Ray does for a trial that raised; ``half_written_line`` appends a truncated JSON line and CSV
-    row, as a trial killed mid-write leaves.
+    row, as a trial killed mid-write leaves; ``stopped`` writes the marker of a search's ASHA stop
+    after the last report (``{"epoch": <its epoch>}``).
     """
     trial_id = f"{experiment_id}_{index:05d}"
     path = Path(run_dir) / trial_dir_name(index, config, experiment_id)
@@ -130,6 +151,8 @@ def write_trial(run_dir, index: int, config: dict, reports: list[dict], *, exper
     (path / "progress.csv").write_text(table)
     if error is not None:
         (path / "error.txt").write_text(error + "\n")
+    if stopped:
+        TrialDir(path).write_json(STOPPED_FILE, {"epoch": reports[-1]["epoch"] if reports else 0})
     if labels is not None:
         write_labels(path, labels)
     for epoch, arrays in (predictions or {}).items():

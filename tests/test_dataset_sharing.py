@@ -10,6 +10,7 @@ import ray
 
 from sweeps import launcher
 from sweeps.spec import build_spec
+from trainables.builders import dataset_key
 from trainables.data.base import GroupDataset, Split
 
 TINY = {"size": 120, "val_size": 40, "test_size": 40}
@@ -35,15 +36,15 @@ def fake_ray(monkeypatch):
     return puts, state
 
 
-def test_each_distinct_dataset_is_put_once_and_every_trial_gets_its_own(fake_ray):
+def test_each_distinct_dataset_is_put_once_and_every_trial_finds_it(fake_ray):
     puts, _ = fake_ray
     spec = spec_with({"synthetic-waterbirds": {"options": TINY},
                       "colored-digits": {"options": {"size": 100, "val_size": 30, "test_size": 30}}})
     refs = launcher.share_datasets(spec)
     assert len(puts) == 2 and sorted(p.name for p in puts) == ["colored-digits", "synthetic-waterbirds"]
-    assert set(refs) == {trial.name for trial in spec.trials}
+    assert set(refs) == {dataset_key(trial.config) for trial in spec.trials}
     for trial in spec.trials:
-        shared = puts[int(refs[trial.name][3:]) - 1]
+        shared = puts[int(refs[dataset_key(trial.config)][3:]) - 1]
         assert shared.name == trial.config["dataset"]
         assert len(shared.splits["train"].y) == trial.config["dataset_options"]["size"]
 

@@ -38,7 +38,14 @@ COUNTS = {
     "demo-spectral": 4 * 1 * 1 * SEEDS,
     # 2 embedded image benchmarks x 1 toy model x 5 methods (none, upsampling, mixture 2:1, d3m, auto-d3m)
     "demo-d3m": 2 * 1 * 5 * SEEDS,
+    # searches: cells x configurations per cell x search seeds
+    # 3 datasets (one model each) x 4 methods x 16 configurations x 1 seed
+    "tune-balancing": 3 * 4 * 16 * 1,
+    # 1 dataset x 1 toy model x 4 methods (none, upsampling, upweighting, mixture 2:1) x 6 configurations x 1 seed
+    "demo-hpo": 1 * 1 * 4 * 6 * 1,
 }
+# Searches and the number of cells (dataset x model x method) each searches in.
+SEARCH_CELLS = {"tune-balancing": 3 * 4, "demo-hpo": 4}
 TABLE4 = {"waterbirds": (100, "cosine"), "celeba": (20, "cosine"), "civilcomments": (20, "linear"),
           "multinli": (20, "linear")}
 
@@ -54,8 +61,12 @@ def test_every_preset_has_a_demo_counterpart_and_a_stated_count():
 def test_plan_prints_each_preset_count(name, capsys):
     assert main(["plan", name]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == f"{COUNTS[name]} trials"
     after = [line for line in lines if line.startswith("then: groupsweep ")]
+    if name in SEARCH_CELLS:  # header, one row per cell, the search line, the `after` commands, count
+        assert lines[-1] == f"{SEARCH_CELLS[name]} cells, {COUNTS[name]} trials"
+        assert len(lines) == SEARCH_CELLS[name] + 3 + len(after)
+        return
+    assert lines[-1] == f"{COUNTS[name]} trials"
     assert len(lines) == COUNTS[name] + 2 + len(after)  # header, one row per trial, the `after` commands, count
     if "spectral" in name:
         assert after == [f"then: groupsweep spectral <storage>/{name} --top 10 --top 50"]
@@ -85,6 +96,17 @@ def test_paper_presets_use_table4_hyperparameters(name):
         assert trial.resources.gpu > 0
 
 
+def test_the_tuning_preset_searches_idrissi_et_als_ranges_per_method():
+    spec = build_spec(read_spec_source("tune-balancing"))
+    assert spec.search.num_samples == 16 and spec.search.scheduler == "asha" and spec.search.metric == "val/wga"
+    for cell in spec.cells:
+        assert cell.space["lr"] == {"loguniform": [1e-5, 1e-3]}
+        assert cell.space["weight_decay"] == {"loguniform": [1e-4, 1.0]}
+        sizes = cell.space["batch_size"]["choice"]
+        assert max(sizes) == (128 if cell.config["dataset"] in ("waterbirds", "celeba") else 32) and min(sizes) == 2
+        assert cell.config["pretrained"] is True and cell.config["schedule"] == TABLE4[cell.config["dataset"]][1]
+
+
 def test_fig4_has_last_layer_and_full_finetuning():
     trials = build_spec(read_spec_source("fig4-resnet")).trials
     last_layer = {(t.config["dataset"], t.config["model"]) for t in trials if t.config["last_layer_only"]}
@@ -99,7 +121,7 @@ def test_demo_presets_run_on_a_cpu_with_embedded_data_and_toy_models(name):
     from trainables.data import load_dataset
 
     modality = {}
-    for trial in build_spec(read_spec_source(name)).trials:
+    for trial in build_spec(read_spec_source(name)).units:
         dataset = trial.config["dataset"]
         if dataset not in modality:  # a tiny copy of the embedded dataset tells its modality
             modality[dataset] = load_dataset(dataset, size=60, val_size=60, test_size=60).modality

@@ -6,11 +6,21 @@ D3M's attribution, spectral feature extraction) builds them here, so they are bu
 
 from __future__ import annotations
 
+import json
+
 from trainables.config import TrainConfig
 from trainables.data import GroupDataset, load_dataset
 from trainables.inputs import ModelInputs, build_model_inputs, text_corpus
 from trainables.models import GroupModel, build_model
 from trainables.tokenization import build_tokenizer
+
+
+def dataset_key(config: TrainConfig | dict) -> str:
+    """What identifies the dataset a config loads (its name, loader options and data root), as a string:
+    configs with equal keys load equal datasets, so a sweep can load each once and share it."""
+    values = config.to_dict() if isinstance(config, TrainConfig) else config
+    return json.dumps([values["dataset"], values.get("dataset_options") or {}, values.get("data_root")],
+                      sort_keys=True, default=str)
 
 
 def load_config_dataset(config: TrainConfig) -> GroupDataset:

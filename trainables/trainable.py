@@ -39,12 +39,13 @@ import torch
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from trainables.builders import load_config_dataset
+from trainables.builders import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError
 from trainables.finetune import DivergenceError, finetune
 from trainables.plans import training_plan
-from trainables.trial_dir import LABELS_FILE, STATE_FILE, TRAIN_RUN_NAME, TrialDir, fault_marker, predictions_file
+from trainables.trial_dir import (CELL_KEY, LABELS_FILE, STATE_FILE, TRAIN_RUN_NAME, TrialDir, fault_marker,
+                                  predictions_file)
 
 log = logging.getLogger("groupsweep.trainable")
 
@@ -60,6 +61,12 @@ class InjectedFault(RuntimeError):
 def trial_dirname(trial) -> str:
     """Name and directory name of a Tune trial: its config's ``trial_name`` (unique within a sweep)."""
     return trial.config["trial_name"]
+
+
+def unit_name(config: dict) -> str:
+    """What the sweep's per-trial tables are keyed by: the trial's name, or for a trial of a hyperparameter
+    search (whose name exists only once the search draws it) its cell's name (``CELL_KEY``)."""
+    return config.get(CELL_KEY) or config["trial_name"]
 
 
 def epoch_metrics(result, node_id: str) -> dict:
@@ -173,14 +180,14 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, 
     """The Tune function trainable.
 
     ``experiment_dir``: the sweep's directory (``<storage>/<name>``, a path or URI), parent of the trial
-    directories. ``workers``: ``{trial_name: {"workers": n, "bundle": {"CPU": c, "GPU": g}}}`` for the
+    directories. ``workers``: ``{unit_name: {"workers": n, "bundle": {"CPU": c, "GPU": g}}}`` for the
     trials that run ``n`` workers (each holding ``bundle``) through a ``TorchTrainer``; every other
-    trial runs in this process. ``datasets``: ``{trial_name: ObjectRef}`` of the datasets the sweep
-    shares through the object store (a trial not listed loads its own).
+    trial runs in this process. ``datasets``: ``{dataset_key(config): ObjectRef}`` of the datasets the
+    sweep shares through the object store (a trial whose dataset is not listed loads its own).
     """
     train_config = TrainConfig.from_dict(config)
     trial_dir = f"{experiment_dir.rstrip('/')}/{config['trial_name']}"
-    spread = (workers or {}).get(config["trial_name"])
+    spread = (workers or {}).get(unit_name(config))
     if spread is not None:
         run_workers(train_config, trial_dir, spread)
         return
@@ -189,7 +196,7 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, 
     reporter = EpochReporter(ray.tune.report, ray.tune.Checkpoint, TrialDir(trial_dir),
                              ray.get_runtime_context().get_node_id(), injected_fault(config["trial_name"]))
     state = load_state(ray.tune.get_checkpoint())
-    ref = (datasets or {}).get(config["trial_name"])
+    ref = (datasets or {}).get(dataset_key(config))
     run_finetune(train_config, reporter, state, cpu=not ray.get_gpu_ids(),
                  dataset=ray.get(ref) if ref is not None else None, trial_dir=trial_dir,
                  experiment_dir=experiment_dir)

@@ -10,7 +10,8 @@ needs no training code to read it.
 
 - ``params.json`` (Ray Tune): the trial config, flat ``TrainConfig`` fields plus ``trial_name``; a trial of
   a hyperparameter search also names its cell (``CELL_KEY``), its configuration's index in the cell
-  (``SAMPLE_KEY``) and the sampled keys (``SAMPLED_KEY``), so analysis can group a search by itself;
+  (``SAMPLE_KEY``) and the sampled keys (``SAMPLED_KEY``), so analysis can group a search by itself; a
+  trial whose method has hparams of its own lists their keys (``METHOD_HPARAMS_KEY``);
 - ``progress.csv`` and ``result.json`` (Ray Tune): one row / JSON line per epoch report;
 - ``error.txt`` (Ray Tune): the last exception, when the trial raised;
 - ``checkpoint_NNNNNN/state.pt`` (Ray Tune checkpoints): ``finetune``'s resumable state after one epoch
@@ -54,6 +55,9 @@ STOPPED_FILE = f"{FILES_DIR}/stopped_early.json"
 # Keys of a searched trial's config (``params.json``) besides the TrainConfig fields; TrainConfig ignores
 # them (they start with "_"): the cell's name, the configuration's index in it, the sampled keys.
 CELL_KEY, SAMPLE_KEY, SAMPLED_KEY = "_cell", "_sample", "_sampled"
+# The keys a trial's method sets with hparams of its own (``methods: [{upweighting: {hparams: ...}}]``):
+# part of the method's configuration, like sampled keys, not a variant of the sweep.
+METHOD_HPARAMS_KEY = "_method_hparams"
 
 
 def predictions_file(epoch: int) -> str:

@@ -1,0 +1,161 @@
+"""``groupsweep promote``: the spec it writes reruns exactly the configurations the search chose (checked
+through ``sweeps.spec.build_spec``), the rerun analyses beside the search, options and one-line errors."""
+
+import pytest
+import yaml
+
+from analysis.results import load_results
+from analysis.selection import select
+from results_fixtures import epoch_metrics, searched_config, trial_config, write_trial
+from sweeps import cli, sweep_command
+from sweeps.spec import AXIS_FIELDS, Registries, SpecLoader, build_spec
+from test_search_analysis import reports, write_search
+from trainables.balancing import METHODS, RATIO_METHODS
+from trainables.config import TrainConfig
+
+REGISTRIES = Registries(datasets={"wb": ("size",)}, models=("m",), methods=METHODS, ratio_methods=RATIO_METHODS)
+
+
+def write_full_search(run_dir) -> None:
+    """``write_search``'s search plus a searched mixture 2:1 (h01 wins with 0.66) on the dataset option size=100."""
+    index = write_search(run_dir)
+    for sample, (lr, value) in enumerate(((1e-3, 0.2), (3e-4, 0.66))):
+        for seed in (0, 1):
+            write_trial(run_dir, index, searched_config("wb", "m", "mixture", 2.0, sample=sample, seed=seed,
+                                                        sampled={"lr": lr}), reports({"val/wga": value}),
+                        experiment_id="5e4c1")
+            index += 1
+
+
+def chosen_configs(run_dir, criterion: str = "wga") -> dict:
+    """method label -> the chosen configuration's config (TrainConfig fields), as the search ran it."""
+    results = load_results(run_dir)
+    chosen = select(results, [criterion], by_model=True).hyperparameters
+    configs = {}
+    for row in chosen.to_dict("records"):
+        trials = results.trials
+        trial_id = trials.index[(trials["cell"] == row["cell"]) & (trials["config_id"] == row["config_id"])][0]
+        configs[row["method_label"]] = TrainConfig.from_dict(results.configs[trial_id]).to_dict()
+    return configs
+
+
+def promote(*argv) -> int:
+    return cli.main(["promote", *map(str, argv)])
+
+
+def test_the_promoted_spec_reruns_each_chosen_configuration_on_the_new_seeds(tmp_path, capsys):
+    run_dir = tmp_path / "search"
+    write_full_search(run_dir)
+    assert promote(run_dir, "--seeds", 1, 2, 3) == 0
+    printed = capsys.readouterr().out
+    path = run_dir / "promoted_wga.yaml"
+    assert f"wrote {path}: 4 configuration(s) x 3 seed(s)" in printed and "upweighting *" in printed
+    assert f"run it with: groupsweep run {path}" in printed
+    text = path.read_text()
+    assert "# wb/m upweighting: h01 (lr=0.0001), val wga 0.7000 over 2 seed(s), best of 3 configuration(s)\n" in text
+    source = yaml.load(text, Loader=SpecLoader)
+    assert source["name"] == "search-rerun" and source["seeds"] == [1, 2, 3]
+    assert "wga" in source["description"] and "search" in source["description"]
+    (part,) = source["parts"]
+    assert part["tag"] == "rerun" and part["datasets"] == {"wb": {"options": {}}} and part["models"] == ["m"]
+    methods = {name: entry for item in part["methods"] for name, entry in item.items()}
+    assert set(methods) == {"upweighting", "subsetting", "none", "mixture"}
+    assert methods["mixture"]["ratios"] == [2.0] and "ratios" not in methods["upweighting"]
+    assert methods["upweighting"]["hparams"]["lr"] == 1e-4 and methods["mixture"]["hparams"]["lr"] == 3e-4
+    assert not set(methods["none"]["hparams"]) & set(AXIS_FIELDS)
+
+    chosen = chosen_configs(run_dir)
+    spec = build_spec(source, REGISTRIES)
+    assert len(spec.trials) == 4 * 3
+    for trial in spec.trials:
+        config = TrainConfig.from_dict(trial.config).to_dict()
+        label = trial.method_label
+        assert {**config, "seed": 0} == {**chosen[label], "seed": 0}, label  # the configuration, on a new seed
+        assert config["seed"] in (1, 2, 3) and trial.name.endswith(f"-rerun-s{config['seed']}")
+
+
+def test_the_rerun_of_the_promoted_spec_is_analysed_beside_the_search(tmp_path, capsys):
+    run_dir = tmp_path / "search"
+    write_search(run_dir)
+    out = tmp_path / "rerun.yaml"
+    assert promote(run_dir, "--seeds", 7, 8, "--out", out, "--name", "again") == 0
+    spec = build_spec(yaml.load(out.read_text(), Loader=SpecLoader), REGISTRIES)
+    assert spec.name == "again"
+    for index, trial in enumerate(spec.trials):  # what running the spec would leave on disk
+        test_wga = 0.9 if trial.config["seed"] == 7 else 0.7
+        write_trial(tmp_path / "again", index, trial.config, reports({"val/wga": 0.5, "test/wga": test_wga}),
+                    experiment_id="77777")
+    selection = select(load_results([run_dir, tmp_path / "again"]), ["wga"])
+    row = selection.rerun.iloc[0]
+    assert row["method_label"] == "upweighting" and row["config_id"] == "h01" and row["sweep"] == "again"
+    assert row["n_seeds"] == 2 and row["test_wga_mean"] == pytest.approx(0.8)
+    assert "3 configuration(s)" in capsys.readouterr().out
+
+
+def test_parts_follow_the_search_variants_and_cell_tags(tmp_path):
+    index = 0
+    for tag, last_layer_only in (("lastlayer", True), (None, False)):
+        for method in ("none", "upweighting"):
+            for seed in (0, 1):
+                write_trial(tmp_path, index, searched_config("wb", "m", method, sample=0, seed=seed, tag=tag,
+                                                             sampled={"lr": 1e-3}, last_layer_only=last_layer_only),
+                            reports({"val/wga": 0.5}))
+                index += 1
+    assert promote(tmp_path, "--seeds", 4, "--criterion", "average") == 0
+    source = yaml.load((tmp_path / "promoted_average.yaml").read_text(), Loader=SpecLoader)
+    assert sorted(part["tag"] for part in source["parts"]) == ["lastlayer", "rerun"]
+    spec = build_spec(source, REGISTRIES)
+    assert sorted(trial.name for trial in spec.trials) == [
+        "wb-m-none-lastlayer-s4", "wb-m-none-rerun-s4", "wb-m-upweighting-lastlayer-s4", "wb-m-upweighting-rerun-s4"]
+    assert {trial.name: trial.config["last_layer_only"] for trial in spec.trials}["wb-m-none-lastlayer-s4"] is True
+
+
+def test_the_search_specs_top_level_settings_are_carried(tmp_path, capsys):
+    from sweeps.launcher import SPEC_FILE
+
+    write_search(tmp_path)
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump({
+        "name": "search", "datasets": {"wb": {"resources": {"cpu": 3}}}, "models": ["m"], "methods": ["none"],
+        "resources": {"cpu": 2, "gpu": 0.5}, "max_failures": 0, "keep_checkpoints": "all"}))
+    assert promote(tmp_path, "--seeds", 1) == 0
+    source = yaml.load((tmp_path / "promoted_wga.yaml").read_text(), Loader=SpecLoader)
+    assert source["resources"] == {"cpu": 2, "gpu": 0.5} and source["max_failures"] == 0
+    assert source["keep_checkpoints"] == "all"
+    assert "note: the search spec sets resources per dataset, model or part" in capsys.readouterr().err
+
+
+def test_run_runs_the_written_spec_as_the_run_command_does(tmp_path, monkeypatch):
+    write_search(tmp_path)
+    calls = []
+    # a failing run's status is passed on, and nothing is analysed (tests/test_search_integration.py runs it)
+    monkeypatch.setattr(sweep_command, "run_command", lambda args: calls.append(args) or 3)
+    assert promote(tmp_path, "--seeds", 1, 2, "--run", "--storage", tmp_path / "storage") == 3
+    (args,) = calls
+    assert args.spec == str(tmp_path / "promoted_wga.yaml") and args.storage == str(tmp_path / "storage")
+    assert args.overrides == [] and args.name is None and not args.no_after and args.address is None
+
+
+@pytest.mark.parametrize("seeds, message", [
+    (["1", "x"], "--seeds: '1 x' are not all integers"),
+    (["1", "1"], "--seeds: seeds [1, 1] repeat a seed"),
+    (["-2"], "--seeds: seed -2 is not a non-negative integer"),
+])
+def test_bad_seeds_are_one_line_errors(tmp_path, capsys, seeds, message):
+    write_search(tmp_path)
+    assert promote(tmp_path, "--seeds", *seeds) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_a_grid_sweep_or_a_search_without_a_complete_configuration_cannot_be_promoted(tmp_path, capsys):
+    write_trial(tmp_path / "grid", 0, trial_config("wb", "m", "none"), reports({"val/wga": 0.5}))
+    assert promote(tmp_path / "grid", "--seeds", 1) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is not a hyperparameter search" in err and err.count("\n") == 1
+    write_trial(tmp_path / "running", 0, searched_config("wb", "m", "none", sample=0, sampled={"lr": 1e-3}),
+                [epoch_metrics(1)])
+    write_trial(tmp_path / "running", 1, searched_config("wb", "m", "none", sample=1, sampled={"lr": 1e-4}),
+                [epoch_metrics(1)], stopped=True)
+    assert promote(tmp_path / "running", "--seeds", 1) == 2
+    err = capsys.readouterr().err
+    assert "error: no complete configuration in" in err and err.count("error:") == 1
+    assert not (tmp_path / "running" / "promoted_wga.yaml").exists()

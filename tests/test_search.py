@@ -1,0 +1,179 @@
+"""Search spaces, the search block, and the per-cell searcher and scheduler, without starting Ray."""
+
+import math
+import pickle
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from ray import tune
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.sample import Categorical, Float, Integer
+
+from sweeps.search import CellScheduler, draw_samples, search_plan, tune_domain
+from sweeps.spaces import (SearchCell, SearchSettings, check_space, describe_space, is_space, parse_search,
+                           trial_name)
+from trainables.errors import GroupsweepError
+
+
+def parse_seeds(value, where):
+    return list(value)
+
+
+# --- spaces -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("space, kind, bounds", [
+    ({"loguniform": [1e-5, 1e-3]}, Float, (1e-5, 1e-3)),
+    ({"uniform": [0.0, 0.5]}, Float, (0.0, 0.5)),
+    ({"quniform": [0, 1, 0.25]}, Float, (0, 1)),
+    ({"randint": [16, 65]}, Integer, (16, 65)),
+])
+def test_numeric_spaces_map_onto_tunes_own(space, kind, bounds):
+    check_space(space, "hparams.x")
+    domain = tune_domain(space)
+    assert isinstance(domain, kind) and (domain.lower, domain.upper) == bounds
+    assert is_space(space)
+
+
+def test_choice_and_grid_map_onto_tunes_own():
+    assert isinstance(tune_domain({"choice": [16, 32]}), Categorical)
+    assert tune_domain({"choice": [16, 32]}).categories == [16, 32]
+    assert tune_domain({"grid": [1, 2]}) == tune.grid_search([1, 2])
+    assert describe_space({"loguniform": [1e-5, 1e-3]}) == "loguniform(1e-05, 0.001)"
+    assert not is_space({"models": 2}) and not is_space(0.1) and not is_space({"choice": [1], "grid": [2]})
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"loguniform": [0, 1e-3]}, "loguniform needs 0 < lo, got lo=0"),
+    ({"loguniform": [-1, 1e-3]}, "loguniform needs 0 < lo, got lo=-1"),
+    ({"uniform": [0.5, 0.1]}, "uniform needs lo < hi, got [0.5, 0.1]"),
+    ({"uniform": [0.1]}, "uniform takes a list of 2 numbers, got [0.1]"),
+    ({"uniform": [0.1, float("nan")]}, "uniform bound nan is not a finite number"),
+    ({"quniform": [0, 1, 0]}, "quniform step q must be > 0, got 0"),
+    ({"randint": [1.5, 4]}, "randint bound 1.5 is not an integer"),
+    ({"randint": [4, 4]}, "randint needs lo < hi, got [4, 4]"),
+    ({"choice": []}, "choice needs a non-empty list of values, got []"),
+    ({"grid": "abc"}, "grid needs a non-empty list of values, got 'abc'"),
+])
+def test_bad_spaces_are_refused_in_one_line(space, message):
+    with pytest.raises(GroupsweepError) as info:
+        check_space(space, "hparams.lr")
+    assert str(info.value) == f"hparams.lr: {message}"
+
+
+# --- the search block --------------------------------------------------------------------------------
+
+def test_search_block_defaults_and_values():
+    assert parse_search(None, parse_seeds) is None
+    settings = parse_search({"num_samples": 3, "scheduler": "asha", "seeds": [4, 5]}, parse_seeds)
+    assert settings == SearchSettings(num_samples=3, scheduler="asha", seeds=(4, 5))
+    assert parse_search({"metric": "val/loss"}, parse_seeds).mode == "min"
+    assert parse_search({"metric": "val/wca", "mode": "max"}, parse_seeds).metric == "val/wca"
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"algorithm": "grid-walk"}, "search.algorithm: unknown search algorithm 'grid-walk'; choose one of: random, "
+                                 "optuna, hyperopt"),
+    ({"metric": "val/f1"}, "search.metric: 'val/f1' is not a metric trials report; use a validation or training "
+                           "metric such as val/wga, val/wca, val/avg_acc, val/loss"),
+    ({"metric": "test/wga"}, "search.metric: 'test/wga' is not a metric trials report (searching on the test split "
+                             "would leak it into model selection)"),
+    ({"num_samples": 0}, "search.num_samples must be a positive integer, got 0"),
+    ({"mode": "up"}, "search.mode: unknown mode 'up'; choose one of: max, min"),
+    ({"scheduler": "pbt"}, "search.scheduler: unknown scheduler 'pbt'; choose one of: fifo, asha"),
+    ({"reduction_factor": 1}, "search.reduction_factor: must be a number > 1, got 1"),
+    ({"samples": 3}, "search: unknown key 'samples'"),
+])
+def test_bad_search_blocks_are_refused_in_one_line(block, message):
+    with pytest.raises(GroupsweepError) as info:
+        parse_search(block, parse_seeds)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_a_searcher_whose_package_is_missing_names_the_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "hyperopt" else real(name))
+    with pytest.raises(GroupsweepError, match=r"needs the hyperopt package.*pip install 'groupsweep\[hyperopt\]'"):
+        parse_search({"algorithm": "hyperopt"}, parse_seeds)
+
+
+# --- sampling ----------------------------------------------------------------------------------------
+
+SPACE = {"lr": {"loguniform": [1e-4, 1e-1]}, "batch_size": {"choice": [16, 32, 64]},
+         "weight_decay": {"uniform": [0.0, 0.1]}}
+
+
+def test_draws_are_inside_their_spaces_reproducible_and_differ_between_cells():
+    samples = draw_samples(SPACE, 200, seed=0, cell="a")
+    assert len(samples) == 200 and samples == draw_samples(SPACE, 200, seed=0, cell="a")
+    assert samples != draw_samples(SPACE, 200, seed=0, cell="b")
+    lr = np.array([s["lr"] for s in samples])
+    assert lr.min() >= 1e-4 and lr.max() <= 1e-1 and all(type(s["lr"]) is float for s in samples)
+    assert {s["batch_size"] for s in samples} == {16, 32, 64}
+    # log-uniform: log10(lr) is uniform on [-4, -1], so about a third of the draws lie below 1e-3
+    assert abs(np.mean(np.log10(lr) < -3) - 1 / 3) < 0.1
+
+
+def test_grid_values_multiply_the_draws_as_in_tune():
+    samples = draw_samples({"lr": {"loguniform": [1e-4, 1e-1]}, "epochs": {"grid": [1, 2]}}, 3, seed=1, cell="c")
+    assert [s["epochs"] for s in samples] == [1, 2, 1, 2, 1, 2]
+
+
+def cell(name, space=None, seeds=(0, 1), num_samples=2, epochs=4):
+    config = {"lr": 1e-3, "epochs": epochs, "seed": 0, "method": "none"}
+    return SearchCell(name=name, config=config, space=space or {}, seeds=tuple(seeds), resources=None,
+                      num_samples=num_samples if space else 1)
+
+
+def test_cell_search_hands_out_every_configuration_on_every_seed_then_finishes():
+    cells = [cell("a", {"lr": {"loguniform": [1e-4, 1e-1]}}), cell("b")]
+    plan = search_plan(cells, SearchSettings(num_samples=2))
+    assert plan.total_trials == 2 * 2 + 1 * 2
+    configs = [plan.searcher.suggest(f"t{i}") for i in range(plan.total_trials)]
+    assert plan.searcher.suggest("t-extra") == Searcher.FINISHED
+    names = [config["trial_name"] for config in configs]
+    assert names == ["a-h00-s0", "a-h00-s1", "b-h00-s0", "b-h00-s1", "a-h01-s0", "a-h01-s1"]
+    assert configs[0]["lr"] == configs[1]["lr"] != configs[4]["lr"]  # one configuration, every seed
+    assert configs[0]["_cell"] == "a" and configs[0]["_sample"] == 0 and configs[0]["_sampled"] == ["lr"]
+    assert configs[2]["lr"] == 1e-3 and configs[2]["_sampled"] == []
+    assert trial_name("a", 7, 3, 120) == "a-h007-s3"
+
+
+def test_cell_search_state_survives_save_and_restore(tmp_path):
+    cells = [cell("a", {"lr": {"loguniform": [1e-4, 1e-1]}})]
+    first = search_plan(cells, SearchSettings(num_samples=2, scheduler="asha"))
+    handed = [first.searcher.suggest(f"t{i}") for i in range(3)]
+    first.searcher.save(str(tmp_path / "searcher.pkl"))
+    second = search_plan(cells, SearchSettings(num_samples=2, scheduler="asha"))
+    second.searcher.restore(str(tmp_path / "searcher.pkl"))
+    rest = [second.searcher.suggest(f"t{i}") for i in range(3, 5)]
+    assert [c["trial_name"] for c in handed + rest[:1]] == ["a-h00-s0", "a-h00-s1", "a-h01-s0", "a-h01-s1"]
+    assert rest[1] == Searcher.FINISHED and rest[0]["lr"] == handed[2]["lr"]
+    pickle.dumps(second.scheduler.get_state())
+
+
+def fake_trial(trial_id, cell_name):
+    return SimpleNamespace(trial_id=trial_id, config={"_cell": cell_name})
+
+
+def test_asha_runs_per_cell_and_stops_the_worse_half_at_a_rung():
+    cells = [cell("a", {"lr": {"loguniform": [1e-4, 1e-1]}}, epochs=4), cell("b", {"lr": {"uniform": [0, 1]}})]
+    scheduler = CellScheduler(cells, SearchSettings(scheduler="asha", grace_period=1, reduction_factor=2))
+    trials = {name: [fake_trial(f"{name}{i}", name) for i in range(4)] for name in ("a", "b")}
+    for group in trials.values():
+        for trial in group:
+            scheduler.on_trial_add(None, trial)
+    decisions = {}
+    for name, scores in (("a", [0.9, 0.8, 0.1, 0.05]), ("b", [0.1, 0.2, 0.3, 0.4])):
+        for trial, score in zip(trials[name], scores):
+            decisions[trial.trial_id] = scheduler.on_trial_result(None, trial, {"epoch": 1, "val/wga": score})
+    # each rung keeps the results above the median of those it has seen (reduction factor 2), per cell:
+    # a3 (0.05) is stopped by a's rung; b0 (0.1, far below a's cutoff) is the first of its own cell
+    assert decisions["a0"] == TrialScheduler.CONTINUE and decisions["a3"] == TrialScheduler.STOP
+    assert decisions["b0"] == decisions["b1"] == decisions["b3"] == TrialScheduler.CONTINUE
+    assert scheduler.stopped >= 1 and "stopped early" in scheduler.debug_string()
+    assert scheduler.on_trial_result(None, trials["a"][0], {"epoch": 2, "status": "diverged"}) == "CONTINUE"
+    assert math.isfinite(scheduler.epochs["a"])

@@ -1,0 +1,317 @@
+"""Analysing a hyperparameter search: configurations chosen within methods and methods across, ties, the
+stopped-trial rule under final and best, the biased model of a searched ``none``, sampled keys that never
+make variants, several sweep directories (duplicates, clashing ids) and the rerun of chosen configurations."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.results import STATUSES, load_results
+from analysis.selection import display_hyperparameters, display_table, select
+from results_fixtures import epoch_metrics, searched_config, trial_config, write_trial
+from test_selection import BIASED, LABELS, UPSAMPLING_PRED, UPSAMPLING_SCORE, VAL_Y
+
+# The search of every test: dataset wb, model m, 3 epochs, seeds 0 and 1. Final-epoch val/wga per
+# configuration and seed, and the sampled learning rate:
+#   upweighting h00 (0.50, 0.70) -> 0.60, lr 1e-3
+#               h01 (0.80, 0.60) -> 0.70, lr 1e-4   <- tied with h02 (0.8 + 0.6 is 1.4000000000000001): lower id
+#               h02 (0.65, 0.75) -> 0.70, lr 1e-5
+#   subsetting  h00 (0.60, 0.60) -> 0.60, lr 1e-3
+#               h01 (0.66, 0.68) -> 0.67, lr 1e-4
+#   none        h00 (0.30, 0.30) -> 0.30, not searched (sampled keys: none)
+# so upweighting h01 wins (0.70 > 0.67 > 0.30); its test WGA is 0.72 and 0.76.
+SEARCH = {
+    ("upweighting", 0): (1e-3, (0.50, 0.70)),
+    ("upweighting", 1): (1e-4, (0.80, 0.60)),
+    ("upweighting", 2): (1e-5, (0.65, 0.75)),
+    ("subsetting", 0): (1e-3, (0.60, 0.60)),
+    ("subsetting", 1): (1e-4, (0.66, 0.68)),
+    ("none", 0): (None, (0.30, 0.30)),
+}
+WINNER_TEST_WGA = (0.72, 0.76)
+
+
+def reports(final: dict, epochs: int = 3, last: int | None = None) -> list:
+    """Reports up to ``last`` (default: every epoch) whose values at epoch ``epochs`` are ``final``
+    (earlier epochs: val/wga lower by 0.1 per epoch)."""
+    out = []
+    for epoch in range(1, (last or epochs) + 1):
+        values = dict(final)
+        values["val/wga"] = final["val/wga"] - 0.1 * (epochs - epoch)
+        out.append(epoch_metrics(epoch, overrides=values))
+    return out
+
+
+def write_search(run_dir, search=SEARCH, index: int = 0, experiment_id: str = "5e4c1", **trial_options) -> int:
+    """Write the search ``search`` ((method, sample) -> (lr, val/wga per seed)) into ``run_dir``; return
+    the next trial index."""
+    for (method, sample), (lr, values) in search.items():
+        for seed, value in enumerate(values):
+            sampled = {} if lr is None else {"lr": lr}
+            test = WINNER_TEST_WGA[seed] if (method, sample) == ("upweighting", 1) else 0.5
+            write_trial(run_dir, index, searched_config("wb", "m", method, sample=sample, seed=seed, sampled=sampled),
+                        reports({"val/wga": value, "test/wga": test}), experiment_id=experiment_id, **trial_options)
+            index += 1
+    return index
+
+
+def test_trials_carry_config_ids_sampled_values_and_no_sampled_variant(tmp_path):
+    write_search(tmp_path / "search")
+    results = load_results(tmp_path / "search")
+    trials = results.trials.set_index("trial_name")
+    row = trials.loc["wb-m-upweighting-h01-s1"]
+    assert row["cell"] == "wb-m-upweighting" and row["config_id"] == "h01" and row["hparams"] == "lr=0.0001"
+    assert row["lr"] == 1e-4 and row["sweep"] == "search"
+    none = trials.loc["wb-m-none-h00-s0"]
+    assert none["config_id"] == "h00" and none["hparams"] == "" and none["lr"] == 1e-5  # the fixed default
+    assert trials["variant"].eq("").all()  # lr differs between trials, but it is sampled
+    assert results.searched and results.sampled_keys == ["lr"]
+    frame = results.frame
+    assert {"sweep", "cell", "config_id", "hparams", "lr"} <= set(frame.columns)
+    assert frame.loc[frame["trial_id"] == row["trial_id"], "lr"].eq(1e-4).all()
+    assert results.configs[row["trial_id"]]["_sampled"] == ["lr"]
+
+
+def test_config_id_is_padded_like_the_trial_names(tmp_path):
+    write_trial(tmp_path, 0, searched_config("wb", "m", "none", sample=3, sampled={"lr": 0.1}),
+                reports({"val/wga": 0.5}))
+    write_trial(tmp_path, 1, searched_config("wb", "m", "upweighting", sample=104, width=3, sampled={"lr": 0.1,
+                "weight_decay": 3.1e-05}), reports({"val/wga": 0.5}))
+    write_trial(tmp_path, 2, searched_config("wb", "m", "upweighting", sample=7, width=3,
+                                             sampled={"lr": 0.00123, "weight_decay": 0.5}), reports({"val/wga": 0.5}))
+    trials = load_results(tmp_path).trials.set_index("trial_name")
+    assert trials.loc["wb-m-none-h03-s0", "config_id"] == "h03"
+    assert trials.loc["wb-m-upweighting-h104-s0", "config_id"] == "h104"
+    assert trials.loc["wb-m-upweighting-h007-s0", "config_id"] == "h007"
+    assert trials.loc["wb-m-upweighting-h007-s0", "hparams"] == "lr=0.00123, weight_decay=0.5"
+    assert trials.loc["wb-m-upweighting-h104-s0", "hparams"] == "lr=0.1, weight_decay=3.1e-05"
+
+
+def test_each_method_keeps_its_best_configuration_and_the_best_method_wins(tmp_path):
+    write_search(tmp_path)
+    selection = select(load_results(tmp_path), ["wga"])
+    row = selection.table.iloc[0]
+    assert row["method_label"] == "upweighting" and row["config_id"] == "h01" and row["hparams"] == "lr=0.0001"
+    assert row["score"] == pytest.approx(0.70) and row["n_candidates"] == 3 and row["n_seeds"] == 2
+    assert row["test_wga_mean"] == pytest.approx(0.74)
+    assert row["test_wga_std"] == pytest.approx(np.std(WINNER_TEST_WGA, ddof=1))
+    assert "cell" not in selection.table and "variant" not in selection.table
+
+    chosen = selection.hyperparameters.set_index("method_label")
+    assert chosen["config_id"].to_dict() == {"upweighting": "h01", "subsetting": "h01", "none": "h00"}
+    assert chosen["n_configurations"].to_dict() == {"upweighting": 3, "subsetting": 2, "none": 1}
+    assert chosen.at["subsetting", "score"] == pytest.approx(0.67) and chosen.at["subsetting", "lr"] == 1e-4
+    assert chosen.at["none", "hparams"] == "" and chosen["n_seeds"].eq(2).all()
+    assert chosen["selected"].to_dict() == {"upweighting": True, "subsetting": False, "none": False}
+    shown = display_hyperparameters(selection.hyperparameters)
+    assert shown["method"].tolist()[0] == "upweighting *" and shown["config"].tolist()[0] == "h01"
+    assert display_table(selection.table).at[0, "config"] == "h01"
+    assert selection.notes == []
+
+
+def test_a_method_whose_best_configuration_wins_on_one_seed_only_loses_on_the_mean(tmp_path):
+    search = {("upweighting", 0): (1e-3, (0.95, 0.05)), ("upweighting", 1): (1e-4, (0.55, 0.55)),
+              ("subsetting", 0): (1e-3, (0.52, 0.52))}
+    write_search(tmp_path, search)
+    selection = select(load_results(tmp_path), ["wga"])
+    chosen = selection.hyperparameters.set_index("method_label")
+    assert chosen.at["upweighting", "config_id"] == "h01"  # 0.55 mean beats 0.50
+    assert selection.table.iloc[0]["method_label"] == "upweighting"
+
+
+def test_stopped_configurations_are_left_out_at_the_final_epoch_and_scored_at_their_best(tmp_path):
+    # upweighting h00: seed 0 complete (final val/wga 0.60, its best), seed 1 stopped by ASHA at epoch 1
+    # with val/wga 0.95; h01 complete with 0.70 on both seeds.
+    write_trial(tmp_path, 0, searched_config("wb", "m", "upweighting", sample=0, seed=0, sampled={"lr": 1e-3}),
+                reports({"val/wga": 0.60}))
+    write_trial(tmp_path, 1, searched_config("wb", "m", "upweighting", sample=0, seed=1, sampled={"lr": 1e-3}),
+                [epoch_metrics(1, overrides={"val/wga": 0.95})], stopped=True)
+    for seed in (0, 1):
+        write_trial(tmp_path, 2 + seed, searched_config("wb", "m", "upweighting", sample=1, seed=seed,
+                                                        sampled={"lr": 1e-4}), reports({"val/wga": 0.70}))
+    results = load_results(tmp_path)
+    assert "stopped" in STATUSES
+    assert results.trials.set_index("trial_name").at["wb-m-upweighting-h00-s1", "status"] == "stopped"
+
+    final = select(results, ["wga"], epoch="final")
+    assert final.table.iloc[0]["config_id"] == "h01" and final.table.iloc[0]["score"] == pytest.approx(0.70)
+    assert final.hyperparameters.iloc[0]["n_configurations"] == 1
+    assert final.notes == [("wb/m/upweighting: 1 of 2 configurations left out: ASHA stopped 1 of their trials "
+                            "before epoch 3 (the final epoch rule needs every seed at its final epoch)")]
+
+    best = select(results, ["wga"], epoch="best")
+    row = best.table.iloc[0]
+    assert row["config_id"] == "h00" and row["score"] == pytest.approx((0.60 + 0.95) / 2)
+    assert row["mean_epoch"] == pytest.approx(2.0)  # seed 0 at epoch 3, the stopped seed at epoch 1
+    assert best.hyperparameters.iloc[0]["n_configurations"] == 2
+    assert best.notes == [("wb/m/upweighting: 1 trial(s) stopped early by ASHA are scored at the best of the "
+                           "epochs they reached (best epoch rule)")]
+
+
+def test_an_interrupted_trial_is_still_excluded_one_by_one(tmp_path):
+    write_search(tmp_path, {("upweighting", 0): (1e-3, (0.5, 0.7))})
+    write_trial(tmp_path, 9, searched_config("wb", "m", "upweighting", sample=1, seed=0, sampled={"lr": 1e-4}),
+                reports({"val/wga": 0.9}, last=1))
+    selection = select(load_results(tmp_path), ["wga"])
+    assert selection.notes == ["wb/m/upweighting seed 0: incomplete (epoch 1/3); excluded"]
+    assert selection.table.iloc[0]["config_id"] == "h00"
+
+
+def write_bias_search(run_dir, none_accuracy: dict) -> None:
+    """``none`` searched with two configurations: h00 predicts ``BIASED[seed]``, h01 is always right;
+    ``none_accuracy`` gives each one's val/avg_acc. Upsampling (one configuration) predicts UPSAMPLING_PRED."""
+    index = 0
+    for seed in (0, 1):
+        for sample, predictions in ((0, BIASED[seed]), (1, VAL_Y)):
+            write_trial(run_dir, index, searched_config("wb", "m", "none", sample=sample, seed=seed,
+                                                        sampled={"lr": 10.0 ** -(3 + sample)}),
+                        reports({"val/wga": 0.3, "val/avg_acc": none_accuracy[sample]}), labels=LABELS,
+                        predictions={e: {"val": predictions, "test": [0, 1]} for e in (1, 2, 3)})
+            index += 1
+        write_trial(run_dir, index, searched_config("wb", "m", "upsampling", sample=0, seed=seed, sampled={"lr": 1e-3}),
+                    reports({"val/wga": 0.5}), labels=LABELS,
+                    predictions={e: {"val": UPSAMPLING_PRED, "test": [0, 1]} for e in (1, 2, 3)})
+        index += 1
+
+
+@pytest.mark.parametrize("best_none, expected", [
+    ("h00", UPSAMPLING_SCORE),  # against BIASED: the hand computation of test_selection
+    ("h01", 19 / 24),           # against an always-right model only cells S00 {0..5} and S11 {6..9}: (5/6 + 3/4) / 2
+])
+def test_bias_unsupervised_takes_the_none_configuration_with_the_best_average_accuracy(tmp_path, best_none, expected):
+    write_bias_search(tmp_path, {0: 0.9, 1: 0.8} if best_none == "h00" else {0: 0.8, 1: 0.9})
+    selection = select(load_results(tmp_path), ["bias-unsupervised"])
+    methods = selection.methods.set_index("method_label")
+    assert methods.at["upsampling", "score"] == pytest.approx(expected)
+    accuracy = 0.9
+    assert f"bias-unsupervised: the biased model of wb/m is `none` {best_none} (best mean val/avg_acc " \
+           f"{accuracy:.4f} over 2 seed(s), of 2 configurations)" in selection.notes
+
+
+def test_a_stopped_none_configuration_cannot_be_the_biased_model(tmp_path):
+    write_bias_search(tmp_path, {0: 0.9, 1: 0.8})
+    write_trial(tmp_path, 50, searched_config("wb", "m", "none", sample=0, seed=2, sampled={"lr": 1e-3}),
+                [epoch_metrics(1)], stopped=True)
+    selection = select(load_results(tmp_path), ["bias-unsupervised"])
+    assert selection.methods.set_index("method_label").at["upsampling", "score"] == pytest.approx(19 / 24)
+
+
+def test_reruns_in_a_second_directory_make_the_rerun_table(tmp_path):
+    write_search(tmp_path / "search")
+    rerun = tmp_path / "rerun"
+    for index, (method, lr, seed, test_wga) in enumerate([
+            ("upweighting", 1e-4, 5, 0.90), ("upweighting", 1e-4, 6, 0.80),  # the winner h01
+            ("subsetting", 1e-4, 5, 0.40),                                   # subsetting's chosen h01
+            ("upweighting", 1e-3, 5, 0.10)]):                                # h00: not chosen
+        write_trial(rerun, index, trial_config("wb", "m", method, seed=seed, lr=lr),
+                    reports({"val/wga": 0.99, "test/wga": test_wga}), experiment_id="9f8e7")
+    alone = select(load_results(tmp_path / "search"), ["wga", "average"])
+    assert alone.rerun.empty
+    both = select(load_results([tmp_path / "search", rerun]), ["wga", "average"])
+    # the reruns are no candidates: Table 1 is the search's
+    pd.testing.assert_frame_equal(both.table, alone.table)
+    assert "4 grid trial(s) rerun searched configurations: they are reported as the rerun of the chosen " \
+           "configurations, not as candidates" in both.notes
+    table = both.rerun.set_index("criterion")
+    assert table.at["wga", "method_label"] == "upweighting" and table.at["wga", "config_id"] == "h01"
+    assert table.at["wga", "score"] == pytest.approx(0.70)  # the search's validation score
+    assert table.at["wga", "test_wga_mean"] == pytest.approx(0.85)
+    assert table.at["wga", "test_wga_std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    assert table.at["wga", "n_seeds"] == 2 and table.at["wga", "seeds"] == "5,6" and table.at["wga", "sweep"] == "rerun"
+    assert "n_candidates" not in both.rerun
+    # average: every trial reports val/avg_acc 0.8, so the first method (none) wins; it has no rerun
+    assert list(table.index) == ["wga"]
+    assert "rerun: wb wga" not in " ".join(both.notes)
+    assert any(note.startswith("rerun: wb average: the chosen none h00 has no complete rerun") for note in both.notes)
+    assert display_table(both.rerun).at[0, "test WGA (%)"] == "85.0 ± 7.1"
+
+
+def test_best_epoch_rerun_reads_each_rerun_at_its_best_epoch(tmp_path):
+    write_search(tmp_path / "search")
+    rerun = tmp_path / "rerun"
+    write_trial(rerun, 0, trial_config("wb", "m", "upweighting", seed=5, lr=1e-4), [
+        epoch_metrics(1, overrides={"val/wga": 0.9, "test/wga": 0.88}),
+        epoch_metrics(2, overrides={"val/wga": 0.5, "test/wga": 0.5}),
+        epoch_metrics(3, overrides={"val/wga": 0.5, "test/wga": 0.6})], experiment_id="9f8e7")
+    results = load_results([tmp_path / "search", rerun])
+    assert select(results, ["wga"], epoch="final").rerun.iloc[0]["test_wga_mean"] == pytest.approx(0.6)
+    best = select(results, ["wga"], epoch="best").rerun.iloc[0]
+    assert best["test_wga_mean"] == pytest.approx(0.88) and best["mean_epoch"] == 1
+    assert math.isnan(best["test_wga_std"])
+
+
+def test_a_trial_in_two_directories_is_counted_once_and_clashing_ids_are_kept_apart(tmp_path):
+    config = trial_config("wb", "m", "none", seed=0)
+    write_trial(tmp_path / "a", 0, config, reports({"val/wga": 0.5}))
+    write_trial(tmp_path / "b", 0, config, reports({"val/wga": 0.5}))            # the same trial
+    write_trial(tmp_path / "b", 1, trial_config("wb", "m", "subsetting", seed=0), reports({"val/wga": 0.6}))
+    write_trial(tmp_path / "a", 1, trial_config("wb", "m", "upsampling", seed=0), reports({"val/wga": 0.7}))
+    results = load_results([tmp_path / "a", tmp_path / "b"])
+    assert len(results.trials) == 3 and len(results.frame) == 9
+    assert results.problems == ["trial wb_m_none_s0 is in both a and b with the same config; counted once (from a)"]
+    assert dict(zip(results.trials["method"], results.trials.index)) == {
+        "none": "1a2b3_00000", "upsampling": "1a2b3_00001", "subsetting": "b/1a2b3_00001"}
+    assert dict(zip(results.trials["method"], results.trials["sweep"])) == {
+        "none": "a", "upsampling": "a", "subsetting": "b"}
+    assert results.run_dir == (tmp_path / "a").resolve() and len(results.run_dirs) == 2
+    assert results.trial_dir("b/1a2b3_00001").startswith(str((tmp_path / "b").resolve()))
+    assert select(results, ["wga"]).table.iloc[0]["method_label"] == "upsampling"
+    # the same directory twice reads once; a list of one is that directory
+    assert len(load_results([tmp_path / "a", tmp_path / "a"]).trials) == 2
+    assert load_results([tmp_path / "a"]).problems == []
+
+
+def test_analyze_and_plot_take_several_directories(tmp_path, capsys):
+    from sweeps import cli
+
+    write_search(tmp_path / "search")
+    write_trial(tmp_path / "rerun", 0, trial_config("wb", "m", "upweighting", seed=5, lr=1e-4),
+                reports({"val/wga": 0.9, "test/wga": 0.8}), experiment_id="9f8e7")
+    out = tmp_path / "out"
+    assert cli.main(["analyze", str(tmp_path / "search"), str(tmp_path / "rerun"), "--criterion", "wga",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Chosen configuration per method" in printed and "upweighting *" in printed and "lr=0.0001" in printed
+    assert "Rerun of the chosen configurations" in printed
+    hyperparameters = pd.read_csv(out / "table1_wga_hyperparameters.csv")
+    assert hyperparameters.set_index("method_label").at["upweighting", "config_id"] == "h01"
+    rerun = pd.read_csv(out / "table1_wga_rerun.csv")
+    assert rerun.iloc[0]["test_wga_mean"] == pytest.approx(0.8) and rerun.iloc[0]["sweep"] == "rerun"
+    table = pd.read_csv(out / "table1_wga.csv")
+    assert table.iloc[0]["config_id"] == "h01" and table.iloc[0]["hparams"] == "lr=0.0001"
+    markdown = (out / "table1_wga.md").read_text()
+    assert "## Chosen configuration per method" in markdown and "## Rerun of the chosen configurations" in markdown
+
+    assert cli.main(["analyze", str(tmp_path / "search"), "--criterion", "wga", "--out", str(out / "alone")]) == 0
+    assert not (out / "alone" / "table1_wga_rerun.csv").exists()
+    assert (out / "alone" / "table1_wga_hyperparameters.csv").exists()
+    assert cli.main(["plot", str(tmp_path / "search"), str(tmp_path / "rerun"), "--figure", "collapse",
+                     "--out", str(out / "plots")]) == 0
+    assert (out / "plots" / "collapse.png").exists()
+    capsys.readouterr()
+    assert cli.main(["analyze", str(tmp_path / "search"), str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.startswith("error: results directory")
+
+
+def test_keys_a_method_sets_itself_are_part_of_the_method_not_a_variant(tmp_path):
+    # a promoted rerun analysed alone: each method trains with its own (chosen) lr
+    for index, (method, lr) in enumerate((("upweighting", 1e-4), ("subsetting", 1e-3))):
+        config = trial_config("wb", "m", method, seed=0, lr=lr)
+        config["_method_hparams"] = ["lr"]
+        write_trial(tmp_path, index, config, reports({"val/wga": 0.6 + index / 10}))
+    results = load_results(tmp_path)
+    assert set(results.trials["variant"]) == {""}
+    table = select(results, ["wga"]).table
+    assert len(table) == 1 and table.iloc[0]["method_label"] == "subsetting"
+
+
+def test_a_spec_marks_the_keys_a_method_sets_itself():
+    from sweeps.spec import build_spec
+
+    spec = build_spec({"datasets": ["synthetic-waterbirds"], "models": ["toy-resnet-xs"],
+                       "methods": ["none", {"upweighting": {"hparams": {"lr": 1e-4}}}], "hparams": {"lr": 1e-3}})
+    configs = {trial.config["method"]: trial.config for trial in spec.trials}
+    assert configs["upweighting"]["lr"] == 1e-4 and configs["upweighting"]["_method_hparams"] == ["lr"]
+    assert configs["none"]["lr"] == 1e-3 and "_method_hparams" not in configs["none"]
