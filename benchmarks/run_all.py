@@ -4,7 +4,8 @@ Usage from the repository root: ``python benchmarks/run_all.py [--only NAME ...]
 ``--quick`` passes each benchmark its smallest sensible settings (for a smoke run, not for figures).
 Benchmarks: input_pipeline (cached uint8 vs JPEG decoding), engine_overhead (groupsweep run vs a plain
 finetune loop), packing (concurrency 2 vs 1), dataset_sharing (object store vs per-trial loading),
-analysis_scale (load + select on 1,000 trials x 100 epochs). Each runs in its own Python process.
+analysis_scale (load + select on 1,000 trials x 100 epochs), search_schedulers (ASHA vs FIFO on the
+demo-hpo search space). Each runs in its own Python process.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ BENCHMARKS = {
     "packing": ([], ["--repeats", "1", "--epochs", "1", "--size", "600"]),
     "dataset_sharing": ([], ["--size", "4000", "--repeats", "1"]),
     "analysis_scale": ([], []),
+    "search_schedulers": ([], ["--num-samples", "2", "--epochs", "2", "--size", "300"]),
 }
 
 

@@ -212,6 +212,18 @@ def presets_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def grid_order(spec, results) -> list:
+    """Trial names in the spec's grid order; for a search (whose trials are named as it runs), the names
+    found in ``results`` ordered by their cell's position in the spec, then by name."""
+    if spec.search is None:
+        return [trial.name for trial in spec.trials]
+    if results is None:
+        return []
+    position = {cell.name: index for index, cell in enumerate(spec.cells)}
+    names = results.trials["trial_name"].tolist()
+    return sorted(names, key=lambda name: (position.get(name.rsplit("-h", 1)[0], len(position)), name))
+
+
 def load_sweep(exp_dir: str):
     """The sweep directory's ``SweepResults`` (unreadable trials printed as ``note:`` lines), or None while it
     holds no trial directory yet."""
@@ -242,7 +254,8 @@ def run_command(args: argparse.Namespace) -> int:
     results = run_sweep(spec, name=name, storage=args.storage, address=args.address,
                         max_concurrent=args.max_concurrent)
     print()
-    print(format_summary(summarize(load_sweep(exp_dir), order=[trial.name for trial in spec.trials])))
+    sweep = load_sweep(exp_dir)
+    print(format_summary(summarize(sweep, order=grid_order(spec, sweep))))
     errors = sum(1 for result in results if result.error is not None)
     if errors:
         print(f"{errors} trial(s) failed; `groupsweep status {name}` lists them, rerun the command to retry")
@@ -267,8 +280,10 @@ def status_command(args: argparse.Namespace) -> int:
     if not sweep_exists(exp_dir):
         raise GroupsweepError(f"no sweep {args.name!r} at {exp_dir}; pass --storage or the sweep folder")
     saved = read_saved_spec(exp_dir)
-    planned = build_spec(saved).trials if saved else ()
-    progress = trial_progress(load_sweep(exp_dir), order=[trial.name for trial in planned])
+    spec = build_spec(saved) if saved else None
+    sweep = load_sweep(exp_dir)
+    planned = spec.trials if spec is not None else ()  # a search's trials are named as it runs
+    progress = trial_progress(sweep, order=grid_order(spec, sweep) if spec is not None else ())
 
     def number(value) -> str:
         return "-" if value is None or math.isnan(value) else f"{value:.4f}"

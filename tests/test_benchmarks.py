@@ -22,3 +22,16 @@ def test_input_pipeline_benchmark_prints_rates_and_ratios(tmp_path):
         jpeg, cached, ratio = (float(value) for value in row.groups()[:3])
         assert jpeg > 0 and cached > 0 and ratio > 0
     assert "target: project pipeline (batch) >= 3x" in done.stdout
+
+
+def test_search_scheduler_benchmark_prints_both_searches_side_by_side():
+    command = [sys.executable, "benchmarks/search_schedulers.py", "--num-samples", "2", "--epochs", "2",
+               "--size", "200"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    row = re.search(r"^trial-epochs\s+(\d+)\s+(\d+)$", done.stdout, re.M)
+    assert row is not None, done.stdout
+    fifo, asha = (int(value) for value in row.groups())
+    assert fifo == 4 * 2 * 2 and 0 < asha <= fifo  # 4 methods x 2 configurations x 2 epochs
+    assert re.search(r"^asha / fifo: trial-epochs [\d.]+, wall time [\d.]+; same configuration picked for \d of 4",
+                     done.stdout, re.M), done.stdout
