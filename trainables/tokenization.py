@@ -1,7 +1,8 @@
 """Tokenizers of the text models, and encoding of text splits with an on-disk cache.
 
 Pretrained BERT-family models use their own tokenizer (``AutoTokenizer`` from ``model_path`` or the
-local Hugging Face cache, never the network). Toy BERTs use a word-level tokenizer built from the
+local copy of the model, ``trainables.models.hub.local_copy``: the Hugging Face cache or the package
+that ships it; never the network). Toy BERTs use a word-level tokenizer built from the
 training texts: BERT's normaliser (lowercase, accents stripped, control characters removed) and
 pre-tokeniser (split on whitespace and punctuation, punctuation marks kept as tokens), a vocabulary of
 the special tokens ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (ids 0-4) followed by the corpus words ordered by
@@ -26,7 +27,7 @@ import torch
 from trainables.errors import GroupsweepError
 from trainables.models import get_spec
 from trainables.models.bert_family import TOY_VOCAB_SIZE
-from trainables.models.hub import cached_snapshot, missing_from_cache
+from trainables.models.hub import local_copy, missing_from_cache
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TOKENIZER_FILES = (("tokenizer.json", "vocab.txt"), ("tokenizer_config.json", "config.json"))
@@ -41,7 +42,8 @@ def build_tokenizer(name: str, model_path=None, corpus: Iterable | None = None,
     Toy models (``toy-bert-*``): ``word_level_tokenizer(corpus, max_vocab_size)``; ``corpus`` (the
     training texts, strings or string pairs) is required and ``model_path`` is not used, since the
     vocabulary is a deterministic function of the corpus. Pretrained models: the tokenizer saved in
-    ``model_path`` when given, else the one of the entry's hub id in the local Hugging Face cache;
+    ``model_path`` when given, else the one of the entry's hub id in the local Hugging Face cache, else
+    the one in the package that ships the entry (``local_copy``);
     ``corpus`` is not used. Missing files, image models and unknown names raise a one-line
     ``GroupsweepError``.
     """
@@ -58,9 +60,10 @@ def build_tokenizer(name: str, model_path=None, corpus: Iterable | None = None,
         if not directory.is_dir():
             raise GroupsweepError(f"model_path {str(directory)!r} of model {name!r} is not a directory")
     else:
-        directory = cached_snapshot(spec.hub_id, TOKENIZER_FILES)
-        if directory is None:
+        found = local_copy(spec, TOKENIZER_FILES)
+        if found is None:
             raise missing_from_cache(spec, "tokenizer files")
+        directory = found[0]
     # deferred: tokenizers/transformers load only for text models
     from transformers import AutoTokenizer
 

@@ -8,6 +8,6 @@ ladders; ``bert_family``: BERT sizes, MiniLM-L6 and the toy BERT ladder). Use
 # Registration order is the listing order: image families first, then text.
 from trainables.models import timm_family  # noqa: F401  isort: skip
 from trainables.models import bert_family  # noqa: F401  isort: skip
-from trainables.models.base import MODELS, GroupModel, ModelSpec, get_spec, register_model  # noqa: F401
+from trainables.models.base import MODELS, GroupModel, LocalPackage, ModelSpec, get_spec, register_model  # noqa: F401
 from trainables.models.build import build_model, parameter_count  # noqa: F401
-from trainables.models.hub import weights_available  # noqa: F401
+from trainables.models.hub import weights_available, weights_origin  # noqa: F401

