@@ -49,9 +49,9 @@ import pandas as pd
 
 from trainables.balancing import method_label
 from trainables.errors import GroupsweepError
-from trainables.trial_dir import (CELL_KEY, ERROR_FILE, LABELS_FILE, METHOD_HPARAMS_KEY, PARAMS_FILE, PROGRESS_FILE, RESULT_FILE,
-                                  SAMPLE_KEY, SAMPLED_KEY, STOPPED_FILE, TrialDir, UnreadableFile, is_directory,
-                                  predictions_file, subdirectory_names, trial_dirs)
+from trainables.trial_dir import (CELL_KEY, ERROR_FILE, LABELS_FILE, METHOD_HPARAMS_KEY, PARAMS_FILE, PROGRESS_FILE,
+                                  RESULT_FILE, SAMPLE_KEY, SAMPLED_KEY, STOPPED_FILE, TrialDir, UnreadableFile,
+                                  is_directory, join_location, predictions_file, subdirectory_names, trial_dirs)
 
 # Ray's bookkeeping keys that carry no information about the run's results.
 RAY_DROPPED = ("config", "date", "pid", "hostname", "node_ip", "time_this_iter_s", "time_since_restore",
@@ -236,7 +236,7 @@ def _sweep_trials(run_dir) -> list:
         raise GroupsweepError(f"results directory {run_dir} does not exist")
     trials = trial_dirs(run_dir)
     if not trials:
-        nested = [name for name in subdirectory_names(run_dir) if trial_dirs(f"{str(run_dir).rstrip('/')}/{name}")]
+        nested = [name for name in subdirectory_names(run_dir) if trial_dirs(join_location(run_dir, name))]
         hint = f"; it holds sweep directories, pass one of: {', '.join(nested)}" if nested else ""
         raise GroupsweepError(f"no trials in {run_dir} (expected Ray Tune trial directories with {PARAMS_FILE}){hint}")
     return trials

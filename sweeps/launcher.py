@@ -45,6 +45,7 @@ from trainables.builders import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError
 from trainables.trainable import train_trial, trial_dirname, unit_name
+from trainables.trial_dir import join_location
 
 SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
@@ -82,8 +83,8 @@ def resolve_storage(storage: str | None) -> str:
 
 
 def experiment_dir(storage: str, name: str) -> str:
-    """``<storage>/<name>``: the sweep's Tune experiment directory."""
-    return f"{storage.rstrip('/')}/{name}"
+    """``<storage>/<name>``: the sweep's Tune experiment directory (a URI keeps its query options last)."""
+    return join_location(storage, name)
 
 
 # --- resources -----------------------------------------------------------------------------------

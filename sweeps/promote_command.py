@@ -28,6 +28,7 @@ from sweeps import analyze_command
 from sweeps.analyze_command import load_run, print_notes
 from sweeps.spec import HPARAM_FIELDS, dump_spec, method_slug, parse_seeds
 from trainables.errors import GroupsweepError
+from trainables.trial_dir import join_location
 
 # Validation criteria promote may select by (``oracle`` reads the test split: a reference, not a choice).
 PROMOTE_CRITERIA = ("wga", "worst-class", "bias-unsupervised", "average")
@@ -98,11 +99,11 @@ def run_promote(args: argparse.Namespace) -> int:
     status = args.run_spec(out, storage)
     if status != 0:
         return status
-    rerun_dir = f"{storage.rstrip('/')}/{source['name']}"
+    rerun_dir = join_location(storage, source["name"])
     print(f"\n$ groupsweep analyze {results.run_dir} {rerun_dir} --criterion {args.criterion} --by-model",
           flush=True)
     analyze = argparse.Namespace(run_dir=[str(results.run_dir), rerun_dir], criterion=args.criterion,
-                                 epoch="final", by_model=True, methods=None, out=None)
+                                 epoch="final", by_model=True, pool_models=False, methods=None, out=None)
     return int(analyze_command.run_analyze(analyze) or 0)
 
 

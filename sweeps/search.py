@@ -36,7 +36,7 @@ from ray.tune.search import Repeater, Searcher
 from ray.tune.search.variant_generator import generate_variants
 
 from sweeps.spaces import ALGORITHMS, SearchCell, SearchSettings, check_searcher_installed
-from trainables.trial_dir import CELL_KEY, STOPPED_FILE, TrialDir
+from trainables.trial_dir import CELL_KEY, STOPPED_FILE, TrialDir, join_location
 
 
 def tune_domain(value):
@@ -217,7 +217,7 @@ class CellScheduler(TrialScheduler):
         if decision == TrialScheduler.STOP and result.get("epoch", 0) < self.epochs[trial.config[CELL_KEY]]:
             self.stopped += 1
             if self.experiment_dir is not None:
-                trial_dir = TrialDir(f"{self.experiment_dir.rstrip('/')}/{trial.config['trial_name']}")
+                trial_dir = TrialDir(join_location(self.experiment_dir, trial.config["trial_name"]))
                 trial_dir.write_json(STOPPED_FILE, {"epoch": int(result["epoch"])})
         return decision
 

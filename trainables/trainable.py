@@ -45,7 +45,7 @@ from trainables.errors import GroupsweepError
 from trainables.finetune import DivergenceError, finetune
 from trainables.plans import training_plan
 from trainables.trial_dir import (CELL_KEY, LABELS_FILE, STATE_FILE, TRAIN_RUN_NAME, TrialDir, fault_marker,
-                                  predictions_file)
+                                  join_location, predictions_file)
 
 log = logging.getLogger("groupsweep.trainable")
 
@@ -186,7 +186,7 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, 
     sweep shares through the object store (a trial whose dataset is not listed loads its own).
     """
     train_config = TrainConfig.from_dict(config)
-    trial_dir = f"{experiment_dir.rstrip('/')}/{config['trial_name']}"
+    trial_dir = join_location(experiment_dir, config["trial_name"])
     spread = (workers or {}).get(unit_name(config))
     if spread is not None:
         run_workers(train_config, trial_dir, spread)

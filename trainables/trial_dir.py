@@ -74,6 +74,16 @@ class UnreadableFile(GroupsweepError):
     """A file of a trial directory is missing or cannot be parsed."""
 
 
+def join_location(base, *names: str) -> str:
+    """``base`` (a local path or a ``pyarrow.fs`` URI) with ``names`` appended as path components; a URI's
+    query options (``?endpoint_override=...``) stay at the end, where ``pyarrow.fs`` reads them."""
+    path, separator, query = str(base).partition("?")
+    path = path.rstrip("/") or "/"
+    for name in names:
+        path = f"{path.rstrip('/')}/{name}"
+    return f"{path}{separator}{query}"
+
+
 def _filesystem(path_or_uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
     """``(filesystem, path inside it)`` of a local path (relative ones included) or a ``pyarrow.fs`` URI."""
     path_or_uri = str(path_or_uri)
@@ -218,14 +228,13 @@ def trial_dirs(run_dir) -> list[TrialDir]:
     ``result.json``), sorted by name; a local path or a ``pyarrow.fs`` URI."""
     fs, root = _filesystem(run_dir)
     root = root.rstrip("/")
-    location = str(run_dir).rstrip("/")
     entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     out = []
     for entry in sorted(entries, key=lambda entry: entry.base_name):
         if entry.type != pyarrow.fs.FileType.Directory:
             continue
         trial = TrialDir(f"{root}/{entry.base_name}", filesystem=fs)
-        trial.location = f"{location}/{entry.base_name}"
+        trial.location = join_location(run_dir, entry.base_name)
         if trial.exists(PARAMS_FILE) or trial.exists(RESULT_FILE):
             out.append(trial)
     return out
