@@ -5,7 +5,10 @@ Usage from the repository root: ``python benchmarks/run_all.py [--only NAME ...]
 Benchmarks: input_pipeline (cached uint8 vs JPEG decoding), engine_overhead (groupsweep run vs a plain
 finetune loop), packing (concurrency 2 vs 1), dataset_sharing (object store vs per-trial loading),
 analysis_scale (load + select on 1,000 trials x 100 epochs), search_schedulers (ASHA vs FIFO on the
-demo-hpo search space). Each runs in its own Python process.
+demo-hpo search space), eval_cost (the demo with eval_train every vs final), checkpoint_cost (checkpoint
+seconds as a share of an epoch per model size and storage), gpu_step (finetune's training step vs a bare
+loop; meant for a GPU), driver_scale (driver CPU and wall time per trial at 100, 300 and 1,000 trials).
+Each runs in its own Python process.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ BENCHMARKS = {
     "dataset_sharing": ([], ["--size", "4000", "--repeats", "1"]),
     "analysis_scale": ([], []),
     "search_schedulers": ([], ["--num-samples", "2", "--epochs", "2", "--size", "300"]),
+    "eval_cost": ([], ["--set", "seeds=[1]", "--set", "epochs=2", "--set", "models=[toy-resnet-xs]"]),
+    "checkpoint_cost": (["--moto"], ["--models", "toy-resnet-xs", "convnextv2-atto", "--repeats", "1"]),
+    "driver_scale": ([], ["--counts", "10", "30"]),
+    "gpu_step": (["--variants", "channels_last", "compile"],
+                 ["--models", "toy-resnet-xs", "toy-bert-xs", "--batch-size", "4", "--image-size", "32", "--steps", "2",
+                  "--epochs", "1", "--warmup", "1", "--repeats", "1"]),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sweeps.overrides import parse_overrides
+from trainables.balancing import METHODS, RATIO_METHODS
 from trainables.config import TrainConfig
 
 EPOCH_COLUMNS = {
@@ -25,14 +26,22 @@ def register(subparsers) -> None:
         "train", help="run one finetuning run without Ray",
         description="Finetune one model with one balancing method and print per-epoch metrics.",
     )
-    parser.add_argument("--dataset", default="synthetic-waterbirds")
-    parser.add_argument("--model", default="toy-convnextv2-s")
-    parser.add_argument("--method", default="none")
-    parser.add_argument("--ratio", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--dataset", default="synthetic-waterbirds",
+                        help="an embedded benchmark (synthetic-waterbirds, synthetic-celeba, colored-digits, "
+                             "synthetic-civilcomments, synthetic-multinli) or a real dataset (waterbirds, celeba, "
+                             "civilcomments, multinli, custom; with --set data_root=DIR) (default: %(default)s)")
+    parser.add_argument("--model", default="toy-convnextv2-s",
+                        help="a model of the registry; `groupsweep models` lists them (default: %(default)s)")
+    parser.add_argument("--method", default="none",
+                        help="balancing or data-selection method: " + ", ".join(METHODS) + " (default: %(default)s)")
+    parser.add_argument("--ratio", type=float, default=None,
+                        help="the class-imbalance ratio r (r:1, majority to minority) of " + " and ".join(RATIO_METHODS)
+                             + "; 1 gives subsetting's class sizes (the other methods take none)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the run: initialisation, subset and batch order (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs, a positive integer (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, > 0 (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch size (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="any other training setting, e.g. --set weight_decay=0.01 (repeatable)")
     parser.set_defaults(func=run_train)
@@ -61,7 +70,10 @@ def run_train(args: argparse.Namespace) -> int:
         cells = []
         for key in EPOCH_COLUMNS:
             value = result.metrics[key]
-            cells.append(f"{value:>9d}" if key == "epoch" else f"{value:>9.4f}")
+            if key == "epoch":
+                cells.append(f"{value:>9d}")
+            else:  # train acc is NaN on the epochs eval_train skips
+                cells.append(f"{value:>9.4f}" if value == value else f"{'-':>9}")
         print("  ".join(cells), flush=True)
 
     dataset = load_config_dataset(config)

@@ -99,9 +99,9 @@ CLI_CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv, fragment", [case[1:] for case in CLI_CASES], ids=[case[0] for case in CLI_CASES])
-def test_bad_cli_input_is_one_error_line_and_exit_2(tmp_path, capsys, argv, fragment):
-    args = argv(tmp_path)
+def assert_one_error_line(args: list, capsys, fragment: str) -> str:
+    """Run ``groupsweep ARGS`` in this process; check exit status 2 and exactly one stderr line, ``error: ...``
+    containing ``fragment``. Returns stderr."""
     capsys.readouterr()
     status = main(args)
     err = capsys.readouterr().err
@@ -109,6 +109,12 @@ def test_bad_cli_input_is_one_error_line_and_exit_2(tmp_path, capsys, argv, frag
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert fragment in lines[0], lines[0]
+    return err
+
+
+@pytest.mark.parametrize("argv, fragment", [case[1:] for case in CLI_CASES], ids=[case[0] for case in CLI_CASES])
+def test_bad_cli_input_is_one_error_line_and_exit_2(tmp_path, capsys, argv, fragment):
+    assert_one_error_line(argv(tmp_path), capsys, fragment)
 
 
 # --- checkpoints and result files (read by the trainable and by analysis) --------------------------

@@ -35,3 +35,30 @@ def test_search_scheduler_benchmark_prints_both_searches_side_by_side():
     assert fifo == 4 * 2 * 2 and 0 < asha <= fifo  # 4 methods x 2 configurations x 2 epochs
     assert re.search(r"^asha / fifo: trial-epochs [\d.]+, wall time [\d.]+; same configuration picked for \d of 4",
                      done.stdout, re.M), done.stdout
+
+
+def test_gpu_step_benchmark_runs_on_a_cpu_and_prints_its_ratio():
+    command = [sys.executable, "benchmarks/gpu_step.py", "--models", "toy-resnet-xs", "toy-bert-xs", "--batch-size", "4",
+               "--image-size", "32", "--steps", "2", "--epochs", "1", "--warmup", "1", "--repeats", "1",
+               "--variants", "channels_last"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for model in ("toy-resnet-xs", "toy-bert-xs"):
+        ratio = re.search(rf"^{model}: finetune / bare = ([\d.]+) \(target >= 0.95: (met|MISSED)\)$", done.stdout, re.M)
+        assert ratio is not None and float(ratio.group(1)) > 0, done.stdout
+        assert re.search(rf"^{model}\s+finetune:\s+[\d.]+ samples/s", done.stdout, re.M), done.stdout
+    assert re.search(r"^toy-resnet-xs: bare channels_last / bare = [\d.]+$", done.stdout, re.M), done.stdout
+    assert "toy-bert-xs: bare channels_last" not in done.stdout  # a text model has no channels-last variant
+
+
+def test_checkpoint_benchmark_prints_the_checkpoint_share_of_an_epoch_per_model_and_storage():
+    command = [sys.executable, "benchmarks/checkpoint_cost.py", "--models", "toy-resnet-xs", "convnextv2-atto",
+               "--repeats", "1", "--moto", "--measure-steps", "1", "--batch-size", "2", "--image-size", "32"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for model in ("toy-resnet-xs", "convnextv2-atto"):
+        for storage in ("local disk", r"s3 \(moto\)"):
+            assert re.search(rf"^{model}\s+[\d.]+M\s+\d+\s+{storage}\s+[\d.]+\s", done.stdout, re.M), done.stdout
+    row = re.search(r"^convnextv2-atto .* local disk\s+[\d.]+\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)%$",
+                    done.stdout, re.M)
+    assert row is not None, done.stdout  # H100-epoch and this-device shares, Waterbirds and CelebA

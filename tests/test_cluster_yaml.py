@@ -39,3 +39,11 @@ def test_head_plus_autoscaling_gpu_workers_that_install_the_package():
     mount = next(remote for remote, local in config["file_mounts"].items() if local == ".")
     assert any(f"pip install -q -e {mount}" in command for command in config["setup_commands"])
     assert any("GROUPSWEEP_STORAGE=s3://" in command for command in config["setup_commands"])
+
+
+def test_the_dashboard_stays_private():
+    """The head's dashboard (which runs jobs) listens on its loopback interface only; nothing binds 0.0.0.0."""
+    config = load()
+    head_start = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start
+    assert "0.0.0.0" not in CLUSTER_YAML.read_text()

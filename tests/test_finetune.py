@@ -84,6 +84,38 @@ def test_resume_from_state_matches_an_uninterrupted_run():
         assert torch.equal(tensor, state["model"][name]), name
 
 
+@pytest.mark.parametrize("eval_train, evaluated", [("final", [3]), ("every", [1, 2, 3]), (2, [2, 3])])
+def test_eval_train_evaluates_the_training_split_when_asked_and_never_changes_the_training(eval_train, evaluated):
+    config = small_config(epochs=3, method="mixture", ratio=2.0)
+    every = finetune(config.__class__.from_dict({**config.to_dict(), "eval_train": "every"}), cpu=True)
+    history = finetune(config.__class__.from_dict({**config.to_dict(), "eval_train": eval_train}), cpu=True)
+    assert [row["epoch"] for row in history if np.isfinite(row["train/acc"])] == evaluated
+    for row, reference in zip(history, every):
+        assert set(row) == set(reference)  # the same columns every epoch (NaN where not evaluated)
+        for key, value in reference.items():
+            if key.startswith("time/"):
+                continue
+            if key.startswith(("train/", "train_subset/")) and row["epoch"] not in evaluated:
+                assert np.isnan(row[key]), key
+            else:
+                assert row[key] == value, key  # val, test, loss: identical, as is the training
+
+
+@pytest.mark.parametrize("checkpoint_every, saved", [(1, [1, 2, 3, 4, 5]), (2, [2, 4, 5]), ("end", [5])])
+def test_checkpoint_every_marks_the_epochs_to_save_and_always_the_last(checkpoint_every, saved):
+    config = TrainConfig(epochs=5, checkpoint_every=checkpoint_every)
+    assert [epoch for epoch in range(1, 6) if config.checkpoints(epoch)] == saved
+
+
+@pytest.mark.parametrize("key, value", [("eval_train", 0), ("eval_train", "last"), ("eval_train", True),
+                                        ("checkpoint_every", 0), ("checkpoint_every", "final"),
+                                        ("checkpoint_every", 1.5)])
+def test_bad_eval_train_and_checkpoint_every_are_refused(key, value):
+    with pytest.raises(GroupsweepError, match=f"{key} must be") as error:
+        TrainConfig.from_dict({key: value})
+    assert "\n" not in str(error.value)
+
+
 def test_resume_refuses_a_state_from_other_settings():
     states = []
     finetune(small_config(epochs=1), on_epoch=lambda r: states.append(r.state()), cpu=True)

@@ -199,7 +199,7 @@ def test_custom_needs_filename_or_text(tmp_path):
 
 def test_missing_root_says_how_to_pass_it(monkeypatch):
     monkeypatch.delenv("GROUPSWEEP_DATA", raising=False)
-    with pytest.raises(GroupsweepError, match=r"dataset 'waterbirds' needs its data folder: set data_root .*--data-root.*GROUPSWEEP_DATA"):
+    with pytest.raises(GroupsweepError, match=r"dataset 'waterbirds' needs its data folder: set data_root .*--set data_root=DIR.*GROUPSWEEP_DATA"):
         load_dataset("waterbirds")
 
 

@@ -10,7 +10,7 @@ from ray.tune import Checkpoint
 import trainables.trainable
 from trainables.config import TrainConfig
 from trainables.finetune import DivergenceError, EpochResult
-from trainables.trainable import EpochReporter, epoch_metrics, load_state, run_finetune
+from trainables.trainable import EpochReporter, InjectedFault, epoch_metrics, load_state, run_finetune
 from trainables.trial_dir import LABELS_FILE, STATE_FILE, TrialDir, predictions_file
 
 SMALL = {"size": 120, "val_size": 40, "test_size": 60}
@@ -102,6 +102,38 @@ def test_run_finetune_reports_every_epoch_and_resumes_after_the_checkpoint(tmp_p
     finished = Reports()
     run_finetune(config, EpochReporter(finished, Checkpoint, None, "n"), full.states[1], cpu=True)
     assert finished.rows == []  # a trial whose checkpoint holds its last epoch does nothing
+
+
+def test_a_killed_trial_with_checkpoint_every_resumes_from_its_last_checkpoint_bit_identical(tmp_path):
+    """checkpoint_every 2 over 5 epochs: checkpoints after epochs 2, 4 and 5; a fault after epoch 3 loses
+    epoch 3 (N - 1 = 1 epoch), and the retry from epoch 2's checkpoint ends exactly where an uninterrupted
+    run does."""
+    config = small_config(epochs=5, checkpoint_every=2, method="mixture", ratio=2.0)
+    full = Reports()
+    run_finetune(config, EpochReporter(full, Checkpoint, TrialDir(str(tmp_path / "a")), "n"), None, cpu=True)
+    assert [row["epoch"] for row in full.rows] == [1, 2, 3, 4, 5]
+    assert [state and state["epoch"] for state in full.states] == [None, 2, None, 4, 5]
+    assert all((tmp_path / "a" / predictions_file(epoch)).exists() for epoch in range(1, 6))
+
+    crashed = Reports()
+    with pytest.raises(InjectedFault):
+        run_finetune(config, EpochReporter(crashed, Checkpoint, TrialDir(str(tmp_path / "b")), "n", fault_epoch=3),
+                     None, cpu=True)
+    assert [row["epoch"] for row in crashed.rows] == [1, 2, 3]
+    latest = [state for state in crashed.states if state is not None][-1]
+    assert latest["epoch"] == 2  # epoch 3 was reported, not saved: it is the one epoch lost
+    resumed = Reports()
+    run_finetune(config, EpochReporter(resumed, Checkpoint, TrialDir(str(tmp_path / "b")), "n", fault_epoch=3),
+                 latest, cpu=True)
+    assert [row["epoch"] for row in resumed.rows] == [3, 4, 5]
+    for row, reference in zip(resumed.rows, full.rows[2:]):
+        for key, value in reference.items():
+            if not key.startswith("time/"):
+                assert row[key] == value or (np.isnan(row[key]) and np.isnan(value)), key
+    final, reference = resumed.states[-1], full.states[-1]
+    for name, tensor in reference["model"].items():
+        assert torch.equal(final["model"][name], tensor), name
+    assert torch.equal(final["rng"]["torch"], reference["rng"]["torch"])
 
 
 def test_divergence_ends_the_trial_with_a_diverged_row(monkeypatch):

@@ -15,6 +15,11 @@ from trainables.errors import GroupsweepError, choose, is_integer, is_real, posi
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("no", "fp16", "bf16")
+# When the training split (and the subset trained on) is evaluated: the last epoch only, every epoch, or
+# every N epochs (an integer) and the last; val and test are evaluated every epoch regardless.
+EVAL_TRAIN_WORDS = ("final", "every")
+# When the full training state is checkpointed: every N epochs (an integer) and the last, or the last only.
+CHECKPOINT_WORDS = ("end",)
 REMOVE_NEGATIVE = "negative"
 
 
@@ -76,6 +81,11 @@ class D3MOptions:
         return dataclasses.asdict(self)
 
 
+def _due(epoch: int, epochs: int, every: int) -> bool:
+    """Whether a per-N-epochs action is due after ``epoch`` of ``epochs``: every ``every`` epochs and the last."""
+    return epoch % every == 0 or epoch >= epochs
+
+
 def _check_option(name: str, value, ok: bool, allowed: str) -> None:
     if not ok:
         raise GroupsweepError(f"d3m option {name}={value!r} is invalid; allowed: {allowed}")
@@ -90,6 +100,14 @@ class TrainConfig:
     ``optimizer='sgd'`` with ``last_layer_only=True`` is the paper's last-layer training (lr 1e-3).
     ``d3m`` holds the options of the ``d3m`` / ``auto-d3m`` methods (``D3MOptions``, validated
     here); other methods ignore them, as ``adamw`` ignores ``momentum``.
+
+    ``eval_train``: when the full training split and the subset trained on are evaluated (``train/*``,
+    ``train_subset/*`` metrics): ``final`` (the last epoch; the default, all the paper's figures need),
+    ``every`` epoch, or an integer N (every N epochs and the last); on other epochs those metrics are
+    reported as NaN. ``checkpoint_every``: every N epochs (and always the last) the full training state
+    is checkpointed; ``end``: the last epoch only. A trial killed mid-run resumes from its latest
+    checkpoint, losing at most N - 1 epochs, and ends bit-identical on the CPU. Neither setting changes
+    the training itself (``evaluates_train``, ``checkpoints``).
     """
 
     dataset: str = "synthetic-waterbirds"
@@ -114,6 +132,8 @@ class TrainConfig:
     eval_batch_size: int = 256
     num_threads: int | None = None
     profile: bool = False
+    eval_train: str | int = "final"
+    checkpoint_every: int | str = 1
 
     def __post_init__(self):
         choose("schedule", self.schedule, SCHEDULES)
@@ -136,6 +156,20 @@ class TrainConfig:
             raise GroupsweepError(f"profile must be true or false, got {self.profile!r}")
         if self.num_threads is not None and not is_integer(self.num_threads, 1):
             raise GroupsweepError(f"num_threads must be a positive integer or null, got {self.num_threads!r}")
+        if self.eval_train not in EVAL_TRAIN_WORDS and not is_integer(self.eval_train, 1):
+            raise GroupsweepError(f"eval_train must be 'final', 'every' or a positive integer N (every N epochs), "
+                                  f"got {self.eval_train!r}")
+        if self.checkpoint_every not in CHECKPOINT_WORDS and not is_integer(self.checkpoint_every, 1):
+            raise GroupsweepError(f"checkpoint_every must be a positive integer N (every N epochs) or 'end', "
+                                  f"got {self.checkpoint_every!r}")
+
+    def evaluates_train(self, epoch: int) -> bool:
+        """Whether ``epoch`` evaluates the training split (``eval_train``): always the last epoch."""
+        return _due(epoch, self.epochs, {"final": self.epochs, "every": 1}.get(self.eval_train, self.eval_train))
+
+    def checkpoints(self, epoch: int) -> bool:
+        """Whether ``epoch`` saves a checkpoint (``checkpoint_every``): always the last epoch."""
+        return _due(epoch, self.epochs, self.epochs if self.checkpoint_every == "end" else self.checkpoint_every)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

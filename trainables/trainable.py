@@ -1,4 +1,5 @@
-"""The Ray Tune function trainable: one trial is one ``finetune`` run, reported and checkpointed every epoch.
+"""The Ray Tune function trainable: one trial is one ``finetune`` run, reported every epoch and checkpointed
+as its ``checkpoint_every`` says.
 
 A trial's config is a flat dict of ``TrainConfig`` fields plus ``trial_name``; its directory is
 ``<experiment_dir>/<trial_name>`` (``trial_dirname`` is the Tuner's trial name and dirname creator).
@@ -7,11 +8,14 @@ Every epoch the trial
 - writes the labels (once) and that epoch's val/test predictions into its directory through the
   trial-directory contract (``trainables.trial_dir``: ``LABELS_FILE``, ``predictions_file``), atomically;
 - calls ``ray.tune.report`` with every metric of the epoch (flat keys such as ``val/wga``), plus
-  ``status`` (``ok``) and ``node_id``, and a checkpoint holding ``EpochResult.state()``.
+  ``status`` (``ok``) and ``node_id``, and, on the epochs ``TrainConfig.checkpoints`` names (every
+  ``checkpoint_every`` epochs and the last), a checkpoint holding ``EpochResult.state()``; on the
+  other epochs the report has no checkpoint (predictions are still written every epoch).
 
 Its training plan comes from ``trainables.plans.training_plan`` (D3M trials select their examples there).
-A restarted trial resumes from ``ray.tune.get_checkpoint()``; one whose checkpoint already holds its
-last epoch returns at once. A run whose loss diverges reports one last row with ``status: diverged``
+A restarted trial resumes from ``ray.tune.get_checkpoint()``, its latest checkpoint, and repeats the
+epochs after it (at most ``checkpoint_every - 1``), bit-identically on the CPU; one whose checkpoint
+already holds its last epoch returns at once. A run whose loss diverges reports one last row with ``status: diverged``
 and ends normally, so Tune does not retry it. The device is the GPU Ray assigned to the trial
 (``ray.get_gpu_ids()``), else the CPU; torch uses as many threads as the trial has CPUs.
 
@@ -78,15 +82,25 @@ def epoch_metrics(result, node_id: str) -> dict:
     return metrics
 
 
-def load_state(checkpoint) -> dict | None:
+def load_state(checkpoint, fallback: TrialDir | None = None) -> dict | None:
     """The ``finetune`` state saved in a Ray checkpoint (None for no checkpoint).
 
     A checkpoint without a readable ``state.pt`` holding a state dict with an ``epoch`` raises a
     one-line ``GroupsweepError`` naming the checkpoint (the trial fails instead of training from a
-    damaged state).
+    damaged state); with ``fallback``, the trial's directory, it falls back instead to the newest
+    kept checkpoint that is readable (``TrialDir.newest_readable_state``), or to no state (the trial
+    starts over) when none is, with a warning.
     """
     if checkpoint is None:
         return None
+    if fallback is not None:
+        try:
+            return load_state(checkpoint)
+        except GroupsweepError as damaged:
+            found = fallback.newest_readable_state()
+            log.warning("%s; resuming from %s", damaged,
+                        f"{found[0]} (epoch {found[1]['epoch']})" if found else "the start (no readable checkpoint)")
+            return found[1] if found else None
     with checkpoint.as_directory() as directory:
         path = os.path.join(directory, STATE_FILE)
         try:
@@ -109,7 +123,8 @@ def injected_fault(trial_name: str) -> int | None:
 
 
 class EpochReporter:
-    """The ``on_epoch`` callback of a trial: files, then one report with a checkpoint.
+    """The ``on_epoch`` callback of a trial: files, then one report, with a checkpoint when
+    ``EpochResult.checkpoint`` says the epoch is one to save.
 
     ``report(metrics, checkpoint)`` is ``ray.tune.report`` (single-process trials) or
     ``ray.train.report`` (TorchTrainer workers). ``files`` is None on workers other than rank 0, which
@@ -134,12 +149,15 @@ class EpochReporter:
         if not self.files.exists(LABELS_FILE):
             self.files.write_npz(LABELS_FILE, result.labels)
         self.files.write_npz(predictions_file(result.epoch), result.predictions)
-        directory = tempfile.mkdtemp(prefix="groupsweep-ckpt-")
-        try:
-            torch.save(result.state(), os.path.join(directory, STATE_FILE))
-            self.report(metrics, checkpoint=self.checkpoint_class.from_directory(directory))
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        if result.checkpoint:
+            directory = tempfile.mkdtemp(prefix="groupsweep-ckpt-")
+            try:
+                torch.save(result.state(), os.path.join(directory, STATE_FILE))
+                self.report(metrics, checkpoint=self.checkpoint_class.from_directory(directory))
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+        else:
+            self.report(metrics, checkpoint=None)
         self.last_epoch = result.epoch
         marker = fault_marker(result.epoch)
         if result.epoch == self.fault_epoch and not self.files.exists(marker):
@@ -195,7 +213,7 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, 
     _set_threads(train_config, resources.get("CPU", 1))
     reporter = EpochReporter(ray.tune.report, ray.tune.Checkpoint, TrialDir(trial_dir),
                              ray.get_runtime_context().get_node_id(), injected_fault(config["trial_name"]))
-    state = load_state(ray.tune.get_checkpoint())
+    state = load_state(ray.tune.get_checkpoint(), fallback=TrialDir(trial_dir))
     ref = (datasets or {}).get(dataset_key(config))
     run_finetune(train_config, reporter, state, cpu=not ray.get_gpu_ids(),
                  dataset=ray.get(ref) if ref is not None else None, trial_dir=trial_dir,
@@ -231,5 +249,5 @@ def worker_loop(loop_config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     files = TrialDir(loop_config["trial_dir"]) if rank == 0 else None
     reporter = EpochReporter(ray.train.report, ray.train.Checkpoint, files, ray.get_runtime_context().get_node_id())
-    state = load_state(ray.train.get_checkpoint())
+    state = load_state(ray.train.get_checkpoint(), fallback=TrialDir(loop_config["trial_dir"]))
     run_finetune(config, reporter, state, cpu=not ray.get_gpu_ids())

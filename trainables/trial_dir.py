@@ -26,13 +26,19 @@ needs no training code to read it.
 
 Paths may be local paths or ``pyarrow.fs`` URIs (``s3://bucket/prefix``, ``file:///...``); every access
 goes through ``pyarrow.fs``. Writes of groupsweep's own files are atomic (a temporary file, then a rename).
+Ray Tune writes a sweep on local storage through ``atomic_local_filesystem()``, so its files
+(experiment state, results, checkpoints) are replaced atomically too: a write that fails (a full disk)
+leaves the previous version of the file, never a truncated one; and a checkpoint Tune replaces is deleted
+only once its experiment state names the new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import threading
 import uuid
 import zipfile
 
@@ -209,6 +215,16 @@ class TrialDir:
             raise UnreadableFile(f"checkpoint {self.location}/{name} holds no groupsweep training state")
         return state
 
+    def newest_readable_state(self) -> tuple[str, dict] | None:
+        """``(name, state)`` of the newest kept checkpoint whose state loads (``load_state``), trying them
+        newest first; None when none does."""
+        for name in sorted(self.state_files(), key=lambda name: name.rsplit("/", 2)[-2], reverse=True):
+            try:
+                return name, self.load_state(name)
+            except UnreadableFile:
+                continue
+        return None
+
 
 def is_directory(path_or_uri) -> bool:
     """Whether ``path_or_uri`` (a local path or a ``pyarrow.fs`` URI) is an existing directory."""
@@ -221,6 +237,181 @@ def subdirectory_names(path_or_uri) -> list[str]:
     fs, root = _filesystem(path_or_uri)
     entries = fs.get_file_info(pyarrow.fs.FileSelector(root.rstrip("/"), allow_not_found=True))
     return sorted(entry.base_name for entry in entries if entry.type == pyarrow.fs.FileType.Directory)
+
+
+# Ray Tune's experiment snapshot (``experiment_state-<time>.json``), which names each trial's latest checkpoint.
+EXPERIMENT_STATE_PREFIX = "experiment_state-"
+# The checkpoint folder Ray Tune last deleted in each trial folder (keeping its last ``num_to_keep``), and how
+# many experiment snapshots this process had written then: it is deleted once two more have been written
+# whole, the second of which was saved after Tune registered the newer checkpoint (``AtomicLocalHandler``).
+_retired: dict[str, tuple[str, int]] = {}
+_snapshots_written = [0]
+_retired_lock = threading.Lock()
+
+
+def _delete_folders(paths) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            pyarrow.fs.LocalFileSystem().delete_dir(path)
+
+
+def delete_retired_checkpoints() -> None:
+    """Delete every checkpoint folder Ray Tune retired in this process; call it once Tune's final experiment
+    snapshot has been written (after ``Tuner.fit`` returns)."""
+    with _retired_lock:
+        due = [path for path, _ in _retired.values()]
+        _retired.clear()
+    _delete_folders(due)
+
+
+class _AtomicOutput:
+    """A file being written as ``<folder>/.tmp-<uuid>`` beside ``path``; closing it renames it over ``path``,
+    unless a write, flush or close failed (a full disk) or the writer dropped it unclosed: then the
+    temporary file is removed and ``path`` keeps its previous contents. ``on_replaced`` runs once ``path``
+    has been replaced."""
+
+    def __init__(self, path: str, on_replaced=None):
+        self.path = path
+        self.on_replaced = on_replaced
+        self.temporary = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex}"
+        self.file = open(self.temporary, "wb")  # noqa: SIM115 - closed by close()
+        self.failed = False
+
+    @property
+    def closed(self) -> bool:
+        return self.file.closed
+
+    def _guard(self, method, *args):
+        try:
+            return method(*args)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def write(self, data) -> int:
+        return self._guard(self.file.write, data)
+
+    def flush(self) -> None:
+        self._guard(self.file.flush)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self.file.closed:
+            return
+        try:
+            self._guard(self.file.close)
+        finally:
+            if self.failed:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.temporary)
+        if not self.failed:
+            os.replace(self.temporary, self.path)
+            if self.on_replaced is not None:
+                self.on_replaced()
+
+    def __del__(self):
+        file = getattr(self, "file", None)
+        if file is not None and not file.closed:  # dropped unclosed: the writer gave up on it
+            self.failed = True
+            with contextlib.suppress(Exception):
+                self.close()
+
+
+class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
+    """The local filesystem (``pyarrow.fs.LocalFileSystem``), except that every file written through
+    ``open_output_stream`` is replaced atomically (``_AtomicOutput``), and that a checkpoint folder Ray Tune
+    deletes stays until two more experiment snapshots have been written (the second was saved after Tune
+    registered the newer checkpoint) or the sweep ends (``delete_retired_checkpoints``): Tune deletes a
+    trial's previous checkpoint as soon as it registers a new one, and a driver killed before a snapshot
+    naming the new one reached the storage would otherwise resume that trial from a checkpoint that no
+    longer exists. At most one such folder per trial waits.
+    Picklable, so Ray can hand it to the trial processes with the rest of the sweep's storage settings."""
+
+    def __init__(self):
+        self.local = pyarrow.fs.LocalFileSystem()
+
+    def __eq__(self, other):
+        return isinstance(other, AtomicLocalHandler)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash(AtomicLocalHandler)
+
+    def get_type_name(self) -> str:
+        return "groupsweep-atomic-local"
+
+    def normalize_path(self, path):
+        return self.local.normalize_path(path)
+
+    def get_file_info(self, paths):
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.local.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        path = path.rstrip("/")
+        if os.path.basename(path).startswith(CHECKPOINT_PREFIX):
+            with _retired_lock:
+                older = _retired.get(os.path.dirname(path))
+                _retired[os.path.dirname(path)] = (path, _snapshots_written[0])
+            _delete_folders([older[0]] if older else [])  # at most one retired folder per trial waits
+            return
+        self.local.delete_dir(path)
+
+    def _snapshot_written(self) -> None:
+        """Count an experiment snapshot written whole; delete the checkpoint folders it makes unreferenced."""
+        with _retired_lock:
+            _snapshots_written[0] += 1
+            due = [folder for folder, (_, at) in _retired.items() if _snapshots_written[0] >= at + 2]
+            paths = [_retired.pop(folder)[0] for folder in due]
+        _delete_folders(paths)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise OSError("refusing to delete the contents of the root folder")
+
+    def delete_file(self, path):
+        self.local.delete_file(path)
+
+    def move(self, src, dest):
+        self.local.move(src, dest)
+
+    def copy_file(self, src, dest):
+        with self.local.open_input_stream(src) as source, self.open_output_stream(dest, None) as target:
+            while chunk := source.read(1 << 20):
+                target.write(chunk)
+
+    def open_input_stream(self, path):
+        return self.local.open_input_stream(path)
+
+    def open_input_file(self, path):
+        return self.local.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        snapshot = os.path.basename(path).startswith(EXPERIMENT_STATE_PREFIX)
+        return pyarrow.PythonFile(_AtomicOutput(path, self._snapshot_written if snapshot else None), mode="w")
+
+    def open_append_stream(self, path, metadata):
+        return self.local.open_append_stream(path, metadata=metadata)
+
+
+def atomic_local_filesystem() -> pyarrow.fs.FileSystem:
+    """A ``pyarrow.fs`` filesystem of local paths whose written files appear whole or not at all
+    (``AtomicLocalHandler``); Ray Tune's ``storage_filesystem`` for a sweep on local storage."""
+    return pyarrow.fs.PyFileSystem(AtomicLocalHandler())
 
 
 def trial_dirs(run_dir) -> list[TrialDir]:

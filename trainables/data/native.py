@@ -10,12 +10,15 @@ Decoded-image cache (``cache_dir``): an explicit ``cache_dir`` wins, then ``$GRO
 file list, so one cache folder may serve several datasets and data folders.
 
 Errors about a malformed file name the file and the row: ``row N`` is the N-th data record of the file
-(1-based, header lines not counted; a CSV record may span several lines when a quoted text holds a
-newline).
+(1-based, header lines and blank lines not counted; a CSV record may span several lines when a quoted
+text holds a newline). Every record must have exactly as many values as the file has columns: a row
+with one value too many or too few is refused, never padded or shifted. Every file name a file lists
+must be relative to the data folder, without ``..`` (``trainables.errors.relative_path``).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from dataclasses import dataclass, field
@@ -27,7 +30,7 @@ import pandas as pd
 
 from trainables.data.base import SPLITS, GroupDataset, Split
 from trainables.data.image_cache import cached_images
-from trainables.errors import GroupsweepError, positive_integer
+from trainables.errors import GroupsweepError, positive_integer, relative_path
 
 DATA_ENV = "GROUPSWEEP_DATA"
 CACHE_ENV = "GROUPSWEEP_CACHE"
@@ -48,15 +51,15 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
         base = os.environ.get(DATA_ENV)
         if not base:
             raise GroupsweepError(
-                f"dataset {name!r} needs its data folder: set data_root in the sweep spec, pass --data-root DIR "
-                f"(groupsweep data check: --root DIR), or set {DATA_ENV} to a folder holding {name}/"
+                f"dataset {name!r} needs its data folder: set data_root in the sweep spec (or --set data_root=DIR; "
+                f"groupsweep data check: --root DIR), or set {DATA_ENV} to a folder holding {name}/"
             )
         root = Path(base) / name
     path = Path(root).expanduser()
     if not path.is_dir():
         raise GroupsweepError(
             f"data folder {str(path)!r} of dataset {name!r} does not exist; pass the folder holding its files "
-            f"(data_root, --data-root, or {DATA_ENV}/{name})"
+            f"(data_root, --set data_root=DIR, or {DATA_ENV}/{name})"
         )
     return path
 
@@ -88,8 +91,8 @@ def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), 
     """Read the columns ``required`` (and those of ``optional`` present) of the delimited file ``path``.
 
     ``options`` go to ``pandas.read_csv``. One-line errors name the file for a missing file, an unparsable
-    file or a missing column (listing the columns found). A row with fewer cells than the header gets
-    empty cells (which the callers reject); cells beyond the header are ignored.
+    file or a missing column (listing the columns found), and the file and row for a row with more or fewer
+    values than the file has columns (``check_field_counts``).
     """
     if not path.is_file():
         raise GroupsweepError(f"file {str(path)!r} not found")
@@ -102,10 +105,52 @@ def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), 
                 f"{path}: missing column {missing[0]!r}; found columns: {', '.join(map(str, header))}"
             )
         columns = list(required) + [column for column in optional if column in header and column not in required]
-        return pd.read_csv(path, usecols=columns, **options)[columns]
+        frame = pd.read_csv(path, usecols=columns, **options)[columns]
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        try:  # a row with too many values: name it, rather than the line pandas names
+            check_field_counts(path, options, strict=True)
+        except (csv.Error, UnicodeDecodeError):
+            pass
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise GroupsweepError(f"{path}: cannot parse: {first_line}") from None
+    check_field_counts(path, options)  # pandas pads a row with too few values: refuse it
+    return frame
+
+
+def _records(handle, options: dict, strict: bool):
+    """The records of an open delimited file as lists of values, as ``pandas.read_csv`` splits them with
+    ``options`` (``sep``: a delimiter or ``\\s+`` for whitespace; ``quoting``); ``strict``: a quoting
+    error raises ``csv.Error``."""
+    sep = options.get("sep", ",")
+    if sep == r"\s+":
+        return (line.split() for line in handle)
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # long texts (comments) are one value
+    return csv.reader(handle, delimiter=sep, quoting=options.get("quoting", csv.QUOTE_MINIMAL), strict=strict)
+
+
+def check_field_counts(path: Path, options: dict, strict: bool = False) -> None:
+    """Check that every data record of ``path`` has as many values as the file has columns (the header's,
+    or ``options["names"]``); ``skiprows`` leading lines are skipped and blank lines ignored, as pandas does.
+    The first bad record raises ``<path> row N: K values where the file has C columns (...): <values>``."""
+    names = options.get("names")
+    expected = len(names) if names is not None else None
+    with open(path, encoding="utf-8", newline="") as handle:
+        for _ in range(options.get("skiprows") or 0):
+            handle.readline()
+        row = 0
+        for values in _records(handle, options, strict):
+            if not values:
+                continue
+            if expected is None:  # the header line
+                expected, names = len(values), values
+                continue
+            row += 1
+            if len(values) != expected:
+                shown_values = ", ".join(map(repr, values))
+                shown_values = shown_values if len(shown_values) <= 120 else shown_values[:117] + "..."
+                raise row_error(path, row, f"{len(values)} values where the file has {expected} columns "
+                                           f"({', '.join(map(str, names[:4]))}{', ...' if expected > 4 else ''}): "
+                                           f"{shown_values}")
 
 
 def _normal(value):
@@ -202,10 +247,15 @@ class NativeTable:
         )
 
     def check_images_exist(self) -> None:
-        """Raise ``<source> row N: image <name> not found under <image_root>`` for the first missing image."""
+        """Raise ``<source> row N: image <name> not found under <image_root>`` for the first missing image, and a
+        row error for a file name that is empty or leaves the data folder (``relative_path``)."""
         for i, name in enumerate(self.inputs):
             if not isinstance(name, str) or not name.strip():
                 raise GroupsweepError(f"{self.where(i)}: missing image file name")
+            try:
+                relative_path("image file name", name)
+            except GroupsweepError as error:
+                raise GroupsweepError(f"{self.where(i)}: {error}") from None
             if not (self.image_root / name).is_file():
                 raise GroupsweepError(f"{self.where(i)}: image {name!r} not found under {str(self.image_root)!r}")
 

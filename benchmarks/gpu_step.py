@@ -1,0 +1,228 @@
+"""GPU training step: ``finetune``'s steady-state training throughput against a bare timm / transformers +
+torch loop with the same model, precision and batch, side by side in one run.
+
+Per model (``--models``; default ConvNeXt-V2 Base at 224 px and BERT-base, random weights), interleaved
+``--repeats`` times:
+
+- ``finetune``: the real ``trainables.finetune.finetune`` on an embedded synthetic dataset of the model's
+  modality (``synthetic-waterbirds`` at ``--image-size`` px, ``synthetic-civilcomments`` for text), with
+  ``steps x batch`` training examples, ``mixed_precision`` ``--precision``; its throughput is the
+  training examples of its last epoch over that epoch's ``time/train_s`` (the data pipeline, the batch
+  augmentation, the loss and the schedule included; evaluation is not);
+- ``bare``: ``timm.create_model`` / ``BertForSequenceClassification`` with ``torch.optim.AdamW``, one
+  pre-made batch already on the device, ``torch.autocast`` in the same precision, ``steps`` timed steps
+  after ``--warmup`` (the same number of optimizer steps per epoch);
+- ``--variants`` adds bare-loop variants, each measured, never assumed: ``channels_last`` (ConvNets:
+  weights and batch channels-last) and ``compile`` (``torch.compile`` of the model).
+
+Printed per model: samples/s of each side, ``finetune / bare`` (target >= 0.95), peak device memory of
+each side, and the achieved fraction of the device's bf16 dense peak (training FLOPs = 3 x the forward
+FLOPs counted by ``torch.utils.flop_counter`` for one sample; peaks known for H100 / H200: 989 TFLOP/s).
+It also runs on a CPU (tiny settings in ``tests/test_benchmarks.py``, so it cannot rot).
+
+Usage from the repository root: ``python benchmarks/gpu_step.py [--models convnextv2-base bert-base]
+[--batch-size 32] [--steps 30] [--epochs 2] [--precision bf16] [--variants channels_last compile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from _common import machine
+
+BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak, SXM parts
+
+
+def device_peak() -> float | None:
+    """The bf16 dense peak FLOP/s of the visible GPU when known, else None."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(0)
+    return next((peak for key, peak in BF16_PEAK_FLOPS.items() if key in name), None)
+
+
+def synchronize() -> None:
+    """Wait for the GPU (no-op on a CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def reset_peak() -> None:
+    """Start a new peak-memory window on the GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_mib() -> float:
+    """Peak GPU memory torch allocated since ``reset_peak`` in MiB (NaN on a CPU)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
+
+
+def finetune_config(model: str, args) -> dict:
+    """The ``TrainConfig`` values of the finetune side for ``model``."""
+    from trainables.models import get_spec
+
+    size = args.steps * args.batch_size
+    text = get_spec(model).modality == "text"
+    options = {"size": size, "val_size": args.batch_size, "test_size": args.batch_size}
+    if not text:
+        options["image_size"] = args.image_size
+    return {"dataset": "synthetic-civilcomments" if text else "synthetic-waterbirds", "dataset_options": options,
+            "model": model, "method": "none", "epochs": args.epochs, "batch_size": args.batch_size,
+            "eval_batch_size": args.batch_size, "lr": 1e-5, "mixed_precision": args.precision, "seed": 0}
+
+
+def finetune_side(model: str, args) -> tuple[float, float]:
+    """``(samples/s of the last epoch's training, peak MiB)`` of ``finetune`` on ``model``."""
+    import torch
+
+    from trainables.finetune import finetune
+
+    reset_peak()
+    history = finetune(finetune_config(model, args), cpu=not torch.cuda.is_available())
+    last = history[-1]
+    return last["data/num_train_kept"] / last["time/train_s"], peak_mib()
+
+
+def bare_model(model: str, channels_last: bool):
+    """The library model of registry entry ``model`` built directly (random weights, 2 classes)."""
+    from trainables.models import get_spec
+
+    spec = get_spec(model)
+    if spec.modality == "text":
+        from transformers import BertConfig, BertForSequenceClassification
+
+        return BertForSequenceClassification(BertConfig(**spec.arch_args, num_labels=2)), True
+    import timm
+    import torch
+
+    network = timm.create_model(spec.arch, pretrained=False, num_classes=2, **spec.arch_args)
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    return network, False
+
+
+def bare_side(model: str, args, variant: str) -> tuple[float, float]:
+    """``(samples/s, peak MiB)`` of the bare loop on one pre-made device batch (``variant``: plain,
+    channels_last or compile)."""
+    import torch
+    import torch.nn.functional as F
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    reset_peak()
+    torch.manual_seed(0)
+    network, text = bare_model(model, variant == "channels_last")
+    network = network.to(device).train()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-5, weight_decay=1e-4)
+    step_model = torch.compile(network) if variant == "compile" else network
+    targets = torch.randint(0, 2, (args.batch_size,), device=device)
+    if text:
+        ids = torch.randint(1000, 2000, (args.batch_size, args.seq_len), device=device)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    else:
+        inputs = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+        if variant == "channels_last":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            output = step_model(**inputs).logits if text else step_model(inputs)
+        loss = F.cross_entropy(output.float(), targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    synchronize()
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    synchronize()
+    return args.steps * args.batch_size / (time.perf_counter() - started), peak_mib()
+
+
+def forward_flops(model: str, args) -> float:
+    """Forward FLOPs of one sample of ``model`` (``torch.utils.flop_counter``, on the CPU in fp32)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    network, text = bare_model(model, False)
+    network.eval()
+    if text:
+        ids = torch.randint(1000, 2000, (1, args.seq_len))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    else:
+        inputs = torch.randn(1, 3, args.image_size, args.image_size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        network(**inputs) if text else network(inputs)
+    return float(counter.get_total_flops())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure both sides interleaved per model and print throughput, ratio, memory and peak fraction."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["convnextv2-base", "bert-base"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--seq-len", type=int, default=32,
+                        help="bare-loop tokens per text example (synthetic-civilcomments' max_length)")
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per finetune epoch and bare run")
+    parser.add_argument("--epochs", type=int, default=2, help="finetune epochs (the last one is timed)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed bare-loop steps")
+    parser.add_argument("--precision", default=None, choices=["no", "bf16", "fp16"],
+                        help="mixed precision of both sides (default: bf16 on a GPU, no on a CPU)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved (finetune, bare) pairs")
+    parser.add_argument("--variants", nargs="*", default=[], choices=["channels_last", "compile"],
+                        help="bare-loop variants measured besides the plain loop")
+    args = parser.parse_args(argv)
+    import torch
+
+    if args.precision is None:
+        args.precision = "bf16" if torch.cuda.is_available() else "no"
+    print(f"machine: {machine()}")
+    print(f"batch {args.batch_size}, {args.image_size} px / {args.seq_len} tokens, precision {args.precision}, "
+          f"{args.steps} steps per epoch, {args.repeats} interleaved pairs")
+    peak = device_peak()
+    for model in args.models:
+        from trainables.models import get_spec
+
+        variants = [v for v in args.variants if not (v == "channels_last" and get_spec(model).modality == "text")]
+        rates = {"finetune": [], "bare": [], **{variant: [] for variant in variants}}
+        memory = {}
+        for _ in range(args.repeats):
+            rate, memory["finetune"] = finetune_side(model, args)
+            rates["finetune"].append(rate)
+            for variant in ("bare", *variants):
+                rate, memory[variant] = bare_side(model, args, "plain" if variant == "bare" else variant)
+                rates[variant].append(rate)
+        flops = 3 * forward_flops(model, args)  # forward + backward, per training sample
+        for side, values in rates.items():
+            rate = statistics.median(values)
+            fraction = f"{rate * flops / peak:.1%}" if peak else "-"
+            print(f"{model:18} {side:>14}: {rate:9.1f} samples/s (runs: {', '.join(f'{v:.1f}' for v in values)}), "
+                  f"peak memory {memory[side]:.0f} MiB, bf16 peak fraction {fraction}", flush=True)
+        ratio = statistics.median(rates["finetune"]) / statistics.median(rates["bare"])
+        print(f"{model}: finetune / bare = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'MISSED'})")
+        for variant in variants:
+            gain = statistics.median(rates[variant]) / statistics.median(rates["bare"])
+            print(f"{model}: bare {variant} / bare = {gain:.3f}")
+    print(f"machine after: {machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
