@@ -15,15 +15,19 @@ Figures (``FIGURES``), one panel per dataset (scaling: two rows of panels):
   upsample) and ``mixture-nosubset`` (class probabilities only).
 
 ``collapse`` plots every reported epoch (also of trials still running); the other figures use
-complete trials at their final epoch. ``collapse``, ``mixture`` and ``ablation`` show one model per
+complete trials at their final epoch. Training-split metrics (``train/*``) are needed only there, at the
+final epoch, which every trial evaluates (``TrainConfig.eval_train``: by default the training split is
+evaluated at the last epoch only, and its metrics are NaN on the other epochs); a figure of per-epoch
+training accuracy would need trials run with ``eval_train: every``. ``collapse``, ``mixture`` and ``ablation`` show one model per
 dataset: the one asked for, else the largest. Accuracies are plotted in percent; the CSV holds the
-plotted statistics as fractions, like the results. Sizes are fixed: ``figure_size`` gives inches,
-at ``DPI`` dots per inch. Colours are the Okabe-Ito colour-blind-safe palette (``OKABE_ITO``, with
+plotted statistics as fractions, like the results. Sizes are fixed: ``figure_size`` gives inches
+(the panels, and a column for the legend to their right), PNGs are written at ``DPI`` dots per inch. Colours are the Okabe-Ito colour-blind-safe palette (``OKABE_ITO``, with
 ``MARKERS`` and ``LINESTYLES``).
 
 ``panel_figure`` and ``save_figure`` are the one way a figure is laid out and written, here and in
-``analysis.spectral_plots`` (the spectral figures): a grid of fixed-size panels, one shared legend and
-caption underneath, PNG + PDF + the CSV of the plotted numbers.
+``analysis.spectral_plots`` (the spectral figures): a grid of fixed-size panels, one shared legend with
+the caption as its title beside the panels (right, vertically centred), PNG + PDF + the CSV of the
+plotted numbers.
 """
 
 from __future__ import annotations
@@ -43,8 +47,13 @@ FIGURES = ("collapse", "mixture", "scaling", "ablation")
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
-PANEL_WIDTH, PANEL_HEIGHT, LEGEND_HEIGHT = 4.0, 3.2, 1.3
-DPI = 100
+PANEL_WIDTH, PANEL_HEIGHT, LEGEND_WIDTH = 4.0, 3.2, 2.2
+DPI = 200
+# Characters per line of the caption (the legend's title) in the legend column, by font size.
+CAPTION_CHARS = {"small": 34, "x-small": 40}
+# Legend entries that fit one column beside one row of panels at the small font; more go x-small, and
+# beyond ``2 x`` this, into two columns.
+LEGEND_ROWS = 10
 PERCENT = 100.0
 
 
@@ -60,8 +69,8 @@ class FigureOutput:
 
 
 def figure_size(n_cols: int, n_rows: int = 1) -> tuple:
-    """Figure size in inches for a grid of panels with the shared legend underneath."""
-    return (PANEL_WIDTH * n_cols, PANEL_HEIGHT * n_rows + LEGEND_HEIGHT)
+    """Figure size in inches for a grid of ``n_rows`` x ``n_cols`` panels with the shared legend beside them."""
+    return (PANEL_WIDTH * n_cols + LEGEND_WIDTH, PANEL_HEIGHT * n_rows)
 
 
 def make_figures(results: SweepResults, names, out_dir, model: str | None = None) -> list:
@@ -91,11 +100,8 @@ def plot_collapse(results: SweepResults, out_dir, model: str | None = None) -> F
         output.notes.append("collapse: no reported test/wga; nothing to draw")
         return output
     stats = _seed_stats(frame, ["dataset", "model", "series", "epoch"], {"test_wga": "test/wga"})
-    datasets = sorted(stats["dataset"].unique())
-    styles = _styles(stats["series"])
-    fig, axes = panel_figure(len(datasets), 1)
-    for ax, dataset in zip(axes[0], datasets):
-        part = stats[stats["dataset"] == dataset]
+    fig, styles, panels = _dataset_panels(stats)
+    for ax, dataset, part in panels:
         for series, line in _by_series(part):
             _line_with_band(ax, line["epoch"], line["test_wga_mean"], line["test_wga_std"], series, styles[series])
         ax.set_title(f"{dataset} ({part['model'].iloc[0]})")
@@ -189,11 +195,8 @@ def _ratio_figure(results: SweepResults, out_dir, name: str, methods: tuple, mod
     rows = pd.concat([rows, *references], ignore_index=True)
     stats = _seed_stats(rows, ["dataset", "model", "series", "x"], {"test_wga": "test/wga"})
     stats = stats.rename(columns={"x": "ratio"})
-    datasets = sorted(stats["dataset"].unique())
-    styles = _styles(stats["series"])
-    fig, axes = panel_figure(len(datasets), 1)
-    for ax, dataset in zip(axes[0], datasets):
-        part = stats[stats["dataset"] == dataset]
+    fig, styles, panels = _dataset_panels(stats)
+    for ax, dataset, part in panels:
         for series, line in _by_series(part):
             colour, marker, linestyle = styles[series]
             line = line.sort_values("ratio")
@@ -207,6 +210,15 @@ def _ratio_figure(results: SweepResults, out_dir, name: str, methods: tuple, mod
         ax.set_ylabel("Test worst-group accuracy (%)")
     save_figure(fig, output, out_dir, stats, "Final epoch; mean over seeds, error bars +/- 1 sample std (ddof=1)")
     return output
+
+
+def _dataset_panels(stats: pd.DataFrame):
+    """``(figure, series styles, [(axis, dataset, its rows of stats)])``: one panel per dataset of ``stats``
+    (sorted), in one row."""
+    datasets = sorted(stats["dataset"].unique())
+    fig, axes = panel_figure(len(datasets), 1)
+    panels = [(ax, dataset, stats[stats["dataset"] == dataset]) for ax, dataset in zip(axes[0], datasets)]
+    return fig, _styles(stats["series"]), panels
 
 
 def _with_series(frame: pd.DataFrame) -> pd.DataFrame:
@@ -319,7 +331,7 @@ def _line_with_band(ax, x, mean, std, series: str, style: tuple) -> None:
 
 def panel_figure(n_cols: int, n_rows: int):
     """``(figure, axes)``: a figure of fixed size (``figure_size``) with an ``n_rows`` x ``n_cols`` grid
-    of axes (``axes[row][col]``, always 2-D) and fixed margins, the bottom ``LEGEND_HEIGHT`` inches kept
+    of axes (``axes[row][col]``, always 2-D) and fixed margins, the right ``LEGEND_WIDTH`` inches kept
     for the shared legend that ``save_figure`` adds. Built without pyplot (no global state, faster to
     import). Every figure of the package is drawn on one of these, then written by ``save_figure``."""
     # deferred: matplotlib takes about a second to import, and only drawing needs it
@@ -330,8 +342,8 @@ def panel_figure(n_cols: int, n_rows: int):
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={
-        "left": 0.75 / width, "right": 1 - 0.15 / width, "top": 1 - 0.35 / height,
-        "bottom": (LEGEND_HEIGHT + 0.5) / height, "wspace": 0.8 / (PANEL_WIDTH - 0.9),
+        "left": 0.75 / width, "right": 1 - (LEGEND_WIDTH + 0.15) / width, "top": 1 - 0.35 / height,
+        "bottom": 0.5 / height, "wspace": 0.8 / (PANEL_WIDTH - 0.9),
         "hspace": 0.9 / (PANEL_HEIGHT - 0.85)})
     for ax in axes.flat:
         ax.grid(True, alpha=0.3)
@@ -340,20 +352,23 @@ def panel_figure(n_cols: int, n_rows: int):
 
 def save_figure(fig, output: FigureOutput, out_dir, stats: pd.DataFrame, caption: str) -> None:
     """Finish a ``panel_figure``: add the shared legend (every labelled artist of its axes, once per
-    label) with ``caption`` as its title under the panels, and write ``<output.name>.png`` (at ``DPI``),
-    ``.pdf`` and ``.csv`` (``stats``, the plotted numbers) into ``out_dir``, setting ``output``'s paths."""
+    label) with ``caption`` as its title in the legend column beside the panels, and write
+    ``<output.name>.png`` (at ``DPI``), ``.pdf`` and ``.csv`` (``stats``, the plotted numbers) into
+    ``out_dir``, setting ``output``'s paths."""
     handles, labels = {}, []
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             if label not in handles:
                 handles[label] = handle
                 labels.append(label)
-    n_cols = max(2, int(fig.get_figwidth() // 2.6))
-    small = len(labels) <= 3 * n_cols and fig.get_figwidth() > PANEL_WIDTH
-    fig.legend([handles[label] for label in labels], labels, loc="lower center", bbox_to_anchor=(0.5, 0.0),
-               ncols=min(n_cols, max(1, len(labels))), fontsize="small" if small else "x-small",
-               title=textwrap.fill(caption, int(fig.get_figwidth() * (12 if small else 14))),
-               title_fontsize="small" if small else "x-small", frameon=False)
+    rows = max(1, round(fig.get_figheight() / PANEL_HEIGHT))
+    size = "small" if len(labels) <= LEGEND_ROWS * rows else "x-small"
+    columns = 1 if len(labels) <= 2 * LEGEND_ROWS * rows else 2
+    width = fig.get_figwidth()
+    fig.legend([handles[label] for label in labels], labels, loc="center left",
+               bbox_to_anchor=(1 - LEGEND_WIDTH / width, 0.5), ncols=columns, fontsize=size,
+               title=textwrap.fill(caption, CAPTION_CHARS[size]), title_fontsize=size,
+               alignment="left", frameon=False, borderaxespad=0.0, handlelength=2.2)
     out_dir = Path(out_dir)
     output.png, output.pdf, output.csv = (out_dir / f"{output.name}.{kind}" for kind in ("png", "pdf", "csv"))
     fig.savefig(output.png, dpi=DPI)

@@ -1,8 +1,9 @@
 """Model selection of the balancing method (the paper's Table 1).
 
-For each group of trials (a dataset, optionally split by model; trials whose other settings differ,
-see ``SweepResults`` ``variant``, are never pooled) every balancing method is a candidate, each
-mixture ratio a separate one. A trial's *criterion value* is read on its validation split:
+For each group of trials (by default a dataset and model, as the paper's Table 1 uses one model per
+dataset; with ``by_model=False`` a dataset, its models pooled as extra runs of each method; trials whose
+other settings differ, see ``SweepResults`` ``variant``, are never pooled) every balancing method present
+is a candidate (or those of ``methods``), each mixture ratio a separate one. A trial's *criterion value* is read on its validation split:
 
 - ``wga``: ``val/wga``; ``worst-class``: ``val/wca``; ``average``: ``val/avg_acc``;
 - ``bias-unsupervised``: ``analysis.metrics.bias_unsupervised_score`` of the trial's saved val
@@ -109,15 +110,17 @@ def parse_criteria(criterion: str) -> list:
     return list(CRITERIA) if criterion == "all" else [criterion]
 
 
-def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_model: bool = False,
+def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_model: bool = True,
            methods=None) -> Selection:
     """Choose the balancing method (and, in a search, each method's configuration) per group for each
     criterion (see the module docstring).
 
-    ``criteria``: names from ``CRITERIA``; ``epoch``: ``final`` or ``best``; ``by_model``: one group per
-    (dataset, model) instead of per dataset (without it, the models of a dataset are pooled as extra
-    runs of each method, and a note says so); ``methods``: restrict the candidates to these method
-    names (default: every method present).
+    ``criteria``: names from ``CRITERIA``; ``epoch``: ``final`` or ``best``; ``by_model`` (default): one
+    group per (dataset, model); ``by_model=False`` makes one group per dataset, its models pooled as extra
+    runs of each method (a note says so); ``methods``: restrict the candidates to these method names
+    (``trainables.balancing`` names such as ``mixture``, which keeps every mixture ratio; default None:
+    every method present; a name without trials gives a note). Unknown criteria or epoch rules raise a
+    one-line ``GroupsweepError``; missing results never raise: they are left out and noted.
     """
     for criterion in criteria:
         choose("selection criterion", criterion, CRITERIA)
@@ -141,7 +144,7 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
         for dataset, models in frame.groupby("dataset")["model"].unique().items():
             if len(models) > 1:
                 notes.append(f"{dataset}: {len(models)} models pooled as runs of one method "
-                             f"({', '.join(sorted(models))}); use by-model selection to separate them")
+                             f"({', '.join(sorted(models))}); by-model selection (the default) separates them")
                 if searched:
                     notes.append(f"{dataset}: a searched configuration belongs to one model, so each method's "
                                  "candidates are the configurations of every model")

@@ -82,8 +82,24 @@ def format_summary(summary: pd.DataFrame) -> str:
     when some trials diverged."""
     lines = [f"{'dataset':<24} {'method':<22} {'n':>3}  {'final test WGA (%)':>20}"]
     for row in summary.itertuples(index=False):
-        mean, std = row.test_wga_mean, row.test_wga_std
-        value = "-" if math.isnan(mean) else f"{100 * mean:.1f}" + ("" if math.isnan(std) else f" ± {100 * std:.1f}")
+        value = _percent(row.test_wga_mean, row.test_wga_std)
         extra = f"  ({row.diverged} diverged)" if row.diverged else ""
         lines.append(f"{row.dataset:<24} {row.method:<22} {row.n:>3}  {value:>20}{extra}")
     return "\n".join(lines)
+
+
+def display_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """A ``summarize`` table for reading (the numbers of ``format_summary``): ``dataset``, ``method``,
+    ``n``, ``diverged`` and ``final test WGA (%)`` as ``mean ± std`` (``mean`` alone for one trial, ``-``
+    for none)."""
+    shown = summary[["dataset", "method", "n", "diverged"]].copy()
+    shown["final test WGA (%)"] = [_percent(mean, std) for mean, std in
+                                   zip(summary["test_wga_mean"], summary["test_wga_std"])]
+    return shown.reset_index(drop=True)
+
+
+def _percent(mean: float, std: float) -> str:
+    """``70.1 ± 10.9`` from fractions; the mean alone when ``std`` is NaN, ``-`` when ``mean`` is."""
+    if math.isnan(mean):
+        return "-"
+    return f"{100 * mean:.1f}" + ("" if math.isnan(std) else f" ± {100 * std:.1f}")

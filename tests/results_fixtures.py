@@ -181,6 +181,51 @@ def make_labels(val_y, val_s, test_y, test_s, n_classes: int = 2, n_spurious: in
     return out
 
 
+# The val split of ``write_study``'s trials (10 examples, 2 classes) and the biased (``none``) model's
+# predictions on it (wrong on examples 4-7); the method at ``method_index`` k predicts the first k of
+# those right, so its bias-unsupervised score grows with k.
+STUDY_VAL_Y = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
+STUDY_BIASED = [0, 0, 0, 0, 1, 1, 0, 0, 1, 1]
+
+
+def study_value(metric: str, method_index: int, model_index: int, seed: int, epoch: int) -> float:
+    """The value ``write_study`` reports for ``metric`` (``val/wga``, ``test/wga``, ...): distinct per
+    method, model, seed and epoch; worst-group and worst-class accuracy rise with the method's index,
+    average accuracy falls with it."""
+    base = {"val/wga": 0.30, "val/wca": 0.50, "val/avg_acc": 0.70, "test/wga": 0.25, "test/avg_acc": 0.72,
+            "test/wca": 0.45}[metric]
+    slope = {"val/avg_acc": -0.03, "test/avg_acc": -0.02}.get(metric, 0.07)  # balancing costs average accuracy
+    return round(base + slope * method_index + 0.04 * model_index + 0.01 * seed + 0.02 * epoch, 6)
+
+
+def write_study(run_dir, datasets=("synthetic-waterbirds",), models=("toy-resnet-s",),
+                methods=(("none", None), ("subsetting", None), ("upsampling", None), ("mixture", 2.0)),
+                seeds=(1, 2), epochs: int = 3, incomplete: tuple = ()) -> list:
+    """A grid sweep (datasets x models x methods x seeds) in Ray's layout under ``run_dir``, with labels and
+    every epoch's val / test predictions (so every criterion, bias-unsupervised included, can be computed)
+    and ``study_value`` metrics; a ``(dataset, model, method, ratio, seed)`` in ``incomplete`` reports
+    one epoch fewer (a trial still running). Returns the configs written."""
+    configs, index = [], 0
+    labels = make_labels(STUDY_VAL_Y, [0] * 10, [0, 1, 0, 1], [0, 0, 1, 1])
+    for dataset in datasets:
+        for model_index, model in enumerate(models):
+            for method_index, (method, ratio) in enumerate(methods):
+                for seed in seeds:
+                    config = trial_config(dataset, model, method, ratio, seed, epochs=epochs)
+                    last = epochs - 1 if (dataset, model, method, ratio, seed) in incomplete else epochs
+                    reports = [epoch_metrics(epoch, num_parameters=1000 * (model_index + 1), overrides={
+                        key: study_value(key, method_index, model_index, seed, epoch)
+                        for key in ("val/wga", "val/wca", "val/avg_acc", "test/wga", "test/avg_acc", "test/wca")})
+                        for epoch in range(1, last + 1)]
+                    val = [truth if 4 <= position < 4 + method_index else biased
+                           for position, (truth, biased) in enumerate(zip(STUDY_VAL_Y, STUDY_BIASED))]
+                    write_trial(run_dir, index, config, reports, labels=labels,
+                                predictions={epoch: {"val": val, "test": [0, 1, 0, 1]} for epoch in range(1, last + 1)})
+                    configs.append(config)
+                    index += 1
+    return configs
+
+
 def _progress_csv(rows: list[dict]) -> str:
     """Ray's CSVLoggerCallback output: columns of the first report, ``config`` dropped."""
     if not rows:

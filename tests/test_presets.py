@@ -8,7 +8,7 @@ from sweeps.spec import build_spec, read_spec_source
 from sweeps.sweep_command import preset_rows
 from trainables.models import MODELS
 
-PAPER = ("fig1-balancing", "fig2-mixture", "fig3-scaling", "fig4-resnet", "fig7-ablation", "spectral")
+PAPER = ("fig1-balancing", "fig2-mixture", "fig3-scaling", "fig4-resnet", "fig7-ablation", "spectral", "table1")
 SEEDS = 3
 # Trial count of every preset, as the formula that defines its grid.
 COUNTS = {
@@ -26,6 +26,9 @@ COUNTS = {
     "fig7-ablation": SEEDS * 2 * (4 + 6 + 8),
     # 4 datasets x 1 model x 1 (best) method x 3 seeds
     "spectral": 4 * 1 * 1 * SEEDS,
+    # 3 seeds x (none + 3 class-balancing methods + the authors' mixture ratios) per dataset, one model each:
+    # Waterbirds 4 + 1 (2:1), CelebA 4 + 2 (2:1, 4:1), CivilComments 4 + 2 (3:1, 5:1)
+    "table1": SEEDS * ((4 + 1) + (4 + 2) + (4 + 2)),
     # 1 dataset x 2 toy models x 5 methods (none, subsetting, upsampling, upweighting, mixture 2:1) x 2 seeds
     "demo": 1 * 2 * 5 * 2,
     # the demo-* presets mirror their paper preset's structure on the embedded benchmarks
@@ -36,6 +39,7 @@ COUNTS = {
     "demo-fig4-resnet": SEEDS * 4 * (2 + 2 + 2),  # 4 toy ResNet sizes
     "demo-fig7-ablation": SEEDS * 2 * (4 + 6 + 8),
     "demo-spectral": 4 * 1 * 1 * SEEDS,
+    "demo-table1": 2 * ((4 + 1) + (4 + 2) + (4 + 2)),  # 2 seeds (sized for a few minutes on 2 cores)
     # 2 embedded image benchmarks x 1 toy model x 5 methods (none, upsampling, mixture 2:1, d3m, auto-d3m)
     "demo-d3m": 2 * 1 * 5 * SEEDS,
     # synthetic-civilcomments x the pretrained MiniLM-L6 x 6 methods (none, subsetting, upsampling,
@@ -153,3 +157,26 @@ def test_demo_finetune_finetunes_the_pretrained_minilm_on_a_cpu():
     assert all(c["lr"] <= 1e-4 and c["epochs"] <= 3 for c in configs)
     assert all(t.resources.gpu == 0 and t.resources.cpu == 1 for t in spec.trials)
     assert spec.after == ("analyze", "plot")
+
+
+@pytest.mark.parametrize("name", ["table1", "demo-table1"])
+def test_table1_presets_hold_the_papers_candidates_and_end_with_analyze(name):
+    """table1: one model per dataset as in the paper's Table 1 (ConvNeXt-V2 Base for Waterbirds and CelebA,
+    BERT Base for CivilComments), none + subsetting + upsampling + upweighting + the authors' mixture
+    ratios; demo-table1: the same candidates on the embedded counterparts; both end with `analyze`."""
+    spec = build_spec(read_spec_source(name))
+    prefix = "synthetic-" if name.startswith("demo") else ""
+    ratios = {"waterbirds": {2}, "celeba": {2, 4}, "civilcomments": {3, 5}}
+    models = {}
+    for dataset, mixture in ratios.items():
+        configs = [trial.config for trial in spec.trials if trial.config["dataset"] == prefix + dataset]
+        methods = {(c["method"], None if c["ratio"] is None else float(c["ratio"])) for c in configs}
+        assert methods == {("none", None), ("subsetting", None), ("upsampling", None), ("upweighting", None)} | {
+            ("mixture", float(r)) for r in mixture}
+        models[dataset] = {c["model"] for c in configs}
+    if not prefix:
+        assert models == {"waterbirds": {"convnextv2-base"}, "celeba": {"convnextv2-base"},
+                          "civilcomments": {"bert-base"}}
+    else:
+        assert all(len(names) == 1 for names in models.values())
+    assert spec.after == ("analyze",)

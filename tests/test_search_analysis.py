@@ -223,8 +223,8 @@ def test_reruns_in_a_second_directory_make_the_rerun_table(tmp_path):
     assert "n_candidates" not in both.rerun
     # average: every trial reports val/avg_acc 0.8, so the first method (none) wins; it has no rerun
     assert list(table.index) == ["wga"]
-    assert "rerun: wb wga" not in " ".join(both.notes)
-    assert any(note.startswith("rerun: wb average: the chosen none h00 has no complete rerun") for note in both.notes)
+    assert "rerun: wb/m wga" not in " ".join(both.notes)
+    assert any(note.startswith("rerun: wb/m average: the chosen none h00 has no complete rerun") for note in both.notes)
     assert display_table(both.rerun).at[0, "test WGA (%)"] == "85.0 ± 7.1"
 
 

@@ -179,13 +179,14 @@ def test_by_model_groups_and_candidate_restriction(tmp_path):
                     [epoch_metrics(e, num_parameters=10 ** 6, overrides={"val/wga": value}) for e in (1, 2, 3)])
         index += 1
     results = load_results(tmp_path / "run")
-    pooled = select(results, ["wga"])
+    pooled = select(results, ["wga"], by_model=False)
     assert any("2 models pooled" in note for note in pooled.notes)
     none = pooled.methods.set_index("method_label").loc["none"]
     assert none["n_runs"] == 3 and none["n_seeds"] == 2 and none["score"] == pytest.approx((0.3 + 0.3 + 0.9) / 3)
     assert display_table(pooled.methods).set_index("method")["runs"]["none"] == 3
-    per_model = select(results, ["wga"], by_model=True).table.set_index("model")["method_label"]
+    per_model = select(results, ["wga"]).table.set_index("model")["method_label"]  # by model: the default
     assert per_model.to_dict() == {"big": "none", "m": "mixture 2:1"}
+    assert select(results, ["wga"], by_model=True).table.equals(select(results, ["wga"]).table)
     restricted = select(results, ["wga"], by_model=True, methods=["subsetting", "upsampling", "rwg"])
     assert restricted.table.set_index("model")["method_label"].to_dict() == {"big": "subsetting", "m": "subsetting"}
     assert any("'rwg' has no trials" in note for note in restricted.notes)
@@ -211,7 +212,7 @@ def test_display_and_paper_layout(tmp_path):
     assert shown.at["wga", "seeds"] == 2 and shown.at["wga", "candidates"] == 5
     paper = paper_view(table)
     assert paper["criterion"].tolist() == ["wga", "worst-class", "bias-unsupervised"]
-    assert paper.set_index("criterion").at["wga", "wb"] == "mixture 2:1 (82.0)"
+    assert paper.set_index("criterion").at["wga", "wb/m"] == "mixture 2:1 (82.0)"  # a column per dataset/model
     assert isinstance(paper, pd.DataFrame)
 
 
@@ -234,7 +235,13 @@ def test_analyze_command_prints_and_writes_table1(tmp_path, monkeypatch, capsys)
 
     assert cli.main(["analyze", str(tmp_path / "run"), "--criterion", "wga", "--epoch", "best", "--by-model",
                      "--out", str(out)]) == 0
-    assert (out / "table1_wga_best_by-model.csv").exists()
+    assert (out / "table1_wga_best.csv").exists()  # --by-model is the default; the files have no suffix for it
+    assert cli.main(["analyze", str(tmp_path / "run"), "--criterion", "wga", "--pool-models", "--out", str(out)]) == 0
+    assert (out / "table1_wga_pooled.csv").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # the two groupings exclude each other
+        cli.main(["analyze", str(tmp_path / "run"), "--by-model", "--pool-models"])
+    assert "not allowed with argument" in capsys.readouterr().err
     capsys.readouterr()
     assert cli.main(["analyze", str(tmp_path / "empty-or-missing")]) == 2
     err = capsys.readouterr().err

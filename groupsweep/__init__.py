@@ -1,0 +1,192 @@
+"""groupsweep's Python API: the command line's operations as functions, for notebooks and scripts.
+
+    import groupsweep as gs
+
+    gs.plan("demo-table1").trials               # a spec or preset, expanded (no Ray)
+    results = gs.run("demo-table1", storage="groupsweep_results")   # run or resume it; its results
+    results = gs.load_results("groupsweep_results/demo-table1")     # or read any sweep directory / URI
+    gs.table1(results, criterion="worst-class") # Table 1 as a DataFrame
+    gs.report(results, "report.html")           # the HTML report
+
+A thin layer above ``sweeps`` (the top layer of docs/architecture.md): each function does what its
+command does, through the same code, and fails the same way: bad input raises the one-line
+``GroupsweepError`` that the command prints as ``error: ...`` (argument errors included, instead of
+argparse's exit). ``run`` and ``promote`` print what their commands print.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from analysis.report import Report, write_report
+from analysis.results import SweepResults
+from analysis.results import load_results as _load_results
+from analysis.selection import CRITERIA, Selection, display_table, paper_view, parse_criteria, select
+from sweeps import cli
+from sweeps.overrides import parse_overrides
+from sweeps.presets import preset_names
+from sweeps.promote_command import PROMOTE_CRITERIA
+from sweeps.promote_command import default_out as _promoted_spec_file
+from sweeps.report_command import default_out as _report_file
+from sweeps.spec import SweepSpec, apply_overrides, build_spec, load_spec
+from sweeps.sweep_command import CheckingParser, check_after_commands
+from trainables.errors import GroupsweepError, choose
+
+__all__ = ["CRITERIA", "GroupsweepError", "Report", "Selection", "SweepResults", "SweepSpec", "load_results",
+           "plan", "presets", "promote", "report", "run", "select", "table1"]
+
+# What ``table1`` returns: the readable table, the paper's layout, or the raw numbers.
+TABLE1_LAYOUTS = ("details", "paper", "raw")
+
+
+def load_results(path_or_uri) -> SweepResults:
+    """The sweep directory ``path_or_uri`` (a local folder ``<storage>/<name>``, a ``pyarrow.fs`` URI such as
+    ``s3://bucket/sweeps/demo``, or a list of them, analysed as one) as a ``SweepResults``: ``.frame``, one
+    row per trial and epoch with every metric; ``.trials``, one row per trial. Works on a sweep that is
+    still running. ``GroupsweepError`` when the directory does not exist or holds no trial; a trial whose
+    files cannot be read is left out with a ``CorruptTrialWarning`` and listed in ``.problems``."""
+    if isinstance(path_or_uri, (list, tuple)):
+        return _load_results([str(path) for path in path_or_uri])
+    return _load_results(str(path_or_uri))
+
+
+def table1(results, criterion: str = "all", epoch: str = "final", pool_models: bool = False, methods=None,
+           layout: str = "details") -> pd.DataFrame:
+    """Table 1 of ``results`` (a ``SweepResults``, or what ``load_results`` takes), as ``groupsweep analyze``
+    selects it: per dataset and model (``pool_models=True``: per dataset, its models pooled), the
+    balancing method with the best mean validation ``criterion`` over seeds (``wga``, ``worst-class``,
+    ``bias-unsupervised``, ``average``, ``oracle`` or ``all``) at the ``final`` or ``best`` epoch, among
+    ``methods`` (names such as ``["none", "upsampling", "mixture"]``; default: every method present).
+
+    ``layout``: ``details`` (default; one row per group and criterion, test metrics in percent as
+    ``mean ± std`` over seeds: ``analysis.selection.display_table``), ``paper`` (a row per criterion, a
+    column per dataset and model, cells ``method (test WGA)``) or ``raw`` (the numbers, as fractions:
+    ``Selection.table``). The selection's notes (what was missing or left out) are in
+    ``frame.attrs["notes"]``. ``GroupsweepError`` for an unknown criterion, epoch rule or layout."""
+    choose("layout", layout, TABLE1_LAYOUTS)
+    if not isinstance(results, SweepResults):
+        results = load_results(results)
+    selection = select(results, parse_criteria(criterion), epoch=epoch, by_model=not pool_models,
+                       methods=methods)
+    table = {"details": display_table, "paper": paper_view, "raw": lambda frame: frame}[layout](selection.table)
+    table = table.copy()
+    table.attrs["notes"] = list(selection.notes)
+    return table
+
+
+def report(results, out=None, epoch: str = "final", pool_models: bool = False, methods=None,
+           title: str | None = None) -> Path:
+    """Write the HTML report of ``results`` (a ``SweepResults``, or what ``load_results`` takes) to ``out``
+    and return its path (see ``analysis.report``; the same page as ``groupsweep report``). ``out``
+    defaults to ``report.html`` in the sweep directory's ``groupsweep_analysis`` folder (given a
+    ``SweepResults``, its first directory; for a URI, ``<sweep>_report.html`` in the current folder)."""
+    if not isinstance(results, SweepResults):
+        results = load_results(results)
+    out = Path(out) if out is not None else _report_file(results.run_dirs[0])
+    write_report(results, out, epoch=epoch, by_model=not pool_models, methods=methods, title=title)
+    return out
+
+
+def presets() -> list:
+    """The names of the shipped presets (``groupsweep presets`` shows their trial counts)."""
+    return preset_names()
+
+
+def plan(spec, overrides=None) -> SweepSpec:
+    """The sweep that ``spec`` describes, validated and expanded, as ``groupsweep plan`` sees it (Ray is not
+    started): ``.trials`` (one ``TrialPlan`` per trial, ``.config`` its training settings), or a search's
+    ``.cells``; ``.after`` its after-commands. ``spec``: a preset name, the path of a YAML spec, or the spec
+    as a mapping; ``overrides``: ``--set`` values, as ``{"epochs": 1, "seeds": [0]}`` or
+    ``["epochs=1", "seeds=[0]"]``. ``GroupsweepError`` for anything invalid."""
+    overrides = _override_mapping(overrides)
+    if isinstance(spec, dict):
+        source = apply_overrides(spec, overrides) if overrides else spec
+        built = build_spec(source)
+    else:
+        built = load_spec(str(spec), overrides)
+    check_after_commands(built)
+    return built
+
+
+def run(spec, storage=None, name: str | None = None, overrides=None, address: str | None = None,
+        max_concurrent: int | None = None, after: bool = True, profile: bool = False) -> SweepResults:
+    """Run (or resume) the sweep ``spec`` exactly as ``groupsweep run`` does, then return its results
+    (``load_results`` of ``<storage>/<name>``). Arguments as ``plan``'s and ``run``'s options: ``storage``
+    (default ``$GROUPSWEEP_STORAGE`` or ``~/groupsweep_results``), ``name`` (default: the spec's),
+    ``address`` (a Ray cluster), ``max_concurrent``, ``after=False`` (``--no-after``), ``profile``.
+
+    Bad input raises ``GroupsweepError`` before Ray starts; so does a sweep that ends with failed trials
+    or a failed after-command (the message names it; rerunning resumes, and ``load_results`` reads what
+    finished)."""
+    with tempfile.TemporaryDirectory(prefix="groupsweep-spec-") as folder:
+        if isinstance(spec, dict):  # the command reads a file: write the mapping as one
+            path = Path(folder) / f"{spec.get('name', 'sweep')}.yaml"
+            path.write_text(yaml.safe_dump(spec, sort_keys=False))
+            spec = str(path)
+        argv = ["run", str(spec)] + _set_arguments(overrides)
+        for option, value in (("--storage", storage), ("--name", name), ("--address", address),
+                              ("--max-concurrent", max_concurrent)):
+            if value is not None:
+                argv += [option, str(value)]
+        argv += ([] if after else ["--no-after"]) + (["--profile"] if profile else [])
+        status = _command(argv)
+        name = name or load_spec(str(spec), _override_mapping(overrides)).name
+    # deferred: the launcher imports Ray and torch; only a run needs it (for where its results went)
+    from sweeps.launcher import experiment_dir, resolve_storage
+
+    run_dir = experiment_dir(resolve_storage(None if storage is None else str(storage)), name)
+    if status != 0:
+        raise GroupsweepError(f"sweep {name} ended with exit status {status}: a trial or an after-command failed "
+                              f"(the output above says which); gs.load_results({run_dir!r}) reads what finished, "
+                              "and running it again resumes it")
+    return load_results(run_dir)
+
+
+def promote(search_dir, seeds, criterion: str = "wga", name: str | None = None, out=None, run: bool = False,
+            storage=None) -> Path:
+    """Write the spec that reruns the configurations a hyperparameter search chose, on new ``seeds``, and
+    with ``run=True`` run it and analyse search and rerun together: ``groupsweep promote`` (its docstring
+    in ``sweeps.promote_command`` has the details). Returns the spec file's path (default
+    ``SEARCH_DIR/promoted_<criterion>.yaml``). ``GroupsweepError`` for bad seeds, a criterion other than
+    ``wga``, ``worst-class``, ``bias-unsupervised`` or ``average``, a sweep that did not search, or a failed
+    rerun."""
+    choose("promote criterion", criterion, PROMOTE_CRITERIA)
+    search_dir = str(search_dir)
+    sweep = search_dir.rstrip("/").rsplit("/", 1)[-1]
+    out = Path(out) if out is not None else _promoted_spec_file(search_dir, sweep, criterion)
+    argv = ["promote", search_dir, "--seeds", *map(str, seeds), "--criterion", criterion, "--out", str(out)]
+    for option, value in (("--name", name), ("--storage", storage)):
+        if value is not None:
+            argv += [option, str(value)]
+    status = _command(argv + (["--run"] if run else []))
+    if status != 0:
+        raise GroupsweepError(f"promote {search_dir} ended with exit status {status} (the output above says why)")
+    return out
+
+
+def _command(argv: list) -> int:
+    """Run one ``groupsweep`` command line in this process; its exit status. Argument errors raise
+    ``GroupsweepError`` (not argparse's exit), as do the command's own one-line errors."""
+    args = cli.build_parser(CheckingParser).parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+def _override_mapping(overrides) -> dict:
+    """``overrides`` (a mapping, a list of ``KEY=VALUE`` strings, or None) as ``load_spec``'s mapping, read
+    as the command line reads ``--set`` values."""
+    return parse_overrides(_set_arguments(overrides)[1::2])
+
+
+def _set_arguments(overrides) -> list:
+    """``overrides`` as ``--set KEY=VALUE`` arguments: a mapping's values are written as JSON (which the
+    command line reads as YAML), a list's items are taken as they are."""
+    if not overrides:
+        return []
+    items = ([f"{key}={json.dumps(value)}" for key, value in overrides.items()] if isinstance(overrides, dict)
+             else [str(item) for item in overrides])
+    return [part for item in items for part in ("--set", item)]

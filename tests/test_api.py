@@ -1,0 +1,120 @@
+"""The Python API (``import groupsweep as gs``): the README's example runs as written, each function gives
+what its command gives, and bad input raises the command line's ``GroupsweepError``."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import groupsweep as gs
+from analysis.results import SweepResults
+from analysis.selection import CRITERIA, display_table, paper_view, select
+from ray_fixtures import REPO, cli_env, tiny_spec
+from results_fixtures import write_study
+
+DATASETS = ("synthetic-waterbirds", "synthetic-celeba", "synthetic-civilcomments")
+
+
+def readme_example() -> str:
+    """The first ``python`` code block of the README's "Python API" section."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_example_runs_on_a_sweep_directory(tmp_path, monkeypatch, capsys):
+    """The example as written, in a folder where ``groupsweep_results/demo-table1`` is a (fake) finished
+    sweep; ``gs.run`` is replaced by a stand-in that checks its spec and returns that sweep."""
+    write_study(tmp_path / "groupsweep_results" / "demo-table1", datasets=DATASETS, models=("toy-resnet-s",))
+    calls = []
+
+    def fake_run(spec, storage=None, **options):
+        calls.append((spec, storage, options))
+        return gs.load_results(Path(storage) / gs.plan(spec).name)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gs, "run", fake_run)
+    exec(compile(readme_example(), "README.md (Python API)", "exec"), {})
+    out = capsys.readouterr().out
+    assert calls == [("demo-table1", "groupsweep_results", {})]
+    assert "34 trials" in out  # gs.plan of the preset
+    assert "worst-class" in out and "mixture 2:1" in out
+    assert "error: unknown selection criterion 'val-wga'" in out
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and 'id="table1-details"' in page
+
+
+def test_table1_and_report_give_what_the_commands_give(tmp_path):
+    write_study(tmp_path / "run", models=("toy-resnet-xs", "toy-resnet-s"))
+    results = gs.load_results(tmp_path / "run")
+    assert isinstance(results, SweepResults) and len(results.trials) == 16
+    selection = select(results, ["worst-class"])
+    details = gs.table1(results, criterion="worst-class")
+    pd.testing.assert_frame_equal(details, display_table(selection.table))
+    assert details.attrs["notes"] == []
+    pd.testing.assert_frame_equal(gs.table1(tmp_path / "run", layout="raw"), select(results, list(CRITERIA)).table)
+    pd.testing.assert_frame_equal(gs.table1(results, layout="paper"), paper_view(select(results, list(CRITERIA)).table))
+    pooled = gs.table1(results, criterion="wga", pool_models=True)
+    assert "model" not in pooled and any("2 models pooled" in note for note in pooled.attrs["notes"])
+    only = gs.table1(results, criterion="wga", methods=["none", "subsetting"], layout="raw")
+    assert set(only["method"]) <= {"none", "subsetting"}
+
+    page = gs.report(results, tmp_path / "page.html", title="my study")
+    assert page == tmp_path / "page.html" and "<h1>my study</h1>" in page.read_text()
+    default = gs.report(str(tmp_path / "run"))
+    assert default == tmp_path / "run" / "groupsweep_analysis" / "report.html" and default.exists()
+
+
+def test_plan_takes_a_preset_a_file_or_a_mapping_and_overrides_as_the_command_line_does(tmp_path):
+    as_mapping = gs.plan("demo", {"epochs": 1, "seeds": [0], "lr": 1e-5, "dataset_options": {"size": 300}})
+    as_strings = gs.plan("demo", ["epochs=1", "seeds=[0]", "lr=1e-5", "dataset_options.size=300"])
+    assert [trial.config for trial in as_mapping.trials] == [trial.config for trial in as_strings.trials]
+    assert len(as_mapping.trials) == 10 and as_mapping.trials[0].config["lr"] == 1e-5
+    path = tiny_spec(tmp_path / "sweep.yaml", methods=["none", "upsampling"])
+    assert len(gs.plan(path).trials) == 4
+    source = {"name": "inline", "datasets": {"synthetic-waterbirds": {}}, "models": ["toy-resnet-xs"],
+              "methods": ["none"], "seeds": [1], "after": ["analyze --pool-models"]}
+    assert [trial.name for trial in gs.plan(source).trials] == ["synthetic-waterbirds-toy-resnet-xs-none-s1"]
+    assert gs.plan(source).after == ("analyze --pool-models",)
+    assert "table1" in gs.presets() and "demo-table1" in gs.presets()
+
+
+def test_bad_input_raises_the_command_lines_one_line_errors(tmp_path):
+    write_study(tmp_path / "run")
+    cases = [
+        (lambda: gs.table1(tmp_path / "run", criterion="val-wga"), "unknown selection criterion 'val-wga'"),
+        (lambda: gs.table1(tmp_path / "run", epoch="last"), "unknown epoch rule 'last'"),
+        (lambda: gs.table1(tmp_path / "run", layout="wide"), "unknown layout 'wide'"),
+        (lambda: gs.load_results(tmp_path / "missing"), "results directory .* does not exist"),
+        (lambda: gs.plan("no-such-preset"), "no preset or spec file 'no-such-preset'"),
+        (lambda: gs.plan("demo", {"epochs": 0}), "epochs must be a positive integer"),
+        (lambda: gs.plan({"name": "x", "datasets": {"synthetic-waterbirds": {}}, "models": ["toy-resnet-xs"],
+                          "methods": ["none"], "after": ["analyze --nope"]}), "after\\[0\\]"),
+        (lambda: gs.run("demo", overrides=["epochs=zero"]), "epochs must be a positive integer, got 'zero'"),
+        (lambda: gs.run("demo", max_concurrent=0), "--max-concurrent must be a positive integer"),
+        (lambda: gs.promote(tmp_path / "run", [3, 4]), "is not a hyperparameter search"),
+        (lambda: gs.promote(tmp_path / "run", [3], criterion="oracle"), "unknown promote criterion 'oracle'"),
+        (lambda: gs.promote(tmp_path / "run", ["x"]), "--seeds"),
+    ]
+    for call, message in cases:
+        with pytest.raises(gs.GroupsweepError, match=message):
+            call()
+
+
+@pytest.mark.slow
+def test_run_runs_a_sweep_and_returns_its_results(tmp_path):
+    """``gs.run`` in a fresh interpreter (it starts Ray there, as the command does): the tiny sweep runs,
+    its summary is printed, and the returned results hold every trial, complete."""
+    spec = tiny_spec(tmp_path / "sweep.yaml", methods=["none", "upsampling"], seeds=(1,), epochs=1)
+    script = ("import groupsweep as gs\n"
+              f"results = gs.run({str(spec)!r}, storage={str(tmp_path / 'results')!r}, name='api', max_concurrent=2,"
+              " overrides={'epochs': 1})\n"
+              "print('STATUSES', sorted(results.trials['status']))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env(), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "final test WGA" in result.stdout
+    assert "STATUSES ['complete', 'complete']" in result.stdout
