@@ -7,7 +7,13 @@ lines instead of failing. A directory that does not exist or holds no trial is a
 
 ``analyze`` writes ``<stem>.md`` (the paper's layout, the detailed table, every candidate and the
 notes), ``<stem>.csv`` (the raw numbers of Table 1), ``<stem>.tex`` and ``<stem>_methods.csv`` (every
-candidate), with ``<stem>`` = ``table1`` plus ``_<criterion>``, ``_best`` and ``_by-model`` when chosen.
+candidate), with ``<stem>`` = ``table1`` plus ``_<criterion>``, ``_best`` and ``_pooled`` when chosen.
+
+Selection is per dataset and model by default (the paper's Table 1 has one model per dataset);
+``--pool-models`` pools the models of a dataset as extra runs of each method instead (a note says so).
+The candidates are every balancing method present in the sweep (each mixture ratio its own candidate),
+or those named by ``--methods``.
+
 For a hyperparameter search it also writes ``<stem>_hyperparameters.csv`` (each method's chosen
 configuration) and, when the directories hold reruns of the chosen configurations (``groupsweep
 promote``), ``<stem>_rerun.csv`` (Table 1 of the rerun); both are sections of ``<stem>.md`` too.
@@ -19,13 +25,26 @@ as one sweep, and the default output folder is in the first.
 from __future__ import annotations
 
 import argparse
+import shutil
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
+
+from trainables.balancing import METHODS as METHOD_NAMES
+from trainables.errors import GroupsweepError
 
 CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
 FIGURE_CHOICES = ("collapse", "mixture", "scaling", "ablation", "all")
 DEFAULT_OUT = "groupsweep_analysis"
+
+
+def add_out_argument(parser) -> None:
+    """The ``--out`` option of an analysis command (``output_folder`` and ``publish`` use it)."""
+    parser.add_argument("--out", default=None, help=f"output folder, or a storage URI to upload to (default: "
+                                                    f"RUN_DIR/{DEFAULT_OUT}; for a sweep in object storage, "
+                                                    f"./<sweep>_{DEFAULT_OUT})")
 
 
 def register(subparsers) -> None:
@@ -40,10 +59,16 @@ def register(subparsers) -> None:
                          help="validation criterion (default: all; oracle = test WGA, a reference only)")
     analyze.add_argument("--epoch", default="final", choices=("final", "best"),
                          help="final: last epoch (the paper); best: each run's best epoch by the criterion")
-    analyze.add_argument("--by-model", action="store_true", help="select per dataset and model")
-    analyze.add_argument("--methods", default=None,
-                         help="comma-separated balancing methods to choose among (default: all present)")
-    analyze.add_argument("--out", default=None, help=f"output folder (default: RUN_DIR/{DEFAULT_OUT})")
+    grouping = analyze.add_mutually_exclusive_group()
+    grouping.add_argument("--by-model", action="store_true",
+                          help="select per dataset and model (the default; kept for older command lines)")
+    grouping.add_argument("--pool-models", action="store_true",
+                          help="select per dataset, pooling its models as extra runs of each method")
+    analyze.add_argument("--methods", default=None, metavar="NAME[,NAME...]",
+                         help="comma-separated balancing methods to choose among, e.g. none,upsampling,mixture "
+                              "(mixture keeps every ratio); names: " + ", ".join(METHOD_NAMES)
+                              + " (default: every method present in the sweep)")
+    add_out_argument(analyze)
     analyze.set_defaults(func=run_analyze)
 
     plot = subparsers.add_parser(
@@ -52,10 +77,13 @@ def register(subparsers) -> None:
     )
     plot.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
                       help="the sweep's directory (<storage>/<name>); several are plotted as one")
-    plot.add_argument("--figure", default="all", choices=FIGURE_CHOICES)
+    plot.add_argument("--figure", default="all", choices=FIGURE_CHOICES,
+                      help="collapse: test WGA per epoch (Figures 1/2); scaling: WGA and train accuracy against "
+                           "model size (Figures 3/4/8); mixture, ablation: WGA against the mixture ratio "
+                           "(Figure 7); all (default): every one")
     plot.add_argument("--model", default=None,
                       help="model shown by collapse/mixture/ablation (default: the largest per dataset)")
-    plot.add_argument("--out", default=None, help=f"output folder (default: RUN_DIR/{DEFAULT_OUT})")
+    add_out_argument(plot)
     plot.set_defaults(func=run_plot)
 
 
@@ -65,9 +93,11 @@ def run_analyze(args: argparse.Namespace) -> int:
     from analysis.selection import display_hyperparameters, display_table, paper_view, parse_criteria, select
 
     criteria = parse_criteria(args.criterion)
+    if args.out:
+        check_output(args.out)
     results = load_run(args.run_dir)
-    methods = [name.strip() for name in args.methods.split(",") if name.strip()] if args.methods else None
-    selection = select(results, criteria, epoch=args.epoch, by_model=args.by_model, methods=methods)
+    methods = parse_methods(args.methods)
+    selection = select(results, criteria, epoch=args.epoch, by_model=not args.pool_models, methods=methods)
     print_notes(selection.notes)
     if selection.table.empty:
         print("no method could be selected: no complete trial has the needed results")
@@ -82,9 +112,9 @@ def run_analyze(args: argparse.Namespace) -> int:
     print()
     print(shown.to_markdown(index=False, disable_numparse=True))
 
-    out = _out_dir(args)
+    out = output_folder(args)
     stem = "table1" + ("" if args.criterion == "all" else f"_{args.criterion}")
-    stem += ("_best" if args.epoch == "best" else "") + ("_by-model" if args.by_model else "")
+    stem += ("_best" if args.epoch == "best" else "") + ("_pooled" if args.pool_models else "")
     sections = [f"# {title}", paper.to_markdown(index=False, disable_numparse=True), "## Details", shown.to_markdown(index=False, disable_numparse=True),
                 "## Every candidate (rank 1 = chosen)", display_table(selection.methods).to_markdown(index=False, disable_numparse=True)]
     extra = []  # (title, display table, raw table, file suffix) of a search's tables
@@ -110,6 +140,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     (out / f"{stem}.tex").write_text(latex.to_latex(index=False, escape=False))
     print(f"wrote {out / stem}.md, .csv, .tex and {stem}_methods.csv"
           + "".join(f", {stem}_{suffix}.csv" for _, _, _, suffix in extra))
+    publish(args, out)
     return 0
 
 
@@ -118,12 +149,16 @@ def run_plot(args: argparse.Namespace) -> int:
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.plots import make_figures
 
+    if args.out:
+        check_output(args.out)
     results = load_run(args.run_dir)
-    outputs = make_figures(results, [args.figure], _out_dir(args), model=args.model)
+    out = output_folder(args)
+    outputs = make_figures(results, [args.figure], out, model=args.model)
     print_notes(list(results.problems) + [note for output in outputs for note in output.notes])
     drawn = [output for output in outputs if output.png is not None]
     for output in drawn:
         print(f"{output.name}: {output.png}, {output.pdf.name}, {output.csv.name}")
+    publish(args, out)
     return 0 if drawn else 1
 
 
@@ -138,12 +173,71 @@ def load_run(run_dir):
         return load_results(run_dir)
 
 
-def _out_dir(args: argparse.Namespace) -> Path:
-    """The output folder, created: ``--out``, else ``DEFAULT_OUT`` in the (first) sweep directory."""
+def parse_methods(text: str | None) -> list | None:
+    """A ``--methods`` value (``none,upsampling,mixture``) as a list of names; None (every method) when not given."""
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
+def default_out_dir(run_dir) -> Path:
+    """Where an analysis of ``run_dir`` writes without ``--out``: ``RUN_DIR/groupsweep_analysis`` for a local
+    sweep; for a sweep in object storage, ``<sweep name>_groupsweep_analysis`` in the current folder
+    (analyses write locally unless ``--out`` names a URI)."""
+    if "://" in str(run_dir):
+        name = str(run_dir).partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        return Path.cwd() / f"{name}_{DEFAULT_OUT}"
+    return Path(run_dir) / DEFAULT_OUT
+
+
+def output_folder(args: argparse.Namespace) -> Path:
+    """The local output folder, created: ``--out``, a new temporary folder when ``--out`` is a URI (``publish``
+    uploads it), else ``default_out_dir`` of the (first) sweep directory."""
     run_dir = args.run_dir[0] if isinstance(args.run_dir, (list, tuple)) else args.run_dir
-    out = Path(args.out) if args.out else Path(run_dir) / DEFAULT_OUT
-    out.mkdir(parents=True, exist_ok=True)
+    if args.out and "://" in str(args.out):
+        return Path(tempfile.mkdtemp(prefix="groupsweep-out-"))
+    out = check_output(args.out) if args.out else default_out_dir(run_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise GroupsweepError(f"cannot create the output folder {str(out)!r}: {error.strerror}") from None
     return out
+
+
+def publish(args: argparse.Namespace, out: Path) -> None:
+    """When ``--out`` is a storage URI, upload every file written into the local folder ``out`` there
+    (``pyarrow.fs.copy_files``) and remove the folder; a failing upload is one ``GroupsweepError`` line."""
+    if not (args.out and "://" in str(args.out)):
+        return
+    # deferred: pyarrow loads only when an analysis is uploaded
+    import pyarrow.fs
+
+    try:
+        pyarrow.fs.copy_files(str(out), str(args.out))
+    except (OSError, pyarrow.ArrowException) as error:
+        raise GroupsweepError(f"cannot upload the analysis to --out {args.out!r}: {error}") from None
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"uploaded to {args.out}")
+
+
+def check_output(path, kind: str = "folder") -> Path:
+    """``path`` (an ``--out`` value) as a ``Path`` if an output ``kind`` (``folder`` or ``file``) can be
+    written there: it is one already, or its nearest existing parent is a writable folder. Else a one-line
+    ``GroupsweepError`` naming it. Nothing is created. A storage URI (a folder to upload to) is returned as
+    given."""
+    if "://" in str(path) and kind == "folder":
+        return path
+    path = Path(path).expanduser()
+    if path.exists() and (path.is_dir() != (kind == "folder")):
+        what = "a regular file" if kind == "folder" else "a folder"
+        raise GroupsweepError(f"--out {str(path)!r} is {what}; give the {kind} to write")
+    existing = path if path.exists() and kind == "folder" else path.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise GroupsweepError(f"--out {str(path)!r} cannot be created: {str(existing)!r} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise GroupsweepError(f"--out {str(path)!r} cannot be written: folder {str(existing)!r} is not writable")
+    return path
 
 
 def print_notes(notes: list) -> None:

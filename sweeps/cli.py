@@ -23,12 +23,14 @@ COMMAND_MODULES = [
     "sweeps.spectral_command",
     "sweeps.sweep_command",
     "sweeps.promote_command",
+    "sweeps.report_command",
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every registered command."""
-    parser = argparse.ArgumentParser(
+def build_parser(parser_class=argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The full argument parser with every registered command, built of ``parser_class`` parsers (the
+    Python API, ``groupsweep``, passes one whose errors raise ``GroupsweepError`` instead of exiting)."""
+    parser = parser_class(
         prog="groupsweep",
         description="Reproducible finetuning sweeps for group robustness on Ray Tune.",
     )

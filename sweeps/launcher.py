@@ -20,6 +20,20 @@ finished epoch, and a trial that had finished resumes from its final checkpoint 
 Tune reuses a trial's actor process for the next trial (``reuse_actors``) only when every trial of the
 sweep has the same ``mixed_precision``: a process keeps the Accelerate state of the first trial it ran.
 
+Before Ray starts and before anything is written, ``run_sweep`` checks everything it can: the sweep
+name (``trainables.errors.path_name``), the storage folder (``check_storage``), the resources, that a
+started sweep directory holds the same sweep, and, for a local run, every dataset (each is loaded once,
+which reads and checks its files; the trials then share the loaded copy). A sweep directory whose saved
+spec belongs to a run that never started a trial does not count as a sweep: it is replaced, so a
+refused or failed start never blocks the corrected run. While a driver runs the sweep it holds the
+directory's lock (``sweeps.sweep_lock``): a second launch stops with one line naming the holder.
+
+A local Ray (no ``--address``) serves only this machine: every server of it binds the loopback
+interface (``start_ray``), and a guard process (``sweeps.ray_guard``) ends all of its processes within a
+second when the driver dies. On local storage Ray Tune writes through
+``trainables.trial_dir.atomic_local_filesystem``, so a full disk leaves every file it had written whole;
+a storage failure that stops the sweep is raised as ``StorageFailure``, one line.
+
 This module imports Ray and torch at its top: the command line imports it only when a sweep runs or is
 inspected. Reading a sweep's results is ``analysis.results``' job.
 """
@@ -27,7 +41,9 @@ inspected. Reading a sweep's results is ``analysis.results``' job.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -37,15 +53,20 @@ import ray
 import torch
 import yaml
 from ray import tune
+from ray._private import ray_constants
 from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, PlacementGroupFactory, RunConfig, TuneConfig
 
+from sweeps.ray_guard import start_guard
 from sweeps.search import search_plan
 from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
+from sweeps.sweep_lock import SweepLock
+from sweeps.tracking import tracking_callbacks
+from trainables.balancing import method_label
 from trainables.builders import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
-from trainables.errors import GroupsweepError
+from trainables.errors import GroupsweepError, path_name
 from trainables.trainable import train_trial, trial_dirname, unit_name
-from trainables.trial_dir import join_location
+from trainables.trial_dir import atomic_local_filesystem, delete_retired_checkpoints, join_location, trial_dirs
 
 SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
@@ -66,6 +87,60 @@ ENV_DEFAULTS = {
 }
 PROGRESS_COLUMNS = {"epoch": "epoch", "optim/loss": "loss", "val/wga": "val wga", "test/wga": "test wga",
                     "status": "run"}
+# Ray Tune's loggers that log a failure with its traceback; the driver shows each as one line instead
+# (the traceback stays in the trial's error.txt).
+CONDENSED_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.execution.experiment_state")
+
+
+class StorageFailure(GroupsweepError):
+    """The sweep stopped because its storage failed (a full disk, a vanished or read-only folder)."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: the last line of its text (a Ray task error's text ends with the cause's
+    ``Type: message``), else its type's name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+class OneLineErrors(logging.Filter):
+    """A logging filter that turns a record's traceback into one line appended to its message, and keeps
+    those lines (``errors``): the cause of a failure whose error file could not be written."""
+
+    def __init__(self):
+        super().__init__()
+        self.errors: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            cause = one_line(record.exc_info[1])
+            self.errors.append(cause)
+            record.msg = f"{record.getMessage()} {cause}".rstrip()
+            record.args = ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+RAY_ERRORS = OneLineErrors()
+
+
+def condense_ray_errors() -> None:
+    """Show Ray Tune's trial and state-saving failures as one line each (``RAY_ERRORS``, emptied: it keeps
+    the failures of the sweep about to run)."""
+    RAY_ERRORS.errors.clear()
+    for name in CONDENSED_LOGGERS:
+        logger = logging.getLogger(name)
+        if RAY_ERRORS not in logger.filters:
+            logger.addFilter(RAY_ERRORS)
+
+
+def failed_trials(results) -> tuple[int, str | None]:
+    """``(number of trials of a ResultGrid that did not terminate normally, one line saying why)``: the
+    first error a trial recorded, else the first failure Ray logged (a trial whose error file could not be
+    written, on a full disk, has no recorded error)."""
+    failed = len(results) - results.num_terminated
+    causes = [one_line(result.error) for result in results if result.error is not None] + RAY_ERRORS.errors
+    return failed, (causes[0] if failed and causes else None)
 
 
 def set_env_defaults() -> None:
@@ -85,6 +160,31 @@ def resolve_storage(storage: str | None) -> str:
 def experiment_dir(storage: str, name: str) -> str:
     """``<storage>/<name>``: the sweep's Tune experiment directory (a URI keeps its query options last)."""
     return join_location(storage, name)
+
+
+def check_storage(storage: str, exp_dir: str) -> None:
+    """Check, before anything is written, that a local ``storage`` can hold the sweep folder ``exp_dir``:
+    each of them is a folder or can be created as one, and the folder that will be written is writable.
+    One-line ``GroupsweepError`` naming the path otherwise. URIs (object storage) are not checked here."""
+    if "://" in storage:
+        return
+    for path, what in ((storage, "--storage"), (exp_dir, "sweep folder")):
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise GroupsweepError(f"{what} {path!r} is not a folder")
+    existing = exp_dir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise GroupsweepError(f"--storage {storage!r} cannot be created: {existing!r} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise GroupsweepError(f"--storage {storage!r}: folder {existing!r} is not writable")
+
+
+def storage_filesystem(storage: str):
+    """The ``pyarrow.fs`` filesystem Ray Tune writes the sweep through: for local storage, the atomic one
+    (``trainables.trial_dir.atomic_local_filesystem``); for a URI, None (Ray resolves it; an object store
+    replaces an object whole anyway)."""
+    return None if "://" in storage else atomic_local_filesystem()
 
 
 # --- resources -----------------------------------------------------------------------------------
@@ -192,17 +292,65 @@ def param_space(spec: SweepSpec) -> dict:
 
 # --- Ray and the sweep directory ------------------------------------------------------------------
 
-def start_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Connect to the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a new small local Ray."""
+def best_by_method(trials) -> dict:
+    """``method label -> the best validation worst-group accuracy`` any of its trials has reported so far
+    (Tune's running maximum per trial, ``trial.metric_analysis``), for the methods that reported one."""
+    best = {}
+    for trial in trials:
+        value = trial.metric_analysis.get("val/wga", {}).get("max")
+        label = method_label(trial.config.get("method"), trial.config.get("ratio"))
+        if value is not None and math.isfinite(value):
+            best[label] = max(best.get(label, value), value)
+    return best
+
+
+class SweepReporter(CLIReporter):
+    """Ray's trial table (states, epochs, losses, WGA), then one line with ``best_by_method``."""
+
+    def report(self, trials, done, *sys_info) -> None:
+        super().report(trials, done, *sys_info)
+        best = best_by_method(trials)
+        if best:
+            print("best val WGA so far: " + " | ".join(f"{label} {100 * value:.1f}%" for label, value in best.items()),
+                  flush=True)
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster to join: ``address``, else ``$RAY_ADDRESS``; None for a new local Ray (also for Ray's
+    own ``local``)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    return None if address == "local" else address
+
+
+def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """Connect to the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a new small local Ray.
+
+    The local Ray serves this machine only. Its servers (GCS, raylet, object manager, agents and every
+    worker) bind the node's address, which Ray takes from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read once
+    when Ray is imported: ``0``, Ray's setting on macOS and Windows, makes it the loopback address. The
+    setting is applied for the ``ray.init`` of a local Ray only (a driver joining a cluster needs its
+    routable address). No dashboard is started unless ``dashboard`` (then on 127.0.0.1, its URL printed).
+    A guard process (``sweeps.ray_guard``) ends every process of the local Ray within a second when this
+    driver dies, even by SIGKILL.
+    """
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return
-    # address="local": a new Ray for this sweep, even when another one runs on this machine.
-    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-             include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    start_guard()
+    cluster_addressing = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: the loopback address
+    try:
+        # address="local": a new Ray for this sweep, even when another one runs on this machine.
+        context = ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+                           object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=dashboard,
+                           dashboard_host="127.0.0.1", logging_level=logging.WARNING, log_to_driver=False)
+        if dashboard:
+            print(f"Ray dashboard (this machine only): http://{context.dashboard_url}", flush=True)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_addressing
 
 
 def sweep_exists(exp_dir: str) -> bool:
@@ -227,6 +375,23 @@ def save_spec(exp_dir: str, source: dict) -> None:
     with fs.open_output_stream(f"{root}/.{SPEC_FILE}.tmp") as stream:
         stream.write(dump_spec(source).encode())
     fs.move(f"{root}/.{SPEC_FILE}.tmp", f"{root}/{SPEC_FILE}")
+
+
+def sweep_started(exp_dir: str) -> bool:
+    """Whether ``exp_dir`` holds a sweep that has started: Tune's experiment state or a trial directory."""
+    return tune.Tuner.can_restore(exp_dir) or bool(trial_dirs(exp_dir))
+
+
+def check_resumable(spec: SweepSpec, exp_dir: str) -> bool:
+    """Whether ``exp_dir`` holds a started sweep (``sweep_started``) to resume; ``check_same_sweep`` refuses
+    one that is a different sweep. A saved spec without a started sweep (a run stopped before its first
+    trial) does not count: it is replaced."""
+    if not sweep_started(exp_dir):
+        return False
+    saved = read_saved_spec(exp_dir)
+    if saved is not None:
+        check_same_sweep(spec, saved, exp_dir)
+    return True
 
 
 def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> None:
@@ -262,10 +427,23 @@ def is_memory_mapped(dataset) -> bool:
     return any(isinstance(split.inputs, np.memmap) for split in dataset.splits.values())
 
 
-def share_datasets(spec: SweepSpec) -> dict:
+def load_datasets(spec: SweepSpec) -> dict:
+    """Each distinct dataset of the sweep, loaded once: ``{trainables.builders.dataset_key(config): dataset}``.
+    Loading reads and checks every file and value of a native dataset, so a bad data root or file stops
+    the run with one line."""
+    datasets = {}
+    for unit in spec.units:
+        key = dataset_key(unit.config)
+        if key not in datasets:
+            datasets[key] = load_config_dataset(TrainConfig.from_dict(unit.config))
+    return datasets
+
+
+def share_datasets(spec: SweepSpec, loaded: dict | None = None) -> dict:
     """Put each distinct dataset of the single-process trials into Ray's object store once.
 
-    Returns ``{trainables.builders.dataset_key(config): ObjectRef}``. Datasets that are memory-mapped (decode-once caches, already
+    Returns ``{trainables.builders.dataset_key(config): ObjectRef}``. ``loaded``: datasets loaded already
+    (``load_datasets``); the others are loaded here. Datasets that are memory-mapped (decode-once caches, already
     shared by the OS) or that would take more than ``SHARED_DATASET_STORE_SHARE`` of the cluster's
     object store are left out: their trials load them themselves.
     """
@@ -275,35 +453,39 @@ def share_datasets(spec: SweepSpec) -> dict:
         key = dataset_key(unit.config)
         if unit.resources.workers > 1 or key in refs:
             continue
-        dataset = load_config_dataset(TrainConfig.from_dict(unit.config))
+        known = loaded is not None and key in loaded
+        dataset = loaded[key] if known else load_config_dataset(TrainConfig.from_dict(unit.config))
         shareable = not is_memory_mapped(dataset) and dataset_nbytes(dataset) <= SHARED_DATASET_STORE_SHARE * capacity
         refs[key] = ray.put(dataset) if shareable else None
     return {key: ref for key, ref in refs.items() if ref is not None}
 
 
 def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concurrent: int | None,
-                shared: bool = True):
+                shared: bool = True, loaded: dict | None = None):
     """A new ``ray.tune.Tuner`` for the sweep, or the restored one when ``exp_dir`` holds its experiment.
 
-    ``shared``: trials take their datasets from the object store (``share_datasets``) instead of loading them.
+    ``shared``: trials take their datasets from the object store (``share_datasets``, given the datasets
+    ``loaded`` already) instead of loading them.
     """
     workers = {t.name: {"workers": t.resources.workers, "bundle": t.resources.worker_bundle,
                         "keep_checkpoints": spec.keep_checkpoints}
                for t in spec.units if t.resources.workers > 1}
-    datasets = share_datasets(spec) if shared else {}
+    datasets = share_datasets(spec, loaded) if shared else {}
+    filesystem = storage_filesystem(storage)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, experiment_dir=exp_dir, workers=workers, datasets=datasets),
         TrialResources(spec),
     )
     if tune.Tuner.can_restore(exp_dir):
         if spec.search is not None:  # the searcher (every cell's state) comes back with the experiment
-            return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
+            return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True,
+                                      storage_filesystem=filesystem)
         # The grid's sample_from functions are saved as placeholders: trials not created before the
         # interruption get their configs only if the same param_space is given back.
-        return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True, param_space=param_space(spec))
-    reporter = CLIReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns={"seed": "seed"},
-                           max_report_frequency=30,
-                           max_progress_rows=12)
+        return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True, param_space=param_space(spec),
+                                  storage_filesystem=filesystem)
+    reporter = SweepReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns={"seed": "seed"},
+                             max_report_frequency=30, max_progress_rows=12)
     if spec.search is not None:
         search = search_plan(list(spec.cells), spec.search, exp_dir)
         space, samples = {}, {"search_alg": search.searcher, "scheduler": search.scheduler,
@@ -316,37 +498,56 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         tune_config=TuneConfig(**samples, reuse_actors=can_reuse_actors(spec), max_concurrent_trials=max_concurrent,
                                trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname),
         run_config=RunConfig(
-            name=name, storage_path=storage, verbose=1, progress_reporter=reporter,
+            name=name, storage_path=storage, storage_filesystem=filesystem, verbose=1, progress_reporter=reporter,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+            callbacks=tracking_callbacks(spec.tracking, name, exp_dir),
         ),
     )
 
 
 def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None = None, address: str | None = None,
-              max_concurrent: int | None = None, num_cpus: int | None = None, share: bool = True):
+              max_concurrent: int | None = None, num_cpus: int | None = None, share: bool = True,
+              dashboard: bool = False):
     """Run (or resume) a sweep and return its ``ResultGrid``.
 
     ``name`` defaults to the spec's name, ``storage`` to ``resolve_storage(None)``. ``share=False``
     makes every trial load its dataset itself instead of reading it from the object store. Resource requests
     are checked with ``check_nodes_fit``: for local Ray, impossible ones are refused before Ray starts (and
     again against its live node); on a cluster (``address`` or ``$RAY_ADDRESS``), a trial that no live node
-    can hold gets a warning, and Tune waits for the autoscaler.
+    can hold gets a warning, and Tune waits for the autoscaler. Every check of the module docstring runs
+    before Ray starts and before anything is written; then the sweep directory is locked for the run
+    (``SweepLocked`` when another driver holds it). A storage failure that stops the sweep raises
+    ``StorageFailure``.
     """
     set_env_defaults()
-    name = name or spec.name
+    name = path_name("sweep name", name or spec.name)
     storage = resolve_storage(storage)
     exp_dir = experiment_dir(storage, name)
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
+    check_storage(storage, exp_dir)
     if not address and not ray.is_initialized():
         check_nodes_fit(spec, [local_node_shape(num_cpus)])
-    saved = read_saved_spec(exp_dir)
-    if saved is not None:
-        check_same_sweep(spec, saved, exp_dir)
-    start_ray(address, num_cpus)
-    check_nodes_fit(spec, live_node_shapes(), autoscaling=bool(address))
-    if saved is None:
-        save_spec(exp_dir, spec.source)
-    tuner = build_tuner(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent, shared=share)
-    return tuner.fit()
+    check_resumable(spec, exp_dir)
+    # a cluster's datasets may live on its workers only: there, the trials load and check them
+    loaded = load_datasets(spec) if not address else None
+    with SweepLock(exp_dir):
+        started = check_resumable(spec, exp_dir)  # again: no other driver can change it now
+        start_ray(address, num_cpus, dashboard=dashboard)
+        check_nodes_fit(spec, live_node_shapes(), autoscaling=bool(address))
+        try:
+            if not started:
+                save_spec(exp_dir, spec.source)
+            tuner = build_tuner(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent, shared=share,
+                                loaded=loaded)
+            condense_ray_errors()
+            results = tuner.fit()
+            delete_retired_checkpoints()  # the final experiment snapshot names the checkpoints kept
+            return results
+        except ConnectionError:
+            raise  # Ray's own connections, not the storage
+        except (OSError, EOFError, pickle.UnpicklingError) as error:
+            raise StorageFailure(f"the sweep stopped: its storage {exp_dir} failed ({one_line(error)}); files "
+                                 "already written are intact: free space or fix the storage, then run the same "
+                                 "command again to resume") from None
 

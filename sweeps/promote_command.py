@@ -25,9 +25,9 @@ import argparse
 from pathlib import Path
 
 from sweeps import analyze_command
-from sweeps.analyze_command import load_run, print_notes
+from sweeps.analyze_command import check_output, load_run, print_notes
 from sweeps.spec import HPARAM_FIELDS, dump_spec, method_slug, parse_seeds
-from trainables.errors import GroupsweepError
+from trainables.errors import GroupsweepError, path_name
 from trainables.trial_dir import join_location
 
 # Validation criteria promote may select by (``oracle`` reads the test split: a reference, not a choice).
@@ -65,6 +65,10 @@ def run_promote(args: argparse.Namespace) -> int:
     with ``--run``, run it. One-line ``GroupsweepError`` for bad seeds, a sweep that did not search, or a
     search without a complete configuration."""
     seeds = parse_seed_arguments(args.seeds)
+    if args.name is not None:
+        path_name("--name", args.name)
+    if args.out is not None:
+        check_output(args.out, "file")
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.selection import display_hyperparameters, select
 
@@ -86,7 +90,7 @@ def run_promote(args: argparse.Namespace) -> int:
     if saved is not None and _nested_resources(saved):
         print_notes([("the search spec sets resources per dataset, model or part; the promoted spec carries only "
                       "its top-level resources: check them before running it")])
-    out = Path(args.out) if args.out else _default_out(results.run_dir, sweep, args.criterion)
+    out = Path(args.out) if args.out else default_out(results.run_dir, sweep, args.criterion)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# written by: groupsweep promote {results.run_dir} --criterion {args.criterion}\n"
                    + "".join(f"# {line}\n" for line in chosen_lines(selection.hyperparameters)) + dump_spec(source))
@@ -208,7 +212,7 @@ def _nested_resources(saved: dict) -> bool:
     return any(isinstance(level, dict) and level.get("resources") for level in levels)
 
 
-def _default_out(run_dir, sweep: str, criterion: str) -> Path:
+def default_out(run_dir, sweep: str, criterion: str) -> Path:
     """``RUN_DIR/promoted_<criterion>.yaml``; for a URI, ``<sweep>_promoted_<criterion>.yaml`` here."""
     if "://" in str(run_dir):
         return Path.cwd() / f"{sweep}_promoted_{criterion}.yaml"

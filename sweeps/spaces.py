@@ -18,7 +18,8 @@ The ``search:`` block::
     search:
       num_samples: 8            # sampled configurations per cell (grid values multiply them, as in Tune)
       algorithm: random         # random (Tune's variant generator), optuna (TPE), hyperopt (TPE)
-      metric: val/wga           # any per-epoch validation or training metric a trial reports
+      metric: val/wga           # any per-epoch validation or training metric a trial reports (a training
+                                # metric needs eval_train: every, as it is NaN on the epochs not evaluated)
       mode: max                 # max or min (default: min for losses, else max)
       scheduler: asha           # fifo (every trial runs all its epochs) or asha (early stopping)
       grace_period: 1           # asha: epochs before a trial may be stopped
@@ -181,6 +182,23 @@ def parse_search(value, parse_seeds) -> SearchSettings | None:
     return SearchSettings(num_samples=settings["num_samples"], algorithm=algorithm, metric=metric, mode=mode,
                           scheduler=scheduler, grace_period=settings["grace_period"], reduction_factor=float(factor),
                           seeds=None if seeds is None else tuple(parse_seeds(seeds, "search.seeds")), seed=seed)
+
+
+def check_metric_reported(settings: SearchSettings, cells) -> None:
+    """One-line ``GroupsweepError`` when a search optimises a training-split metric (``train/*``,
+    ``train_subset/*``) in a cell whose trials do not evaluate the training split every epoch: those
+    metrics are NaN on the epochs ``eval_train`` skips, which a searcher or ASHA cannot compare. ``cells``:
+    objects with the cell's fixed ``config``, its ``space`` and ``name`` (``SearchCell``)."""
+    if not settings.metric.startswith(("train/", "train_subset/")):
+        return
+    for cell in cells:
+        space = cell.space.get("eval_train")
+        values = space_values(space) if space is not None else [cell.config.get("eval_train", "final")]
+        skipping = [value for value in values if value not in ("every", 1)]
+        if skipping:
+            _fail("search.metric", f"{settings.metric!r} is reported only on the epochs that evaluate the training "
+                                   f"split, but cell {cell.name} has eval_train {skipping[0]!r}; set eval_train: every "
+                                   "(hparams) or search on a validation metric")
 
 
 def check_searcher_installed(algorithm: str) -> None:

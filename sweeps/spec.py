@@ -23,9 +23,10 @@ A spec is a mapping (every key but ``datasets`` optional)::
     max_failures: 2                  # retries of a failed trial, from its last checkpoint
     max_concurrent: null             # cap on trials running at once (null: as many as resources allow)
     keep_checkpoints: 1              # checkpoints kept per trial (the last N epochs; ``all``: every epoch)
-    after: ["spectral --top 10"]     # groupsweep commands (analyze, plot, spectral, promote) run on the sweep's
+    after: ["spectral --top 10"]     # groupsweep commands (analyze, plot, spectral, promote, report) run on the sweep's
                                      # directory once every trial has finished (``run --no-after`` skips them)
     override: {epochs: 1}            # TrainConfig fields forced on every trial (what ``--set epochs=1`` adds)
+    tracking: [tensorboard, mlflow]  # live tracking through Ray Tune's callbacks (``sweeps.tracking``)
     search: {num_samples: 8, scheduler: asha}   # a hyperparameter search (``sweeps.spaces``): any hparams
                                      # value may then be a space such as {loguniform: [1e-5, 1e-3]}
     parts:                           # optional sub-grids, expanded one after the other:
@@ -63,14 +64,17 @@ from pathlib import Path
 import yaml
 
 from sweeps.presets import preset_names, preset_path
-from sweeps.spaces import SearchCell, SearchSettings, check_space, describe_space, is_space, parse_search, space_values
+from sweeps.tracking import Tracking, parse_tracking
+from sweeps.spaces import (SearchCell, SearchSettings, check_metric_reported, check_space, describe_space, is_space,
+                           parse_search, space_values, trial_name)
 from trainables.balancing import METHODS, RATIO_METHODS, SELECTION_METHODS, method_label
 from trainables.config import TrainConfig
-from trainables.errors import GroupsweepError, choose, is_integer, is_real
+from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
 from trainables.trial_dir import METHOD_HPARAMS_KEY
 
 SPEC_KEYS = ("name", "description", "datasets", "models", "methods", "seeds", "hparams", "resources",
-             "max_failures", "max_concurrent", "keep_checkpoints", "after", "override", "parts", "search")
+             "max_failures", "max_concurrent", "keep_checkpoints", "after", "override", "parts", "search",
+             "tracking")
 METHOD_KEYS = ("ratios", "hparams")
 # TrainConfig fields that hold a mapping of their own: never a search space.
 UNSEARCHABLE_FIELDS = ("d3m",)
@@ -85,7 +89,7 @@ DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0}
 # CPU of the Tune trial that only drives a multi-worker TorchTrainer (its workers hold the rest).
 DRIVER_CPU = 0.01
 # The groupsweep commands a spec's ``after`` list may run on the finished sweep's directory.
-AFTER_COMMANDS = ("analyze", "plot", "spectral", "promote")
+AFTER_COMMANDS = ("analyze", "plot", "spectral", "promote", "report")
 # Where ``after`` commands are checked, the sweep directory is not known yet: this stands in for it.
 RUN_DIR_PLACEHOLDER = "RUN_DIR"
 
@@ -144,6 +148,7 @@ class SweepSpec:
     after: tuple[str, ...] = ()
     search: SearchSettings | None = None
     cells: tuple[SearchCell, ...] = ()
+    tracking: Tracking = Tracking()
 
     @property
     def units(self) -> tuple:
@@ -490,8 +495,7 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
     _check_keys(source, SPEC_KEYS, "spec")
     registries = registries or package_registries()
     name = source.get("name") or "sweep"
-    if not isinstance(name, str) or "/" in name or name.startswith("."):
-        _fail("name", f"sweep name must be a plain directory name, got {name!r}")
+    _check_path_name("name", "sweep name", name)
     description = source.get("description") or ""
     max_failures = source.get("max_failures", 2)
     if not is_integer(max_failures, -1):
@@ -504,6 +508,7 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
         _fail("keep_checkpoints", f"must be a positive integer or 'all', got {keep_checkpoints!r}")
     after = parse_after(source.get("after"))
     search = parse_search(source.get("search"), parse_seeds)
+    tracking = parse_tracking(source.get("tracking"))
     override = _mapping(source.get("override"), "override")
     for key in override:
         if key not in TrainConfig.__dataclass_fields__:
@@ -523,8 +528,8 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
             part = _mapping(part, f"parts[{index}]")
             _check_keys(part, PART_KEYS, f"parts[{index}]")
             tag = part.get("tag")
-            if tag is not None and (not isinstance(tag, str) or not tag or "/" in tag):
-                _fail(f"parts[{index}].tag", f"must be a non-empty name, got {tag!r}")
+            if tag is not None:
+                _check_path_name(f"parts[{index}].tag", "part tag", tag)
             merged = dict(base)
             for key in ("datasets", "models", "methods", "seeds"):
                 if part.get(key) is not None:
@@ -536,6 +541,7 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
             trials.extend(_expand_part(merged, tag or None, override, registries, search))
     seen = {}
     for trial in trials:
+        _check_path_name("spec", "trial name", longest_trial_name(trial))
         if trial.name in seen:
             what = "cells" if search is not None else "trials"
             _fail("spec", f"two {what} are named {trial.name!r}; give the parts distinct tags")
@@ -543,9 +549,28 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
     if keep_checkpoints == "all":
         keep_checkpoints = max(trial.config["epochs"] for trial in trials)
     cells = tuple(trials) if search is not None else ()
+    if search is not None:
+        check_metric_reported(search, cells)
     return SweepSpec(name=name, description=description, trials=() if search is not None else tuple(trials),
                      max_failures=max_failures, max_concurrent=max_concurrent, source=copy.deepcopy(source),
-                     keep_checkpoints=keep_checkpoints, after=after, search=search, cells=cells)
+                     keep_checkpoints=keep_checkpoints, after=after, search=search, cells=cells, tracking=tracking)
+
+
+def _check_path_name(where: str, what: str, value) -> None:
+    """``trainables.errors.path_name``: the one rule for names that become folders, as a spec error."""
+    try:
+        path_name(what, value)
+    except GroupsweepError as error:
+        _fail(where, f"{error} (a trial is named <dataset>-<model>-<method>[-<part tag>]-s<seed>)"
+              if what == "trial name" else str(error))
+
+
+def longest_trial_name(unit) -> str:
+    """The longest trial name a unit of a sweep gives its trials: a trial's own name, or for a search cell
+    the name of its last configuration on its largest seed."""
+    if isinstance(unit, TrialPlan):
+        return unit.name
+    return trial_name(unit.name, unit.n_configurations - 1, max(unit.seeds), unit.n_configurations)
 
 
 def after_argv(command: str, run_dir: str) -> list[str]:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from sweeps.analyze_command import CRITERION_CHOICES as ANALYZE_CRITERIA
-from sweeps.analyze_command import DEFAULT_OUT, load_run, print_notes
+from sweeps.analyze_command import add_out_argument, check_output, load_run, output_folder, print_notes, publish
 from trainables.errors import GroupsweepError
 
 # Spectral analysis follows one selected method, so the table-only "all" is not a choice here.
@@ -49,7 +48,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="examples per forward pass (default: the trial's eval_batch_size)")
-    parser.add_argument("--out", default=None, help=f"output folder (default: RUN_DIR/{DEFAULT_OUT})")
+    add_out_argument(parser)
     parser.set_defaults(func=run_spectral)
 
 
@@ -65,6 +64,8 @@ def run_spectral(args: argparse.Namespace) -> int:
             raise GroupsweepError(f"--top and --batch-size must be positive integers, got {value}")
     if args.epoch is not None and args.epoch < 1:
         raise GroupsweepError(f"--epoch must be a positive integer, got {args.epoch}")
+    if args.out:
+        check_output(args.out)
     results = load_run(args.run_dir)
     notes = list(results.problems)
     if args.trial:
@@ -79,10 +80,11 @@ def run_spectral(args: argparse.Namespace) -> int:
     spectra = analyze_trials(results, trial_ids, max(tops), epoch=args.epoch, examples=args.examples,
                              device=args.device, batch_size=args.batch_size,
                              log=lambda message: print(message, file=sys.stderr, flush=True))
-    out = Path(args.out) if args.out else Path(args.run_dir) / DEFAULT_OUT
+    out = output_folder(args)
     outputs = write_outputs(spectra, tops, out)
     print_notes(notes + outputs.notes)
     print((out / "spectral_table5.md").read_text())
     for path in outputs.files:
         print(f"wrote {path}")
+    publish(args, out)
     return 0

@@ -10,18 +10,21 @@ directory through ``analysis.results.load_results``, as every analysis does.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shlex
+import sys
 
-from sweeps import analyze_command, promote_command, spectral_command
-from sweeps.analyze_command import load_run, print_notes
+from sweeps import analyze_command, promote_command, report_command, spectral_command
+from sweeps.analyze_command import check_output, load_run, print_notes
 from sweeps.overrides import parse_overrides
 from sweeps.presets import preset_names
 from sweeps.spaces import describe_space
 from sweeps.spec import RUN_DIR_PLACEHOLDER, build_spec, load_spec, read_spec_source
+from sweeps.tracking import parse_tracking
 from trainables.balancing import method_label
-from trainables.errors import GroupsweepError, positive_integer
+from trainables.errors import GroupsweepError, path_name, positive_integer
 
 PLAN_COLUMNS = ("#", "trial", "dataset", "model", "method", "seed", "epochs", "lr", "cpu", "gpu")
 SEARCH_PLAN_COLUMNS = ("#", "cell", "method", "searched", "configs", "seeds", "trials", "epochs", "cpu", "gpu")
@@ -42,6 +45,12 @@ def register(subparsers) -> None:
     run.add_argument("--address", help="Ray cluster to use: 'auto' or HOST:PORT (default: $RAY_ADDRESS, "
                                        "else a local Ray started for this sweep)")
     run.add_argument("--max-concurrent", type=int, metavar="N", help="run at most N trials at once")
+    run.add_argument("--tracking", action="append", default=[], metavar="TRACKER",
+                     choices=("tensorboard", "mlflow", "wandb"),
+                     help="also track the sweep live with TRACKER (tensorboard, mlflow or wandb; repeatable; "
+                          "added to the spec's `tracking`; see the README's Live tracking)")
+    run.add_argument("--dashboard", action="store_true",
+                     help="start Ray's dashboard for a local sweep, on 127.0.0.1 only (its URL is printed)")
     run.add_argument("--no-after", action="store_true",
                      help="do not run the spec's `after` commands (analyses) when the sweep has finished")
     run.add_argument("--profile", action="store_true",
@@ -85,13 +94,14 @@ class CheckingParser(argparse.ArgumentParser):
 
 def after_parser() -> argparse.ArgumentParser:
     """The parser of the commands a spec's ``after`` list may run: the analysis commands (``analyze``,
-    ``plot``, ``spectral``) and ``promote``, each registered by its own module; errors raise
+    ``plot``, ``spectral``, ``report``) and ``promote``, each registered by its own module; errors raise
     ``GroupsweepError``."""
     parser = CheckingParser(prog="groupsweep")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     analyze_command.register(subparsers)
     spectral_command.register(subparsers)
     promote_command.register(subparsers)
+    report_command.register(subparsers)
     provide_runner(subparsers)
     return parser
 
@@ -117,7 +127,9 @@ def check_after_commands(spec) -> None:
     parser = after_parser()
     for index, (command, argv) in enumerate(zip(spec.after, spec.after_argv(RUN_DIR_PLACEHOLDER))):
         try:
-            parser.parse_args(argv)
+            args = parser.parse_args(argv)
+            if getattr(args, "out", None):  # written once the sweep has finished: checked now
+                check_output(args.out, "file" if args.command == "promote" else "folder")
         except GroupsweepError as error:
             raise GroupsweepError(f"after[{index}]: {command!r}: {error}") from None
 
@@ -242,23 +254,36 @@ def run_command(args: argparse.Namespace) -> int:
     if args.profile:
         args.overrides = [*args.overrides, "profile=true"]
     spec = load_checked_spec(args)
+    if args.tracking:
+        spec = dataclasses.replace(spec, tracking=parse_tracking(spec.source.get("tracking"), extra=args.tracking))
     if args.max_concurrent is not None:
         positive_integer("--max-concurrent", args.max_concurrent)
+    if args.name is not None:
+        path_name("--name", args.name)
     # deferred: Ray (and pandas for the summary) load only when a sweep runs, not for `plan` or `--help`
     from analysis.summary import format_summary, summarize
-    from sweeps.launcher import experiment_dir, resolve_storage, run_sweep
+    from sweeps.launcher import StorageFailure, experiment_dir, failed_trials, resolve_storage, run_sweep
 
     name = args.name or spec.name
     exp_dir = experiment_dir(resolve_storage(args.storage), name)
     print(f"sweep {name}: {trial_count(spec)} trials -> {exp_dir}", flush=True)
-    results = run_sweep(spec, name=name, storage=args.storage, address=args.address,
-                        max_concurrent=args.max_concurrent)
+    try:
+        results = run_sweep(spec, name=name, storage=args.storage, address=args.address,
+                            max_concurrent=args.max_concurrent, dashboard=args.dashboard)
+    except StorageFailure as failure:  # the summary of what was written, then the cause
+        results, stopped = None, failure
+    else:
+        stopped = None
     print()
     sweep = load_sweep(exp_dir)
     print(format_summary(summarize(sweep, order=grid_order(spec, sweep))))
-    errors = sum(1 for result in results if result.error is not None)
+    if stopped is not None:
+        print(f"error: {stopped}", file=sys.stderr)
+        return 1
+    errors, cause = failed_trials(results)
     if errors:
-        print(f"{errors} trial(s) failed; `groupsweep status {name}` lists them, rerun the command to retry")
+        cause = f" (first error: {cause})" if cause else ""
+        print(f"{errors} trial(s) failed{cause}; `groupsweep status {name}` lists them, rerun the command to retry")
         if spec.after and not args.no_after:
             print("the spec's `after` commands did not run: they run once every trial has finished")
         return 1

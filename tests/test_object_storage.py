@@ -72,3 +72,17 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
     spectral = run_cli("spectral", exp_uri, "--trial", NAMES[1], "--top", "5", "--out", str(out))
     assert spectral.returncode == 0, spectral.stdout[-2000:] + spectral.stderr[-2000:]
     assert any(path.name.startswith("spectral_") for path in out.iterdir())
+    # an analysis written to the bucket when asked
+    remote = join_location(storage, "s3-analysis")
+    uploaded = run_cli("analyze", exp_uri, "--out", remote)
+    assert uploaded.returncode == 0 and f"uploaded to {remote}" in uploaded.stdout, uploaded.stderr[-2000:]
+    assert b"criterion" in TrialDir(remote).read_bytes("table1.csv")
+
+
+def test_analyses_of_a_bucket_write_to_a_local_folder_by_default(tmp_path, monkeypatch):
+    from sweeps.analyze_command import default_out_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert default_out_dir("s3://b/sweeps/s3?endpoint_override=127.0.0.1:9&scheme=http") == \
+        tmp_path / "s3_groupsweep_analysis"
+    assert default_out_dir(tmp_path / "sweep") == tmp_path / "sweep" / "groupsweep_analysis"

@@ -177,3 +177,20 @@ def test_asha_runs_per_cell_and_stops_the_worse_half_at_a_rung():
     assert scheduler.stopped >= 1 and "stopped early" in scheduler.debug_string()
     assert scheduler.on_trial_result(None, trials["a"][0], {"epoch": 2, "status": "diverged"}) == "CONTINUE"
     assert math.isfinite(scheduler.epochs["a"])
+
+
+def test_a_training_metric_search_needs_the_training_split_evaluated_every_epoch():
+    from sweeps.spaces import check_metric_reported
+
+    settings = parse_search({"metric": "train/acc"}, parse_seeds)
+    default = cell("wb-none", space={"lr": {"loguniform": [1e-4, 1e-1]}})
+    with pytest.raises(GroupsweepError, match="cell wb-none has eval_train 'final'; set eval_train: every"):
+        check_metric_reported(settings, [default])
+    every = SearchCell(name="wb-every", config={**default.config, "eval_train": "every"}, space=default.space,
+                       seeds=(0,), resources=None)
+    check_metric_reported(settings, [every])  # evaluated every epoch: accepted
+    searched = SearchCell(name="wb-searched", config=every.config, space={"eval_train": {"choice": ["every", 2]}},
+                          seeds=(0,), resources=None)
+    with pytest.raises(GroupsweepError, match="wb-searched"):
+        check_metric_reported(settings, [searched])
+    check_metric_reported(parse_search({"metric": "val/wga"}, parse_seeds), [default])  # validation: any eval_train

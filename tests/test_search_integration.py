@@ -88,7 +88,7 @@ def test_random_search_with_asha_per_cell(tmp_path):
     analysis = run_cli("analyze", str(exp_dir), "--criterion", "average", "--by-model")
     assert analysis.returncode == 0, analysis.stdout[-3000:] + analysis.stderr[-3000:]
     assert "Chosen configuration per method" in analysis.stdout and "left out" in analysis.stdout + analysis.stderr
-    chosen = pd.read_csv(exp_dir / "groupsweep_analysis" / "table1_average_by-model_hyperparameters.csv")
+    chosen = pd.read_csv(exp_dir / "groupsweep_analysis" / "table1_average_hyperparameters.csv")
     assert set(chosen["method"]) == {"none", "upweighting"} and (chosen["lr"] == 3.0e-2).all()
 
     # promote: the rerun's configurations equal the chosen ones; analysed with the search, its Table 1
@@ -103,7 +103,7 @@ def test_random_search_with_asha_per_cell(tmp_path):
         assert len(same) == 2 and all(config["lr"] == picked["lr"] and
                                       config["weight_decay"] == picked["weight_decay"] for config in same)
     assert "Rerun of the chosen configurations" in promoted.stdout
-    rerun_table = pd.read_csv(exp_dir / "groupsweep_analysis" / "table1_average_by-model_rerun.csv")
+    rerun_table = pd.read_csv(exp_dir / "groupsweep_analysis" / "table1_average_rerun.csv")
     assert len(rerun_table) == 1 and rerun_table.iloc[0]["n_seeds"] == 2
 
 

@@ -1,0 +1,92 @@
+"""The README's cluster path on a real local head node (``slow``): ``ray start --head`` on 127.0.0.1 with the
+job server, ``ray job submit --working-dir . -- groupsweep run SPEC --address auto --storage ...``, then the
+results analysed from outside the cluster. The head node is started by this test, in its own process group,
+and stopped by that group's id (never ``ray stop``, which would end every Ray on the machine)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_fixtures import TINY_DATA, cli_env, run_cli
+from s3_fixtures import free_port
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def head_env() -> dict:
+    """The CLI environment with this interpreter's scripts (``ray``, ``groupsweep``) first on PATH, as on a
+    cluster node where groupsweep is installed."""
+    env = cli_env()
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def forget_head(address: str) -> None:
+    """Remove ``ray start``'s note of the latest cluster (``<temp dir>/ray_current_cluster``) when it names
+    this test's stopped head node, so that a later plain ``ray.init()`` starts a new Ray instead of
+    joining the dead one; a note naming any other cluster is left alone."""
+    note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    if note.exists() and note.read_text().strip() == address:
+        note.unlink()
+
+
+def wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise AssertionError("the head node exited:\n" + head.stdout.read()[-3000:])
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError("the head node's job server did not answer")
+
+
+def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_node(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "spec.yaml").write_text(yaml.safe_dump({
+        "name": "job", "datasets": {"synthetic-waterbirds": {"options": TINY_DATA}}, "models": ["toy-resnet-xs"],
+        "methods": ["none", "upsampling"], "seeds": [1],
+        "hparams": {"lr": 1e-2, "batch_size": 64, "epochs": 2, "eval_batch_size": 128}}))
+    storage = tmp_path / "results"
+    port, dashboard = free_port(), free_port()
+    url = f"http://127.0.0.1:{dashboard}"
+    head = subprocess.Popen([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
+                             "--num-cpus=2", "--block"], env=head_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for_dashboard(url, head)
+        job = subprocess.run([RAY, "job", "submit", "--address", url, "--working-dir", str(work), "--",
+                              "groupsweep", "run", "spec.yaml", "--address", "auto", "--storage", str(storage)],
+                             env=head_env(), capture_output=True, text=True, timeout=600)
+        assert job.returncode == 0 and "succeeded" in job.stdout + job.stderr, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "final test WGA" in job.stdout
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)  # whatever of this head node's processes is left
+        except ProcessLookupError:
+            pass
+        head.wait(timeout=30)
+        forget_head(f"127.0.0.1:{port}")
+    analysis = run_cli("analyze", str(storage / "job"), "--out", str(tmp_path / "analysis"))
+    assert analysis.returncode == 0, analysis.stdout[-2000:] + analysis.stderr[-2000:]
+    assert (tmp_path / "analysis" / "table1.csv").exists()

@@ -1,0 +1,106 @@
+"""Live tracking through Ray Tune's callbacks: a real local MLflow store and TensorBoard event files, read back
+after a real sweep; and the one-line errors of bad ``tracking`` settings."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import yaml
+
+from ray_fixtures import TINY_DATA, run_cli
+from sweeps.tracking import Tracking, mlflow_default_uri, parse_tracking
+from trainables.errors import GroupsweepError
+
+
+def event_tags(path) -> dict:
+    """``tag -> [(step, value)]`` of the scalars in one TensorBoard event file (TFRecord framing: length,
+    its CRC, the Event proto, its CRC), parsed with tensorboardX's own protos."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    data, offset, out = path.read_bytes(), 0, {}
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset:offset + 8])
+        event = Event.FromString(data[offset + 12:offset + 12 + length])
+        offset += 12 + length + 4
+        for value in event.summary.value:
+            out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
+def test_tracking_settings_are_checked_in_one_line(monkeypatch):
+    import importlib.util
+
+    assert parse_tracking(None) == Tracking({}) and not parse_tracking(None)
+    assert parse_tracking(["tensorboard"], extra=["mlflow"]).trackers == {
+        "tensorboard": {}, "mlflow": {"tracking_uri": None}}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
+    with pytest.raises(GroupsweepError, match=r"^tracking: wandb needs the wandb package, which is not installed; "
+                                              r"install it with: pip install 'groupsweep\[wandb\]'$"):
+        parse_tracking({"wandb": {"project": "p"}})
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: real("json") if name == "wandb" else real(name))
+    assert parse_tracking({"wandb": {"project": "p"}}).trackers["wandb"] == {"project": "p", "mode": "offline"}
+    for value, message in [
+        (["neptune"], "tracking: unknown tracker 'neptune'; choose from: tensorboard, mlflow, wandb"),
+        ({"mlflow": {"uri": "x"}}, "tracking.mlflow: unknown setting 'uri'; allowed: tracking_uri"),
+        ({"wandb": {"mode": "cloud"}}, "tracking.wandb.mode: unknown mode 'cloud'; choose one of: offline, "
+                                       "online, disabled"),
+        (3, "tracking: expected a list of trackers or a mapping, got 3"),
+    ]:
+        with pytest.raises(GroupsweepError) as info:
+            parse_tracking(value)
+        assert str(info.value) == message
+
+
+def test_the_embedded_mlflow_store_sits_in_the_sweep_directory(tmp_path):
+    assert mlflow_default_uri(str(tmp_path / "s")) == f"file:{tmp_path / 's' / 'mlruns'}"
+    assert mlflow_default_uri("s3://bucket/s?region=x").endswith("/mlruns")
+
+
+@pytest.mark.slow
+def test_a_sweep_tracked_by_mlflow_and_tensorboard(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "tracked", "datasets": {"synthetic-waterbirds": {"options": TINY_DATA}},
+        "models": ["toy-resnet-xs"], "methods": ["none", "upsampling"], "seeds": [1],
+        "hparams": {"lr": 1e-2, "batch_size": 64, "epochs": 2, "eval_batch_size": 128},
+        "tracking": ["tensorboard"]}))
+    done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"), "--tracking", "mlflow")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    exp_dir = tmp_path / "out" / "tracked"
+    names = {"synthetic-waterbirds-toy-resnet-xs-none-s1", "synthetic-waterbirds-toy-resnet-xs-upsampling-s1"}
+
+    client = MlflowClient(f"file:{exp_dir / 'mlruns'}")
+    experiment = client.get_experiment_by_name("tracked")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {run.info.run_name for run in runs} == names
+    for run in runs:
+        assert run.data.params["lr"] == "0.01" and run.data.params["method"] in ("none", "upsampling")
+        assert run.data.tags["groupsweep.sweep"] == "tracked"
+        history = client.get_metric_history(run.info.run_id, "val/wga")
+        assert sorted(point.step for point in history) == [1, 2]
+
+    for name in names:
+        files = list((exp_dir / name).glob("events.out.tfevents.*"))
+        assert len(files) == 1, name
+        tags = event_tags(files[0])
+        assert [step for step, _ in tags["ray/tune/val/wga"]] == [1, 2]
+
+
+
+def test_the_live_table_ends_with_the_best_validation_wga_per_method():
+    from types import SimpleNamespace
+
+    from sweeps.launcher import best_by_method
+
+    def trial(method, ratio, best):
+        analysis = {"val/wga": {"max": best}} if best is not None else {}
+        return SimpleNamespace(config={"method": method, "ratio": ratio}, metric_analysis=analysis)
+
+    trials = [trial("none", None, 0.2), trial("none", None, 0.3), trial("mixture", 2.0, 0.5),
+              trial("upsampling", None, None), trial("upweighting", None, float("nan"))]
+    assert best_by_method(trials) == {"none": 0.3, "mixture 2:1": 0.5}
