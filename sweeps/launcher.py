@@ -533,9 +533,10 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
     loaded = load_datasets(spec) if not address else None
     with SweepLock(exp_dir):
         started = check_resumable(spec, exp_dir)  # again: no other driver can change it now
+        ray_started_here = not ray.is_initialized()
         start_ray(address, num_cpus, dashboard=dashboard)
-        check_nodes_fit(spec, live_node_shapes(), autoscaling=bool(address))
         try:
+            check_nodes_fit(spec, live_node_shapes(), autoscaling=bool(address))
             if not started:
                 save_spec(exp_dir, spec.source)
             tuner = build_tuner(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent, shared=share,
@@ -550,4 +551,7 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
             raise StorageFailure(f"the sweep stopped: its storage {exp_dir} failed ({one_line(error)}); files "
                                  "already written are intact: free space or fix the storage, then run the same "
                                  "command again to resume") from None
+        finally:
+            if ray_started_here:  # a caller in this process (the Python API, a test) gets its process back as it was
+                ray.shutdown()
 

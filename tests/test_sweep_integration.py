@@ -33,7 +33,10 @@ def cluster_address():
     """One two-CPU Ray cluster for the module, stopped (its own processes only) at the end."""
     from ray.cluster_utils import Cluster
 
+    import ray
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.shutdown()  # a Ray left in this process by an earlier test would lend the cluster its node address
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024})
     yield cluster.address
