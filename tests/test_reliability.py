@@ -233,6 +233,7 @@ def test_driver_killed_at_any_point_is_finished_by_the_same_command(tmp_path, ki
 
 @pytest.mark.slow
 def test_two_node_cluster_runs_trials_on_both_nodes_and_survives_the_worker_node_dying(tmp_path):
+    import ray
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -242,6 +243,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes_and_survives_the_worker_node
     storage = tmp_path / "results"
     exp_dir = storage / "nodes"
     started = time.monotonic()
+    ray.shutdown()  # a Ray left in this process by an earlier test would lend the cluster its node address
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024})
     try:
