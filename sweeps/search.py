@@ -101,11 +101,9 @@ class CellSearch(Searcher):
         _, _, module, name = ALGORITHMS[self.settings.algorithm]
         searcher_class = getattr(importlib.import_module(module), name)
         space = {key: tune_domain(value) for key, value in cell.space.items()}
+        seed_argument = "random_state_seed" if name == "HyperOptSearch" else "seed"  # the two searchers' names for it
         searcher = searcher_class(space=space, metric=self.settings.metric, mode=self.settings.mode,
-                                  random_state_seed=self.settings.seed + index) \
-            if name == "HyperOptSearch" else \
-            searcher_class(space=space, metric=self.settings.metric, mode=self.settings.mode,
-                           seed=self.settings.seed + index)
+                                  **{seed_argument: self.settings.seed + index})
         return Repeater(searcher, repeat=len(cell.seeds), set_index=True)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:

@@ -232,8 +232,8 @@ def grid_order(spec, results) -> list:
     if results is None:
         return []
     position = {cell.name: index for index, cell in enumerate(spec.cells)}
-    names = results.trials["trial_name"].tolist()
-    return sorted(names, key=lambda name: (position.get(name.rsplit("-h", 1)[0], len(position)), name))
+    trials = zip(results.trials["cell"], results.trials["trial_name"])
+    return [name for _, name in sorted(trials, key=lambda trial: (position.get(trial[0], len(position)), trial[1]))]
 
 
 def load_sweep(exp_dir: str):
