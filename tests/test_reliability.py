@@ -237,8 +237,11 @@ def test_two_node_cluster_runs_trials_on_both_nodes_and_survives_the_worker_node
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    epochs = 6  # a victim picked at epoch <= 2 still has 4 epochs to run when the node dies: no race
-    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1, 2, 3), epochs=epochs)
+    # A victim picked at epoch <= 2 still has 4 epochs to run when its node dies. The epochs must be slow
+    # enough (MID_TRIAL_DATA, about a second each) that those 4 cannot finish while the killed node's
+    # worker process notices its raylet is gone: with TINY_DATA they sometimes did, on a loaded CI machine.
+    epochs = 6
+    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1, 2, 3), epochs=epochs, data=MID_TRIAL_DATA)
     names = trial_names(spec_path)
     storage = tmp_path / "results"
     exp_dir = storage / "nodes"
@@ -270,7 +273,8 @@ def test_two_node_cluster_runs_trials_on_both_nodes_and_survives_the_worker_node
     nodes = {row["node_id"] for name in names for row in rows(exp_dir / name)}
     assert nodes == {head_id, worker_id}
     victim_rows = rows(exp_dir / victim)
-    assert victim_rows[-1]["node_id"] == head_id  # rescheduled on the surviving node, finished there
+    # rescheduled on the surviving node, finished there
+    assert victim_rows[-1]["node_id"] == head_id, [(row["epoch"], row["node_id"][:8]) for row in victim_rows]
     print(f"two-node sweep with a node death: {time.monotonic() - started:.1f} s")
 
 
