@@ -180,3 +180,28 @@ def test_table1_presets_hold_the_papers_candidates_and_end_with_analyze(name):
     else:
         assert all(len(names) == 1 for names in models.values())
     assert spec.after == ("analyze",)
+
+
+@pytest.mark.slow
+def test_demo_table1_through_the_cli_writes_a_table1_row_for_every_criterion(tmp_path):
+    """`groupsweep run demo-table1` as users run it (scaled down by --set: one seed, one epoch, small
+    splits): the sweep finishes, its `after: [analyze]` writes Table 1, and every dataset/model has a
+    row for each validation criterion (wga, worst-class, bias-unsupervised) and for average and oracle."""
+    import pandas as pd
+
+    from ray_fixtures import run_cli
+
+    storage = tmp_path / "results"
+    done = run_cli("run", "demo-table1", "--storage", str(storage), "--set", "seeds=[1]", "--set", "epochs=1",
+                   "--set", "dataset_options.size=300", "--set", "dataset_options.val_size=120",
+                   "--set", "dataset_options.test_size=120")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Table 1: method chosen per validation criterion" in done.stdout
+    table = pd.read_csv(storage / "demo-table1" / "groupsweep_analysis" / "table1.csv")
+    cells = {("synthetic-waterbirds", "toy-resnet-s"), ("synthetic-celeba", "toy-resnet-s"),
+             ("synthetic-civilcomments", "toy-bert-s")}
+    criteria = {"wga", "worst-class", "bias-unsupervised", "average", "oracle"}
+    assert set(zip(table["dataset"], table["model"], table["criterion"])) == {
+        (dataset, model, criterion) for dataset, model in cells for criterion in criteria}
+    assert len(table) == len(cells) * len(criteria)
+    assert table["method_label"].notna().all() and table["test_wga_mean"].between(0, 1).all()
