@@ -180,3 +180,19 @@ def test_schedules_equal_transformers_schedules_without_warmup(schedule):
     ours = learning_rates(lambda opt: make_scheduler(config, opt, 20))
     assert ours == pytest.approx(learning_rates(reference), abs=1e-12)
     assert ours[0] == 0.1 and (schedule == "constant" or ours[20] == 0.0)
+
+
+@pytest.mark.parametrize("name, decoupled", [("adamw", True), ("adam", False)])
+def test_adam_and_adamw_apply_weight_decay_as_their_papers_define_it(name, decoupled):
+    """One step from w = 1 with gradient g = 0: AdamW (decoupled) shrinks w by lr * wd directly; Adam (the D3M
+    paper's optimizer) adds wd * w to the gradient, whose first normalised Adam step is lr * sign = lr."""
+    from trainables.finetune import make_optimizer
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.ones_(model.weight)
+    optimizer = make_optimizer(TrainConfig(dataset="synthetic-waterbirds", model="toy-resnet-s", optimizer=name,
+                                           lr=0.1, weight_decay=0.5), model)
+    model.weight.grad = torch.zeros_like(model.weight)
+    optimizer.step()
+    expected = 1 - 0.1 * 0.5 if decoupled else 1 - 0.1  # Adam: m/sqrt(v) of g' = wd * w is 1 on step one
+    assert model.weight.item() == pytest.approx(expected, rel=1e-6)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, positive_integer
 
 SCHEDULES = ("cosine", "linear", "constant")
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd")
 PRECISIONS = ("no", "fp16", "bf16")
 # When the training split (and the subset trained on) is evaluated: the last epoch only, every epoch, or
 # every N epochs (an integer) and the last; val and test are evaluated every epoch regardless.

@@ -102,10 +102,14 @@ def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
 
 
 def make_optimizer(config: TrainConfig, model: GroupModel) -> torch.optim.Optimizer:
-    """AdamW (the paper's finetuning) or SGD with momentum (its last-layer training) over trainable parameters."""
+    """The optimizer of ``config`` over the model's trainable parameters: ``adamw`` (decoupled weight decay,
+    LaBonte et al.'s finetuning), ``adam`` (weight decay as an L2 term in the gradient, the D3M paper's and
+    the GroupDRO / JTT authors' optimizer) or ``sgd`` with momentum (LaBonte et al.'s last-layer training)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
