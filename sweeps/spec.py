@@ -60,6 +60,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -222,22 +223,26 @@ def _check_name(kind: str, name: str, allowed, where: str) -> None:
 
 @dataclass(frozen=True)
 class Registries:
-    """The names a spec may use: datasets (name -> loader option names), models, balancing methods."""
+    """The names a spec may use: datasets (name -> loader option names), models, balancing methods; and
+    ``check_options(dataset, options)``, which refuses option values a dataset can refuse without reading
+    data (a one-line ``GroupsweepError``; None: no such check)."""
 
     datasets: dict
     models: tuple
     methods: tuple
     ratio_methods: tuple
+    check_options: Callable[[str, dict], None] | None = None
 
 
 def package_registries() -> Registries:
     """The package's datasets, models and methods (importing the model registry imports torch)."""
     # deferred: the dataset (pandas) and model (torch) registries load when a spec is built, not for `--help`
-    from trainables.data import DATASETS, dataset_options
+    from trainables.data import DATASETS, check_dataset_options, dataset_options
     from trainables.models import MODELS
 
     return Registries(datasets={name: tuple(dataset_options(name)) for name in DATASETS}, models=tuple(MODELS),
-                      methods=tuple(METHODS), ratio_methods=tuple(RATIO_METHODS))
+                      methods=tuple(METHODS), ratio_methods=tuple(RATIO_METHODS),
+                      check_options=check_dataset_options)
 
 
 def _parse_ratio(value, method: str, where: str) -> float:
@@ -438,6 +443,11 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
                         values[key] = {**values[key], **value}
                     else:
                         values[key] = value
+                if registries.check_options is not None and isinstance(values["dataset_options"], dict):
+                    try:
+                        registries.check_options(dataset, values["dataset_options"])
+                    except GroupsweepError as error:
+                        _fail(f"{dwhere}.options", str(error))
                 space = {key: value for key, value in values.items() if is_space(value)}
                 if search is not None:
                     trials.append(_search_cell(cell, values, space, search, seeds, trial_resources,

@@ -109,6 +109,25 @@ def test_groupdro_settings_are_method_hparams_and_may_be_searched():
                     "methods": [{"groupdro": {"hparams": {"groupdro_eta": -1}}}]})
 
 
+def test_celeba_attributes_are_dataset_options_checked_before_ray(tmp_path, capsys):
+    age = {"celeba": {"options": {"target": "Young", "spurious": "Male"}}}
+    (trial,) = build_spec({"datasets": age, "models": "toy-convnextv2-xs", "methods": ["none"]}).trials
+    assert trial.config["dataset_options"] == {"target": "Young", "spurious": "Male"}
+    bad = {"celeba": {"options": {"target": "Yung"}}}
+    with pytest.raises(GroupsweepError, match=r"^datasets.celeba.options: unknown celeba target attribute 'Yung'; "
+                                              r"choose one of: 5_o_Clock_Shadow, .*Young$"):
+        build_spec({"datasets": bad, "models": "toy-convnextv2-xs", "methods": ["none"]})
+    with pytest.raises(GroupsweepError, match=r"unknown celeba spurious attribute 'Gender'"):  # a --set override
+        build_spec(apply_overrides({"datasets": age, "models": "toy-convnextv2-xs", "methods": ["none"]},
+                                   {"dataset_options": {"spurious": "Gender"}}))
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"datasets": bad, "models": ["toy-convnextv2-xs"], "methods": ["none"]}))
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: datasets.celeba.options: unknown celeba target attribute 'Yung'")
+    assert err.count("\n") == 1
+
+
 def test_resources_gpu_fractions_and_workers():
     def resources(values):
         source = spec(resources=values)
