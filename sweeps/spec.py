@@ -6,7 +6,9 @@ A spec is a mapping (every key but ``datasets`` optional)::
     description: one line shown by ``groupsweep presets``
     datasets:                        # a list of names, or a mapping name -> settings (or null):
       synthetic-waterbirds:
-        options: {size: 2000}        #   the dataset's loader options (TrainConfig.dataset_options)
+        options: {size: 2000}        #   the dataset's loader options (TrainConfig.dataset_options),
+                                     #   e.g. celeba: {target: Young, spurious: Male}; values a dataset can
+                                     #   check without its data are checked here (Registries.check_options)
         hparams: {epochs: 8}         #   training settings for this dataset
         models: [toy-convnextv2-xs]  #   the models trained on it (default: the top-level ``models``)
         methods: [none]              #   its balancing methods (default: the top-level ``methods``)
@@ -14,7 +16,8 @@ A spec is a mapping (every key but ``datasets`` optional)::
     models: [toy-convnextv2-xs]      # a list of names, or a mapping name -> {hparams, resources} (or null)
     methods: [none, subsetting, upsampling, upweighting, {mixture: [2, 3]}]   # or, with hparams of
                                      #   their own: {upweighting: {hparams: {lr: 1e-4}}},
-                                     #   {mixture: {ratios: [2, 3], hparams: {...}}}
+                                     #   {mixture: {ratios: [2, 3], hparams: {...}}},
+                                     #   {groupdro: {hparams: {groupdro_eta: 0.1, groupdro_adjustment: 1}}}
     seeds: [0, 1]                    # default [0]
     hparams: {lr: 1.0e-3, batch_size: 64, epochs: 8}    # TrainConfig fields, for every trial
     resources: {cpu: 1, gpu: 0}      # per trial: cpu (> 0), gpu (a fraction of one GPU, or a whole

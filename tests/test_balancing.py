@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.balancing import (METHODS, RATIO_METHODS, check_method, group_info, make_plan, make_sampler, method_label,
-                                  within_group_info)
+from trainables.balancing import (METHODS, RATIO_METHODS, check_method, group_info, make_plan, make_sampler,
+                                  method_label, within_group_info)
 from trainables.errors import GroupsweepError
 
 # Waterbirds-like layout, g = y * 2 + s: landbirds (class 0) 27 on land + 3 on water, waterbirds
@@ -304,9 +304,11 @@ def test_every_method_states_its_group_information_as_the_d3m_paper_groups_them(
     assert group_info("a-method-of-another-version") is None
 
 
-@pytest.mark.parametrize("limit, allowed", [("none", {"none", "upsampling", "auto-d3m"}),
-                                            ("val", {"none", "upsampling", "auto-d3m", "d3m"}),
-                                            ("train+val", {"none", "upsampling", "auto-d3m", "d3m", "rwg", "groupdro"})])
+@pytest.mark.parametrize("limit, allowed", [
+    ("none", {"none", "upsampling", "auto-d3m"}),
+    ("val", {"none", "upsampling", "auto-d3m", "d3m"}),
+    ("train+val", {"none", "upsampling", "auto-d3m", "d3m", "rwg", "groupdro"}),
+])
 def test_within_group_info_orders_none_val_train_and_val(limit, allowed):
     methods = ["none", "upsampling", "auto-d3m", "d3m", "rwg", "groupdro", "unknown"]
     assert {method for method in methods if within_group_info(method, limit)} == allowed

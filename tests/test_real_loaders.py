@@ -114,7 +114,8 @@ def test_celeba_age_composition_from_the_native_files(tmp_path, writer):
     assert_images_match_groups(age)
     # The same files with the default pairing: y = Blond_Hair, whatever the fixture drew for it
     blond = load_dataset("celeba", root=tmp_path, image_size=SIZE)
-    assert blond.class_names == ("non-blond", "blond") and np.array_equal(blond.splits["train"].s, age.splits["train"].s)
+    assert blond.class_names == ("non-blond", "blond")
+    assert np.array_equal(blond.splits["train"].s, age.splits["train"].s)
     assert sum(len(blond.splits[split]) for split in SPLITS) == 26
 
 

@@ -1,5 +1,6 @@
-"""The finetuning loop: one balanced ERM run (or one GroupDRO run) on Accelerate, evaluated on val and test after every epoch
-and on the training split when ``config.eval_train`` says so (by default after the last epoch).
+"""The finetuning loop: one balanced ERM run (or one GroupDRO run) on Accelerate, evaluated on val and test
+after every epoch and on the training split when ``config.eval_train`` says so (by default after the last
+epoch).
 
 A plain function, usable without Ray: ``finetune(config, on_epoch=...)``. The Ray trainable wraps it,
 turning each ``EpochResult`` into a ``ray.tune.report``, with a checkpoint of ``EpochResult.state()`` on the
