@@ -15,6 +15,12 @@ Epoch rule: ``final`` reads every trial at its last configured epoch (the paper 
 completion); ``best`` reads each trial at the epoch that maximises the criterion (earliest on ties;
 optimal early stopping). Only complete trials take part; the others are listed in the notes.
 
+Group information (``group_info``): each method's registration states the group labels it uses
+(``trainables.balancing.GROUP_INFO``: ``none``, ``val`` or ``train+val``), shown in every table as
+``group_info``; ``group_info="val"`` keeps only the candidates that use at most validation group labels
+(``none`` < ``val`` < ``train+val``), which is how the D3M paper compares methods. A note names the
+methods it leaves out (and any method of unknown group information).
+
 A method's score is the mean of its trials' criterion values over seeds; the method with the
 highest score is chosen. Ties (scores within ``TIE_TOLERANCE``) go to the method listed first in
 ``trainables.balancing.METHODS`` (none, subsetting, upsampling, upweighting, mixture,
@@ -64,7 +70,8 @@ import pandas as pd
 
 from analysis.metrics import bias_unsupervised_score
 from analysis.results import SweepResults, sampled_keys
-from trainables.balancing import METHODS
+from trainables.balancing import GROUP_INFO_LEVELS, METHODS, within_group_info
+from trainables.balancing import group_info as method_group_info
 from trainables.errors import GroupsweepError, choose
 
 CRITERIA = {
@@ -84,7 +91,7 @@ class Selection:
     """Result of ``select``.
 
     ``table`` (Table 1): one row per group x criterion with the chosen ``method_label`` (and
-    ``method``, ``ratio``), its ``score`` (mean validation criterion), ``test_wga_mean/std``,
+    ``method``, ``ratio``, ``group_info``), its ``score`` (mean validation criterion), ``test_wga_mean/std``,
     ``test_avg_acc_mean/std``, ``test_wca_mean/std``, ``n_seeds``, ``n_runs`` (trials; more than
     ``n_seeds`` when models are pooled) and ``n_candidates``; for a search also the winner's
     ``config_id`` and ``hparams``. ``methods``: the same numbers for every candidate (``selected``
@@ -111,7 +118,7 @@ def parse_criteria(criterion: str) -> list:
 
 
 def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_model: bool = True,
-           methods=None) -> Selection:
+           methods=None, group_info: str | None = None) -> Selection:
     """Choose the balancing method (and, in a search, each method's configuration) per group for each
     criterion (see the module docstring).
 
@@ -119,12 +126,16 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
     group per (dataset, model); ``by_model=False`` makes one group per dataset, its models pooled as extra
     runs of each method (a note says so); ``methods``: restrict the candidates to these method names
     (``trainables.balancing`` names such as ``mixture``, which keeps every mixture ratio; default None:
-    every method present; a name without trials gives a note). Unknown criteria or epoch rules raise a
-    one-line ``GroupsweepError``; missing results never raise: they are left out and noted.
+    every method present; a name without trials gives a note); ``group_info``: keep only the methods that
+    use at most this group information (``none``, ``val`` or ``train+val``; default None: no restriction).
+    Unknown criteria, epoch rules or group information raise a one-line ``GroupsweepError``; missing
+    results never raise: they are left out and noted.
     """
     for criterion in criteria:
         choose("selection criterion", criterion, CRITERIA)
     choose("epoch rule", epoch, EPOCH_RULES)
+    if group_info is not None:
+        choose("group information", group_info, GROUP_INFO_LEVELS)
     notes = _excluded_trials(results)
     searched = results.searched
     reruns = _reruns(results) if searched else {}
@@ -139,6 +150,8 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
             if name not in set(results.trials["method"]):
                 notes.append(f"method {name!r} has no trials in this sweep")
         frame = frame[frame["method"].isin(list(methods))]
+    if group_info is not None:
+        frame = _within_group_info(frame, group_info, notes)
     keys = ["dataset", "model", "variant"] if by_model else ["dataset", "variant"]
     if not by_model:
         for dataset, models in frame.groupby("dataset")["model"].unique().items():
@@ -200,6 +213,18 @@ def _excluded_trials(results: SweepResults) -> list:
         notes.append(f"{trial.dataset}/{trial.model}/{trial.method_label} seed {trial.seed}: "
                      f"{trial.status} (epoch {trial.last_epoch}/{trial.epochs}); excluded")
     return notes + list(results.problems)
+
+
+def _within_group_info(frame: pd.DataFrame, limit: str, notes: list) -> pd.DataFrame:
+    """The rows of ``frame`` whose method uses at most ``limit`` group information; a note names the methods
+    left out, with their group information."""
+    present = list(dict.fromkeys(frame["method"]))
+    left_out = [method for method in present if not within_group_info(method, limit)]
+    if left_out:
+        shown = ", ".join(f"{method} ({method_group_info(method) or 'unknown group information'})"
+                          for method in left_out)
+        notes.append(f"group information at most {limit}: left out {shown}")
+    return frame[~frame["method"].isin(left_out)]
 
 
 def _stopped_trials(results: SweepResults, frame: pd.DataFrame, epoch: str, notes: list) -> pd.DataFrame:
@@ -443,6 +468,9 @@ def _aggregate(runs: pd.DataFrame, by: list) -> pd.DataFrame:
         aggregations[f"{name}_mean"] = (name, "mean")
         aggregations[f"{name}_std"] = (name, "std")  # pandas' std is the sample std (ddof=1)
     scored = grouped.agg(**aggregations).reset_index()
+    if "method_label" in scored:
+        scored.insert(scored.columns.get_loc("method_label") + 1, "group_info",
+                      [method_group_info(method) or "" for method in scored["method"]])
     scored["seeds"] = grouped["seed"].agg(lambda seeds: ",".join(map(str, sorted(set(seeds))))).to_numpy()
     return scored
 
@@ -474,7 +502,8 @@ def _rank(scored: pd.DataFrame, keys: list, tie_order: list) -> pd.DataFrame:
 
 
 def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
-    """Table 1 (or the per-candidate table, or the rerun table) for reading: accuracies in percent with
+    """Table 1 (or the per-candidate table, or the rerun table) for reading: the method and the group
+    information it uses, accuracies in percent with
     one decimal, ``mean ± std`` (std over seeds, ddof=1; the mean alone for a single run), the validation
     score, the seed count (and run count when models are pooled) and, when present, the chosen
     configuration (``config``, ``hparams``: a search) and the number of candidates or the candidate's rank."""
@@ -483,6 +512,8 @@ def display_table(table: pd.DataFrame, plus_minus: str = "±") -> pd.DataFrame:
     keys = [column for column in ("dataset", "model", "variant") if column in table]
     shown = table[keys + ["criterion", "epoch_rule"]].copy()
     shown["method"] = table["method_label"]
+    if "group_info" in table:
+        shown["group info"] = table["group_info"].to_numpy()
     if "config_id" in table:  # a search: the chosen configuration
         shown["config"] = table["config_id"].to_numpy()
         shown["hparams"] = table["hparams"].to_numpy()

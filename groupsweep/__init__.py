@@ -56,23 +56,26 @@ def load_results(path_or_uri) -> SweepResults:
 
 
 def table1(results, criterion: str = "all", epoch: str = "final", pool_models: bool = False, methods=None,
-           layout: str = "details") -> pd.DataFrame:
+           layout: str = "details", group_info: str | None = None) -> pd.DataFrame:
     """Table 1 of ``results`` (a ``SweepResults``, or what ``load_results`` takes), as ``groupsweep analyze``
     selects it: per dataset and model (``pool_models=True``: per dataset, its models pooled), the
     balancing method with the best mean validation ``criterion`` over seeds (``wga``, ``worst-class``,
     ``bias-unsupervised``, ``average``, ``oracle`` or ``all``) at the ``final`` or ``best`` epoch, among
-    ``methods`` (names such as ``["none", "upsampling", "mixture"]``; default: every method present).
+    ``methods`` (names such as ``["none", "upsampling", "mixture"]``; default: every method present) that
+    use at most ``group_info`` group information (``none``, ``val`` or ``train+val``; default: any), as
+    ``analyze --group-info`` restricts them.
 
     ``layout``: ``details`` (default; one row per group and criterion, test metrics in percent as
     ``mean ± std`` over seeds: ``analysis.selection.display_table``), ``paper`` (a row per criterion, a
     column per dataset and model, cells ``method (test WGA)``) or ``raw`` (the numbers, as fractions:
     ``Selection.table``). The selection's notes (what was missing or left out) are in
-    ``frame.attrs["notes"]``. ``GroupsweepError`` for an unknown criterion, epoch rule or layout."""
+    ``frame.attrs["notes"]``. ``GroupsweepError`` for an unknown criterion, epoch rule, layout or group
+    information."""
     choose("layout", layout, TABLE1_LAYOUTS)
     if not isinstance(results, SweepResults):
         results = load_results(results)
     selection = select(results, parse_criteria(criterion), epoch=epoch, by_model=not pool_models,
-                       methods=methods)
+                       methods=methods, group_info=group_info)
     table = {"details": display_table, "paper": paper_view, "raw": lambda frame: frame}[layout](selection.table)
     table = table.copy()
     table.attrs["notes"] = list(selection.notes)

@@ -7,12 +7,15 @@ lines instead of failing. A directory that does not exist or holds no trial is a
 
 ``analyze`` writes ``<stem>.md`` (the paper's layout, the detailed table, every candidate and the
 notes), ``<stem>.csv`` (the raw numbers of Table 1), ``<stem>.tex`` and ``<stem>_methods.csv`` (every
-candidate), with ``<stem>`` = ``table1`` plus ``_<criterion>``, ``_best`` and ``_pooled`` when chosen.
+candidate), with ``<stem>`` = ``table1`` plus ``_<criterion>``, ``_best``, ``_pooled`` and
+``_groupinfo-<level>`` when chosen.
 
 Selection is per dataset and model by default (the paper's Table 1 has one model per dataset);
 ``--pool-models`` pools the models of a dataset as extra runs of each method instead (a note says so).
 The candidates are every balancing method present in the sweep (each mixture ratio its own candidate),
-or those named by ``--methods``.
+or those named by ``--methods``; ``--group-info none|val|train+val`` keeps only the methods that use at
+most that much group information (each method's registration states it: ``trainables.balancing.GROUP_INFO``;
+Table 1 shows it in its ``group info`` column), as the D3M paper compares methods.
 
 For a hyperparameter search it also writes ``<stem>_hyperparameters.csv`` (each method's chosen
 configuration) and, when the directories hold reruns of the chosen configurations (``groupsweep
@@ -32,8 +35,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from trainables.balancing import GROUP_INFO_LEVELS
 from trainables.balancing import METHODS as METHOD_NAMES
-from trainables.errors import GroupsweepError
+from trainables.errors import GroupsweepError, choose
 
 CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
 FIGURE_CHOICES = ("collapse", "mixture", "scaling", "ablation", "all")
@@ -68,6 +72,9 @@ def register(subparsers) -> None:
                          help="comma-separated balancing methods to choose among, e.g. none,upsampling,mixture "
                               "(mixture keeps every ratio); names: " + ", ".join(METHOD_NAMES)
                               + " (default: every method present in the sweep)")
+    analyze.add_argument("--group-info", default=None, metavar="LEVEL",
+                         help="choose only among methods using at most this group information: "
+                              + ", ".join(GROUP_INFO_LEVELS) + " (none < val < train+val; default: any)")
     add_out_argument(analyze)
     analyze.set_defaults(func=run_analyze)
 
@@ -93,11 +100,14 @@ def run_analyze(args: argparse.Namespace) -> int:
     from analysis.selection import display_hyperparameters, display_table, paper_view, parse_criteria, select
 
     criteria = parse_criteria(args.criterion)
+    if args.group_info is not None:
+        choose("group information", args.group_info, GROUP_INFO_LEVELS)
     if args.out:
         check_output(args.out)
     results = load_run(args.run_dir)
     methods = parse_methods(args.methods)
-    selection = select(results, criteria, epoch=args.epoch, by_model=not args.pool_models, methods=methods)
+    selection = select(results, criteria, epoch=args.epoch, by_model=not args.pool_models, methods=methods,
+                       group_info=args.group_info)
     print_notes(selection.notes)
     if selection.table.empty:
         print("no method could be selected: no complete trial has the needed results")
@@ -115,6 +125,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     out = output_folder(args)
     stem = "table1" + ("" if args.criterion == "all" else f"_{args.criterion}")
     stem += ("_best" if args.epoch == "best" else "") + ("_pooled" if args.pool_models else "")
+    stem += f"_groupinfo-{args.group_info}" if args.group_info else ""
     sections = [f"# {title}", paper.to_markdown(index=False, disable_numparse=True), "## Details", shown.to_markdown(index=False, disable_numparse=True),
                 "## Every candidate (rank 1 = chosen)", display_table(selection.methods).to_markdown(index=False, disable_numparse=True)]
     extra = []  # (title, display table, raw table, file suffix) of a search's tables

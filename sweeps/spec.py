@@ -6,7 +6,9 @@ A spec is a mapping (every key but ``datasets`` optional)::
     description: one line shown by ``groupsweep presets``
     datasets:                        # a list of names, or a mapping name -> settings (or null):
       synthetic-waterbirds:
-        options: {size: 2000}        #   the dataset's loader options (TrainConfig.dataset_options)
+        options: {size: 2000}        #   the dataset's loader options (TrainConfig.dataset_options),
+                                     #   e.g. celeba: {target: Young, spurious: Male}; values a dataset can
+                                     #   check without its data are checked here (Registries.check_options)
         hparams: {epochs: 8}         #   training settings for this dataset
         models: [toy-convnextv2-xs]  #   the models trained on it (default: the top-level ``models``)
         methods: [none]              #   its balancing methods (default: the top-level ``methods``)
@@ -14,7 +16,8 @@ A spec is a mapping (every key but ``datasets`` optional)::
     models: [toy-convnextv2-xs]      # a list of names, or a mapping name -> {hparams, resources} (or null)
     methods: [none, subsetting, upsampling, upweighting, {mixture: [2, 3]}]   # or, with hparams of
                                      #   their own: {upweighting: {hparams: {lr: 1e-4}}},
-                                     #   {mixture: {ratios: [2, 3], hparams: {...}}}
+                                     #   {mixture: {ratios: [2, 3], hparams: {...}}},
+                                     #   {groupdro: {hparams: {groupdro_eta: 0.1, groupdro_adjustment: 1}}}
     seeds: [0, 1]                    # default [0]
     hparams: {lr: 1.0e-3, batch_size: 64, epochs: 8}    # TrainConfig fields, for every trial
     resources: {cpu: 1, gpu: 0}      # per trial: cpu (> 0), gpu (a fraction of one GPU, or a whole
@@ -60,6 +63,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -222,22 +226,26 @@ def _check_name(kind: str, name: str, allowed, where: str) -> None:
 
 @dataclass(frozen=True)
 class Registries:
-    """The names a spec may use: datasets (name -> loader option names), models, balancing methods."""
+    """The names a spec may use: datasets (name -> loader option names), models, balancing methods; and
+    ``check_options(dataset, options)``, which refuses option values a dataset can refuse without reading
+    data (a one-line ``GroupsweepError``; None: no such check)."""
 
     datasets: dict
     models: tuple
     methods: tuple
     ratio_methods: tuple
+    check_options: Callable[[str, dict], None] | None = None
 
 
 def package_registries() -> Registries:
     """The package's datasets, models and methods (importing the model registry imports torch)."""
     # deferred: the dataset (pandas) and model (torch) registries load when a spec is built, not for `--help`
-    from trainables.data import DATASETS, dataset_options
+    from trainables.data import DATASETS, check_dataset_options, dataset_options
     from trainables.models import MODELS
 
     return Registries(datasets={name: tuple(dataset_options(name)) for name in DATASETS}, models=tuple(MODELS),
-                      methods=tuple(METHODS), ratio_methods=tuple(RATIO_METHODS))
+                      methods=tuple(METHODS), ratio_methods=tuple(RATIO_METHODS),
+                      check_options=check_dataset_options)
 
 
 def _parse_ratio(value, method: str, where: str) -> float:
@@ -438,6 +446,11 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
                         values[key] = {**values[key], **value}
                     else:
                         values[key] = value
+                if registries.check_options is not None and isinstance(values["dataset_options"], dict):
+                    try:
+                        registries.check_options(dataset, values["dataset_options"])
+                    except GroupsweepError as error:
+                        _fail(f"{dwhere}.options", str(error))
                 space = {key: value for key, value in values.items() if is_space(value)}
                 if search is not None:
                     trials.append(_search_cell(cell, values, space, search, seeds, trial_resources,

@@ -67,38 +67,45 @@ CELEBA_ATTRIBUTES = (
 ).split()
 
 
-def _celeba_rows(counts: dict) -> list[tuple[str, int, list[int]]]:
-    """``(file name, split code, 40 attribute values in -1/1)`` with Blond_Hair = y and Male = s."""
+def _celeba_rows(counts: dict, target: str, spurious: str) -> list[tuple[str, int, list[int]]]:
+    """``(file name, split code, 40 attribute values in -1/1)`` with ``target`` = y and ``spurious`` = s (the
+    other attributes drawn at random)."""
     rng = np.random.default_rng(0)
     rows = []
     for i, (split, y, s) in enumerate(examples(counts, 2), start=1):
         values = list(rng.choice([-1, 1], size=len(CELEBA_ATTRIBUTES)))
-        values[CELEBA_ATTRIBUTES.index("Blond_Hair")] = 1 if y else -1
-        values[CELEBA_ATTRIBUTES.index("Male")] = 1 if s else -1
+        values[CELEBA_ATTRIBUTES.index(target)] = 1 if y else -1
+        values[CELEBA_ATTRIBUTES.index(spurious)] = 1 if s else -1
         rows.append((f"{i:06d}.jpg", split, [int(v) for v in values]))
     return rows
 
 
-def write_celeba_original(root: Path, counts: dict) -> Path:
+def _celeba_color(values: list[int], target: str, spurious: str):
+    """The fixture image colour of a row: its (target, spurious) group's."""
+    return group_color(int(values[CELEBA_ATTRIBUTES.index(target)] == 1),
+                       int(values[CELEBA_ATTRIBUTES.index(spurious)] == 1))
+
+
+def write_celeba_original(root: Path, counts: dict, target: str = "Blond_Hair", spurious: str = "Male") -> Path:
     """The original release: ``list_attr_celeba.txt`` (count line, names line, space-aligned -1/1 rows),
-    ``list_eval_partition.txt`` and ``img_align_celeba/``."""
-    rows = _celeba_rows(counts)
+    ``list_eval_partition.txt`` and ``img_align_celeba/``; ``counts`` are the groups of (``target``,
+    ``spurious``)."""
+    rows = _celeba_rows(counts, target, spurious)
     lines = [f"{len(rows)}", " ".join(CELEBA_ATTRIBUTES) + " "]
     for name, _, values in rows:
         lines.append(name + "".join(f" {v:2d}" for v in values))  # "-1" and " 1": runs of 1 or 2 spaces
     (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
     (root / "list_eval_partition.txt").write_text("".join(f"{name} {split}\n" for name, split, _ in rows))
     for name, _, values in rows:
-        y = int(values[CELEBA_ATTRIBUTES.index("Blond_Hair")] == 1)
-        s = int(values[CELEBA_ATTRIBUTES.index("Male")] == 1)
-        write_jpeg(root / "img_align_celeba" / name, group_color(y, s), size=(36, 44))
+        write_jpeg(root / "img_align_celeba" / name, _celeba_color(values, target, spurious), size=(36, 44))
     return root
 
 
-def write_celeba_kaggle(root: Path, counts: dict) -> Path:
+def write_celeba_kaggle(root: Path, counts: dict, target: str = "Blond_Hair", spurious: str = "Male") -> Path:
     """The Kaggle archive: ``list_attr_celeba.csv`` (image_id + 40 columns, -1/1),
-    ``list_eval_partition.csv`` (image_id, partition) and ``img_align_celeba/img_align_celeba/``."""
-    rows = _celeba_rows(counts)
+    ``list_eval_partition.csv`` (image_id, partition) and ``img_align_celeba/img_align_celeba/``; ``counts``
+    are the groups of (``target``, ``spurious``)."""
+    rows = _celeba_rows(counts, target, spurious)
     with open(root / "list_attr_celeba.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image_id", *CELEBA_ATTRIBUTES])
@@ -108,9 +115,8 @@ def write_celeba_kaggle(root: Path, counts: dict) -> Path:
         writer.writerow(["image_id", "partition"])
         writer.writerows([name, split] for name, split, _ in rows)
     for name, _, values in rows:
-        y = int(values[CELEBA_ATTRIBUTES.index("Blond_Hair")] == 1)
-        s = int(values[CELEBA_ATTRIBUTES.index("Male")] == 1)
-        write_jpeg(root / "img_align_celeba" / "img_align_celeba" / name, group_color(y, s), size=(36, 44))
+        write_jpeg(root / "img_align_celeba" / "img_align_celeba" / name, _celeba_color(values, target, spurious),
+                   size=(36, 44))
     return root
 
 

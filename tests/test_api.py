@@ -61,6 +61,9 @@ def test_table1_and_report_give_what_the_commands_give(tmp_path):
     assert "model" not in pooled and any("2 models pooled" in note for note in pooled.attrs["notes"])
     only = gs.table1(results, criterion="wga", methods=["none", "subsetting"], layout="raw")
     assert set(only["method"]) <= {"none", "subsetting"}
+    class_only = gs.table1(results, criterion="wga", group_info="none", layout="raw")
+    pd.testing.assert_frame_equal(class_only, select(results, ["wga"], group_info="none").table)
+    assert set(class_only["group_info"]) == {"none"}
 
     page = gs.report(results, tmp_path / "page.html", title="my study")
     assert page == tmp_path / "page.html" and "<h1>my study</h1>" in page.read_text()
@@ -88,6 +91,7 @@ def test_bad_input_raises_the_command_lines_one_line_errors(tmp_path):
         (lambda: gs.table1(tmp_path / "run", criterion="val-wga"), "unknown selection criterion 'val-wga'"),
         (lambda: gs.table1(tmp_path / "run", epoch="last"), "unknown epoch rule 'last'"),
         (lambda: gs.table1(tmp_path / "run", layout="wide"), "unknown layout 'wide'"),
+        (lambda: gs.table1(tmp_path / "run", group_info="train"), "unknown group information 'train'"),
         (lambda: gs.load_results(tmp_path / "missing"), "results directory .* does not exist"),
         (lambda: gs.plan("no-such-preset"), "no preset or spec file 'no-such-preset'"),
         (lambda: gs.plan("demo", {"epochs": 0}), "epochs must be a positive integer"),

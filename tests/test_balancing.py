@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.balancing import METHODS, RATIO_METHODS, check_method, make_plan, make_sampler, method_label
+from trainables.balancing import (METHODS, RATIO_METHODS, check_method, group_info, make_plan, make_sampler,
+                                  method_label, within_group_info)
 from trainables.errors import GroupsweepError
 
 # Waterbirds-like layout, g = y * 2 + s: landbirds (class 0) 27 on land + 3 on water, waterbirds
@@ -288,9 +289,35 @@ def test_method_label():
     assert method_label("mixture-nosubset", 1.5) == "mixture-nosubset 1.5:1"
     assert method_label("none", float("nan")) == "none"  # a table's empty ratio cell
     assert METHODS == ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg",
-                       "d3m", "auto-d3m")
+                       "d3m", "auto-d3m", "groupdro")
     assert method_label("d3m") == "d3m"
     assert RATIO_METHODS == ("mixture", "mixture-nosubset")
+
+
+def test_every_method_states_its_group_information_as_the_d3m_paper_groups_them():
+    assert {method: group_info(method) for method in METHODS} == {
+        "none": "none", "subsetting": "none", "upsampling": "none", "upweighting": "none", "mixture": "none",
+        "mixture-nosubset": "none", "auto-d3m": "none",
+        "d3m": "val",
+        "subg": "train+val", "rwg": "train+val", "groupdro": "train+val",
+    }
+    assert group_info("a-method-of-another-version") is None
+
+
+@pytest.mark.parametrize("limit, allowed", [
+    ("none", {"none", "upsampling", "auto-d3m"}),
+    ("val", {"none", "upsampling", "auto-d3m", "d3m"}),
+    ("train+val", {"none", "upsampling", "auto-d3m", "d3m", "rwg", "groupdro"}),
+])
+def test_within_group_info_orders_none_val_train_and_val(limit, allowed):
+    methods = ["none", "upsampling", "auto-d3m", "d3m", "rwg", "groupdro", "unknown"]
+    assert {method for method in methods if within_group_info(method, limit)} == allowed
+
+
+def test_a_bad_group_information_limit_is_one_line():
+    with pytest.raises(GroupsweepError, match=r"unknown group information 'train'; choose one of: none, val, "
+                                              r"train\+val"):
+        within_group_info("none", "train")
 
 
 def test_selection_methods_get_their_plan_from_training_plan_not_make_plan():

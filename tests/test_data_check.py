@@ -84,6 +84,27 @@ def test_one_warning_per_differing_count():
     assert table2_warnings("custom", frame) == []
 
 
+def test_celeba_age_is_checked_without_the_table2_comparison(tmp_path, capsys):
+    """CelebA-Age (target Young, spurious Male): its composition, and no Table 2 warnings, which hold for
+    the paper's Blond_Hair / Male pairing only (the same folder read with it differs from Table 2)."""
+    write_celeba_original(tmp_path, COUNTS, target="Young", spurious="Male")
+    status, out, err = run(["data", "check", "celeba", "--root", str(tmp_path), "--target", "Young",
+                            "--spurious", "Male"], capsys)
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].endswith("list_attr_celeba.txt (target Young, spurious Male)")
+    # group 2, young female: 1 of 11 training examples; p(y=1) = 4/11; p(y=1 | s=0) = 1/6
+    assert lines[4].split() == ["2", "1", "0", "young", "female", "0.364", "0.091", "0.167", "1", "1", "2"]
+    assert lines[-1] == "total: train 11, val 6, test 8"
+    _, _, err = run(["data", "check", "celeba", "--root", str(tmp_path)], capsys)
+    assert err.count("differs from Table 2") == 12
+    with pytest.raises(GroupsweepError, match=r"unknown celeba target attribute 'Age'; choose one of: "):
+        run(["data", "check", "celeba", "--root", str(tmp_path), "--target", "Age"], capsys)
+    write_waterbirds(tmp_path / "wb", COUNTS)
+    with pytest.raises(GroupsweepError, match=r"--target apply to celeba only, not 'waterbirds'"):
+        run(["data", "check", "waterbirds", "--root", str(tmp_path / "wb"), "--target", "Young"], capsys)
+
+
 def test_check_validates_existence_without_decoding(tmp_path, capsys):
     write_celeba_original(tmp_path, COUNTS)
     (tmp_path / "img_align_celeba" / "000004.jpg").write_bytes(b"not a jpeg")

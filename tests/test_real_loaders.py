@@ -52,7 +52,7 @@ def assert_images_match_groups(dataset):
 
 def test_options_of_each_loader():
     assert dataset_options("waterbirds") == ["root", "image_size", "cache_dir"]
-    assert dataset_options("celeba") == ["root", "image_size", "cache_dir"]
+    assert dataset_options("celeba") == ["root", "image_size", "cache_dir", "target", "spurious"]
     assert dataset_options("civilcomments") == ["root", "max_length"]
     assert dataset_options("multinli") == ["root", "max_length"]
     assert dataset_options("custom") == ["root", "image_size", "cache_dir", "max_length", "average"]
@@ -93,6 +93,54 @@ def test_celeba_original_reads_blond_and_male_columns(tmp_path):
     for code, name in enumerate(SPLITS):
         assert dataset.splits[name].y.tolist() == [b for b, c in zip(blond, split) if c == code]
         assert dataset.splits[name].s.tolist() == [m for m, c in zip(male, split) if c == code]
+
+
+# CelebA-Age (the D3M paper): y = Young (old 0 / young 1), s = Male. Groups g = 2 y + s:
+# old female, old male, young female, young male.
+AGE_COUNTS = {"train": (2, 4, 6, 1), "val": (1, 2, 1, 1), "test": (3, 1, 2, 2)}
+
+
+@pytest.mark.parametrize("writer", [write_celeba_original, write_celeba_kaggle])
+def test_celeba_age_composition_from_the_native_files(tmp_path, writer):
+    writer(tmp_path, AGE_COUNTS, target="Young", spurious="Male")
+    age = load_dataset("celeba", root=tmp_path, image_size=SIZE, target="Young", spurious="Male")
+    assert_counts(age, AGE_COUNTS)
+    assert age.class_names == ("old", "young") and age.attribute_names == ("female", "male")
+    assert age.group_names == ["old/female", "old/male", "young/female", "young/male"]
+    counts = age.counts().set_index("group")
+    # 13 training examples: 6 + 1 = 7 young (p(y=1) = 7/13); 2 + 6 = 8 female, 6 young: p(y=1 | s=0) = 6/8
+    assert counts.at[3, "p_y"] == pytest.approx(7 / 13) and counts.at[2, "p_y_given_s"] == pytest.approx(6 / 8)
+    assert counts.at[1, "p_g"] == pytest.approx(4 / 13)
+    assert_images_match_groups(age)
+    # The same files with the default pairing: y = Blond_Hair, whatever the fixture drew for it
+    blond = load_dataset("celeba", root=tmp_path, image_size=SIZE)
+    assert blond.class_names == ("non-blond", "blond")
+    assert np.array_equal(blond.splits["train"].s, age.splits["train"].s)
+    assert sum(len(blond.splits[split]) for split in SPLITS) == 26
+
+
+def test_celeba_any_two_attributes_with_generic_names(tmp_path):
+    write_celeba_original(tmp_path, COUNTS, target="Smiling", spurious="Eyeglasses")
+    dataset = load_dataset("celeba", root=tmp_path, image_size=SIZE, target="Smiling", spurious="Eyeglasses")
+    assert_counts(dataset, COUNTS)
+    assert dataset.class_names == ("not Smiling", "Smiling") and dataset.attribute_names == ("not Eyeglasses", "Eyeglasses")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"target": "Yung"}, r"unknown celeba target attribute 'Yung'; choose one of: 5_o_Clock_Shadow, .*, Young$"),
+    ({"spurious": "male"}, r"unknown celeba spurious attribute 'male'; choose one of: 5_o_Clock_Shadow, .*, Young$"),
+    ({"target": "Male"}, r"celeba target and spurious attribute are both 'Male'"),
+])
+def test_bad_celeba_attributes_are_refused_before_reading(tmp_path, options, message):
+    with pytest.raises(GroupsweepError, match=message) as error:
+        load_dataset("celeba", root=tmp_path / "nowhere", **options)  # refused before the folder is looked at
+    assert "\n" not in str(error.value)
+
+
+def test_another_celeba_pairing_needs_the_attribute_table(tmp_path):
+    write_celeba_prepared(tmp_path, COUNTS)
+    with pytest.raises(GroupsweepError, match=r"celeba target 'Young' / spurious 'Male' need the attribute table"):
+        load_dataset("celeba", root=tmp_path, target="Young")
 
 
 def test_celeba_image_count_line_must_match(tmp_path):

@@ -192,6 +192,45 @@ def test_by_model_groups_and_candidate_restriction(tmp_path):
     assert any("'rwg' has no trials" in note for note in restricted.notes)
 
 
+def test_group_information_is_shown_and_restricts_the_candidates(tmp_path, capsys):
+    """The D3M paper's comparison: with group information at most ``val`` the train+val methods (rwg,
+    groupdro) are no candidates; with ``none`` neither is d3m."""
+    from sweeps import cli
+
+    build_sweep(tmp_path / "run")
+    index = 100
+    for method, value in (("groupdro", 0.95), ("rwg", 0.92), ("d3m", 0.9)):
+        for seed in (0, 1):
+            write_trial(tmp_path / "run", index, trial_config("wb", "m", method, None, seed, epochs=3),
+                        [epoch_metrics(e, overrides={"val/wga": value}) for e in (1, 2, 3)])
+            index += 1
+    results = load_results(tmp_path / "run")
+    every = select(results, ["wga"])
+    assert every.table.iloc[0][["method_label", "group_info"]].tolist() == ["groupdro", "train+val"]
+    assert dict(zip(every.methods["method"], every.methods["group_info"])) == {
+        "groupdro": "train+val", "rwg": "train+val", "d3m": "val", "mixture": "none", "subsetting": "none",
+        "upsampling": "none", "none": "none"}
+    assert display_table(every.table).at[0, "group info"] == "train+val"
+    validation = select(results, ["wga"], group_info="val")
+    assert validation.table.iloc[0][["method_label", "group_info"]].tolist() == ["d3m", "val"]
+    assert set(validation.methods["method"]) == {"d3m", "mixture", "subsetting", "upsampling", "none"}
+    assert "group information at most val: left out groupdro (train+val), rwg (train+val)" in validation.notes
+    no_groups = select(results, ["wga"], group_info="none")
+    assert no_groups.table.iloc[0]["method_label"] == "mixture 2:1" and "d3m" not in set(no_groups.methods["method"])
+    assert select(results, ["wga"], group_info="train+val").table.equals(every.table)
+
+    out = tmp_path / "out"
+    assert cli.main(["analyze", str(tmp_path / "run"), "--criterion", "wga", "--group-info", "val",
+                     "--out", str(out)]) == 0
+    assert "| group info " in capsys.readouterr().out
+    assert pd.read_csv(out / "table1_wga_groupinfo-val.csv")["method_label"].tolist() == ["d3m"]
+    assert cli.main(["analyze", str(tmp_path / "run"), "--group-info", "train"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: unknown group information 'train'; choose one of: none, val, train+val\n"
+    with pytest.raises(GroupsweepError, match="unknown group information 'all'"):
+        select(results, ["wga"], group_info="all")
+
+
 def test_bad_names_are_one_line_errors(tmp_path):
     build_sweep(tmp_path)
     results = load_results(tmp_path)

@@ -92,6 +92,42 @@ def test_plain_list_datasets_and_scalar_forms():
     assert method_label("mixture-nosubset", 1.5) == "mixture-nosubset 1.5:1"
 
 
+def test_groupdro_settings_are_method_hparams_and_may_be_searched():
+    methods = ["none", {"groupdro": {"hparams": {"groupdro_eta": 0.1, "groupdro_adjustment": 2}}}]
+    built = build_spec({"datasets": ["synthetic-waterbirds"], "models": "toy-convnextv2-xs", "methods": methods})
+    none, groupdro = built.trials
+    assert groupdro.name == "synthetic-waterbirds-toy-convnextv2-xs-groupdro-s0"
+    assert (groupdro.config["groupdro_eta"], groupdro.config["groupdro_adjustment"]) == (0.1, 2)
+    assert (none.config["groupdro_eta"], none.config["groupdro_adjustment"]) == (0.01, 0.0)  # the defaults
+    searched = [{"groupdro": {"hparams": {"groupdro_eta": {"loguniform": [0.001, 0.1]}}}}]
+    built = build_spec({"datasets": ["synthetic-waterbirds"], "models": "toy-convnextv2-xs", "methods": searched,
+                        "search": {"num_samples": 3}})
+    (cell,) = built.cells
+    assert cell.space == {"groupdro_eta": {"loguniform": [0.001, 0.1]}} and cell.num_samples == 3
+    with pytest.raises(GroupsweepError, match="groupdro_eta must be a non-negative number, got -1"):
+        build_spec({"datasets": ["synthetic-waterbirds"], "models": "toy-convnextv2-xs",
+                    "methods": [{"groupdro": {"hparams": {"groupdro_eta": -1}}}]})
+
+
+def test_celeba_attributes_are_dataset_options_checked_before_ray(tmp_path, capsys):
+    age = {"celeba": {"options": {"target": "Young", "spurious": "Male"}}}
+    (trial,) = build_spec({"datasets": age, "models": "toy-convnextv2-xs", "methods": ["none"]}).trials
+    assert trial.config["dataset_options"] == {"target": "Young", "spurious": "Male"}
+    bad = {"celeba": {"options": {"target": "Yung"}}}
+    with pytest.raises(GroupsweepError, match=r"^datasets.celeba.options: unknown celeba target attribute 'Yung'; "
+                                              r"choose one of: 5_o_Clock_Shadow, .*Young$"):
+        build_spec({"datasets": bad, "models": "toy-convnextv2-xs", "methods": ["none"]})
+    with pytest.raises(GroupsweepError, match=r"unknown celeba spurious attribute 'Gender'"):  # a --set override
+        build_spec(apply_overrides({"datasets": age, "models": "toy-convnextv2-xs", "methods": ["none"]},
+                                   {"dataset_options": {"spurious": "Gender"}}))
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"datasets": bad, "models": ["toy-convnextv2-xs"], "methods": ["none"]}))
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: datasets.celeba.options: unknown celeba target attribute 'Yung'")
+    assert err.count("\n") == 1
+
+
 def test_resources_gpu_fractions_and_workers():
     def resources(values):
         source = spec(resources=values)

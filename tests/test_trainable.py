@@ -104,11 +104,13 @@ def test_run_finetune_reports_every_epoch_and_resumes_after_the_checkpoint(tmp_p
     assert finished.rows == []  # a trial whose checkpoint holds its last epoch does nothing
 
 
-def test_a_killed_trial_with_checkpoint_every_resumes_from_its_last_checkpoint_bit_identical(tmp_path):
+@pytest.mark.parametrize("method", [{"method": "mixture", "ratio": 2.0},
+                                    {"method": "groupdro", "groupdro_eta": 0.1, "groupdro_adjustment": 1.0}])
+def test_a_killed_trial_with_checkpoint_every_resumes_from_its_last_checkpoint_bit_identical(tmp_path, method):
     """checkpoint_every 2 over 5 epochs: checkpoints after epochs 2, 4 and 5; a fault after epoch 3 loses
     epoch 3 (N - 1 = 1 epoch), and the retry from epoch 2's checkpoint ends exactly where an uninterrupted
-    run does."""
-    config = small_config(epochs=5, checkpoint_every=2, method="mixture", ratio=2.0)
+    run does (GroupDRO's group weights included)."""
+    config = small_config(epochs=5, checkpoint_every=2, **method)
     full = Reports()
     run_finetune(config, EpochReporter(full, Checkpoint, TrialDir(str(tmp_path / "a")), "n"), None, cpu=True)
     assert [row["epoch"] for row in full.rows] == [1, 2, 3, 4, 5]
@@ -134,6 +136,9 @@ def test_a_killed_trial_with_checkpoint_every_resumes_from_its_last_checkpoint_b
     for name, tensor in reference["model"].items():
         assert torch.equal(final["model"][name], tensor), name
     assert torch.equal(final["rng"]["torch"], reference["rng"]["torch"])
+    if config.method == "groupdro":
+        assert torch.equal(final["groupdro"]["q"], reference["groupdro"]["q"])
+        assert not torch.equal(latest["groupdro"]["q"], reference["groupdro"]["q"])
 
 
 def test_divergence_ends_the_trial_with_a_diverged_row(monkeypatch):

@@ -29,9 +29,24 @@ logger = logging.getLogger("groupsweep.balancing")
 
 # Data-selection methods: their plan is computed from a trained base model by ``trainables.d3m.d3m_plan``.
 SELECTION_METHODS = ("d3m", "auto-d3m")
+# Methods that change the training objective, not the examples: they draw every example by plain shuffling
+# (``none``'s plan); ``groupdro`` weighs per-group losses (``trainables.groupdro``), as the authors train it.
+OBJECTIVE_METHODS = ("groupdro",)
 METHODS = ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg",
-           *SELECTION_METHODS)
+           *SELECTION_METHODS, *OBJECTIVE_METHODS)
 RATIO_METHODS = ("mixture", "mixture-nosubset")
+
+# The group labels a method uses, least to most (the D3M paper's Table 1 categories): ``none`` (class labels
+# at most), ``val`` (group labels of the validation split only), ``train+val`` (of the training split too).
+GROUP_INFO_LEVELS = ("none", "val", "train+val")
+# Per method its level. Names of other branches' methods (jtt, dfr) may be listed before they exist here:
+# a plain mapping, read only for the methods a sweep holds.
+GROUP_INFO = {
+    "none": "none", "subsetting": "none", "upsampling": "none", "upweighting": "none", "mixture": "none",
+    "mixture-nosubset": "none", "auto-d3m": "none", "jtt": "none",
+    "d3m": "val", "dfr": "val",
+    "subg": "train+val", "rwg": "train+val", "groupdro": "train+val",
+}
 
 # Separate random streams for class-level and group-level subsets of one seed.
 _CLASS_STREAM = 0
@@ -95,12 +110,27 @@ def method_label(method: str, ratio=None) -> str:
     return f"{method} {float(ratio):g}:1"
 
 
+def group_info(method: str) -> str | None:
+    """The group information ``method`` uses (one of ``GROUP_INFO_LEVELS``); None for a method this version
+    does not know (e.g. one read from another version's sweep)."""
+    return GROUP_INFO.get(method)
+
+
+def within_group_info(method: str, limit: str) -> bool:
+    """Whether ``method`` uses at most ``limit`` group information (``none`` < ``val`` < ``train+val``);
+    False for an unknown method. A ``limit`` outside ``GROUP_INFO_LEVELS`` is a one-line ``GroupsweepError``."""
+    choose("group information", limit, GROUP_INFO_LEVELS)
+    level = group_info(method)
+    return level is not None and GROUP_INFO_LEVELS.index(level) <= GROUP_INFO_LEVELS.index(limit)
+
+
 def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: int | None = None) -> BalancingPlan:
     """Compute the balancing plan of ``method`` for a training split with labels ``y`` and ``groups``.
 
     ``n_classes`` (default ``max(y) + 1``) lets a missing top class be detected. Methods:
 
-    - ``none``: all N examples, plain shuffling, no class weights; num_samples = N.
+    - ``none``: all N examples, plain shuffling, no class weights; num_samples = N. ``groupdro`` (an
+      ``OBJECTIVE_METHODS`` method: its loss differs, not its examples) gets the same plan.
     - ``subsetting``: every class cut to n_min examples, uniformly at random, once (the kept prefix of
       the class's seeded permutation); plain shuffling; num_samples = subset size = K * n_min.
     - ``upsampling``: all examples; a draw picks y ~ Uniform(classes), then an example of class y
@@ -154,7 +184,7 @@ def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: i
     n = len(y)
     everything = np.arange(n)
     n_min, n_max = int(class_counts.min()), int(class_counts.max())
-    if method == "none":
+    if method == "none" or method in OBJECTIVE_METHODS:
         return BalancingPlan(everything, None, None, n)
     if method == "subsetting":
         kept = _prefix_subset(y, n_min, seed, _CLASS_STREAM)

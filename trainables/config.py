@@ -1,5 +1,6 @@
-"""The configuration types of one finetuning run (one trial of a sweep): ``TrainConfig`` and the options of
-the data-selection methods it may name, ``D3MOptions``.
+"""The configuration types of one finetuning run (one trial of a sweep): ``TrainConfig`` (with the GroupDRO
+settings ``groupdro_eta`` / ``groupdro_adjustment`` as plain, searchable fields) and the options of the
+data-selection methods it may name, ``D3MOptions``.
 
 Both are plain, JSON-able, validated data: every default of a run lives here, and nothing in this module
 trains, loads or imports anything heavy, so every layer can read a config.
@@ -100,6 +101,10 @@ class TrainConfig:
     ``optimizer='sgd'`` with ``last_layer_only=True`` is the paper's last-layer training (lr 1e-3).
     ``d3m`` holds the options of the ``d3m`` / ``auto-d3m`` methods (``D3MOptions``, validated
     here); other methods ignore them, as ``adamw`` ignores ``momentum``.
+    ``groupdro_eta`` (η, the step size of the group weights' exponentiated-gradient update; the authors'
+    default 0.01) and ``groupdro_adjustment`` (C of the generalisation adjustment C / sqrt(n_g); 0 = none)
+    are the ``groupdro`` method's settings (``trainables.groupdro``); other methods ignore them. Being plain
+    numbers, a search may sample them (``{loguniform: [0.001, 0.1]}``).
 
     ``eval_train``: when the full training split and the subset trained on are evaluated (``train/*``,
     ``train_subset/*`` metrics): ``final`` (the last epoch; the default, all the paper's figures need),
@@ -119,6 +124,8 @@ class TrainConfig:
     method: str = "none"
     ratio: float | None = None
     d3m: dict = field(default_factory=dict)
+    groupdro_eta: float = 0.01
+    groupdro_adjustment: float = 0.0
     seed: int = 0
     epochs: int = 5
     lr: float = 1e-5
@@ -141,7 +148,7 @@ class TrainConfig:
         choose("mixed_precision", self.mixed_precision, PRECISIONS)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             positive_integer(name, getattr(self, name))
-        for name in ("lr", "weight_decay", "momentum"):
+        for name in ("lr", "weight_decay", "momentum", "groupdro_eta", "groupdro_adjustment"):
             value = getattr(self, name)
             if not is_real(value, 0):
                 raise GroupsweepError(f"{name} must be a non-negative number, got {value!r}")

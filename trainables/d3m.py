@@ -38,7 +38,7 @@ from trainables.attribution import GaussianProjector, featurize, gradient_dimens
 from trainables.balancing import SELECTION_METHODS as D3M_METHODS
 from trainables.balancing import BalancingPlan
 from trainables.builders import build_model_and_inputs
-from trainables.config import REMOVE_NEGATIVE, D3MOptions
+from trainables.config import REMOVE_NEGATIVE, D3MOptions, TrainConfig
 from trainables.errors import GroupsweepError, choose
 from trainables.finetune import finetune
 from trainables.trial_dir import D3M_SCORES_FILE, TrialDir, UnreadableFile, trial_dirs
@@ -254,8 +254,9 @@ def base_states(config, dataset, experiment_dir: str | None, models: int, cpu: b
 
 
 def _identity(values: dict) -> dict:
-    """A config as JSON values, without the keys in which a base trial may differ from the base config."""
-    values = json.loads(json.dumps(values))
+    """A config as JSON values, without the keys in which a base trial may differ from the base config; a
+    setting the config lacks (saved before the setting existed) counts as its default."""
+    values = json.loads(json.dumps({**TrainConfig().to_dict(), **values}))
     return {key: value for key, value in values.items() if key not in BASE_FREE_KEYS}
 
 

@@ -1,5 +1,6 @@
-"""The finetuning loop: one balanced ERM run on Accelerate, evaluated on val and test after every epoch
-and on the training split when ``config.eval_train`` says so (by default after the last epoch).
+"""The finetuning loop: one balanced ERM run (or one GroupDRO run) on Accelerate, evaluated on val and test
+after every epoch and on the training split when ``config.eval_train`` says so (by default after the last
+epoch).
 
 A plain function, usable without Ray: ``finetune(config, on_epoch=...)``. The Ray trainable wraps it,
 turning each ``EpochResult`` into a ``ray.tune.report``, with a checkpoint of ``EpochResult.state()`` on the
@@ -34,6 +35,7 @@ from trainables.builders import build_model_and_inputs, load_config_dataset
 from trainables.config import TrainConfig
 from trainables.data import GroupDataset
 from trainables.errors import GroupsweepError
+from trainables.groupdro import GroupDRO
 from trainables.inputs import ModelInputs
 from trainables.metrics import evaluate_predictions
 from trainables.models import GroupModel
@@ -224,6 +226,15 @@ def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, 
     return metrics, predictions
 
 
+def make_group_dro(config: TrainConfig, dataset: GroupDataset, plan: BalancingPlan, device) -> GroupDRO | None:
+    """The run's ``GroupDRO`` (``groupdro`` method: ``groupdro_eta``, ``groupdro_adjustment``, n_g the group
+    counts of the examples trained on), or None for every other method."""
+    if config.method != "groupdro":
+        return None
+    counts = np.bincount(dataset.groups("train")[plan.indices], minlength=dataset.n_groups)
+    return GroupDRO(counts, config.groupdro_eta, config.groupdro_adjustment, device=device)
+
+
 def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None] | None = None,
              resume_state: dict | None = None, cpu: bool | None = None,
              dataset: GroupDataset | None = None, plan: BalancingPlan | None = None) -> list[dict]:
@@ -237,7 +248,9 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     an uninterrupted run. ``cpu=True`` forces the CPU (``None``: GPU if visible). ``dataset`` may pass an
     already loaded dataset (it must be the one the config names). ``plan`` is the run's training plan
     (``trainables.plans.training_plan``); without one, the class-balancing plan of ``config.method``
-    (``balancing.make_plan``) is used, and a data-selection method is refused. Raises ``DivergenceError``
+    (``balancing.make_plan``) is used, and a data-selection method is refused. The ``groupdro`` method
+    minimises the GroupDRO loss (``trainables.groupdro``); its group weights are part of the state and are
+    reported after every epoch as ``optim/groupdro_q_group_{g}``. Raises ``DivergenceError``
     when the training loss is not finite, ``GroupsweepError`` on bad settings.
     """
     if isinstance(config, dict):
@@ -273,12 +286,19 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     class_weights = None
     if plan.class_weights is not None:
         class_weights = torch.tensor(plan.class_weights.tolist(), dtype=torch.float32, device=accelerator.device)
+    group_dro = make_group_dro(config, dataset, plan, accelerator.device)
+    if group_dro is not None:
+        train_groups = torch.as_tensor(dataset.groups("train"), device=accelerator.device)
+        reduce = (functools.partial(accelerator.reduce, reduction="sum") if accelerator.num_processes > 1
+                  else None)
 
     start_epoch = 1
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         set_rng_state(resume_state["rng"])
+        if group_dro is not None:
+            group_dro.load_state_dict(resume_state["groupdro"])
         start_epoch = resume_state["epoch"] + 1
 
     labels = split_labels(dataset)
@@ -292,11 +312,15 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
         loss_sum = torch.zeros((), device=accelerator.device)
         steps = 0
         batches = iter(train_loader) if profiler is None else profiler.epoch(train_loader)
-        for inputs, targets, _ in batches:
+        for inputs, targets, positions in batches:
             if model_inputs.train_batch_transform is not None:
                 inputs = model_inputs.train_batch_transform(inputs)
             logits = model(inputs)
-            loss = F.cross_entropy(logits.float(), targets, weight=class_weights)
+            if group_dro is None:
+                loss = F.cross_entropy(logits.float(), targets, weight=class_weights)
+            else:
+                loss = group_dro.loss(F.cross_entropy(logits.float(), targets, reduction="none"),
+                                      train_groups[positions], reduce, accelerator.num_processes)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -320,12 +344,14 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
             "model/num_parameters": num_parameters,
             "data/num_train_kept": int(len(plan.indices)),
         })
+        if group_dro is not None:
+            metrics.update({f"optim/groupdro_q_group_{g}": float(q) for g, q in enumerate(group_dro.q.tolist())})
         if profiler is not None:
             metrics.update(profiler.metrics(train_seconds))
         history.append(metrics)
 
-        def state(epoch=epoch) -> dict:
-            return {
+        def state(epoch=epoch, group_state=None if group_dro is None else group_dro.state_dict()) -> dict:
+            saved = {
                 "epoch": epoch,
                 "config": config.to_dict(),
                 "model": accelerator.unwrap_model(model).state_dict(),
@@ -333,6 +359,9 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
                 "scheduler": scheduler.state_dict(),
                 "rng": rng_state(),
             }
+            if group_state is not None:
+                saved["groupdro"] = group_state
+            return saved
 
         if on_epoch is not None:
             on_epoch(EpochResult(epoch=epoch, metrics=metrics, predictions=predictions, labels=labels, state=state,

@@ -8,6 +8,7 @@ from trainables.data.base import (  # noqa: F401
     SPLITS,
     GroupDataset,
     Split,
+    check_dataset_options,
     dataset_options,
     load_dataset,
     register_dataset,

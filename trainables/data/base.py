@@ -148,15 +148,24 @@ class GroupDataset:
 
 DatasetBuilder = Callable[..., GroupDataset]
 DATASETS: dict[str, DatasetBuilder] = {}
+# dataset name -> check(**options): refuses option values that are wrong whatever the data (one line)
+OPTION_CHECKS: dict[str, Callable[..., None]] = {}
 
 
-def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
-    """Decorator registering a builder ``fn(**options) -> GroupDataset`` under ``name``."""
+def register_dataset(name: str, check_options: Callable[..., None] | None = None
+                     ) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Decorator registering a builder ``fn(**options) -> GroupDataset`` under ``name``.
+
+    ``check_options(**options)``, when given, checks the option values that can be checked without reading
+    any data (so a spec is refused before Ray starts) and raises a one-line ``GroupsweepError``.
+    """
 
     def wrap(fn: DatasetBuilder) -> DatasetBuilder:
         if name in DATASETS:
             raise RuntimeError(f"dataset {name!r} registered twice")
         DATASETS[name] = fn
+        if check_options is not None:
+            OPTION_CHECKS[name] = check_options
         return fn
 
     return wrap
@@ -168,13 +177,22 @@ def dataset_options(name: str) -> list[str]:
     return [p for p in inspect.signature(DATASETS[name]).parameters]
 
 
-def load_dataset(name: str, **options) -> GroupDataset:
-    """Build the registered dataset ``name`` with ``options``.
-
-    Raises ``GroupsweepError`` (one line) for an unknown name or an option the dataset does not take.
-    """
+def check_dataset_options(name: str, options: dict) -> None:
+    """Refuse, in one ``GroupsweepError`` line and without reading any data, an unknown dataset ``name``, an
+    option it does not take, or an option value its registered check refuses (``register_dataset``)."""
     allowed = dataset_options(name)
     for key in options:
         if key not in allowed:
             raise GroupsweepError(f"dataset {name!r} takes no option {key!r}; allowed: {', '.join(allowed) or 'none'}")
+    if name in OPTION_CHECKS:
+        OPTION_CHECKS[name](**options)
+
+
+def load_dataset(name: str, **options) -> GroupDataset:
+    """Build the registered dataset ``name`` with ``options``.
+
+    Raises ``GroupsweepError`` (one line) for an unknown name or an option the dataset does not take or
+    whose value it refuses (``check_dataset_options``).
+    """
+    check_dataset_options(name, options)
     return DATASETS[name](**options)

@@ -271,12 +271,13 @@ def image_base(root: Path, first_name: str, candidates: Sequence[str]) -> Path:
     return root / candidates[0]
 
 
-NativeReader = Callable[[Path], NativeTable]
+NativeReader = Callable[..., NativeTable]
 NATIVE_READERS: dict[str, NativeReader] = {}
 
 
 def native_reader(name: str) -> Callable[[NativeReader], NativeReader]:
-    """Decorator registering ``reader(root) -> NativeTable`` for the native format of dataset ``name``."""
+    """Decorator registering ``reader(root, **options) -> NativeTable`` for the native format of dataset ``name``
+    (``options``: the dataset's options that change what is read, e.g. CelebA's ``target``)."""
 
     def wrap(fn: NativeReader) -> NativeReader:
         if name in NATIVE_READERS:
