@@ -69,6 +69,8 @@ TRIAL_COLUMNS = ("trial_id", "trial_name", "dataset", "model", "num_parameters",
 # name, and a searched trial's cell, configuration id and sampled values (empty for grid trials).
 SEARCH_COLUMNS = ("sweep", "cell", "config_id", "hparams")
 STATUSES = ("complete", "stopped", "incomplete", "diverged", "error", "pending")
+# The statuses of a trial that has nothing left to run.
+ENDED = ("complete", "diverged")
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")
 
 
@@ -216,6 +218,15 @@ def load_results(run_dirs) -> SweepResults:
         where = locations[0] if len(locations) == 1 else ", ".join(map(str, locations))
         raise GroupsweepError(f"no readable trials in {where}: " + "; ".join(problems))
     return _assemble(locations, configs, tables, problems, sweeps)
+
+
+def ended_trials(run_dir) -> set[str]:
+    """The ``trial_name`` of every trial of the sweep directory ``run_dir`` that ran to its end (status
+    ``complete`` or ``diverged``: nothing more to run); an empty set when it holds no trial yet."""
+    if not trial_dirs(run_dir):
+        return set()
+    trials = load_results(run_dir).trials
+    return set(trials.loc[trials["status"].isin(ENDED), "trial_name"])
 
 
 def _resolve(run_dir):

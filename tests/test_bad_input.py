@@ -200,7 +200,8 @@ def existing_sweep(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("change, fragment", [
-    ({"seeds": [0, 1]}, "holds a sweep with different trials"),  # a different grid into the same folder
+    ({"hparams": {"lr": 0.5}}, "with other settings (lr 1e-05, now 0.5)"),  # a trial it holds, changed
+    ({"seeds": [1]}, "which the spec lacks"),  # a trial it holds, dropped
     ({"methods": ["shuffle"]}, "unknown balancing method 'shuffle'"),  # an invalid spec
     ({"resources": {"cpu": 4096}}, "needs 4096 CPU"),  # resources no node has
 ])

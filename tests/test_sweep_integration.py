@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import numpy as np
+import yaml
 import pytest
 
 from ray_fixtures import REPO, cli_command, cli_env, result_epochs, run_cli, tiny_spec
@@ -145,3 +146,58 @@ def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path
     assert result_epochs(trial_dir) == [1, 2]
     assert (trial_dir / "groupsweep" / "predictions" / "epoch_0002.npz").exists()
     assert any((trial_dir / "train").glob("checkpoint_*"))  # the Ray Train run's own checkpoint
+
+
+def test_extending_a_finished_sweep_runs_only_the_added_trials_and_analyses_the_union(tmp_path):
+    from analysis.results import load_results
+
+    storage = tmp_path / "results"
+    exp_dir = storage / "grow"
+    first = tiny_spec(tmp_path / "first.yaml", methods=["none"], seeds=(1,))
+    result = run_cli("run", str(first), "--storage", str(storage), "--name", "grow")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (kept,) = trial_names(first)
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (exp_dir / kept).rglob("*") if p.is_file()}
+
+    # one more seed and one more method: 3 trials added to the finished one
+    grown = tiny_spec(tmp_path / "grown.yaml", methods=["none", "upweighting"], seeds=(1, 2))
+    result = run_cli("run", str(grown), "--storage", str(storage), "--name", "grow")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "adding 3 trial(s) to its 1" in result.stdout
+    names = trial_names(grown)
+    assert len(names) == 4 and kept in names
+    now = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (exp_dir / kept).rglob("*") if p.is_file()}
+    assert now == files  # the finished trial: not run again, not a byte or timestamp changed
+    for name in names:
+        assert result_epochs(exp_dir / name) == [1, 2], name
+    from sweeps.launcher import read_saved_spec
+    from sweeps.spec import build_spec
+
+    assert [t.name for t in build_spec(read_saved_spec(str(exp_dir))).trials] == names  # the record: the union
+
+    trials = load_results(str(exp_dir)).trials
+    assert sorted(trials["trial_name"]) == sorted(names) and set(trials["status"]) == {"complete"}
+    analyzed = run_cli("analyze", str(exp_dir), "--out", str(tmp_path / "table1"))
+    assert analyzed.returncode == 0, analyzed.stderr[-3000:]
+    candidates = (tmp_path / "table1" / "table1_methods.csv").read_text()  # every candidate method, scored
+    assert "upweighting" in candidates and "none" in candidates
+
+    # running the grown spec again resumes the latest experiment: nothing runs again
+    before = {name: (exp_dir / name / "result.json").read_bytes() for name in names}
+    again = run_cli("run", str(grown), "--storage", str(storage), "--name", "grow", "--no-after")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "adding" not in again.stdout
+    assert {name: (exp_dir / name / "result.json").read_bytes() for name in names} == before
+
+    # a spec that changes a trial the sweep holds is refused in one line, before anything is written
+    changed = tiny_spec(tmp_path / "changed.yaml", methods=["none", "upweighting", "subsetting"], seeds=(1, 2))
+    source = yaml.safe_load(changed.read_text())
+    source["hparams"]["lr"] = 1e-2
+    changed.write_text(yaml.safe_dump(source))
+    listing = {str(p): p.stat().st_mtime_ns for p in storage.rglob("*")}
+    refused = run_cli("run", str(changed), "--storage", str(storage), "--name", "grow")
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "holds trial" in lines[0], refused.stderr
+    assert "lr 0.001, now 0.01" in lines[0]
+    assert {str(p): p.stat().st_mtime_ns for p in storage.rglob("*")} == listing
