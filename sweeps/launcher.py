@@ -426,7 +426,8 @@ def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> list[str]:
             keys = [key for key in new[name][0] if new[name][0][key] != config.get(key)]
             if not keys:
                 continue
-            reason = f"with other settings ({', '.join(f'{k} {config.get(k)!r}, now {new[name][0][k]!r}' for k in keys)})"
+            changes = ", ".join(f"{key} {config.get(key)!r}, now {new[name][0][key]!r}" for key in keys)
+            reason = f"with other settings ({changes})"
         raise GroupsweepError(f"sweep directory {exp_dir} holds trial {name} {reason}; a sweep can only gain "
                               "trials: keep every trial it holds as it is, or pick another --name")
     return [name for name in new if name not in old]
@@ -551,13 +552,13 @@ def run_trials(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concu
                shared: bool, loaded: dict | None):
     """Run the sweep's trials in ``exp_dir``; return the ``ResultGrid`` of the last Tune experiment run.
 
-    A new sweep is one Tune experiment (the spec saved first, as the sweep's record). A started one is first resumed (``Tuner.restore``: finished trials
-    kept, unfinished and errored ones continue from their last checkpoints). A grid spec that adds trials
-    to it (``check_same_sweep``) then runs them, once every trial of the resumed experiment has ended
-    without error, as a new Tune experiment in the same folder (Ray Tune cannot add trials to a restored
-    grid), after saving the spec as the sweep's record: the latest experiment is the one a later run
-    resumes, and the trials of earlier ones have all ended. While a resumed trial is still failing, the
-    added trials wait for the run that finishes it.
+    A new sweep is one Tune experiment (the spec saved first, as the sweep's record). A started one is
+    first resumed (``Tuner.restore``: finished trials kept, unfinished and errored ones continue from
+    their last checkpoints). A grid spec that adds trials to it (``check_same_sweep``) then runs them,
+    once every trial of the resumed experiment has ended without error, as a new Tune experiment in the
+    same folder (Ray Tune cannot add trials to a restored grid), after saving the spec as the sweep's
+    record: the latest experiment is the one a later run resumes, and the trials of earlier ones have
+    all ended. While a resumed trial is still failing, the added trials wait for the run that finishes it.
     """
     def tuner(trials_spec: SweepSpec, restore: bool):
         return build_tuner(trials_spec, exp_dir, name, storage, max_concurrent, shared=shared, loaded=loaded,
