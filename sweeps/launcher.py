@@ -400,9 +400,8 @@ def check_resumable(spec: SweepSpec, exp_dir: str) -> bool:
     return True
 
 
-def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> list[str]:
-    """Refuse to continue a sweep directory with a spec that changes it; return the names of the trials
-    ``spec`` adds to it (grid order).
+def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> None:
+    """Refuse to continue a sweep directory with a spec that changes it (``run_trials`` runs the trials it adds).
 
     A grid spec may add trials (seeds, methods, ratios, models, datasets) to the saved one; every trial of
     the saved spec must keep its name, config and resources. A search must keep its cells and settings.
@@ -430,7 +429,6 @@ def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> list[str]:
             reason = f"with other settings ({changes})"
         raise GroupsweepError(f"sweep directory {exp_dir} holds trial {name} {reason}; a sweep can only gain "
                               "trials: keep every trial it holds as it is, or pick another --name")
-    return [name for name in new if name not in old]
 
 
 def dataset_nbytes(dataset) -> int:
