@@ -23,7 +23,8 @@ Several sweep directories (``load_results([a, b])``, e.g. a hyperparameter searc
 chosen configurations that ``groupsweep promote`` wrote) load as one table, with a ``sweep`` column
 naming each trial's directory. A trial found in two of them (the same ``trial_name`` and an equal config)
 is counted once, from the first directory given, and listed in ``problems``; trials of different
-directories that share a Ray trial id get ``<sweep>/<trial id>`` as their id.
+directories that share a Ray trial id get ``<sweep>/<trial id>`` as their id. A parent folder of sweep
+directories (a ``--storage`` root, or any folder of sweeps) stands for the sweeps inside it.
 
 A trial of a hyperparameter search (``sweeps.search``) names its cell, its configuration and the keys its
 search sampled in its config (``trial_dir.CELL_KEY``, ``SAMPLE_KEY``, ``SAMPLED_KEY``): they give the
@@ -69,6 +70,8 @@ TRIAL_COLUMNS = ("trial_id", "trial_name", "dataset", "model", "num_parameters",
 # name, and a searched trial's cell, configuration id and sampled values (empty for grid trials).
 SEARCH_COLUMNS = ("sweep", "cell", "config_id", "hparams")
 STATUSES = ("complete", "stopped", "incomplete", "diverged", "error", "pending")
+# The statuses of a trial that has nothing left to run.
+ENDED = ("complete", "diverged")
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")
 
 
@@ -172,7 +175,8 @@ class SweepResults:
 
 def load_results(run_dirs) -> SweepResults:
     """Load the sweep directory ``run_dirs`` (finished or still running; a local path or a ``pyarrow.fs``
-    URI), or a list of them as one table, into a ``SweepResults``.
+    URI), or a list of them as one table, into a ``SweepResults``. A parent folder of sweep directories
+    stands for all of them (``sweep_dirs``).
 
     Raises a one-line ``GroupsweepError`` when a directory does not exist or holds no readable trial;
     unreadable trials are skipped with a ``CorruptTrialWarning`` (also listed in ``problems``). A trial
@@ -182,7 +186,7 @@ def load_results(run_dirs) -> SweepResults:
     given = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
     if not given:
         raise GroupsweepError("no results directory given")
-    locations = list(dict.fromkeys(_resolve(run_dir) for run_dir in given))
+    locations = list(dict.fromkeys(sweep for run_dir in given for sweep in sweep_dirs(_resolve(run_dir))))
     problems: list = []
     configs: dict = {}
     sweeps: dict = {}
@@ -218,6 +222,27 @@ def load_results(run_dirs) -> SweepResults:
     return _assemble(locations, configs, tables, problems, sweeps)
 
 
+def ended_trials(run_dir) -> set[str]:
+    """The ``trial_name`` of every trial of the sweep directory ``run_dir`` that ran to its end (status
+    ``complete`` or ``diverged``: nothing more to run); an empty set when it holds no trial yet."""
+    if not trial_dirs(run_dir):
+        return set()
+    trials = load_results(run_dir).trials
+    return set(trials.loc[trials["status"].isin(ENDED), "trial_name"])
+
+
+def sweep_dirs(run_dir) -> list:
+    """The sweep directories ``run_dir`` (a local ``Path`` or a ``pyarrow.fs`` URI) stands for: itself when it
+    holds trial directories, else every folder directly inside it that holds some (a parent folder of
+    sweeps, such as a ``--storage`` root), sorted by name; itself when it holds neither (reading it then
+    says why)."""
+    if not is_directory(run_dir) or trial_dirs(run_dir):
+        return [run_dir]
+    nested = [join_location(run_dir, name) for name in subdirectory_names(run_dir)]
+    nested = [location for location in nested if trial_dirs(location)]
+    return [_resolve(location) for location in nested] or [run_dir]
+
+
 def _resolve(run_dir):
     """A local sweep directory as a resolved ``Path``; a URI as its string."""
     run_dir = str(run_dir)
@@ -236,9 +261,8 @@ def _sweep_trials(run_dir) -> list:
         raise GroupsweepError(f"results directory {run_dir} does not exist")
     trials = trial_dirs(run_dir)
     if not trials:
-        nested = [name for name in subdirectory_names(run_dir) if trial_dirs(join_location(run_dir, name))]
-        hint = f"; it holds sweep directories, pass one of: {', '.join(nested)}" if nested else ""
-        raise GroupsweepError(f"no trials in {run_dir} (expected Ray Tune trial directories with {PARAMS_FILE}){hint}")
+        raise GroupsweepError(f"no trials in {run_dir} (expected Ray Tune trial directories with {PARAMS_FILE}, "
+                              "or sweep directories holding them)")
     return trials
 
 

@@ -46,8 +46,9 @@ TABLE1_LAYOUTS = ("details", "paper", "raw")
 
 def load_results(path_or_uri) -> SweepResults:
     """The sweep directory ``path_or_uri`` (a local folder ``<storage>/<name>``, a ``pyarrow.fs`` URI such as
-    ``s3://bucket/sweeps/demo``, or a list of them, analysed as one) as a ``SweepResults``: ``.frame``, one
-    row per trial and epoch with every metric; ``.trials``, one row per trial. Works on a sweep that is
+    ``s3://bucket/sweeps/demo``, a parent folder of sweep directories, or a list of them, analysed as one)
+    as a ``SweepResults``: ``.frame``, one row per trial and epoch with every metric; ``.trials``, one row
+    per trial. Works on a sweep that is
     still running. ``GroupsweepError`` when the directory does not exist or holds no trial; a trial whose
     files cannot be read is left out with a ``CorruptTrialWarning`` and listed in ``.problems``."""
     if isinstance(path_or_uri, (list, tuple)):
@@ -118,10 +119,11 @@ def plan(spec, overrides=None) -> SweepSpec:
 
 def run(spec, storage=None, name: str | None = None, overrides=None, address: str | None = None,
         max_concurrent: int | None = None, after: bool = True, profile: bool = False) -> SweepResults:
-    """Run (or resume) the sweep ``spec`` exactly as ``groupsweep run`` does, then return its results
-    (``load_results`` of ``<storage>/<name>``). Arguments as ``plan``'s and ``run``'s options: ``storage``
-    (default ``$GROUPSWEEP_STORAGE`` or ``~/groupsweep_results``), ``name`` (default: the spec's),
-    ``address`` (a Ray cluster), ``max_concurrent``, ``after=False`` (``--no-after``), ``profile``.
+    """Run (or resume, or extend with the trials a grown spec adds) the sweep ``spec`` exactly as
+    ``groupsweep run`` does, then return its results (``load_results`` of ``<storage>/<name>``). Arguments
+    as ``plan``'s and ``run``'s options: ``storage`` (default ``$GROUPSWEEP_STORAGE`` or
+    ``~/groupsweep_results``), ``name`` (default: the spec's), ``address`` (a Ray cluster),
+    ``max_concurrent``, ``after=False`` (``--no-after``), ``profile``.
 
     Bad input raises ``GroupsweepError`` before Ray starts; so does a sweep that ends with failed trials
     or a failed after-command (the message names it; rerunning resumes, and ``load_results`` reads what

@@ -21,8 +21,9 @@ For a hyperparameter search it also writes ``<stem>_hyperparameters.csv`` (each 
 configuration) and, when the directories hold reruns of the chosen configurations (``groupsweep
 promote``), ``<stem>_rerun.csv`` (Table 1 of the rerun); both are sections of ``<stem>.md`` too.
 
-Both commands take several directories (``analyze SEARCH_DIR RERUN_DIR``): their trials are analysed
-as one sweep, and the default output folder is in the first.
+Both commands take several directories (``analyze SEARCH_DIR RERUN_DIR``) and parent folders of sweep
+directories (``analyze <storage>``): their trials are analysed as one sweep, and the default output folder
+is in the first directory given.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     analyze.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
-                         help="the sweep's directory (<storage>/<name>); several are analysed as one")
+                         help="the sweep's directory (<storage>/<name>), or a folder of sweep directories; "
+                              "several are analysed as one")
     analyze.add_argument("--criterion", default="all", choices=CRITERION_CHOICES,
                          help="validation criterion (default: all; oracle = test WGA, a reference only)")
     analyze.add_argument("--epoch", default="final", choices=("final", "best"),
@@ -83,7 +85,8 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     plot.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
-                      help="the sweep's directory (<storage>/<name>); several are plotted as one")
+                      help="the sweep's directory (<storage>/<name>), or a folder of sweep directories; "
+                           "several are plotted as one")
     plot.add_argument("--figure", default="all", choices=FIGURE_CHOICES,
                       help="collapse: test WGA per epoch (Figures 1/2); scaling: WGA and train accuracy against "
                            "model size (Figures 3/4/8); mixture, ablation: WGA against the mixture ratio "

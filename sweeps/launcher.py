@@ -7,7 +7,11 @@
 Ray's trial table as progress.
 Results go to ``<storage>/<name>/`` with the spec saved as ``groupsweep_spec.yaml``; running a sweep
 whose directory already holds a Tune experiment resumes it (``Tuner.restore``): finished trials are
-kept, unfinished and errored ones continue from their last checkpoints.
+kept, unfinished and errored ones continue from their last checkpoints. A spec that adds trials to a
+grid sweep (more seeds, methods, ratios, models, datasets) extends it: once the resumed trials have
+ended, the added ones run as a new Tune experiment in the same folder and the saved spec becomes the
+union (``run_trials``); a spec that changes or drops a trial the sweep holds is refused
+(``check_same_sweep``).
 
 Trials on the same dataset share it: the driver loads each distinct (dataset, options, data root) once
 and puts it into Ray's object store (``share_datasets``), and each trial reads it from there, its numpy
@@ -40,6 +44,7 @@ inspected. Reading a sweep's results is ``analysis.results``' job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -56,6 +61,7 @@ from ray import tune
 from ray._private import ray_constants
 from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, PlacementGroupFactory, RunConfig, TuneConfig
 
+from analysis.results import ended_trials
 from sweeps.ray_guard import start_guard
 from sweeps.search import search_plan
 from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
@@ -383,8 +389,8 @@ def sweep_started(exp_dir: str) -> bool:
 
 
 def check_resumable(spec: SweepSpec, exp_dir: str) -> bool:
-    """Whether ``exp_dir`` holds a started sweep (``sweep_started``) to resume; ``check_same_sweep`` refuses
-    one that is a different sweep. A saved spec without a started sweep (a run stopped before its first
+    """Whether ``exp_dir`` holds a started sweep (``sweep_started``) to resume or extend; ``check_same_sweep``
+    refuses one that ``spec`` changes. A saved spec without a started sweep (a run stopped before its first
     trial) does not count: it is replaced."""
     if not sweep_started(exp_dir):
         return False
@@ -395,19 +401,34 @@ def check_resumable(spec: SweepSpec, exp_dir: str) -> bool:
 
 
 def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> None:
-    """Refuse to resume a sweep directory with a spec that expands to different trials (or, for a search,
-    different cells or search settings)."""
+    """Refuse to continue a sweep directory with a spec that changes it (``run_trials`` runs the trials it adds).
+
+    A grid spec may add trials (seeds, methods, ratios, models, datasets) to the saved one; every trial of
+    the saved spec must keep its name, config and resources. A search must keep its cells and settings.
+    Anything else is refused with a one-line ``GroupsweepError`` naming the first trial that differs.
+    """
     previous = build_spec(saved)
     old = {t.name: (t.config, t.resources, getattr(t, "space", None)) for t in previous.units}
     new = {t.name: (t.config, t.resources, getattr(t, "space", None)) for t in spec.units}
-    if previous.search != spec.search:
-        old["search"], new["search"] = previous.search, spec.search
-    if old != new:
-        changed = sorted(set(old) ^ set(new)) or sorted(n for n in new if old[n] != new[n])
-        raise GroupsweepError(
-            f"sweep directory {exp_dir} holds a sweep with different trials (first difference: {changed[0]}); "
-            "rerun it with the same spec and --set values, or pick another --name"
-        )
+    growing = previous.search is None and spec.search is None
+    if not growing and (old != new or previous.search != spec.search):
+        changed = sorted(set(old) ^ set(new)) or sorted(n for n in new if old[n] != new[n]) or ["search"]
+        raise GroupsweepError(f"sweep directory {exp_dir} holds a search with other cells or settings (first "
+                              f"difference: {changed[0]}); rerun it with the same spec and --set values, or pick "
+                              "another --name")
+    for name, (config, resources, _) in old.items():
+        if name not in new:
+            reason = "which the spec lacks"
+        elif new[name][1] != resources:
+            reason = "with other resources"
+        else:
+            keys = [key for key in new[name][0] if new[name][0][key] != config.get(key)]
+            if not keys:
+                continue
+            changes = ", ".join(f"{key} {config.get(key)!r}, now {new[name][0][key]!r}" for key in keys)
+            reason = f"with other settings ({changes})"
+        raise GroupsweepError(f"sweep directory {exp_dir} holds trial {name} {reason}; a sweep can only gain "
+                              "trials: keep every trial it holds as it is, or pick another --name")
 
 
 def dataset_nbytes(dataset) -> int:
@@ -461,8 +482,10 @@ def share_datasets(spec: SweepSpec, loaded: dict | None = None) -> dict:
 
 
 def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concurrent: int | None,
-                shared: bool = True, loaded: dict | None = None):
-    """A new ``ray.tune.Tuner`` for the sweep, or the restored one when ``exp_dir`` holds its experiment.
+                shared: bool = True, loaded: dict | None = None, restore: bool = False):
+    """A new ``ray.tune.Tuner`` over the trials of ``spec`` (a search: its cells), or with ``restore`` the
+    Tune experiment that ``exp_dir`` holds (the latest one run there), restored with every trial config
+    that ``spec`` names.
 
     ``shared``: trials take their datasets from the object store (``share_datasets``, given the datasets
     ``loaded`` already) instead of loading them.
@@ -476,12 +499,13 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         tune.with_parameters(train_trial, experiment_dir=exp_dir, workers=workers, datasets=datasets),
         TrialResources(spec),
     )
-    if tune.Tuner.can_restore(exp_dir):
+    if restore:
         if spec.search is not None:  # the searcher (every cell's state) comes back with the experiment
             return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True,
                                       storage_filesystem=filesystem)
         # The grid's sample_from functions are saved as placeholders: trials not created before the
-        # interruption get their configs only if the same param_space is given back.
+        # interruption get their configs only if a param_space is given back; the spec's (every trial of
+        # the sweep) resolves each of them by its trial name, whichever trials the experiment ran.
         return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True, param_space=param_space(spec),
                                   storage_filesystem=filesystem)
     reporter = SweepReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns={"seed": "seed"},
@@ -506,10 +530,60 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
     )
 
 
+def fit(tuner):
+    """``tuner.fit()``, with Ray's failures shown as one line each; returns its ``ResultGrid``."""
+    condense_ray_errors()
+    results = tuner.fit()
+    delete_retired_checkpoints()  # the final experiment snapshot names the checkpoints kept
+    return results
+
+
+def added_trials(spec: SweepSpec, exp_dir: str, results) -> tuple[TrialPlan, ...]:
+    """The trials of ``spec`` that no Tune experiment in ``exp_dir`` holds: neither one of the trials of the
+    experiment just run there (its ``ResultGrid``, ``results``) nor a trial that ran to its end
+    (``analysis.results.ended_trials``: the trials of earlier experiments in the folder)."""
+    held = {result.config["trial_name"] for result in results} | ended_trials(exp_dir)
+    return tuple(trial for trial in spec.trials if trial.name not in held)
+
+
+def run_trials(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concurrent: int | None, *,
+               shared: bool, loaded: dict | None):
+    """Run the sweep's trials in ``exp_dir``; return the ``ResultGrid`` of the last Tune experiment run.
+
+    A new sweep is one Tune experiment (the spec saved first, as the sweep's record). A started one is
+    first resumed (``Tuner.restore``: finished trials kept, unfinished and errored ones continue from
+    their last checkpoints). A grid spec that adds trials to it (``check_same_sweep``) then runs them,
+    once every trial of the resumed experiment has ended without error, as a new Tune experiment in the
+    same folder (Ray Tune cannot add trials to a restored grid), after saving the spec as the sweep's
+    record: the latest experiment is the one a later run resumes, and the trials of earlier ones have
+    all ended. While a resumed trial is still failing, the added trials wait for the run that finishes it.
+    """
+    def tuner(trials_spec: SweepSpec, restore: bool):
+        return build_tuner(trials_spec, exp_dir, name, storage, max_concurrent, shared=shared, loaded=loaded,
+                           restore=restore)
+
+    if not tune.Tuner.can_restore(exp_dir):  # a new sweep, or one stopped before Tune saved its state
+        save_spec(exp_dir, spec.source)
+        return fit(tuner(spec, restore=False))
+    results = fit(tuner(spec, restore=True))
+    if spec.search is not None:
+        return results
+    added = added_trials(spec, exp_dir, results)
+    if not added:
+        return results
+    if failed_trials(results)[0]:
+        print(f"the {len(added)} trial(s) this spec adds start once the sweep's other trials have finished",
+              flush=True)
+        return results
+    print(f"sweep {name}: adding {len(added)} trial(s) to its {len(spec.trials) - len(added)}", flush=True)
+    save_spec(exp_dir, spec.source)
+    return fit(tuner(dataclasses.replace(spec, trials=added), restore=False))
+
+
 def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None = None, address: str | None = None,
               max_concurrent: int | None = None, num_cpus: int | None = None, share: bool = True,
               dashboard: bool = False):
-    """Run (or resume) a sweep and return its ``ResultGrid``.
+    """Run, resume or extend a sweep (``run_trials``) and return the ``ResultGrid`` of its last Tune experiment.
 
     ``name`` defaults to the spec's name, ``storage`` to ``resolve_storage(None)``. ``share=False``
     makes every trial load its dataset itself instead of reading it from the object store. Resource requests
@@ -532,19 +606,13 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
     # a cluster's datasets may live on its workers only: there, the trials load and check them
     loaded = load_datasets(spec) if not address else None
     with SweepLock(exp_dir):
-        started = check_resumable(spec, exp_dir)  # again: no other driver can change it now
+        check_resumable(spec, exp_dir)  # again: no other driver can change it now
         ray_started_here = not ray.is_initialized()
         start_ray(address, num_cpus, dashboard=dashboard)
         try:
             check_nodes_fit(spec, live_node_shapes(), autoscaling=bool(address))
-            if not started:
-                save_spec(exp_dir, spec.source)
-            tuner = build_tuner(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent, shared=share,
-                                loaded=loaded)
-            condense_ray_errors()
-            results = tuner.fit()
-            delete_retired_checkpoints()  # the final experiment snapshot names the checkpoints kept
-            return results
+            return run_trials(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent, shared=share,
+                              loaded=loaded)
         except ConnectionError:
             raise  # Ray's own connections, not the storage
         except (OSError, EOFError, pickle.UnpicklingError) as error:

@@ -28,7 +28,8 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
-                        help="the sweep's directory (<storage>/<name>); several are reported as one")
+                        help="the sweep's directory (<storage>/<name>), or a folder of sweep directories; "
+                             "several are reported as one")
     report.add_argument("--out", default=None, metavar="FILE",
                         help=f"the HTML file to write (default: RUN_DIR/{DEFAULT_OUT}/{REPORT_FILE})")
     report.add_argument("--epoch", default="final", choices=("final", "best"),

@@ -1,10 +1,10 @@
 """``groupsweep run | plan | presets | status``: sweeps on Ray Tune from a YAML spec or a shipped preset.
 
 ``plan`` and ``presets`` never start Ray; ``run`` validates the spec (its ``after`` commands' arguments
-and the resources it asks for included) before it starts Ray, then runs or resumes the sweep, prints a
-per-method summary and, once every trial has finished, runs the spec's ``after`` commands (e.g.
-``spectral --top 10``) on the sweep directory. ``run``'s summary and ``status`` read the sweep
-directory through ``analysis.results.load_results``, as every analysis does.
+and the resources it asks for included) before it starts Ray, then runs, resumes or extends the sweep
+(``sweeps.launcher.run_sweep``), prints a per-method summary and, once every trial has finished, runs
+the spec's ``after`` commands (e.g. ``spectral --top 10``) on the sweep directory. ``run``'s summary and
+``status`` read the sweep directory through ``analysis.results.load_results``, as every analysis does.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ STATUS_COLUMNS = ("trial", "state", "epoch", "val wga", "test wga")
 def register(subparsers) -> None:
     """Add the ``run``, ``plan``, ``presets`` and ``status`` commands."""
     run = subparsers.add_parser(
-        "run", help="run (or resume) a sweep on Ray Tune",
+        "run", help="run (or resume, or extend) a sweep on Ray Tune",
         description="Run every trial of a sweep spec or preset on Ray Tune. Running the same --name again "
-                    "resumes the sweep: finished trials are kept, the others continue from their checkpoints.",
+                    "resumes the sweep: finished trials are kept, the others continue from their checkpoints. "
+                    "A spec that adds trials (seeds, methods, ratios, models, datasets) extends it: only the "
+                    "added trials run; a spec that changes or drops a trial it holds is refused.",
     )
     _spec_arguments(run)
     run.add_argument("--name", help="sweep name, the results folder under --storage (default: the spec's name)")

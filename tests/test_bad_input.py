@@ -200,7 +200,8 @@ def existing_sweep(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("change, fragment", [
-    ({"seeds": [0, 1]}, "holds a sweep with different trials"),  # a different grid into the same folder
+    ({"hparams": {"lr": 0.5}}, "with other settings (lr 1e-05, now 0.5)"),  # a trial it holds, changed
+    ({"seeds": [1]}, "which the spec lacks"),  # a trial it holds, dropped
     ({"methods": ["shuffle"]}, "unknown balancing method 'shuffle'"),  # an invalid spec
     ({"resources": {"cpu": 4096}}, "needs 4096 CPU"),  # resources no node has
 ])
@@ -213,3 +214,14 @@ def test_bad_rerun_leaves_the_existing_results_untouched(tmp_path, capsys, chang
     assert len(err.splitlines()) == 1 and fragment in err, err
     assert snapshot(exp_dir) == before
     assert sorted(os.listdir(storage)) == ["kept"]
+
+
+def test_a_started_sweep_may_gain_trials_but_not_change_its_resources(tmp_path):
+    from sweeps.launcher import check_resumable
+    from sweeps.spec import load_spec
+
+    _, exp_dir = existing_sweep(tmp_path)
+    assert check_resumable(load_spec(spec_file(tmp_path, seeds=[0, 1], methods=["none", "upweighting"])),
+                           str(exp_dir)) is True  # more seeds and methods: an extension
+    with pytest.raises(GroupsweepError, match="holds trial .* with other resources"):
+        check_resumable(load_spec(spec_file(tmp_path, seeds=[0, 1], resources={"cpu": 2})), str(exp_dir))

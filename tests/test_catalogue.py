@@ -332,5 +332,5 @@ def test_a_refused_start_does_not_block_the_corrected_run(tmp_path):
     (exp_dir / "some-trial" / "params.json").write_text("{}")
     from trainables.errors import GroupsweepError
 
-    with pytest.raises(GroupsweepError, match="holds a sweep with different trials"):
+    with pytest.raises(GroupsweepError, match="holds trial .* which the spec lacks"):
         check_resumable(corrected, str(exp_dir))  # started: a different sweep is refused

@@ -61,8 +61,9 @@ def test_train_subset_metrics_cover_exactly_the_kept_examples():
     assert kept < SMALL_DATA["size"]
 
 
-def test_resume_from_state_matches_an_uninterrupted_run():
-    config = small_config(epochs=3, method="mixture", ratio=2.0)
+@pytest.mark.parametrize("schedule", [{}, {"schedule": "linear", "schedule_step": "epoch", "final_lr_factor": 0.1}])
+def test_resume_from_state_matches_an_uninterrupted_run(schedule):
+    config = small_config(epochs=3, method="mixture", ratio=2.0, **schedule)
     saved = {}
     uninterrupted = []
 
@@ -82,6 +83,9 @@ def test_resume_from_state_matches_an_uninterrupted_run():
             assert metrics[key] == value, key
     for name, tensor in saved[3]["model"].items():
         assert torch.equal(tensor, state["model"][name]), name
+    assert state["scheduler"] == saved[3]["scheduler"]
+    if schedule:  # per epoch: the learning rate after epoch e is lr (1 - 0.9 e / 3)
+        assert [m["optim/lr"] for m in uninterrupted] == pytest.approx([1e-3 * (1 - 0.3 * e) for e in (1, 2, 3)])
 
 
 @pytest.mark.parametrize("eval_train, evaluated", [("final", [3]), ("every", [1, 2, 3]), (2, [2, 3])])
@@ -157,28 +161,34 @@ def test_bad_settings_are_refused_when_the_config_is_built():
         TrainConfig.from_dict({"epochs": 0})
 
 
+def learning_rates(scheduler, optimizer, steps: int) -> list[float]:
+    """The learning rate before each of ``steps`` scheduler steps."""
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def sgd() -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
 def test_schedules_equal_transformers_schedules_without_warmup(schedule):
     from transformers import get_constant_schedule, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
     from trainables.finetune import make_scheduler
 
-    def learning_rates(make):
-        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        scheduler = make(optimizer)
-        rates = []
-        for _ in range(23):
-            rates.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
-        return rates
-
     reference = {"cosine": lambda opt: get_cosine_schedule_with_warmup(opt, 0, 20),
                  "linear": lambda opt: get_linear_schedule_with_warmup(opt, 0, 20),
                  "constant": get_constant_schedule}[schedule]
-    config = TrainConfig.from_dict({"schedule": schedule})
-    ours = learning_rates(lambda opt: make_scheduler(config, opt, 20))
-    assert ours == pytest.approx(learning_rates(reference), abs=1e-12)
+    config = TrainConfig.from_dict({"schedule": schedule, "epochs": 4})  # 4 epochs x 5 steps
+    optimizer = sgd()
+    ours = learning_rates(make_scheduler(config, optimizer, 5), optimizer, 23)
+    optimizer = sgd()
+    assert ours == pytest.approx(learning_rates(reference(optimizer), optimizer, 23), abs=1e-12)
     assert ours[0] == 0.1 and (schedule == "constant" or ours[20] == 0.0)
 
 
@@ -196,3 +206,56 @@ def test_adam_and_adamw_apply_weight_decay_as_their_papers_define_it(name, decou
     optimizer.step()
     expected = 1 - 0.1 * 0.5 if decoupled else 1 - 0.1  # Adam: m/sqrt(v) of g' = wd * w is 1 on step one
     assert model.weight.item() == pytest.approx(expected, rel=1e-6)
+
+
+# (schedule, schedule_step, final_lr_factor) -> the factor in force at step t of T steps (T = epochs x 5
+# optimizer steps per step, epochs per epoch), in closed form.
+CLOSED_FORMS = {
+    ("linear", "epoch", 0.1): lambda t, T: 1 - 0.9 * min(t, T) / T,
+    ("linear", "step", 0.1): lambda t, T: 1 - 0.9 * min(t, T) / T,
+    ("linear", "epoch", 0.0): lambda t, T: 1 - min(t, T) / T,
+    ("cosine", "epoch", 0.1): lambda t, T: 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t / T)),
+    ("cosine", "step", 0.2): lambda t, T: 0.2 + 0.8 * 0.5 * (1 + np.cos(np.pi * t / T)),
+    ("constant", "epoch", 0.1): lambda t, T: 1.0,
+}
+
+
+@pytest.mark.parametrize("schedule, step, final", sorted(CLOSED_FORMS))
+def test_schedule_options_equal_their_closed_forms_at_every_step(schedule, step, final):
+    from trainables.finetune import make_scheduler
+
+    epochs, steps_per_epoch = 7, 5
+    config = TrainConfig.from_dict({"schedule": schedule, "schedule_step": step, "final_lr_factor": final,
+                                    "epochs": epochs})
+    total = epochs * (steps_per_epoch if step == "step" else 1)
+    optimizer = sgd()
+    rates = learning_rates(make_scheduler(config, optimizer, steps_per_epoch), optimizer, total + 1)
+    expected = [0.1 * CLOSED_FORMS[schedule, step, final](t, total) for t in range(total + 1)]
+    assert rates == pytest.approx(expected, abs=1e-12)
+
+
+def test_per_epoch_linear_to_a_final_factor_is_torchs_linear_lr():
+    """The authors' schedule: ``LinearLR(start_factor=1, end_factor=0.1, total_iters=epochs)`` stepped once per
+    epoch: the factor of epoch e (0-based) of E is 1 - 0.9 e / E; mean 0.57 and last epoch 0.145 over 20."""
+    from trainables.finetune import make_scheduler
+
+    epochs = 20
+    config = TrainConfig.from_dict({"schedule": "linear", "schedule_step": "epoch", "final_lr_factor": 0.1,
+                                    "epochs": epochs})
+    optimizer = sgd()
+    ours = learning_rates(make_scheduler(config, optimizer, 17), optimizer, epochs + 3)
+    optimizer = sgd()
+    torchs = learning_rates(torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1, end_factor=0.1,
+                                                              total_iters=epochs), optimizer, epochs + 3)
+    assert ours == pytest.approx(torchs, abs=1e-12)
+    factors = np.array(ours[:epochs]) / 0.1
+    assert factors == pytest.approx([1 - 0.9 * e / epochs for e in range(epochs)], abs=1e-12)
+    assert factors.mean() == pytest.approx(0.5725) and factors[-1] == pytest.approx(0.145)
+
+
+@pytest.mark.parametrize("key, value", [("schedule_step", "batch"), ("final_lr_factor", 1.5),
+                                        ("final_lr_factor", -0.1), ("final_lr_factor", "0.1")])
+def test_bad_schedule_options_are_refused(key, value):
+    with pytest.raises(GroupsweepError, match=key) as error:
+        TrainConfig.from_dict({key: value})
+    assert "\n" not in str(error.value)

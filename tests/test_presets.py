@@ -57,6 +57,9 @@ SEARCH_CELLS = {"tune-balancing": 3 * 4, "demo-hpo": 4}
 PRETRAINED_DEMOS = ("demo-finetune",)
 TABLE4 = {"waterbirds": (100, "cosine"), "celeba": (20, "cosine"), "civilcomments": (20, "linear"),
           "multinli": (20, "linear")}
+# (schedule_step, final_lr_factor) of the paper presets: the authors' LinearLR(1 -> 0.1, stepped per epoch) for
+# the linear schedule; groupsweep's per-step cosine to 0 for the images.
+AUTHORS_SCHEDULE = {"linear": ("epoch", 0.1), "cosine": ("step", 0.0)}
 
 
 def test_every_preset_has_a_demo_counterpart_and_a_stated_count():
@@ -97,6 +100,7 @@ def test_paper_presets_use_table4_hyperparameters(name):
         assert config["pretrained"] is True and config["seed"] in (1, 2, 3)
         assert MODELS[config["model"]].modality == ("image" if config["dataset"] in ("waterbirds", "celeba") else "text")
         assert config["weight_decay"] == 1e-4 and config["schedule"] == TABLE4[config["dataset"]][1]
+        assert (config["schedule_step"], config["final_lr_factor"]) == AUTHORS_SCHEDULE[config["schedule"]]
         if config["last_layer_only"]:  # Appendix B: last-layer training with SGD, lr 1e-3, 20 epochs
             assert (config["optimizer"], config["lr"], config["epochs"]) == ("sgd", 1e-3, 20)
         else:
@@ -114,6 +118,7 @@ def test_the_tuning_preset_searches_idrissi_et_als_ranges_per_method():
         sizes = cell.space["batch_size"]["choice"]
         assert max(sizes) == (128 if cell.config["dataset"] in ("waterbirds", "celeba") else 32) and min(sizes) == 2
         assert cell.config["pretrained"] is True and cell.config["schedule"] == TABLE4[cell.config["dataset"]][1]
+        assert (cell.config["schedule_step"], cell.config["final_lr_factor"]) == AUTHORS_SCHEDULE[cell.config["schedule"]]
 
 
 def test_fig4_has_last_layer_and_full_finetuning():

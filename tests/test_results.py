@@ -155,10 +155,41 @@ def test_missing_or_empty_directory_is_a_one_line_error(tmp_path):
         load_results(tmp_path)
 
 
-def test_storage_folder_points_to_its_sweeps(tmp_path):
-    write_trial(tmp_path / "my-sweep", 0, trial_config("wb", "m", "none", epochs=1), reports(1))
-    with pytest.raises(GroupsweepError, match="pass one of: my-sweep"):
-        load_results(tmp_path)
+def test_two_sweep_folders_and_their_parent_analyse_as_one_sweep_with_both_grids(tmp_path):
+    from analysis.selection import CRITERIA, select
+    from results_fixtures import write_study
+
+    write_study(tmp_path / "parent" / "seed1", seeds=(1,))
+    write_study(tmp_path / "parent" / "seed2", seeds=(2,))
+    (tmp_path / "parent" / "notes").mkdir()  # a folder without trials is no sweep
+    write_study(tmp_path / "one", seeds=(1, 2))
+    together = load_results([tmp_path / "parent" / "seed1", tmp_path / "parent" / "seed2"])
+    via_parent = load_results(tmp_path / "parent")
+    one = load_results(tmp_path / "one")
+    assert via_parent.run_dirs == together.run_dirs == tuple((tmp_path / "parent" / name).resolve()
+                                                             for name in ("seed1", "seed2"))
+    assert sorted(via_parent.trials["sweep"]) == ["seed1"] * 4 + ["seed2"] * 4 and via_parent.problems == []
+    expected = select(one, list(CRITERIA)).table
+    assert len(expected) == len(CRITERIA)  # a row per criterion (one dataset, one model)
+    for results in (together, via_parent):
+        assert len(results.trials) == len(one.trials) == 8
+        pd.testing.assert_frame_equal(select(results, list(CRITERIA)).table, expected)
+    from sweeps import cli
+
+    for run_dir in ("parent", "one"):  # the command: the same Table 1 from the parent folder
+        assert cli.main(["analyze", str(tmp_path / run_dir), "--out", str(tmp_path / f"out-{run_dir}")]) == 0
+    assert (tmp_path / "out-parent" / "table1.csv").read_text() == (tmp_path / "out-one" / "table1.csv").read_text()
+    # a folder given with its parent: each trial counted once, the repetition reported
+    twice = load_results([tmp_path / "parent", tmp_path / "parent" / "seed1"])
+    assert len(twice.trials) == 8 and twice.run_dirs == together.run_dirs
+
+
+def test_parent_folder_of_sweeps_as_a_uri(tmp_path):
+    write_trial(tmp_path / "a", 0, trial_config("wb", "m", "none", epochs=1), reports(1))
+    write_trial(tmp_path / "b", 0, trial_config("wb", "m", "subsetting", epochs=1), reports(1))
+    results = load_results(f"file://{tmp_path}")
+    assert sorted(results.trials["sweep"]) == ["a", "b"]
+    assert results.run_dirs == (f"file://{tmp_path}/a", f"file://{tmp_path}/b")
 
 
 def test_all_trials_corrupt_is_an_error(tmp_path):

@@ -5,7 +5,11 @@
   resumes without training anything again;
 - a sweep whose driver is SIGKILLed midway (local Ray): the same command finishes it, and no trial that
   had finished runs again;
-- a trial with two workers (a Ray Train ``TorchTrainer`` with Accelerate on CPU) driven from Tune.
+- a trial with two workers (a Ray Train ``TorchTrainer`` with Accelerate on CPU) driven from Tune;
+- a finished sweep extended by a seed and a method: only the added trials run, ``analyze`` reads the union,
+  and a spec changing a trial it holds is refused in one line with nothing written;
+- a sweep killed while it runs its added trials: the same command finishes them, rerunning none that
+  had finished.
 """
 
 import json
@@ -15,6 +19,7 @@ import subprocess
 import time
 
 import numpy as np
+import yaml
 import pytest
 
 from ray_fixtures import REPO, cli_command, cli_env, result_epochs, run_cli, tiny_spec
@@ -89,16 +94,10 @@ def test_cli_sweep_reports_every_epoch_and_loads_offline(tmp_path, cluster_addre
     assert {t.name: (exp_dir / t.name / "result.json").read_text() for t in trials} == before
 
 
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
-    # one trial at a time, 12 trials: results reach the storage folder in bursts (Tune syncs its staging
-    # folder), so a sweep of fast trials must still be far from done when the first one shows up complete
-    spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["none", "subsetting", "upweighting"], epochs=3,
-                          seeds=(1, 2, 3, 4), max_concurrent=1)
-    storage = tmp_path / "results"
-    names = trial_names(spec_path)
-    exp_dir = storage / "killed"
-    args = ("run", str(spec_path), "--storage", str(storage), "--name", "killed")
-
+def kill_after_first_finished(args, exp_dir, names) -> list[str]:
+    """Run ``groupsweep ARGS`` (trials of 3 epochs), SIGKILL its driver a little after the first of ``names``
+    has finished (its state snapshot is then on disk), and return the trials that had finished a second
+    before the kill; asserts that some, but not all, had."""
     driver = subprocess.Popen(cli_command(*args), cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     first_complete: dict[str, float] = {}
@@ -108,7 +107,6 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
             for name in names:
                 if name not in first_complete and result_epochs(exp_dir / name) == [1, 2, 3]:
                     first_complete[name] = time.monotonic()
-            # kill a little after the first trial finished (its state snapshot is then on disk)
             if first_complete and time.monotonic() - min(first_complete.values()) > 1.5:
                 break
             time.sleep(0.2)
@@ -121,8 +119,25 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
             os.kill(driver.pid, signal.SIGKILL)
     finished = [n for n, t in first_complete.items() if killed_at - t >= 1.0]
     assert finished and len(first_complete) < len(names), (first_complete, names)
-    predictions = {name: {p.name: p.stat().st_mtime_ns for p in (exp_dir / name / "groupsweep" / "predictions").iterdir()}
-                   for name in finished}
+    return finished
+
+
+def prediction_times(trial_dir) -> dict:
+    """Modification time of each saved predictions file of a trial."""
+    return {p.name: p.stat().st_mtime_ns for p in (trial_dir / "groupsweep" / "predictions").iterdir()}
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    # one trial at a time, 12 trials: results reach the storage folder in bursts (Tune syncs its staging
+    # folder), so a sweep of fast trials must still be far from done when the first one shows up complete
+    spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["none", "subsetting", "upweighting"], epochs=3,
+                          seeds=(1, 2, 3, 4), max_concurrent=1)
+    storage = tmp_path / "results"
+    names = trial_names(spec_path)
+    exp_dir = storage / "killed"
+    args = ("run", str(spec_path), "--storage", str(storage), "--name", "killed")
+    finished = kill_after_first_finished(args, exp_dir, names)
+    predictions = {name: prediction_times(exp_dir / name) for name in finished}
 
     result = run_cli(*args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -130,8 +145,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         assert sorted(set(result_epochs(exp_dir / name))) == [1, 2, 3], name
     for name in finished:  # finished before the kill: not trained again, not reported again
         assert result_epochs(exp_dir / name) == [1, 2, 3], name
-        now = {p.name: p.stat().st_mtime_ns for p in (exp_dir / name / "groupsweep" / "predictions").iterdir()}
-        assert now == predictions[name], name
+        assert prediction_times(exp_dir / name) == predictions[name], name
 
 
 def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path, cluster_address):
@@ -145,3 +159,85 @@ def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path
     assert result_epochs(trial_dir) == [1, 2]
     assert (trial_dir / "groupsweep" / "predictions" / "epoch_0002.npz").exists()
     assert any((trial_dir / "train").glob("checkpoint_*"))  # the Ray Train run's own checkpoint
+
+
+def test_extending_a_finished_sweep_runs_only_the_added_trials_and_analyses_the_union(tmp_path):
+    from analysis.results import load_results
+
+    storage = tmp_path / "results"
+    exp_dir = storage / "grow"
+    first = tiny_spec(tmp_path / "first.yaml", methods=["none"], seeds=(1,))
+    result = run_cli("run", str(first), "--storage", str(storage), "--name", "grow")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (kept,) = trial_names(first)
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (exp_dir / kept).rglob("*") if p.is_file()}
+
+    # one more seed and one more method: 3 trials added to the finished one
+    grown = tiny_spec(tmp_path / "grown.yaml", methods=["none", "upweighting"], seeds=(1, 2))
+    result = run_cli("run", str(grown), "--storage", str(storage), "--name", "grow")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "adding 3 trial(s) to its 1" in result.stdout
+    names = trial_names(grown)
+    assert len(names) == 4 and kept in names
+    now = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (exp_dir / kept).rglob("*") if p.is_file()}
+    assert now == files  # the finished trial: not run again, not a byte or timestamp changed
+    for name in names:
+        assert result_epochs(exp_dir / name) == [1, 2], name
+    from sweeps.launcher import read_saved_spec
+    from sweeps.spec import build_spec
+
+    assert [t.name for t in build_spec(read_saved_spec(str(exp_dir))).trials] == names  # the record: the union
+
+    trials = load_results(str(exp_dir)).trials
+    assert sorted(trials["trial_name"]) == sorted(names) and set(trials["status"]) == {"complete"}
+    analyzed = run_cli("analyze", str(exp_dir), "--out", str(tmp_path / "table1"))
+    assert analyzed.returncode == 0, analyzed.stderr[-3000:]
+    candidates = (tmp_path / "table1" / "table1_methods.csv").read_text()  # every candidate method, scored
+    assert "upweighting" in candidates and "none" in candidates
+
+    # running the grown spec again resumes the latest experiment: nothing runs again
+    before = {name: (exp_dir / name / "result.json").read_bytes() for name in names}
+    again = run_cli("run", str(grown), "--storage", str(storage), "--name", "grow", "--no-after")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "adding" not in again.stdout
+    assert {name: (exp_dir / name / "result.json").read_bytes() for name in names} == before
+
+    # a spec that changes a trial the sweep holds is refused in one line, before anything is written
+    changed = tiny_spec(tmp_path / "changed.yaml", methods=["none", "upweighting", "subsetting"], seeds=(1, 2))
+    source = yaml.safe_load(changed.read_text())
+    source["hparams"]["lr"] = 1e-2
+    changed.write_text(yaml.safe_dump(source))
+    listing = {str(p): p.stat().st_mtime_ns for p in storage.rglob("*")}
+    refused = run_cli("run", str(changed), "--storage", str(storage), "--name", "grow")
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "holds trial" in lines[0], refused.stderr
+    assert "lr 0.001, now 0.01" in lines[0]
+    assert {str(p): p.stat().st_mtime_ns for p in storage.rglob("*")} == listing
+
+
+def test_a_sweep_killed_while_it_runs_its_added_trials_resumes_them(tmp_path):
+    storage = tmp_path / "results"
+    exp_dir = storage / "grown"
+    first = tiny_spec(tmp_path / "first.yaml", methods=["none"], seeds=(1,), epochs=3, max_concurrent=1)
+    result = run_cli("run", str(first), "--storage", str(storage), "--name", "grown", "--no-after")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (kept,) = trial_names(first)
+    kept_predictions = prediction_times(exp_dir / kept)
+
+    grown = tiny_spec(tmp_path / "grown.yaml", methods=["none", "subsetting", "upweighting"], seeds=(1, 2, 3, 4),
+                      epochs=3, max_concurrent=1)
+    names = trial_names(grown)
+    added = [name for name in names if name != kept]
+    args = ("run", str(grown), "--storage", str(storage), "--name", "grown", "--no-after")
+    finished = kill_after_first_finished(args, exp_dir, added)
+    predictions = {name: prediction_times(exp_dir / name) for name in finished}
+
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "adding" not in result.stdout  # the added trials' experiment is resumed, not started again
+    for name in names:
+        assert sorted(set(result_epochs(exp_dir / name))) == [1, 2, 3], name
+    for name in [kept, *finished]:  # finished before the kill: not trained again, not reported again
+        assert result_epochs(exp_dir / name) == [1, 2, 3], name
+        assert prediction_times(exp_dir / name) == (kept_predictions if name == kept else predictions[name]), name

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, positive_integer
 
 SCHEDULES = ("cosine", "linear", "constant")
+# How often the learning-rate schedule advances: after every optimizer step, or once after every epoch
+# (the authors' code: torch's LinearLR stepped once per epoch).
+SCHEDULE_STEPS = ("step", "epoch")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 PRECISIONS = ("no", "fp16", "bf16")
 # When the training split (and the subset trained on) is evaluated: the last epoch only, every epoch, or
@@ -113,6 +116,12 @@ class TrainConfig:
     is checkpointed; ``end``: the last epoch only. A trial killed mid-run resumes from its latest
     checkpoint, losing at most N - 1 epochs, and ends bit-identical on the CPU. Neither setting changes
     the training itself (``evaluates_train``, ``checkpoints``).
+
+    ``schedule`` (``cosine``, ``linear``, ``constant``) decays the learning rate from ``lr`` to
+    ``final_lr_factor`` × ``lr`` over the run, advancing after every optimizer step (``schedule_step:
+    step``, the default) or once after every epoch (``epoch``). The defaults (per step, down to 0) are
+    transformers' schedules without warm-up; ``schedule: linear, schedule_step: epoch, final_lr_factor:
+    0.1`` is the authors' torch ``LinearLR(start_factor=1, end_factor=0.1, total_iters=epochs)``.
     """
 
     dataset: str = "synthetic-waterbirds"
@@ -133,6 +142,8 @@ class TrainConfig:
     momentum: float = 0.9
     batch_size: int = 32
     schedule: str = "cosine"
+    schedule_step: str = "step"
+    final_lr_factor: float = 0.0
     optimizer: str = "adamw"
     last_layer_only: bool = False
     mixed_precision: str = "no"
@@ -144,6 +155,9 @@ class TrainConfig:
 
     def __post_init__(self):
         choose("schedule", self.schedule, SCHEDULES)
+        choose("schedule_step", self.schedule_step, SCHEDULE_STEPS)
+        if not is_real(self.final_lr_factor, 0, 1):
+            raise GroupsweepError(f"final_lr_factor must be a number from 0 to 1, got {self.final_lr_factor!r}")
         choose("optimizer", self.optimizer, OPTIMIZERS)
         choose("mixed_precision", self.mixed_precision, PRECISIONS)
         for name in ("epochs", "batch_size", "eval_batch_size"):

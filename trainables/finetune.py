@@ -115,26 +115,32 @@ def make_optimizer(config: TrainConfig, model: GroupModel) -> torch.optim.Optimi
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
-    """Learning-rate multiplier after ``step`` of ``total_steps`` optimizer steps, without warm-up: ``cosine``
-    0.5 (1 + cos(pi t)) and ``linear`` 1 - t with t = step / total_steps (transformers'
-    ``get_cosine_schedule_with_warmup`` / ``get_linear_schedule_with_warmup`` with no warm-up steps), ``constant`` 1."""
+def schedule_factor(schedule: str, step: int, total_steps: int, final: float = 0.0) -> float:
+    """Learning-rate multiplier after ``step`` of ``total_steps`` schedule steps, without warm-up, decaying
+    from 1 to ``final``: ``cosine`` final + (1 - final) 0.5 (1 + cos(pi t)) and ``linear``
+    max(final, 1 - (1 - final) t) with t = step / total_steps, ``constant`` 1. With ``final=0`` these are
+    transformers' ``get_cosine_schedule_with_warmup`` / ``get_linear_schedule_with_warmup`` with no
+    warm-up steps; ``linear`` is torch's ``LinearLR(start_factor=1, end_factor=final, total_iters=total_steps)``."""
     progress = step / max(1, total_steps)
     if schedule == "cosine":
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return max(0.0, final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
     if schedule == "linear":
-        return max(0.0, 1.0 - progress)
+        return max(final, 1.0 - (1.0 - final) * progress)
     return 1.0
 
 
-def make_scheduler(config: TrainConfig, optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step learning-rate schedule over the whole run: ``schedule_factor`` as a torch ``LambdaLR``.
+def make_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's learning-rate schedule: ``schedule_factor`` as a torch ``LambdaLR`` over the whole run,
+    down to ``config.final_lr_factor``, in ``config.epochs * steps_per_epoch`` optimizer steps
+    (``schedule_step: step``; the caller steps it after every optimizer step) or in ``config.epochs``
+    epochs (``epoch``; stepped once after every epoch).
 
     (Closed-form lambdas rather than transformers' schedule helpers: importing transformers costs a
     second in every fresh trial process, image models included.)
     """
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(schedule_factor, config.schedule,
-                                                                          total_steps=total_steps))
+    total = config.epochs * (steps_per_epoch if config.schedule_step == "step" else 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        schedule_factor, config.schedule, total_steps=total, final=config.final_lr_factor))
 
 
 def rng_state() -> dict:
@@ -282,7 +288,7 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     model, optimizer, train_loader, *eval_list = accelerator.prepare(model, optimizer, train_loader,
                                                                       *eval_loaders.values())
     eval_loaders = dict(zip(EVAL_SPLITS, eval_list))
-    scheduler = make_scheduler(config, optimizer, config.epochs * len(train_loader))
+    scheduler = make_scheduler(config, optimizer, len(train_loader))
     class_weights = None
     if plan.class_weights is not None:
         class_weights = torch.tensor(plan.class_weights.tolist(), dtype=torch.float32, device=accelerator.device)
@@ -323,10 +329,13 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
                                       train_groups[positions], reduce, accelerator.num_processes)
             accelerator.backward(loss)
             optimizer.step()
-            scheduler.step()
+            if config.schedule_step == "step":
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
             steps += 1
+        if config.schedule_step == "epoch":
+            scheduler.step()
         mean_loss = float(accelerator.reduce(loss_sum, reduction="mean")) / max(steps, 1)
         if not math.isfinite(mean_loss):
             raise DivergenceError(f"training loss is {mean_loss} in epoch {epoch} of {config.epochs}")
