@@ -222,7 +222,8 @@ def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, 
 
 def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None] | None = None,
              resume_state: dict | None = None, cpu: bool | None = None,
-             dataset: GroupDataset | None = None, plan: BalancingPlan | None = None) -> list[dict]:
+             dataset: GroupDataset | None = None, plan: BalancingPlan | None = None,
+             stop_after: int | None = None) -> list[dict]:
     """Finetune ``config.model`` on ``config.dataset`` with ``config.method`` balancing; return per-epoch metrics.
 
     After each epoch, evaluates val and test, and the full training split (no augmentation) and the
@@ -233,7 +234,9 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     an uninterrupted run. ``cpu=True`` forces the CPU (``None``: GPU if visible). ``dataset`` may pass an
     already loaded dataset (it must be the one the config names). ``plan`` is the run's training plan
     (``trainables.plans.training_plan``); without one, the class-balancing plan of ``config.method``
-    (``balancing.make_plan``) is used, and a data-selection method is refused. Raises ``DivergenceError``
+    (``balancing.make_plan``) is used, and a data-selection method is refused. ``stop_after``: end after
+    that epoch, the run cut short (its schedule still spans ``config.epochs``): what JTT's identification
+    model is. Raises ``DivergenceError``
     when the training loss is not finite, ``GroupsweepError`` on bad settings.
     """
     if isinstance(config, dict):
@@ -281,7 +284,7 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     num_parameters = accelerator.unwrap_model(model).num_parameters
     history = []
     profiler = EpochProfiler(accelerator.device) if config.profile else None
-    for epoch in range(start_epoch, config.epochs + 1):
+    for epoch in range(start_epoch, min(config.epochs, stop_after or config.epochs) + 1):
         generator.manual_seed(sampler_seed(config.seed, epoch))
         model.train()
         started = time.perf_counter()
@@ -314,7 +317,7 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
             "time/train_s": train_seconds,
             "time/eval_s": time.perf_counter() - started,
             "model/num_parameters": num_parameters,
-            "data/num_train_kept": int(len(plan.indices)),
+            "data/num_train_kept": int(len(np.unique(plan.indices))),
         })
         if profiler is not None:
             metrics.update(profiler.metrics(train_seconds))
