@@ -288,12 +288,12 @@ def test_method_label():
     assert method_label("mixture-nosubset", 1.5) == "mixture-nosubset 1.5:1"
     assert method_label("none", float("nan")) == "none"  # a table's empty ratio cell
     assert METHODS == ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg",
-                       "d3m", "auto-d3m", "jtt")
+                       "d3m", "auto-d3m", "jtt", "dfr")
     assert method_label("d3m") == "d3m"
     assert RATIO_METHODS == ("mixture", "mixture-nosubset")
 
 
-@pytest.mark.parametrize("method", ["d3m", "auto-d3m", "jtt"])
+@pytest.mark.parametrize("method", ["d3m", "auto-d3m", "jtt", "dfr"])
 def test_base_model_methods_get_their_plan_from_training_plan_not_make_plan(method):
     with pytest.raises(GroupsweepError, match="trainables.plans.training_plan"):
         make_plan(Y, GROUPS, method)

@@ -32,8 +32,9 @@ D3M_METHODS = ("d3m", "auto-d3m")
 # Data-selection methods: their plan is computed from a trained base model (``trainables.plans.training_plan``:
 # D3M's removal, JTT's upsampled error set).
 SELECTION_METHODS = (*D3M_METHODS, "jtt")
-# Methods built on the sweep's base ERM model (``trainables.base_model``), run in one process.
-BASE_MODEL_METHODS = SELECTION_METHODS
+# Methods built on the sweep's base ERM model (``trainables.base_model``), run in one process: the
+# data-selection methods, and DFR, which retrains that model's last layer (``trainables.dfr``).
+BASE_MODEL_METHODS = (*SELECTION_METHODS, "dfr")
 METHODS = ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg",
            *BASE_MODEL_METHODS)
 RATIO_METHODS = ("mixture", "mixture-nosubset")

@@ -197,16 +197,12 @@ def split_metrics(prefix: str, logits: torch.Tensor, labels: torch.Tensor, group
     return {f"{prefix}/{key}": value for key, value in metrics.items()}
 
 
-def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, dataset: GroupDataset,
-             plan: BalancingPlan, train: bool = True) -> tuple[dict, dict]:
-    """Metrics of val and test and, with ``train``, of the full training split and the subset trained on
-    (without ``train`` those keys are present with NaN values: the reported columns stay the same every
-    epoch, as Ray's ``progress.csv`` fixes them at the first report); and val/test predictions."""
+def output_metrics(outputs: dict, dataset: GroupDataset, plan: BalancingPlan) -> tuple[dict, dict]:
+    """Metrics and val/test predictions from the ``(logits, labels)`` tensors of each split in ``outputs``
+    (every example of the split, in order): ``{split}/...`` keys, and for ``train`` also ``train_subset/...``
+    over the plan's distinct examples; predictions (int16 classes) of every split but ``train``."""
     metrics, predictions = {}, {}
-    for split, loader in eval_loaders.items():
-        if split == "train" and not train:
-            continue
-        logits, labels = predict(model, loader, accelerator, model_inputs.eval_batch_transform)
+    for split, (logits, labels) in outputs.items():
         groups = dataset.groups(split)
         metrics.update(split_metrics(split, logits, labels, groups, dataset))
         if split == "train":
@@ -214,6 +210,17 @@ def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, 
             metrics.update(split_metrics("train_subset", logits[kept], labels[kept], groups[kept], dataset))
         else:
             predictions[split] = logits.argmax(dim=1).numpy().astype(np.int16)
+    return metrics, predictions
+
+
+def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, dataset: GroupDataset,
+             plan: BalancingPlan, train: bool = True) -> tuple[dict, dict]:
+    """Metrics of val and test and, with ``train``, of the full training split and the subset trained on
+    (without ``train`` those keys are present with NaN values: the reported columns stay the same every
+    epoch, as Ray's ``progress.csv`` fixes them at the first report); and val/test predictions."""
+    outputs = {split: predict(model, loader, accelerator, model_inputs.eval_batch_transform)
+               for split, loader in eval_loaders.items() if split != "train" or train}
+    metrics, predictions = output_metrics(outputs, dataset, plan)
     if not train:
         keys = [key.split("/", 1)[1] for key in metrics if key.startswith("val/")]
         metrics.update({f"{split}/{key}": math.nan for split in ("train", "train_subset") for key in keys})
