@@ -18,7 +18,7 @@ from trainables.finetune import finetune
 from trainables.jtt import error_set, jtt_plan, upsampled_plan
 from trainables.plans import training_plan
 from trainables.trainable import EpochReporter, InjectedFault, run_finetune
-from trainables.trial_dir import JTT_ERRORS_FILE, TrialDir
+from trainables.trial_dir import JTT_ERRORS_FILE, METHOD_HPARAMS_KEY, TrialDir
 
 SMALL = {"size": 160, "val_size": 60, "test_size": 60}
 
@@ -32,12 +32,14 @@ def trial_config(method: str, **overrides) -> TrainConfig:
 
 
 def write_trial(experiment, name: str, config: TrainConfig, states: list):
-    """A Tune trial directory as the sweep writes it: params.json and one checkpoint per state."""
+    """A Tune trial directory as the sweep writes it: params.json (with the sweep's ``_`` keys, which do not
+    keep a trial from being a base) and one checkpoint per state."""
     trial = experiment / name
     for number, state in enumerate(states):
         (trial / f"checkpoint_{number:06d}").mkdir(parents=True)
         torch.save(state, trial / f"checkpoint_{number:06d}" / "state.pt")
-    (trial / "params.json").write_text(json.dumps({**config.to_dict(), "trial_name": name}))
+    params = {**config.to_dict(), "trial_name": name, METHOD_HPARAMS_KEY: None}
+    (trial / "params.json").write_text(json.dumps(params))
     return trial
 
 
@@ -193,3 +195,17 @@ def test_specs_take_jtt_hparams_per_method_and_search_them():
     assert searched.cells[0].space == {"jtt_lambda_up": {"choice": [6, 20, 50]}}
     with pytest.raises(GroupsweepError, match="jtt_epochs 4 exceeds epochs 3"):
         build_spec({**source, "methods": [{"jtt": {"hparams": {"jtt_epochs": 4}}}]})
+
+
+def test_param_space_keeps_the_method_hparams_of_a_trial_that_is_not_the_first():
+    """Every trial's params.json lists the keys its method set (analysis groups them with their method,
+    not as a variant), also when the sweep's first trial has none."""
+    from sweeps.launcher import param_space
+    from sweeps.spec import build_spec
+
+    spec = build_spec({"datasets": ["synthetic-waterbirds"], "models": ["toy-resnet-xs"], "hparams": {"epochs": 3},
+                       "methods": ["none", {"jtt": {"hparams": {"jtt_epochs": 2}}}]})
+    space = param_space(spec)
+    none, jtt = (trial.config for trial in spec.trials)
+    assert space[METHOD_HPARAMS_KEY].func(none) is None
+    assert space[METHOD_HPARAMS_KEY].func(jtt) == ["jtt_epochs"]

@@ -36,17 +36,18 @@ def base_config(config):
 
 
 def _identity(values: dict) -> dict:
-    """A config as JSON values, without the keys in which a base trial may differ from the base config."""
+    """A config as JSON values, without the keys in which a base trial may differ from the base config
+    (``BASE_FREE_KEYS``, and the sweep's own keys starting with ``_``, which ``TrainConfig`` ignores)."""
     values = json.loads(json.dumps(values))
-    return {key: value for key, value in values.items() if key not in BASE_FREE_KEYS}
+    return {key: value for key, value in values.items() if key not in BASE_FREE_KEYS and not key.startswith("_")}
 
 
 def find_base_trial(experiment_dir: str, config, epoch: int | None = None) -> tuple[dict, str] | None:
     """``(model state, trial name)`` of the trial of ``experiment_dir`` run with ``config`` at ``epoch``
     (default: its last, ``config.epochs``), or None.
 
-    A trial matches when its ``params.json`` equals ``config`` (its method included; the name and the
-    options of other methods aside); it has the epoch when one of its kept checkpoints holds epoch
+    A trial matches when its ``params.json`` equals ``config`` (its method included; the name, the options
+    of other methods and the sweep's ``_`` keys aside); it has the epoch when one of its kept checkpoints holds epoch
     ``epoch`` of that config (newest checkpoints are tried first).
     """
     epoch = config.epochs if epoch is None else epoch
