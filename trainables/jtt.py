@@ -16,8 +16,9 @@ concatenates w extra copies, so an error example appears w + 1 times, while here
 paper's λ_up, the total number of appearances (their w = λ_up − 1).
 
 The error set and its source are saved in the trial directory (``JTT_ERRORS_FILE``) and reused by a
-resumed trial. Group information: none (neither step reads a group label; selecting a JTT trial by
-validation worst-group accuracy, as the paper tunes T and λ_up, uses validation groups).
+resumed trial. Group information: none (neither step reads a group label; the error set's count per
+training group is saved for inspection only; selecting a JTT trial by validation worst-group accuracy,
+as the paper tunes T and λ_up, uses validation groups).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def jtt_plan(config, dataset, trial_dir: str | None = None, experiment_dir: str 
     The identification model is epoch ``config.jtt_epochs`` of the trial's ERM counterpart
     (``base_model.base_model``: the matching ``none`` trial of ``experiment_dir``, else trained here).
     With ``trial_dir`` the error set is saved as ``JTT_ERRORS_FILE`` (``errors``, ``base_source``,
-    ``jtt_epochs``), and a trial that finds that file (resumed, or analysed) reuses it. ``cpu=True``
+    ``jtt_epochs``, ``errors_per_group``), and a trial that finds that file (resumed, or analysed) reuses it. ``cpu=True``
     forces the CPU.
     """
     if config.method != "jtt":
