@@ -427,8 +427,8 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
             trial_resources = make_resources(merged, mwhere)
             for method, ratio, method_hparams in method_list:
                 if method in BASE_MODEL_METHODS and trial_resources.workers > 1:
-                    _fail(mwhere, f"method {method!r} builds on a base model in one process; give its trials one worker "
-                                  f"(got {trial_resources.workers})")
+                    _fail(mwhere, f"method {method!r} builds on a base model in one process; give its trials "
+                                  f"one worker (got {trial_resources.workers})")
                 cell = "-".join([dataset, model, method_slug(method, ratio)] + ([tag] if tag else []))
                 values = {**hparams, **dataset_hparams, **model_hparams, **method_hparams, **part_hparams}
                 values.update(dataset=dataset, dataset_options=dict(options), model=model, method=method,

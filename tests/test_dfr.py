@@ -88,7 +88,8 @@ def sklearn_dfr(data, variant, c_grid, n_models, seed, n_classes):
         score_x, score_y, score_g = features["val"], y["val"], g["val"]
     worst = []
     for c in c_grid:
-        predicted = sklearn_model(c, seed, n_classes).fit(scaler.transform(fit_x), fit_y).predict(scaler.transform(score_x))
+        model = sklearn_model(c, seed, n_classes).fit(scaler.transform(fit_x), fit_y)
+        predicted = model.predict(scaler.transform(score_x))
         worst.append(min((predicted == score_y)[score_g == group].mean() for group in np.unique(score_g)))
     c = c_grid[int(np.argmax(worst))]
     scaler = StandardScaler().fit(features["train"])

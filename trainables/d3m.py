@@ -184,8 +184,8 @@ def d3m_plan(config, dataset, trial_dir: str | None = None, experiment_dir: str 
     ``D3MOptions.from_dict(config.d3m)``. The base model (``trainables.base_model``) is the final
     checkpoint of the trial in ``experiment_dir`` whose config equals this one with method ``none`` (the
     same sweep's ERM run with the same dataset, model, seed and settings), when that trial has finished;
-    otherwise it is trained here with that config (same seed: the same run). ``options.models > 1`` adds ERM runs with seeds
-    ``seed + t * SEED_STRIDE``. With ``trial_dir`` the scores, group weights and removed indices are saved
+    otherwise it is trained here with that config (same seed: the same run). ``options.models > 1`` adds
+    ERM runs with seeds ``seed + t * SEED_STRIDE``. With ``trial_dir`` the scores, group weights and removed indices are saved
     as the trial directory's ``D3M_SCORES_FILE``, and a trial that finds that file (a resumed trial, or an
     analysis of the finished trial) reuses its selection. Returns a plan of plain shuffling over the kept
     examples. ``cpu=True`` forces the CPU.

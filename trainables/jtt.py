@@ -61,8 +61,8 @@ def jtt_plan(config, dataset, trial_dir: str | None = None, experiment_dir: str 
     The identification model is epoch ``config.jtt_epochs`` of the trial's ERM counterpart
     (``base_model.base_model``: the matching ``none`` trial of ``experiment_dir``, else trained here).
     With ``trial_dir`` the error set is saved as ``JTT_ERRORS_FILE`` (``errors``, ``base_source``,
-    ``jtt_epochs``, ``errors_per_group``), and a trial that finds that file (resumed, or analysed) reuses it. ``cpu=True``
-    forces the CPU.
+    ``jtt_epochs``, ``errors_per_group``), and a trial that finds that file (resumed, or analysed) reuses
+    it. ``cpu=True`` forces the CPU.
     """
     if config.method != "jtt":
         raise GroupsweepError(f"jtt_plan is the plan of method 'jtt', not {config.method!r}")
