@@ -277,20 +277,21 @@ class TrialResources:
 
 
 class ConfigValue:
-    """Tune ``sample_from`` function giving one config key of the trial its ``trial_name`` names."""
+    """Tune ``sample_from`` function giving one config key of the trial its ``trial_name`` names (None where
+    that trial's config lacks the key: one only some trials have, such as ``METHOD_HPARAMS_KEY``)."""
 
     def __init__(self, table: dict, key: str):
         self.table = table
         self.key = key
 
     def __call__(self, config: dict) -> object:
-        return self.table[config["trial_name"]][self.key]
+        return self.table[config["trial_name"]].get(self.key)
 
 
 def param_space(spec: SweepSpec) -> dict:
     """A grid over trial names whose other keys resolve to that trial's config values (flat params.json)."""
     table = {trial.name: trial.config for trial in spec.trials}
-    keys = [key for key in spec.trials[0].config if key != "trial_name"]
+    keys = list(dict.fromkeys(key for trial in spec.trials for key in trial.config if key != "trial_name"))
     space = {"trial_name": tune.grid_search([trial.name for trial in spec.trials])}
     space.update({key: tune.sample_from(ConfigValue(table, key)) for key in keys})
     return space

@@ -71,7 +71,7 @@ from sweeps.presets import preset_names, preset_path
 from sweeps.tracking import Tracking, parse_tracking
 from sweeps.spaces import (SearchCell, SearchSettings, check_metric_reported, check_space, describe_space, is_space,
                            parse_search, space_values, trial_name)
-from trainables.balancing import METHODS, RATIO_METHODS, SELECTION_METHODS, method_label
+from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
 from trainables.trial_dir import METHOD_HPARAMS_KEY
@@ -434,9 +434,9 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
             merged = {**DEFAULT_RESOURCES, **resources, **dataset_resources, **model_resources, **part_resources}
             trial_resources = make_resources(merged, mwhere)
             for method, ratio, method_hparams in method_list:
-                if method in SELECTION_METHODS and trial_resources.workers > 1:
-                    _fail(mwhere, f"method {method!r} selects its data in one process; give its trials one worker "
-                                  f"(got {trial_resources.workers})")
+                if method in BASE_MODEL_METHODS and trial_resources.workers > 1:
+                    _fail(mwhere, f"method {method!r} builds on a base model in one process; give its trials "
+                                  f"one worker (got {trial_resources.workers})")
                 cell = "-".join([dataset, model, method_slug(method, ratio)] + ([tag] if tag else []))
                 values = {**hparams, **dataset_hparams, **model_hparams, **method_hparams, **part_hparams}
                 values.update(dataset=dataset, dataset_options=dict(options), model=model, method=method,

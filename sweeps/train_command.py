@@ -58,8 +58,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     # deferred: torch and the model libraries load only when a run starts, not for `groupsweep --help`
     from trainables.builders import load_config_dataset
-    from trainables.finetune import finetune
-    from trainables.plans import training_plan
+    from trainables.plans import train_run
 
     header = "  ".join(f"{name:>9}" for name in EPOCH_COLUMNS.values())
     print(f"{config.dataset} / {config.model} / {config.method}"
@@ -77,5 +76,5 @@ def run_train(args: argparse.Namespace) -> int:
         print("  ".join(cells), flush=True)
 
     dataset = load_config_dataset(config)
-    finetune(config, on_epoch=show, dataset=dataset, plan=training_plan(config, dataset))
+    train_run(config, dataset, show)
     return 0

@@ -289,7 +289,7 @@ def test_method_label():
     assert method_label("mixture-nosubset", 1.5) == "mixture-nosubset 1.5:1"
     assert method_label("none", float("nan")) == "none"  # a table's empty ratio cell
     assert METHODS == ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg",
-                       "d3m", "auto-d3m", "groupdro")
+                       "d3m", "auto-d3m", "jtt", "dfr", "groupdro")
     assert method_label("d3m") == "d3m"
     assert RATIO_METHODS == ("mixture", "mixture-nosubset")
 
@@ -297,8 +297,8 @@ def test_method_label():
 def test_every_method_states_its_group_information_as_the_d3m_paper_groups_them():
     assert {method: group_info(method) for method in METHODS} == {
         "none": "none", "subsetting": "none", "upsampling": "none", "upweighting": "none", "mixture": "none",
-        "mixture-nosubset": "none", "auto-d3m": "none",
-        "d3m": "val",
+        "mixture-nosubset": "none", "auto-d3m": "none", "jtt": "none",
+        "d3m": "val", "dfr": "val",
         "subg": "train+val", "rwg": "train+val", "groupdro": "train+val",
     }
     assert group_info("a-method-of-another-version") is None
@@ -320,9 +320,10 @@ def test_a_bad_group_information_limit_is_one_line():
         within_group_info("none", "train")
 
 
-def test_selection_methods_get_their_plan_from_training_plan_not_make_plan():
+@pytest.mark.parametrize("method", ["d3m", "auto-d3m", "jtt", "dfr"])
+def test_base_model_methods_get_their_plan_from_training_plan_not_make_plan(method):
     with pytest.raises(GroupsweepError, match="trainables.plans.training_plan"):
-        make_plan(Y, GROUPS, "d3m")
+        make_plan(Y, GROUPS, method)
 
 
 def test_check_method_returns_float_ratio():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables import d3m
+from trainables import base_model, d3m
 from trainables.attribution import featurize, trak
 from trainables.config import TrainConfig
 from trainables.builders import load_config_dataset
@@ -285,7 +285,7 @@ def test_plan_takes_the_sweeps_finished_none_trial_and_saves_its_selection(tmp_p
     write_trial(tmp_path, "wb-mixture2-s2", trial_config("mixture", ratio=2.0), erm_state)
     write_trial(tmp_path, "wb-d3m-s2-done", trial_config("d3m"), erm_state)
     write_trial(tmp_path, "wb-none-s5", trial_config("none", seed=5), erm_state)
-    monkeypatch.setattr(d3m, "train_model", no_training)
+    monkeypatch.setattr(base_model, "train_model", no_training)
     config = trial_config(method)
     trial_dir = str(tmp_path / f"wb-{method}-s2")
     plan = d3m_plan(config, dataset, trial_dir, str(tmp_path), options=FAST, cpu=True)
@@ -316,11 +316,11 @@ def test_plan_trains_the_base_model_when_the_none_trial_has_not_finished(tmp_pat
     write_trial(tmp_path, "wb-none-s2", trial_config("none", epochs=3), unfinished)
     trained = []
 
-    def train_model(config, dataset, cpu):
+    def train_model(config, dataset, cpu, epoch=None):
         trained.append(config)
         return erm_state["model"]
 
-    monkeypatch.setattr(d3m, "train_model", train_model)
+    monkeypatch.setattr(base_model, "train_model", train_model)
     options = D3MOptions(proj_dim=32, models=2, last_layer=True)
     d3m_plan(trial_config("d3m", epochs=3), dataset, str(tmp_path / "t"), str(tmp_path), options=options, cpu=True)
     assert [(c.method, c.seed, c.epochs) for c in trained] == [("none", 2, 3), ("none", 2 + d3m.SEED_STRIDE, 3)]
@@ -333,7 +333,7 @@ def test_a_diverged_base_model_raises_and_removes_nothing(tmp_path, monkeypatch,
     head = [key for key in broken if key.endswith("head.fc.weight")][0]
     broken[head][0, 0] = float("nan")
     write_trial(tmp_path, "wb-none-s2", trial_config("none"), dict(erm_state, model=broken))
-    monkeypatch.setattr(d3m, "train_model", no_training)
+    monkeypatch.setattr(base_model, "train_model", no_training)
     trial_dir = tmp_path / "wb-d3m-s2"
     with pytest.raises(GroupsweepError, match="not finite|non-finite") as error:
         d3m_plan(trial_config("d3m"), dataset, str(trial_dir), str(tmp_path), options=FAST, cpu=True)
@@ -361,7 +361,7 @@ def test_a_d3m_trial_trains_on_the_kept_examples_and_reports_like_any_trial(tmp_
     from trainables.trainable import EpochReporter, run_finetune
 
     write_trial(tmp_path, "wb-none-s2", trial_config("none"), erm_state)
-    monkeypatch.setattr(d3m, "train_model", no_training)
+    monkeypatch.setattr(base_model, "train_model", no_training)
     rows = []
     trial_dir = str(tmp_path / "wb-d3m-s2")
     reporter = EpochReporter(lambda metrics, checkpoint=None: rows.append(metrics), Checkpoint, TrialDir(trial_dir),

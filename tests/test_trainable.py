@@ -7,7 +7,7 @@ import pytest
 import torch
 from ray.tune import Checkpoint
 
-import trainables.trainable
+import trainables.plans
 from trainables.config import TrainConfig
 from trainables.finetune import DivergenceError, EpochResult
 from trainables.trainable import EpochReporter, InjectedFault, epoch_metrics, load_state, run_finetune
@@ -146,7 +146,7 @@ def test_divergence_ends_the_trial_with_a_diverged_row(monkeypatch):
         on_epoch(fake_result(1))
         raise DivergenceError("training loss is nan in epoch 2 of 2")
 
-    monkeypatch.setattr(trainables.trainable, "finetune", diverging)
+    monkeypatch.setattr(trainables.plans, "finetune", diverging)
     reports = Reports()
     run_finetune(small_config(), EpochReporter(reports, Checkpoint, None, "n"), None, cpu=True)
     assert [(row["epoch"], row["status"]) for row in reports.rows] == [(1, "ok"), (2, "diverged")]

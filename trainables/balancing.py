@@ -27,13 +27,19 @@ from trainables.errors import GroupsweepError, choose, is_integer, is_real
 
 logger = logging.getLogger("groupsweep.balancing")
 
-# Data-selection methods: their plan is computed from a trained base model by ``trainables.d3m.d3m_plan``.
-SELECTION_METHODS = ("d3m", "auto-d3m")
+# D3M's methods (``trainables.d3m.d3m_plan``).
+D3M_METHODS = ("d3m", "auto-d3m")
+# Data-selection methods: their plan is computed from a trained base model (``trainables.plans.training_plan``:
+# D3M's removal, JTT's upsampled error set).
+SELECTION_METHODS = (*D3M_METHODS, "jtt")
+# Methods built on the sweep's base ERM model (``trainables.base_model``), run in one process: the
+# data-selection methods, and DFR, which retrains that model's last layer (``trainables.dfr``).
+BASE_MODEL_METHODS = (*SELECTION_METHODS, "dfr")
 # Methods that change the training objective, not the examples: they draw every example by plain shuffling
 # (``none``'s plan); ``groupdro`` weighs per-group losses (``trainables.groupdro``), as the authors train it.
 OBJECTIVE_METHODS = ("groupdro",)
 METHODS = ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg",
-           *SELECTION_METHODS, *OBJECTIVE_METHODS)
+           *BASE_MODEL_METHODS, *OBJECTIVE_METHODS)
 RATIO_METHODS = ("mixture", "mixture-nosubset")
 
 # The group labels a method uses, least to most (the D3M paper's Table 1 categories): ``none`` (class labels
@@ -58,10 +64,11 @@ class BalancingPlan:
     """How one training run uses its training split (all arrays are read-only).
 
     Fields:
-      indices: np.int64, sorted indices into the training split of the examples trained on.
-      sampling_weights: np.float64, one per kept example (aligned with ``indices``): the probability
+      indices: np.int64, sorted indices into the training split of the examples trained on; an index may
+        repeat (JTT's upsampled error set): each entry is one position a draw can pick.
+      sampling_weights: np.float64, one per entry of ``indices`` (aligned with it): the probability
         that one draw picks it (draws are with replacement); ``None`` means plain shuffling without
-        replacement, each kept example once per epoch.
+        replacement, each entry once per epoch (an index listed k times is drawn k times).
       class_weights: np.float64 loss weight per class (for ``cross_entropy(weight=...)``), or ``None``.
       num_samples: draws per epoch.
     """
@@ -158,8 +165,8 @@ def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: i
     and ``groups`` of different lengths, or a class with no training example.
     """
     ratio = check_method(method, ratio)
-    if method in SELECTION_METHODS:
-        raise GroupsweepError(f"balancing method {method!r} selects examples with a trained base model; "
+    if method in BASE_MODEL_METHODS:
+        raise GroupsweepError(f"balancing method {method!r} builds on a trained base model; "
                               f"its plan comes from trainables.plans.training_plan, not make_plan")
     if not is_integer(seed, 0):
         raise GroupsweepError(f"balancing seed {seed!r} is invalid; allowed: an integer >= 0")

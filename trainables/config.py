@@ -1,6 +1,6 @@
-"""The configuration types of one finetuning run (one trial of a sweep): ``TrainConfig`` (with the GroupDRO
-settings ``groupdro_eta`` / ``groupdro_adjustment`` as plain, searchable fields) and the options of the
-data-selection methods it may name, ``D3MOptions``.
+"""The configuration types of one finetuning run (one trial of a sweep): ``TrainConfig`` and the options of
+the data-selection methods it may name, ``D3MOptions`` (GroupDRO's, JTT's and DFR's few settings are flat
+``TrainConfig`` fields, ``groupdro_*``, ``jtt_*`` and ``dfr_*``, so a search can sample them).
 
 Both are plain, JSON-able, validated data: every default of a run lives here, and nothing in this module
 trains, loads or imports anything heavy, so every layer can read a config.
@@ -25,6 +25,16 @@ EVAL_TRAIN_WORDS = ("final", "every")
 # When the full training state is checkpointed: every N epochs (an integer) and the last, or the last only.
 CHECKPOINT_WORDS = ("end",)
 REMOVE_NEGATIVE = "negative"
+# DFR (Kirichenko et al. 2023): the variants (the last layer retrained on the validation split, or on the
+# training split), the regularisation strengths C tried (the authors' ``C_OPTIONS``) and the ensemble size
+# of each variant when ``dfr_ensemble`` is null (the authors' ``num_retrains``: 20 and 10).
+DFR_VARIANTS = ("val_tr", "tr_tr")
+DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+DFR_ENSEMBLE = {"val_tr": 20, "tr_tr": 10}
+# Settings only their own method reads (D3M's options, JTT's, DFR's): a base ERM trial whose config
+# differs from a method's trial in them only is that trial's base model (``trainables.base_model``).
+METHOD_OPTION_FIELDS = ("d3m", "jtt_epochs", "jtt_lambda_up", "dfr_variant", "dfr_ensemble", "dfr_c_grid",
+                        "groupdro_eta", "groupdro_adjustment")
 
 
 @dataclass(frozen=True)
@@ -103,11 +113,21 @@ class TrainConfig:
     batch 32, cosine schedule) except ``epochs``; sweep presets set per-dataset values.
     ``optimizer='sgd'`` with ``last_layer_only=True`` is the paper's last-layer training (lr 1e-3).
     ``d3m`` holds the options of the ``d3m`` / ``auto-d3m`` methods (``D3MOptions``, validated
-    here); other methods ignore them, as ``adamw`` ignores ``momentum``.
-    ``groupdro_eta`` (η, the step size of the group weights' exponentiated-gradient update; the authors'
-    default 0.01) and ``groupdro_adjustment`` (C of the generalisation adjustment C / sqrt(n_g); 0 = none)
-    are the ``groupdro`` method's settings (``trainables.groupdro``); other methods ignore them. Being plain
-    numbers, a search may sample them (``{loguniform: [0.001, 0.1]}``).
+    here); other methods ignore them, as ``adamw`` ignores ``momentum``. JTT's and DFR's settings
+    (``trainables.jtt``, ``trainables.dfr``; other methods ignore them too):
+
+    - ``jtt_epochs``: T, the identification model is epoch T (1 <= T <= ``epochs``) of this run's ERM
+      counterpart (method ``none``); ``jtt_lambda_up``: λ_up, every training example that model
+      misclassifies is drawn λ_up times per epoch (the others once; 1 is ERM).
+    - ``dfr_variant``: ``val_tr`` (the last layer retrained on group-balanced subsets of the validation
+      split, C chosen on half of it) or ``tr_tr`` (retrained on balanced subsets of the training split, C
+      chosen on the validation split); ``dfr_ensemble``: how many balanced subsets' regressions are
+      averaged (null: 20 for ``val_tr``, 10 for ``tr_tr``, as the authors' code); ``dfr_c_grid``: the
+      inverse L1 strengths C tried.
+    - ``groupdro_eta`` (η, the step size of the group weights' exponentiated-gradient update; the authors'
+      default 0.01) and ``groupdro_adjustment`` (C of the generalisation adjustment C / sqrt(n_g); 0 = none)
+      are the ``groupdro`` method's settings (``trainables.groupdro``). Being plain numbers, a search may
+      sample them (``{loguniform: [0.001, 0.1]}``).
 
     ``eval_train``: when the full training split and the subset trained on are evaluated (``train/*``,
     ``train_subset/*`` metrics): ``final`` (the last epoch; the default, all the paper's figures need),
@@ -135,6 +155,11 @@ class TrainConfig:
     d3m: dict = field(default_factory=dict)
     groupdro_eta: float = 0.01
     groupdro_adjustment: float = 0.0
+    jtt_epochs: int = 1
+    jtt_lambda_up: int = 6
+    dfr_variant: str = "val_tr"
+    dfr_ensemble: int | None = None
+    dfr_c_grid: list = field(default_factory=lambda: list(DFR_C_GRID))
     seed: int = 0
     epochs: int = 5
     lr: float = 1e-5
@@ -171,6 +196,18 @@ class TrainConfig:
         if not is_integer(self.seed, 0):
             raise GroupsweepError(f"seed must be a non-negative integer, got {self.seed!r}")
         D3MOptions.from_dict(self.d3m)
+        for name in ("jtt_epochs", "jtt_lambda_up"):
+            positive_integer(name, getattr(self, name))
+        if self.method == "jtt" and self.jtt_epochs > self.epochs:
+            raise GroupsweepError(f"jtt_epochs {self.jtt_epochs} exceeds epochs {self.epochs}: JTT's identification "
+                                  f"model is epoch jtt_epochs of the run's ERM counterpart")
+        choose("dfr_variant", self.dfr_variant, DFR_VARIANTS)
+        if self.dfr_ensemble is not None:
+            positive_integer("dfr_ensemble", self.dfr_ensemble)
+        if (not isinstance(self.dfr_c_grid, (list, tuple)) or not self.dfr_c_grid
+                or not all(is_real(c, 0) and c > 0 for c in self.dfr_c_grid)):
+            raise GroupsweepError(f"dfr_c_grid must be a non-empty list of positive numbers, got {self.dfr_c_grid!r}")
+        object.__setattr__(self, "dfr_c_grid", [float(c) for c in self.dfr_c_grid])  # JSON's form, always
         if not isinstance(self.dataset_options, dict):
             raise GroupsweepError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
         if not isinstance(self.profile, bool):
@@ -183,6 +220,11 @@ class TrainConfig:
         if self.checkpoint_every not in CHECKPOINT_WORDS and not is_integer(self.checkpoint_every, 1):
             raise GroupsweepError(f"checkpoint_every must be a positive integer N (every N epochs) or 'end', "
                                   f"got {self.checkpoint_every!r}")
+
+    @property
+    def dfr_models(self) -> int:
+        """How many balanced subsets DFR's ensemble averages: ``dfr_ensemble``, or its variant's default."""
+        return self.dfr_ensemble if self.dfr_ensemble is not None else DFR_ENSEMBLE[self.dfr_variant]
 
     def evaluates_train(self, epoch: int) -> bool:
         """Whether ``epoch`` evaluates the training split (``eval_train``): always the last epoch."""

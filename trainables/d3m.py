@@ -31,25 +31,19 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
+from trainables import base_model
 from trainables.attribution import GaussianProjector, featurize, gradient_dimension, trak
-from trainables.balancing import SELECTION_METHODS as D3M_METHODS
-from trainables.balancing import BalancingPlan
+from trainables.balancing import D3M_METHODS, BalancingPlan
 from trainables.builders import build_model_and_inputs
 from trainables.config import REMOVE_NEGATIVE, D3MOptions, TrainConfig
 from trainables.errors import GroupsweepError, choose
-from trainables.finetune import finetune
-from trainables.trial_dir import D3M_SCORES_FILE, TrialDir, UnreadableFile, trial_dirs
+from trainables.trial_dir import D3M_SCORES_FILE, TrialDir
 
 log = logging.getLogger("groupsweep.d3m")
 
 # Extra ensemble models (t = 1 .. T-1) are ERM runs with seed ``seed + t * SEED_STRIDE``.
 SEED_STRIDE = 10_000
-# Trial-config keys in which a base trial may differ from the base config (the base config itself sets
-# method ``none`` and no ratio, so only ``none`` trials match).
-BASE_FREE_KEYS = ("trial_name", "d3m")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,11 +181,11 @@ def d3m_plan(config, dataset, trial_dir: str | None = None, experiment_dir: str 
     """The training plan of a ``d3m`` or ``auto-d3m`` trial: the examples kept after D3M's removal.
 
     ``config``: the trial's ``TrainConfig``; ``dataset``: its loaded dataset; ``options``: default
-    ``D3MOptions.from_dict(config.d3m)``. The base model is the final checkpoint of the trial in
-    ``experiment_dir`` whose config equals this one with method ``none`` (the same sweep's ERM run with
-    the same dataset, model, seed and settings), when that trial has finished; otherwise it is trained
-    here with that config (same seed: the same run). ``options.models > 1`` adds ERM runs with seeds
-    ``seed + t * SEED_STRIDE``. With ``trial_dir`` the scores, group weights and removed indices are saved
+    ``D3MOptions.from_dict(config.d3m)``. The base model (``trainables.base_model``) is the final
+    checkpoint of the trial in ``experiment_dir`` whose config equals this one with method ``none`` (the
+    same sweep's ERM run with the same dataset, model, seed and settings), when that trial has finished;
+    otherwise it is trained here with that config (same seed: the same run). ``options.models > 1`` adds
+    ERM runs with seeds ``seed + t * SEED_STRIDE``. With ``trial_dir`` the scores, group weights and removed indices are saved
     as the trial directory's ``D3M_SCORES_FILE``, and a trial that finds that file (a resumed trial, or an
     analysis of the finished trial) reuses its selection. Returns a plan of plain shuffling over the kept
     examples. ``cpu=True`` forces the CPU.
@@ -230,94 +224,31 @@ def d3m_plan(config, dataset, trial_dir: str | None = None, experiment_dir: str 
     return BalancingPlan(selection.kept, None, None, len(selection.kept))
 
 
-def base_config(config):
-    """The ERM config a D3M trial's base model is trained with: the same run with method ``none``."""
-    return dataclasses.replace(config, method="none", ratio=None)
-
-
 def base_states(config, dataset, experiment_dir: str | None, models: int, cpu: bool | None) -> tuple[list, list]:
     """Model state dicts of the T ensemble models and where each came from (a trial name or ``trained``)."""
-    base = base_config(config)
-    states, sources = [], []
-    for t in range(models):
-        member = base if t == 0 else dataclasses.replace(base, seed=config.seed + t * SEED_STRIDE)
-        found = find_base_trial(experiment_dir, member) if experiment_dir is not None and t == 0 else None
-        if found is not None:
-            state, name = found
-            log.info("D3M: base model is the final checkpoint of trial %s", name)
-        else:
-            log.info("D3M: training ensemble model %d of %d (method none, seed %d)", t + 1, models, member.seed)
-            state, name = train_model(member, dataset, cpu), f"trained:seed={member.seed}"
-        states.append(state)
-        sources.append(name)
+    state, name = base_model.base_model(config, dataset, experiment_dir, cpu)
+    states, sources = [state], [name]
+    for t in range(1, models):
+        member = dataclasses.replace(base_model.base_config(config), seed=config.seed + t * SEED_STRIDE)
+        log.info("D3M: training ensemble model %d of %d (method none, seed %d)", t + 1, models, member.seed)
+        states.append(base_model.train_model(member, dataset, cpu))
+        sources.append(f"trained:seed={member.seed}")
     return states, sources
-
-
-def _identity(values: dict) -> dict:
-    """A config as JSON values, without the keys in which a base trial may differ from the base config; a
-    setting the config lacks (saved before the setting existed) counts as its default."""
-    values = json.loads(json.dumps({**TrainConfig().to_dict(), **values}))
-    return {key: value for key, value in values.items() if key not in BASE_FREE_KEYS}
-
-
-def find_base_trial(experiment_dir: str, config) -> tuple[dict, str] | None:
-    """``(model state, trial name)`` of a finished trial of ``experiment_dir`` run with ``config``, or None.
-
-    A trial matches when its ``params.json`` equals ``config`` (its method included; the name and d3m
-    options aside); it is finished when its latest checkpoint holds epoch ``config.epochs`` of that config.
-    """
-    wanted = _identity(config.to_dict())
-    for trial in trial_dirs(experiment_dir):
-        try:
-            trial_config = trial.params()
-        except UnreadableFile:
-            continue
-        if _identity(trial_config) != wanted:
-            continue
-        name = trial_config.get("trial_name", trial.name)
-        state_files = trial.state_files()
-        if not state_files:
-            log.info("D3M: base trial %s has no checkpoint yet", name)
-            continue
-        state = trial.load_state(state_files[-1])
-        if state.get("epoch") == config.epochs and _identity(state.get("config", {})) == wanted:
-            return state["model"], name
-        log.info("D3M: base trial %s is at epoch %s of %d; training the base model here",
-                 name, state.get("epoch"), config.epochs)
-    return None
-
-
-def train_model(config, dataset, cpu: bool | None) -> dict:
-    """Train ``config`` with ``finetune`` and return the final model state (on the CPU)."""
-    final = {}
-
-    def keep_final(result) -> None:
-        if result.epoch == config.epochs:
-            final.update({key: value.detach().cpu().clone() for key, value in result.state()["model"].items()})
-
-    finetune(config, on_epoch=keep_final, cpu=cpu, dataset=dataset)
-    return final
 
 
 def attribution_features(config, dataset, states: list, options: D3MOptions, cpu: bool | None) -> tuple[list, list]:
     """Per-model ``GradientFeatures`` of the training split (no augmentation) and of the validation split."""
-    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    device = base_model.device_of(cpu)
     model, model_inputs = build_model_and_inputs(config, dataset)
     projector = None
     if options.proj_dim is not None:
         projector = GaussianProjector(gradient_dimension(model, options.last_layer), options.proj_dim, config.seed,
                                       device)
 
-    def batches(split: str):
-        for inputs, labels, _ in DataLoader(model_inputs.eval_dataset(split), batch_size=options.batch_size):
-            if model_inputs.eval_batch_transform is not None:
-                inputs = model_inputs.eval_batch_transform(inputs)
-            yield inputs, labels
-
     train, val = [], []
     for state in states:
         model.load_state_dict(state)
         for split, out in (("train", train), ("val", val)):
-            out.append(featurize(model, batches(split), last_layer=options.last_layer, projector=projector,
-                                 device=device))
+            out.append(featurize(model, model_inputs.eval_batches(split, options.batch_size),
+                                 last_layer=options.last_layer, projector=projector, device=device))
     return train, val

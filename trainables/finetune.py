@@ -209,16 +209,12 @@ def split_metrics(prefix: str, logits: torch.Tensor, labels: torch.Tensor, group
     return {f"{prefix}/{key}": value for key, value in metrics.items()}
 
 
-def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, dataset: GroupDataset,
-             plan: BalancingPlan, train: bool = True) -> tuple[dict, dict]:
-    """Metrics of val and test and, with ``train``, of the full training split and the subset trained on
-    (without ``train`` those keys are present with NaN values: the reported columns stay the same every
-    epoch, as Ray's ``progress.csv`` fixes them at the first report); and val/test predictions."""
+def output_metrics(outputs: dict, dataset: GroupDataset, plan: BalancingPlan) -> tuple[dict, dict]:
+    """Metrics and val/test predictions from the ``(logits, labels)`` tensors of each split in ``outputs``
+    (every example of the split, in order): ``{split}/...`` keys, and for ``train`` also ``train_subset/...``
+    over the plan's distinct examples; predictions (int16 classes) of every split but ``train``."""
     metrics, predictions = {}, {}
-    for split, loader in eval_loaders.items():
-        if split == "train" and not train:
-            continue
-        logits, labels = predict(model, loader, accelerator, model_inputs.eval_batch_transform)
+    for split, (logits, labels) in outputs.items():
         groups = dataset.groups(split)
         metrics.update(split_metrics(split, logits, labels, groups, dataset))
         if split == "train":
@@ -226,6 +222,17 @@ def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, 
             metrics.update(split_metrics("train_subset", logits[kept], labels[kept], groups[kept], dataset))
         else:
             predictions[split] = logits.argmax(dim=1).numpy().astype(np.int16)
+    return metrics, predictions
+
+
+def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, dataset: GroupDataset,
+             plan: BalancingPlan, train: bool = True) -> tuple[dict, dict]:
+    """Metrics of val and test and, with ``train``, of the full training split and the subset trained on
+    (without ``train`` those keys are present with NaN values: the reported columns stay the same every
+    epoch, as Ray's ``progress.csv`` fixes them at the first report); and val/test predictions."""
+    outputs = {split: predict(model, loader, accelerator, model_inputs.eval_batch_transform)
+               for split, loader in eval_loaders.items() if split != "train" or train}
+    metrics, predictions = output_metrics(outputs, dataset, plan)
     if not train:
         keys = [key.split("/", 1)[1] for key in metrics if key.startswith("val/")]
         metrics.update({f"{split}/{key}": math.nan for split in ("train", "train_subset") for key in keys})
@@ -243,7 +250,8 @@ def make_group_dro(config: TrainConfig, dataset: GroupDataset, plan: BalancingPl
 
 def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None] | None = None,
              resume_state: dict | None = None, cpu: bool | None = None,
-             dataset: GroupDataset | None = None, plan: BalancingPlan | None = None) -> list[dict]:
+             dataset: GroupDataset | None = None, plan: BalancingPlan | None = None,
+             stop_after: int | None = None) -> list[dict]:
     """Finetune ``config.model`` on ``config.dataset`` with ``config.method`` balancing; return per-epoch metrics.
 
     After each epoch, evaluates val and test, and the full training split (no augmentation) and the
@@ -256,7 +264,9 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     (``trainables.plans.training_plan``); without one, the class-balancing plan of ``config.method``
     (``balancing.make_plan``) is used, and a data-selection method is refused. The ``groupdro`` method
     minimises the GroupDRO loss (``trainables.groupdro``); its group weights are part of the state and are
-    reported after every epoch as ``optim/groupdro_q_group_{g}``. Raises ``DivergenceError``
+    reported after every epoch as ``optim/groupdro_q_group_{g}``. ``stop_after``: end after that epoch,
+    the run cut short (its schedule still spans ``config.epochs``): what JTT's identification model is.
+    Raises ``DivergenceError``
     when the training loss is not finite, ``GroupsweepError`` on bad settings.
     """
     if isinstance(config, dict):
@@ -311,7 +321,7 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     num_parameters = accelerator.unwrap_model(model).num_parameters
     history = []
     profiler = EpochProfiler(accelerator.device) if config.profile else None
-    for epoch in range(start_epoch, config.epochs + 1):
+    for epoch in range(start_epoch, min(config.epochs, stop_after or config.epochs) + 1):
         generator.manual_seed(sampler_seed(config.seed, epoch))
         model.train()
         started = time.perf_counter()
@@ -351,7 +361,7 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
             "time/train_s": train_seconds,
             "time/eval_s": time.perf_counter() - started,
             "model/num_parameters": num_parameters,
-            "data/num_train_kept": int(len(plan.indices)),
+            "data/num_train_kept": int(len(np.unique(plan.indices))),
         })
         if group_dro is not None:
             metrics.update({f"optim/groupdro_q_group_{g}": float(q) for g, q in enumerate(group_dro.q.tolist())})

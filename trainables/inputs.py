@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from trainables.data.base import SPLITS, GroupDataset
 from trainables.errors import GroupsweepError
@@ -69,6 +69,16 @@ class ModelInputs:
         """Every example of ``split`` in order, without augmentation."""
         n = len(self.labels[split])
         return ExampleDataset(self.inputs[split], self.labels[split], np.arange(n))
+
+    def eval_batches(self, split: str, batch_size: int):
+        """Every example of ``split`` in order, as model-ready ``(inputs, labels)`` batches (images through
+        ``eval_batch_transform``): how base-model consumers (D3M, JTT, DFR) read a split."""
+        # own generator: the iterator would otherwise draw its base seed from torch's global stream
+        loader = DataLoader(self.eval_dataset(split), batch_size=batch_size, generator=torch.Generator())
+        for inputs, labels, _ in loader:
+            if self.eval_batch_transform is not None:
+                inputs = self.eval_batch_transform(inputs)
+            yield inputs, labels
 
 
 def build_model_inputs(dataset: GroupDataset, model_modality: str, tokenizer=None,

@@ -12,7 +12,8 @@ Every epoch the trial
   ``checkpoint_every`` epochs and the last), a checkpoint holding ``EpochResult.state()``; on the
   other epochs the report has no checkpoint (predictions are still written every epoch).
 
-Its training plan comes from ``trainables.plans.training_plan`` (D3M trials select their examples there).
+Its run is ``trainables.plans.train_run``: ``finetune`` with the training plan of ``training_plan`` (D3M
+and JTT trials select their examples there), or DFR's last-layer retraining (one epoch, numbered ``epochs``).
 A restarted trial resumes from ``ray.tune.get_checkpoint()``, its latest checkpoint, and repeats the
 epochs after it (at most ``checkpoint_every - 1``), bit-identically on the CPU; one whose checkpoint
 already holds its last epoch returns at once. A run whose loss diverges reports one last row with ``status: diverged``
@@ -46,8 +47,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from trainables.builders import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError
-from trainables.finetune import DivergenceError, finetune
-from trainables.plans import training_plan
+from trainables.finetune import DivergenceError
+from trainables.plans import train_run
 from trainables.trial_dir import (CELL_KEY, LABELS_FILE, STATE_FILE, TRAIN_RUN_NAME, TrialDir, fault_marker,
                                   join_location, predictions_file)
 
@@ -167,13 +168,12 @@ class EpochReporter:
 
 def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | None, cpu: bool,
                  dataset=None, trial_dir: str | None = None, experiment_dir: str | None = None) -> None:
-    """Run (or continue) the finetuning (on ``dataset`` when given, else the one ``config`` loads) with the
-    plan ``trainables.plans.training_plan`` gives it; a divergence is reported as a final
-    ``status: diverged`` row.
+    """Run (or continue) the trial's run (on ``dataset`` when given, else the one ``config`` loads) with
+    ``trainables.plans.train_run``; a divergence is reported as a final ``status: diverged`` row.
 
-    ``trial_dir`` / ``experiment_dir`` reach the plan: a ``d3m`` / ``auto-d3m`` trial takes its base model
-    from the sweep's ``none`` trial in ``experiment_dir`` (or trains it here), and saves its selection in
-    ``trial_dir``, reused when the trial resumes.
+    ``trial_dir`` / ``experiment_dir`` reach the plan: a ``d3m`` / ``auto-d3m`` / ``jtt`` / ``dfr`` trial
+    takes its base model from the sweep's ``none`` trial in ``experiment_dir`` (or trains it here), and
+    saves its selection (or DFR's last layer) in ``trial_dir``; a selection is reused when the trial resumes.
     """
     if state is not None:
         reporter.last_epoch = state["epoch"]
@@ -182,8 +182,8 @@ def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | Non
             return
     try:
         dataset = dataset if dataset is not None else load_config_dataset(config)
-        plan = training_plan(config, dataset, trial_dir=trial_dir, experiment_dir=experiment_dir, cpu=cpu)
-        finetune(config, on_epoch=reporter, resume_state=state, cpu=cpu, dataset=dataset, plan=plan)
+        train_run(config, dataset, reporter, resume_state=state, cpu=cpu, trial_dir=trial_dir,
+                  experiment_dir=experiment_dir)
     except DivergenceError as error:
         log.warning("run diverged: %s", error)
         reporter.report({"epoch": reporter.last_epoch + 1, "status": "diverged", "error": str(error),

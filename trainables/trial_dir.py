@@ -20,6 +20,10 @@ needs no training code to read it.
 - ``groupsweep/labels.npz``: val/test classes, attributes and groups, ``n_classes``, ``n_spurious``;
 - ``groupsweep/predictions/epoch_XXXX.npz``: the val and test predictions after each epoch (int16);
 - ``groupsweep/d3m/scores.npz``: a D3M / AUTO-D3M trial's scores and kept examples;
+- ``groupsweep/jtt/errors.npz``: a JTT trial's error set (``errors``, training indices) and its base
+  model's source (``base_source``);
+- ``groupsweep/dfr/last_layer.npz``: a DFR trial's retrained last layer, chosen C, validation scores of
+  the C grid, and its base model's source (``base_source``);
 - ``groupsweep/stopped_early.json``: written by a search's ASHA scheduler when it stops the trial before its
   last epoch (``{"epoch": e}``), so analysis can tell a stopped trial from an interrupted one;
 - ``groupsweep/fault_<epoch>``: the marker of an injected test fault.
@@ -57,6 +61,8 @@ TRAIN_RUN_NAME = "train"
 FILES_DIR = "groupsweep"
 LABELS_FILE = f"{FILES_DIR}/labels.npz"
 D3M_SCORES_FILE = f"{FILES_DIR}/d3m/scores.npz"
+JTT_ERRORS_FILE = f"{FILES_DIR}/jtt/errors.npz"
+DFR_FILE = f"{FILES_DIR}/dfr/last_layer.npz"
 STOPPED_FILE = f"{FILES_DIR}/stopped_early.json"
 # Keys of a searched trial's config (``params.json``) besides the TrainConfig fields; TrainConfig ignores
 # them (they start with "_"): the cell's name, the configuration's index in it, the sampled keys.
