@@ -45,6 +45,10 @@ COUNTS = {
     # synthetic-civilcomments x the pretrained MiniLM-L6 x 6 methods (none, subsetting, upsampling,
     # upweighting, mixture 3:1 and 5:1) x 2 seeds
     "demo-finetune": 1 * 1 * 6 * 2,
+    # D3M's Table 1: 4 datasets (CelebA-Age, CelebA-Blond, Waterbirds, MultiNLI) x 8 methods x 3 seeds
+    "d3m-table1": SEEDS * 4 * 8,
+    # its CPU counterpart: 3 embedded benchmarks x 8 methods x 2 seeds
+    "demo-d3m-table1": 3 * 8 * 2,
     # searches: cells x configurations per cell x search seeds
     # 3 datasets (one model each) x 4 methods x 16 configurations x 1 seed
     "tune-balancing": 3 * 4 * 16 * 1,
@@ -210,3 +214,41 @@ def test_demo_table1_through_the_cli_writes_a_table1_row_for_every_criterion(tmp
         (dataset, model, criterion) for dataset, model in cells for criterion in criteria}
     assert len(table) == len(cells) * len(criteria)
     assert table["method_label"].notna().all() and table["test_wga_mean"].between(0, 1).all()
+
+
+D3M_TABLE1_METHODS = {"none", "auto-d3m", "jtt", "dfr", "d3m", "rwg", "subg", "groupdro"}
+
+
+def test_d3m_table1_preset_holds_the_papers_methods_and_appendix_b2_settings():
+    """Every dataset of the D3M paper's Table 1 (CelebA-Age = celeba with target Young / spurious Male) with its
+    eight methods; Appendix B.2: Adam, ResNet-18 (random init for CelebA, ImageNet for Waterbirds), CelebA lr
+    1e-3 / wd 1e-4 / batch 512 / 5 or 10 epochs, Waterbirds ERM-type lr 1e-4 / wd 1e-4 and re-weighting
+    methods lr 1e-5 / wd 0.1, batch 32, 20 epochs."""
+    spec = build_spec(read_spec_source("d3m-table1"))
+    tables = {}
+    for trial in spec.trials:
+        c = trial.config
+        task = "celeba-age" if (c["dataset_options"] or {}).get("target") == "Young" else c["dataset"]
+        tables.setdefault(task, set()).add(c["method"])
+        assert c["optimizer"] == "adam" and c["seed"] in (1, 2, 3)
+        if c["dataset"] == "celeba":
+            assert (c["model"], c["pretrained"], c["lr"], c["weight_decay"], c["batch_size"]) == (
+                "resnet18", False, 1e-3, 1e-4, 512)
+            assert c["epochs"] == (5 if task == "celeba-age" else 10)
+        if c["dataset"] == "waterbirds":
+            reweighting = c["method"] in ("rwg", "subg", "groupdro", "jtt")
+            assert (c["model"], c["pretrained"], c["batch_size"], c["epochs"]) == ("resnet18", True, 32, 20)
+            assert (c["lr"], c["weight_decay"]) == ((1e-5, 0.1) if reweighting else (1e-4, 1e-4))
+    assert tables == {task: D3M_TABLE1_METHODS for task in ("celeba-age", "celeba", "waterbirds", "multinli")}
+    assert spec.after == ("analyze", "analyze --epoch best")
+
+
+def test_demo_d3m_table1_runs_the_same_methods_on_the_embedded_benchmarks():
+    spec = build_spec(read_spec_source("demo-d3m-table1"))
+    tables = {}
+    for trial in spec.trials:
+        tables.setdefault(trial.config["dataset"], set()).add(trial.config["method"])
+        assert trial.resources.gpu == 0 and trial.config["pretrained"] is False
+    assert tables == {dataset: D3M_TABLE1_METHODS
+                      for dataset in ("synthetic-celeba", "synthetic-waterbirds", "synthetic-multinli")}
+    assert spec.after == ("analyze",)
