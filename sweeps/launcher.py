@@ -288,10 +288,15 @@ class ConfigValue:
         return self.table[config["trial_name"]].get(self.key)
 
 
-def param_space(spec: SweepSpec) -> dict:
-    """A grid over trial names whose other keys resolve to that trial's config values (flat params.json)."""
+def param_space(spec: SweepSpec, keys: list[str] | None = None) -> dict:
+    """A grid over trial names whose other keys resolve to that trial's config values (flat params.json).
+
+    ``keys``: the config keys (default: every key of any trial's config, so a key only some trials have,
+    such as ``METHOD_HPARAMS_KEY``, is None in the others).
+    """
     table = {trial.name: trial.config for trial in spec.trials}
-    keys = list(dict.fromkeys(key for trial in spec.trials for key in trial.config if key != "trial_name"))
+    if keys is None:
+        keys = list(dict.fromkeys(key for trial in spec.trials for key in trial.config if key != "trial_name"))
     space = {"trial_name": tune.grid_search([trial.name for trial in spec.trials])}
     space.update({key: tune.sample_from(ConfigValue(table, key)) for key in keys})
     return space
@@ -507,7 +512,12 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         # The grid's sample_from functions are saved as placeholders: trials not created before the
         # interruption get their configs only if a param_space is given back; the spec's (every trial of
         # the sweep) resolves each of them by its trial name, whichever trials the experiment ran.
-        return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True, param_space=param_space(spec),
+        # Tune refuses a param_space whose keys differ from the one the experiment started with: the keys of
+        # its trials' configs are those, whatever the spec adds (a new method's hparams, or a setting that
+        # this version of groupsweep has and the one that started the sweep had not; a trial config lacking
+        # a setting runs with its default, which check_same_sweep has compared).
+        return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True,
+                                  param_space=param_space(spec, restored_config_keys(exp_dir, filesystem)),
                                   storage_filesystem=filesystem)
     reporter = SweepReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns={"seed": "seed"},
                              max_report_frequency=30, max_progress_rows=12)
@@ -529,6 +539,15 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
             callbacks=tracking_callbacks(spec.tracking, name, exp_dir),
         ),
     )
+
+
+def restored_config_keys(exp_dir: str, filesystem) -> list[str] | None:
+    """The config keys of the trials of the Tune experiment that ``exp_dir`` holds (the latest one run there),
+    read with Tune's ``ExperimentAnalysis``; None when it holds no trial."""
+    trials = tune.ExperimentAnalysis(exp_dir, storage_filesystem=filesystem).trials
+    if not trials:
+        return None
+    return [key for key in trials[0].config if key != "trial_name"]
 
 
 def fit(tuner):

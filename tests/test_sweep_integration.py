@@ -202,6 +202,17 @@ def test_extending_a_finished_sweep_runs_only_the_added_trials_and_analyses_the_
     assert "adding" not in again.stdout
     assert {name: (exp_dir / name / "result.json").read_bytes() for name in names} == before
 
+    # a method with its own hparams: the new trials' configs have a key (METHOD_HPARAMS_KEY) that the restored
+    # experiment's trials lack, and Tune's restore still gets the param_space keys it started with
+    widened = tiny_spec(tmp_path / "widened.yaml", seeds=(1, 2),
+                        methods=["none", "upweighting", {"subsetting": {"hparams": {"weight_decay": 0.01}}}])
+    result = run_cli("run", str(widened), "--storage", str(storage), "--name", "grow", "--no-after")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "adding 2 trial(s) to its 4" in result.stdout
+    assert {name: (exp_dir / name / "result.json").read_bytes() for name in names} == before
+    names = trial_names(widened)
+    assert sorted(load_results(str(exp_dir)).trials["trial_name"]) == sorted(names)
+
     # a spec that changes a trial the sweep holds is refused in one line, before anything is written
     changed = tiny_spec(tmp_path / "changed.yaml", methods=["none", "upweighting", "subsetting"], seeds=(1, 2))
     source = yaml.safe_load(changed.read_text())
