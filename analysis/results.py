@@ -41,6 +41,7 @@ import json
 import os
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -72,6 +73,8 @@ SEARCH_COLUMNS = ("sweep", "cell", "config_id", "hparams")
 STATUSES = ("complete", "stopped", "incomplete", "diverged", "error", "pending")
 # The statuses of a trial that has nothing left to run.
 ENDED = ("complete", "diverged")
+# Files read at once while loading (``read_in_threads``).
+READ_THREADS = 8
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")
 
 
@@ -193,11 +196,10 @@ def load_results(run_dirs) -> SweepResults:
     first_seen: dict = {}  # (trial_name, config as JSON) -> (index, name) of the directory it was first read from
     for number, run_dir in enumerate(locations):
         sweep = _sweep_name(run_dir)
-        for trial in _sweep_trials(run_dir):
-            try:
-                config = _read_params(trial)
-            except _Unreadable as reason:
-                problems.append(_skip(trial, reason))
+        trials = _sweep_trials(run_dir)
+        for trial, config in zip(trials, read_in_threads(_params_or_reason, trials)):
+            if isinstance(config, _Unreadable):
+                problems.append(_skip(trial, config))
                 continue
             identity = (config.get("trial_name", trial.name), json.dumps(config, sort_keys=True))
             earlier = first_seen.setdefault(identity, (number, sweep))
@@ -285,6 +287,26 @@ def _skip(trial: TrialDir, reason) -> str:
     return message
 
 
+def read_in_threads(read, items: list):
+    """``read(item)`` for each of ``items``, in order, run by ``READ_THREADS`` threads at once (a file read
+    waits on the disk or the network and releases the GIL); an iterator, so each result can be used and
+    dropped while later files are read."""
+    if len(items) < 2:
+        return map(read, items)
+    pool = ThreadPoolExecutor(max_workers=READ_THREADS)
+    results = pool.map(read, items)
+    pool.shutdown(wait=False)  # the submitted reads still run; the threads end with them
+    return results
+
+
+def _params_or_reason(trial: TrialDir):
+    """``_read_params(trial)``, or the ``_Unreadable`` saying why it cannot be read."""
+    try:
+        return _read_params(trial)
+    except _Unreadable as reason:
+        return reason
+
+
 def _read_params(trial: TrialDir) -> dict:
     """The trial config (``TrialDir.params``); ``_Unreadable`` if it is missing, not a JSON object or
     not a groupsweep config."""
@@ -317,66 +339,97 @@ def _parse_progress(configs: dict):
     Returns ``(tables, fallback)``: ``tables`` hold the reports of the trials whose files pass the
     checks, with a ``_path`` column holding the trial directory's location; ``fallback`` lists the
     trials (``TrialDir``) whose CSV is absent or fails the checks (to be read from ``RESULT_FILE`` instead).
+    Files whose comma count fits their header are gathered, as they are read, into one buffer per header
+    (header first) and parsed together, fast; the others (a shifted row, or a quoted comma) are parsed one
+    by one, strictly (``_parse_group``). No file's bytes are kept beside its group's buffer.
     """
-    tables, fallback, groups = [], [], {}
-    for trial in configs:
-        parts = _read_progress_bytes(trial)
+    groups, one_by_one, fallback = {}, [], []
+    for trial, parts in zip(configs, read_in_threads(_read_progress_bytes, list(configs))):
         if parts is None:
             fallback.append(trial)
-        else:
-            groups.setdefault(parts[0], []).append((trial, parts[1], parts[2]))
-    for header, group in groups.items():
-        more_tables, more_fallback = _parse_group(header, group)
+            continue
+        header, body, n_rows = parts
+        if body.count(b",") != n_rows * header.count(b","):
+            one_by_one.append((header, trial, body, n_rows))
+            continue
+        if header not in groups:
+            groups[header] = ([header + b"\n"], [], [])
+        chunks, members, counts = groups[header]
+        chunks.append(body)
+        members.append(trial)
+        counts.append(n_rows)
+    tables = []
+    for header, (chunks, members, counts) in groups.items():
+        data = b"".join(chunks)
+        chunks.clear()  # the files' bytes go; ``data`` holds them
+        more_tables, more_fallback = _parse_group(header, data, members, counts)
+        del data
         tables += more_tables
         fallback += more_fallback
-    return tables, fallback
-
-
-def _parse_group(header: bytes, group: list):
-    """``(tables, fallback)`` for the CSV reports sharing ``header``; ``group`` holds
-    ``(trial, body, n_rows)``. Files whose comma count fits the header are parsed together, fast;
-    the others (a shifted row, or a quoted comma) and, if the joint parse fails, all are parsed one
-    by one, strictly."""
-    commas = header.count(b",")
-    regular = [member for member in group if member[1].count(b",") == member[2] * commas]
-    one_by_one = [member for member in group if member[1].count(b",") != member[2] * commas]
-    tables, fallback = [], []
-    if regular:
-        counts = np.array([n_rows for _, _, n_rows in regular])
-        try:
-            table = _read_csv(header, b"".join(body for _, body, _ in regular), strict=False)
-        except (ValueError, pd.errors.ParserError):
-            table = None
-        if table is None or len(table) != counts.sum():
-            one_by_one += regular
-        else:
-            owner = np.repeat(np.arange(len(regular)), counts)
-            bad = _bad_files(table, owner)
-            keep = ~np.isin(owner, bad)
-            paths = np.array([trial.location for trial, _, _ in regular], dtype=object)
-            tables.append(table[keep].assign(_path=paths[owner[keep]]))
-            fallback += [regular[number][0] for number in bad]
-    for trial, body, n_rows in one_by_one:
-        try:
-            table = _read_csv(header, body, strict=True)
-        except (ValueError, pd.errors.ParserError):
-            table = None
-        if table is None or len(table) != n_rows or _bad_files(table, np.zeros(len(table), int)).size:
+    for header, trial, body, n_rows in one_by_one:
+        table = _parse_alone(header, body, n_rows)
+        if table is None:
             fallback.append(trial)
         else:
             tables.append(table.assign(_path=trial.location))
     return tables, fallback
 
 
-def _read_csv(header: bytes, body: bytes, strict: bool) -> pd.DataFrame:
-    """Parse CSV report rows under ``header``, without Ray's bookkeeping columns. ``strict`` parses
-    every column, so a row with surplus fields raises (with ``usecols`` pandas drops them silently)."""
-    if not body:
+def _parse_group(header: bytes, data: bytes, members: list, counts: list):
+    """``(tables, fallback)`` for the CSV reports of the trials ``members`` (``TrialDir``), whose rows
+    (``counts`` per trial) share ``header`` and whose comma counts fit it, joined after the header line in
+    ``data``: parsed together, and checked per file; if the joint parse fails, each file is parsed alone,
+    strictly."""
+    counts = np.array(counts, dtype=np.int64)
+    try:
+        table = _read_csv(data, strict=False)
+    except (ValueError, pd.errors.ParserError):
+        table = None
+    if table is None or len(table) != counts.sum():
+        tables, fallback = [], []
+        ends = np.cumsum(counts)
+        lines = data.split(b"\n")[1:]
+        for trial, end, n_rows in zip(members, ends, counts):
+            body = b"".join(line + b"\n" for line in lines[end - n_rows:end])
+            alone = _parse_alone(header, body, int(n_rows))
+            if alone is None:
+                fallback.append(trial)
+            else:
+                tables.append(alone.assign(_path=trial.location))
+        return tables, fallback
+    owner = np.repeat(np.arange(len(members)), counts)
+    bad = _bad_files(table, owner)
+    paths = np.array([trial.location for trial in members], dtype=object)
+    if bad.size:
+        keep = ~np.isin(owner, bad)
+        table, owner = table[keep], owner[keep]
+    table["_path"] = paths[owner]
+    return [table], [members[number] for number in bad]
+
+
+def _parse_alone(header: bytes, body: bytes, n_rows: int):
+    """One file's CSV reports parsed strictly, or None when they fail the checks."""
+    try:
+        table = _read_csv(header + b"\n" + body, strict=True)
+    except (ValueError, pd.errors.ParserError):
+        return None
+    if len(table) != n_rows or _bad_files(table, np.zeros(len(table), int)).size:
+        return None
+    return table
+
+
+def _read_csv(data: bytes, strict: bool) -> pd.DataFrame:
+    """Parse CSV reports (``data``: the header line, then rows), without Ray's bookkeeping columns.
+    ``strict`` parses every column, so a row with surplus fields raises (with ``usecols`` pandas drops
+    them silently)."""
+    end = data.find(b"\n")
+    if end < 0 or end == len(data) - 1:  # no rows
+        header = data if end < 0 else data[:end]
         return pd.DataFrame(columns=[name for name in header.decode().split(",") if name not in RAY_DROPPED])
     options = {"dtype": {"trial_id": str}, "low_memory": False}
     if not strict:
         options["usecols"] = lambda name: name not in RAY_DROPPED
-    table = pd.read_csv(io.BytesIO(header + b"\n" + body), **options)
+    table = pd.read_csv(io.BytesIO(data), **options)
     return table.drop(columns=[name for name in RAY_DROPPED if name in table])
 
 

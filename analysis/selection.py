@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.metrics import bias_unsupervised_score
-from analysis.results import SweepResults, sampled_keys
+from analysis.results import SweepResults, read_in_threads, sampled_keys
 from trainables.balancing import GROUP_INFO_LEVELS, METHODS, within_group_info
 from trainables.balancing import group_info as method_group_info
 from trainables.errors import GroupsweepError, choose
@@ -320,28 +320,39 @@ def _best_biased_configuration(results: SweepResults, trials: pd.DataFrame, grou
 
 
 def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: list, biased: dict) -> np.ndarray:
-    """``bias_unsupervised_score`` of each row's val predictions against its biased trial in ``biased``."""
+    """``bias_unsupervised_score`` of each row's val predictions against its biased trial in ``biased``
+    (the files of several rows are read at once: ``analysis.results.read_in_threads``)."""
     values = np.full(len(rows), np.nan)
     reported = set()
-    for position, row in enumerate(rows[["trial_id", "dataset", "model", "variant", "seed", "epoch"]].itertuples(index=False)):
+    table = list(rows[["trial_id", "dataset", "model", "variant", "seed", "epoch"]].itertuples(index=False))
+    pairs = [(row, biased.get((row.dataset, row.model, row.variant, row.seed))) for row in table]
+
+    def score(pair):
+        row, bias = pair
+        if bias is None:
+            return None
+        try:
+            labels = results.labels(row.trial_id, keys=("val_y", "n_classes"))
+            return bias_unsupervised_score(
+                labels["val_y"], results.predictions(row.trial_id, row.epoch, splits=("val",))["val"],
+                results.predictions(bias.trial_id, bias.epochs, splits=("val",))["val"],
+                n_classes=labels["n_classes"])
+        except GroupsweepError as error:  # includes MissingResultError
+            return error
+
+    for position, ((row, bias), outcome) in enumerate(zip(pairs, read_in_threads(score, pairs))):
         key = (row.dataset, row.model, row.variant, row.seed)
-        bias = biased.get(key)
         where = f"{row.dataset}/{row.model} seed {row.seed}" + (f" ({row.variant})" if row.variant else "")
         if bias is None:
             if key not in reported:
                 notes.append(f"bias-unsupervised: no complete `none` trial for {where}; skipped")
                 reported.add(key)
-            continue
-        try:
-            labels = results.labels(row.trial_id, keys=("val_y", "n_classes"))
-            values[position] = bias_unsupervised_score(
-                labels["val_y"], results.predictions(row.trial_id, row.epoch, splits=("val",))["val"],
-                results.predictions(bias.trial_id, bias.epochs, splits=("val",))["val"],
-                n_classes=labels["n_classes"])
-        except GroupsweepError as error:  # includes MissingResultError
+        elif isinstance(outcome, GroupsweepError):
             if row.trial_id not in reported:
-                notes.append(f"bias-unsupervised: trial {row.trial_id} ({where}): {error}; skipped")
+                notes.append(f"bias-unsupervised: trial {row.trial_id} ({where}): {outcome}; skipped")
                 reported.add(row.trial_id)
+        else:
+            values[position] = outcome
     return values
 
 

@@ -4,7 +4,7 @@ Usage from the repository root: ``python benchmarks/run_all.py [--only NAME ...]
 ``--quick`` passes each benchmark its smallest sensible settings (for a smoke run, not for figures).
 Benchmarks: input_pipeline (cached uint8 vs JPEG decoding), engine_overhead (groupsweep run vs a plain
 finetune loop), packing (concurrency 2 vs 1), dataset_sharing (object store vs per-trial loading),
-analysis_scale (load + select on 1,000 trials x 100 epochs), search_schedulers (ASHA vs FIFO on the
+analysis_scale (load + select on 10,000 trials x 100 epochs), search_schedulers (ASHA vs FIFO on the
 demo-hpo search space), eval_cost (the demo with eval_train every vs final), checkpoint_cost (checkpoint
 seconds as a share of an epoch per model size and storage), gpu_step (finetune's training step vs a bare
 loop; meant for a GPU), driver_scale (driver CPU and wall time per trial at 100, 300 and 1,000 trials).
@@ -26,7 +26,7 @@ BENCHMARKS = {
                              "--set", "models=[toy-resnet-xs]"]),
     "packing": ([], ["--repeats", "1", "--epochs", "1", "--size", "600"]),
     "dataset_sharing": ([], ["--size", "4000", "--repeats", "1"]),
-    "analysis_scale": ([], []),
+    "analysis_scale": ([], ["--trials", "1000", "--epochs", "20"]),
     "search_schedulers": ([], ["--num-samples", "2", "--epochs", "2", "--size", "300"]),
     "eval_cost": ([], ["--set", "seeds=[1]", "--set", "epochs=2", "--set", "models=[toy-resnet-xs]"]),
     "checkpoint_cost": (["--moto"], ["--models", "toy-resnet-xs", "convnextv2-atto", "--repeats", "1"]),

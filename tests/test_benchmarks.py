@@ -1,5 +1,5 @@
-"""The input-pipeline benchmark runs as the README says (``python benchmarks/input_pipeline.py``) and
-prints both rates and their ratio for both pipelines; tiny settings, so it checks the script, not speed."""
+"""The benchmarks run as the README says (``python benchmarks/<name>.py``) and print their figures and
+ratios; tiny settings, so these check the scripts, not speed."""
 
 from __future__ import annotations
 
@@ -62,3 +62,28 @@ def test_checkpoint_benchmark_prints_the_checkpoint_share_of_an_epoch_per_model_
     row = re.search(r"^convnextv2-atto .* local disk\s+[\d.]+\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)%$",
                     done.stdout, re.M)
     assert row is not None, done.stdout  # H100-epoch and this-device shares, Waterbirds and CelebA
+
+
+def test_analysis_scale_benchmark_prints_times_memory_and_targets(tmp_path):
+    command = [sys.executable, "benchmarks/analysis_scale.py", "--trials", "200", "--epochs", "3", "--jobs", "2",
+               "--dir", str(tmp_path / "sweep"), "--clean"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "built 200 trials x 3 epochs" in done.stdout, done.stdout
+    assert re.search(r"^load: [\d.]+ s  \(200 trials, 600 rows, \d+ metric keys; peak memory [\d.]+ GiB\)$",
+                     done.stdout, re.M), done.stdout
+    assert re.search(r"^load \+ select \(all criteria, final\): [\d.]+ s \([\d.]+ CPU s\), (within|OVER) the 30 s "
+                     r"target; peak memory [\d.]+ GiB, (within|OVER) the 4 GiB target", done.stdout, re.M), done.stdout
+    assert not (tmp_path / "sweep").exists()  # --clean
+
+
+def test_driver_scale_benchmark_prints_per_trial_costs_and_their_growth():
+    command = [sys.executable, "benchmarks/driver_scale.py", "--counts", "2", "4"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for count in (2, 4):
+        row = re.search(rf"^\s+{count} trials: wall [\d.]+ s \([\d.]+ s/trial\), driver CPU [\d.]+ s \([\d.]+ s/trial; "
+                        rf"outside snapshot writing [\d.]+\), (\d+) snapshots .* 0 errors, load [\d.]+$", done.stdout, re.M)
+        assert row is not None and int(row.group(1)) >= count, done.stdout  # one after each trial's checkpoint
+    assert re.search(r"^growth 2 -> 4 trials: driver CPU per trial x[\d.]+, wall per trial x[\d.]+, driver CPU outside "
+                     r"snapshot writing per trial x[\d.]+ \(target <= 1.3: (met|MISSED)\)$", done.stdout, re.M), done.stdout
