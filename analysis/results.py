@@ -525,8 +525,9 @@ def _assemble(run_dirs: list, configs: dict, tables: list, problems: list, sweep
     columns = [c for c in TRIAL_COLUMNS if c != "trial_id"] + list(SEARCH_COLUMNS) + sampled
     reports = reports.drop(columns=["trial_id"], errors="ignore")
     frame = trials[["path", *columns]].merge(reports, left_on="path", right_on="_path", how="inner")
-    frame.insert(0, "trial_id", frame.pop("path").map(dict(zip(trials["path"], trials.index))))
-    frame = frame.drop(columns=["_path"])
+    # one concat rather than an insert into the merged frame (many blocks: pandas warns it is fragmented)
+    trial_ids = frame["path"].map(dict(zip(trials["path"], trials.index))).rename("trial_id")
+    frame = pd.concat([trial_ids, frame.drop(columns=["path", "_path"])], axis=1)
     leading = list(TRIAL_COLUMNS) + ["epoch"] + list(SEARCH_COLUMNS) + sampled
     frame = frame[leading + [c for c in frame.columns if c not in leading]]
     frame = frame.sort_values(["trial_id", "epoch"], kind="stable", ignore_index=True)
