@@ -1,9 +1,9 @@
-"""End to end: a sweep of none, jtt and dfr through the real ``groupsweep run`` CLI (local Ray).
+"""End to end: a sweep of none, jtt, dfr and groupdro through the real ``groupsweep run`` CLI (local Ray).
 
 The jtt and dfr trials take their base model from the sweep's none trial (its epoch-T and final
 checkpoints: ``keep_checkpoints: all``; one trial at a time, so the none trial runs first), the jtt trial
 fails once after epoch 1 and resumes from its checkpoint with its saved error set, and ``groupsweep
-analyze`` ranks both methods under every criterion.
+analyze`` ranks them and groupdro (its group weights reported every epoch) under every criterion.
 """
 
 import csv
@@ -18,15 +18,18 @@ from ray_fixtures import result_epochs, run_cli, tiny_spec
 pytestmark = pytest.mark.slow
 
 
-def test_jtt_and_dfr_trials_reuse_the_none_trial_resume_and_are_analysed(tmp_path, monkeypatch):
+def test_jtt_dfr_and_groupdro_trials_run_in_a_sweep_reuse_the_none_trial_resume_and_are_analysed(tmp_path,
+                                                                                                   monkeypatch):
     from trainables.trial_dir import DFR_FILE, JTT_ERRORS_FILE, TrialDir, fault_marker
 
     spec_path = tiny_spec(tmp_path / "sweep.yaml", seeds=(1,), epochs=2, max_concurrent=1, methods=[
-        "none", {"jtt": {"hparams": {"jtt_epochs": 1, "jtt_lambda_up": 3}}}, {"dfr": {"hparams": {"dfr_ensemble": 2}}}])
+        "none", {"jtt": {"hparams": {"jtt_epochs": 1, "jtt_lambda_up": 3}}}, {"dfr": {"hparams": {"dfr_ensemble": 2}}},
+        {"groupdro": {"hparams": {"groupdro_eta": 0.1}}}])
     source = yaml.safe_load(spec_path.read_text())
     spec_path.write_text(yaml.safe_dump({**source, "keep_checkpoints": "all"}))
     storage = tmp_path / "results"
-    names = {method: f"synthetic-waterbirds-toy-convnextv2-xs-{method}-s1" for method in ("none", "jtt", "dfr")}
+    names = {method: f"synthetic-waterbirds-toy-convnextv2-xs-{method}-s1"
+             for method in ("none", "jtt", "dfr", "groupdro")}
     monkeypatch.setenv("GROUPSWEEP_FAULT_INJECT", f"{names['jtt']}:1")  # the CLI's environment, its trials'
     result = run_cli("run", str(spec_path), "--storage", str(storage), "--name", "base")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -48,8 +51,15 @@ def test_jtt_and_dfr_trials_reuse_the_none_trial_resume_and_are_analysed(tmp_pat
     dfr_row = json.loads((exp_dir / names["dfr"] / "result.json").read_text().splitlines()[-1])
     assert np.isfinite(dfr_row["val/wga"]) and np.isfinite(dfr_row["test/wga"]) and dfr_row["status"] == "ok"
 
+    groupdro_rows = [json.loads(line)
+                     for line in (exp_dir / names["groupdro"] / "result.json").read_text().splitlines()]
+    assert [row["epoch"] for row in groupdro_rows] == [1, 2]
+    for row in groupdro_rows:  # the group weights: a distribution over the 4 groups, moved away from uniform
+        weights = [row[f"optim/groupdro_q_group_{g}"] for g in range(4)]
+        assert sum(weights) == pytest.approx(1.0, abs=1e-5) and max(weights) > 0.25
+
     status = run_cli("status", "base", "--storage", str(storage))
-    assert status.returncode == 0 and status.stdout.strip().splitlines()[-1] == "3 complete", status.stdout
+    assert status.returncode == 0 and status.stdout.strip().splitlines()[-1] == "4 complete", status.stdout
 
     out = tmp_path / "analysis"
     analyze = run_cli("analyze", str(exp_dir), "--out", str(out))
@@ -58,4 +68,4 @@ def test_jtt_and_dfr_trials_reuse_the_none_trial_resume_and_are_analysed(tmp_pat
     assert candidates
     for criterion in ("wga", "worst-class", "bias-unsupervised"):
         ranked = {row["method"] for row in candidates if row["criterion"] == criterion and row["score"] != ""}
-        assert {"none", "jtt", "dfr"} <= ranked, (criterion, ranked)
+        assert {"none", "jtt", "dfr", "groupdro"} <= ranked, (criterion, ranked)
