@@ -97,6 +97,14 @@ def register(subparsers) -> None:
     plot.set_defaults(func=run_plot)
 
 
+def analyze_args(argv: list[str]) -> argparse.Namespace:
+    """The arguments that ``groupsweep analyze ARGV`` parses to (every option not in ``argv`` at its
+    default), for commands that run an analysis themselves (``promote --run``)."""
+    parser = argparse.ArgumentParser(prog="groupsweep")
+    register(parser.add_subparsers())
+    return parser.parse_args(["analyze", *argv])
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     """Load the results, select per criterion, print Table 1 and write it as Markdown, CSV and LaTeX."""
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`

@@ -104,10 +104,9 @@ def run_promote(args: argparse.Namespace) -> int:
     if status != 0:
         return status
     rerun_dir = join_location(storage, source["name"])
-    print(f"\n$ groupsweep analyze {results.run_dir} {rerun_dir} --criterion {args.criterion} --by-model",
+    print(f"\n$ groupsweep analyze {results.run_dir} {rerun_dir} --criterion {args.criterion}",
           flush=True)
-    analyze = argparse.Namespace(run_dir=[str(results.run_dir), rerun_dir], criterion=args.criterion,
-                                 epoch="final", by_model=True, pool_models=False, methods=None, out=None)
+    analyze = analyze_command.analyze_args([str(results.run_dir), rerun_dir, "--criterion", args.criterion])
     return int(analyze_command.run_analyze(analyze) or 0)
 
 

@@ -159,3 +159,13 @@ def test_a_grid_sweep_or_a_search_without_a_complete_configuration_cannot_be_pro
     err = capsys.readouterr().err
     assert "error: no complete configuration in" in err and err.count("error:") == 1
     assert not (tmp_path / "running" / "promoted_wga.yaml").exists()
+
+
+def test_the_analysis_promote_runs_parses_like_the_analyze_command():
+    """``promote --run`` analyses the search and its reruns with ``analyze``'s own parser: every option the
+    command has (``--group-info`` included) is present at its default."""
+    from sweeps.analyze_command import analyze_args
+
+    args = analyze_args(["search", "rerun", "--criterion", "average"])
+    assert args.run_dir == ["search", "rerun"] and args.criterion == "average"
+    assert (args.epoch, args.pool_models, args.methods, args.group_info, args.out) == ("final", False, None, None, None)
