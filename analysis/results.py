@@ -63,7 +63,7 @@ RAY_DROPPED = ("config", "date", "pid", "hostname", "node_ip", "time_this_iter_s
 INDEX_COLUMNS = ("epoch", "training_iteration")
 # Config keys that identify a trial's cell of the study, or that cannot change its results.
 IDENTITY_KEYS = ("dataset", "model", "method", "ratio", "seed", "trial_name")
-NEUTRAL_KEYS = ("data_root", "model_path", "num_threads", "eval_batch_size")
+NEUTRAL_KEYS = ("data_root", "model_path", "num_threads", "eval_batch_size", "channels_last", "compile_model")
 # Trial-level columns placed first in ``SweepResults.frame``, in this order.
 TRIAL_COLUMNS = ("trial_id", "trial_name", "dataset", "model", "num_parameters", "method", "ratio",
                  "method_label", "seed", "variant", "epochs", "last_epoch", "status")

@@ -1,24 +1,27 @@
 """GPU training step: ``finetune``'s steady-state training throughput against a bare timm / transformers +
 torch loop with the same model, precision and batch, side by side in one run.
 
-Per model (``--models``; default ConvNeXt-V2 Base at 224 px and BERT-base, random weights), interleaved
-``--repeats`` times:
+Per model (``--models``; default ConvNeXt-V2 Base at 224 px and BERT-base, random weights) and per variant
+(``plain`` and each of ``--variants``), interleaved ``--repeats`` times, each measurement in a fresh
+process (Accelerate keeps one precision and compile setting per process):
 
 - ``finetune``: the real ``trainables.finetune.finetune`` on an embedded synthetic dataset of the model's
   modality (``synthetic-waterbirds`` at ``--image-size`` px, ``synthetic-civilcomments`` for text), with
-  ``steps x batch`` training examples, ``mixed_precision`` ``--precision``; its throughput is the
-  training examples of its last epoch over that epoch's ``time/train_s`` (the data pipeline, the batch
-  augmentation, the loss and the schedule included; evaluation is not);
+  ``steps x batch`` training examples, ``mixed_precision`` ``--precision`` and the variant's setting
+  (``channels_last: true`` or ``compile_model: true``); its throughput is the training examples of its
+  last epoch over that epoch's ``time/train_s`` (the data pipeline, the batch augmentation, the loss and
+  the schedule included; evaluation is not);
 - ``bare``: ``timm.create_model`` / ``BertForSequenceClassification`` with ``torch.optim.AdamW``, one
-  pre-made batch already on the device, ``torch.autocast`` in the same precision, ``steps`` timed steps
-  after ``--warmup`` (the same number of optimizer steps per epoch);
-- ``--variants`` adds bare-loop variants, each measured, never assumed: ``channels_last`` (ConvNets:
-  weights and batch channels-last) and ``compile`` (``torch.compile`` of the model).
+  pre-made batch already on the device, ``torch.autocast`` in the same precision, the same variant
+  (weights and batch channels-last; ``torch.compile`` of the model), ``steps`` timed steps after
+  ``--warmup`` (the same number of optimizer steps per epoch).
 
-Printed per model: samples/s of each side, ``finetune / bare`` (target >= 0.95), peak device memory of
-each side, and the achieved fraction of the device's bf16 dense peak (training FLOPs = 3 x the forward
-FLOPs counted by ``torch.utils.flop_counter`` for one sample; peaks known for H100 / H200: 989 TFLOP/s).
-It also runs on a CPU (tiny settings in ``tests/test_benchmarks.py``, so it cannot rot).
+Printed per model and variant: samples/s of each side, ``finetune / bare`` (target >= 0.95), peak device
+memory of each side, and the achieved fraction of the device's bf16 dense peak (training FLOPs = 3 x the
+forward FLOPs counted by ``torch.utils.flop_counter`` for one sample; peaks known for H100 / H200: 989
+TFLOP/s); and per variant what it gains over the plain loop on each side. ``channels_last`` applies to
+image models only. It also runs on a CPU (tiny settings in ``tests/test_benchmarks.py``, so it cannot
+rot).
 
 Usage from the repository root: ``python benchmarks/gpu_step.py [--models convnextv2-base bert-base]
 [--batch-size 32] [--steps 30] [--epochs 2] [--precision bf16] [--variants channels_last compile]``.
@@ -27,7 +30,11 @@ Usage from the repository root: ``python benchmarks/gpu_step.py [--models convne
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 from _common import machine
@@ -69,8 +76,11 @@ def peak_mib() -> float:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
 
 
-def finetune_config(model: str, args) -> dict:
-    """The ``TrainConfig`` values of the finetune side for ``model``."""
+VARIANT_SETTINGS = {"plain": {}, "channels_last": {"channels_last": True}, "compile": {"compile_model": True}}
+
+
+def finetune_config(model: str, args, variant: str = "plain") -> dict:
+    """The ``TrainConfig`` values of the finetune side for ``model`` in ``variant``."""
     from trainables.models import get_spec
 
     size = args.steps * args.batch_size
@@ -80,17 +90,18 @@ def finetune_config(model: str, args) -> dict:
         options["image_size"] = args.image_size
     return {"dataset": "synthetic-civilcomments" if text else "synthetic-waterbirds", "dataset_options": options,
             "model": model, "method": "none", "epochs": args.epochs, "batch_size": args.batch_size,
-            "eval_batch_size": args.batch_size, "lr": 1e-5, "mixed_precision": args.precision, "seed": 0}
+            "eval_batch_size": args.batch_size, "lr": 1e-5, "mixed_precision": args.precision, "seed": 0,
+            **VARIANT_SETTINGS[variant]}
 
 
-def finetune_side(model: str, args) -> tuple[float, float]:
-    """``(samples/s of the last epoch's training, peak MiB)`` of ``finetune`` on ``model``."""
+def finetune_side(model: str, args, variant: str) -> tuple[float, float]:
+    """``(samples/s of the last epoch's training, peak MiB)`` of ``finetune`` on ``model`` in ``variant``."""
     import torch
 
     from trainables.finetune import finetune
 
     reset_peak()
-    history = finetune(finetune_config(model, args), cpu=not torch.cuda.is_available())
+    history = finetune(finetune_config(model, args, variant), cpu=not torch.cuda.is_available())
     last = history[-1]
     return last["data/num_train_kept"] / last["time/train_s"], peak_mib()
 
@@ -172,8 +183,18 @@ def forward_flops(model: str, args) -> float:
     return float(counter.get_total_flops())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure both sides interleaved per model and print throughput, ratio, memory and peak fraction."""
+def measure(side: str, model: str, variant: str, argv: list[str]) -> tuple[float, float]:
+    """``(samples/s, peak MiB)`` of one side in ``variant``, measured in a fresh process of this script."""
+    command = [sys.executable, os.path.abspath(__file__), *argv, "--measure", side, model, variant]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{side} {model} {variant} failed:\n{done.stderr[-3000:]}")
+    rate, memory = json.loads(done.stdout.strip().splitlines()[-1])
+    return rate, memory
+
+
+def parse_args(argv: list[str] | None):
+    """The benchmark's settings (``--measure SIDE MODEL VARIANT``: one measurement, printed as JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["convnextv2-base", "bert-base"])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -187,39 +208,57 @@ def main(argv: list[str] | None = None) -> int:
                         help="mixed precision of both sides (default: bf16 on a GPU, no on a CPU)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved (finetune, bare) pairs")
     parser.add_argument("--variants", nargs="*", default=[], choices=["channels_last", "compile"],
-                        help="bare-loop variants measured besides the plain loop")
-    args = parser.parse_args(argv)
+                        help="variants measured besides the plain loop, on both sides")
+    parser.add_argument("--measure", nargs=3, metavar=("SIDE", "MODEL", "VARIANT"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure both sides interleaved per model and variant; print throughput, ratios, memory and peak
+    fraction."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     import torch
 
     if args.precision is None:
         args.precision = "bf16" if torch.cuda.is_available() else "no"
+    if args.measure:
+        side, model, variant = args.measure
+        measured = finetune_side(model, args, variant) if side == "finetune" else bare_side(model, args, variant)
+        print(json.dumps(measured))
+        return 0
     print(f"machine: {machine()}")
     print(f"batch {args.batch_size}, {args.image_size} px / {args.seq_len} tokens, precision {args.precision}, "
-          f"{args.steps} steps per epoch, {args.repeats} interleaved pairs")
+          f"{args.steps} steps per epoch, {args.repeats} interleaved pairs, one fresh process per measurement")
     peak = device_peak()
     for model in args.models:
         from trainables.models import get_spec
 
-        variants = [v for v in args.variants if not (v == "channels_last" and get_spec(model).modality == "text")]
-        rates = {"finetune": [], "bare": [], **{variant: [] for variant in variants}}
+        text = get_spec(model).modality == "text"
+        variants = ["plain", *(v for v in args.variants if not (v == "channels_last" and text))]
+        rates = {(side, v): [] for v in variants for side in ("finetune", "bare")}
         memory = {}
         for _ in range(args.repeats):
-            rate, memory["finetune"] = finetune_side(model, args)
-            rates["finetune"].append(rate)
-            for variant in ("bare", *variants):
-                rate, memory[variant] = bare_side(model, args, "plain" if variant == "bare" else variant)
-                rates[variant].append(rate)
+            for variant in variants:
+                for side in ("finetune", "bare"):
+                    rate, memory[side, variant] = measure(side, model, variant, argv)
+                    rates[side, variant].append(rate)
         flops = 3 * forward_flops(model, args)  # forward + backward, per training sample
-        for side, values in rates.items():
-            rate = statistics.median(values)
-            fraction = f"{rate * flops / peak:.1%}" if peak else "-"
-            print(f"{model:18} {side:>14}: {rate:9.1f} samples/s (runs: {', '.join(f'{v:.1f}' for v in values)}), "
-                  f"peak memory {memory[side]:.0f} MiB, bf16 peak fraction {fraction}", flush=True)
-        ratio = statistics.median(rates["finetune"]) / statistics.median(rates["bare"])
-        print(f"{model}: finetune / bare = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'MISSED'})")
+        median = {key: statistics.median(values) for key, values in rates.items()}
+        for (side, variant), values in rates.items():
+            fraction = f"{median[side, variant] * flops / peak:.1%}" if peak else "-"
+            label = side if variant == "plain" else f"{side} {variant}"
+            print(f"{model:18} {label:>22}: {median[side, variant]:9.1f} samples/s "
+                  f"(runs: {', '.join(f'{v:.1f}' for v in values)}), peak memory {memory[side, variant]:.0f} MiB, "
+                  f"bf16 peak fraction {fraction}", flush=True)
         for variant in variants:
-            gain = statistics.median(rates[variant]) / statistics.median(rates["bare"])
-            print(f"{model}: bare {variant} / bare = {gain:.3f}")
+            ratio = median["finetune", variant] / median["bare", variant]
+            label = "" if variant == "plain" else f" {variant}"
+            print(f"{model}: finetune{label} / bare{label} = {ratio:.3f} "
+                  f"(target >= 0.95: {'met' if ratio >= 0.95 else 'MISSED'})")
+        for variant in variants[1:]:
+            print(f"{model}: {variant} gain: finetune {median['finetune', variant] / median['finetune', 'plain']:.3f}, "
+                  f"bare {median['bare', variant] / median['bare', 'plain']:.3f}")
     print(f"machine after: {machine()}")
     return 0
 

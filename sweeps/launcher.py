@@ -250,9 +250,10 @@ def check_nodes_fit(spec: SweepSpec, shapes: list[dict], *, autoscaling: bool = 
 
 def can_reuse_actors(spec: SweepSpec) -> bool:
     """Whether Tune may run several trials one after the other in one actor process: only when every trial
-    has the same ``mixed_precision`` (a process keeps the Accelerate state of its first trial, and
-    ``trainables.finetune`` refuses a trial that needs another)."""
-    return len({trial.config["mixed_precision"] for trial in spec.units}) <= 1
+    has the same ``mixed_precision`` and ``compile_model`` (a process keeps the Accelerate state of its first
+    trial, and ``trainables.finetune`` refuses a trial that needs another)."""
+    return len({(trial.config["mixed_precision"], trial.config.get("compile_model", False))
+                for trial in spec.units}) <= 1
 
 
 def trial_placement(resources: Resources):

@@ -47,8 +47,10 @@ def test_gpu_step_benchmark_runs_on_a_cpu_and_prints_its_ratio():
         ratio = re.search(rf"^{model}: finetune / bare = ([\d.]+) \(target >= 0.95: (met|MISSED)\)$", done.stdout, re.M)
         assert ratio is not None and float(ratio.group(1)) > 0, done.stdout
         assert re.search(rf"^{model}\s+finetune:\s+[\d.]+ samples/s", done.stdout, re.M), done.stdout
-    assert re.search(r"^toy-resnet-xs: bare channels_last / bare = [\d.]+$", done.stdout, re.M), done.stdout
-    assert "toy-bert-xs: bare channels_last" not in done.stdout  # a text model has no channels-last variant
+    assert re.search(r"^toy-resnet-xs: finetune channels_last / bare channels_last = [\d.]+ \(target", done.stdout,
+                     re.M), done.stdout
+    assert re.search(r"^toy-resnet-xs: channels_last gain: finetune [\d.]+, bare [\d.]+$", done.stdout, re.M), done.stdout
+    assert "toy-bert-xs: channels_last" not in done.stdout  # a text model has no channels-last variant
 
 
 def test_checkpoint_benchmark_prints_the_checkpoint_share_of_an_epoch_per_model_and_storage():

@@ -259,3 +259,56 @@ def test_bad_schedule_options_are_refused(key, value):
     with pytest.raises(GroupsweepError, match=key) as error:
         TrainConfig.from_dict({key: value})
     assert "\n" not in str(error.value)
+
+
+COMPILED_RUN = """
+import json, sys
+import torch
+from tests.test_finetune import small_config
+from trainables.finetune import finetune
+from tests.test_finetune import snapshot
+config = small_config(channels_last=True, compile_model=True, epochs=3)
+states = []
+history = finetune(config, cpu=True, on_epoch=lambda result: states.append(snapshot(result.state())))
+compiled_modules = [m for m in sys.modules if m.startswith("torch._inductor")]
+resumed = finetune(config, cpu=True, resume_state=states[1])
+print(json.dumps({"history": history, "resumed": resumed, "keys": sorted(states[-1]["model"]),
+                  "inductor": bool(compiled_modules)}))
+"""
+
+
+@pytest.mark.slow
+def test_channels_last_and_compiled_training_computes_what_the_plain_loop_does():
+    """``channels_last`` and ``compile_model`` (inductor, through Accelerate) train the same model: the same
+    losses and accuracies up to float reordering, a checkpoint with the plain model's keys, and an exact
+    resume. Run in a fresh process: Accelerate keeps one dynamo backend per process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", COMPILED_RUN], cwd=root, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, done.stderr[-3000:]
+    compiled = json.loads(done.stdout.strip().splitlines()[-1])
+    plain = finetune(small_config(epochs=3), cpu=True)
+    assert compiled["inductor"]
+    plain_keys = sorted(small_state_keys())
+    assert compiled["keys"] == plain_keys  # no torch.compile wrapper prefix: the checkpoint loads anywhere
+    resumed, = compiled["resumed"]
+    assert resumed["epoch"] == 3
+    for key, value in compiled["history"][-1].items():
+        if not key.startswith("time/"):
+            assert resumed[key] == value or (value != value and resumed[key] != resumed[key]), key  # NaN == NaN
+    for got, expected in zip(compiled["history"], plain):
+        assert got["epoch"] == expected["epoch"]
+        assert got["optim/loss"] == pytest.approx(expected["optim/loss"], rel=1e-2)
+        for key in ("val/acc", "test/acc", "val/wga"):
+            assert got[key] == pytest.approx(expected[key], abs=0.02), key
+
+
+def small_state_keys() -> list[str]:
+    states = []
+    finetune(small_config(epochs=1), cpu=True, on_epoch=lambda result: states.append(result.state()))
+    return list(states[0]["model"])

@@ -142,6 +142,12 @@ class TrainConfig:
     step``, the default) or once after every epoch (``epoch``). The defaults (per step, down to 0) are
     transformers' schedules without warm-up; ``schedule: linear, schedule_step: epoch, final_lr_factor:
     0.1`` is the authors' torch ``LinearLR(start_factor=1, end_factor=0.1, total_iters=epochs)``.
+
+    GPU settings (``benchmarks/gpu_step.py`` measures each): ``mixed_precision`` (``bf16``, ``fp16`` on a
+    GPU; Accelerate's autocast), ``channels_last`` (image models: weights and training batches in
+    channels-last memory order, what cuDNN's convolutions prefer) and ``compile_model`` (the model compiled
+    by ``torch.compile`` through Accelerate's ``dynamo_backend``). The last two change how the same
+    computation is laid out and scheduled, not what is computed.
     """
 
     dataset: str = "synthetic-waterbirds"
@@ -172,6 +178,8 @@ class TrainConfig:
     optimizer: str = "adamw"
     last_layer_only: bool = False
     mixed_precision: str = "no"
+    channels_last: bool = False
+    compile_model: bool = False
     eval_batch_size: int = 256
     num_threads: int | None = None
     profile: bool = False
@@ -210,8 +218,9 @@ class TrainConfig:
         object.__setattr__(self, "dfr_c_grid", [float(c) for c in self.dfr_c_grid])  # JSON's form, always
         if not isinstance(self.dataset_options, dict):
             raise GroupsweepError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
-        if not isinstance(self.profile, bool):
-            raise GroupsweepError(f"profile must be true or false, got {self.profile!r}")
+        for name in ("profile", "channels_last", "compile_model"):
+            if not isinstance(getattr(self, name), bool):
+                raise GroupsweepError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.num_threads is not None and not is_integer(self.num_threads, 1):
             raise GroupsweepError(f"num_threads must be a positive integer or null, got {self.num_threads!r}")
         if self.eval_train not in EVAL_TRAIN_WORDS and not is_integer(self.eval_train, 1):

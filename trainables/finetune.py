@@ -86,21 +86,29 @@ def split_labels(dataset: GroupDataset) -> dict:
 
 
 def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
-    """An Accelerator for this run; ``cpu=None`` uses a GPU when torch sees one.
+    """An Accelerator for this run; ``cpu=None`` uses a GPU when torch sees one. ``compile_model`` sets
+    Accelerate's ``dynamo_backend`` to ``inductor`` (``prepare`` then compiles the model).
 
-    Accelerate keeps one device and precision per process; a process that already ran with other settings
-    gets a one-line ``GroupsweepError`` (the launcher therefore reuses trial processes only across trials
-    of one precision).
+    Accelerate keeps one device, precision and dynamo backend per process; a process that already ran with
+    other settings gets a one-line ``GroupsweepError`` (the launcher therefore reuses trial processes only
+    across trials of one precision and compile setting).
     """
     if cpu is None:
         cpu = not torch.cuda.is_available()
     if cpu and config.mixed_precision == "fp16":
         raise GroupsweepError("mixed_precision 'fp16' needs a GPU; use 'bf16' or 'no' on CPU")
+    backend = "inductor" if config.compile_model else "no"
+    problem = None
     try:
-        return Accelerator(cpu=cpu, mixed_precision=config.mixed_precision)
-    except ValueError as error:  # Accelerate's "AcceleratorState has already been initialized"
-        raise GroupsweepError(f"this process already trained with other device or precision settings; run "
-                              f"mixed_precision={config.mixed_precision!r} in a new process ({error})") from None
+        accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision, dynamo_backend=backend)
+        if str(accelerator.state.dynamo_plugin.backend.value).lower() != backend:
+            problem = f"compile_model={config.compile_model}"
+    except ValueError:  # Accelerate's "AcceleratorState has already been initialized"
+        problem = f"mixed_precision={config.mixed_precision!r}"
+    if problem is not None:
+        raise GroupsweepError(f"this process already trained with other device, precision or compile settings; "
+                              f"run {problem} in a new process")
+    return accelerator
 
 
 def make_optimizer(config: TrainConfig, model: GroupModel) -> torch.optim.Optimizer:
@@ -285,6 +293,8 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     model, model_inputs = build_model_and_inputs(config, dataset)
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
 
     generator = torch.Generator()
     train_loader = DataLoader(model_inputs.train_dataset(plan.indices), batch_size=config.batch_size,
@@ -331,6 +341,8 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
         for inputs, targets, positions in batches:
             if model_inputs.train_batch_transform is not None:
                 inputs = model_inputs.train_batch_transform(inputs)
+            if config.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
             logits = model(inputs)
             if group_dro is None:
                 loss = F.cross_entropy(logits.float(), targets, weight=class_weights)
@@ -373,7 +385,7 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
             saved = {
                 "epoch": epoch,
                 "config": config.to_dict(),
-                "model": accelerator.unwrap_model(model).state_dict(),
+                "model": accelerator.unwrap_model(model, keep_torch_compile=False).state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": rng_state(),
