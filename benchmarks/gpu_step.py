@@ -241,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             for variant in variants:
                 for side in ("finetune", "bare"):
+                    started = time.perf_counter()
                     rate, memory[side, variant] = measure(side, model, variant, argv)
                     rates[side, variant].append(rate)
+                    print(f"  measured {model} {side} {variant}: {rate:.1f} samples/s, peak memory "
+                          f"{memory[side, variant]:.0f} MiB ({time.perf_counter() - started:.0f} s in all)", flush=True)
         flops = 3 * forward_flops(model, args)  # forward + backward, per training sample
         median = {key: statistics.median(values) for key, values in rates.items()}
         for (side, variant), values in rates.items():
