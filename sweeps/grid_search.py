@@ -1,0 +1,50 @@
+"""The grid sweep's trial source: Ray Tune's variant generator, restored in agreement with the experiment.
+
+A limit of Ray Tune (2.5x, 2.60) worked around here. Tune's ``BasicVariantGenerator`` (the search algorithm
+of a grid) counts the trials it has handed out and not yet seen complete (``_live_trials``), and hands out
+no more while ``max_concurrent`` of them are counted. It saves that set in a state file of its own,
+``basic-variant-state-<session>.json``, beside the experiment state ``experiment_state-<session>.json``; the
+driver writes both into its staging folder and uploads the folder, file by file, to the sweep folder. A driver
+killed during an upload can leave the two files from different snapshots, so the generator's state can count
+as running a trial that the experiment state records as finished (TERMINATED). Restored, that trial never
+runs or completes again: it holds one of the ``max_concurrent`` slots for good, and with ``max_concurrent=1``
+the resumed driver waits forever for a next trial (``TuneController._update_trial_queue``).
+
+``GridVariantGenerator`` is that generator with one change: once restored, it counts as running only the
+trials the restored experiment holds as unfinished. Tune tells a search algorithm nothing about the trials
+its controller restores, but ``TuneController.resume`` restores the search algorithm from the staging folder
+into which it has just downloaded the sweep's state files, so the generator reads, with Tune's own loader, the
+same newest experiment state the controller resumes from. The launcher passes it as the grid's
+``TuneConfig(search_alg=...)``; ``Tuner.restore`` brings it back from the Tuner's saved state (``tuner.pkl``),
+so a resumed sweep restores it this way too.
+"""
+
+from __future__ import annotations
+
+from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+from ray.tune.experiment import Trial
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+
+class GridVariantGenerator(BasicVariantGenerator):
+    """Tune's grid generator (same trials, ids, configs and ``max_concurrent`` limit) whose restored count of
+    running trials agrees with the restored experiment."""
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        """Restore the generator from its newest state file in ``dirpath`` (Tune's), then stop counting as
+        running every trial that the newest experiment state in ``dirpath`` does not hold as unfinished."""
+        super().restore_from_dir(dirpath)
+        unfinished = {trial.trial_id for trial in saved_trials(dirpath) if not trial.is_finished()}
+        self._live_trials &= unfinished
+
+
+def saved_trials(dirpath: str) -> list[Trial]:
+    """The trials of the newest experiment state file in the local folder ``dirpath``, loaded as
+    ``TuneController.resume`` loads them (``RuntimeError`` when the folder holds none)."""
+    path = _find_newest_experiment_checkpoint(dirpath)
+    if path is None:
+        raise RuntimeError(f"no Tune experiment state in {dirpath}")
+    with open(path) as file:
+        state = _loads_with_cloudpickle(file.read())
+    return [Trial.from_json_state(trial_state, stub=True) for trial_state, _ in state["trial_data"]]
