@@ -3,6 +3,8 @@ snapshot leaves them: the generator's own state counts as running a trial the ex
 finished (README, Reliability). No Ray cluster: the trials and both files are made with Tune's own classes."""
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,47 @@ def test_restoring_without_an_experiment_state_says_so(tmp_path):
     (folder / TuneController.CKPT_FILE_TMPL.format(SESSION)).unlink()
     with pytest.raises(RuntimeError, match="no Tune experiment state"):
         GridVariantGenerator(max_concurrent=2).restore_from_dir(str(folder))
+
+
+class InterruptAfterTheFirstPoint(tune.Callback):
+    """Stops the run when the grid's first point completes, as SIGUSR1 stops Tune: it saves the experiment's
+    state (generator state included) one last time and returns."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.config["x"] == 0:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+@pytest.mark.slow
+def test_a_restored_tuner_brings_the_generator_back_and_runs_the_grid_past_a_ghost(tmp_path):
+    import ray
+    import ray.cloudpickle
+
+    def point(config):
+        tune.report({"x": config["x"]})
+
+    def tune_config(generator):
+        # time_budget_s: a generator that held the ghost would make the resumed run wait (10 minutes per wait
+        # in Tune), then stop with trials left, instead of hanging the test
+        return tune.TuneConfig(search_alg=generator, num_samples=1, time_budget_s=300)
+
+    exp_dir = tmp_path / "grid"
+    ray.init(num_cpus=1, object_store_memory=80 * 1024 ** 2, include_dashboard=False)
+    try:
+        tune.Tuner(point, param_space={"x": tune.grid_search([0, 1, 2])},
+                   tune_config=tune_config(GridVariantGenerator(max_concurrent=1)),
+                   run_config=tune.RunConfig(storage_path=str(tmp_path), name="grid", verbose=0,
+                                             callbacks=[InterruptAfterTheFirstPoint()])).fit()
+        first = {trial.config["x"]: trial for trial in tune.ExperimentAnalysis(str(exp_dir)).trials}[0]
+        assert first.status == Trial.TERMINATED
+        # the ghost: the generator's saved state counts the finished first point as running
+        state_file = max(exp_dir.glob(GridVariantGenerator.CKPT_FILE_TMPL.format("*")))
+        state = ray.cloudpickle.loads(state_file.read_bytes())
+        state["_live_trials"].add(first.trial_id)
+        state_file.write_bytes(ray.cloudpickle.dumps(state))
+
+        results = tune.Tuner.restore(str(exp_dir), trainable=point).fit()
+    finally:
+        ray.shutdown()
+    assert sorted(result.config["x"] for result in results) == [0, 1, 2]
+    assert results.num_terminated == 3 and results.num_errors == 0
