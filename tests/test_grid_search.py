@@ -1,6 +1,7 @@
 """The grid's generator restored from state files that disagree, as a driver killed during Tune's upload of its
 snapshot leaves them: the generator's own state counts as running a trial the experiment state records as
-finished (README, Reliability). No Ray cluster: the trials and both files are made with Tune's own classes."""
+finished, or has not yet handed out a trial the experiment state holds (README, Reliability). No Ray cluster
+in the fast tests: the trials and both files are made with Tune's own classes."""
 
 import json
 import os
@@ -38,20 +39,42 @@ def save_experiment_state(folder: Path, trials) -> None:
     path.write_text(json.dumps(state, cls=TuneFunctionEncoder))
 
 
+def handed_out(generator) -> Trial:
+    """The generator's next trial, taken as ``TuneController.add_trial`` takes it."""
+    trial = generator.next_trial()
+    trial.create_placement_group_factory()
+    return trial
+
+
 def ghost_state(tmp_path: Path) -> tuple[Path, list]:
     """A state folder whose generator state (an older snapshot) counts trials 0 and 1 as running, and whose
     experiment state (the newer one) records trial 0 as TERMINATED and trial 1 as still running."""
     folder = tmp_path / "state"
     folder.mkdir()
     generator = grid(BasicVariantGenerator, tmp_path / "storage", max_concurrent=2)
-    trials = [generator.next_trial(), generator.next_trial()]
-    for trial in trials:  # as TuneController.add_trial takes them
-        trial.create_placement_group_factory()
+    trials = [handed_out(generator), handed_out(generator)]
     generator.save_to_dir(str(folder), SESSION)
     trials[0].set_status(Trial.TERMINATED)
     trials[1].set_status(Trial.RUNNING)
     save_experiment_state(folder, trials)
     return folder, [trial.trial_id for trial in trials]
+
+
+def handed_out_again_state(tmp_path: Path, max_concurrent: int = 1) -> tuple[Path, list]:
+    """A state folder whose generator state (an older snapshot) counts trial 0 as running and has not handed
+    out trial 1 yet, and whose experiment state (the newer one) records trial 0 as TERMINATED and trial 1,
+    handed out after trial 0 ended, as running."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    generator = grid(BasicVariantGenerator, tmp_path / "storage", max_concurrent=max_concurrent)
+    first = handed_out(generator)
+    generator.save_to_dir(str(folder), SESSION)
+    generator.on_trial_complete(first.trial_id)
+    second = handed_out(generator)
+    first.set_status(Trial.TERMINATED)
+    second.set_status(Trial.RUNNING)
+    save_experiment_state(folder, [first, second])
+    return folder, [first.trial_id, second.trial_id]
 
 
 def test_the_restored_generator_drops_a_finished_trial_and_keeps_the_running_one(tmp_path):
@@ -73,6 +96,40 @@ def test_tunes_own_generator_restores_the_finished_trial_as_running(tmp_path):
     generator.restore_from_dir(str(folder))
     assert generator._live_trials == set(trial_ids)
     assert generator.next_trial() is None  # both slots held: with trial 1 done, one stays held for good
+
+
+def test_the_restored_generator_hands_out_no_trial_the_experiment_holds(tmp_path):
+    folder, (finished, running) = handed_out_again_state(tmp_path)
+    generator = GridVariantGenerator(max_concurrent=1)
+    generator.restore_from_dir(str(folder))
+    assert generator._live_trials == {running}
+    assert generator.next_trial() is None  # the restored trial 1 holds the only slot
+    generator.on_trial_complete(running)
+    third = generator.next_trial()
+    assert third.config["x"] == 2 and third.trial_id not in (finished, running)  # not trial 1 a second time
+    generator.on_trial_complete(third.trial_id)
+    assert generator.next_trial().config["x"] == 3
+    generator.on_trial_complete(generator._live_trials.pop())
+    assert generator.next_trial() is None and generator.is_finished()
+
+
+def test_a_restored_generator_with_room_passes_over_a_held_trial_that_still_runs(tmp_path):
+    folder, (_, running) = handed_out_again_state(tmp_path, max_concurrent=2)
+    generator = GridVariantGenerator(max_concurrent=2)
+    generator.restore_from_dir(str(folder))
+    assert generator.next_trial().config["x"] == 2  # trial 1 handed out again is passed over
+    assert running in generator._live_trials and len(generator._live_trials) == 2  # still counted
+    assert generator.next_trial() is None
+
+
+def test_tunes_own_generator_hands_out_a_held_trial_again(tmp_path):
+    # the same Ray limit, its other effect: trial 1 twice once the ghost's slot is free
+    folder, (finished, running) = handed_out_again_state(tmp_path)
+    generator = BasicVariantGenerator(max_concurrent=1)
+    generator.restore_from_dir(str(folder))
+    assert generator._live_trials == {finished} and generator.next_trial() is None
+    generator.on_trial_complete(finished)
+    assert generator.next_trial().trial_id == running
 
 
 def test_restoring_without_an_experiment_state_says_so(tmp_path):
