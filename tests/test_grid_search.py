@@ -9,6 +9,8 @@ import signal
 from pathlib import Path
 
 import pytest
+import ray
+import ray.cloudpickle
 from ray import tune
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment import Experiment, Trial
@@ -108,8 +110,9 @@ def test_the_restored_generator_hands_out_no_trial_the_experiment_holds(tmp_path
     third = generator.next_trial()
     assert third.config["x"] == 2 and third.trial_id not in (finished, running)  # not trial 1 a second time
     generator.on_trial_complete(third.trial_id)
-    assert generator.next_trial().config["x"] == 3
-    generator.on_trial_complete(generator._live_trials.pop())
+    fourth = generator.next_trial()
+    assert fourth.config["x"] == 3
+    generator.on_trial_complete(fourth.trial_id)
     assert generator.next_trial() is None and generator.is_finished()
 
 
@@ -150,22 +153,17 @@ class InterruptAfterTheFirstPoint(tune.Callback):
 
 @pytest.mark.slow
 def test_a_restored_tuner_brings_the_generator_back_and_runs_the_grid_past_a_ghost(tmp_path):
-    import ray
-    import ray.cloudpickle
-
     def point(config):
         tune.report({"x": config["x"]})
-
-    def tune_config(generator):
-        # time_budget_s: a generator that held the ghost would make the resumed run wait (10 minutes per wait
-        # in Tune), then stop with trials left, instead of hanging the test
-        return tune.TuneConfig(search_alg=generator, num_samples=1, time_budget_s=300)
 
     exp_dir = tmp_path / "grid"
     ray.init(num_cpus=1, object_store_memory=80 * 1024 ** 2, include_dashboard=False)
     try:
+        # time_budget_s: a generator that held the ghost would make the resumed run wait (10 minutes per wait
+        # in Tune), then stop with trials left, instead of hanging the test
         tune.Tuner(point, param_space={"x": tune.grid_search([0, 1, 2])},
-                   tune_config=tune_config(GridVariantGenerator(max_concurrent=1)),
+                   tune_config=tune.TuneConfig(search_alg=GridVariantGenerator(max_concurrent=1), num_samples=1,
+                                               time_budget_s=300),
                    run_config=tune.RunConfig(storage_path=str(tmp_path), name="grid", verbose=0,
                                              callbacks=[InterruptAfterTheFirstPoint()])).fit()
         first = {trial.config["x"]: trial for trial in tune.ExperimentAnalysis(str(exp_dir)).trials}[0]
@@ -181,3 +179,6 @@ def test_a_restored_tuner_brings_the_generator_back_and_runs_the_grid_past_a_gho
         ray.shutdown()
     assert sorted(result.config["x"] for result in results) == [0, 1, 2]
     assert results.num_terminated == 3 and results.num_errors == 0
+    # the resumed run's generator state: saved by a GridVariantGenerator that Tuner.restore brought back
+    resumed = ray.cloudpickle.loads(max(exp_dir.glob(GridVariantGenerator.CKPT_FILE_TMPL.format("*"))).read_bytes())
+    assert first.trial_id in resumed["_restored_trials"]
