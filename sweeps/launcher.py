@@ -7,7 +7,9 @@
 Ray's trial table as progress.
 Results go to ``<storage>/<name>/`` with the spec saved as ``groupsweep_spec.yaml``; running a sweep
 whose directory already holds a Tune experiment resumes it (``Tuner.restore``): finished trials are
-kept, unfinished and errored ones continue from their last checkpoints. A spec that adds trials to a
+kept, unfinished and errored ones continue from their last checkpoints. A grid's trials come from
+``sweeps.grid_search.GridVariantGenerator``: Tune's variant generator, which holds the sweep's
+``max_concurrent``, restored in agreement with the experiment state. A spec that adds trials to a
 grid sweep (more seeds, methods, ratios, models, datasets) extends it: once the resumed trials have
 ended, the added ones run as a new Tune experiment in the same folder and the saved spec becomes the
 union (``run_trials``); a spec that changes or drops a trial the sweep holds is refused
@@ -62,6 +64,7 @@ from ray._private import ray_constants
 from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, PlacementGroupFactory, RunConfig, TuneConfig
 
 from analysis.results import ended_trials
+from sweeps.grid_search import GridVariantGenerator
 from sweeps.ray_guard import start_guard
 from sweeps.search import search_plan
 from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
@@ -510,6 +513,8 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         if spec.search is not None:  # the searcher (every cell's state) comes back with the experiment
             return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True,
                                       storage_filesystem=filesystem)
+        # The grid's generator (GridVariantGenerator) comes back from the Tuner's saved state and restores
+        # itself from the experiment's (sweeps.grid_search).
         # The grid's sample_from functions are saved as placeholders: trials not created before the
         # interruption get their configs only if a param_space is given back; the spec's (every trial of
         # the sweep) resolves each of them by its trial name, whichever trials the experiment ran.
@@ -525,13 +530,14 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
     if spec.search is not None:
         search = search_plan(list(spec.cells), spec.search, exp_dir)
         space, samples = {}, {"search_alg": search.searcher, "scheduler": search.scheduler,
-                              "num_samples": search.total_trials}
-    else:
-        space, samples = param_space(spec), {"num_samples": 1}
+                              "num_samples": search.total_trials, "max_concurrent_trials": max_concurrent}
+    else:  # the grid's generator holds the limit itself: Tune ignores max_concurrent_trials beside a search_alg
+        space, samples = param_space(spec), {"search_alg": GridVariantGenerator(max_concurrent=max_concurrent or 0),
+                                             "num_samples": 1}
     return tune.Tuner(
         trainable,
         param_space=space,
-        tune_config=TuneConfig(**samples, reuse_actors=can_reuse_actors(spec), max_concurrent_trials=max_concurrent,
+        tune_config=TuneConfig(**samples, reuse_actors=can_reuse_actors(spec),
                                trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname),
         run_config=RunConfig(
             name=name, storage_path=storage, storage_filesystem=filesystem, verbose=1, progress_reporter=reporter,

@@ -231,10 +231,8 @@ def test_a_sweep_killed_while_it_runs_its_added_trials_resumes_them(tmp_path):
     (kept,) = trial_names(first)
     kept_predictions = prediction_times(exp_dir / kept)
 
-    # no max_concurrent here: Tune's variant generator can snapshot a finished trial as still live, and once
-    # restored that ghost would hold the only concurrency slot forever (README, Reliability: limits)
     grown = tiny_spec(tmp_path / "grown.yaml", methods=["none", "subsetting", "upweighting"], seeds=(1, 2, 3, 4),
-                      epochs=3)
+                      epochs=3, max_concurrent=1)
     names = trial_names(grown)
     added = [name for name in names if name != kept]
     args = ("run", str(grown), "--storage", str(storage), "--name", "grown", "--no-after")
