@@ -10,10 +10,9 @@ spent writing them (``TuneController.save_to_dir``, timed by wrapping it in this
 per-trial figures at each count and their growth from the smallest count to each larger one, for the
 driver CPU in all and for the driver CPU outside the snapshots. Target (issue #19): driver CPU seconds
 per trial at 1,000 trials within 1.3x of that at 100. ``--profile`` prints the driver's 25 most
-expensive functions (cumulative) in the largest sweep, to find what grows. ``--paced-snapshots`` is an
-experiment, not an engine mode: it stops Tune forcing a snapshot after trial checkpoints (in this process,
-by replacing ``_ExperimentCheckpointManager.on_trial_checkpoint``), which leaves Tune's time-paced
-snapshots, to show what the driver would cost with them.
+expensive functions (cumulative) in the largest sweep, to find what grows. Tune paces its snapshots
+(``TUNE_GLOBAL_CHECKPOINT_S``, ``auto`` by default) since groupsweep keeps checkpoints itself
+(``sweeps.retention``).
 
 Usage from the repository root: ``python benchmarks/driver_scale.py`` (30 and 100 trials, a few
 minutes); the issue's measurement: ``python benchmarks/driver_scale.py --counts 100 300 1000`` (about
@@ -100,15 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="sweep sizes (the issue's measurement: 100 300 1000)")
     parser.add_argument("--cores", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("--profile", action="store_true", help="profile the driver in the largest sweep")
-    parser.add_argument("--paced-snapshots", action="store_true",
-                        help="experiment, not an engine mode: stop Tune forcing a snapshot after trial checkpoints "
-                             "(in this process only), leaving its time-paced ones, to see what that would cost")
     args = parser.parse_args(argv)
-    if args.paced_snapshots:
-        from ray.tune.execution.experiment_state import _ExperimentCheckpointManager  # deferred: Ray on use
-
-        _ExperimentCheckpointManager.on_trial_checkpoint = lambda self, trial: None
-        print("experiment: Tune's forced snapshots after trial checkpoints are off (time-paced ones remain)")
     counts = sorted(args.counts)
     print(f"machine: {machine()}")
     print(f"Ray with {args.cores} CPUs (start-up {start_local_ray(args.cores):.1f} s, excluded)", flush=True)

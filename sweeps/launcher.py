@@ -19,9 +19,12 @@ Trials on the same dataset share it: the driver loads each distinct (dataset, op
 and puts it into Ray's object store (``share_datasets``), and each trial reads it from there, its numpy
 arrays mapped from the node's one shared copy instead of generated or decoded again per trial.
 
-Every trial reports with a checkpoint and ``CheckpointConfig(num_to_keep=N)``, which makes Tune
-snapshot the experiment state after every checkpoint: a driver killed at any moment loses no
-finished epoch, and a trial that had finished resumes from its final checkpoint and returns at once.
+Every trial checkpoints (``checkpoint_every``) and keeps its latest ``keep_checkpoints`` checkpoints
+(``sweeps.retention.CheckpointRetention``); Tune snapshots the experiment state at its own pace (``auto``: at
+most ~5% of the driver's time), so the driver's cost per trial stays flat as sweeps grow. A driver killed at
+any moment resumes each trial from the checkpoint its last snapshot names (never deleted before a newer
+snapshot is written), redoing at most the epochs trained since; a trial that had finished by then is not
+run again.
 
 Tune reuses a trial's actor process for the next trial (``reuse_actors``) only when every trial of the
 sweep has the same ``mixed_precision``: a process keeps the Accelerate state of the first trial it ran.
@@ -66,6 +69,7 @@ from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, PlacementGrou
 from analysis.results import ended_trials
 from sweeps.grid_search import GridVariantGenerator
 from sweeps.ray_guard import start_guard
+from sweeps.retention import CheckpointRetention
 from sweeps.search import search_plan
 from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
 from sweeps.sweep_lock import SweepLock
@@ -75,7 +79,7 @@ from trainables.builders import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, path_name
 from trainables.trainable import train_trial, trial_dirname, unit_name
-from trainables.trial_dir import atomic_local_filesystem, delete_retired_checkpoints, join_location, trial_dirs
+from trainables.trial_dir import atomic_local_filesystem, join_location, prune_checkpoints, trial_dirs
 
 SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
@@ -542,8 +546,9 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         run_config=RunConfig(
             name=name, storage_path=storage, storage_filesystem=filesystem, verbose=1, progress_reporter=reporter,
             failure_config=FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
-            callbacks=tracking_callbacks(spec.tracking, name, exp_dir),
+            checkpoint_config=CheckpointConfig(num_to_keep=None),  # retention: CheckpointRetention (sweeps.retention)
+            callbacks=[CheckpointRetention(spec.keep_checkpoints, counts_snapshots=filesystem is None),
+                       *tracking_callbacks(spec.tracking, name, exp_dir)],
         ),
     )
 
@@ -557,11 +562,13 @@ def restored_config_keys(exp_dir: str, filesystem) -> list[str] | None:
     return [key for key in trials[0].config if key != "trial_name"]
 
 
-def fit(tuner):
-    """``tuner.fit()``, with Ray's failures shown as one line each; returns its ``ResultGrid``."""
+def fit(tuner, exp_dir: str, keep_checkpoints: int):
+    """``tuner.fit()``, with Ray's failures shown as one line each, then each trial of ``exp_dir`` left with
+    its newest ``keep_checkpoints`` checkpoints (``prune_checkpoints``: the final experiment snapshot names
+    them); returns its ``ResultGrid``."""
     condense_ray_errors()
     results = tuner.fit()
-    delete_retired_checkpoints()  # the final experiment snapshot names the checkpoints kept
+    prune_checkpoints(exp_dir, keep_checkpoints)
     return results
 
 
@@ -591,8 +598,8 @@ def run_trials(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concu
 
     if not tune.Tuner.can_restore(exp_dir):  # a new sweep, or one stopped before Tune saved its state
         save_spec(exp_dir, spec.source)
-        return fit(tuner(spec, restore=False))
-    results = fit(tuner(spec, restore=True))
+        return fit(tuner(spec, restore=False), exp_dir, spec.keep_checkpoints)
+    results = fit(tuner(spec, restore=True), exp_dir, spec.keep_checkpoints)
     if spec.search is not None:
         return results
     added = added_trials(spec, exp_dir, results)
@@ -604,7 +611,7 @@ def run_trials(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concu
         return results
     print(f"sweep {name}: adding {len(added)} trial(s) to its {len(spec.trials) - len(added)}", flush=True)
     save_spec(exp_dir, spec.source)
-    return fit(tuner(dataclasses.replace(spec, trials=added), restore=False))
+    return fit(tuner(dataclasses.replace(spec, trials=added), restore=False), exp_dir, spec.keep_checkpoints)
 
 
 def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None = None, address: str | None = None,

@@ -37,11 +37,14 @@ def tiny_spec(path: Path, *, methods, seeds=(1, 2), epochs: int = 2, resources=N
 
 
 def cli_env() -> dict:
-    """Environment of a CLI subprocess: this checkout importable, no telemetry, no Ray token auth."""
+    """Environment of a CLI subprocess: this checkout importable, no telemetry, no Ray token auth, and Tune's
+    experiment snapshots paced every second (``TUNE_GLOBAL_CHECKPOINT_S``; by default at least 10 s apart):
+    the trials of a test sweep last seconds, and tests that kill a driver watch the storage folder, which
+    changes at each snapshot."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
     env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1")
+               HF_HUB_OFFLINE="1", TUNE_GLOBAL_CHECKPOINT_S="1")
     env.pop("RAY_ADDRESS", None)
     return env
 

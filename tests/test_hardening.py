@@ -219,32 +219,36 @@ def test_atomic_storage_keeps_the_previous_file_whole_on_a_full_disk(tmp_path):
         assert sorted(os.listdir(disk)) == ["filler", "state.json"]  # no temporary file left
 
 
-def test_a_replaced_checkpoint_is_deleted_once_the_state_naming_its_successor_is_written(tmp_path):
-    from trainables.trial_dir import atomic_local_filesystem, delete_retired_checkpoints
+def test_a_retired_checkpoint_is_deleted_once_a_state_naming_its_successor_is_written(tmp_path):
+    from trainables.trial_dir import atomic_local_filesystem, prune_checkpoints, retire_checkpoint
 
-    delete_retired_checkpoints()
+    prune_checkpoints(tmp_path, 1)  # forget what earlier tests retired
     fs = atomic_local_filesystem()
     trial = tmp_path / "trial"
-    for index in range(3):
+    for index in range(4):
         (trial / f"checkpoint_{index:06d}").mkdir(parents=True)
 
     def snapshot() -> None:  # Ray Tune writing its experiment state
         with fs.open_output_stream(str(tmp_path / "experiment_state-2026-01-01_00-00-00.json")) as stream:
             stream.write(b"{}")
 
-    fs.delete_dir(str(trial / "checkpoint_000000"))  # Tune registered checkpoint 1 and retires checkpoint 0
+    retire_checkpoint(fs, str(trial / "checkpoint_000000"))  # checkpoint 1 was saved: checkpoint 0 retires
     assert (trial / "checkpoint_000000").exists()
     snapshot()  # may have been saved before checkpoint 1 was registered: checkpoint 0 stays
-    assert (trial / "checkpoint_000000").exists()
-    snapshot()  # saved after: checkpoint 0 is unreferenced now
-    assert not (trial / "checkpoint_000000").exists()
-    fs.delete_dir(str(trial / "checkpoint_000001"))
-    fs.delete_dir(str(trial / "checkpoint_000002"))  # at most one retired folder per trial waits
-    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000002"]
-    delete_retired_checkpoints()  # the sweep ended
-    assert not any(trial.iterdir())
+    retire_checkpoint(fs, str(trial / "checkpoint_000001"))  # several retire between two paced snapshots
+    retire_checkpoint(fs, str(trial / "checkpoint_000002"))
+    assert sorted(p.name for p in trial.iterdir()) == [f"checkpoint_00000{i}" for i in range(4)]
+    snapshot()  # saved after checkpoint 1: checkpoint 0 is unreferenced now, 1 and 2 may still be named
+    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000001", "checkpoint_000002", "checkpoint_000003"]
+    snapshot()
+    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000003"]
+    (trial / "checkpoint_000004").mkdir()
+    retire_checkpoint(fs, str(trial / "checkpoint_000003"))
+    (trial / "checkpoint_000001").mkdir()  # retired by a driver killed before deleting it
+    prune_checkpoints(tmp_path, 1)  # the sweep ended: each trial keeps its newest
+    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000004"]
     (tmp_path / "other").mkdir()
-    fs.delete_dir(str(tmp_path / "other"))  # any other folder goes at once
+    fs.delete_dir(str(tmp_path / "other"))  # a folder deleted through the filesystem goes at once
     assert not (tmp_path / "other").exists()
 
 

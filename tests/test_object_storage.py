@@ -59,6 +59,8 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
     for name in NAMES:
         history = results.frame.loc[results.frame["trial_name"] == name, "epoch"].tolist()
         assert history == [1, 2, 3], (name, history)
+        # retention on a bucket: the last checkpoint kept, the earlier ones deleted (by the end of the sweep)
+        assert TrialDir(join_location(exp_uri, name)).state_files() == ["checkpoint_000002/state.pt"], name
         assert results.labels(results.trials.set_index("trial_name").loc[name, "trial_id"])["n_classes"] == 2
 
     status = run_cli("status", "s3", "--storage", storage)

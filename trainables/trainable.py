@@ -102,14 +102,13 @@ def load_state(checkpoint, fallback: TrialDir | None = None) -> dict | None:
             log.warning("%s; resuming from %s", damaged,
                         f"{found[0]} (epoch {found[1]['epoch']})" if found else "the start (no readable checkpoint)")
             return found[1] if found else None
-    with checkpoint.as_directory() as directory:
-        path = os.path.join(directory, STATE_FILE)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # noqa: BLE001 - missing, truncated or not a torch file
-            reason = " ".join(str(error).split())[:200]
-            raise GroupsweepError(f"checkpoint {checkpoint.path} is unreadable: {STATE_FILE} "
-                                  f"({type(error).__name__}: {reason})") from None
+    try:
+        with checkpoint.as_directory() as directory:  # a URI's checkpoint is downloaded
+            state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - missing (folder or file), truncated or not a torch file
+        reason = " ".join(str(error).split())[:200]
+        raise GroupsweepError(f"checkpoint {checkpoint.path} is unreadable: {STATE_FILE} "
+                              f"({type(error).__name__}: {reason})") from None
     if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
         raise GroupsweepError(f"checkpoint {checkpoint.path} holds no groupsweep training state "
                               f"({STATE_FILE} is a {type(state).__name__} without an integer 'epoch')")

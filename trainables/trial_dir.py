@@ -32,8 +32,9 @@ Paths may be local paths or ``pyarrow.fs`` URIs (``s3://bucket/prefix``, ``file:
 goes through ``pyarrow.fs``. Writes of groupsweep's own files are atomic (a temporary file, then a rename).
 Ray Tune writes a sweep on local storage through ``atomic_local_filesystem()``, so its files
 (experiment state, results, checkpoints) are replaced atomically too: a write that fails (a full disk)
-leaves the previous version of the file, never a truncated one; and a checkpoint Tune replaces is deleted
-only once its experiment state names the new one.
+leaves the previous version of the file, never a truncated one. A checkpoint folder that is no longer
+among its trial's kept ones is deleted only once an experiment snapshot naming a newer one has been
+written (``retire_checkpoint``).
 """
 
 from __future__ import annotations
@@ -247,27 +248,61 @@ def subdirectory_names(path_or_uri) -> list[str]:
 
 # Ray Tune's experiment snapshot (``experiment_state-<time>.json``), which names each trial's latest checkpoint.
 EXPERIMENT_STATE_PREFIX = "experiment_state-"
-# The checkpoint folder Ray Tune last deleted in each trial folder (keeping its last ``num_to_keep``), and how
-# many experiment snapshots this process had written then: it is deleted once two more have been written
-# whole, the second of which was saved after Tune registered the newer checkpoint (``AtomicLocalHandler``).
-_retired: dict[str, tuple[str, int]] = {}
+# Checkpoint folders retired in this process (no longer among their trial's kept ones), each with its
+# filesystem and the number of experiment snapshots written when it was retired (``retire_checkpoint``).
+_retired: list[tuple[pyarrow.fs.FileSystem, str, int]] = []
 _snapshots_written = [0]
 _retired_lock = threading.Lock()
 
 
-def _delete_folders(paths) -> None:
-    for path in paths:
+def checkpoint_index(name: str) -> int | None:
+    """The index of a Tune checkpoint folder named ``checkpoint_NNNNNN`` (None for any other name)."""
+    digits = name[len(CHECKPOINT_PREFIX):]
+    return int(digits) if name.startswith(CHECKPOINT_PREFIX) and digits.isdigit() else None
+
+
+def checkpoint_name(index: int) -> str:
+    """The name of Tune's checkpoint folder of ``index`` (``checkpoint_NNNNNN``)."""
+    return f"{CHECKPOINT_PREFIX}{index:06d}"
+
+
+def _delete_folders(folders) -> None:
+    for filesystem, path in folders:
         with contextlib.suppress(OSError):
-            pyarrow.fs.LocalFileSystem().delete_dir(path)
+            filesystem.delete_dir(path)
 
 
-def delete_retired_checkpoints() -> None:
-    """Delete every checkpoint folder Ray Tune retired in this process; call it once Tune's final experiment
-    snapshot has been written (after ``Tuner.fit`` returns)."""
+def retire_checkpoint(filesystem: pyarrow.fs.FileSystem, path: str) -> None:
+    """Delete the checkpoint folder ``path`` (on ``filesystem``) once it can no longer be the one a sweep
+    resumes from: after two more experiment snapshots have been written (``count_snapshot``), the second of
+    which was saved after the folder was retired, so it names a newer checkpoint; or when the sweep ends
+    (``prune_checkpoints``)."""
     with _retired_lock:
-        due = [path for path, _ in _retired.values()]
-        _retired.clear()
+        _retired.append((filesystem, path, _snapshots_written[0]))
+
+
+def count_snapshot() -> None:
+    """Count an experiment snapshot written whole; delete the retired checkpoint folders it makes
+    unreferenced (``retire_checkpoint``)."""
+    with _retired_lock:
+        _snapshots_written[0] += 1
+        due = [(fs, path) for fs, path, at in _retired if _snapshots_written[0] >= at + 2]
+        _retired[:] = [entry for entry in _retired if _snapshots_written[0] < entry[2] + 2]
     _delete_folders(due)
+
+
+def prune_checkpoints(run_dir, keep: int) -> None:
+    """Delete every checkpoint folder of the trial directories of the sweep directory ``run_dir`` (a local
+    path or a ``pyarrow.fs`` URI) but each trial's newest ``keep`` (by index; Tune's ``checkpoint_NNNNNN``),
+    the retired ones not yet deleted included (a driver killed before deleting them leaves them behind).
+    Call it once Tune's final experiment snapshot has been written (after ``Tuner.fit`` returns)."""
+    with _retired_lock:
+        _retired.clear()
+    for trial in subdirectory_names(run_dir):
+        location = join_location(run_dir, trial)
+        indexes = sorted(index for index in map(checkpoint_index, subdirectory_names(location)) if index is not None)
+        fs, root = _filesystem(location)
+        _delete_folders((fs, f"{root.rstrip('/')}/{checkpoint_name(index)}") for index in indexes[:-keep])
 
 
 class _AtomicOutput:
@@ -330,13 +365,10 @@ class _AtomicOutput:
 
 class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
     """The local filesystem (``pyarrow.fs.LocalFileSystem``), except that every file written through
-    ``open_output_stream`` is replaced atomically (``_AtomicOutput``), and that a checkpoint folder Ray Tune
-    deletes stays until two more experiment snapshots have been written (the second was saved after Tune
-    registered the newer checkpoint) or the sweep ends (``delete_retired_checkpoints``): Tune deletes a
-    trial's previous checkpoint as soon as it registers a new one, and a driver killed before a snapshot
-    naming the new one reached the storage would otherwise resume that trial from a checkpoint that no
-    longer exists. At most one such folder per trial waits.
-    Picklable, so Ray can hand it to the trial processes with the rest of the sweep's storage settings."""
+    ``open_output_stream`` is replaced atomically (``_AtomicOutput``), and that each experiment snapshot Ray
+    Tune writes whole is counted (``count_snapshot``: retired checkpoints are deleted only once a snapshot
+    naming a newer one is in the storage). Picklable, so Ray can hand it to the trial processes with the rest
+    of the sweep's storage settings."""
 
     def __init__(self):
         self.local = pyarrow.fs.LocalFileSystem()
@@ -366,22 +398,7 @@ class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
         self.local.create_dir(path, recursive=recursive)
 
     def delete_dir(self, path):
-        path = path.rstrip("/")
-        if os.path.basename(path).startswith(CHECKPOINT_PREFIX):
-            with _retired_lock:
-                older = _retired.get(os.path.dirname(path))
-                _retired[os.path.dirname(path)] = (path, _snapshots_written[0])
-            _delete_folders([older[0]] if older else [])  # at most one retired folder per trial waits
-            return
         self.local.delete_dir(path)
-
-    def _snapshot_written(self) -> None:
-        """Count an experiment snapshot written whole; delete the checkpoint folders it makes unreferenced."""
-        with _retired_lock:
-            _snapshots_written[0] += 1
-            due = [folder for folder, (_, at) in _retired.items() if _snapshots_written[0] >= at + 2]
-            paths = [_retired.pop(folder)[0] for folder in due]
-        _delete_folders(paths)
 
     def delete_dir_contents(self, path, missing_dir_ok=False):
         self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
@@ -408,7 +425,7 @@ class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
 
     def open_output_stream(self, path, metadata):
         snapshot = os.path.basename(path).startswith(EXPERIMENT_STATE_PREFIX)
-        return pyarrow.PythonFile(_AtomicOutput(path, self._snapshot_written if snapshot else None), mode="w")
+        return pyarrow.PythonFile(_AtomicOutput(path, count_snapshot if snapshot else None), mode="w")
 
     def open_append_stream(self, path, metadata):
         return self.local.open_append_stream(path, metadata=metadata)

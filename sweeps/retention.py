@@ -1,0 +1,62 @@
+"""Checkpoint retention of a sweep: each trial keeps its latest ``keep_checkpoints`` checkpoints.
+
+Ray Tune can delete a trial's older checkpoints itself (``CheckpointConfig(num_to_keep=N)``), but then it
+also forces an experiment snapshot whenever a trial has saved N checkpoints since the last one, and each
+snapshot costs in proportion to every trial of the sweep (it encodes every trial's metadata and copies the
+driver's staging folder): with one checkpoint per epoch, a sweep's driver cost grew with the square of its
+trials (README, "Driver scale"). So the sweep runs with ``num_to_keep=None`` (time-paced snapshots, Tune's
+``auto`` period: at most about 5% of the driver's time, at least 10 s apart) and this Tune callback retires
+the checkpoints that fall out of a trial's last ``keep``. A retired folder is deleted only once two more
+experiment snapshots have been written (``trainables.trial_dir.retire_checkpoint``), so the snapshot in the
+storage always names a checkpoint that exists: a killed driver resumes each trial from the checkpoint its
+last snapshot names, redoing at most the epochs trained since (results identical on the CPU).
+
+On local storage the atomic filesystem counts the snapshots written whole (``AtomicLocalHandler``); on a
+URI, this callback counts those Tune saves (``get_state`` runs once per snapshot), and Tune uploads them in
+the background.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import pyarrow.fs
+from ray.tune import Callback
+
+from trainables.trial_dir import checkpoint_index, checkpoint_name, count_snapshot, retire_checkpoint
+
+
+class CheckpointRetention(Callback):
+    """Retire every checkpoint of a trial but its latest ``keep`` (``trainables.trial_dir.retire_checkpoint``).
+
+    ``counts_snapshots``: count Tune's experiment snapshots here (storage on a URI; on local storage the
+    atomic filesystem counts them as they are written whole)."""
+
+    def __init__(self, keep: int, counts_snapshots: bool):
+        self.keep = keep
+        self.counts_snapshots = counts_snapshots
+        self._seen: set[str] = set()
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        """Retire the checkpoint that falls out of ``trial``'s last ``keep`` now that ``checkpoint`` was saved;
+        at a trial's first checkpoint in this driver, every older one (a resumed trial's) too."""
+        parent, name = posixpath.split(checkpoint.path.rstrip("/"))
+        newest = checkpoint_index(name)
+        if newest is None:
+            return
+        if trial.trial_id in self._seen:
+            older = [newest - self.keep] if newest - self.keep >= 0 else []
+        else:
+            self._seen.add(trial.trial_id)
+            entries = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
+            indexes = (checkpoint_index(entry.base_name) for entry in entries
+                       if entry.type == pyarrow.fs.FileType.Directory)
+            older = sorted(index for index in indexes if index is not None and index <= newest - self.keep)
+        for index in older:
+            retire_checkpoint(checkpoint.filesystem, f"{parent}/{checkpoint_name(index)}")
+
+    def get_state(self) -> None:
+        """Called by Tune once per experiment snapshot: counts it when ``counts_snapshots``; no state to save."""
+        if self.counts_snapshots:
+            count_snapshot()
+        return None
