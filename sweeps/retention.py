@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import posixpath
 
-import pyarrow.fs
 from ray.tune import Callback
 
-from trainables.trial_dir import checkpoint_index, checkpoint_name, count_snapshot, retire_checkpoint
+from trainables.trial_dir import checkpoint_index, checkpoint_indexes, checkpoint_name, count_snapshot, retire_checkpoint
 
 
 class CheckpointRetention(Callback):
@@ -48,10 +47,7 @@ class CheckpointRetention(Callback):
             older = [newest - self.keep] if newest - self.keep >= 0 else []
         else:
             self._seen.add(trial.trial_id)
-            entries = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
-            indexes = (checkpoint_index(entry.base_name) for entry in entries
-                       if entry.type == pyarrow.fs.FileType.Directory)
-            older = sorted(index for index in indexes if index is not None and index <= newest - self.keep)
+            older = [index for index in checkpoint_indexes(checkpoint.filesystem, parent) if index <= newest - self.keep]
         for index in older:
             retire_checkpoint(checkpoint.filesystem, f"{parent}/{checkpoint_name(index)}")
 

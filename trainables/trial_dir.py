@@ -261,6 +261,13 @@ def checkpoint_index(name: str) -> int | None:
     return int(digits) if name.startswith(CHECKPOINT_PREFIX) and digits.isdigit() else None
 
 
+def checkpoint_indexes(filesystem: pyarrow.fs.FileSystem, folder: str) -> list[int]:
+    """The indexes of the Tune checkpoint folders in ``folder`` (a path on ``filesystem``), sorted."""
+    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(folder.rstrip("/"), allow_not_found=True))
+    found = (checkpoint_index(entry.base_name) for entry in entries if entry.type == pyarrow.fs.FileType.Directory)
+    return sorted(index for index in found if index is not None)
+
+
 def checkpoint_name(index: int) -> str:
     """The name of Tune's checkpoint folder of ``index`` (``checkpoint_NNNNNN``)."""
     return f"{CHECKPOINT_PREFIX}{index:06d}"
@@ -299,10 +306,9 @@ def prune_checkpoints(run_dir, keep: int) -> None:
     with _retired_lock:
         _retired.clear()
     for trial in subdirectory_names(run_dir):
-        location = join_location(run_dir, trial)
-        indexes = sorted(index for index in map(checkpoint_index, subdirectory_names(location)) if index is not None)
-        fs, root = _filesystem(location)
-        _delete_folders((fs, f"{root.rstrip('/')}/{checkpoint_name(index)}") for index in indexes[:-keep])
+        fs, root = _filesystem(join_location(run_dir, trial))
+        root = root.rstrip("/")
+        _delete_folders((fs, f"{root}/{checkpoint_name(index)}") for index in checkpoint_indexes(fs, root)[:-keep])
 
 
 class _AtomicOutput:
