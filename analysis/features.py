@@ -7,7 +7,7 @@ seed of the method a validation criterion selects (``criterion_trials``), or by 
 A trial is read only through its trial directory (``trainables.trial_dir.TrialDir``, a local path or a
 ``pyarrow.fs`` URI): its config (``TrialDir.params``) and its kept checkpoints (``TrialDir.state_files``
 and ``load_state``), each the ``finetune`` state after one epoch. Ray numbers checkpoint folders by
-report, not by epoch, and keeps only the last ``num_to_keep`` of them (the sweep keeps one: the final
+report, not by epoch, and a sweep keeps only the last ``keep_checkpoints`` of them (default one: the final
 epoch), so only the epochs whose checkpoints are still there can be analysed; ``checkpoint_epochs``
 lists them.
 
