@@ -562,13 +562,14 @@ def restored_config_keys(exp_dir: str, filesystem) -> list[str] | None:
     return [key for key in trials[0].config if key != "trial_name"]
 
 
-def fit(tuner, exp_dir: str, keep_checkpoints: int):
-    """``tuner.fit()``, with Ray's failures shown as one line each, then each trial of ``exp_dir`` left with
-    its newest ``keep_checkpoints`` checkpoints (``prune_checkpoints``: the final experiment snapshot names
-    them); returns its ``ResultGrid``."""
+def fit(tuner, keep_checkpoints: int):
+    """``tuner.fit()``, with Ray's failures shown as one line each, then each trial left with its newest
+    ``keep_checkpoints`` checkpoints up to the latest one Tune holds (``prune_checkpoints``); returns its
+    ``ResultGrid``."""
     condense_ray_errors()
     results = tuner.fit()
-    prune_checkpoints(exp_dir, keep_checkpoints)
+    prune_checkpoints([(result.checkpoint.filesystem, result.checkpoint.path) for result in results
+                       if result.checkpoint is not None], keep_checkpoints)
     return results
 
 
@@ -598,8 +599,8 @@ def run_trials(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concu
 
     if not tune.Tuner.can_restore(exp_dir):  # a new sweep, or one stopped before Tune saved its state
         save_spec(exp_dir, spec.source)
-        return fit(tuner(spec, restore=False), exp_dir, spec.keep_checkpoints)
-    results = fit(tuner(spec, restore=True), exp_dir, spec.keep_checkpoints)
+        return fit(tuner(spec, restore=False), spec.keep_checkpoints)
+    results = fit(tuner(spec, restore=True), spec.keep_checkpoints)
     if spec.search is not None:
         return results
     added = added_trials(spec, exp_dir, results)
@@ -611,7 +612,7 @@ def run_trials(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concu
         return results
     print(f"sweep {name}: adding {len(added)} trial(s) to its {len(spec.trials) - len(added)}", flush=True)
     save_spec(exp_dir, spec.source)
-    return fit(tuner(dataclasses.replace(spec, trials=added), restore=False), exp_dir, spec.keep_checkpoints)
+    return fit(tuner(dataclasses.replace(spec, trials=added), restore=False), spec.keep_checkpoints)
 
 
 def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None = None, address: str | None = None,

@@ -222,7 +222,7 @@ def test_atomic_storage_keeps_the_previous_file_whole_on_a_full_disk(tmp_path):
 def test_a_retired_checkpoint_is_deleted_once_a_state_naming_its_successor_is_written(tmp_path):
     from trainables.trial_dir import atomic_local_filesystem, prune_checkpoints, retire_checkpoint
 
-    prune_checkpoints(tmp_path, 1)  # forget what earlier tests retired
+    prune_checkpoints([], 1)  # forget what earlier tests retired
     fs = atomic_local_filesystem()
     trial = tmp_path / "trial"
     for index in range(4):
@@ -245,8 +245,9 @@ def test_a_retired_checkpoint_is_deleted_once_a_state_naming_its_successor_is_wr
     (trial / "checkpoint_000004").mkdir()
     retire_checkpoint(fs, str(trial / "checkpoint_000003"))
     (trial / "checkpoint_000001").mkdir()  # retired by a driver killed before deleting it
-    prune_checkpoints(tmp_path, 1)  # the sweep ended: each trial keeps its newest
-    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000004"]
+    (trial / "checkpoint_000005").mkdir()  # written, never registered (the disk filled up during its report)
+    prune_checkpoints([(fs, str(trial / "checkpoint_000004"))], 1)  # the run ended: 4 is the trial's latest
+    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000004", "checkpoint_000005"]
     (tmp_path / "other").mkdir()
     fs.delete_dir(str(tmp_path / "other"))  # a folder deleted through the filesystem goes at once
     assert not (tmp_path / "other").exists()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -122,16 +121,17 @@ def test_optuna_searches_each_cell(tmp_path):
 
 
 def test_a_killed_search_resumes_to_exactly_its_configurations(tmp_path):
-    spec = search_spec(tmp_path / "spec.yaml", {"algorithm": "optuna", "num_samples": 3, "seed": 1}, epochs=2)
+    spec = search_spec(tmp_path / "spec.yaml", {"algorithm": "optuna", "num_samples": 3, "seed": 1}, epochs=4)
     exp_dir = tmp_path / "out" / "hpo"
     args = ("run", str(spec), "--storage", str(tmp_path / "out"))
     driver = start_cli(*args)
     try:
         def two_trials_done() -> bool:
-            return sum(result_epochs(path.parent) == [1, 2] for path in exp_dir.glob("*/params.json")) >= 2
+            return sum(result_epochs(path.parent) == [1, 2, 3, 4] for path in exp_dir.glob("*/params.json")) >= 2
 
+        # 4 epochs a trial: the storage folder changes at each experiment snapshot (every second here), so the
+        # kill must come well before the search has created its last configurations
         wait_for(two_trials_done, driver, what="two finished trials")
-        time.sleep(1)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.communicate(timeout=60)
     finally:
@@ -147,5 +147,5 @@ def test_a_killed_search_resumes_to_exactly_its_configurations(tmp_path):
     for cell in CELLS:
         assert sorted(cells[cell]) == [f"{cell}-h{i:02d}-s1" for i in range(3)], output[-3000:]
         for name in cells[cell]:
-            assert sorted(set(result_epochs(exp_dir / name))) == [1, 2], name
+            assert sorted(set(result_epochs(exp_dir / name))) == [1, 2, 3, 4], name
         assert before.get(cell, set()) <= set(cells[cell])

@@ -298,17 +298,20 @@ def count_snapshot() -> None:
     _delete_folders(due)
 
 
-def prune_checkpoints(run_dir, keep: int) -> None:
-    """Delete every checkpoint folder of the trial directories of the sweep directory ``run_dir`` (a local
-    path or a ``pyarrow.fs`` URI) but each trial's newest ``keep`` (by index; Tune's ``checkpoint_NNNNNN``),
-    the retired ones not yet deleted included (a driver killed before deleting them leaves them behind).
-    Call it once Tune's final experiment snapshot has been written (after ``Tuner.fit`` returns)."""
+def prune_checkpoints(latest: list[tuple[pyarrow.fs.FileSystem, str]], keep: int) -> None:
+    """Given each trial's latest checkpoint ``(filesystem, path)`` (the one Tune resumes it from), delete the
+    trial's checkpoint folders older than the ``keep`` newest up to it, the retired ones not yet deleted
+    included (a driver killed before deleting them leaves them behind); a folder newer than the latest (a
+    checkpoint written but never registered) stays, to be overwritten when the trial goes on. Call it once
+    Tune's final experiment snapshot has been written (after ``Tuner.fit`` returns)."""
     with _retired_lock:
         _retired.clear()
-    for trial in subdirectory_names(run_dir):
-        fs, root = _filesystem(join_location(run_dir, trial))
-        root = root.rstrip("/")
-        _delete_folders((fs, f"{root}/{checkpoint_name(index)}") for index in checkpoint_indexes(fs, root)[:-keep])
+    for filesystem, path in latest:
+        folder, name = path.rstrip("/").rsplit("/", 1)
+        newest = checkpoint_index(name)
+        if newest is not None:
+            _delete_folders((filesystem, f"{folder}/{checkpoint_name(index)}")
+                            for index in checkpoint_indexes(filesystem, folder) if index <= newest - keep)
 
 
 class _AtomicOutput:
