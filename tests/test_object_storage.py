@@ -30,6 +30,11 @@ def reported_epochs(exp_uri: str, name: str) -> int:
         return 0
 
 
+# Enough epochs that the second trial (one at a time) is still running when the first one's last report has
+# reached the bucket with an experiment snapshot (paced: every second in the tests) and the driver is killed.
+EPOCHS = 6
+
+
 @pytest.mark.slow
 def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_it(tmp_path, s3_server):  # noqa: F811
     storage = s3_server.uri("sweeps")
@@ -37,19 +42,19 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
     spec.write_text(yaml.safe_dump({
         "name": "s3", "datasets": {"synthetic-waterbirds": {"options": TINY_DATA}}, "models": ["toy-resnet-xs"],
         "methods": ["none", "upsampling"], "seeds": [1], "max_concurrent": 1,
-        "hparams": {"lr": 1e-2, "batch_size": 64, "epochs": 3, "eval_batch_size": 128}}))
+        "hparams": {"lr": 1e-2, "batch_size": 64, "epochs": EPOCHS, "eval_batch_size": 128}}))
     exp_uri = join_location(storage, "s3")
     args = ("run", str(spec), "--storage", storage)
 
     driver = start_cli(*args)
     try:
-        wait_for(lambda: reported_epochs(exp_uri, NAMES[0]) == 3, driver, what="the first trial finished")
+        wait_for(lambda: reported_epochs(exp_uri, NAMES[0]) == EPOCHS, driver, what="the first trial finished")
         os.killpg(driver.pid, signal.SIGKILL)
         driver.communicate(timeout=60)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    assert reported_epochs(exp_uri, NAMES[1]) < 3
+    assert reported_epochs(exp_uri, NAMES[1]) < EPOCHS
 
     again = start_cli(*args)
     output = finish(again)
@@ -58,9 +63,9 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
     results = load_results(exp_uri)
     for name in NAMES:
         history = results.frame.loc[results.frame["trial_name"] == name, "epoch"].tolist()
-        assert history == [1, 2, 3], (name, history)
+        assert history == list(range(1, EPOCHS + 1)), (name, history)
         # retention on a bucket: the last checkpoint kept, the earlier ones deleted (by the end of the sweep)
-        assert TrialDir(join_location(exp_uri, name)).state_files() == ["checkpoint_000002/state.pt"], name
+        assert TrialDir(join_location(exp_uri, name)).state_files() == [f"checkpoint_{EPOCHS - 1:06d}/state.pt"], name
         assert results.labels(results.trials.set_index("trial_name").loc[name, "trial_id"])["n_classes"] == 2
 
     status = run_cli("status", "s3", "--storage", storage)
