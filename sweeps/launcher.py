@@ -94,7 +94,8 @@ ENV_DEFAULTS = {
     "RAY_AUTH_MODE": "disabled",
     # Ray's classic trial table (CLIReporter) with chosen columns, instead of per-trial result boxes.
     "RAY_AIR_NEW_OUTPUT": "0",
-    # One kept checkpoint per trial snapshots the experiment after every epoch; that is intended.
+    # A sweep started before groupsweep kept checkpoints itself (sweeps.retention) resumes with its saved
+    # CheckpointConfig(num_to_keep=N): Tune then snapshots after every checkpoint and warns that it does.
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "TOKENIZERS_PARALLELISM": "false",
 }
