@@ -69,7 +69,7 @@ from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, PlacementGrou
 from analysis.results import ended_trials
 from sweeps.grid_search import GridVariantGenerator
 from sweeps.ray_guard import start_guard
-from sweeps.retention import CheckpointRetention
+from sweeps.retention import CheckpointRetention, RetryLogs
 from sweeps.search import search_plan
 from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
 from sweeps.sweep_lock import SweepLock
@@ -548,7 +548,7 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
             name=name, storage_path=storage, storage_filesystem=filesystem, verbose=1, progress_reporter=reporter,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=None),  # retention: CheckpointRetention (sweeps.retention)
-            callbacks=[CheckpointRetention(spec.keep_checkpoints, counts_snapshots=filesystem is None),
+            callbacks=[CheckpointRetention(spec.keep_checkpoints, counts_snapshots=filesystem is None), RetryLogs(),
                        *tracking_callbacks(spec.tracking, name, exp_dir)],
         ),
     )

@@ -14,6 +14,11 @@ last snapshot names, redoing at most the epochs trained since (results identical
 On local storage the atomic filesystem counts the snapshots written whole (``AtomicLocalHandler``); on a
 URI, this callback counts those Tune saves (``get_state`` runs once per snapshot), and Tune uploads them in
 the background.
+
+Paced snapshots also mean the storage copy of a trial's logs can lag behind the driver's. When a failed trial
+is retried, Tune's loggers replace the driver's ``result.json`` and ``progress.csv`` by the storage copies
+(``LoggerCallback._restore_from_remote``), which would drop the rows reported since the last snapshot;
+``RetryLogs`` uploads the driver's logs of a trial about to be retried first.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import posixpath
 
 from ray.tune import Callback
 
-from trainables.trial_dir import checkpoint_index, checkpoint_indexes, checkpoint_name, count_snapshot, retire_checkpoint
+from trainables.trial_dir import (checkpoint_index, checkpoint_indexes, checkpoint_name, count_snapshot,
+                                  retire_checkpoint, upload_logs)
 
 
 class CheckpointRetention(Callback):
@@ -56,3 +62,12 @@ class CheckpointRetention(Callback):
         if self.counts_snapshots:
             count_snapshot()
         return None
+
+
+class RetryLogs(Callback):
+    """Before a failed trial is retried, upload its logs from the driver to the storage
+    (``trainables.trial_dir.upload_logs``), so the copies Tune restores them from hold every reported row."""
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """Upload ``trial``'s ``result.json`` and ``progress.csv`` as the driver has them."""
+        upload_logs(trial.local_path, trial.storage.storage_filesystem, trial.storage.trial_fs_path)

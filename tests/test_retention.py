@@ -59,3 +59,16 @@ def test_on_a_uri_the_callback_counts_tunes_snapshot_saves(tmp_path):
     assert folders(tmp_path / "trial") == ["checkpoint_000000", "checkpoint_000001"]
     retention.get_state()
     assert folders(tmp_path / "trial") == ["checkpoint_000001"]
+
+
+def test_a_retried_trials_logs_reach_the_storage_whole(tmp_path):
+    from trainables.trial_dir import upload_logs
+
+    local, stored = tmp_path / "driver", tmp_path / "storage" / "trial"
+    local.mkdir()
+    stored.mkdir(parents=True)
+    (local / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n')  # progress.csv not written yet
+    (stored / "result.json").write_text("")  # the copy of the last (paced) snapshot: stale
+    upload_logs(str(local), atomic_local_filesystem(), str(stored))
+    assert (stored / "result.json").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    assert not (stored / "progress.csv").exists()

@@ -298,6 +298,15 @@ def count_snapshot() -> None:
     _delete_folders(due)
 
 
+def upload_logs(local_dir: str, filesystem: pyarrow.fs.FileSystem, trial_path: str) -> None:
+    """Copy a trial's Tune logs (``result.json``, ``progress.csv``) from the driver's local folder ``local_dir``
+    to the trial's folder ``trial_path`` on ``filesystem``, whole; a log not written yet is skipped."""
+    for name in (RESULT_FILE, PROGRESS_FILE):
+        source = os.path.join(local_dir, name)
+        if os.path.exists(source):
+            pyarrow.fs.copy_files(source, f"{trial_path.rstrip('/')}/{name}", destination_filesystem=filesystem)
+
+
 def prune_checkpoints(latest: list[tuple[pyarrow.fs.FileSystem, str]], keep: int) -> None:
     """Given each trial's latest checkpoint ``(filesystem, path)`` (the one Tune resumes it from), delete the
     trial's checkpoint folders older than the ``keep`` newest up to it, the retired ones not yet deleted
