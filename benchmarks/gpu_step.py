@@ -190,7 +190,7 @@ def measure(side: str, model: str, variant: str, argv: list[str]) -> tuple[float
     if done.returncode != 0:
         raise RuntimeError(f"{side} {model} {variant} failed:\n{done.stderr[-3000:]}")
     rate, memory = json.loads(done.stdout.strip().splitlines()[-1])
-    return rate, memory
+    return float(rate), float(memory)
 
 
 def parse_args(argv: list[str] | None):

@@ -197,12 +197,8 @@ class TrialDir:
         names = []
         for prefix in ("", f"{TRAIN_RUN_NAME}/"):
             folder = self.path(prefix.rstrip("/")) if prefix else self.root
-            entries = self.fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
-            checkpoints = sorted(entry.base_name for entry in entries
-                                 if entry.type == pyarrow.fs.FileType.Directory
-                                 and entry.base_name.startswith(CHECKPOINT_PREFIX))
-            names += [f"{prefix}{checkpoint}/{STATE_FILE}" for checkpoint in checkpoints
-                      if self.exists(f"{prefix}{checkpoint}/{STATE_FILE}")]
+            files = [f"{prefix}{checkpoint_name(index)}/{STATE_FILE}" for index in checkpoint_indexes(self.fs, folder)]
+            names += [name for name in files if self.exists(name)]
         return names
 
     def load_state(self, name: str) -> dict:
