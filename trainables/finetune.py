@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 
 from trainables.balancing import BalancingPlan, make_plan, make_sampler
 from trainables.builders import build_model_and_inputs, load_config_dataset
@@ -87,7 +87,10 @@ def split_labels(dataset: GroupDataset) -> dict:
 
 def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
     """An Accelerator for this run; ``cpu=None`` uses a GPU when torch sees one. ``compile_model`` sets
-    Accelerate's ``dynamo_backend`` to ``inductor`` (``prepare`` then compiles the model).
+    Accelerate's ``dynamo_backend`` to ``inductor`` (``prepare`` then compiles the model). Its prepared
+    DataLoaders copy batches to the device without blocking (``non_blocking``; with ``pin_memory`` on a GPU,
+    see ``finetune``): a blocking copy waits for the kernels already queued, so the GPU would sit idle while
+    the host fetches the next batch.
 
     Accelerate keeps one device, precision and dynamo backend per process; a process that already ran with
     other settings gets a one-line ``GroupsweepError`` (the launcher therefore reuses trial processes only
@@ -100,7 +103,8 @@ def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
     backend = "inductor" if config.compile_model else "no"
     problem = None
     try:
-        accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision, dynamo_backend=backend)
+        accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision, dynamo_backend=backend,
+                                  dataloader_config=DataLoaderConfiguration(non_blocking=True))
         if str(accelerator.state.dynamo_plugin.backend.value).lower() != backend:
             problem = f"compile_model={config.compile_model}"
     except ValueError:  # Accelerate's "AcceleratorState has already been initialized"
@@ -297,12 +301,13 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
         model = model.to(memory_format=torch.channels_last)
 
     generator = torch.Generator()
+    pin_memory = accelerator.device.type == "cuda"  # page-locked batches: asynchronous copies to the GPU
     train_loader = DataLoader(model_inputs.train_dataset(plan.indices), batch_size=config.batch_size,
-                              sampler=make_sampler(plan, generator))
+                              sampler=make_sampler(plan, generator), pin_memory=pin_memory)
     # Own generators: a DataLoader iterator otherwise draws its base seed from torch's global stream, and
     # training (augmentation, dropout) would then depend on which splits were evaluated.
     eval_loaders = {split: DataLoader(model_inputs.eval_dataset(split), batch_size=config.eval_batch_size,
-                                      generator=torch.Generator())
+                                      generator=torch.Generator(), pin_memory=pin_memory)
                     for split in EVAL_SPLITS}
     optimizer = make_optimizer(config, model)
     model, optimizer, train_loader, *eval_list = accelerator.prepare(model, optimizer, train_loader,

@@ -18,7 +18,9 @@ image (dense products would cost more there than they save), in the images' dtyp
 exactly the per-image torchvision pipeline's pixels, turned into floats only by the normalisation.
 
 Randomness (boxes and flips) comes from torch's global CPU RNG, so ``torch.manual_seed`` reproduces an
-epoch's augmentation whatever the device.
+epoch's augmentation whatever the device. The boxes, flips and normalisation constants reach a GPU by
+non-blocking copies: a blocking host-to-device copy would wait for every kernel already queued (the previous
+training step), leaving the GPU idle while the host prepares the next batch.
 """
 
 from __future__ import annotations
@@ -102,9 +104,10 @@ def matmul_resized_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch
     """``resized_crops`` as two batched matrix products with ``resize_weights``, in float32 on the images' device."""
     _, _, height, width = images.shape
     device = images.device
+    boxes = boxes.to(device, non_blocking=True)  # module docstring: no wait for the queued kernels
     rows = resize_weights(boxes[:, 0], boxes[:, 2], height, size, device)
     columns = resize_weights(boxes[:, 1], boxes[:, 3], width, size, device)
-    columns = torch.where(flips.to(device)[:, None, None], columns.flip(1), columns)
+    columns = torch.where(flips.to(device, non_blocking=True)[:, None, None], columns.flip(1), columns)
     return rows[:, None] @ images.float() @ columns[:, None].transpose(-1, -2)
 
 
@@ -136,8 +139,8 @@ class BatchTrainAugment:
         batch, _, height, width = images.shape
         boxes = random_resized_crop_boxes(batch, height, width)
         flips = torch.rand(batch) < 0.5
-        mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).mul_(255).to(images.device, non_blocking=True)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1).mul_(255).to(images.device, non_blocking=True)
         return resized_crops(images, boxes, flips, self.size).float().sub_(mean).div_(std)
 
     def __repr__(self) -> str:
