@@ -39,7 +39,6 @@ def max_distance(state: dict, shipped: dict) -> float:
 def test_demo_finetune_cut_down_finetunes_the_packaged_minilm(tmp_path):
     from safetensors.torch import load_file
 
-    from trainables.finetune import finetune
     from trainables.models import build_model
 
     shipped = encoder_weights(load_file(str(minilm_dir() / "model.safetensors")))  # skips without the package
@@ -77,17 +76,6 @@ def test_demo_finetune_cut_down_finetunes_the_packaged_minilm(tmp_path):
     random_init = build_model("minilm-l6", 2, pretrained=False).backbone.state_dict()
     assert max_distance(random_init, shipped) > 10 * FINETUNED_DISTANCE
 
-    # And the pretrained start shows in training: the first epoch of a randomly initialised MiniLM on the same
-    # data, method, seed and settings ends with a higher training loss and learns nothing of the minority
-    # groups yet (measured: loss 0.64 and test WGA 0.55 pretrained, 0.71 and 0.0 from random weights).
-    params = json.loads((exp_dir / "synthetic-civilcomments-minilm-l6-upsampling-s1" / "params.json").read_text())
-    threads = torch.get_num_threads()
-    try:
-        (scratch,) = finetune({**params, "pretrained": False, "num_threads": 1}, cpu=True)
-    finally:
-        torch.set_num_threads(threads)
-    assert final["upsampling"]["optim/loss"] < scratch["optim/loss"] - 0.03
-    assert final["upsampling"]["test/wga"] > scratch["test/wga"]
     # With one epoch, class balancing already lifts the worst group above plain ERM's.
     assert final["upsampling"]["test/wga"] > final["none"]["test/wga"]
 
