@@ -101,9 +101,12 @@ ENV_DEFAULTS = {
 }
 PROGRESS_COLUMNS = {"epoch": "epoch", "optim/loss": "loss", "val/wga": "val wga", "test/wga": "test wga",
                     "status": "run"}
-# Ray Tune's loggers that log a failure with its traceback; the driver shows each as one line instead
-# (the traceback stays in the trial's error.txt).
-CONDENSED_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.execution.experiment_state")
+# Ray Tune's loggers that log a failure with its traceback (as the record's exception, or for the syncer that
+# uploads the driver's files, inside the message); the driver shows each as one line instead (the traceback
+# stays in the trial's error.txt).
+CONDENSED_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.execution.experiment_state",
+                     "ray.train._internal.syncer")
+TRACEBACK_HEADER = "Traceback (most recent call last):"
 
 
 class StorageFailure(GroupsweepError):
@@ -118,8 +121,9 @@ def one_line(error: BaseException) -> str:
 
 
 class OneLineErrors(logging.Filter):
-    """A logging filter that turns a record's traceback into one line appended to its message, and keeps
-    those lines (``errors``): the cause of a failure whose error file could not be written."""
+    """A logging filter that turns a record's traceback (its exception, or a formatted traceback inside its
+    message) into one line, the message before it and the traceback's last line, and keeps those last lines
+    (``errors``): the cause of a failure whose error file could not be written."""
 
     def __init__(self):
         super().__init__()
@@ -127,11 +131,17 @@ class OneLineErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
-            cause = one_line(record.exc_info[1])
-            self.errors.append(cause)
-            record.msg = f"{record.getMessage()} {cause}".rstrip()
-            record.args = ()
+            message, cause = record.getMessage(), one_line(record.exc_info[1])
             record.exc_info = record.exc_text = None
+        elif TRACEBACK_HEADER in record.getMessage():
+            message, trace = record.getMessage().split(TRACEBACK_HEADER, 1)
+            lines = [line.strip() for line in trace.splitlines() if line.strip()]
+            cause = lines[-1] if lines else ""
+        else:
+            return True
+        self.errors.append(cause)
+        record.msg = f"{' '.join(message.split())} {cause}".strip()
+        record.args = ()
         return True
 
 

@@ -293,6 +293,38 @@ def test_full_disk_ends_with_the_summary_and_one_cause_and_the_same_command_resu
         all_files_parse(disk / "full")
 
 
+def test_ray_failures_logged_with_a_traceback_show_as_one_line(tmp_path):
+    """Ray logs a failure with its traceback either as the record's exception (Tune's controller) or inside
+    the message (the syncer that uploads the driver's files, e.g. on a full disk): the driver shows both as
+    one line ending with the cause, and keeps the causes."""
+    import logging
+    import traceback
+
+    from sweeps.launcher import OneLineErrors
+
+    condensed = OneLineErrors()
+    logger = logging.getLogger("groupsweep.test.one-line")
+    logger.propagate = False
+    handler = logging.FileHandler(tmp_path / "log.txt")
+    logger.addHandler(handler)
+    logger.addFilter(condensed)
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            logger.warning(f"Last sync command failed with the following error:\n{traceback.format_exc()}")
+            logger.error("Trial task failed for trial %s", "t1", exc_info=True)
+        logger.warning("a plain warning\nkept as it is")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    assert lines == ["Last sync command failed with the following error: OSError: [Errno 28] No space left on device",
+                     "Trial task failed for trial t1 [Errno 28] No space left on device",
+                     "a plain warning", "kept as it is"]
+    assert condensed.errors == ["OSError: [Errno 28] No space left on device", "[Errno 28] No space left on device"]
+
+
 def test_a_damaged_checkpoint_falls_back_to_the_newest_readable_one(tmp_path):
     import torch
     from ray.tune import Checkpoint
