@@ -130,11 +130,12 @@ class OneLineErrors(logging.Filter):
         self.errors: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
-            message, cause = record.getMessage(), one_line(record.exc_info[1])
+            cause = one_line(record.exc_info[1])
             record.exc_info = record.exc_text = None
-        elif TRACEBACK_HEADER in record.getMessage():
-            message, trace = record.getMessage().split(TRACEBACK_HEADER, 1)
+        elif TRACEBACK_HEADER in message:
+            message, trace = message.split(TRACEBACK_HEADER, 1)
             lines = [line.strip() for line in trace.splitlines() if line.strip()]
             cause = lines[-1] if lines else ""
         else:
