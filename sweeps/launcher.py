@@ -22,9 +22,11 @@ arrays mapped from the node's one shared copy instead of generated or decoded ag
 Every trial checkpoints (``checkpoint_every``) and keeps its latest ``keep_checkpoints`` checkpoints
 (``sweeps.retention.CheckpointRetention``); Tune snapshots the experiment state at its own pace (``auto``: at
 most ~5% of the driver's time), so the driver's cost per trial stays flat as sweeps grow. A driver killed at
-any moment resumes each trial from the checkpoint its last snapshot names (never deleted before a newer
-snapshot is written), redoing at most the epochs trained since; a trial that had finished by then is not
-run again.
+any moment resumes each trial from the checkpoint its last snapshot in the storage names (never deleted
+before a newer snapshot is there), redoing at most the epochs trained since; a trial that had finished by
+then is not run again. Tune writes the sweep through ``trainables.sweep_storage.sweep_filesystem``, which
+puts a snapshot into the storage only once the trial logs uploaded with it are there whole (a driver killed
+during an upload leaves a snapshot that no trial's log lags behind).
 
 Tune reuses a trial's actor process for the next trial (``reuse_actors``) only when every trial of the
 sweep has the same ``mixed_precision``: a process keeps the Accelerate state of the first trial it ran.
@@ -39,9 +41,9 @@ directory's lock (``sweeps.sweep_lock``): a second launch stops with one line na
 
 A local Ray (no ``--address``) serves only this machine: every server of it binds the loopback
 interface (``start_ray``), and a guard process (``sweeps.ray_guard``) ends all of its processes within a
-second when the driver dies. On local storage Ray Tune writes through
-``trainables.trial_dir.atomic_local_filesystem``, so a full disk leaves every file it had written whole;
-a storage failure that stops the sweep is raised as ``StorageFailure``, one line.
+second when the driver dies. On local storage that filesystem replaces every file atomically, so a full
+disk leaves every file Tune had written whole; a storage failure that stops the sweep is raised as
+``StorageFailure``, one line.
 
 This module imports Ray and torch at its top: the command line imports it only when a sweep runs or is
 inspected. Reading a sweep's results is ``analysis.results``' job.
@@ -79,7 +81,8 @@ from trainables.builders import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, path_name
 from trainables.trainable import train_trial, trial_dirname, unit_name
-from trainables.trial_dir import atomic_local_filesystem, join_location, prune_checkpoints, trial_dirs
+from trainables.sweep_storage import commit_snapshots, drop_snapshots, prune_checkpoints, sweep_filesystem
+from trainables.trial_dir import join_location, trial_dirs
 
 SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
@@ -203,13 +206,6 @@ def check_storage(storage: str, exp_dir: str) -> None:
         raise GroupsweepError(f"--storage {storage!r} cannot be created: {existing!r} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise GroupsweepError(f"--storage {storage!r}: folder {existing!r} is not writable")
-
-
-def storage_filesystem(storage: str):
-    """The ``pyarrow.fs`` filesystem Ray Tune writes the sweep through: for local storage, the atomic one
-    (``trainables.trial_dir.atomic_local_filesystem``); for a URI, None (Ray resolves it; an object store
-    replaces an object whole anyway)."""
-    return None if "://" in storage else atomic_local_filesystem()
 
 
 # --- resources -----------------------------------------------------------------------------------
@@ -520,14 +516,15 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
                         "keep_checkpoints": spec.keep_checkpoints}
                for t in spec.units if t.resources.workers > 1}
     datasets = share_datasets(spec, loaded) if shared else {}
-    filesystem = storage_filesystem(storage)
+    filesystem, storage_path = sweep_filesystem(storage)
+    exp_path = sweep_filesystem(exp_dir)[1]
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, experiment_dir=exp_dir, workers=workers, datasets=datasets),
         TrialResources(spec),
     )
     if restore:
         if spec.search is not None:  # the searcher (every cell's state) comes back with the experiment
-            return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True,
+            return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True,
                                       storage_filesystem=filesystem)
         # The grid's generator (GridVariantGenerator) comes back from the Tuner's saved state and restores
         # itself from the experiment's (sweeps.grid_search).
@@ -538,8 +535,8 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         # its trials' configs are those, whatever the spec adds (a new method's hparams, or a setting that
         # this version of groupsweep has and the one that started the sweep had not; a trial config lacking
         # a setting runs with its default, which check_same_sweep has compared).
-        return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True,
-                                  param_space=param_space(spec, restored_config_keys(exp_dir, filesystem)),
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True,
+                                  param_space=param_space(spec, restored_config_keys(exp_path, filesystem)),
                                   storage_filesystem=filesystem)
     reporter = SweepReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns={"seed": "seed"},
                              max_report_frequency=30, max_progress_rows=12)
@@ -556,30 +553,37 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         tune_config=TuneConfig(**samples, reuse_actors=can_reuse_actors(spec),
                                trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname),
         run_config=RunConfig(
-            name=name, storage_path=storage, storage_filesystem=filesystem, verbose=1, progress_reporter=reporter,
+            name=name, storage_path=storage_path, storage_filesystem=filesystem, verbose=1,
+            progress_reporter=reporter,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=None),  # retention: CheckpointRetention (sweeps.retention)
-            callbacks=[CheckpointRetention(spec.keep_checkpoints, counts_snapshots=filesystem is None), RetryLogs(),
+            callbacks=[CheckpointRetention(spec.keep_checkpoints), RetryLogs(),
                        *tracking_callbacks(spec.tracking, name, exp_dir)],
         ),
     )
 
 
-def restored_config_keys(exp_dir: str, filesystem) -> list[str] | None:
-    """The config keys of the trials of the Tune experiment that ``exp_dir`` holds (the latest one run there),
-    read with Tune's ``ExperimentAnalysis``; None when it holds no trial."""
-    trials = tune.ExperimentAnalysis(exp_dir, storage_filesystem=filesystem).trials
+def restored_config_keys(exp_path: str, filesystem) -> list[str] | None:
+    """The config keys of the trials of the Tune experiment that ``exp_path`` on ``filesystem`` holds (the
+    latest one run there), read with Tune's ``ExperimentAnalysis``; None when it holds no trial."""
+    trials = tune.ExperimentAnalysis(exp_path, storage_filesystem=filesystem).trials
     if not trials:
         return None
     return [key for key in trials[0].config if key != "trial_name"]
 
 
 def fit(tuner, keep_checkpoints: int):
-    """``tuner.fit()``, with Ray's failures shown as one line each, then each trial left with its newest
-    ``keep_checkpoints`` checkpoints up to the latest one Tune holds (``prune_checkpoints``); returns its
-    ``ResultGrid``."""
+    """``tuner.fit()``, with Ray's failures shown as one line each, then Tune's last snapshot written into the
+    storage (``commit_snapshots``; if ``fit`` raised, the storage keeps the one before) and each trial left
+    with its newest ``keep_checkpoints`` checkpoints up to the latest one Tune holds (``prune_checkpoints``);
+    returns its ``ResultGrid``."""
     condense_ray_errors()
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    except BaseException:
+        drop_snapshots()
+        raise
+    commit_snapshots()
     prune_checkpoints([(result.checkpoint.filesystem, result.checkpoint.path) for result in results
                        if result.checkpoint is not None], keep_checkpoints)
     return results

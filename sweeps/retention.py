@@ -6,14 +6,11 @@ snapshot costs in proportion to every trial of the sweep (it encodes every trial
 driver's staging folder): with one checkpoint per epoch, a sweep's driver cost grew with the square of its
 trials (README, "Driver scale"). So the sweep runs with ``num_to_keep=None`` (time-paced snapshots, Tune's
 ``auto`` period: at most about 5% of the driver's time, at least 10 s apart) and this Tune callback retires
-the checkpoints that fall out of a trial's last ``keep``. A retired folder is deleted only once two more
-experiment snapshots have been written (``trainables.trial_dir.retire_checkpoint``), so the snapshot in the
-storage always names a checkpoint that exists: a killed driver resumes each trial from the checkpoint its
-last snapshot names, redoing at most the epochs trained since (results identical on the CPU).
-
-On local storage the atomic filesystem counts the snapshots written whole (``AtomicLocalHandler``); on a
-URI, this callback counts those Tune saves (``get_state`` runs once per snapshot), and Tune uploads them in
-the background.
+the checkpoints that fall out of a trial's last ``keep``. A retired folder is deleted only once the storage
+holds an experiment snapshot saved after it was retired (``trainables.sweep_storage.retire_checkpoint``),
+so the snapshot in the storage always names a checkpoint that exists: a killed driver resumes each trial
+from the checkpoint its last snapshot names, redoing at most the epochs trained since (results identical on
+the CPU).
 
 Paced snapshots also mean the storage copy of a trial's logs can lag behind the driver's. When a failed trial
 is retried, Tune's loggers replace the driver's ``result.json`` and ``progress.csv`` by the storage copies
@@ -27,19 +24,15 @@ import posixpath
 
 from ray.tune import Callback
 
-from trainables.trial_dir import (checkpoint_index, checkpoint_indexes, checkpoint_name, count_snapshot,
-                                  retire_checkpoint, upload_logs)
+from trainables.sweep_storage import retire_checkpoint, upload_logs
+from trainables.trial_dir import checkpoint_index, checkpoint_indexes, checkpoint_name
 
 
 class CheckpointRetention(Callback):
-    """Retire every checkpoint of a trial but its latest ``keep`` (``trainables.trial_dir.retire_checkpoint``).
+    """Retire every checkpoint of a trial but its latest ``keep`` (``trainables.sweep_storage.retire_checkpoint``)."""
 
-    ``counts_snapshots``: count Tune's experiment snapshots here (storage on a URI; on local storage the
-    atomic filesystem counts them as they are written whole)."""
-
-    def __init__(self, keep: int, counts_snapshots: bool):
+    def __init__(self, keep: int):
         self.keep = keep
-        self.counts_snapshots = counts_snapshots
         self._seen: set[str] = set()
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
@@ -57,16 +50,10 @@ class CheckpointRetention(Callback):
         for index in older:
             retire_checkpoint(checkpoint.filesystem, f"{parent}/{checkpoint_name(index)}")
 
-    def get_state(self) -> None:
-        """Called by Tune once per experiment snapshot: counts it when ``counts_snapshots``; no state to save."""
-        if self.counts_snapshots:
-            count_snapshot()
-        return None
-
 
 class RetryLogs(Callback):
     """Before a failed trial is retried, upload its logs from the driver to the storage
-    (``trainables.trial_dir.upload_logs``), so the copies Tune restores them from hold every reported row."""
+    (``trainables.sweep_storage.upload_logs``), so the copies Tune restores them from hold every reported row."""
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         """Upload ``trial``'s ``result.json`` and ``progress.csv`` as the driver has them."""

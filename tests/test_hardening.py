@@ -206,10 +206,10 @@ def fill(path: Path) -> None:
 
 
 def test_atomic_storage_keeps_the_previous_file_whole_on_a_full_disk(tmp_path):
-    from trainables.trial_dir import atomic_local_filesystem
+    from trainables.sweep_storage import sweep_filesystem
 
     with small_disk(tmp_path / "disk", "256k") as disk:
-        fs = atomic_local_filesystem()
+        fs, _ = sweep_filesystem(str(disk))
         with fs.open_output_stream(str(disk / "state.json")) as stream:
             stream.write(b'{"epoch": 1}')
         fill(disk)
@@ -222,27 +222,29 @@ def test_atomic_storage_keeps_the_previous_file_whole_on_a_full_disk(tmp_path):
 
 
 def test_a_retired_checkpoint_is_deleted_once_a_state_naming_its_successor_is_written(tmp_path):
-    from trainables.trial_dir import atomic_local_filesystem, prune_checkpoints, retire_checkpoint
+    from trainables.sweep_storage import commit_snapshots, prune_checkpoints, retire_checkpoint, sweep_filesystem
 
     prune_checkpoints([], 1)  # forget what earlier tests retired
-    fs = atomic_local_filesystem()
+    fs, _ = sweep_filesystem(str(tmp_path))
     trial = tmp_path / "trial"
     for index in range(4):
         (trial / f"checkpoint_{index:06d}").mkdir(parents=True)
 
-    def snapshot() -> None:  # Ray Tune writing its experiment state
+    def snapshot() -> None:  # Ray Tune uploading its experiment state (held back until the next upload)
         with fs.open_output_stream(str(tmp_path / "experiment_state-2026-01-01_00-00-00.json")) as stream:
             stream.write(b"{}")
 
     retire_checkpoint(fs, str(trial / "checkpoint_000000"))  # checkpoint 1 was saved: checkpoint 0 retires
     assert (trial / "checkpoint_000000").exists()
-    snapshot()  # may have been saved before checkpoint 1 was registered: checkpoint 0 stays
+    snapshot()
+    snapshot()  # the first reaches the storage: it may have been saved before checkpoint 1 was registered
     retire_checkpoint(fs, str(trial / "checkpoint_000001"))  # several retire between two paced snapshots
     retire_checkpoint(fs, str(trial / "checkpoint_000002"))
-    assert sorted(p.name for p in trial.iterdir()) == [f"checkpoint_00000{i}" for i in range(4)]
-    snapshot()  # saved after checkpoint 1: checkpoint 0 is unreferenced now, 1 and 2 may still be named
-    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000001", "checkpoint_000002", "checkpoint_000003"]
     snapshot()
+    assert sorted(p.name for p in trial.iterdir()) == [f"checkpoint_00000{i}" for i in range(4)]
+    snapshot()  # the third since checkpoint 0 retired: saved after it, checkpoint 0 is unreferenced now
+    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000001", "checkpoint_000002", "checkpoint_000003"]
+    commit_snapshots()  # the run ended: the last one is in the storage too
     assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000003"]
     (trial / "checkpoint_000004").mkdir()
     retire_checkpoint(fs, str(trial / "checkpoint_000003"))

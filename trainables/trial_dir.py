@@ -30,20 +30,15 @@ needs no training code to read it.
 
 Paths may be local paths or ``pyarrow.fs`` URIs (``s3://bucket/prefix``, ``file:///...``); every access
 goes through ``pyarrow.fs``. Writes of groupsweep's own files are atomic (a temporary file, then a rename).
-Ray Tune writes a sweep on local storage through ``atomic_local_filesystem()``, so its files
-(experiment state, results, checkpoints) are replaced atomically too: a write that fails (a full disk)
-leaves the previous version of the file, never a truncated one. A checkpoint folder that is no longer
-among its trial's kept ones is deleted only once an experiment snapshot naming a newer one has been
-written (``retire_checkpoint``).
+How Ray Tune writes a sweep into its storage (the order of its uploads, atomic replacement on local
+storage, when a trial's old checkpoints go) is ``trainables.sweep_storage``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import threading
 import uuid
 import zipfile
 
@@ -242,15 +237,6 @@ def subdirectory_names(path_or_uri) -> list[str]:
     return sorted(entry.base_name for entry in entries if entry.type == pyarrow.fs.FileType.Directory)
 
 
-# Ray Tune's experiment snapshot (``experiment_state-<time>.json``), which names each trial's latest checkpoint.
-EXPERIMENT_STATE_PREFIX = "experiment_state-"
-# Checkpoint folders retired in this process (no longer among their trial's kept ones), each with its
-# filesystem and the number of experiment snapshots written when it was retired (``retire_checkpoint``).
-_retired: list[tuple[pyarrow.fs.FileSystem, str, int]] = []
-_snapshots_written = [0]
-_retired_lock = threading.Lock()
-
-
 def checkpoint_index(name: str) -> int | None:
     """The index of a Tune checkpoint folder named ``checkpoint_NNNNNN`` (None for any other name)."""
     digits = name[len(CHECKPOINT_PREFIX):]
@@ -267,188 +253,6 @@ def checkpoint_indexes(filesystem: pyarrow.fs.FileSystem, folder: str) -> list[i
 def checkpoint_name(index: int) -> str:
     """The name of Tune's checkpoint folder of ``index`` (``checkpoint_NNNNNN``)."""
     return f"{CHECKPOINT_PREFIX}{index:06d}"
-
-
-def _delete_folders(folders) -> None:
-    for filesystem, path in folders:
-        with contextlib.suppress(OSError):
-            filesystem.delete_dir(path)
-
-
-def retire_checkpoint(filesystem: pyarrow.fs.FileSystem, path: str) -> None:
-    """Delete the checkpoint folder ``path`` (on ``filesystem``) once it can no longer be the one a sweep
-    resumes from: after two more experiment snapshots have been written (``count_snapshot``), the second of
-    which was saved after the folder was retired, so it names a newer checkpoint; or when the sweep ends
-    (``prune_checkpoints``)."""
-    with _retired_lock:
-        _retired.append((filesystem, path, _snapshots_written[0]))
-
-
-def count_snapshot() -> None:
-    """Count an experiment snapshot written whole; delete the retired checkpoint folders it makes
-    unreferenced (``retire_checkpoint``)."""
-    with _retired_lock:
-        _snapshots_written[0] += 1
-        due = [(fs, path) for fs, path, at in _retired if _snapshots_written[0] >= at + 2]
-        _retired[:] = [entry for entry in _retired if _snapshots_written[0] < entry[2] + 2]
-    _delete_folders(due)
-
-
-def upload_logs(local_dir: str, filesystem: pyarrow.fs.FileSystem, trial_path: str) -> None:
-    """Copy a trial's Tune logs (``result.json``, ``progress.csv``) from the driver's local folder ``local_dir``
-    to the trial's folder ``trial_path`` on ``filesystem``, whole; a log not written yet is skipped."""
-    for name in (RESULT_FILE, PROGRESS_FILE):
-        source = os.path.join(local_dir, name)
-        if os.path.exists(source):
-            pyarrow.fs.copy_files(source, f"{trial_path.rstrip('/')}/{name}", destination_filesystem=filesystem)
-
-
-def prune_checkpoints(latest: list[tuple[pyarrow.fs.FileSystem, str]], keep: int) -> None:
-    """Given each trial's latest checkpoint ``(filesystem, path)`` (the one Tune resumes it from), delete the
-    trial's checkpoint folders older than the ``keep`` newest up to it, the retired ones not yet deleted
-    included (a driver killed before deleting them leaves them behind); a folder newer than the latest (a
-    checkpoint written but never registered) stays, to be overwritten when the trial goes on. Call it once
-    Tune's final experiment snapshot has been written (after ``Tuner.fit`` returns)."""
-    with _retired_lock:
-        _retired.clear()
-    for filesystem, path in latest:
-        folder, name = path.rstrip("/").rsplit("/", 1)
-        newest = checkpoint_index(name)
-        if newest is not None:
-            _delete_folders((filesystem, f"{folder}/{checkpoint_name(index)}")
-                            for index in checkpoint_indexes(filesystem, folder) if index <= newest - keep)
-
-
-class _AtomicOutput:
-    """A file being written as ``<folder>/.tmp-<uuid>`` beside ``path``; closing it renames it over ``path``,
-    unless a write, flush or close failed (a full disk) or the writer dropped it unclosed: then the
-    temporary file is removed and ``path`` keeps its previous contents. ``on_replaced`` runs once ``path``
-    has been replaced."""
-
-    def __init__(self, path: str, on_replaced=None):
-        self.path = path
-        self.on_replaced = on_replaced
-        self.temporary = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex}"
-        self.file = open(self.temporary, "wb")  # noqa: SIM115 - closed by close()
-        self.failed = False
-
-    @property
-    def closed(self) -> bool:
-        return self.file.closed
-
-    def _guard(self, method, *args):
-        try:
-            return method(*args)
-        except BaseException:
-            self.failed = True
-            raise
-
-    def write(self, data) -> int:
-        return self._guard(self.file.write, data)
-
-    def flush(self) -> None:
-        self._guard(self.file.flush)
-
-    def tell(self) -> int:
-        return self.file.tell()
-
-    def writable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        if self.file.closed:
-            return
-        try:
-            self._guard(self.file.close)
-        finally:
-            if self.failed:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.temporary)
-        if not self.failed:
-            os.replace(self.temporary, self.path)
-            if self.on_replaced is not None:
-                self.on_replaced()
-
-    def __del__(self):
-        file = getattr(self, "file", None)
-        if file is not None and not file.closed:  # dropped unclosed: the writer gave up on it
-            self.failed = True
-            with contextlib.suppress(Exception):
-                self.close()
-
-
-class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
-    """The local filesystem (``pyarrow.fs.LocalFileSystem``), except that every file written through
-    ``open_output_stream`` is replaced atomically (``_AtomicOutput``), and that each experiment snapshot Ray
-    Tune writes whole is counted (``count_snapshot``: retired checkpoints are deleted only once a snapshot
-    naming a newer one is in the storage). Picklable, so Ray can hand it to the trial processes with the rest
-    of the sweep's storage settings."""
-
-    def __init__(self):
-        self.local = pyarrow.fs.LocalFileSystem()
-
-    def __eq__(self, other):
-        return isinstance(other, AtomicLocalHandler)
-
-    def __ne__(self, other):
-        return not self == other
-
-    def __hash__(self):
-        return hash(AtomicLocalHandler)
-
-    def get_type_name(self) -> str:
-        return "groupsweep-atomic-local"
-
-    def normalize_path(self, path):
-        return self.local.normalize_path(path)
-
-    def get_file_info(self, paths):
-        return self.local.get_file_info(paths)
-
-    def get_file_info_selector(self, selector):
-        return self.local.get_file_info(selector)
-
-    def create_dir(self, path, recursive):
-        self.local.create_dir(path, recursive=recursive)
-
-    def delete_dir(self, path):
-        self.local.delete_dir(path)
-
-    def delete_dir_contents(self, path, missing_dir_ok=False):
-        self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
-
-    def delete_root_dir_contents(self):
-        raise OSError("refusing to delete the contents of the root folder")
-
-    def delete_file(self, path):
-        self.local.delete_file(path)
-
-    def move(self, src, dest):
-        self.local.move(src, dest)
-
-    def copy_file(self, src, dest):
-        with self.local.open_input_stream(src) as source, self.open_output_stream(dest, None) as target:
-            while chunk := source.read(1 << 20):
-                target.write(chunk)
-
-    def open_input_stream(self, path):
-        return self.local.open_input_stream(path)
-
-    def open_input_file(self, path):
-        return self.local.open_input_file(path)
-
-    def open_output_stream(self, path, metadata):
-        snapshot = os.path.basename(path).startswith(EXPERIMENT_STATE_PREFIX)
-        return pyarrow.PythonFile(_AtomicOutput(path, count_snapshot if snapshot else None), mode="w")
-
-    def open_append_stream(self, path, metadata):
-        return self.local.open_append_stream(path, metadata=metadata)
-
-
-def atomic_local_filesystem() -> pyarrow.fs.FileSystem:
-    """A ``pyarrow.fs`` filesystem of local paths whose written files appear whole or not at all
-    (``AtomicLocalHandler``); Ray Tune's ``storage_filesystem`` for a sweep on local storage."""
-    return pyarrow.fs.PyFileSystem(AtomicLocalHandler())
 
 
 def trial_dirs(run_dir) -> list[TrialDir]:

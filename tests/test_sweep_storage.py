@@ -1,0 +1,121 @@
+"""How Ray Tune's uploads reach a sweep's storage (``trainables.sweep_storage``): an experiment snapshot is
+never newer in the storage than the trial logs uploaded with it, on local storage and on a real S3-protocol
+server (``s3_fixtures``). The uploads are made as Tune's driver makes them: ``pyarrow.fs.copy_files`` of its
+staging folder into the storage, through the sweep's filesystem."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import threading
+
+import pyarrow.fs
+import pytest
+
+from s3_fixtures import s3_server  # noqa: F401  (the fixture)
+from trainables.sweep_storage import commit_snapshots, drop_snapshots, sweep_filesystem
+
+STATE = "experiment_state-2026-01-01_00-00-00.json"
+SEARCHER = "basic-variant-state-2026-01-01_00-00-00.json"
+TRIALS = [f"trial_{number:02d}" for number in range(24)]  # more files than pyarrow's 8 I/O threads
+
+
+def stage(folder, version: int) -> None:
+    """Tune's staging folder after snapshot ``version``: the state and searcher state name it, and every trial's
+    logs hold its rows up to it."""
+    folder.mkdir(exist_ok=True)
+    for name in (STATE, SEARCHER):
+        (folder / name).write_text(json.dumps({"version": version}))
+    for trial in TRIALS:
+        (folder / trial).mkdir(exist_ok=True)
+        for log in ("result.json", "progress.csv"):
+            (folder / trial / log).write_text("".join(f"{row}\n" for row in range(1, version + 1)))
+
+
+def upload(staging, fs, root: str) -> None:
+    """Tune's upload of its staging folder (``ray.train._internal.storage._upload_to_fs_path``), in threads as
+    Tune makes it to any filesystem but pyarrow's own S3 one; fails the test if it does not end in 60 s."""
+    errors = []
+
+    def copy():
+        try:
+            pyarrow.fs.copy_files(str(staging), root, destination_filesystem=fs, chunk_size=64 * 1024 * 1024)
+        except Exception as error:  # noqa: BLE001 - handed to the test
+            errors.append(error)
+
+    worker = threading.Thread(target=copy, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the upload hung"
+    if errors:
+        raise errors[0]
+
+
+def stored_state(fs, root: str):
+    """The state version in the storage, or None."""
+    if fs.get_file_info(f"{root}/{STATE}").type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(f"{root}/{STATE}") as stream:
+        return json.loads(stream.read())["version"]
+
+
+def stored(fs, root: str):
+    """``(state version or None, fewest rows of any trial log)`` in the storage."""
+    def rows(path):
+        with fs.open_input_stream(f"{root}/{path}") as stream:
+            return stream.read().count(b"\n")
+
+    logs = [f"{trial}/{log}" for trial in TRIALS for log in ("result.json", "progress.csv")]
+    return stored_state(fs, root), min(rows(path) for path in logs)
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path):
+    """``(filesystem, root)`` of an empty sweep folder, on local storage or in a bucket of a moto server."""
+    drop_snapshots()  # nothing held from an earlier test
+    if request.param == "local":
+        return sweep_filesystem(str(tmp_path / "storage" / "sweep"))
+    server = request.getfixturevalue("s3_server")
+    return sweep_filesystem(server.uri("sweeps/sweep"))
+
+
+def test_a_snapshot_reaches_the_storage_after_the_logs_uploaded_with_it(tmp_path, storage):
+    fs, root = storage
+    staging = tmp_path / "staging"
+    stage(staging, 1)
+    upload(staging, fs, root)
+    assert stored(fs, root) == (None, 1)  # held back: its upload might not have ended
+    for version in (2, 3):
+        stage(staging, version)
+        upload(staging, fs, root)
+        assert stored(fs, root) == (version - 1, version)  # one upload behind the logs
+    commit_snapshots()  # the run ended: Tune's last upload had ended
+    assert stored(fs, root) == (3, 3)
+    with fs.open_input_stream(f"{root}/{SEARCHER}") as stream:
+        assert json.loads(stream.read()) == {"version": 3}
+    again = pickle.loads(pickle.dumps(fs))  # as Ray hands it to the trial processes
+    assert again.equals(fs) and stored(again, root) == (3, 3)
+
+
+def test_after_a_failed_upload_the_storage_keeps_a_snapshot_its_logs_are_whole_for(tmp_path):
+    fs, root = sweep_filesystem(str(tmp_path / "storage"))
+    drop_snapshots()
+    staging = tmp_path / "staging"
+    versions = []
+    for version in range(1, 9):
+        stage(staging, version)
+        blocker = tmp_path / "storage" / TRIALS[-1] / "result.json"
+        if version == 3:  # one trial's log cannot be replaced (a folder is in its place): uploads 3 and 4 fail
+            blocker.unlink()
+            blocker.mkdir()
+        if version == 5:  # the storage is fixed; that log holds the rows of the last upload that reached it
+            blocker.rmdir()
+            blocker.write_text("1\n2\n")
+        upload(staging, fs, root)  # (copy_files does not raise a failed close: the filesystem counts it)
+        state, rows = stored(fs, root) if version not in (3, 4) else (stored_state(fs, root), 2)
+        versions.append(state)
+        assert state is None or state <= rows, (version, state, rows)
+    assert not {3, 4} & set(versions), versions  # never a snapshot an upload that failed carried
+    assert versions[-1] == 7, versions  # snapshots move on once uploads end whole again
+    assert not [name for name in os.listdir(tmp_path / "storage" / TRIALS[-1]) if name.startswith(".tmp-")]
