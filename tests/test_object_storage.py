@@ -31,7 +31,9 @@ def reported_epochs(exp_uri: str, name: str) -> int:
 
 
 # Enough epochs that the second trial (one at a time) is still running when the first one's last report has
-# reached the bucket with an experiment snapshot (paced: every second in the tests) and the driver is killed.
+# reached the bucket and the driver is killed, maybe in the middle of an upload (paced: every second in the
+# tests). The experiment state in the bucket may still call the first trial running (a snapshot lands one
+# upload after the logs it was saved with): then the resumed run redoes its last epochs.
 EPOCHS = 6
 
 

@@ -237,10 +237,12 @@ def test_two_node_cluster_runs_trials_on_both_nodes_and_survives_the_worker_node
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # A victim picked at epoch <= 2 still has 4 epochs to run when its node dies. The epochs must be slow
+    # A victim picked at epoch <= 4 still has 4 epochs to run when its node dies. The epochs must be slow
     # enough (MID_TRIAL_DATA, about a second each) that those 4 cannot finish while the killed node's
     # worker process notices its raylet is gone: with TINY_DATA they sometimes did, on a loaded CI machine.
-    epochs = 6
+    # The reports reach the sweep folder in bursts (Tune uploads them about every second): with 6 epochs and
+    # a victim picked at epoch <= 2, a fast run once showed no worker-node report early enough.
+    epochs = 8
     spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1, 2, 3), epochs=epochs, data=MID_TRIAL_DATA)
     names = trial_names(spec_path)
     storage = tmp_path / "results"
@@ -258,7 +260,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes_and_survives_the_worker_node
         def on_worker_mid_trial() -> str | None:
             for name in names:
                 reports = rows(exp_dir / name)
-                if reports and reports[-1]["node_id"] == worker_id and reports[-1]["epoch"] <= 2:
+                if reports and reports[-1]["node_id"] == worker_id and reports[-1]["epoch"] <= epochs - 4:
                     return name
             return None
 
