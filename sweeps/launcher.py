@@ -80,8 +80,8 @@ from trainables.balancing import method_label
 from trainables.builders import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, path_name
-from trainables.trainable import train_trial, trial_dirname, unit_name
 from trainables.sweep_storage import commit_snapshots, drop_snapshots, prune_checkpoints, sweep_filesystem
+from trainables.trainable import train_trial, trial_dirname, unit_name
 from trainables.trial_dir import join_location, trial_dirs
 
 SPEC_FILE = "groupsweep_spec.yaml"
@@ -517,7 +517,7 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
                for t in spec.units if t.resources.workers > 1}
     datasets = share_datasets(spec, loaded) if shared else {}
     filesystem, storage_path = sweep_filesystem(storage)
-    exp_path = sweep_filesystem(exp_dir)[1]
+    exp_path = f"{storage_path.rstrip('/')}/{name}"  # exp_dir inside the filesystem
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, experiment_dir=exp_dir, workers=workers, datasets=datasets),
         TrialResources(spec),

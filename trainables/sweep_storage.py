@@ -66,7 +66,39 @@ def is_snapshot_file(path: str) -> bool:
     return os.path.basename(path).startswith(SNAPSHOT_PREFIXES)
 
 
-class _AtomicOutput:
+class _MemoryOutput:
+    """A file written into memory; closing it hands its bytes to ``finish(data)``, once. Dropped unclosed (a
+    writer that failed), it hands nothing. The base of the files this module's filesystem writes: they
+    write to ``self.file``."""
+
+    def __init__(self, finish=None):
+        self.finish = finish
+        self.file = io.BytesIO()
+
+    @property
+    def closed(self) -> bool:
+        return self.file.closed
+
+    def write(self, data) -> int:
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.file.closed:
+            data = self.file.getvalue()
+            self.file.close()
+            self.finish(data)
+
+
+class _AtomicOutput(_MemoryOutput):
     """A file being written as ``<folder>/.tmp-<uuid>`` beside ``path``; closing it renames it over ``path``,
     unless a write, flush or close failed (a full disk) or the writer dropped it unclosed: then the
     temporary file is removed, ``path`` keeps its previous contents, and the failure is counted
@@ -77,10 +109,6 @@ class _AtomicOutput:
         self.temporary = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex}"
         self.file = open(self.temporary, "wb")  # noqa: SIM115 - closed by close()
         self.failed = False
-
-    @property
-    def closed(self) -> bool:
-        return self.file.closed
 
     def _guard(self, method, *args):
         try:
@@ -96,12 +124,6 @@ class _AtomicOutput:
 
     def flush(self) -> None:
         self._guard(self.file.flush)
-
-    def tell(self) -> int:
-        return self.file.tell()
-
-    def writable(self) -> bool:
-        return True
 
     def close(self) -> None:
         if self.file.closed:
@@ -123,37 +145,6 @@ class _AtomicOutput:
                 _count_failed_write()
             with contextlib.suppress(Exception):
                 self.close()
-
-
-class _MemoryOutput:
-    """A file written into memory; closing it hands its bytes to ``finish(data)``, once. Dropped unclosed (a
-    writer that failed), it hands nothing."""
-
-    def __init__(self, finish):
-        self.finish = finish
-        self.buffer = io.BytesIO()
-
-    @property
-    def closed(self) -> bool:
-        return self.buffer.closed
-
-    def write(self, data) -> int:
-        return self.buffer.write(data)
-
-    def flush(self) -> None:
-        pass
-
-    def tell(self) -> int:
-        return self.buffer.tell()
-
-    def writable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        if not self.buffer.closed:
-            data = self.buffer.getvalue()
-            self.buffer.close()
-            self.finish(data)
 
 
 def _count_failed_write() -> None:
