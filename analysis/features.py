@@ -11,7 +11,7 @@ report, not by epoch, and a sweep keeps only the last ``keep_checkpoints`` of th
 epoch), so only the epochs whose checkpoints are still there can be analysed; ``checkpoint_epochs``
 lists them.
 
-Extraction rebuilds the dataset and the model exactly as the run did (``trainables.builders``: same
+Extraction rebuilds the dataset and the model exactly as the run did (``trainables.config_data``, ``trainables.builders``: same
 config, tokenizer and architecture), loads the checkpoint's weights, and runs ``GroupModel.features``
 (the input of the final linear layer) in eval mode, under ``torch.no_grad``, in float32, over the
 training split without augmentation (images: the evaluation resize + centre crop), or over the subset
@@ -35,8 +35,9 @@ from torch.utils.data import DataLoader, Subset
 
 from analysis.covariance import CovarianceAccumulator, TrialSpectrum, check_k, spectrum_from_statistics
 from analysis.selection import select
-from trainables.builders import build_model_and_inputs, load_config_dataset
+from trainables.builders import build_model_and_inputs
 from trainables.config import TrainConfig
+from trainables.config_data import load_config_dataset
 from trainables.errors import GroupsweepError, choose
 from trainables.plans import training_plan
 from trainables.trial_dir import TrialDir

@@ -70,7 +70,8 @@ def build(name: str, image_size: int):
     """``(model, optimizer, inputs maker)`` of a randomly initialised registry model with AdamW's state filled."""
     import torch
 
-    from trainables.models import build_model, get_spec
+    from trainables.models import get_spec
+    from trainables.models.build import build_model
 
     model = build_model(name, 2, pretrained=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)

@@ -52,7 +52,7 @@ def make_probe():
             import psutil
 
             from trainables.config import TrainConfig
-            from trainables.builders import load_config_dataset
+            from trainables.config_data import load_config_dataset
 
             gc.collect()
             process = psutil.Process()
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from sweeps.launcher import dataset_nbytes, share_datasets
     from trainables.config import TrainConfig
-    from trainables.builders import load_config_dataset
+    from trainables.config_data import load_config_dataset
 
     spec = sharing_spec(args.size, args.trials)
     print(f"machine: {machine()}")

@@ -39,7 +39,7 @@ def plain_loop(preset: str, sets: list[str], cpus: int) -> dict:
     from sweeps.overrides import parse_overrides
     from sweeps.spec import load_spec
     from trainables.config import TrainConfig
-    from trainables.builders import load_config_dataset
+    from trainables.config_data import load_config_dataset
     from trainables.finetune import finetune
 
     torch.set_num_threads(cpus)

@@ -45,12 +45,14 @@ second when the driver dies. On local storage that filesystem replaces every fil
 disk leaves every file Tune had written whole; a storage failure that stops the sweep is raised as
 ``StorageFailure``, one line.
 
-This module imports Ray and torch at its top: the command line imports it only when a sweep runs or is
-inspected. Reading a sweep's results is ``analysis.results``' job.
+This module imports Ray at its top (the command line imports it only when a sweep runs or is inspected),
+and never torch or a model library: the trials import them (``trainables.entry``). Reading a sweep's results
+is ``analysis.results``' job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -62,11 +64,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs
 import ray
-import torch
 import yaml
 from ray import tune
 from ray._private import ray_constants
+from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
 from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, PlacementGroupFactory, RunConfig, TuneConfig
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from analysis.results import ended_trials
 from sweeps.grid_search import GridVariantGenerator
@@ -77,12 +80,12 @@ from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan,
 from sweeps.sweep_lock import SweepLock
 from sweeps.tracking import tracking_callbacks
 from trainables.balancing import method_label
-from trainables.builders import dataset_key, load_config_dataset
+from trainables.config_data import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, path_name
 from trainables.sweep_storage import commit_snapshots, drop_snapshots, prune_checkpoints, sweep_filesystem
-from trainables.trainable import train_trial, trial_dirname, unit_name
-from trainables.trial_dir import join_location, trial_dirs
+from trainables.entry import train_trial
+from trainables.trial_dir import join_location, trial_dirname, trial_dirs, unit_name
 
 SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
@@ -90,6 +93,8 @@ DEFAULT_STORAGE = "~/groupsweep_results"
 # Local Ray on a small machine: a small object store (trials exchange metrics, file paths and the
 # shared in-memory datasets).
 LOCAL_OBJECT_STORE_BYTES = 200 * 1024 * 1024
+# Tune's switch off for the loggers it adds to a run on its own (``listed_loggers_only``).
+AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 # A dataset is shared through the object store only when it takes at most this share of the store.
 SHARED_DATASET_STORE_SHARE = 0.5
 ENV_DEFAULTS = {
@@ -210,10 +215,19 @@ def check_storage(storage: str, exp_dir: str) -> None:
 
 # --- resources -----------------------------------------------------------------------------------
 
+def local_gpu_count() -> int:
+    """The GPUs a local Ray started here offers, counted as ``ray.init`` counts them: the NVIDIA GPUs of the
+    machine (NVML), at most as many as ``CUDA_VISIBLE_DEVICES`` lists when it is set."""
+    gpus = NvidiaGPUAcceleratorManager
+    count = gpus.get_current_node_num_accelerators()
+    visible = gpus.get_current_process_visible_accelerator_ids()
+    return count if visible is None else min(count, len(visible))
+
+
 def local_node_shape(num_cpus: int | None = None) -> dict:
-    """What a local Ray started by ``start_ray`` offers: this machine's CPUs (``num_cpus`` if given) and the
-    CUDA GPUs this process sees (``torch.cuda.device_count()``, which honours ``CUDA_VISIBLE_DEVICES``)."""
-    return {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    """What a local Ray started by ``start_ray`` offers: this machine's CPUs (``num_cpus`` if given) and its
+    GPUs (``local_gpu_count``)."""
+    return {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": float(local_gpu_count())}
 
 
 def live_node_shapes() -> list[dict]:
@@ -283,7 +297,7 @@ def trial_placement(resources: Resources):
 
 class TrialResources:
     """Tune's per-trial resource function: trial config -> placement group, looked up by the trial's name
-    (a search trial: its cell's name, ``trainables.trainable.unit_name``)."""
+    (a search trial: its cell's name, ``trainables.trial_dir.unit_name``)."""
 
     def __init__(self, spec: SweepSpec):
         self.table = {unit.name: unit.resources for unit in spec.units}
@@ -471,7 +485,7 @@ def is_memory_mapped(dataset) -> bool:
 
 
 def load_datasets(spec: SweepSpec) -> dict:
-    """Each distinct dataset of the sweep, loaded once: ``{trainables.builders.dataset_key(config): dataset}``.
+    """Each distinct dataset of the sweep, loaded once: ``{trainables.config_data.dataset_key(config): dataset}``.
     Loading reads and checks every file and value of a native dataset, so a bad data root or file stops
     the run with one line."""
     datasets = {}
@@ -485,7 +499,7 @@ def load_datasets(spec: SweepSpec) -> dict:
 def share_datasets(spec: SweepSpec, loaded: dict | None = None) -> dict:
     """Put each distinct dataset of the single-process trials into Ray's object store once.
 
-    Returns ``{trainables.builders.dataset_key(config): ObjectRef}``. ``loaded``: datasets loaded already
+    Returns ``{trainables.config_data.dataset_key(config): ObjectRef}``. ``loaded``: datasets loaded already
     (``load_datasets``); the others are loaded here. Datasets that are memory-mapped (decode-once caches, already
     shared by the OS) or that would take more than ``SHARED_DATASET_STORE_SHARE`` of the cluster's
     object store are left out: their trials load them themselves.
@@ -558,7 +572,7 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=None),  # retention: CheckpointRetention (sweeps.retention)
             callbacks=[CheckpointRetention(spec.keep_checkpoints), RetryLogs(),
-                       *tracking_callbacks(spec.tracking, name, exp_dir)],
+                       *tracking_callbacks(spec.tracking, name, exp_dir), *result_loggers()],
         ),
     )
 
@@ -572,14 +586,49 @@ def restored_config_keys(exp_path: str, filesystem) -> list[str] | None:
     return [key for key in trials[0].config if key != "trial_name"]
 
 
+def result_loggers() -> list:
+    """The Tune callbacks that write each trial's ``progress.csv`` and ``result.json`` (the trial-directory
+    contract, ``trainables.trial_dir``)."""
+    return [CSVLoggerCallback(), JsonLoggerCallback()]
+
+
+@contextlib.contextmanager
+def listed_loggers_only(tuner):
+    """Within this context Tune adds no logger of its own to ``tuner``'s run when the run's callbacks (a
+    restored tuner's: as saved when its sweep started) hold the ``result_loggers``.
+
+    Unasked, Tune adds its CSV, JSON and TensorBoard loggers to every run that lacks them; the TensorBoard
+    one writes an event file per trial that only ``tracking: [tensorboard]`` asks for, and imports torch
+    (through tensorboardX) into the driver, which otherwise never imports it (about two seconds of every
+    launch). ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1`` is Tune's switch for that. A sweep started by a
+    groupsweep that did not list the result loggers keeps Tune's defaults, so it goes on writing its logs.
+    """
+    # Tuner has no public accessor of its run config; _local_tuner is None on a Ray Client connection
+    local = getattr(tuner, "_local_tuner", None)
+    callbacks = (local.get_run_config().callbacks or []) if local is not None else []
+    listed = all(any(isinstance(callback, kind) for callback in callbacks)
+                 for kind in (CSVLoggerCallback, JsonLoggerCallback))
+    previous = os.environ.get(AUTO_LOGGERS_ENV)
+    if listed:
+        os.environ[AUTO_LOGGERS_ENV] = "1"
+    try:
+        yield listed
+    finally:
+        if previous is None:
+            os.environ.pop(AUTO_LOGGERS_ENV, None)
+        else:
+            os.environ[AUTO_LOGGERS_ENV] = previous
+
+
 def fit(tuner, keep_checkpoints: int):
-    """``tuner.fit()``, with Ray's failures shown as one line each, then Tune's last snapshot written into the
-    storage (``commit_snapshots``; if ``fit`` raised, the storage keeps the one before) and each trial left
-    with its newest ``keep_checkpoints`` checkpoints up to the latest one Tune holds (``prune_checkpoints``);
-    returns its ``ResultGrid``."""
+    """``tuner.fit()``, with Ray's failures shown as one line each and no logger Tune adds on its own
+    (``listed_loggers_only``), then Tune's last snapshot written into the storage (``commit_snapshots``; if
+    ``fit`` raised, the storage keeps the one before) and each trial left with its newest ``keep_checkpoints``
+    checkpoints up to the latest one Tune holds (``prune_checkpoints``); returns its ``ResultGrid``."""
     condense_ray_errors()
     try:
-        results = tuner.fit()
+        with listed_loggers_only(tuner):
+            results = tuner.fit()
     except BaseException:
         drop_snapshots()
         raise

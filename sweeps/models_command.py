@@ -32,10 +32,11 @@ def register(subparsers) -> None:
 def models_table(num_classes: int = 2):
     """The registry as a DataFrame with columns ``name, family, modality, params, params_m, table3_m,
     hub_id, pretrained_local, weights_from`` (see the module docstring), in registry order."""
-    # deferred: pandas and the model registry (torch) load when the command runs, not for `--help`
+    # deferred: pandas and the model builders (torch) load when the command runs, not for `--help`
     import pandas as pd
 
-    from trainables.models import MODELS, parameter_count, weights_available, weights_origin
+    from trainables.models import MODELS, weights_available, weights_origin
+    from trainables.models.build import parameter_count
 
     if num_classes < 1:
         raise GroupsweepError(f"--num-classes {num_classes} must be at least 1")

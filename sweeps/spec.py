@@ -74,6 +74,7 @@ from sweeps.spaces import (SearchCell, SearchSettings, check_metric_reported, ch
 from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
+from trainables.models import MODELS
 from trainables.trial_dir import METHOD_HPARAMS_KEY
 
 SPEC_KEYS = ("name", "description", "datasets", "models", "methods", "seeds", "hparams", "resources",
@@ -238,10 +239,9 @@ class Registries:
 
 
 def package_registries() -> Registries:
-    """The package's datasets, models and methods (importing the model registry imports torch)."""
-    # deferred: the dataset (pandas) and model (torch) registries load when a spec is built, not for `--help`
+    """The package's datasets, models and methods."""
+    # deferred: the dataset registry (pandas) loads when a spec is built, not for `--help`
     from trainables.data import DATASETS, check_dataset_options, dataset_options
-    from trainables.models import MODELS
 
     return Registries(datasets={name: tuple(dataset_options(name)) for name in DATASETS}, models=tuple(MODELS),
                       methods=tuple(METHODS), ratio_methods=tuple(RATIO_METHODS),

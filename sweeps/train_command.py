@@ -57,7 +57,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(values)
 
     # deferred: torch and the model libraries load only when a run starts, not for `groupsweep --help`
-    from trainables.builders import load_config_dataset
+    from trainables.config_data import load_config_dataset
     from trainables.plans import train_run
 
     header = "  ".join(f"{name:>9}" for name in EPOCH_COLUMNS.values())

@@ -10,6 +10,8 @@ where a heavy import is deliberately deferred, and the function says so in a com
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,3 +127,17 @@ def test_every_import_inside_a_function_is_a_commented_deliberate_deferral():
 def test_the_circle_finder_finds_a_circle():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_sweep_driver_imports_no_training_library():
+    """The driver of ``groupsweep run`` (the command line, a spec built with every model and dataset name
+    checked, the launcher with its trainable and the local node's resources) imports neither torch nor a
+    model library: the trials do (``trainables.entry``)."""
+    code = ("import sys; from sweeps.cli import build_parser; from sweeps.spec import load_spec; "
+            "import sweeps.launcher as launcher; spec = load_spec('demo-table1'); "
+            "assert len(spec.trials) > 10 and launcher.local_node_shape()['CPU'] >= 1; "
+            "print(sorted(name for name in ('torch', 'timm', 'transformers', 'accelerate', 'tensorboardX') "
+            "if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"

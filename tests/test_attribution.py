@@ -8,7 +8,7 @@ from torch import nn
 from trainables import attribution
 from trainables.attribution import GaussianProjector, featurize, gradient_dimension, margin, margin_gradients, trak
 from trainables.errors import GroupsweepError
-from trainables.models import build_model
+from trainables.models.build import build_model
 
 
 def linear_data(seed: int, n: int, d: int, classes: int, shift: float = 1.0):

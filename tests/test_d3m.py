@@ -11,7 +11,7 @@ from torch import nn
 from trainables import base_model, d3m
 from trainables.attribution import featurize, trak
 from trainables.config import TrainConfig
-from trainables.builders import load_config_dataset
+from trainables.config_data import load_config_dataset
 from trainables.config import D3MOptions
 from trainables.d3m import d3m_plan, d3m_select, group_weights, pseudo_groups, removal
 from trainables.errors import GroupsweepError

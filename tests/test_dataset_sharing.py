@@ -10,7 +10,7 @@ import ray
 
 from sweeps import launcher
 from sweeps.spec import build_spec
-from trainables.builders import dataset_key
+from trainables.config_data import dataset_key
 from trainables.data.base import GroupDataset, Split
 
 TINY = {"size": 120, "val_size": 40, "test_size": 40}

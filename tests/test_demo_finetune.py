@@ -39,7 +39,7 @@ def max_distance(state: dict, shipped: dict) -> float:
 def test_demo_finetune_cut_down_finetunes_the_packaged_minilm(tmp_path):
     from safetensors.torch import load_file
 
-    from trainables.models import build_model
+    from trainables.models.build import build_model
 
     shipped = encoder_weights(load_file(str(minilm_dir() / "model.safetensors")))  # skips without the package
     empty_cache = tmp_path / "empty-hf-cache"

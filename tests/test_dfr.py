@@ -13,8 +13,9 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
 from trainables import base_model
-from trainables.builders import build_model_and_inputs, load_config_dataset
+from trainables.builders import build_model_and_inputs
 from trainables.config import DFR_C_GRID, TrainConfig
+from trainables.config_data import load_config_dataset
 from trainables.dfr import LastLayer, balanced_subset, fit_last_layer, l1_logistic_regression, run_dfr
 from trainables.errors import GroupsweepError
 from trainables.finetune import finetune

@@ -131,7 +131,7 @@ def test_last_layer_only_changes_only_the_head():
     states = []
     finetune(small_config(epochs=1, last_layer_only=True, optimizer="sgd", lr=1e-2),
              on_epoch=lambda r: states.append(snapshot(r.state())), cpu=True)
-    from trainables.models import build_model
+    from trainables.models.build import build_model
     torch.manual_seed(3)
     initial = build_model("toy-convnextv2-xs", 2).state_dict()
     changed = {name for name, tensor in states[0]["model"].items() if not torch.equal(tensor, initial[name])}

@@ -11,7 +11,7 @@ from ray.tune import Checkpoint
 
 from trainables import base_model
 from trainables.balancing import make_sampler
-from trainables.builders import load_config_dataset
+from trainables.config_data import load_config_dataset
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError
 from trainables.finetune import finetune

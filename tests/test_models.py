@@ -11,7 +11,8 @@ import torch
 from model_fixtures import fake_hub_snapshot, hub_cache, minilm_dir, no_network  # noqa: F401
 
 from trainables.errors import GroupsweepError
-from trainables.models import MODELS, build_model, get_spec, parameter_count, weights_available, weights_origin
+from trainables.models import MODELS, get_spec, weights_available, weights_origin
+from trainables.models.build import build_model, parameter_count
 
 TOY_FAMILIES = ("toy-convnextv2", "toy-resnet", "toy-bert")
 TOY_SIZES = ("xs", "s", "m", "l")

@@ -32,7 +32,8 @@ from analysis.features import (
 from analysis.plots import DPI, figure_size
 from results_fixtures import trial_config, write_trial
 from sweeps import spectral_command
-from trainables.builders import build_model_and_inputs, load_config_dataset
+from trainables.builders import build_model_and_inputs
+from trainables.config_data import load_config_dataset
 from trainables.data import load_dataset
 from trainables.errors import GroupsweepError
 from trainables.finetune import finetune

@@ -12,7 +12,7 @@ import torch
 from model_fixtures import fake_hub_snapshot, hub_cache, minilm_dir, no_network  # noqa: F401
 
 from trainables.errors import GroupsweepError
-from trainables.models import build_model
+from trainables.models.build import build_model
 from trainables.tokenization import (
     SPECIAL_TOKENS,
     build_tokenizer,

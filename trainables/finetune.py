@@ -7,7 +7,7 @@ turning each ``EpochResult`` into a ``ray.tune.report``, with a checkpoint of ``
 epochs ``EpochResult.checkpoint`` names (``config.checkpoint_every``).
 Shaped after Accelerate's ``nlp_example.py``: build data, model, optimizer; ``accelerator.prepare``;
 train with ``accelerator.backward``; evaluate with ``gather_for_metrics``. Nothing foreign is inside the
-loop: the dataset, model and inputs come from ``trainables.builders``, the training plan from the caller
+loop: the dataset comes from ``trainables.config_data``, the model and inputs from ``trainables.builders``, the training plan from the caller
 (``trainables.plans.training_plan``), the metrics from ``trainables.metrics``; it knows neither Ray nor
 D3M nor the trial directory.
 """
@@ -31,14 +31,15 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 
 from trainables.balancing import BalancingPlan, make_plan, make_sampler
-from trainables.builders import build_model_and_inputs, load_config_dataset
+from trainables.builders import build_model_and_inputs
 from trainables.config import TrainConfig
+from trainables.config_data import load_config_dataset
 from trainables.data import GroupDataset
 from trainables.errors import GroupsweepError
 from trainables.groupdro import GroupDRO
 from trainables.inputs import ModelInputs
 from trainables.metrics import evaluate_predictions
-from trainables.models import GroupModel
+from trainables.models.base import GroupModel
 from trainables.profiling import EpochProfiler
 
 log = logging.getLogger("groupsweep.finetune")

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from trainables.errors import GroupsweepError
-from trainables.models import get_spec
-from trainables.models.bert_family import TOY_VOCAB_SIZE
 from trainables.models.hub import local_copy, missing_from_cache
+from trainables.models.registry import TOY_VOCAB_SIZE, get_spec
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TOKENIZER_FILES = (("tokenizer.json", "vocab.txt"), ("tokenizer_config.json", "config.json"))

@@ -2,7 +2,7 @@
 as its ``checkpoint_every`` says.
 
 A trial's config is a flat dict of ``TrainConfig`` fields plus ``trial_name``; its directory is
-``<experiment_dir>/<trial_name>`` (``trial_dirname`` is the Tuner's trial name and dirname creator).
+``<experiment_dir>/<trial_name>`` (``trial_dir.trial_dirname`` is the Tuner's trial name and dirname creator).
 Every epoch the trial
 
 - writes the labels (once) and that epoch's val/test predictions into its directory through the
@@ -44,13 +44,13 @@ import torch
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from trainables.builders import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
+from trainables.config_data import dataset_key, load_config_dataset
 from trainables.errors import GroupsweepError
 from trainables.finetune import DivergenceError
 from trainables.plans import train_run
-from trainables.trial_dir import (CELL_KEY, LABELS_FILE, STATE_FILE, TRAIN_RUN_NAME, TrialDir, fault_marker,
-                                  join_location, predictions_file)
+from trainables.trial_dir import (LABELS_FILE, STATE_FILE, TRAIN_RUN_NAME, TrialDir, fault_marker, join_location,
+                                  predictions_file, unit_name)
 
 log = logging.getLogger("groupsweep.trainable")
 
@@ -61,17 +61,6 @@ FAULT_ENV = "GROUPSWEEP_FAULT_INJECT"
 
 class InjectedFault(RuntimeError):
     """The failure raised by ``GROUPSWEEP_FAULT_INJECT`` (tests of trial retries)."""
-
-
-def trial_dirname(trial) -> str:
-    """Name and directory name of a Tune trial: its config's ``trial_name`` (unique within a sweep)."""
-    return trial.config["trial_name"]
-
-
-def unit_name(config: dict) -> str:
-    """What the sweep's per-trial tables are keyed by: the trial's name, or for a trial of a hyperparameter
-    search (whose name exists only once the search draws it) its cell's name (``CELL_KEY``)."""
-    return config.get(CELL_KEY) or config["trial_name"]
 
 
 def epoch_metrics(result, node_id: str) -> dict:

@@ -68,6 +68,17 @@ CELL_KEY, SAMPLE_KEY, SAMPLED_KEY = "_cell", "_sample", "_sampled"
 METHOD_HPARAMS_KEY = "_method_hparams"
 
 
+def trial_dirname(trial) -> str:
+    """Name and directory name of a Tune trial: its config's ``trial_name`` (unique within a sweep)."""
+    return trial.config["trial_name"]
+
+
+def unit_name(config: dict) -> str:
+    """What the sweep's per-trial tables are keyed by: the trial's name, or for a trial of a hyperparameter
+    search (whose name exists only once the search draws it) its cell's name (``CELL_KEY``)."""
+    return config.get(CELL_KEY) or config["trial_name"]
+
+
 def predictions_file(epoch: int) -> str:
     """The file of one epoch's val/test predictions, relative to the trial directory."""
     return f"{FILES_DIR}/predictions/epoch_{int(epoch):04d}.npz"

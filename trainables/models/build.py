@@ -1,10 +1,19 @@
-"""Building registry models: ``build_model`` and the parameter count of any entry without weights."""
+"""Building registry models: ``build_model`` and the parameter count of any entry without weights.
+
+``BUILDERS`` maps an entry's ``library`` to the family module's builder
+``builder(spec, num_classes, pretrained=, model_path=, vocab_size=) -> GroupModel``.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from trainables.models.base import GroupModel, get_spec
+from trainables.models.base import GroupModel
+from trainables.models.bert_family import build_bert_model
+from trainables.models.registry import get_spec
+from trainables.models.timm_family import build_timm_model
+
+BUILDERS = {"timm": build_timm_model, "transformers": build_bert_model}
 
 
 def build_model(name: str, num_classes: int, *, pretrained: bool = False, model_path=None,
@@ -19,7 +28,8 @@ def build_model(name: str, num_classes: int, *, pretrained: bool = False, model_
     (pass ``len(tokenizer)``); image models take none. Unknown names raise a one-line error listing all.
     """
     spec = get_spec(name)
-    return spec.builder(spec, num_classes, pretrained=pretrained, model_path=model_path, vocab_size=vocab_size)
+    return BUILDERS[spec.library](spec, num_classes, pretrained=pretrained, model_path=model_path,
+                                  vocab_size=vocab_size)
 
 
 def parameter_count(name: str, num_classes: int = 2, vocab_size: int | None = None) -> int:

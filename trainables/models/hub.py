@@ -19,7 +19,7 @@ import importlib.util
 from pathlib import Path
 
 from trainables.errors import GroupsweepError
-from trainables.models.base import ModelSpec
+from trainables.models.registry import ModelSpec
 
 
 def hub_cache_dir() -> str:

@@ -1,8 +1,5 @@
-"""Image models built with timm: ConvNeXt-V2 and ResNet at the paper's sizes, and toy ladders.
-
-Real sizes use timm's ImageNet-1k weights (``convnextv2_*.fcmae_ft_in1k``, ``resnet*.tv_in1k``, as in
-the paper); toy sizes are the same timm architectures with reduced widths and depths, randomly
-initialised, small enough to train on 32x32 images on a CPU.
+"""Building the registry's image models (``library: timm``): ConvNeXt-V2 and ResNet at the paper's sizes,
+and their toy ladders (the entries are in ``trainables.models.registry``).
 
 Checkpoints (``model_path`` or the hub cache) are timm state dicts: a ``.safetensors``/``.pth``/``.bin``
 file, or a directory holding ``model.safetensors``/``pytorch_model.bin``/``model.pth`` (the layout of
@@ -20,8 +17,9 @@ from pathlib import Path
 import torch
 
 from trainables.errors import GroupsweepError
-from trainables.models.base import GroupModel, ModelSpec, register_model
+from trainables.models.base import GroupModel
 from trainables.models.hub import checkpoint_source
+from trainables.models.registry import ModelSpec
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth")
 
@@ -93,41 +91,3 @@ def build_timm_model(spec: ModelSpec, num_classes: int, *, pretrained: bool = Fa
     if source is not None:
         load_timm_checkpoint(model, source, spec)
     return TimmGroupModel(spec, model)
-
-
-def _register_real(name: str, family: str, arch: str, table3_params: float) -> None:
-    register_model(ModelSpec(
-        name=name, family=family, modality="image", builder=build_timm_model, arch=arch,
-        hub_id=f"timm/{arch}", hub_files=(("model.safetensors", "pytorch_model.bin"),),
-        table3_params=table3_params,
-    ))
-
-
-def _register_toy(name: str, family: str, arch: str, arch_args: dict) -> None:
-    register_model(ModelSpec(name=name, family=family, modality="image", builder=build_timm_model,
-                             arch=arch, arch_args=arch_args))
-
-
-for _size, _params in (("atto", 3.4), ("femto", 4.8), ("pico", 8.6), ("nano", 15.0), ("tiny", 27.9), ("base", 87.7)):
-    _register_real(f"convnextv2-{_size}", "convnextv2", f"convnextv2_{_size}.fcmae_ft_in1k", _params)
-for _depth, _params in ((18, 11.2), (34, 21.3), (50, 23.5), (101, 42.5), (152, 58.1)):
-    _register_real(f"resnet{_depth}", "resnet", f"resnet{_depth}.tv_in1k", _params)
-
-# Toy ConvNeXt-V2 (GRN blocks, no layer scale): 4 stages, 32x32 inputs reach 1x1 in the last stage.
-for _size, _depths, _dims in (
-    ("xs", (1, 1, 1, 1), (8, 16, 32, 64)),
-    ("s", (1, 1, 2, 1), (16, 32, 64, 128)),
-    ("m", (1, 1, 3, 1), (24, 48, 96, 192)),
-    ("l", (2, 2, 4, 2), (32, 64, 128, 256)),
-):
-    _register_toy(f"toy-convnextv2-{_size}", "toy-convnextv2", "convnextv2_atto", {"depths": _depths, "dims": _dims})
-
-# Toy ResNet (basic blocks as ResNet-18/34).
-for _size, _layers, _channels in (
-    ("xs", (1, 1, 1, 1), (8, 16, 32, 64)),
-    ("s", (1, 1, 1, 1), (16, 32, 64, 128)),
-    ("m", (2, 2, 2, 2), (24, 48, 96, 192)),
-    ("l", (2, 2, 2, 2), (32, 64, 128, 256)),
-):
-    _register_toy(f"toy-resnet-{_size}", "toy-resnet", "resnet18",
-                  {"layers": _layers, "channels": _channels, "stem_width": _channels[0]})
