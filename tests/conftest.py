@@ -1,8 +1,38 @@
-"""Test-session settings: no telemetry, no Ray token auth, no hub access, quiet tokenizers."""
+"""Test-session settings: no telemetry, no Ray token auth, no hub access, quiet tokenizers; and the Ray
+cluster that the session's sweeps share when they test what a sweep does, not how a local Ray behaves."""
 
 import os
+
+import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_CLUSTER_FIXTURE = "cluster_address"
+
+
+def pytest_collection_modifyitems(items):
+    """The tests on the shared Ray cluster (fixture ``cluster_address``) run last, in their collected order.
+
+    A Ray cluster idle beside them slows every local Ray another test starts (its raylet takes seconds
+    longer to register: 12 s launches took 16 s), so the cluster lives only while its own tests run."""
+    items.sort(key=lambda item: SHARED_CLUSTER_FIXTURE in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
+def cluster_address():
+    """The address of one two-CPU Ray cluster (``ray.cluster_utils.Cluster``, on this machine) for the
+    session's ``groupsweep run --address`` sweeps: each joins it as a driver, which saves the start and stop
+    of a local Ray (about 3 s a launch). Its own processes are stopped at the end. Only a test whose trials
+    need no environment of their own may use it: its workers have this process's environment."""
+    from ray.cluster_utils import Cluster
+
+    import ray
+
+    ray.shutdown()  # a Ray left in this process by an earlier test would lend the cluster its node address
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 2, "object_store_memory": 200 * 1024 * 1024})
+    yield cluster.address
+    cluster.shutdown()

@@ -157,7 +157,7 @@ def test_a_restored_tuner_brings_the_generator_back_and_runs_the_grid_past_a_gho
         tune.report({"x": config["x"]})
 
     exp_dir = tmp_path / "grid"
-    ray.init(num_cpus=1, object_store_memory=80 * 1024 ** 2, include_dashboard=False)
+    ray.init(address="local", num_cpus=1, object_store_memory=80 * 1024 ** 2, include_dashboard=False)
     try:
         # time_budget_s: a generator that held the ghost would make the resumed run wait (10 minutes per wait
         # in Tune), then stop with trials left, instead of hanging the test

@@ -271,11 +271,11 @@ def all_files_parse(exp_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_full_disk_ends_with_the_summary_and_one_cause_and_the_same_command_resumes(tmp_path):
+def test_full_disk_ends_with_the_summary_and_one_cause_and_the_same_command_resumes(tmp_path, cluster_address):
     spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1, 2), epochs=3, max_failures=1)
     names = trial_names(spec_path)
     with small_disk(tmp_path / "disk", "1500k") as disk:
-        args = ("run", str(spec_path), "--storage", str(disk), "--name", "full")
+        args = ("run", str(spec_path), "--storage", str(disk), "--name", "full", "--address", cluster_address)
         first = run_command(*args)
         output = first.stdout + first.stderr
         assert first.returncode == 1, output[-4000:]

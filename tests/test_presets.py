@@ -192,7 +192,7 @@ def test_table1_presets_hold_the_papers_candidates_and_end_with_analyze(name):
 
 
 @pytest.mark.slow
-def test_demo_table1_through_the_cli_writes_a_table1_row_for_every_criterion(tmp_path):
+def test_demo_table1_through_the_cli_writes_a_table1_row_for_every_criterion(tmp_path, cluster_address):
     """`groupsweep run demo-table1` as users run it (scaled down by --set: one seed, one epoch, small
     splits): the sweep finishes, its `after: [analyze]` writes Table 1, and every dataset/model has a
     row for each validation criterion (wga, worst-class, bias-unsupervised) and for average and oracle."""
@@ -203,7 +203,7 @@ def test_demo_table1_through_the_cli_writes_a_table1_row_for_every_criterion(tmp
     storage = tmp_path / "results"
     done = run_cli("run", "demo-table1", "--storage", str(storage), "--set", "seeds=[1]", "--set", "epochs=1",
                    "--set", "dataset_options.size=300", "--set", "dataset_options.val_size=120",
-                   "--set", "dataset_options.test_size=120")
+                   "--set", "dataset_options.test_size=120", "--address", cluster_address)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Table 1: method chosen per validation criterion" in done.stdout
     table = pd.read_csv(storage / "demo-table1" / "groupsweep_analysis" / "table1.csv")

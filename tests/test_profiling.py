@@ -47,13 +47,13 @@ def test_profile_must_be_a_boolean():
 
 
 @pytest.mark.slow
-def test_run_with_profile_records_perf_metrics_per_epoch(tmp_path):
+def test_run_with_profile_records_perf_metrics_per_epoch(tmp_path, cluster_address):
     import json
 
     from tests.ray_fixtures import run_cli, tiny_spec
 
     spec = tiny_spec(tmp_path / "spec.yaml", methods=["none"], seeds=[1], epochs=2, name="prof")
-    done = run_cli("run", str(spec), "--storage", str(tmp_path / "results"), "--profile")
+    done = run_cli("run", str(spec), "--storage", str(tmp_path / "results"), "--profile", "--address", cluster_address)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in next((tmp_path / "results" / "prof").glob("*/result.json")).open()]
     assert [row["epoch"] for row in rows] == [1, 2]

@@ -273,8 +273,8 @@ def test_real_ray_tune_directory_loads_like_experiment_analysis(tmp_path):
     space["seed"] = tune.grid_search([0, 1])
     here = Path(__file__).resolve().parent  # Ray's workers import results_fixtures by name
     python_path = os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, object_store_memory=80 * 1024 ** 2, include_dashboard=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": {"PYTHONPATH": python_path}})
+    ray.init(address="local", num_cpus=2, object_store_memory=80 * 1024 ** 2, include_dashboard=False,
+             ignore_reinit_error=True, runtime_env={"env_vars": {"PYTHONPATH": python_path}})
     try:
         tune.Tuner(trainable, param_space=space,
                    run_config=tune.RunConfig(storage_path=str(storage), name="real", verbose=0),

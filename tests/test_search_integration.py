@@ -55,7 +55,7 @@ def trials_by_cell(exp_dir: Path) -> dict:
     return out
 
 
-def test_random_search_with_asha_per_cell(tmp_path):
+def test_random_search_with_asha_per_cell(tmp_path, cluster_address):
     # lr is a grid of a good and a useless value, so ASHA has a clearly worse configuration to stop
     spec = search_spec(tmp_path / "spec.yaml", {"num_samples": 2, "metric": "val/avg_acc", "scheduler": "asha",
                                                 "grace_period": 1, "reduction_factor": 2},
@@ -63,7 +63,7 @@ def test_random_search_with_asha_per_cell(tmp_path):
     plan = run_cli("plan", str(spec))
     assert plan.returncode == 0, plan.stderr
     assert "weight_decay=loguniform(1e-05, 0.01)" in plan.stdout and plan.stdout.strip().endswith("2 cells, 8 trials")
-    done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"))
+    done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"), "--address", cluster_address)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     exp_dir = tmp_path / "out" / "hpo"
     cells = trials_by_cell(exp_dir)
@@ -106,9 +106,9 @@ def test_random_search_with_asha_per_cell(tmp_path):
     assert len(rerun_table) == 1 and rerun_table.iloc[0]["n_seeds"] == 2
 
 
-def test_optuna_searches_each_cell(tmp_path):
+def test_optuna_searches_each_cell(tmp_path, cluster_address):
     spec = search_spec(tmp_path / "spec.yaml", {"algorithm": "optuna", "num_samples": 2, "seed": 3}, epochs=2)
-    done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"))
+    done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"), "--address", cluster_address)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     cells = trials_by_cell(tmp_path / "out" / "hpo")
     assert {cell: sorted(trials) for cell, trials in cells.items()} == {

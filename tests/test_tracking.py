@@ -59,7 +59,7 @@ def test_the_embedded_mlflow_store_sits_in_the_sweep_directory(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_tracked_by_mlflow_and_tensorboard(tmp_path, monkeypatch):
+def test_a_sweep_tracked_by_mlflow_and_tensorboard(tmp_path, monkeypatch, cluster_address):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -69,7 +69,8 @@ def test_a_sweep_tracked_by_mlflow_and_tensorboard(tmp_path, monkeypatch):
         "models": ["toy-resnet-xs"], "methods": ["none", "upsampling"], "seeds": [1],
         "hparams": {"lr": 1e-2, "batch_size": 64, "epochs": 2, "eval_batch_size": 128},
         "tracking": ["tensorboard"]}))
-    done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"), "--tracking", "mlflow")
+    done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"), "--tracking", "mlflow",
+                   "--address", cluster_address)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     exp_dir = tmp_path / "out" / "tracked"
     names = {"synthetic-waterbirds-toy-resnet-xs-none-s1", "synthetic-waterbirds-toy-resnet-xs-upsampling-s1"}
@@ -104,3 +105,36 @@ def test_the_live_table_ends_with_the_best_validation_wga_per_method():
     trials = [trial("none", None, 0.2), trial("none", None, 0.3), trial("mixture", 2.0, 0.5),
               trial("upsampling", None, None), trial("upweighting", None, float("nan"))]
     assert best_by_method(trials) == {"none": 0.3, "mixture 2:1": 0.5}
+
+
+@pytest.mark.parametrize("tracking", [[], ["tensorboard"]])
+def test_a_sweep_gets_the_loggers_it_lists_and_none_that_tune_would_add(tmp_path, tracking):
+    """A sweep's Tuner lists the loggers of the trial-directory contract (CSV, JSON) and, only when tracking
+    asks, TensorBoard's; while it runs Tune adds none of its own. A tuner whose saved callbacks lack the
+    contract's loggers (a sweep started by an older groupsweep) keeps Tune's defaults, so it still writes its
+    logs."""
+    import os
+
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    from ray_fixtures import tiny_spec
+    from sweeps.launcher import AUTO_LOGGERS_ENV, build_tuner, listed_loggers_only
+    from sweeps.spec import load_spec
+
+    source = yaml.safe_load(tiny_spec(tmp_path / "spec.yaml", methods=["none"], seeds=(1,)).read_text())
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({**source, "tracking": tracking}))
+    spec = load_spec(str(tmp_path / "spec.yaml"))
+    tuner = build_tuner(spec, str(tmp_path / "out" / "it"), "it", str(tmp_path / "out"), None, shared=False)
+    callbacks = tuner._local_tuner.get_run_config().callbacks
+    kinds = [kind for kind in (CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback)
+             if any(isinstance(callback, kind) for callback in callbacks)]
+    assert kinds == [CSVLoggerCallback, JsonLoggerCallback] + ([TBXLoggerCallback] if tracking else [])
+
+    before = os.environ.get(AUTO_LOGGERS_ENV)
+    with listed_loggers_only(tuner) as listed:
+        assert listed and os.environ[AUTO_LOGGERS_ENV] == "1"
+    assert os.environ.get(AUTO_LOGGERS_ENV) == before
+    older = tune.Tuner(lambda config: None, run_config=tune.RunConfig(callbacks=[]))
+    with listed_loggers_only(older) as listed:
+        assert not listed and os.environ.get(AUTO_LOGGERS_ENV) == before
