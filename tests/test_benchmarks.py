@@ -118,3 +118,14 @@ def test_driver_scale_benchmark_prints_per_trial_costs_and_their_growth():
         assert row is not None and int(row.group(1)) >= 1, done.stdout  # Tune paces them: at least the final one
     assert re.search(r"^growth 2 -> 4 trials: driver CPU per trial x[\d.]+, wall per trial x[\d.]+, driver CPU outside "
                      r"snapshot writing per trial x[\d.]+ \(target <= 1.3: (met|MISSED)\)$", done.stdout, re.M), done.stdout
+
+
+def test_driver_start_benchmark_prints_medians_and_the_ratio_to_a_baseline_checkout():
+    command = [sys.executable, "benchmarks/driver_start.py", "--baseline", str(REPO), "--repeats", "2",
+               "--commands", "plan"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    row = re.search(r"^plan  median this ([\d.]+) s, baseline ([\d.]+) s; this / baseline = ([\d.]+)  "
+                    r"\(this: [\d.]+, [\d.]+; baseline: [\d.]+, [\d.]+\)$", done.stdout, re.M)
+    assert row is not None, done.stdout
+    assert all(float(value) > 0 for value in row.groups())
