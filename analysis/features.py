@@ -11,10 +11,10 @@ report, not by epoch, and a sweep keeps only the last ``keep_checkpoints`` of th
 epoch), so only the epochs whose checkpoints are still there can be analysed; ``checkpoint_epochs``
 lists them.
 
-Extraction rebuilds the dataset and the model exactly as the run did (``trainables.config_data``, ``trainables.builders``: same
-config, tokenizer and architecture), loads the checkpoint's weights, and runs ``GroupModel.features``
-(the input of the final linear layer) in eval mode, under ``torch.no_grad``, in float32, over the
-training split without augmentation (images: the evaluation resize + centre crop), or over the subset
+Extraction rebuilds the dataset and the model exactly as the run did (``trainables.config_data``,
+``trainables.builders``: same config, tokenizer and architecture), loads the checkpoint's weights, and runs
+``GroupModel.features`` (the input of the final linear layer) in eval mode, under ``torch.no_grad``, in
+float32, over the training split without augmentation (images: the evaluation resize + centre crop), or over the subset
 the run trained on (``examples='train_subset'``: the distinct examples of the run's training plan,
 ``trainables.plans.training_plan``, so a balancing method's plan for its ratio and seed, or the
 examples a D3M / AUTO-D3M trial kept, as saved in its trial directory). Features are never kept: each

@@ -46,7 +46,7 @@ def timed(checkout: Path, command: str, workdir: Path) -> float:
                RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1")
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "sweeps.cli", *argv], cwd=workdir, env=env, capture_output=True,
-                          text=True)
+                          text=True, check=False)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"groupsweep {' '.join(argv)} with {checkout} failed:\n{done.stderr[-3000:]}")

@@ -27,9 +27,8 @@ def cluster_address():
     session's ``groupsweep run --address`` sweeps: each joins it as a driver, which saves the start and stop
     of a local Ray (about 3 s a launch). Its own processes are stopped at the end. Only a test whose trials
     need no environment of their own may use it: its workers have this process's environment."""
-    from ray.cluster_utils import Cluster
-
     import ray
+    from ray.cluster_utils import Cluster
 
     ray.shutdown()  # a Ray left in this process by an earlier test would lend the cluster its node address
     cluster = Cluster(initialize_head=True, connect=False,

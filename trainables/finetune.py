@@ -7,9 +7,9 @@ turning each ``EpochResult`` into a ``ray.tune.report``, with a checkpoint of ``
 epochs ``EpochResult.checkpoint`` names (``config.checkpoint_every``).
 Shaped after Accelerate's ``nlp_example.py``: build data, model, optimizer; ``accelerator.prepare``;
 train with ``accelerator.backward``; evaluate with ``gather_for_metrics``. Nothing foreign is inside the
-loop: the dataset comes from ``trainables.config_data``, the model and inputs from ``trainables.builders``, the training plan from the caller
-(``trainables.plans.training_plan``), the metrics from ``trainables.metrics``; it knows neither Ray nor
-D3M nor the trial directory.
+loop: the dataset comes from ``trainables.config_data``, the model and inputs from ``trainables.builders``,
+the training plan from the caller (``trainables.plans.training_plan``), the metrics from
+``trainables.metrics``; it knows neither Ray nor D3M nor the trial directory.
 """
 
 from __future__ import annotations

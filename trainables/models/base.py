@@ -52,7 +52,7 @@ class GroupModel(nn.Module):
         """Number of parameters, head included, trainable or not."""
         return sum(p.numel() for p in self.parameters())
 
-    def set_last_layer_only(self) -> "GroupModel":
+    def set_last_layer_only(self) -> GroupModel:
         """Freeze everything but the head and keep the backbone in eval mode from now on."""
         for parameter in self.parameters():
             parameter.requires_grad_(False)
@@ -61,7 +61,7 @@ class GroupModel(nn.Module):
         self.last_layer_only = True
         return self.train(self.training)
 
-    def train(self, mode: bool = True) -> "GroupModel":
+    def train(self, mode: bool = True) -> GroupModel:
         """Set train/eval mode; in last-layer-only mode the backbone stays in eval mode."""
         super().train(mode)
         if self.last_layer_only:
