@@ -80,11 +80,11 @@ from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan,
 from sweeps.sweep_lock import SweepLock
 from sweeps.tracking import tracking_callbacks
 from trainables.balancing import method_label
-from trainables.config_data import dataset_key, load_config_dataset
 from trainables.config import TrainConfig
+from trainables.config_data import dataset_key, load_config_dataset
+from trainables.entry import train_trial
 from trainables.errors import GroupsweepError, path_name
 from trainables.sweep_storage import commit_snapshots, drop_snapshots, prune_checkpoints, sweep_filesystem
-from trainables.entry import train_trial
 from trainables.trial_dir import join_location, trial_dirname, trial_dirs, unit_name
 
 SPEC_FILE = "groupsweep_spec.yaml"
