@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sweeps.cli import main
-from sweeps.launcher import check_nodes_fit, save_spec
+from sweeps.launcher import check_nodes_fit, local_gpu_count, local_node_shape, save_spec
 from sweeps.spec import Resources, apply_overrides, build_spec, load_spec
 from sweeps.sweep_command import check_after_commands
 from trainables.balancing import method_label
@@ -253,6 +253,18 @@ def test_resources_no_node_provides_are_refused_locally_and_awaited_on_a_cluster
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"warning: trial {built.trials[0].name} needs 4 CPU and 1 GPU")
     assert "15 more trials" in err[0] and "wait for the cluster's autoscaler" in err[0]
+
+
+def test_a_local_ray_offers_the_gpus_torch_sees_and_none_when_cuda_visible_devices_is_empty(monkeypatch):
+    """The launcher counts GPUs without torch (as ``ray.init`` does: NVML, capped by CUDA_VISIBLE_DEVICES); the
+    count is the one torch sees in this process, and an empty CUDA_VISIBLE_DEVICES leaves none."""
+    import torch
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert local_gpu_count() == torch.cuda.device_count()
+    assert local_node_shape(3) == {"CPU": 3.0, "GPU": float(torch.cuda.device_count())}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert local_gpu_count() == 0
 
 
 def test_plan_prints_the_grid_and_count_without_ray(tmp_path):
