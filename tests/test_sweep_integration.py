@@ -117,10 +117,10 @@ def prediction_times(trial_dir) -> dict:
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
-    # one trial at a time, 9 trials: results reach the storage folder in bursts (Tune syncs its staging
+    # one trial at a time, 12 trials: results reach the storage folder in bursts (Tune syncs its staging
     # folder), so a sweep of fast trials must still be far from done when the first one shows up complete
     spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["none", "subsetting", "upweighting"], epochs=3,
-                          seeds=(1, 2, 3), max_concurrent=1)
+                          seeds=(1, 2, 3, 4), max_concurrent=1)
     storage = tmp_path / "results"
     names = trial_names(spec_path)
     exp_dir = storage / "killed"
@@ -223,7 +223,7 @@ def test_a_sweep_killed_while_it_runs_its_added_trials_resumes_them(tmp_path):
     (kept,) = trial_names(first)
     kept_predictions = prediction_times(exp_dir / kept)
 
-    grown = tiny_spec(tmp_path / "grown.yaml", methods=["none", "subsetting", "upweighting"], seeds=(1, 2, 3),
+    grown = tiny_spec(tmp_path / "grown.yaml", methods=["none", "subsetting", "upweighting"], seeds=(1, 2, 3, 4),
                       epochs=3, max_concurrent=1)
     names = trial_names(grown)
     added = [name for name in names if name != kept]
