@@ -17,7 +17,9 @@ union (``run_trials``); a spec that changes or drops a trial the sweep holds is 
 
 Trials on the same dataset share it: the driver loads each distinct (dataset, options, data root) once
 and puts it into Ray's object store (``share_datasets``), and each trial reads it from there, its numpy
-arrays mapped from the node's one shared copy instead of generated or decoded again per trial.
+arrays mapped from the node's one shared copy instead of generated or decoded again per trial. On a
+cluster the driver reads no native dataset (its node may hold no data, as cluster.yaml's head does not):
+the trials load those on the workers.
 
 Every trial checkpoints (``checkpoint_every``) and keeps its latest ``keep_checkpoints`` checkpoints
 (``sweeps.retention.CheckpointRetention``); Tune snapshots the experiment state at its own pace (``auto``: at
@@ -82,6 +84,7 @@ from sweeps.tracking import tracking_callbacks
 from trainables.balancing import method_label
 from trainables.config import TrainConfig
 from trainables.config_data import dataset_key, load_config_dataset
+from trainables.data import reads_files
 from trainables.entry import train_trial
 from trainables.errors import GroupsweepError, path_name
 from trainables.sweep_storage import commit_snapshots, drop_snapshots, prune_checkpoints, sweep_filesystem
@@ -500,9 +503,10 @@ def share_datasets(spec: SweepSpec, loaded: dict | None = None) -> dict:
     """Put each distinct dataset of the single-process trials into Ray's object store once.
 
     Returns ``{trainables.config_data.dataset_key(config): ObjectRef}``. ``loaded``: datasets loaded already
-    (``load_datasets``); the others are loaded here. Datasets that are memory-mapped (decode-once caches, already
-    shared by the OS) or that would take more than ``SHARED_DATASET_STORE_SHARE`` of the cluster's
-    object store are left out: their trials load them themselves.
+    (``load_datasets``); the embedded ones among the others are generated here, the native ones (read from
+    files: ``reads_files``) are left to the trials, as the driver's node may not hold their files (a cluster's
+    head). Datasets that are memory-mapped (decode-once caches, already shared by the OS) or that would take
+    more than ``SHARED_DATASET_STORE_SHARE`` of the cluster's object store are left out too.
     """
     capacity = ray.cluster_resources().get("object_store_memory", LOCAL_OBJECT_STORE_BYTES)
     refs = {}
@@ -511,6 +515,8 @@ def share_datasets(spec: SweepSpec, loaded: dict | None = None) -> dict:
         if unit.resources.workers > 1 or key in refs:
             continue
         known = loaded is not None and key in loaded
+        if not known and reads_files(unit.config["dataset"]):
+            continue
         dataset = loaded[key] if known else load_config_dataset(TrainConfig.from_dict(unit.config))
         shareable = not is_memory_mapped(dataset) and dataset_nbytes(dataset) <= SHARED_DATASET_STORE_SHARE * capacity
         refs[key] = ray.put(dataset) if shareable else None

@@ -22,16 +22,24 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def cluster_address():
+def cluster_address(tmp_path_factory):
     """The address of one two-CPU Ray cluster (``ray.cluster_utils.Cluster``, on this machine) for the
     session's ``groupsweep run --address`` sweeps: each joins it as a driver, which saves the start and stop
     of a local Ray (about 3 s a launch). Its own processes are stopped at the end. Only a test whose trials
-    need no environment of their own may use it: its workers have this process's environment."""
+    need no environment of their own may use it: its workers have this process's environment, plus
+    ``GROUPSWEEP_DATA`` naming a folder with a native Waterbirds (``CLUSTER_WATERBIRDS_COUNTS``) that the
+    drivers are not told about, as on a cluster whose workers hold the data and whose head does not."""
     import ray
     from ray.cluster_utils import Cluster
 
+    from native_fixtures import write_waterbirds
+    from ray_fixtures import CLUSTER_WATERBIRDS_COUNTS
+
+    data = tmp_path_factory.mktemp("cluster-data")
+    write_waterbirds(data / "waterbirds", CLUSTER_WATERBIRDS_COUNTS)
     ray.shutdown()  # a Ray left in this process by an earlier test would lend the cluster its node address
     cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 2, "object_store_memory": 200 * 1024 * 1024})
+                      head_node_args={"num_cpus": 2, "object_store_memory": 200 * 1024 * 1024,
+                                      "env_vars": {"GROUPSWEEP_DATA": str(data)}})
     yield cluster.address
     cluster.shutdown()

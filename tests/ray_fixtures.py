@@ -16,6 +16,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DATA = {"size": 200, "val_size": 60, "test_size": 60}
+# Per-group counts of the native Waterbirds folder that only the shared cluster's workers can find
+# (``conftest.cluster_address``).
+CLUSTER_WATERBIRDS_COUNTS = {"train": [30, 8, 8, 30], "val": [6, 6, 6, 6], "test": [6, 6, 6, 6]}
 
 
 def tiny_spec(path: Path, *, methods, seeds=(1, 2), epochs: int = 2, resources=None, name: str = "it",

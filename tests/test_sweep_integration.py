@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 import pytest
 
-from ray_fixtures import REPO, cli_command, cli_env, result_epochs, run_cli, tiny_spec
+from ray_fixtures import CLUSTER_WATERBIRDS_COUNTS, REPO, cli_command, cli_env, result_epochs, run_cli, tiny_spec
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +135,24 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     for name in finished:  # finished before the kill: not trained again, not reported again
         assert result_epochs(exp_dir / name) == [1, 2, 3], name
         assert prediction_times(exp_dir / name) == predictions[name], name
+
+
+def test_a_cluster_sweep_leaves_a_native_dataset_to_the_trials_on_the_workers(tmp_path, cluster_address):
+    """On a cluster the driver reads no native dataset: its node need not hold it (cluster.yaml's head does
+    not). The trials load it on the workers, from their own ``GROUPSWEEP_DATA``, which the driver lacks."""
+    spec_path = tmp_path / "native.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "native", "datasets": {"waterbirds": {"options": {"image_size": 32}}}, "models": ["toy-resnet-xs"],
+        "methods": ["none"], "seeds": [1], "hparams": {"epochs": 1, "batch_size": 32}, "resources": {"cpu": 1}}))
+    env = cli_env()
+    env.pop("GROUPSWEEP_DATA", None)
+    done = subprocess.run(cli_command("run", str(spec_path), "--storage", str(tmp_path / "out"), "--address",
+                                      cluster_address), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (trial_dir,) = (tmp_path / "out" / "native").glob("waterbirds-*")
+    (row,) = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert row["status"] == "ok" and row["data/num_train_kept"] == sum(CLUSTER_WATERBIRDS_COUNTS["train"])
+    assert row["test/count_group_0"] == CLUSTER_WATERBIRDS_COUNTS["test"][0]
 
 
 def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path, cluster_address):

@@ -11,6 +11,7 @@ from trainables.data.base import (  # noqa: F401
     check_dataset_options,
     dataset_options,
     load_dataset,
+    reads_files,
     register_dataset,
 )
 # Modules below register their datasets on import.

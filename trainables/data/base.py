@@ -177,6 +177,12 @@ def dataset_options(name: str) -> list[str]:
     return [p for p in inspect.signature(DATASETS[name]).parameters]
 
 
+def reads_files(name: str) -> bool:
+    """Whether dataset ``name`` is read from files under a data root (its loader takes ``root``: a native
+    dataset), rather than generated (an embedded benchmark)."""
+    return "root" in dataset_options(name)
+
+
 def check_dataset_options(name: str, options: dict) -> None:
     """Refuse, in one ``GroupsweepError`` line and without reading any data, an unknown dataset ``name``, an
     option it does not take, or an option value its registered check refuses (``register_dataset``)."""
