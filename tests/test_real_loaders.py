@@ -53,8 +53,8 @@ def assert_images_match_groups(dataset):
 def test_options_of_each_loader():
     assert dataset_options("waterbirds") == ["root", "image_size", "cache_dir"]
     assert dataset_options("celeba") == ["root", "image_size", "cache_dir", "target", "spurious"]
-    assert dataset_options("civilcomments") == ["root", "max_length"]
-    assert dataset_options("multinli") == ["root", "max_length"]
+    assert dataset_options("civilcomments") == ["root", "max_length", "cache_dir"]
+    assert dataset_options("multinli") == ["root", "max_length", "cache_dir"]
     assert dataset_options("custom") == ["root", "image_size", "cache_dir", "max_length", "average"]
 
 
@@ -406,6 +406,42 @@ def test_one_training_step_on_a_loaded_fixture(tmp_path):
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
 
+
+
+@pytest.mark.parametrize("name, writer, counts", [("civilcomments", write_civilcomments, COUNTS),
+                                                  ("multinli", write_multinli, COUNTS6),
+                                                  ("custom", write_custom_text, COUNTS)])
+def test_a_native_text_dataset_is_tokenised_once_into_its_cache(tmp_path, monkeypatch, name, writer, counts):
+    """Every run of a native text dataset builds its inputs through ``build_model_and_inputs``: the first
+    tokenises each split into ``<root>/.groupsweep_cache`` (or ``$GROUPSWEEP_CACHE``, or ``cache_dir``), the
+    next ones load the same token ids without tokenising."""
+    import torch
+    from transformers import PreTrainedTokenizerFast
+
+    from trainables.builders import build_model_and_inputs
+    from trainables.config import TrainConfig
+
+    monkeypatch.delenv("GROUPSWEEP_CACHE", raising=False)
+    (tmp_path / "data").mkdir()
+    root = writer(tmp_path / "data", counts)
+    config = TrainConfig(dataset=name, model="toy-bert-xs", dataset_options={"root": str(root)})
+    dataset = load_dataset(name, root=root)
+    assert dataset.cache_dir == str(root / ".groupsweep_cache")
+    _, first = build_model_and_inputs(config, dataset)
+    cached = sorted((root / ".groupsweep_cache").glob("tokens-*.npy"))
+    assert len(cached) == len(SPLITS)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tokenised again")
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "__call__", refuse)
+    _, again = build_model_and_inputs(config, load_dataset(name, root=root))
+    for split in SPLITS:
+        for key, ids in first.inputs[split].items():
+            assert torch.equal(ids, again.inputs[split][key]), (split, key)
+    monkeypatch.setenv("GROUPSWEEP_CACHE", str(tmp_path / "env-cache"))
+    assert load_dataset(name, root=root).cache_dir == str(tmp_path / "env-cache")
+    assert load_dataset(name, root=root, cache_dir=tmp_path / "own").cache_dir == str(tmp_path / "own")
 
 
 @pytest.mark.parametrize("name, writer, option, value", [

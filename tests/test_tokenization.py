@@ -105,6 +105,14 @@ def test_encode_cache_hits_return_identical_arrays_without_tokenizing(tmp_path, 
     assert len(names) == 4 and all(n.startswith("tokens-") and n.endswith(".npy") for n in names)
 
 
+def test_a_cache_folder_that_cannot_be_written_costs_a_warning_not_the_encoding(tmp_path):
+    tokenizer = word_level_tokenizer(CORPUS)
+    (tmp_path / "a-file").write_text("")  # a folder cannot be made under a file, even by root
+    with pytest.warns(UserWarning, match=r"token ids not cached in .*a-file.*GROUPSWEEP_CACHE"):
+        encoded = encode_texts(tokenizer, ["the cat"], 8, cache_dir=tmp_path / "a-file" / "cache")
+    assert torch.equal(encoded["input_ids"], encode_texts(tokenizer, ["the cat"], 8)["input_ids"])
+
+
 def test_toy_tokenizer_feeds_a_toy_bert():
     tokenizer = build_tokenizer("toy-bert-s", corpus=CORPUS)
     model = build_model("toy-bert-s", 2, vocab_size=len(tokenizer)).eval()

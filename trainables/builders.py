@@ -26,4 +26,4 @@ def build_model_and_inputs(config: TrainConfig, dataset: GroupDataset) -> tuple[
                         vocab_size=len(tokenizer) if tokenizer is not None else None)
     if config.last_layer_only:
         model.set_last_layer_only()
-    return model, build_model_inputs(dataset, model.modality, tokenizer)
+    return model, build_model_inputs(dataset, model.modality, tokenizer, cache_dir=dataset.cache_dir)

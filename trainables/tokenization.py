@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import uuid
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -161,7 +162,8 @@ def encode_texts(tokenizer, texts: Sequence, max_length: int, cache_dir=None) ->
 
     With ``cache_dir``, the encoding is stored there as ``tokens-<hash>.npy`` (int32, shape
     (3, N, max_length), written atomically), keyed by the tokenizer fingerprint, ``max_length`` and the
-    texts, and loaded instead of re-tokenising on the next call with the same three.
+    texts, and loaded instead of re-tokenising on the next call with the same three. A cache folder that
+    cannot be written (a read-only data folder) costs a warning, not the run: the encoding is returned.
     """
     if max_length < 2:
         raise GroupsweepError(f"max_length {max_length} is too short; need at least 2 tokens ([CLS] [SEP])")
@@ -178,5 +180,9 @@ def encode_texts(tokenizer, texts: Sequence, max_length: int, cache_dir=None) ->
                                 return_attention_mask=True, return_token_type_ids=True, return_tensors="np")
             stacked = np.stack([encoded[key] for key in ENCODED_KEYS]).astype(np.int32)
         if path is not None:
-            _save_atomically(path, stacked)
+            try:
+                _save_atomically(path, stacked)
+            except OSError as error:
+                warnings.warn(f"token ids not cached in {str(path.parent)!r} ({error.strerror or error}); pass "
+                              "cache_dir or set GROUPSWEEP_CACHE to a writable folder", stacklevel=2)
     return {key: torch.from_numpy(stacked[i].astype(np.int64)) for i, key in enumerate(ENCODED_KEYS)}

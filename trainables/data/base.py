@@ -55,6 +55,9 @@ class GroupDataset:
         does for Waterbirds whose val/test group mix differs from train).
       image_size: model input resolution (images only); stored images may be larger.
       max_length: tokenizer max length (text only).
+      cache_dir: the folder where the inputs derived from a native dataset's files are cached (decoded
+        images, token ids: ``trainables.data.native.resolve_cache_dir``); None for the embedded benchmarks,
+        which are generated.
     """
 
     name: str
@@ -65,6 +68,7 @@ class GroupDataset:
     average: Literal["pooled", "train-weighted"] = "pooled"
     image_size: int | None = None
     max_length: int | None = None
+    cache_dir: str | None = None
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -15,9 +15,8 @@ import numpy as np
 
 from trainables.data.base import GroupDataset, register_dataset
 from trainables.data.native import (NAMED_SPLITS, NativeTable, find_file, map_codes, native_reader, numeric_column,
-                                    read_csv, resolve_root, row_error)
+                                    read_csv, resolve_root, row_error, text_dataset)
 from trainables.data.table2 import TABLE2
-from trainables.errors import positive_integer
 
 IDENTITIES = ("male", "female", "LGBTQ", "black", "white", "christian", "muslim", "other_religions")
 THRESHOLD = 0.5
@@ -48,7 +47,8 @@ def read_civilcomments(root: Path) -> NativeTable:
 
 
 @register_dataset("civilcomments")
-def load_civilcomments(root=None, max_length: int = 220) -> GroupDataset:
-    """CivilComments from ``root`` (default ``$GROUPSWEEP_DATA/civilcomments``); inputs are the comment strings."""
-    max_length = positive_integer("max_length", max_length)
-    return read_civilcomments(resolve_root("civilcomments", root)).dataset(max_length=max_length)
+def load_civilcomments(root=None, max_length: int = 220, cache_dir=None) -> GroupDataset:
+    """CivilComments from ``root`` (default ``$GROUPSWEEP_DATA/civilcomments``); inputs are the comment strings,
+    their token ids cached under ``cache_dir`` (default ``$GROUPSWEEP_CACHE``, else ``<root>/.groupsweep_cache``)."""
+    folder = resolve_root("civilcomments", root)
+    return text_dataset(read_civilcomments(folder), max_length, cache_dir, folder)

@@ -17,8 +17,8 @@ import pandas as pd
 
 from trainables.data.base import GroupDataset, register_dataset
 from trainables.data.native import (SPLIT_CODES, NativeTable, find_file, image_dataset, map_codes, native_reader,
-                                    numeric_column, read_csv, resolve_root, row_error, shown)
-from trainables.errors import GroupsweepError, positive_integer
+                                    numeric_column, read_csv, resolve_root, row_error, shown, text_dataset)
+from trainables.errors import GroupsweepError
 
 OPTIONAL = ("id", "filename", "text", "text_b", "y_name", "a_name")
 
@@ -79,8 +79,8 @@ def read_custom(root: Path) -> NativeTable:
 def load_custom(root=None, image_size: int = 224, cache_dir=None, max_length: int = 128, average: str = "pooled") -> GroupDataset:
     """A custom dataset from ``root`` (default ``$GROUPSWEEP_DATA/custom``).
 
-    Images are decoded once into a cache (``cache_dir`` default ``$GROUPSWEEP_CACHE``, else
-    ``<root>/.groupsweep_cache``) and ``image_size`` applies; for text, ``max_length`` applies.
+    Images are decoded once, texts tokenised once, into a cache (``cache_dir`` default ``$GROUPSWEEP_CACHE``,
+    else ``<root>/.groupsweep_cache``); ``image_size`` applies to images, ``max_length`` to texts.
     ``average`` is ``pooled`` or ``train-weighted``.
     """
     folder = resolve_root("custom", root)
@@ -88,4 +88,4 @@ def load_custom(root=None, image_size: int = 224, cache_dir=None, max_length: in
     table.average = average
     if table.modality == "image":
         return image_dataset(table, image_size, cache_dir, folder)
-    return table.dataset(max_length=positive_integer("max_length", max_length))
+    return text_dataset(table, max_length, cache_dir, folder)

@@ -33,9 +33,10 @@ from trainables.data.native import (
     read_csv,
     resolve_root,
     row_error,
+    text_dataset,
 )
 from trainables.data.table2 import TABLE2
-from trainables.errors import GroupsweepError, positive_integer
+from trainables.errors import GroupsweepError
 
 METADATA_FILES = ("metadata_random.csv", "data/metadata_random.csv")
 GLUE_DIRS = (".", "glue_data/MNLI", "MNLI")
@@ -100,7 +101,8 @@ def read_multinli(root: Path) -> NativeTable:
 
 
 @register_dataset("multinli")
-def load_multinli(root=None, max_length: int = 128) -> GroupDataset:
-    """MultiNLI from ``root`` (default ``$GROUPSWEEP_DATA/multinli``); inputs are (premise, hypothesis) pairs."""
-    max_length = positive_integer("max_length", max_length)
-    return read_multinli(resolve_root("multinli", root)).dataset(max_length=max_length)
+def load_multinli(root=None, max_length: int = 128, cache_dir=None) -> GroupDataset:
+    """MultiNLI from ``root`` (default ``$GROUPSWEEP_DATA/multinli``); inputs are (premise, hypothesis) pairs,
+    their token ids cached under ``cache_dir`` (default ``$GROUPSWEEP_CACHE``, else ``<root>/.groupsweep_cache``)."""
+    folder = resolve_root("multinli", root)
+    return text_dataset(read_multinli(folder), max_length, cache_dir, folder)

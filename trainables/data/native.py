@@ -65,7 +65,8 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
 
 
 def resolve_cache_dir(root: Path, cache_dir: str | os.PathLike | None) -> Path:
-    """Where decoded images are cached: ``cache_dir``, else ``$GROUPSWEEP_CACHE``, else ``<root>/.groupsweep_cache``."""
+    """Where decoded images and token ids are cached: ``cache_dir``, else ``$GROUPSWEEP_CACHE``, else
+    ``<root>/.groupsweep_cache``."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     if os.environ.get(CACHE_ENV):
@@ -233,7 +234,8 @@ class NativeTable:
         """The ``GroupDataset`` of this table with per-split ``inputs`` (default: the table's own inputs).
 
         With the default, image inputs are file names: enough for counting (``groupsweep data check``),
-        not for training. ``fields`` (``image_size``, ``max_length``) are passed to ``GroupDataset``.
+        not for training. ``fields`` (``image_size``, ``max_length``, ``cache_dir``) are passed to
+        ``GroupDataset``.
         """
         if inputs is None:
             inputs = {name: [self.inputs[i] for i in self.indices(name)] for name in SPLITS}
@@ -303,4 +305,11 @@ def image_dataset(table: NativeTable, image_size: int, cache_dir: str | os.PathL
             table.image_root, [table.inputs[i] for i in idx], directory,
             key=f"{table.name}-{split}", image_size=image_size, where=lambda j, idx=idx: table.where(idx[j]),
         )
-    return table.dataset(inputs, image_size=image_size)
+    return table.dataset(inputs, image_size=image_size, cache_dir=str(directory))
+
+
+def text_dataset(table: NativeTable, max_length: int, cache_dir: str | os.PathLike | None, root: Path) -> GroupDataset:
+    """The training-ready dataset of a text table; its token ids are cached under ``resolve_cache_dir`` by the
+    first run that tokenises it (``trainables.tokenization.encode_texts``)."""
+    return table.dataset(max_length=positive_integer("max_length", max_length),
+                         cache_dir=str(resolve_cache_dir(root, cache_dir)))
