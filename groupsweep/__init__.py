@@ -1,4 +1,5 @@
-"""groupsweep's Python API: the command line's operations as functions, for notebooks and scripts.
+"""groupsweep's Python API: the main operations of the command line (plan, run, analyze, report, promote) as
+functions, for notebooks and scripts.
 
     import groupsweep as gs
 
@@ -26,7 +27,8 @@ import yaml
 from analysis.report import Report, write_report
 from analysis.results import SweepResults
 from analysis.results import load_results as _load_results
-from analysis.selection import CRITERIA, Selection, display_table, paper_view, parse_criteria, select
+from analysis.selection import CRITERIA, Selection, display_table, paper_view, parse_criteria
+from analysis.selection import select as _select
 from sweeps import cli
 from sweeps.overrides import parse_overrides
 from sweeps.presets import preset_names
@@ -56,6 +58,19 @@ def load_results(path_or_uri) -> SweepResults:
     return _load_results(str(path_or_uri))
 
 
+def select(results, criterion: str = "all", epoch: str = "final", pool_models: bool = False, methods=None,
+           group_info: str | None = None) -> Selection:
+    """The whole selection behind ``table1`` (same arguments, same choices), an ``analysis.selection.Selection``:
+    ``.table`` (Table 1, the numbers as fractions), ``.methods`` (every candidate method's validation and
+    test scores), ``.hyperparameters`` (a search's chosen configurations), ``.rerun`` (their reruns' scores)
+    and ``.notes``.
+    ``GroupsweepError`` for an unknown criterion, epoch rule or group information."""
+    if not isinstance(results, SweepResults):
+        results = load_results(results)
+    return _select(results, parse_criteria(criterion), epoch=epoch, by_model=not pool_models, methods=methods,
+                   group_info=group_info)
+
+
 def table1(results, criterion: str = "all", epoch: str = "final", pool_models: bool = False, methods=None,
            layout: str = "details", group_info: str | None = None) -> pd.DataFrame:
     """Table 1 of ``results`` (a ``SweepResults``, or what ``load_results`` takes), as ``groupsweep analyze``
@@ -73,10 +88,8 @@ def table1(results, criterion: str = "all", epoch: str = "final", pool_models: b
     ``frame.attrs["notes"]``. ``GroupsweepError`` for an unknown criterion, epoch rule, layout or group
     information."""
     choose("layout", layout, TABLE1_LAYOUTS)
-    if not isinstance(results, SweepResults):
-        results = load_results(results)
-    selection = select(results, parse_criteria(criterion), epoch=epoch, by_model=not pool_models,
-                       methods=methods, group_info=group_info)
+    selection = select(results, criterion, epoch=epoch, pool_models=pool_models, methods=methods,
+                       group_info=group_info)
     table = {"details": display_table, "paper": paper_view, "raw": lambda frame: frame}[layout](selection.table)
     table = table.copy()
     table.attrs["notes"] = list(selection.notes)

@@ -64,6 +64,10 @@ def test_table1_and_report_give_what_the_commands_give(tmp_path):
     class_only = gs.table1(results, criterion="wga", group_info="none", layout="raw")
     pd.testing.assert_frame_equal(class_only, select(results, ["wga"], group_info="none").table)
     assert set(class_only["group_info"]) == {"none"}
+    whole = gs.select(tmp_path / "run", criterion="worst-class")  # a path, as every API function takes
+    assert isinstance(whole, gs.Selection)
+    pd.testing.assert_frame_equal(whole.table, selection.table)
+    pd.testing.assert_frame_equal(whole.methods, selection.methods)
 
     page = gs.report(results, tmp_path / "page.html", title="my study")
     assert page == tmp_path / "page.html" and "<h1>my study</h1>" in page.read_text()
@@ -92,6 +96,8 @@ def test_bad_input_raises_the_command_lines_one_line_errors(tmp_path):
         (lambda: gs.table1(tmp_path / "run", epoch="last"), "unknown epoch rule 'last'"),
         (lambda: gs.table1(tmp_path / "run", layout="wide"), "unknown layout 'wide'"),
         (lambda: gs.table1(tmp_path / "run", group_info="train"), "unknown group information 'train'"),
+        (lambda: gs.select(tmp_path / "run", criterion="val-wga"), "unknown selection criterion 'val-wga'"),
+        (lambda: gs.select(tmp_path / "missing"), "results directory .* does not exist"),
         (lambda: gs.load_results(tmp_path / "missing"), "results directory .* does not exist"),
         (lambda: gs.plan("no-such-preset"), "no preset or spec file 'no-such-preset'"),
         (lambda: gs.plan("demo", {"epochs": 0}), "epochs must be a positive integer"),
