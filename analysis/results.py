@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainables.balancing import method_label
+from trainables.balancing import group_info, method_label
 from trainables.errors import GroupsweepError
 from trainables.trial_dir import (CELL_KEY, ERROR_FILE, LABELS_FILE, METHOD_HPARAMS_KEY, PARAMS_FILE, PROGRESS_FILE,
                                   RESULT_FILE, SAMPLE_KEY, SAMPLED_KEY, STOPPED_FILE, TrialDir, UnreadableFile,
@@ -66,7 +66,7 @@ IDENTITY_KEYS = ("dataset", "model", "method", "ratio", "seed", "trial_name")
 NEUTRAL_KEYS = ("data_root", "model_path", "num_threads", "eval_batch_size", "channels_last", "compile_model")
 # Trial-level columns placed first in ``SweepResults.frame``, in this order.
 TRIAL_COLUMNS = ("trial_id", "trial_name", "dataset", "model", "num_parameters", "method", "ratio",
-                 "method_label", "seed", "variant", "epochs", "last_epoch", "status")
+                 "method_label", "group_info", "seed", "variant", "epochs", "last_epoch", "status")
 # Columns of every trial after ``TRIAL_COLUMNS`` (and, in ``frame``, after ``epoch``): the sweep directory's
 # name, and a searched trial's cell, configuration id and sampled values (empty for grid trials).
 SEARCH_COLUMNS = ("sweep", "cell", "config_id", "hparams")
@@ -604,7 +604,7 @@ def _trial_row(trial: TrialDir, config: dict, trial_id: str, last_epoch: int, nu
         "trial_id": trial_id, "trial_name": config.get("trial_name", trial.name),
         "dataset": config["dataset"], "model": config.get("model"), "num_parameters": num_parameters,
         "method": config["method"], "ratio": ratio, "method_label": method_label(config["method"], ratio),
-        "seed": int(config.get("seed", 0)), "variant": "", "epochs": epochs,
+        "group_info": group_info(config["method"], config) or "", "seed": int(config.get("seed", 0)), "variant": "", "epochs": epochs,
         "last_epoch": last_epoch, "status": status, "path": trial.location,
     }
 

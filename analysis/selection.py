@@ -16,10 +16,11 @@ completion); ``best`` reads each trial at the epoch that maximises the criterion
 optimal early stopping). Only complete trials take part; the others are listed in the notes.
 
 Group information (``group_info``): each method's registration states the group labels it uses
-(``trainables.balancing.GROUP_INFO``: ``none``, ``val`` or ``train+val``), shown in every table as
-``group_info``; ``group_info="val"`` keeps only the candidates that use at most validation group labels
-(``none`` < ``val`` < ``train+val``), which is how the D3M paper compares methods. A note names the
-methods it leaves out (and any method of unknown group information).
+(``trainables.balancing.GROUP_INFO``: ``none``, ``val`` or ``train+val``; a trial's settings may raise it:
+DFR with ``dfr_variant: tr_tr`` uses training group labels), a column of ``SweepResults.trials``, shown in
+every table as ``group_info``; ``group_info="val"`` keeps only the trials that use at most validation
+group labels (``none`` < ``val`` < ``train+val``), which is how the D3M paper compares methods. A note
+names the methods it leaves out (and any method of unknown group information).
 
 A method's score is the mean of its trials' criterion values over seeds; the method with the
 highest score is chosen. Ties (scores within ``TIE_TOLERANCE``) go to the method listed first in
@@ -71,7 +72,6 @@ import pandas as pd
 from analysis.metrics import bias_unsupervised_score
 from analysis.results import SweepResults, read_in_threads, sampled_keys
 from trainables.balancing import GROUP_INFO_LEVELS, METHODS, within_group_info
-from trainables.balancing import group_info as method_group_info
 from trainables.errors import GroupsweepError, choose
 
 CRITERIA = {
@@ -216,15 +216,16 @@ def _excluded_trials(results: SweepResults) -> list:
 
 
 def _within_group_info(frame: pd.DataFrame, limit: str, notes: list) -> pd.DataFrame:
-    """The rows of ``frame`` whose method uses at most ``limit`` group information; a note names the methods
-    left out, with their group information."""
-    present = list(dict.fromkeys(frame["method"]))
-    left_out = [method for method in present if not within_group_info(method, limit)]
-    if left_out:
-        shown = ", ".join(f"{method} ({method_group_info(method) or 'unknown group information'})"
-                          for method in left_out)
+    """The rows of ``frame`` whose trial uses at most ``limit`` group information (its ``group_info``: its
+    method's, raised by a setting such as DFR's ``dfr_variant: tr_tr``); a note names the methods left out,
+    with their group information."""
+    kept = frame["group_info"].map(lambda level: within_group_info(level or None, limit))
+    left_out = frame.loc[~kept, ["method", "group_info"]].drop_duplicates()
+    if len(left_out):
+        shown = ", ".join(f"{row.method} ({row.group_info or 'unknown group information'})"
+                          for row in left_out.itertuples())
         notes.append(f"group information at most {limit}: left out {shown}")
-    return frame[~frame["method"].isin(left_out)]
+    return frame[kept]
 
 
 def _stopped_trials(results: SweepResults, frame: pd.DataFrame, epoch: str, notes: list) -> pd.DataFrame:
@@ -259,8 +260,9 @@ def _criterion_runs(results: SweepResults, frame: pd.DataFrame, criterion: str, 
         notes.append(f"{criterion}: metric {column} is not reported; skipped")
         return pd.DataFrame()
     rows = frame if epoch == "best" else frame[frame["epoch"] == frame["epochs"]]
-    needed = ["trial_id", "dataset", "model", "variant", "method", "ratio", "method_label", "seed", "epoch",
-              "epochs", "sweep", "cell", "config_id", "hparams", *([column] if column else []), *TEST_METRICS.values()]
+    needed = ["trial_id", "dataset", "model", "variant", "method", "ratio", "method_label", "group_info", "seed",
+              "epoch", "epochs", "sweep", "cell", "config_id", "hparams", *([column] if column else []),
+              *TEST_METRICS.values()]
     needed = list(dict.fromkeys(needed))  # oracle's column is also a test metric
     rows = rows[[name for name in needed if name in rows]].copy()
     if column is None:
@@ -468,6 +470,12 @@ def _rerun_table(results: SweepResults, methods_table: pd.DataFrame, columns: li
     return pd.DataFrame(rows)[[column for column in columns if column != "n_candidates"] + ["sweep"]]
 
 
+def _most_group_info(levels: pd.Series) -> str:
+    """The highest of the group information ``levels`` (``GROUP_INFO_LEVELS`` order; "" when unknown)."""
+    known = [level for level in levels if level in GROUP_INFO_LEVELS]
+    return max(known, key=GROUP_INFO_LEVELS.index) if known else ""
+
+
 def _aggregate(runs: pd.DataFrame, by: list) -> pd.DataFrame:
     """Per group of ``runs`` (rows with ``value``, ``seed``, ``epoch`` and the test metrics): mean criterion
     (``score``) and its std, test metrics mean/std over the runs, seed and run counts, mean epoch, seeds."""
@@ -479,9 +487,9 @@ def _aggregate(runs: pd.DataFrame, by: list) -> pd.DataFrame:
         aggregations[f"{name}_mean"] = (name, "mean")
         aggregations[f"{name}_std"] = (name, "std")  # pandas' std is the sample std (ddof=1)
     scored = grouped.agg(**aggregations).reset_index()
-    if "method_label" in scored:
+    if "method_label" in scored:  # the most any of the candidate's trials uses
         scored.insert(scored.columns.get_loc("method_label") + 1, "group_info",
-                      [method_group_info(method) or "" for method in scored["method"]])
+                      grouped["group_info"].agg(_most_group_info).to_numpy())
     scored["seeds"] = grouped["seed"].agg(lambda seeds: ",".join(map(str, sorted(set(seeds))))).to_numpy()
     return scored
 

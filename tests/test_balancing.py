@@ -302,6 +302,10 @@ def test_every_method_states_its_group_information_as_the_d3m_paper_groups_them(
         "subg": "train+val", "rwg": "train+val", "groupdro": "train+val",
     }
     assert group_info("a-method-of-another-version") is None
+    # DFR^Tr_Tr fits its last layer on group-balanced training data: training group labels too
+    assert group_info("dfr", {"dfr_variant": "tr_tr"}) == "train+val"
+    assert group_info("dfr", {"dfr_variant": "val_tr"}) == group_info("dfr", {}) == "val"
+    assert group_info("none", {"dfr_variant": "tr_tr"}) == "none"  # the key is DFR's alone
 
 
 @pytest.mark.parametrize("limit, allowed", [
@@ -311,7 +315,7 @@ def test_every_method_states_its_group_information_as_the_d3m_paper_groups_them(
 ])
 def test_within_group_info_orders_none_val_train_and_val(limit, allowed):
     methods = ["none", "upsampling", "auto-d3m", "d3m", "rwg", "groupdro", "unknown"]
-    assert {method for method in methods if within_group_info(method, limit)} == allowed
+    assert {method for method in methods if within_group_info(group_info(method), limit)} == allowed
 
 
 def test_a_bad_group_information_limit_is_one_line():

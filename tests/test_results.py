@@ -32,9 +32,9 @@ def test_tidy_frame_has_one_row_per_trial_epoch_with_every_metric(tmp_path):
 
     frame = results.frame
     assert len(frame) == 6
-    assert list(frame.columns[:14]) == ["trial_id", "trial_name", "dataset", "model", "num_parameters", "method",
-                                        "ratio", "method_label", "seed", "variant", "epochs", "last_epoch",
-                                        "status", "epoch"]
+    assert list(frame.columns[:15]) == ["trial_id", "trial_name", "dataset", "model", "num_parameters", "method",
+                                        "ratio", "method_label", "group_info", "seed", "variant", "epochs",
+                                        "last_epoch", "status", "epoch"]
     assert {"val/wga", "test/acc_group_3", "train_subset/count_group_0", "optim/lr"} <= set(frame.columns)
     assert "config" not in frame and "hostname" not in frame
     mixture = frame[frame["method"] == "mixture"].sort_values("epoch")

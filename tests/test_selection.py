@@ -231,6 +231,27 @@ def test_group_information_is_shown_and_restricts_the_candidates(tmp_path, capsy
         select(results, ["wga"], group_info="all")
 
 
+def test_dfr_fitted_on_the_training_split_counts_its_training_group_labels(tmp_path):
+    """DFR^Tr_Tr (``dfr_variant: tr_tr``, set as the method's own hparams) fits its last layer on
+    group-balanced training data: it is a ``train+val`` candidate, left out at ``val``, unlike DFR^Val_Tr."""
+    from trainables.trial_dir import METHOD_HPARAMS_KEY
+
+    build_sweep(tmp_path / "run")
+    for index, seed in ((100, 0), (101, 1)):
+        config = trial_config("wb", "m", "dfr", None, seed, epochs=3, dfr_variant="tr_tr")
+        config[METHOD_HPARAMS_KEY] = ["dfr_variant"]
+        write_trial(tmp_path / "run", index, config,
+                    [epoch_metrics(e, overrides={"val/wga": 0.97}) for e in (1, 2, 3)])
+    results = load_results(tmp_path / "run")
+    assert set(results.trials.loc[results.trials["method"] == "dfr", "group_info"]) == {"train+val"}
+    every = select(results, ["wga"])
+    assert every.table.iloc[0][["method_label", "group_info"]].tolist() == ["dfr", "train+val"]
+    assert "variant" not in every.table  # a method's own hparams make no variant: DFR is one more candidate
+    validation = select(results, ["wga"], group_info="val")
+    assert "dfr" not in set(validation.methods["method"])
+    assert "group information at most val: left out dfr (train+val)" in validation.notes
+
+
 def test_bad_names_are_one_line_errors(tmp_path):
     build_sweep(tmp_path)
     results = load_results(tmp_path)

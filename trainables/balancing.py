@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,18 +118,21 @@ def method_label(method: str, ratio=None) -> str:
     return f"{method} {float(ratio):g}:1"
 
 
-def group_info(method: str) -> str | None:
+def group_info(method: str, config: Mapping | None = None) -> str | None:
     """The group information ``method`` uses (one of ``GROUP_INFO_LEVELS``); None for a method this version
-    does not know (e.g. one read from another version's sweep)."""
+    does not know (e.g. one read from another version's sweep). With the trial's ``config``, its settings
+    count too: DFR fitted on the training split (``dfr_variant: tr_tr``) uses training group labels."""
+    if method == "dfr" and config is not None and config.get("dfr_variant") == "tr_tr":
+        return "train+val"
     return GROUP_INFO.get(method)
 
 
-def within_group_info(method: str, limit: str) -> bool:
-    """Whether ``method`` uses at most ``limit`` group information (``none`` < ``val`` < ``train+val``);
-    False for an unknown method. A ``limit`` outside ``GROUP_INFO_LEVELS`` is a one-line ``GroupsweepError``."""
+def within_group_info(level: str | None, limit: str) -> bool:
+    """Whether group information ``level`` (a ``group_info``) is at most ``limit`` (``none`` < ``val`` <
+    ``train+val``); False for an unknown one (None). A ``limit`` outside ``GROUP_INFO_LEVELS`` is a one-line
+    ``GroupsweepError``."""
     choose("group information", limit, GROUP_INFO_LEVELS)
-    level = group_info(method)
-    return level is not None and GROUP_INFO_LEVELS.index(level) <= GROUP_INFO_LEVELS.index(limit)
+    return level in GROUP_INFO_LEVELS and GROUP_INFO_LEVELS.index(level) <= GROUP_INFO_LEVELS.index(limit)
 
 
 def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: int | None = None) -> BalancingPlan:
