@@ -86,10 +86,14 @@ def test_state_round_trip():
     assert not torch.equal(state["q"], dro.q)  # the saved state is a copy
 
 
-def test_groupdro_trains_on_every_example_by_plain_shuffling():
-    plan = make_plan([0, 0, 0, 1], [0, 1, 1, 3], "groupdro")
-    assert plan.indices.tolist() == [0, 1, 2, 3] and plan.sampling_weights is None
-    assert plan.class_weights is None and plan.num_samples == 4
+def test_groupdro_draws_its_batches_group_balanced_as_the_authors_do():
+    """group_DRO's commands pass ``--reweight_groups --robust``: every example, each draw a present group
+    uniformly, then an example of it (rwg's plan); the loss is what differs."""
+    y, groups = [0, 0, 0, 1], [0, 1, 1, 3]
+    plan = make_plan(y, groups, "groupdro")
+    assert plan.indices.tolist() == [0, 1, 2, 3] and plan.num_samples == 4 and plan.class_weights is None
+    assert plan.sampling_weights.tolist() == pytest.approx([1 / 3, 1 / 6, 1 / 6, 1 / 3])
+    assert plan.sampling_weights.tolist() == make_plan(y, groups, "rwg").sampling_weights.tolist()
 
 
 @pytest.mark.parametrize("key, value", [("groupdro_eta", -0.1), ("groupdro_eta", float("nan")),

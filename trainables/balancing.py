@@ -36,8 +36,9 @@ SELECTION_METHODS = (*D3M_METHODS, "jtt")
 # Methods built on the sweep's base ERM model (``trainables.base_model``), run in one process: the
 # data-selection methods, and DFR, which retrains that model's last layer (``trainables.dfr``).
 BASE_MODEL_METHODS = (*SELECTION_METHODS, "dfr")
-# Methods that change the training objective, not the examples: they draw every example by plain shuffling
-# (``none``'s plan); ``groupdro`` weighs per-group losses (``trainables.groupdro``), as the authors train it.
+# Methods that change the training objective: ``groupdro`` weighs per-group losses (``trainables.groupdro``)
+# and draws its batches as ``rwg`` does (each draw a group uniformly), as the authors train it (group_DRO's
+# ``--reweight_groups --robust``; BalancingGroups' ``dro`` samples with ``rwg``'s weights).
 OBJECTIVE_METHODS = ("groupdro",)
 METHODS = ("none", "subsetting", "upsampling", "upweighting", "mixture", "mixture-nosubset", "subg", "rwg",
            *BASE_MODEL_METHODS, *OBJECTIVE_METHODS)
@@ -140,8 +141,7 @@ def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: i
 
     ``n_classes`` (default ``max(y) + 1``) lets a missing top class be detected. Methods:
 
-    - ``none``: all N examples, plain shuffling, no class weights; num_samples = N. ``groupdro`` (an
-      ``OBJECTIVE_METHODS`` method: its loss differs, not its examples) gets the same plan.
+    - ``none``: all N examples, plain shuffling, no class weights; num_samples = N.
     - ``subsetting``: every class cut to n_min examples, uniformly at random, once (the kept prefix of
       the class's seeded permutation); plain shuffling; num_samples = subset size = K * n_min.
     - ``upsampling``: all examples; a draw picks y ~ Uniform(classes), then an example of class y
@@ -161,7 +161,8 @@ def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: i
     - ``subg`` (Idrissi et al.): every group present cut to the smallest present group's size by a
       seeded prefix (a stream separate from the class-level one); plain shuffling; num_samples = subset size.
     - ``rwg`` (Idrissi et al.): all examples; a draw picks a present group uniformly, then an example
-      of it uniformly (weight ``1 / (G_present * n_g)``), with replacement; num_samples = N.
+      of it uniformly (weight ``1 / (G_present * n_g)``), with replacement; num_samples = N. ``groupdro``
+      (Sagawa et al.) gets the same plan: the authors train it on group-balanced draws; its loss differs.
 
     ``r * n_min`` is rounded to 6 decimals before the floor, so a ratio computed as n_max / n_min in
     floating point reaches n_max exactly. Raises ``GroupsweepError`` (one line) for an unknown method,
@@ -195,7 +196,7 @@ def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: i
     n = len(y)
     everything = np.arange(n)
     n_min, n_max = int(class_counts.min()), int(class_counts.max())
-    if method == "none" or method in OBJECTIVE_METHODS:
+    if method == "none":
         return BalancingPlan(everything, None, None, n)
     if method == "subsetting":
         kept = _prefix_subset(y, n_min, seed, _CLASS_STREAM)
@@ -204,7 +205,7 @@ def make_plan(y, groups, method: str, ratio=None, seed: int = 0, *, n_classes: i
         return BalancingPlan(everything, _uniform_over_labels(y), None, n)
     if method == "upweighting":
         return BalancingPlan(everything, None, n_max / class_counts, n)
-    if method == "rwg":
+    if method in ("rwg", "groupdro"):
         return BalancingPlan(everything, _uniform_over_labels(groups), None, n)
     if method == "subg":
         group_counts = np.bincount(groups)
