@@ -41,6 +41,18 @@ def test_head_plus_autoscaling_gpu_workers_that_install_the_package():
     assert any("GROUPSWEEP_STORAGE=s3://" in command for command in config["setup_commands"])
 
 
+def test_workers_get_the_datasets_and_the_pretrained_weights_before_any_trial():
+    """groupsweep never downloads: every worker syncs the data to GROUPSWEEP_DATA's folder and the Hugging
+    Face hub cache to the folder the model registry reads by default."""
+    config = load()
+    setup = " ".join(config["worker_setup_commands"])
+    exported = next(command for command in config["setup_commands"] if "GROUPSWEEP_DATA=" in command)
+    data_folder = exported.split("GROUPSWEEP_DATA=", 1)[1].split()[0].replace("$HOME", "~")
+    assert f"aws s3 sync --only-show-errors s3://YOUR-BUCKET/groupsweep-data {data_folder}" in setup
+    assert "aws s3 sync --only-show-errors s3://YOUR-BUCKET/groupsweep-hf-hub ~/.cache/huggingface/hub" in setup
+    assert "HF_HOME" not in CLUSTER_YAML.read_text() and "HF_HUB_CACHE" not in CLUSTER_YAML.read_text()
+
+
 def test_the_dashboard_stays_private():
     """The head's dashboard (which runs jobs) listens on its loopback interface only; nothing binds 0.0.0.0."""
     config = load()
