@@ -43,6 +43,7 @@ from analysis.selection import CRITERIA, Selection, display_hyperparameters, dis
 from analysis.summary import display_summary, in_order, summarize, trial_progress
 from trainables.balancing import METHODS
 from trainables.errors import GroupsweepError
+from trainables.trial_dir import split_location
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Titles of the figures of ``analysis.plots.FIGURES`` on the page.
@@ -130,7 +131,7 @@ def write_report(results: SweepResults, out, **options) -> Report:
 
 def _sweep_names(results: SweepResults) -> list:
     """The names of the sweep directories in ``results`` (the last part of each path or URI)."""
-    return [str(run_dir).rstrip("/").rsplit("/", 1)[-1] for run_dir in results.run_dirs]
+    return [split_location(run_dir)[1] for run_dir in results.run_dirs]
 
 
 def _describe(results: SweepResults, sweeps: list) -> str:

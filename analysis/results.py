@@ -53,7 +53,8 @@ from trainables.balancing import group_info, method_label
 from trainables.errors import GroupsweepError
 from trainables.trial_dir import (CELL_KEY, ERROR_FILE, LABELS_FILE, METHOD_HPARAMS_KEY, PARAMS_FILE, PROGRESS_FILE,
                                   RESULT_FILE, SAMPLE_KEY, SAMPLED_KEY, STOPPED_FILE, TrialDir, UnreadableFile,
-                                  is_directory, join_location, predictions_file, subdirectory_names, trial_dirs)
+                                  is_directory, join_location, predictions_file, split_location, subdirectory_names,
+                                  trial_dirs)
 
 # Ray's bookkeeping keys that carry no information about the run's results.
 RAY_DROPPED = ("config", "date", "pid", "hostname", "node_ip", "time_this_iter_s", "time_since_restore",
@@ -252,8 +253,8 @@ def _resolve(run_dir):
 
 
 def _sweep_name(run_dir) -> str:
-    """The name of a sweep directory (its last path component)."""
-    return str(run_dir).rstrip("/").rsplit("/", 1)[-1]
+    """The name of a sweep directory (its last path component, without a URI's query)."""
+    return split_location(run_dir)[1]
 
 
 def _sweep_trials(run_dir) -> list:

@@ -39,6 +39,7 @@ from pathlib import Path
 from trainables.balancing import GROUP_INFO_LEVELS
 from trainables.balancing import METHODS as METHOD_NAMES
 from trainables.errors import GroupsweepError, choose
+from trainables.trial_dir import split_location
 
 CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
 FIGURE_CHOICES = ("collapse", "mixture", "scaling", "ablation", "all")
@@ -205,8 +206,7 @@ def default_out_dir(run_dir) -> Path:
     sweep; for a sweep in object storage, ``<sweep name>_groupsweep_analysis`` in the current folder
     (analyses write locally unless ``--out`` names a URI)."""
     if "://" in str(run_dir):
-        name = str(run_dir).partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
-        return Path.cwd() / f"{name}_{DEFAULT_OUT}"
+        return Path.cwd() / f"{split_location(run_dir)[1]}_{DEFAULT_OUT}"
     return Path(run_dir) / DEFAULT_OUT
 
 
@@ -226,27 +226,36 @@ def output_folder(args: argparse.Namespace) -> Path:
 
 def publish(args: argparse.Namespace, out: Path) -> None:
     """When ``--out`` is a storage URI, upload every file written into the local folder ``out`` there
-    (``pyarrow.fs.copy_files``) and remove the folder; a failing upload is one ``GroupsweepError`` line."""
+    (``upload``) and remove the folder."""
     if not (args.out and "://" in str(args.out)):
         return
+    try:
+        upload(out, args.out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def upload(local: Path, uri: str) -> None:
+    """Copy the local file or folder ``local`` to the storage URI ``uri`` (``pyarrow.fs.copy_files``) and say
+    so; a failing upload is one ``GroupsweepError`` line."""
     # deferred: pyarrow loads only when an analysis is uploaded
     import pyarrow.fs
 
     try:
-        pyarrow.fs.copy_files(str(out), str(args.out))
+        pyarrow.fs.copy_files(str(local), str(uri))
     except (OSError, pyarrow.ArrowException) as error:
-        raise GroupsweepError(f"cannot upload the analysis to --out {args.out!r}: {error}") from None
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-    print(f"uploaded to {args.out}")
+        raise GroupsweepError(f"cannot upload to --out {uri!r}: {error}") from None
+    print(f"uploaded to {uri}")
 
 
-def check_output(path, kind: str = "folder") -> Path:
+def check_output(path, kind: str = "folder", local_only: bool = False) -> Path | str:
     """``path`` (an ``--out`` value) as a ``Path`` if an output ``kind`` (``folder`` or ``file``) can be
     written there: it is one already, or its nearest existing parent is a writable folder. Else a one-line
-    ``GroupsweepError`` naming it. Nothing is created. A storage URI (a folder to upload to) is returned as
-    given."""
-    if "://" in str(path) and kind == "folder":
+    ``GroupsweepError`` naming it. Nothing is created. A storage URI (a folder or file to upload to) is
+    returned as given, unless ``local_only`` (then it is refused in one line)."""
+    if "://" in str(path):
+        if local_only:
+            raise GroupsweepError(f"--out {str(path)!r} must be a local path here, not a storage URI")
         return path
     path = Path(path).expanduser()
     if path.exists() and (path.is_dir() != (kind == "folder")):

@@ -398,6 +398,24 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
         ray_constants.ENABLE_RAY_CLUSTER = cluster_addressing
 
 
+def run_on_cluster(address: str, function, resources: dict):
+    """``function()`` (a picklable callable) run as one Ray task on the cluster at ``address`` (or
+    ``$RAY_ADDRESS``) holding ``resources`` (``{"CPU": c, "GPU": g}``), where a trial would run: on a node that
+    has the datasets and the model weights, which the driver's node (a cluster's head) may lack. Returns
+    what ``function`` returns."""
+    ray.init(address=cluster_address(address), logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        task = ray.remote(_call).options(num_cpus=resources.get("CPU", 1), num_gpus=resources.get("GPU", 0))
+        return ray.get(task.remote(function))
+    finally:
+        ray.shutdown()
+
+
+def _call(function):
+    """The body of ``run_on_cluster``'s task."""
+    return function()
+
+
 def sweep_exists(exp_dir: str) -> bool:
     """Whether ``exp_dir`` holds a Tune experiment or a saved groupsweep spec."""
     return tune.Tuner.can_restore(exp_dir) or Path(exp_dir, SPEC_FILE).exists()

@@ -28,7 +28,7 @@ from sweeps import analyze_command
 from sweeps.analyze_command import check_output, load_run, print_notes
 from sweeps.spec import HPARAM_FIELDS, dump_spec, method_slug, parse_seeds
 from trainables.errors import GroupsweepError, path_name
-from trainables.trial_dir import join_location
+from trainables.trial_dir import join_location, split_location
 
 # Validation criteria promote may select by (``oracle`` reads the test split: a reference, not a choice).
 PROMOTE_CRITERIA = ("wga", "worst-class", "bias-unsupervised", "average")
@@ -68,7 +68,7 @@ def run_promote(args: argparse.Namespace) -> int:
     if args.name is not None:
         path_name("--name", args.name)
     if args.out is not None:
-        check_output(args.out, "file")
+        check_output(args.out, "file", local_only=True)  # a spec file, which `groupsweep run` reads locally
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.selection import display_hyperparameters, select
 
@@ -81,7 +81,7 @@ def run_promote(args: argparse.Namespace) -> int:
     if selection.hyperparameters.empty:
         raise GroupsweepError(f"no complete configuration in {results.run_dir} to promote by {args.criterion} at "
                               "the final epoch (every configuration lacks a complete trial or has a stopped one)")
-    sweep = str(results.run_dir).rstrip("/").rsplit("/", 1)[-1]
+    parent, sweep = split_location(results.run_dir)
     saved = _saved_spec(results.run_dir)
     source = promoted_spec(results, selection.hyperparameters, seeds, args.name or f"{sweep}-rerun",
                            f"Rerun of the configurations that {args.criterion} (mean over seeds at the final epoch, "
@@ -96,7 +96,7 @@ def run_promote(args: argparse.Namespace) -> int:
                    + "".join(f"# {line}\n" for line in chosen_lines(selection.hyperparameters)) + dump_spec(source))
     print(display_hyperparameters(selection.hyperparameters).to_markdown(index=False, disable_numparse=True))
     print(f"wrote {out}: {len(selection.hyperparameters)} configuration(s) x {len(seeds)} seed(s)")
-    storage = args.storage or str(results.run_dir).rstrip("/").rsplit("/", 1)[0]
+    storage = args.storage or parent
     if not args.run:
         print(f"run it with: groupsweep run {out} --storage {storage}")
         return 0

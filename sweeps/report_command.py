@@ -4,18 +4,21 @@
 ``analyze``) and writes a page with the run summary, Table 1 under every criterion, a search's chosen
 configurations and their rerun, every figure (embedded PNGs), every trial's status and the notes about
 what is missing. The page fetches nothing: open it in any browser, mail it, attach it. The default
-``FILE`` is ``report.html`` in ``RUN_DIR/groupsweep_analysis`` (for a URI RUN_DIR, ``<sweep>_report.html``
-in the current folder). A sweep that is still running or partly failed gives a page with notes; a
-directory that does not exist or holds no trial is a one-line error.
+``FILE`` is ``report.html`` in ``RUN_DIR/groupsweep_analysis`` (for a URI RUN_DIR, in
+``<sweep>_groupsweep_analysis`` in the current folder); a storage URI ``FILE`` is uploaded there. A sweep
+that is still running or partly failed gives a page with notes; a directory that does not exist or holds
+no trial is a one-line error.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
 from sweeps.analyze_command import (DEFAULT_OUT, METHOD_NAMES, check_output, default_out_dir, load_run, parse_methods,
-                                    print_notes)
+                                    print_notes, upload)
 
 REPORT_FILE = "report.html"
 
@@ -49,12 +52,20 @@ def run_report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
     out = check_output(args.out, "file") if args.out else default_out(args.run_dir[0])
-    results = load_run(args.run_dir)
-    report = write_report(results, out, epoch=args.epoch, by_model=not args.pool_models,
-                          methods=parse_methods(args.methods), title=args.title)
-    print_notes(report.notes)
-    print(f"wrote {out} ({len(report.html) // 1024} KiB; {len(report.figures)} figure(s), "
-          f"{len(results.trials)} trial(s))")
+    remote = "://" in str(out)
+    local = Path(tempfile.mkdtemp(prefix="groupsweep-report-")) / REPORT_FILE if remote else out
+    try:
+        results = load_run(args.run_dir)
+        report = write_report(results, local, epoch=args.epoch, by_model=not args.pool_models,
+                              methods=parse_methods(args.methods), title=args.title)
+        print_notes(report.notes)
+        print(f"wrote {local} ({len(report.html) // 1024} KiB; {len(report.figures)} figure(s), "
+              f"{len(results.trials)} trial(s))")
+        if remote:
+            upload(local, out)
+    finally:
+        if remote:
+            shutil.rmtree(local.parent, ignore_errors=True)
     return 0 if not report.selection.table.empty else 1
 
 

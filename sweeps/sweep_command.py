@@ -10,7 +10,10 @@ the spec's ``after`` commands (e.g. ``spectral --top 10``) on the sweep director
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
+import io
 import math
 import os
 import shlex
@@ -131,21 +134,74 @@ def check_after_commands(spec) -> None:
         try:
             args = parser.parse_args(argv)
             if getattr(args, "out", None):  # written once the sweep has finished: checked now
-                check_output(args.out, "file" if args.command == "promote" else "folder")
+                check_output(args.out, "file" if args.command in ("promote", "report") else "folder",
+                             local_only=args.command == "promote")
         except GroupsweepError as error:
             raise GroupsweepError(f"after[{index}]: {command!r}: {error}") from None
 
 
-def run_after(spec, exp_dir: str) -> int:
-    """Run the spec's ``after`` commands on the finished sweep, in order; returns the first non-zero status."""
+# The after commands that read the models and the data again (feature extraction), not only the storage:
+# on a cluster they run where a trial runs (``run_after``).
+TRIAL_SIDE_COMMANDS = ("spectral",)
+
+
+def run_after(spec, exp_dir: str, address: str | None = None) -> int:
+    """Run the spec's ``after`` commands on the finished sweep, in order; returns the first non-zero status.
+
+    For a sweep in object storage, a command given no ``--out`` writes beside the sweep, into
+    ``<sweep>/groupsweep_analysis`` there (``promote`` keeps its local spec file). On a cluster (``address``
+    or ``$RAY_ADDRESS``), ``TRIAL_SIDE_COMMANDS`` run as a Ray task with a trial's resources
+    (``sweeps.launcher.run_on_cluster``): the driver's node may hold neither the data nor the weights."""
+    # deferred: Ray loads only when a sweep runs, not for `groupsweep --help`
+    from sweeps.launcher import cluster_address, run_on_cluster
+
     parser = after_parser()
     for argv in spec.after_argv(exp_dir):
-        print(f"\n$ groupsweep {shlex.join(argv)}", flush=True)
         args = parser.parse_args(argv)
-        status = int(args.func(args) or 0)
+        if "://" in exp_dir and args.command != "promote" and args.out is None:
+            argv = [*argv, "--out", after_output(args.command, exp_dir)]
+        print(f"\n$ groupsweep {shlex.join(argv)}", flush=True)
+        if args.command in TRIAL_SIDE_COMMANDS and cluster_address(address):
+            status, out, err = run_on_cluster(address, functools.partial(captured_command, argv),
+                                              trial_bundle(spec))
+            sys.stdout.write(out)
+            sys.stderr.write(err)
+        else:
+            args = parser.parse_args(argv)
+            status = int(args.func(args) or 0)
         if status != 0:
             return status
     return 0
+
+
+def after_output(command: str, exp_dir: str) -> str:
+    """Where an ``after`` command writes without ``--out`` for a sweep at the URI ``exp_dir``: the sweep's
+    ``groupsweep_analysis`` folder there (``report``: its ``report.html``)."""
+    # deferred: pyarrow (behind trial_dir) loads only for commands that read a sweep directory
+    from trainables.trial_dir import join_location
+
+    folder = join_location(exp_dir, analyze_command.DEFAULT_OUT)
+    return join_location(folder, report_command.REPORT_FILE) if command == "report" else folder
+
+
+def trial_bundle(spec) -> dict:
+    """The resources of the largest training process of ``spec`` (``{"CPU": c, "GPU": g}``, most GPUs first)."""
+    bundles = [unit.resources.worker_bundle for unit in spec.units]
+    return max(bundles, key=lambda bundle: (bundle["GPU"], bundle["CPU"]))
+
+
+def captured_command(argv: list) -> tuple[int, str, str]:
+    """Run the after command ``argv`` here, capturing what it prints: ``(status, stdout, stderr)``; a
+    ``GroupsweepError`` is status 2 with its ``error:`` line, as the command line prints it."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            args = after_parser().parse_args(argv)
+            status = int(args.func(args) or 0)
+        except GroupsweepError as error:
+            print(f"error: {error}", file=sys.stderr)
+            status = 2
+    return status, out.getvalue(), err.getvalue()
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -289,7 +345,7 @@ def run_command(args: argparse.Namespace) -> int:
         if spec.after and not args.no_after:
             print("the spec's `after` commands did not run: they run once every trial has finished")
         return 1
-    return 0 if args.no_after else run_after(spec, exp_dir)
+    return 0 if args.no_after else run_after(spec, exp_dir, args.address)
 
 
 def status_command(args: argparse.Namespace) -> int:

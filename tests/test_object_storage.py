@@ -43,7 +43,7 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "s3", "datasets": {"synthetic-waterbirds": {"options": TINY_DATA}}, "models": ["toy-resnet-xs"],
-        "methods": ["none", "upsampling"], "seeds": [1], "max_concurrent": 1,
+        "methods": ["none", "upsampling"], "seeds": [1], "max_concurrent": 1, "after": ["analyze", "report"],
         "hparams": {"lr": 1e-2, "batch_size": 64, "epochs": EPOCHS, "eval_batch_size": 128}}))
     exp_uri = join_location(storage, "s3")
     args = ("run", str(spec), "--storage", storage)
@@ -62,6 +62,10 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
     output = finish(again)
     assert again.returncode == 0, output[-4000:]
     assert "final test WGA" in output
+    # the after commands write beside the sweep, in the bucket
+    written = TrialDir(join_location(exp_uri, "groupsweep_analysis"))
+    assert b"criterion" in written.read_bytes("table1.csv")
+    assert written.read_bytes("report.html").startswith(b"<!DOCTYPE html>")
     results = load_results(exp_uri)
     for name in NAMES:
         history = results.frame.loc[results.frame["trial_name"] == name, "epoch"].tolist()

@@ -139,11 +139,13 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
 
 def test_a_cluster_sweep_leaves_a_native_dataset_to_the_trials_on_the_workers(tmp_path, cluster_address):
     """On a cluster the driver reads no native dataset: its node need not hold it (cluster.yaml's head does
-    not). The trials load it on the workers, from their own ``GROUPSWEEP_DATA``, which the driver lacks."""
+    not). The trials load it on the workers, from their own ``GROUPSWEEP_DATA``, which the driver lacks, and
+    so does the ``spectral`` after-command, which extracts features again: it runs as a task on the cluster."""
     spec_path = tmp_path / "native.yaml"
     spec_path.write_text(yaml.safe_dump({
         "name": "native", "datasets": {"waterbirds": {"options": {"image_size": 32}}}, "models": ["toy-resnet-xs"],
-        "methods": ["none"], "seeds": [1], "hparams": {"epochs": 1, "batch_size": 32}, "resources": {"cpu": 1}}))
+        "methods": ["none"], "seeds": [1], "hparams": {"epochs": 1, "batch_size": 32}, "resources": {"cpu": 1},
+        "after": ["spectral --top 3"]}))
     env = cli_env()
     env.pop("GROUPSWEEP_DATA", None)
     done = subprocess.run(cli_command("run", str(spec_path), "--storage", str(tmp_path / "out"), "--address",
@@ -153,6 +155,8 @@ def test_a_cluster_sweep_leaves_a_native_dataset_to_the_trials_on_the_workers(tm
     (row,) = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
     assert row["status"] == "ok" and row["data/num_train_kept"] == sum(CLUSTER_WATERBIRDS_COUNTS["train"])
     assert row["test/count_group_0"] == CLUSTER_WATERBIRDS_COUNTS["test"][0]
+    assert "$ groupsweep spectral" in done.stdout
+    assert list((tmp_path / "out" / "native" / "groupsweep_analysis").glob("spectral_*")), done.stdout[-2000:]
 
 
 def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path, cluster_address):

@@ -103,6 +103,15 @@ def join_location(base, *names: str) -> str:
     return f"{path}{separator}{query}"
 
 
+def split_location(location) -> tuple[str, str]:
+    """``(parent, name)`` of a local path or a ``pyarrow.fs`` URI: its last path component and what holds it,
+    a URI's query options (``?endpoint_override=...``) staying with the parent, so that
+    ``join_location(parent, name)`` is ``location`` again."""
+    path, separator, query = str(location).partition("?")
+    parent, _, name = path.rstrip("/").rpartition("/")
+    return f"{parent}{separator}{query}", name
+
+
 def _filesystem(path_or_uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
     """``(filesystem, path inside it)`` of a local path (relative ones included) or a ``pyarrow.fs`` URI."""
     path_or_uri = str(path_or_uri)
