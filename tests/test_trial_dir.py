@@ -8,7 +8,7 @@ import torch
 
 from trainables.errors import GroupsweepError, is_integer, is_real, positive_integer
 from trainables.trial_dir import (D3M_SCORES_FILE, LABELS_FILE, PARAMS_FILE, STATE_FILE, TrialDir, UnreadableFile,
-                                  predictions_file, trial_dirs)
+                                  join_location, predictions_file, split_location, trial_dirs)
 
 
 def make_trial(root, name, epochs=(1, 2), train_run=False):
@@ -90,3 +90,15 @@ def test_value_checks_refuse_booleans_and_non_finite_numbers():
     assert positive_integer("epochs", 4) == 4
     with pytest.raises(GroupsweepError, match="epochs must be a positive integer, got True"):
         positive_integer("epochs", True)
+
+
+@pytest.mark.parametrize("location, parent, name", [
+    ("/runs/sweeps/demo", "/runs/sweeps", "demo"),
+    ("/runs/sweeps/demo/", "/runs/sweeps", "demo"),
+    ("s3://bucket/sweeps/demo", "s3://bucket/sweeps", "demo"),
+    ("s3://bucket/sweeps/demo?endpoint_override=127.0.0.1:9&scheme=http",
+     "s3://bucket/sweeps?endpoint_override=127.0.0.1:9&scheme=http", "demo"),
+])
+def test_split_location_keeps_a_uris_query_with_the_parent(location, parent, name):
+    assert split_location(location) == (parent, name)
+    assert join_location(parent, name) == location.rstrip("/")
