@@ -117,12 +117,13 @@ def provide_runner(subparsers) -> None:
     subparsers.choices["promote"].set_defaults(run_spec=run_spec_file)
 
 
-def run_spec_file(path, storage: str | None) -> int:
-    """Run the spec file ``path`` exactly as ``groupsweep run PATH [--storage STORAGE]`` does (the ``run``
-    command's own parser and handler)."""
+def run_spec_file(path, storage: str | None, address: str | None = None) -> int:
+    """Run the spec file ``path`` exactly as ``groupsweep run PATH [--storage STORAGE] [--address ADDRESS]``
+    does (the ``run`` command's own parser and handler)."""
     parser = CheckingParser(prog="groupsweep")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["run", str(path)] + (["--storage", storage] if storage else []))
+    options = (["--storage", storage] if storage else []) + (["--address", address] if address else [])
+    args = parser.parse_args(["run", str(path)] + options)
     return int(args.func(args) or 0)
 
 
@@ -151,7 +152,8 @@ def run_after(spec, exp_dir: str, address: str | None = None) -> int:
     For a sweep in object storage, a command given no ``--out`` writes beside the sweep, into
     ``<sweep>/groupsweep_analysis`` there (``promote`` keeps its local spec file). On a cluster (``address``
     or ``$RAY_ADDRESS``), ``TRIAL_SIDE_COMMANDS`` run as a Ray task with a trial's resources
-    (``sweeps.launcher.run_on_cluster``): the driver's node may hold neither the data nor the weights."""
+    (``sweeps.launcher.run_on_cluster``): the driver's node may hold neither the data nor the weights; and
+    ``promote --run`` runs its rerun on that cluster too."""
     # deferred: Ray loads only when a sweep runs, not for `groupsweep --help`
     from sweeps.launcher import cluster_address, run_on_cluster
 
@@ -168,6 +170,8 @@ def run_after(spec, exp_dir: str, address: str | None = None) -> int:
             sys.stderr.write(err)
         else:
             args = parser.parse_args(argv)
+            if args.command == "promote":  # `promote --run` reruns on the sweep's own cluster
+                args.run_spec = functools.partial(run_spec_file, address=address)
             status = int(args.func(args) or 0)
         if status != 0:
             return status

@@ -135,6 +135,18 @@ def test_run_runs_the_written_spec_as_the_run_command_does(tmp_path, monkeypatch
     assert args.overrides == [] and args.name is None and not args.no_after and args.address is None
 
 
+def test_promote_run_as_an_after_command_reruns_on_the_sweeps_cluster(tmp_path, monkeypatch):
+    """``groupsweep run SPEC --address A`` whose spec ends with ``promote --run``: the rerun joins A too."""
+    write_search(tmp_path / "search")
+    calls = []
+    monkeypatch.setattr(sweep_command, "run_command", lambda args: calls.append(args) or 3)  # nothing to analyse
+    spec = build_spec({"name": "search", "datasets": {"synthetic-waterbirds": {}}, "models": ["toy-resnet-xs"],
+                       "methods": ["none"], "after": ["promote --seeds 3 --run"]})
+    assert sweep_command.run_after(spec, str(tmp_path / "search"), address="127.0.0.1:6379") == 3
+    (args,) = calls
+    assert args.address == "127.0.0.1:6379" and args.storage == str(tmp_path)
+
+
 @pytest.mark.parametrize("seeds, message", [
     (["1", "x"], "--seeds: '1 x' are not all integers"),
     (["1", "1"], "--seeds: seeds [1, 1] repeat a seed"),
