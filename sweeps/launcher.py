@@ -417,8 +417,11 @@ def _call(function):
 
 
 def sweep_exists(exp_dir: str) -> bool:
-    """Whether ``exp_dir`` holds a Tune experiment or a saved groupsweep spec."""
-    return tune.Tuner.can_restore(exp_dir) or Path(exp_dir, SPEC_FILE).exists()
+    """Whether ``exp_dir`` (a local path or a storage URI) holds a Tune experiment or a saved groupsweep spec."""
+    if tune.Tuner.can_restore(exp_dir):
+        return True
+    fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
+    return fs.get_file_info(f"{root}/{SPEC_FILE}").type == pyarrow.fs.FileType.File
 
 
 def read_saved_spec(exp_dir: str) -> dict | None:

@@ -76,7 +76,7 @@ def register(subparsers) -> None:
 
     status = subparsers.add_parser("status", help="print the state of each trial of a sweep",
                                    description="Print each trial's state and last reported epoch.")
-    status.add_argument("name", help="sweep name (or the path of its folder)")
+    status.add_argument("name", help="sweep name (or the path or storage URI of its folder)")
     status.add_argument("--storage", help="results root (default: $GROUPSWEEP_STORAGE or ~/groupsweep_results)")
     status.set_defaults(func=status_command)
 
@@ -361,7 +361,10 @@ def status_command(args: argparse.Namespace) -> int:
     from analysis.summary import trial_progress
     from sweeps.launcher import experiment_dir, read_saved_spec, resolve_storage, sweep_exists
 
-    exp_dir = experiment_dir(resolve_storage(args.storage), args.name)
+    if "://" in args.name:  # the sweep folder itself, in object storage
+        exp_dir = args.name
+    else:
+        exp_dir = experiment_dir(resolve_storage(args.storage), args.name)
     if not sweep_exists(exp_dir) and os.sep in args.name and sweep_exists(os.path.abspath(args.name)):
         exp_dir = os.path.abspath(args.name)  # the sweep folder itself
     if not sweep_exists(exp_dir):

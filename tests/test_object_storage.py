@@ -76,6 +76,8 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
 
     status = run_cli("status", "s3", "--storage", storage)
     assert status.returncode == 0 and "2 complete" in status.stdout, status.stdout + status.stderr
+    by_uri = run_cli("status", exp_uri)  # the sweep folder's URI itself
+    assert by_uri.returncode == 0 and by_uri.stdout == status.stdout, by_uri.stdout + by_uri.stderr
     out = tmp_path / "analysis"
     analysis = run_cli("analyze", exp_uri, "--out", str(out))
     assert analysis.returncode == 0, analysis.stdout[-2000:] + analysis.stderr[-2000:]
