@@ -23,6 +23,7 @@ import yaml
 import pytest
 
 from ray_fixtures import CLUSTER_WATERBIRDS_COUNTS, REPO, cli_command, cli_env, result_epochs, run_cli, tiny_spec
+from trainables.trial_dir import TrialDir
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +170,10 @@ def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path
     trial_dir = storage / "ddp" / name
     assert result_epochs(trial_dir) == [1, 2]
     assert (trial_dir / "groupsweep" / "predictions" / "epoch_0002.npz").exists()
-    assert any((trial_dir / "train").glob("checkpoint_*"))  # the Ray Train run's own checkpoint
+    # the Ray Train run's own checkpoint, named as the trial directory's readers list them (spectral, D3M's base)
+    assert TrialDir(str(trial_dir)).state_files() == ["train/checkpoint_000002/state.pt"]
+    spectral = run_cli("spectral", str(storage / "ddp"), "--trial", name, "--top", "3")
+    assert spectral.returncode == 0, spectral.stdout[-2000:] + spectral.stderr[-2000:]
 
 
 def test_extending_a_finished_sweep_runs_only_the_added_trials_and_analyses_the_union(tmp_path):

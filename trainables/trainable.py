@@ -49,8 +49,8 @@ from trainables.config_data import dataset_key, load_config_dataset
 from trainables.errors import GroupsweepError
 from trainables.finetune import DivergenceError
 from trainables.plans import train_run
-from trainables.trial_dir import (LABELS_FILE, STATE_FILE, TRAIN_RUN_NAME, TrialDir, fault_marker, join_location,
-                                  predictions_file, unit_name)
+from trainables.trial_dir import (LABELS_FILE, STATE_FILE, TRAIN_RUN_NAME, TrialDir, checkpoint_name, fault_marker,
+                                  join_location, predictions_file, unit_name)
 
 log = logging.getLogger("groupsweep.trainable")
 
@@ -230,12 +230,20 @@ def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:
     trainer.fit()
 
 
+def report_to_train(metrics: dict, checkpoint=None) -> None:
+    """``ray.train.report``, naming a checkpoint's folder ``checkpoint_<epoch, 6 digits>``
+    (``trial_dir.checkpoint_name``), the names the trial directory's readers list (``TrialDir.state_files``):
+    Ray Train would name it by the time it was saved."""
+    name = checkpoint_name(metrics["epoch"]) if checkpoint is not None else None
+    ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+
+
 def worker_loop(loop_config: dict) -> None:
     """One TorchTrainer worker: ``finetune`` under Accelerate; rank 0 writes files and checkpoints."""
     config = TrainConfig.from_dict(loop_config["config"])
     _set_threads(config, loop_config["cpus_per_worker"])
     rank = ray.train.get_context().get_world_rank()
     files = TrialDir(loop_config["trial_dir"]) if rank == 0 else None
-    reporter = EpochReporter(ray.train.report, ray.train.Checkpoint, files, ray.get_runtime_context().get_node_id())
+    reporter = EpochReporter(report_to_train, ray.train.Checkpoint, files, ray.get_runtime_context().get_node_id())
     state = load_state(ray.train.get_checkpoint(), fallback=TrialDir(loop_config["trial_dir"]))
     run_finetune(config, reporter, state, cpu=not ray.get_gpu_ids())
