@@ -18,16 +18,17 @@ import logging
 import torch
 
 from trainables.builders import build_model_and_inputs
-from trainables.config import METHOD_OPTION_FIELDS, TrainConfig
+from trainables.config import METHOD_OPTION_FIELDS, NON_TRAINING_FIELDS, TrainConfig
 from trainables.finetune import finetune
 from trainables.trial_dir import UnreadableFile, trial_dirs
 
 log = logging.getLogger("groupsweep.base_model")
 
 # Trial-config keys in which a base trial may differ from the base config (the base config itself sets
-# method ``none`` and no ratio, so only ``none`` trials match): its name, and the settings that only
-# other methods read.
-BASE_FREE_KEYS = ("trial_name", *METHOD_OPTION_FIELDS)
+# method ``none`` and no ratio, so only ``none`` trials match): its name, the settings that only other
+# methods read, and those that do not change the training (what is evaluated, saved or measured; a spec
+# may set them for one method only, e.g. ``checkpoint_every: 1`` on ``none``).
+BASE_FREE_KEYS = ("trial_name", *METHOD_OPTION_FIELDS, *NON_TRAINING_FIELDS)
 
 
 def base_config(config):

@@ -35,6 +35,10 @@ DFR_ENSEMBLE = {"val_tr": 20, "tr_tr": 10}
 # differs from a method's trial in them only is that trial's base model (``trainables.base_model``).
 METHOD_OPTION_FIELDS = ("d3m", "jtt_epochs", "jtt_lambda_up", "dfr_variant", "dfr_ensemble", "dfr_c_grid",
                         "groupdro_eta", "groupdro_adjustment")
+# Settings that change what a run reports, saves or measures, never what it trains: a state resumes under
+# other values (``finetune.check_resume_state``), and a base ERM trial may differ from a method's base
+# config in them (``trainables.base_model``).
+NON_TRAINING_FIELDS = ("profile", "eval_train", "checkpoint_every", "eval_batch_size")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 
 from trainables.balancing import BalancingPlan, make_plan, make_sampler
 from trainables.builders import build_model_and_inputs
-from trainables.config import TrainConfig
+from trainables.config import NON_TRAINING_FIELDS, TrainConfig
 from trainables.config_data import load_config_dataset
 from trainables.data import GroupDataset
 from trainables.errors import GroupsweepError
@@ -174,13 +174,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def check_resume_state(config: TrainConfig, state: dict) -> None:
-    """Refuse a saved state from a different run: every setting but ``epochs``, ``profile``,
-    ``eval_train`` and ``checkpoint_every`` must match (a state saved before a setting existed matches its
-    default)."""
+    """Refuse a saved state from a different run: every setting but ``epochs`` and ``NON_TRAINING_FIELDS``
+    must match (a state saved before a setting existed matches its default)."""
     defaults = TrainConfig().to_dict()
     saved = {**defaults, **state["config"]}
     current = config.to_dict()
-    for key in ("epochs", "profile", "eval_train", "checkpoint_every"):  # none changes the training itself
+    for key in ("epochs", *NON_TRAINING_FIELDS):  # none changes the training itself
         saved.pop(key, None)
         current.pop(key, None)
     differing = sorted(k for k in current if saved.get(k) != current[k])
