@@ -26,6 +26,7 @@ pre-pooling maps. ``analyze_trials`` turns each trial's statistics into an
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,7 @@ from trainables.config import TrainConfig
 from trainables.config_data import load_config_dataset
 from trainables.errors import GroupsweepError, choose
 from trainables.plans import training_plan
-from trainables.trial_dir import TrialDir
+from trainables.trial_dir import TrialDir, UnreadableFile
 
 # The example sets features can be extracted from: the full training split, or the examples trained on.
 EXAMPLES = ("train", "train_subset")
@@ -122,10 +123,14 @@ def read_config(trial_dir) -> TrainConfig:
 
 
 def _kept_states(trial: TrialDir):
-    """``(state file name, state)`` of every checkpoint still in ``trial``, in ``TrialDir.state_files``
-    order; local states are memory-mapped, so their tensors are only read when used."""
+    """``(state file name, state)`` of every readable checkpoint still in ``trial``, in
+    ``TrialDir.state_files`` order (an unreadable one, e.g. damaged, is skipped with a warning); local
+    states are memory-mapped, so their tensors are only read when used."""
     for name in trial.state_files():
-        yield name, trial.load_state(name)
+        try:
+            yield name, trial.load_state(name)
+        except UnreadableFile as error:
+            warnings.warn(str(error), stacklevel=2)
 
 
 def checkpoint_epochs(trial_dir) -> dict[int, str]:

@@ -29,3 +29,12 @@ def test_the_base_trial_may_differ_in_what_is_evaluated_saved_or_measured_not_in
     assert name == "none-s1" and state["weight"].item() == 3.0
     assert find_base_trial(str(tmp_path), base, epoch=2) is None  # no kept checkpoint of that epoch
     assert find_base_trial(str(tmp_path), TrainConfig(**{**base.to_dict(), "seed": 2})) is None
+
+
+def test_a_damaged_newer_checkpoint_does_not_hide_an_older_kept_one(tmp_path):
+    base = base_config(TrainConfig(method="jtt", epochs=3, seed=1))
+    write_none_trial(tmp_path, "none-s1", base, epoch=3)
+    (tmp_path / "none-s1" / "checkpoint_000001").mkdir()
+    (tmp_path / "none-s1" / "checkpoint_000001" / "state.pt").write_bytes(b"not a checkpoint")
+    state, name = find_base_trial(str(tmp_path), base)
+    assert name == "none-s1" and state["weight"].item() == 3.0

@@ -68,7 +68,11 @@ def find_base_trial(experiment_dir: str, config, epoch: int | None = None) -> tu
             continue
         reached = []
         for state_file in reversed(state_files):
-            state = trial.load_state(state_file)
+            try:
+                state = trial.load_state(state_file)
+            except UnreadableFile as error:  # e.g. damaged: an older kept checkpoint may still do
+                log.info("%s", error)
+                continue
             if state.get("epoch") == epoch and _identity(state.get("config", {})) == wanted:
                 return state["model"], name
             reached.append(state.get("epoch"))
