@@ -41,7 +41,7 @@ from trainables.config import TrainConfig
 from trainables.config_data import load_config_dataset
 from trainables.errors import GroupsweepError, choose
 from trainables.plans import training_plan
-from trainables.trial_dir import TrialDir, UnreadableFile
+from trainables.trial_dir import LABELS_FILE, TrialDir, UnreadableFile
 
 # The example sets features can be extracted from: the full training split, or the examples trained on.
 EXAMPLES = ("train", "train_subset")
@@ -195,6 +195,21 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_same_data(trial: TrialDir, dataset) -> None:
+    """Refuse, in one line, a dataset loaded here whose val or test labels or attributes differ from those the
+    trial saved (its ``labels.npz``): another data folder, version or options than the trial trained on
+    (e.g. a different ``$GROUPSWEEP_DATA`` on this machine). A trial without the file is not checked."""
+    if not trial.exists(LABELS_FILE):
+        return
+    saved = trial.read_npz(LABELS_FILE)
+    for split in ("val", "test"):
+        for key in ("y", "s"):
+            if not np.array_equal(saved[f"{split}_{key}"], getattr(dataset.splits[split], key)):
+                raise GroupsweepError(
+                    f"the {dataset.name} dataset loaded here differs from the one trial {trial.name} trained on "
+                    f"({split} split, {key}); check its data_root or $GROUPSWEEP_DATA on this machine")
+
+
 def trial_statistics(trial_dir, epoch: int | None = None, examples: str = "train", device: str | None = None,
                      batch_size: int | None = None) -> TrialStatistics:
     """Per-group statistics of the penultimate training features of the trial in ``trial_dir`` (a
@@ -208,6 +223,7 @@ def trial_statistics(trial_dir, epoch: int | None = None, examples: str = "train
     epoch = config.epochs if epoch is None else int(epoch)
     state = load_model_state(trial, epoch)
     dataset = load_config_dataset(config)
+    check_same_data(trial, dataset)
     model, model_inputs = build_model_and_inputs(config, dataset)
     model.load_state_dict(state)
     del state

@@ -5,6 +5,7 @@ on a finetuned sweep directory, and the ``demo-spectral`` preset end to end on R
 import argparse
 import io
 import json
+import shutil
 import weakref
 from pathlib import Path
 
@@ -295,6 +296,22 @@ def test_only_kept_checkpoints_can_be_analysed(image_sweep):
     with pytest.raises(GroupsweepError, match="no checkpoint of epoch 1; kept epochs: 2") as error:
         trial_statistics(trial_dir, epoch=1, device="cpu")
     assert "\n" not in str(error.value)
+
+
+def test_features_are_refused_from_other_data_than_the_trial_trained_on(image_sweep, tmp_path):
+    """The trial's ``labels.npz`` (val/test labels as trained) must match the dataset loaded here."""
+    from trainables.finetune import split_labels
+    from trainables.trial_dir import LABELS_FILE
+
+    trial_dir = tmp_path / "trial"
+    shutil.copytree(trial_path(image_sweep, "none", 1), trial_dir)
+    labels = split_labels(load_dataset("synthetic-waterbirds", **IMAGE_DATA))
+    TrialDir(str(trial_dir)).write_npz(LABELS_FILE, labels)
+    assert trial_statistics(trial_dir, device="cpu").epoch == 2  # the same data: extracted
+    labels["test_s"] = 1 - labels["test_s"]  # as if another data folder had been found here
+    TrialDir(str(trial_dir)).write_npz(LABELS_FILE, labels)
+    with pytest.raises(GroupsweepError, match=r"differs from the one trial trial trained on \(test split, s\)"):
+        trial_statistics(trial_dir, device="cpu")
 
 
 def test_subset_trained_on_is_the_plans_examples(tmp_path):
