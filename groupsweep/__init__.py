@@ -143,7 +143,7 @@ def run(spec, storage=None, name: str | None = None, overrides=None, address: st
     finished)."""
     with tempfile.TemporaryDirectory(prefix="groupsweep-spec-") as folder:
         if isinstance(spec, dict):  # the command reads a file: write the mapping as one
-            path = Path(folder) / f"{spec.get('name', 'sweep')}.yaml"
+            path = Path(folder) / "spec.yaml"  # the spec's name is checked by the command, never used as a path
             path.write_text(yaml.safe_dump(spec, sort_keys=False))
             spec = str(path)
         argv = ["run", str(spec)] + _set_arguments(overrides)

@@ -40,6 +40,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from trainables.config import MAX_SEED
 from trainables.errors import GroupsweepError, is_integer, is_real, positive_integer
 from trainables.trial_dir import CELL_KEY, SAMPLE_KEY, SAMPLED_KEY
 
@@ -176,8 +177,8 @@ def parse_search(value, parse_seeds) -> SearchSettings | None:
     if not is_real(factor, 1, strict=True):
         _fail("search.reduction_factor", f"must be a number > 1, got {factor!r}")
     seed = settings.get("seed", 0)
-    if not is_integer(seed, 0):
-        _fail("search.seed", f"must be a non-negative integer, got {seed!r}")
+    if not is_integer(seed, 0) or seed > MAX_SEED:
+        _fail("search.seed", f"must be an integer from 0 to {MAX_SEED}, got {seed!r}")
     seeds = settings.get("seeds")
     return SearchSettings(num_samples=settings["num_samples"], algorithm=algorithm, metric=metric, mode=mode,
                           scheduler=scheduler, grace_period=settings["grace_period"], reduction_factor=float(factor),

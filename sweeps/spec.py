@@ -72,7 +72,7 @@ from sweeps.tracking import Tracking, parse_tracking
 from sweeps.spaces import (SearchCell, SearchSettings, check_metric_reported, check_space, describe_space, is_space,
                            parse_search, space_values, trial_name)
 from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
-from trainables.config import TrainConfig
+from trainables.config import MAX_SEED, TrainConfig
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
 from trainables.models import MODELS
 from trainables.trial_dir import METHOD_HPARAMS_KEY
@@ -308,8 +308,8 @@ def parse_seeds(value, where: str) -> list[int]:
     if not isinstance(value, list) or not value:
         _fail(where, f"seeds must be a non-empty list of integers, got {value!r}")
     for seed in value:
-        if not is_integer(seed, 0):
-            _fail(where, f"seed {seed!r} is not a non-negative integer")
+        if not is_integer(seed, 0) or seed > MAX_SEED:
+            _fail(where, f"seed {seed!r} is not an integer from 0 to {MAX_SEED}")
     if len(set(value)) != len(value):
         _fail(where, f"seeds {value!r} repeat a seed")
     return list(value)

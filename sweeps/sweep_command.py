@@ -91,10 +91,14 @@ def _spec_arguments(parser: argparse.ArgumentParser) -> None:
 # --- the spec's `after` commands -----------------------------------------------------------------
 
 class CheckingParser(argparse.ArgumentParser):
-    """An argument parser whose errors raise a one-line ``GroupsweepError`` instead of exiting."""
+    """An argument parser whose errors raise a one-line ``GroupsweepError`` instead of exiting; ``-h`` /
+    ``--help`` is one too (a command line parsed here runs unattended: a spec's ``after`` command, the API)."""
 
     def error(self, message: str):
         raise GroupsweepError(message)
+
+    def print_help(self, file=None):
+        raise GroupsweepError("-h/--help would print the help and run nothing; remove it")
 
 
 def after_parser() -> argparse.ArgumentParser:

@@ -150,7 +150,7 @@ def test_promote_run_as_an_after_command_reruns_on_the_sweeps_cluster(tmp_path, 
 @pytest.mark.parametrize("seeds, message", [
     (["1", "x"], "--seeds: '1 x' are not all integers"),
     (["1", "1"], "--seeds: seeds [1, 1] repeat a seed"),
-    (["-2"], "--seeds: seed -2 is not a non-negative integer"),
+    (["-2"], "--seeds: seed -2 is not an integer from 0 to 4294967295"),
 ])
 def test_bad_seeds_are_one_line_errors(tmp_path, capsys, seeds, message):
     write_search(tmp_path)

@@ -29,6 +29,8 @@ REMOVE_NEGATIVE = "negative"
 # training split), the regularisation strengths C tried (the authors' ``C_OPTIONS``) and the ensemble size
 # of each variant when ``dfr_ensemble`` is null (the authors' ``num_retrains``: 20 and 10).
 DFR_VARIANTS = ("val_tr", "tr_tr")
+# The largest seed numpy and torch accept (2**32 - 1).
+MAX_SEED = 2**32 - 1
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 DFR_ENSEMBLE = {"val_tr": 20, "tr_tr": 10}
 # Settings only their own method reads (D3M's options, JTT's, DFR's): a base ERM trial whose config
@@ -206,8 +208,9 @@ class TrainConfig:
                 raise GroupsweepError(f"{name} must be a non-negative number, got {value!r}")
         if self.lr == 0:
             raise GroupsweepError("lr must be positive, got 0")
-        if not is_integer(self.seed, 0):
-            raise GroupsweepError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not is_integer(self.seed, 0) or self.seed > MAX_SEED:
+            raise GroupsweepError(f"seed must be an integer from 0 to {MAX_SEED} (numpy's and torch's range), "
+                                  f"got {self.seed!r}")
         D3MOptions.from_dict(self.d3m)
         for name in ("jtt_epochs", "jtt_lambda_up"):
             positive_integer(name, getattr(self, name))
@@ -223,9 +226,13 @@ class TrainConfig:
         object.__setattr__(self, "dfr_c_grid", [float(c) for c in self.dfr_c_grid])  # JSON's form, always
         if not isinstance(self.dataset_options, dict):
             raise GroupsweepError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
-        for name in ("profile", "channels_last", "compile_model"):
+        for name in ("pretrained", "last_layer_only", "profile", "channels_last", "compile_model"):
             if not isinstance(getattr(self, name), bool):
                 raise GroupsweepError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("data_root", "model_path"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise GroupsweepError(f"{name} must be a path (a non-empty string) or null, got {value!r}")
         if self.num_threads is not None and not is_integer(self.num_threads, 1):
             raise GroupsweepError(f"num_threads must be a positive integer or null, got {self.num_threads!r}")
         if self.eval_train not in EVAL_TRAIN_WORDS and not is_integer(self.eval_train, 1):
