@@ -89,6 +89,8 @@ MODEL_KEYS = ("hparams", "resources")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")
 # TrainConfig fields that are grid axes, set by the spec's structure rather than by hparams.
 AXIS_FIELDS = ("dataset", "dataset_options", "model", "method", "ratio", "seed")
+# The spec key that sets each grid axis.
+GRID_KEYS = {"dataset": "datasets", "model": "models", "method": "methods", "ratio": "methods", "seed": "seeds"}
 HPARAM_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in AXIS_FIELDS)
 DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0}
 # CPU of the Tune trial that only drives a multi-worker TorchTrainer (its workers hold the rest).
@@ -526,6 +528,9 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
     for key in override:
         if key not in TrainConfig.__dataclass_fields__:
             _fail("override", f"unknown training setting {key!r}; allowed: {', '.join(TrainConfig.__dataclass_fields__)}")
+        if key in AXIS_FIELDS and key != "dataset_options":  # forced on every trial, it would contradict its name
+            _fail("override", f"{key!r} is set by the grid (datasets, models, methods, seeds), not forced on every "
+                              f"trial; set the grid instead (e.g. --set {GRID_KEYS[key]}=[...])")
 
     base = {key: source.get(key) for key in ("datasets", "models", "methods", "seeds", "hparams", "resources")}
     if base["seeds"] is None:
