@@ -89,6 +89,10 @@ MODEL_KEYS = ("hparams", "resources")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")
 # TrainConfig fields that are grid axes, set by the spec's structure rather than by hparams.
 AXIS_FIELDS = ("dataset", "dataset_options", "model", "method", "ratio", "seed")
+# Training settings that take integers (their type starts with int), and the space kinds that sample reals.
+INTEGER_FIELDS = tuple(name for name, spec_field in TrainConfig.__dataclass_fields__.items()
+                       if str(spec_field.type).split(" | ")[0] == "int")
+REAL_SPACE_KINDS = ("uniform", "loguniform", "quniform")
 # The spec key that sets each grid axis.
 GRID_KEYS = {"dataset": "datasets", "model": "models", "method": "methods", "ratio": "methods", "seed": "seeds"}
 HPARAM_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in AXIS_FIELDS)
@@ -330,6 +334,10 @@ def check_hparams(values, where: str) -> dict:
             if key in UNSEARCHABLE_FIELDS:
                 _fail(f"{where}.{key}", f"{key!r} is a mapping of options and cannot be searched")
             check_space(value, f"{where}.{key}")
+            kind = next(iter(value))
+            if key in INTEGER_FIELDS and kind in REAL_SPACE_KINDS:
+                _fail(f"{where}.{key}", f"{key!r} takes integers but {kind} samples real numbers; use randint or "
+                                        "choice")
     return values
 
 
