@@ -7,11 +7,14 @@ here or there):
 ==========================  =============================================
 ``{loguniform: [lo, hi]}``   ``tune.loguniform(lo, hi)``, 0 < lo < hi
 ``{uniform: [lo, hi]}``      ``tune.uniform(lo, hi)``, lo < hi
-``{quniform: [lo, hi, q]}``  ``tune.quniform(lo, hi, q)``, lo < hi, q > 0
+``{quniform: [lo, hi, q]}``  ``tune.quniform(lo, hi, q)``, lo < hi, q > 0, lo and hi multiples of q
 ``{randint: [lo, hi]}``      ``tune.randint(lo, hi)`` (hi excluded), integers lo < hi
 ``{choice: [a, b, ...]}``    ``tune.choice([...])``, non-empty
 ``{grid: [a, b, ...]}``      ``tune.grid_search([...])`` (random search only), non-empty
 ==========================  =============================================
+
+A setting that takes integers (``epochs``, ``batch_size``, ...: ``sweeps.spec.INTEGER_FIELDS``) may be
+searched with ``randint``, ``choice`` or ``grid`` only: the other kinds sample real numbers.
 
 The ``search:`` block::
 
