@@ -164,7 +164,7 @@ def parse_search(value, parse_seeds) -> SearchSettings | None:
     except GroupsweepError as error:
         _fail("", str(error))
     algorithm = settings.get("algorithm", "random")
-    if algorithm not in ALGORITHMS:
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         _fail("search.algorithm", f"unknown search algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
     check_searcher_installed(algorithm)
     metric = settings.get("metric", "val/wga")

@@ -60,6 +60,9 @@ def parse_tracking(value, extra=()) -> Tracking:
     if isinstance(value, str):
         value = [value]
     if isinstance(value, list):
+        for name in value:
+            if not isinstance(name, str):
+                raise GroupsweepError(f"tracking: expected tracker names (or a mapping name -> settings), got {name!r}")
         value = {name: None for name in value}
     if not isinstance(value, dict):
         raise GroupsweepError(f"tracking: expected a list of trackers or a mapping, got {value!r}")
@@ -75,6 +78,9 @@ def parse_tracking(value, extra=()) -> Tracking:
             if key not in defaults:
                 allowed = ", ".join(defaults) or "none"
                 raise GroupsweepError(f"tracking.{name}: unknown setting {key!r}; allowed: {allowed}")
+        for key, setting in settings.items():
+            if setting is not None and not isinstance(setting, str):
+                raise GroupsweepError(f"tracking.{name}.{key}: expected a string, got {setting!r}")
         merged = {**defaults, **settings}
         if name == "wandb" and merged["mode"] not in WANDB_MODES:
             raise GroupsweepError(f"tracking.wandb.mode: unknown mode {merged['mode']!r}; "
