@@ -146,7 +146,10 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
     frame = results.frame[results.frame["status"].isin(taking_part) & ~results.frame["trial_id"].isin(list(reruns))]
     frame = _stopped_trials(results, frame, epoch, notes)
     if methods is not None:
+        if isinstance(methods, str) or not list(methods):
+            raise GroupsweepError(f"methods must be a non-empty list of method names (or None for all), got {methods!r}")
         for name in methods:
+            choose("method", name, METHODS)
             if name not in set(results.trials["method"]):
                 notes.append(f"method {name!r} has no trials in this sweep")
         frame = frame[frame["method"].isin(list(methods))]

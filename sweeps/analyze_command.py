@@ -197,8 +197,14 @@ def load_run(run_dir):
 
 
 def parse_methods(text: str | None) -> list | None:
-    """A ``--methods`` value (``none,upsampling,mixture``) as a list of names; None (every method) when not given."""
-    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+    """A ``--methods`` value (``none,upsampling,mixture``) as a list of names; None (every method) when not given.
+    The names are checked by ``analysis.selection.select``."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise GroupsweepError(f"--methods {text!r} names no method; give comma-separated names such as none,upsampling")
+    return names
 
 
 def default_out_dir(run_dir) -> Path:

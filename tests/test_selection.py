@@ -262,6 +262,24 @@ def test_bad_names_are_one_line_errors(tmp_path):
     assert parse_criteria("all") == list(CRITERIA)
     with pytest.raises(GroupsweepError, match="choose one of"):
         parse_criteria("nope")
+    with pytest.raises(GroupsweepError, match="unknown method 'bogus'; choose one of: none, subsetting"):
+        select(results, ["wga"], methods=["none", "bogus"])
+    for methods in ("none", []):  # a name where a list is meant (its letters are no methods), or nothing
+        with pytest.raises(GroupsweepError, match="methods must be a non-empty list of method names"):
+            select(results, ["wga"], methods=methods)
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize("methods, message", [("bogus", "unknown method 'bogus'"),
+                                              (",", "--methods ',' names no method")])
+def test_unknown_methods_are_one_line_errors_of_the_commands(tmp_path, capsys, command, methods, message):
+    from sweeps import cli
+
+    build_sweep(tmp_path / "run")
+    assert cli.main([command, str(tmp_path / "run"), "--methods", methods, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_display_and_paper_layout(tmp_path):
