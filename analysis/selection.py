@@ -147,7 +147,8 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
     frame = _stopped_trials(results, frame, epoch, notes)
     if methods is not None:
         if isinstance(methods, str) or not list(methods):
-            raise GroupsweepError(f"methods must be a non-empty list of method names (or None for all), got {methods!r}")
+            raise GroupsweepError(f"methods must be a non-empty list of method names (or None for all), "
+                                  f"got {methods!r}")
         for name in methods:
             choose("method", name, METHODS)
             if name not in set(results.trials["method"]):
