@@ -230,6 +230,8 @@ CASES = [
      "tracking.mlflow.tracking_uri: expected a string, got 5"),
     ("search-algorithm-is-a-list", lambda t: run(t, spec_with(t, search={"algorithm": ["optuna"]})),
      "unknown search algorithm ['optuna']"),
+    ("cache-dir-is-empty", lambda t: run(t, spec_with(t, datasets={"waterbirds": {"options": {
+        "root": waterbirds(t), "cache_dir": ""}}})), "cache_dir must be a folder path, got ''"),
     ("promote-out-is-a-uri", lambda t: ["promote", str(t), "--seeds", "1", "--out", "s3://b/spec.yaml"],
      "must be a local path here, not a storage URI"),
     ("after-promote-out-is-a-uri", lambda t: run(t, spec_with(t, after=["promote --seeds 3 --out s3://b/s.yaml"])),

@@ -55,6 +55,8 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
                 f"groupsweep data check: --root DIR), or set {DATA_ENV} to a folder holding {name}/"
             )
         root = Path(base) / name
+    if not isinstance(root, (str, os.PathLike)) or not str(root).strip():
+        raise GroupsweepError(f"dataset {name!r}: root must be a folder path, got {root!r}")
     path = Path(root).expanduser()
     if not path.is_dir():
         raise GroupsweepError(
@@ -68,6 +70,8 @@ def resolve_cache_dir(root: Path, cache_dir: str | os.PathLike | None) -> Path:
     """Where decoded images and token ids are cached: ``cache_dir``, else ``$GROUPSWEEP_CACHE``, else
     ``<root>/.groupsweep_cache``."""
     if cache_dir is not None:
+        if not isinstance(cache_dir, (str, os.PathLike)) or not str(cache_dir).strip():
+            raise GroupsweepError(f"cache_dir must be a folder path, got {cache_dir!r}")
         return Path(cache_dir).expanduser()
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
