@@ -235,23 +235,26 @@ def _check_name(kind: str, name: str, allowed, where: str) -> None:
 class Registries:
     """The names a spec may use: datasets (name -> loader option names), models, balancing methods; and
     ``check_options(dataset, options)``, which refuses option values a dataset can refuse without reading
-    data (a one-line ``GroupsweepError``; None: no such check)."""
+    data, and ``check_model(dataset, model)``, which refuses a model the dataset's inputs cannot feed (each a
+    one-line ``GroupsweepError``; None: no such check)."""
 
     datasets: dict
     models: tuple
     methods: tuple
     ratio_methods: tuple
     check_options: Callable[[str, dict], None] | None = None
+    check_model: Callable[[str, str], None] | None = None
 
 
 def package_registries() -> Registries:
     """The package's datasets, models and methods."""
     # deferred: the dataset registry (pandas) loads when a spec is built, not for `--help`
+    from trainables.config_data import check_model_inputs
     from trainables.data import DATASETS, check_dataset_options, dataset_options
 
     return Registries(datasets={name: tuple(dataset_options(name)) for name in DATASETS}, models=tuple(MODELS),
                       methods=tuple(METHODS), ratio_methods=tuple(RATIO_METHODS),
-                      check_options=check_dataset_options)
+                      check_options=check_dataset_options, check_model=check_model_inputs)
 
 
 def _parse_ratio(value, method: str, where: str) -> float:
@@ -438,6 +441,11 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
         for model in model_names:
             mwhere = f"{dwhere}: model {model}"
             _check_name("model", model, registries.models, mwhere)
+            if registries.check_model is not None:
+                try:
+                    registries.check_model(dataset, model)
+                except GroupsweepError as error:
+                    _fail(mwhere, str(error))
             model_settings = _model_settings(top_models, model, where or "models")
             model_hparams = check_hparams(model_settings.get("hparams"), f"models.{model}.hparams")
             model_resources = parse_resources(model_settings.get("resources"), f"models.{model}.resources")

@@ -232,6 +232,8 @@ CASES = [
      "unknown search algorithm ['optuna']"),
     ("cache-dir-is-empty", lambda t: run(t, spec_with(t, datasets={"waterbirds": {"options": {
         "root": waterbirds(t), "cache_dir": ""}}})), "cache_dir must be a folder path, got ''"),
+    ("text-model-on-image-data", lambda t: run(t, spec_with(t, models=["toy-bert-xs"])),
+     "model 'toy-bert-xs' takes text inputs but dataset 'synthetic-waterbirds' holds image inputs"),
     ("promote-out-is-a-uri", lambda t: ["promote", str(t), "--seeds", "1", "--out", "s3://b/spec.yaml"],
      "must be a local path here, not a storage URI"),
     ("after-promote-out-is-a-uri", lambda t: run(t, spec_with(t, after=["promote --seeds 3 --out s3://b/s.yaml"])),

@@ -10,6 +10,9 @@ import json
 
 from trainables.config import TrainConfig
 from trainables.data import GroupDataset, load_dataset
+from trainables.data.base import MODALITIES
+from trainables.errors import GroupsweepError
+from trainables.models import get_spec
 
 
 def dataset_key(config: TrainConfig | dict) -> str:
@@ -18,6 +21,15 @@ def dataset_key(config: TrainConfig | dict) -> str:
     values = config.to_dict() if isinstance(config, TrainConfig) else config
     return json.dumps([values["dataset"], values.get("dataset_options") or {}, values.get("data_root")],
                       sort_keys=True, default=str)
+
+
+def check_model_inputs(dataset: str, model: str) -> None:
+    """Refuse, in one line, a model of the other modality than the dataset's inputs (a text model on an
+    image dataset, ...) when the dataset's registration states its modality (``custom`` does not: its files
+    tell, and the run checks)."""
+    holds, takes = MODALITIES.get(dataset), get_spec(model).modality
+    if holds is not None and holds != takes:
+        raise GroupsweepError(f"model {model!r} takes {takes} inputs but dataset {dataset!r} holds {holds} inputs")
 
 
 def load_config_dataset(config: TrainConfig) -> GroupDataset:

@@ -154,14 +154,18 @@ DatasetBuilder = Callable[..., GroupDataset]
 DATASETS: dict[str, DatasetBuilder] = {}
 # dataset name -> check(**options): refuses option values that are wrong whatever the data (one line)
 OPTION_CHECKS: dict[str, Callable[..., None]] = {}
+# dataset name -> the modality of its inputs (``image`` or ``text``), when its registration states one
+MODALITIES: dict[str, str] = {}
 
 
-def register_dataset(name: str, check_options: Callable[..., None] | None = None
+def register_dataset(name: str, check_options: Callable[..., None] | None = None, modality: str | None = None
                      ) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Decorator registering a builder ``fn(**options) -> GroupDataset`` under ``name``.
 
     ``check_options(**options)``, when given, checks the option values that can be checked without reading
     any data (so a spec is refused before Ray starts) and raises a one-line ``GroupsweepError``.
+    ``modality`` (``image`` or ``text``): what every dataset it builds holds, so a model of the other
+    modality is refused before Ray starts; None when only its files tell (``custom``).
     """
 
     def wrap(fn: DatasetBuilder) -> DatasetBuilder:
@@ -170,6 +174,8 @@ def register_dataset(name: str, check_options: Callable[..., None] | None = None
         DATASETS[name] = fn
         if check_options is not None:
             OPTION_CHECKS[name] = check_options
+        if modality is not None:
+            MODALITIES[name] = modality
         return fn
 
     return wrap

@@ -166,7 +166,7 @@ def read_celeba(root: Path, target: str = PAPER_PAIRING[0], spurious: str = PAPE
     return table
 
 
-@register_dataset("celeba", check_options=check_celeba_options)
+@register_dataset("celeba", check_options=check_celeba_options, modality="image")
 def load_celeba(root=None, image_size: int = 224, cache_dir=None, target: str = PAPER_PAIRING[0],
                 spurious: str = PAPER_PAIRING[1]) -> GroupDataset:
     """CelebA from ``root`` (default ``$GROUPSWEEP_DATA/celeba``), images decoded once into a cache, with class

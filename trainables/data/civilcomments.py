@@ -46,7 +46,7 @@ def read_civilcomments(root: Path) -> NativeTable:
     )
 
 
-@register_dataset("civilcomments")
+@register_dataset("civilcomments", modality="text")
 def load_civilcomments(root=None, max_length: int = 220, cache_dir=None) -> GroupDataset:
     """CivilComments from ``root`` (default ``$GROUPSWEEP_DATA/civilcomments``); inputs are the comment strings,
     their token ids cached under ``cache_dir`` (default ``$GROUPSWEEP_CACHE``, else ``<root>/.groupsweep_cache``)."""

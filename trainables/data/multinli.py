@@ -100,7 +100,7 @@ def read_multinli(root: Path) -> NativeTable:
     )
 
 
-@register_dataset("multinli")
+@register_dataset("multinli", modality="text")
 def load_multinli(root=None, max_length: int = 128, cache_dir=None) -> GroupDataset:
     """MultiNLI from ``root`` (default ``$GROUPSWEEP_DATA/multinli``); inputs are (premise, hypothesis) pairs,
     their token ids cached under ``cache_dir`` (default ``$GROUPSWEEP_CACHE``, else ``<root>/.groupsweep_cache``)."""

@@ -278,7 +278,7 @@ def _generated(name: str, real: str, draw, class_names, attribute_names, average
     )
 
 
-@register_dataset("synthetic-waterbirds")
+@register_dataset("synthetic-waterbirds", modality="image")
 def synthetic_waterbirds(size: int = 2000, val_size: int = 600, test_size: int = 1000, seed: int = 0,
                          image_size: int = 32) -> GroupDataset:
     """Waterbirds analogue: solid ("landbird") or hollow ("waterbird") bird shapes on a land or water background.
@@ -292,7 +292,7 @@ def synthetic_waterbirds(size: int = 2000, val_size: int = 600, test_size: int =
                       {"train": size, "val": val_size, "test": test_size}, seed, image_size)
 
 
-@register_dataset("synthetic-celeba")
+@register_dataset("synthetic-celeba", modality="image")
 def synthetic_celeba(size: int = 2000, val_size: int = 1000, test_size: int = 2000, seed: int = 0,
                      image_size: int = 32) -> GroupDataset:
     """CelebA analogue: striped ("blond") or plain hair on a warm ("female") or cool ("male") background.
@@ -306,7 +306,7 @@ def synthetic_celeba(size: int = 2000, val_size: int = 1000, test_size: int = 20
                       {"train": size, "val": val_size, "test": test_size}, seed, image_size)
 
 
-@register_dataset("colored-digits")
+@register_dataset("colored-digits", modality="image")
 def colored_digits(size: int = 600, val_size: int = 200, test_size: int = 350, seed: int = 0,
                    image_size: int = 32) -> GroupDataset:
     """Real handwritten digits (scikit-learn's 1797 8x8 images) coloured red or green, CMNIST style.

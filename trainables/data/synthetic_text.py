@@ -147,7 +147,7 @@ def _generated(name: str, real: str, draw, class_names, attribute_names, max_len
     )
 
 
-@register_dataset("synthetic-civilcomments")
+@register_dataset("synthetic-civilcomments", modality="text")
 def synthetic_civilcomments(size: int = 2000, val_size: int = 1000, test_size: int = 2000,
                             seed: int = 0) -> GroupDataset:
     """CivilComments analogue: comments whose judgement word marks them neutral or toxic; identity
@@ -160,7 +160,7 @@ def synthetic_civilcomments(size: int = 2000, val_size: int = 1000, test_size: i
                       ("no identity", "identity"), 32, size, val_size, test_size, seed)
 
 
-@register_dataset("synthetic-multinli")
+@register_dataset("synthetic-multinli", modality="text")
 def synthetic_multinli(size: int = 2000, val_size: int = 1500, test_size: int = 3000,
                        seed: int = 0) -> GroupDataset:
     """MultiNLI analogue: (premise, hypothesis) pairs whose hypothesis predicate marks contradiction,

@@ -46,7 +46,7 @@ def read_waterbirds(root: Path) -> NativeTable:
     return table
 
 
-@register_dataset("waterbirds")
+@register_dataset("waterbirds", modality="image")
 def load_waterbirds(root=None, image_size: int = 224, cache_dir=None) -> GroupDataset:
     """Waterbirds from ``root`` (default ``$GROUPSWEEP_DATA/waterbirds``), images decoded once into a cache.
 
