@@ -79,7 +79,7 @@ def register(subparsers) -> None:
                          help="choose only among methods using at most this group information: "
                               + ", ".join(GROUP_INFO_LEVELS) + " (none < val < train+val; default: any)")
     add_out_argument(analyze)
-    analyze.set_defaults(func=run_analyze)
+    analyze.set_defaults(func=run_analyze, check=check_analyze_args)
 
     plot = subparsers.add_parser(
         "plot", help="draw the paper's figures (PNG, PDF and the CSV of the plotted numbers)",
@@ -95,7 +95,7 @@ def register(subparsers) -> None:
     plot.add_argument("--model", default=None,
                       help="model shown by collapse/mixture/ablation (default: the largest per dataset)")
     add_out_argument(plot)
-    plot.set_defaults(func=run_plot)
+    plot.set_defaults(func=run_plot, check=check_plot_args)
 
 
 def analyze_args(argv: list[str]) -> argparse.Namespace:
@@ -106,16 +106,28 @@ def analyze_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(["analyze", *argv])
 
 
+def check_analyze_args(args: argparse.Namespace) -> None:
+    """Every ``analyze`` argument that can be checked without the sweep (also a spec's ``after`` command's,
+    before the sweep runs); one-line ``GroupsweepError``."""
+    # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
+    from analysis.selection import parse_criteria
+
+    parse_criteria(args.criterion)
+    if args.group_info is not None:
+        choose("group information", args.group_info, GROUP_INFO_LEVELS)
+    for name in parse_methods(args.methods) or ():
+        choose("method", name, METHOD_NAMES)
+    if args.out:
+        check_output(args.out)
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     """Load the results, select per criterion, print Table 1 and write it as Markdown, CSV and LaTeX."""
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.selection import display_hyperparameters, display_table, paper_view, parse_criteria, select
 
+    check_analyze_args(args)
     criteria = parse_criteria(args.criterion)
-    if args.group_info is not None:
-        choose("group information", args.group_info, GROUP_INFO_LEVELS)
-    if args.out:
-        check_output(args.out)
     results = load_run(args.run_dir)
     methods = parse_methods(args.methods)
     selection = select(results, criteria, epoch=args.epoch, by_model=not args.pool_models, methods=methods,
@@ -167,13 +179,18 @@ def run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_plot_args(args: argparse.Namespace) -> None:
+    """The ``plot`` arguments that can be checked without the sweep: its ``--out``."""
+    if args.out:
+        check_output(args.out)
+
+
 def run_plot(args: argparse.Namespace) -> int:
     """Load the results and draw the chosen figures; print the files written and what was missing."""
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.plots import make_figures
 
-    if args.out:
-        check_output(args.out)
+    check_plot_args(args)
     results = load_run(args.run_dir)
     out = output_folder(args)
     outputs = make_figures(results, [args.figure], out, model=args.model)

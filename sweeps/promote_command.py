@@ -57,18 +57,25 @@ def register(subparsers) -> None:
     # ``run_spec(path, storage) -> status`` runs a spec file as ``groupsweep run`` does; the command line
     # that registers this command provides it (``sweeps.sweep_command.run_spec_file``), since ``run`` in
     # turn runs a spec's ``after`` commands, this one included.
-    promote.set_defaults(func=run_promote, run_spec=None)
+    promote.set_defaults(func=run_promote, check=check_promote_args, run_spec=None)
+
+
+def check_promote_args(args: argparse.Namespace) -> None:
+    """Every ``promote`` argument that can be checked without the search (also a spec's ``after`` command's,
+    before the sweep runs); one-line ``GroupsweepError``."""
+    parse_seed_arguments(args.seeds)
+    if args.name is not None:
+        path_name("--name", args.name)
+    if args.out is not None:
+        check_output(args.out, "file", local_only=True)  # a spec file, which `groupsweep run` reads locally
 
 
 def run_promote(args: argparse.Namespace) -> int:
     """Select each method's configuration in the search, write the rerun spec, print what it reruns and,
     with ``--run``, run it. One-line ``GroupsweepError`` for bad seeds, a sweep that did not search, or a
     search without a complete configuration."""
+    check_promote_args(args)
     seeds = parse_seed_arguments(args.seeds)
-    if args.name is not None:
-        path_name("--name", args.name)
-    if args.out is not None:
-        check_output(args.out, "file", local_only=True)  # a spec file, which `groupsweep run` reads locally
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.selection import display_hyperparameters, select
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sweeps.analyze_command import (DEFAULT_OUT, METHOD_NAMES, check_output, default_out_dir, load_run, parse_methods,
                                     print_notes, upload)
+from trainables.errors import choose
 
 REPORT_FILE = "report.html"
 
@@ -43,7 +44,15 @@ def register(subparsers) -> None:
                         help="comma-separated balancing methods Table 1 chooses among; names: "
                              + ", ".join(METHOD_NAMES) + " (default: every method present in the sweep)")
     report.add_argument("--title", default=None, help="the page's title (default: the sweep directories' names)")
-    report.set_defaults(func=run_report)
+    report.set_defaults(func=run_report, check=check_report_args)
+
+
+def check_report_args(args: argparse.Namespace) -> None:
+    """The ``report`` arguments that can be checked without the sweep: its method names and ``--out``."""
+    for name in parse_methods(args.methods) or ():
+        choose("method", name, METHOD_NAMES)
+    if args.out:
+        check_output(args.out, "file")
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -51,6 +60,7 @@ def run_report(args: argparse.Namespace) -> int:
     # deferred: pandas, matplotlib and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.report import write_report
 
+    check_report_args(args)
     out = check_output(args.out, "file") if args.out else default_out(args.run_dir[0])
     remote = "://" in str(out)
     local = Path(tempfile.mkdtemp(prefix="groupsweep-report-")) / REPORT_FILE if remote else out

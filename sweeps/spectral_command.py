@@ -49,7 +49,19 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="examples per forward pass (default: the trial's eval_batch_size)")
     add_out_argument(parser)
-    parser.set_defaults(func=run_spectral)
+    parser.set_defaults(func=run_spectral, check=check_spectral_args)
+
+
+def check_spectral_args(args: argparse.Namespace) -> None:
+    """Every ``spectral`` argument that can be checked without the sweep (also a spec's ``after`` command's,
+    before the sweep runs); one-line ``GroupsweepError``."""
+    for value in [*(args.top or []), *([args.batch_size] if args.batch_size is not None else [])]:
+        if value < 1:
+            raise GroupsweepError(f"--top and --batch-size must be positive integers, got {value}")
+    if args.epoch is not None and args.epoch < 1:
+        raise GroupsweepError(f"--epoch must be a positive integer, got {args.epoch}")
+    if args.out:
+        check_output(args.out)
 
 
 def run_spectral(args: argparse.Namespace) -> int:
@@ -58,14 +70,8 @@ def run_spectral(args: argparse.Namespace) -> int:
     from analysis.features import analyze_trials, criterion_trials, resolve_trials
     from analysis.spectral import write_outputs
 
+    check_spectral_args(args)
     tops = args.top or [10]
-    for value in [*tops, *([args.batch_size] if args.batch_size is not None else [])]:
-        if value < 1:
-            raise GroupsweepError(f"--top and --batch-size must be positive integers, got {value}")
-    if args.epoch is not None and args.epoch < 1:
-        raise GroupsweepError(f"--epoch must be a positive integer, got {args.epoch}")
-    if args.out:
-        check_output(args.out)
     results = load_run(args.run_dir)
     notes = list(results.problems)
     if args.trial:

@@ -20,7 +20,7 @@ import shlex
 import sys
 
 from sweeps import analyze_command, promote_command, report_command, spectral_command
-from sweeps.analyze_command import check_output, load_run, print_notes
+from sweeps.analyze_command import load_run, print_notes
 from sweeps.overrides import parse_overrides
 from sweeps.presets import preset_names
 from sweeps.spaces import describe_space
@@ -132,15 +132,14 @@ def run_spec_file(path, storage: str | None, address: str | None = None) -> int:
 
 
 def check_after_commands(spec) -> None:
-    """Parse each of the spec's ``after`` commands (on a stand-in RUN_DIR) as it will run; a bad argument
-    raises the one-line ``GroupsweepError`` ``after[<i>]: '<command>': <the parser's message>``."""
+    """Parse each of the spec's ``after`` commands (on a stand-in RUN_DIR) as it will run and check every
+    argument that needs no sweep (each command's ``check``: values, names, ``--out``); a bad one raises the
+    one-line ``GroupsweepError`` ``after[<i>]: '<command>': <the message>``, before the sweep runs."""
     parser = after_parser()
     for index, (command, argv) in enumerate(zip(spec.after, spec.after_argv(RUN_DIR_PLACEHOLDER))):
         try:
             args = parser.parse_args(argv)
-            if getattr(args, "out", None):  # written once the sweep has finished: checked now
-                check_output(args.out, "file" if args.command in ("promote", "report") else "folder",
-                             local_only=args.command == "promote")
+            args.check(args)
         except GroupsweepError as error:
             raise GroupsweepError(f"after[{index}]: {command!r}: {error}") from None
 
