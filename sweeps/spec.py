@@ -491,6 +491,12 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
     return trials
 
 
+def _most_epochs(trial) -> int:
+    """The most epochs a trial (``TrialPlan``) or a search cell (``SearchCell``: its space's largest) runs."""
+    space = getattr(trial, "space", {}).get("epochs")
+    return max(space_values(space)) if space is not None else trial.config["epochs"]
+
+
 def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, seeds: list,
                  resources: Resources, method_keys: list) -> SearchCell:
     """The ``SearchCell`` of one dataset x model x method (x ratio, x tag): every value of each space is
@@ -580,8 +586,8 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
             what = "cells" if search is not None else "trials"
             _fail("spec", f"two {what} are named {trial.name!r}; give the parts distinct tags")
         seen[trial.name] = trial
-    if keep_checkpoints == "all":
-        keep_checkpoints = max(trial.config["epochs"] for trial in trials)
+    if keep_checkpoints == "all":  # every epoch of the longest trial (a search cell's: its largest epochs)
+        keep_checkpoints = max(_most_epochs(trial) for trial in trials)
     cells = tuple(trials) if search is not None else ()
     if search is not None:
         check_metric_reported(search, cells)

@@ -207,6 +207,8 @@ def test_keep_checkpoints_and_after_commands():
     assert built.keep_checkpoints == 1 and built.after == ()
     assert build_spec(spec(keep_checkpoints=2)).keep_checkpoints == 2
     assert build_spec(spec(keep_checkpoints="all")).keep_checkpoints == 3  # the longest trial's epochs
+    searched = spec(keep_checkpoints="all", hparams={"epochs": {"randint": [1, 10]}}, search={"num_samples": 2})
+    assert build_spec(searched).keep_checkpoints == 9  # the most epochs a sampled configuration can run
     built = build_spec(spec(after=["analyze --criterion wga", "spectral --top 10 --out 'my out'"]))
     assert built.after_argv("/r/t") == [["analyze", "/r/t", "--criterion", "wga"],
                                         ["spectral", "/r/t", "--top", "10", "--out", "my out"]]
