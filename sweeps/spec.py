@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import shlex
 from dataclasses import dataclass
@@ -354,6 +355,8 @@ def parse_resources(values, where: str) -> dict:
             value = values[key]
             if not is_real(value, 0):
                 _fail(where, f"{key} must be a non-negative number, got {value!r}")
+            if not math.isclose(value * 10_000, round(value * 10_000)):  # Ray's resolution of a request
+                _fail(where, f"{key} {value!r} is finer than Ray's resolution of 0.0001")
     if "cpu" in values and values["cpu"] == 0:
         _fail(where, "cpu must be positive, got 0")
     if "workers" in values:

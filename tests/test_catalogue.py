@@ -242,6 +242,8 @@ CASES = [
      "after[0]: 'promote --seeds -1': --seeds: seed -1 is not an integer from 0"),
     ("after-promote-bad-name", lambda t: run(t, spec_with(t, after=["promote --seeds 3 --name ../x"])),
      "after[0]: 'promote --seeds 3 --name ../x': --name"),
+    ("gpu-finer-than-ray-counts", lambda t: run(t, spec_with(t, resources={"cpu": 1, "gpu": 1.0e-9})),
+     "gpu 1e-09 is finer than Ray's resolution of 0.0001"),
     ("promote-out-is-a-uri", lambda t: ["promote", str(t), "--seeds", "1", "--out", "s3://b/spec.yaml"],
      "must be a local path here, not a storage URI"),
     ("after-promote-out-is-a-uri", lambda t: run(t, spec_with(t, after=["promote --seeds 3 --out s3://b/s.yaml"])),
