@@ -61,7 +61,6 @@ import math
 import os
 import pickle
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow.fs
