@@ -41,8 +41,10 @@ from trainables.config import TrainConfig
 from trainables.config_data import load_config_dataset
 from trainables.errors import GroupsweepError, choose
 from trainables.plans import training_plan
-from trainables.trial_dir import LABELS_FILE, TrialDir, UnreadableFile
+from trainables.trial_dir import D3M_SCORES_FILE, JTT_ERRORS_FILE, LABELS_FILE, TrialDir, UnreadableFile
 
+# The file in which each data-selection method's trial saved the examples it trained on.
+SELECTION_FILES = {"d3m": D3M_SCORES_FILE, "auto-d3m": D3M_SCORES_FILE, "jtt": JTT_ERRORS_FILE}
 # The example sets features can be extracted from: the full training split, or the examples trained on.
 EXAMPLES = ("train", "train_subset")
 
@@ -162,6 +164,11 @@ def example_positions(config: TrainConfig, dataset, examples: str, trial_dir=Non
     choose("examples", examples, EXAMPLES)
     if examples == "train":
         return np.arange(len(dataset.splits["train"].y))
+    saved = SELECTION_FILES.get(config.method)
+    if saved is not None and (trial_dir is None or not _as_trial_dir(trial_dir).exists(saved)):
+        # without it, the plan would select again: train base models here and write into the trial
+        raise GroupsweepError(f"the {config.method} trial has no saved selection ({saved}); the examples it "
+                              "trained on are read from it")
     location = None if trial_dir is None else _as_trial_dir(trial_dir).location
     return np.unique(training_plan(config, dataset, trial_dir=location).indices)
 

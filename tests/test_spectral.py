@@ -365,6 +365,11 @@ def test_subset_of_a_d3m_trial_is_the_selection_saved_in_its_trial_directory(tmp
     # the same through a URI
     uri_statistics = trial_statistics(trial_dir.as_uri(), examples="train_subset", device="cpu")
     assert uri_statistics.n_examples == len(kept)
+    # without the saved selection, the analysis refuses (it would select again: train and write here)
+    (trial_dir / D3M_SCORES_FILE).unlink()
+    with pytest.raises(GroupsweepError, match=f"the {method} trial has no saved selection"):
+        trial_statistics(trial_dir, examples="train_subset", device="cpu")
+    assert not (trial_dir / D3M_SCORES_FILE).exists()
 
 
 def write_text_data(root: Path) -> None:
