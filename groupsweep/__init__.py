@@ -38,6 +38,7 @@ from sweeps.report_command import default_out as _report_file
 from sweeps.spec import SweepSpec, apply_overrides, build_spec, load_spec
 from sweeps.sweep_command import CheckingParser, check_after_commands
 from trainables.errors import GroupsweepError, choose
+from trainables.trial_dir import split_location
 
 __all__ = ["CRITERIA", "GroupsweepError", "Report", "Selection", "SweepResults", "SweepSpec", "load_results",
            "plan", "presets", "promote", "report", "run", "select", "table1"]
@@ -174,8 +175,10 @@ def promote(search_dir, seeds, criterion: str = "wga", name: str | None = None, 
     ``wga``, ``worst-class``, ``bias-unsupervised`` or ``average``, a sweep that did not search, or a failed
     rerun."""
     choose("promote criterion", criterion, PROMOTE_CRITERIA)
+    if isinstance(seeds, (str, int)) or not isinstance(seeds, (list, tuple)):
+        raise GroupsweepError(f"seeds must be a list of integers, such as [3, 4], got {seeds!r}")
     search_dir = str(search_dir)
-    sweep = search_dir.rstrip("/").rsplit("/", 1)[-1]
+    sweep = split_location(search_dir)[1]
     out = Path(out) if out is not None else _promoted_spec_file(search_dir, sweep, criterion)
     argv = ["promote", search_dir, "--seeds", *map(str, seeds), "--criterion", criterion, "--out", str(out)]
     for option, value in (("--name", name), ("--storage", storage)):

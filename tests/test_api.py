@@ -110,6 +110,7 @@ def test_bad_input_raises_the_command_lines_one_line_errors(tmp_path):
         (lambda: gs.promote(tmp_path / "run", [3, 4]), "is not a hyperparameter search"),
         (lambda: gs.promote(tmp_path / "run", [3], criterion="oracle"), "unknown promote criterion 'oracle'"),
         (lambda: gs.promote(tmp_path / "run", ["x"]), "--seeds"),
+        (lambda: gs.promote(tmp_path / "run", "12"), "seeds must be a list of integers, such as \\[3, 4\\], got '12'"),
     ]
     for call, message in cases:
         with pytest.raises(gs.GroupsweepError, match=message):
