@@ -276,9 +276,11 @@ def _native_ratios(final: pd.DataFrame) -> dict:
     ``train/count_group_{g}`` counts (``g = y * n_spurious + s``; n_spurious = groups / classes)."""
     group_columns = sorted((c for c in final.columns if c.startswith("train/count_group_")),
                            key=lambda c: int(c.rsplit("_", 1)[1]))
-    n_classes = sum(1 for c in final.columns if c.startswith("train/acc_class_"))
+    class_columns = [c for c in final.columns if c.startswith("train/acc_class_")]
     ratios = {}
     for dataset, part in final.groupby("dataset"):
+        # the dataset's own classes: a sweep may mix datasets of 2 and 3 classes (columns of the others are NaN)
+        n_classes = sum(1 for c in class_columns if part[c].notna().any())
         counts = part[group_columns].iloc[0].to_numpy(dtype=float) if group_columns else np.array([])
         counts = counts[~np.isnan(counts)]
         if not n_classes or not len(counts) or len(counts) % n_classes:

@@ -112,6 +112,22 @@ def test_ratio_figures_with_reference_points(sweep, tmp_path, name, lines):
         np.mean([test_wga("waterbirds", "medium", 4, s, EPOCHS) for s in (0, 1)]))
 
 
+def test_the_upsampling_reference_uses_each_datasets_own_classes(tmp_path):
+    """A sweep with a 2-class and a 3-class dataset: each dataset's native ratio comes from its own classes
+    (the 3-class dataset's class columns are NaN for the other and must not count there)."""
+    index = 0
+    for dataset, n_classes in (("waterbirds", 2), ("multinli", 3)):
+        for method, ratio in (("subsetting", None), ("upsampling", None), ("mixture", 2.0)):
+            reports = [epoch_metrics(e, n_classes=n_classes) for e in range(1, EPOCHS + 1)]
+            write_trial(tmp_path / "run", index, trial_config(dataset, "medium", method, ratio, 0, epochs=EPOCHS),
+                        reports)
+            index += 1
+    (output,) = make_figures(load_results(tmp_path / "run"), ["mixture"], tmp_path / "out")
+    table = pd.read_csv(output.csv)
+    upsampling = table[table["series"] == "upsampling"].set_index("dataset")["ratio"]
+    assert upsampling.to_dict() == pytest.approx({"waterbirds": 2.5, "multinli": 2.5})  # 500:200, 500:200:200
+
+
 def test_partial_sweep_draws_what_it_can_and_says_what_is_missing(tmp_path):
     build_sweep(tmp_path, datasets=("waterbirds",), methods=[("none", None), ("mixture", 2.0)])
     write_trial(tmp_path, 999, trial_config("waterbirds", "large", "upsampling", seed=0, epochs=EPOCHS),
