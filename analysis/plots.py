@@ -7,7 +7,8 @@ Figures (``FIGURES``), one panel per dataset (scaling: two rows of panels):
 - ``scaling`` (Figures 3, 4 and 8): test WGA (top) and training accuracy ``train/acc`` (bottom) of the
   final epoch against the parameter count (log axis), a line per method, error bars +/- one std;
   a dashed vertical line marks the interpolation threshold: the smallest model whose ``none`` run
-  reaches 100% training accuracy at its final epoch for at least one seed.
+  reaches 100% training accuracy at its final epoch for at least one seed; one per variant (last-layer
+  training and full finetuning, as Figure 4 draws them apart).
 - ``mixture`` (Figure 7, ratio ablation): final test WGA against the mixture ratio; subsetting is
   drawn as the point at ratio 1 and upsampling at the dataset's native class-imbalance ratio
   (from the ``train/count_group_*`` counts), when those runs exist.
@@ -123,10 +124,10 @@ def plot_scaling(results: SweepResults, out_dir) -> FigureOutput:
         output.notes.append(f"scaling: no complete trial with a parameter count and {', '.join(needed) or 'metrics'}; "
                             "nothing to draw")
         return output
-    stats = _seed_stats(final, ["dataset", "series", "model", "num_parameters"],
+    stats = _seed_stats(final, ["dataset", "variant", "series", "model", "num_parameters"],
                         {"test_wga": "test/wga", "train_acc": "train/acc"})
     thresholds = _interpolation_thresholds(final, output.notes)
-    stats["interpolation_threshold"] = stats["dataset"].map(thresholds)
+    stats["interpolation_threshold"] = [thresholds.get(key, np.nan) for key in zip(stats["dataset"], stats["variant"])]
     datasets = sorted(stats["dataset"].unique())
     for dataset in datasets:
         if stats.loc[stats["dataset"] == dataset, "num_parameters"].nunique() < 2:
@@ -143,9 +144,10 @@ def plot_scaling(results: SweepResults, out_dir) -> FigureOutput:
                 ax.errorbar(line["num_parameters"], line[f"{metric}_mean"] * PERCENT,
                             yerr=line[f"{metric}_std"].fillna(0) * PERCENT, color=colour, marker=marker,
                             linestyle=linestyle, capsize=3, label=series)
-            if dataset in thresholds:
-                ax.axvline(thresholds[dataset], color="0.3", linestyle=(0, (6, 3)), linewidth=1.5,
-                           label="interpolation threshold")
+            marked = [(variant, at) for (where, variant), at in thresholds.items() if where == dataset]
+            for index, (variant, at) in enumerate(marked):  # one per setting (e.g. last-layer vs full)
+                ax.axvline(at, color="0.3", linestyle=(0, (6, 3 + 2 * index)), linewidth=1.5,
+                           label="interpolation threshold" + (f" [{variant}]" if variant else ""))
             ax.set_xscale("log")
             ax.set_xlabel("Parameters")
             ax.set_ylabel(label)
@@ -256,18 +258,20 @@ def _seed_stats(frame: pd.DataFrame, by: list, metrics: dict) -> pd.DataFrame:
 
 
 def _interpolation_thresholds(final: pd.DataFrame, notes: list) -> dict:
-    """Per dataset, the smallest parameter count at which a ``none`` run has ``train/acc`` = 1."""
+    """Per dataset and variant (a setting such as last-layer training, which the paper's Figure 4 draws apart),
+    the smallest parameter count at which a ``none`` run has ``train/acc`` = 1: ``{(dataset, variant): count}``."""
     thresholds = {}
-    for dataset, part in final.groupby("dataset"):
+    for (dataset, variant), part in final.groupby(["dataset", "variant"], sort=True):
+        where = f"{dataset}" + (f" [{variant}]" if variant else "")
         none = part[part["method"] == "none"]
         interpolating = none.loc[none["train/acc"] >= 1.0, "num_parameters"]
         if none.empty:
-            notes.append(f"scaling: {dataset} has no complete `none` trial; no interpolation threshold")
+            notes.append(f"scaling: {where} has no complete `none` trial; no interpolation threshold")
         elif interpolating.empty:
-            notes.append(f"scaling: {dataset}: the `none` model reaches 100% training accuracy at no size; "
+            notes.append(f"scaling: {where}: the `none` model reaches 100% training accuracy at no size; "
                          "no interpolation threshold")
         else:
-            thresholds[dataset] = float(interpolating.min())
+            thresholds[dataset, variant] = float(interpolating.min())
     return thresholds
 
 

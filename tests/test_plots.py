@@ -96,6 +96,26 @@ def test_scaling_figure_marks_the_interpolation_threshold(sweep, tmp_path):
     assert row["test_wga_mean"] == pytest.approx(np.mean([test_wga("waterbirds", "medium", 0, s, EPOCHS) for s in (0, 1)]))
 
 
+def test_each_setting_gets_its_own_interpolation_threshold(tmp_path):
+    """Figure 4 draws last-layer training and full finetuning apart: a threshold per variant, never the
+    smallest model of either (last-layer `none` runs never reach 100% here; full ones do from medium)."""
+    index = 0
+    for last_layer in (True, False):
+        for model, size in MODELS.items():
+            accuracy = 0.95 if last_layer or model == "small" else 1.0
+            reports = [epoch_metrics(e, num_parameters=size, overrides={"train/acc": accuracy})
+                       for e in range(1, EPOCHS + 1)]
+            config = trial_config("waterbirds", model, "none", None, 0, epochs=EPOCHS, last_layer_only=last_layer)
+            write_trial(tmp_path / "run", index, config, reports)
+            index += 1
+    (output,) = make_figures(load_results(tmp_path / "run"), ["scaling"], tmp_path / "out")
+    table = pd.read_csv(output.csv, keep_default_na=False)
+    thresholds = table.groupby("variant")["interpolation_threshold"].first()
+    assert float(thresholds["last_layer_only=false"]) == MODELS["medium"] and thresholds["last_layer_only=true"] == ""
+    assert any("waterbirds [last_layer_only=true]: the `none` model reaches 100% training accuracy at no size" in note
+               for note in output.notes)
+
+
 @pytest.mark.parametrize("name, lines", [("mixture", {"mixture"}), ("ablation", {"mixture", "mixture-nosubset"})])
 def test_ratio_figures_with_reference_points(sweep, tmp_path, name, lines):
     (output,) = make_figures(sweep, [name], tmp_path, model="medium")
