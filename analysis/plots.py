@@ -2,8 +2,9 @@
 
 Figures (``FIGURES``), one panel per dataset (scaling: two rows of panels):
 
-- ``collapse`` (Figures 1 and 2): test WGA against epoch, a line per balancing method (each mixture
-  ratio its own), mean over seeds with a band of +/- one sample standard deviation (ddof=1).
+- ``collapse`` (Figures 1 and 2): test WGA against epoch, a line per balancing method (a mixture at its
+  best ratio by mean final validation WGA, as Figure 2 plots it; a note names it), mean over seeds with a
+  band of +/- one sample standard deviation (ddof=1).
 - ``scaling`` (Figures 3, 4 and 8): test WGA (top) and training accuracy ``train/acc`` (bottom) of the
   final epoch against the parameter count (log axis), a line per method, error bars +/- one std;
   a dashed vertical line marks the interpolation threshold: the smallest model whose ``none`` run
@@ -41,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.results import SweepResults
-from trainables.balancing import METHODS
+from trainables.balancing import METHODS, RATIO_METHODS
 from trainables.errors import choose
 
 FIGURES = ("collapse", "mixture", "scaling", "ablation")
@@ -91,12 +92,13 @@ def make_figures(results: SweepResults, names, out_dir, model: str | None = None
 
 
 def plot_collapse(results: SweepResults, out_dir, model: str | None = None) -> FigureOutput:
-    """Figure 1/2 kind: test WGA against epoch per method, mean +/- std band over seeds, a panel per dataset."""
+    """Figure 1/2 kind: test WGA against epoch per method (a mixture at its best ratio by validation WGA),
+    mean +/- std band over seeds, a panel per dataset."""
     # deferred: matplotlib loads only when a figure is drawn (as in panel_figure)
     from matplotlib.ticker import MaxNLocator
 
     output = FigureOutput("collapse")
-    frame = _one_model_per_dataset(results.frame, model, output.notes)
+    frame = _best_ratio_only(_one_model_per_dataset(results.frame, model, output.notes), output.notes)
     if frame.empty or "test/wga" not in frame:
         output.notes.append("collapse: no reported test/wga; nothing to draw")
         return output
@@ -246,6 +248,28 @@ def _one_model_per_dataset(frame: pd.DataFrame, model, notes: list) -> pd.DataFr
             notes.append(f"{dataset}: showing the largest model {largest} of {len(sizes)}")
         keep.append(part[part["model"] == largest])
     return pd.concat(keep) if keep else frame.iloc[:0]
+
+
+def _best_ratio_only(frame: pd.DataFrame, notes: list) -> pd.DataFrame:
+    """``frame`` with each ratio method (mixture, mixture-nosubset) kept at one ratio per dataset, model and
+    variant: the best by mean final-epoch ``val/wga`` over seeds (ties: the smallest ratio), as the paper's
+    Figure 2 plots "the mixture method with the best class-imbalance ratio during validation"; a note names it."""
+    ratio_rows = frame["method"].isin(RATIO_METHODS)
+    if not ratio_rows.any() or "val/wga" not in frame:
+        return frame
+    final = frame[ratio_rows & (frame["epoch"] == frame["epochs"])]
+    scores = final.groupby(["dataset", "model", "variant", "method", "ratio"])["val/wga"].mean().reset_index()
+    dropped = []
+    for (dataset, model, variant, method), part in scores.groupby(["dataset", "model", "variant", "method"]):
+        if len(part) < 2:
+            continue
+        best = part.sort_values(["val/wga", "ratio"], ascending=[False, True]).iloc[0]["ratio"]
+        where = ((frame["dataset"] == dataset) & (frame["model"] == model) & (frame["variant"] == variant)
+                 & (frame["method"] == method))
+        dropped.append(where & (frame["ratio"] != best))
+        notes.append(f"collapse: {dataset}: {method} drawn at its best ratio by validation WGA, {best:g}:1 "
+                     f"(of {', '.join(f'{r:g}:1' for r in sorted(part['ratio']))})")
+    return frame[~np.logical_or.reduce(dropped)] if dropped else frame
 
 
 def _seed_stats(frame: pd.DataFrame, by: list, metrics: dict) -> pd.DataFrame:

@@ -70,13 +70,19 @@ def test_collapse_figure_and_its_csv(sweep, tmp_path):
     assert output.pdf.read_bytes().startswith(b"%PDF") and output.pdf.stat().st_size > 1000
     table = pd.read_csv(output.csv)
     assert set(table["model"]) == {"large"}  # the largest model by default
-    assert len(table) == 2 * len(METHODS) * EPOCHS
-    row = table[(table["dataset"] == "celeba") & (table["series"] == "mixture 3:1") & (table["epoch"] == 2)].iloc[0]
-    values = [test_wga("celeba", "large", 4, seed, 2) for seed in (0, 1)]
+    # each mixture method at one ratio: validation WGA ties here (every run 0.8), so the smallest, 2:1
+    assert len(table) == 2 * (len(METHODS) - 2) * EPOCHS
+    series = set(table["series"])
+    assert {"mixture 2:1", "mixture-nosubset 2:1"} <= series and "mixture 3:1" not in series
+    assert any("celeba: mixture drawn at its best ratio by validation WGA, 2:1 (of 2:1, 3:1)" in note
+               for note in output.notes)
+    row = table[(table["dataset"] == "celeba") & (table["series"] == "mixture 2:1") & (table["epoch"] == 2)].iloc[0]
+    values = [test_wga("celeba", "large", 3, seed, 2) for seed in (0, 1)]
     assert row["test_wga_mean"] == pytest.approx(np.mean(values))
     assert row["test_wga_std"] == pytest.approx(np.std(values, ddof=1))
     assert row["n_seeds"] == 2
-    expected = sweep.frame[sweep.frame["model"] == "large"].groupby(["dataset", "method_label", "epoch"])["test/wga"].mean()
+    drawn = sweep.frame[(sweep.frame["model"] == "large") & sweep.frame["method_label"].isin(set(table["series"]))]
+    expected = drawn.groupby(["dataset", "method_label", "epoch"])["test/wga"].mean()
     got = table.set_index(["dataset", "series", "epoch"])["test_wga_mean"]
     np.testing.assert_allclose(got.sort_index().to_numpy(), expected.sort_index().to_numpy())
     assert any("showing the largest model large of 3" in note for note in output.notes)
@@ -94,6 +100,20 @@ def test_scaling_figure_marks_the_interpolation_threshold(sweep, tmp_path):
     assert row["num_parameters"] == MODELS["medium"]
     assert row["train_acc_mean"] == pytest.approx((0.91 + 1.0) / 2)
     assert row["test_wga_mean"] == pytest.approx(np.mean([test_wga("waterbirds", "medium", 0, s, EPOCHS) for s in (0, 1)]))
+
+
+def test_the_collapse_figure_draws_a_mixture_at_its_best_validation_ratio(tmp_path):
+    index = 0
+    for ratio, val_wga in ((2.0, 0.5), (3.0, 0.7), (4.0, 0.6)):
+        for seed in (0, 1):
+            reports = [epoch_metrics(e, overrides={"val/wga": val_wga}) for e in range(1, EPOCHS + 1)]
+            write_trial(tmp_path / "run", index, trial_config("waterbirds", "m", "mixture", ratio, seed, epochs=EPOCHS),
+                        reports)
+            index += 1
+    (output,) = make_figures(load_results(tmp_path / "run"), ["collapse"], tmp_path / "out")
+    assert set(pd.read_csv(output.csv)["series"]) == {"mixture 3:1"}
+    assert "collapse: waterbirds: mixture drawn at its best ratio by validation WGA, 3:1 (of 2:1, 3:1, 4:1)" \
+        in output.notes
 
 
 def test_each_setting_gets_its_own_interpolation_threshold(tmp_path):
