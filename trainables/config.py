@@ -29,10 +29,10 @@ REMOVE_NEGATIVE = "negative"
 # training split), the regularisation strengths C tried (the authors' ``C_OPTIONS``) and the ensemble size
 # of each variant when ``dfr_ensemble`` is null (the authors' ``num_retrains``: 20 and 10).
 DFR_VARIANTS = ("val_tr", "tr_tr")
-# The largest seed numpy and torch accept (2**32 - 1).
-MAX_SEED = 2**32 - 1
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 DFR_ENSEMBLE = {"val_tr": 20, "tr_tr": 10}
+# The largest seed numpy and torch accept (2**32 - 1).
+MAX_SEED = 2**32 - 1
 # Settings only their own method reads (D3M's options, JTT's, DFR's): a base ERM trial whose config
 # differs from a method's trial in them only is that trial's base model (``trainables.base_model``).
 METHOD_OPTION_FIELDS = ("d3m", "jtt_epochs", "jtt_lambda_up", "dfr_variant", "dfr_ensemble", "dfr_c_grid",
