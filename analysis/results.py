@@ -605,7 +605,8 @@ def _trial_row(trial: TrialDir, config: dict, trial_id: str, last_epoch: int, nu
         "trial_id": trial_id, "trial_name": config.get("trial_name", trial.name),
         "dataset": config["dataset"], "model": config.get("model"), "num_parameters": num_parameters,
         "method": config["method"], "ratio": ratio, "method_label": method_label(config["method"], ratio),
-        "group_info": group_info(config["method"], config) or "", "seed": int(config.get("seed", 0)), "variant": "", "epochs": epochs,
+        "group_info": group_info(config["method"], config) or "", "seed": int(config.get("seed", 0)), "variant": "",
+        "epochs": epochs,
         "last_epoch": last_epoch, "status": status, "path": trial.location,
     }
 

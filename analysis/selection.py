@@ -223,7 +223,7 @@ def _within_group_info(frame: pd.DataFrame, limit: str, notes: list) -> pd.DataF
     """The rows of ``frame`` whose trial uses at most ``limit`` group information (its ``group_info``: its
     method's, raised by a setting such as DFR's ``dfr_variant: tr_tr``); a note names the methods left out,
     with their group information."""
-    kept = frame["group_info"].map(lambda level: within_group_info(level or None, limit))
+    kept = frame["group_info"].isin([level for level in GROUP_INFO_LEVELS if within_group_info(level, limit)])
     left_out = frame.loc[~kept, ["method", "group_info"]].drop_duplicates()
     if len(left_out):
         shown = ", ".join(f"{row.method} ({row.group_info or 'unknown group information'})"

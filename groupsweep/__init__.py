@@ -175,7 +175,7 @@ def promote(search_dir, seeds, criterion: str = "wga", name: str | None = None, 
     ``wga``, ``worst-class``, ``bias-unsupervised`` or ``average``, a sweep that did not search, or a failed
     rerun."""
     choose("promote criterion", criterion, PROMOTE_CRITERIA)
-    if isinstance(seeds, (str, int)) or not isinstance(seeds, (list, tuple)):
+    if not isinstance(seeds, (list, tuple)):
         raise GroupsweepError(f"seeds must be a list of integers, such as [3, 4], got {seeds!r}")
     search_dir = str(search_dir)
     sweep = split_location(search_dir)[1]

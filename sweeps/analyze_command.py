@@ -115,8 +115,7 @@ def check_analyze_args(args: argparse.Namespace) -> None:
     parse_criteria(args.criterion)
     if args.group_info is not None:
         choose("group information", args.group_info, GROUP_INFO_LEVELS)
-    for name in parse_methods(args.methods) or ():
-        choose("method", name, METHOD_NAMES)
+    parse_methods(args.methods)
     if args.out:
         check_output(args.out)
 
@@ -214,13 +213,16 @@ def load_run(run_dir):
 
 
 def parse_methods(text: str | None) -> list | None:
-    """A ``--methods`` value (``none,upsampling,mixture``) as a list of names; None (every method) when not given.
-    The names are checked by ``analysis.selection.select``."""
+    """A ``--methods`` value (``none,upsampling,mixture``) as a list of method names, each checked; None (every
+    method) when not given. One-line ``GroupsweepError`` for an unknown name or a value naming none."""
     if text is None:
         return None
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise GroupsweepError(f"--methods {text!r} names no method; give comma-separated names such as none,upsampling")
+        raise GroupsweepError(f"--methods {text!r} names no method; give comma-separated names such as "
+                              "none,upsampling")
+    for name in names:
+        choose("method", name, METHOD_NAMES)
     return names
 
 

@@ -42,6 +42,14 @@ NUMERIC_SPLITS = {0: 0, 1: 1, 2: 2}
 NAMED_SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
+def folder_path(what: str, value) -> Path:
+    """``value`` as a ``Path`` (``~`` expanded); a one-line ``GroupsweepError`` naming ``what`` when it is not a
+    non-empty path (an empty one would mean the current folder)."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise GroupsweepError(f"{what} must be a folder path, got {value!r}")
+    return Path(value).expanduser()
+
+
 def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
     """The data folder of dataset ``name``: ``root``, else ``$GROUPSWEEP_DATA/<name>``.
 
@@ -55,9 +63,7 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
                 f"groupsweep data check: --root DIR), or set {DATA_ENV} to a folder holding {name}/"
             )
         root = Path(base) / name
-    if not isinstance(root, (str, os.PathLike)) or not str(root).strip():
-        raise GroupsweepError(f"dataset {name!r}: root must be a folder path, got {root!r}")
-    path = Path(root).expanduser()
+    path = folder_path(f"dataset {name!r}: root", root)
     if not path.is_dir():
         raise GroupsweepError(
             f"data folder {str(path)!r} of dataset {name!r} does not exist; pass the folder holding its files "
@@ -70,9 +76,7 @@ def resolve_cache_dir(root: Path, cache_dir: str | os.PathLike | None) -> Path:
     """Where decoded images and token ids are cached: ``cache_dir``, else ``$GROUPSWEEP_CACHE``, else
     ``<root>/.groupsweep_cache``."""
     if cache_dir is not None:
-        if not isinstance(cache_dir, (str, os.PathLike)) or not str(cache_dir).strip():
-            raise GroupsweepError(f"cache_dir must be a folder path, got {cache_dir!r}")
-        return Path(cache_dir).expanduser()
+        return folder_path("cache_dir", cache_dir)
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
     return root / CACHE_SUBDIR
