@@ -18,9 +18,10 @@ image (dense products would cost more there than they save), in the images' dtyp
 exactly the per-image torchvision pipeline's pixels, turned into floats only by the normalisation.
 
 Randomness (boxes and flips) comes from torch's global CPU RNG, so ``torch.manual_seed`` reproduces an
-epoch's augmentation whatever the device. The boxes, flips and normalisation constants reach a GPU by
-non-blocking copies: a blocking host-to-device copy would wait for every kernel already queued (the previous
-training step), leaving the GPU idle while the host prepares the next batch.
+epoch's augmentation whatever the device. The boxes and flips reach a GPU in one non-blocking copy from
+page-locked memory, and the normalisation constants are copied once per device: a copy from pageable memory
+may wait for every kernel already queued (the previous training step; CUDA stages such a copy through its own
+buffer and may synchronise the stream first), leaving the GPU idle while the host prepares the next batch.
 """
 
 from __future__ import annotations
@@ -104,10 +105,14 @@ def matmul_resized_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch
     """``resized_crops`` as two batched matrix products with ``resize_weights``, in float32 on the images' device."""
     _, _, height, width = images.shape
     device = images.device
-    boxes = boxes.to(device, non_blocking=True)  # module docstring: no wait for the queued kernels
-    rows = resize_weights(boxes[:, 0], boxes[:, 2], height, size, device)
-    columns = resize_weights(boxes[:, 1], boxes[:, 3], width, size, device)
-    columns = torch.where(flips.to(device, non_blocking=True)[:, None, None], columns.flip(1), columns)
+    # One copy of boxes and flips, from page-locked memory: no wait for the queued kernels (module docstring).
+    staged = torch.cat([boxes, flips.long()[:, None]], dim=1)
+    if device.type == "cuda":
+        staged = staged.pin_memory()
+    staged = staged.to(device, non_blocking=True)
+    rows = resize_weights(staged[:, 0], staged[:, 2], height, size, device)
+    columns = resize_weights(staged[:, 1], staged[:, 3], width, size, device)
+    columns = torch.where(staged[:, 4, None, None].bool(), columns.flip(1), columns)
     return rows[:, None] @ images.float() @ columns[:, None].transpose(-1, -2)
 
 
@@ -133,14 +138,21 @@ class BatchTrainAugment:
 
     def __init__(self, size: int):
         self.size = size
+        self._normalisation: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """ImageNet ``(mean, std)`` in pixel units (0-255), shape (1, 3, 1, 1), on ``device``; copied there once."""
+        if device not in self._normalisation:
+            self._normalisation[device] = tuple(torch.tensor(values).view(1, 3, 1, 1).mul_(255).to(device)
+                                                for values in (IMAGENET_MEAN, IMAGENET_STD))
+        return self._normalisation[device]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         images = channels_first(images)
         batch, _, height, width = images.shape
         boxes = random_resized_crop_boxes(batch, height, width)
         flips = torch.rand(batch) < 0.5
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).mul_(255).to(images.device, non_blocking=True)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1).mul_(255).to(images.device, non_blocking=True)
+        mean, std = self.normalisation(images.device)
         return resized_crops(images, boxes, flips, self.size).float().sub_(mean).div_(std)
 
     def __repr__(self) -> str:
