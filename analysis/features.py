@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from analysis.covariance import CovarianceAccumulator, TrialSpectrum, check_k, spectrum_from_statistics
 from analysis.selection import select
@@ -40,6 +39,7 @@ from trainables.builders import build_model_and_inputs
 from trainables.config import TrainConfig
 from trainables.config_data import load_config_dataset
 from trainables.errors import GroupsweepError, choose
+from trainables.inputs import example_loader
 from trainables.plans import training_plan
 from trainables.trial_dir import D3M_SCORES_FILE, JTT_ERRORS_FILE, LABELS_FILE, TrialDir, UnreadableFile
 
@@ -235,8 +235,7 @@ def trial_statistics(trial_dir, epoch: int | None = None, examples: str = "train
     model.load_state_dict(state)
     del state
     positions = example_positions(config, dataset, examples, trial)
-    loader = DataLoader(Subset(model_inputs.eval_dataset("train"), positions.tolist()),
-                        batch_size=batch_size or config.eval_batch_size)
+    loader = example_loader(model_inputs.eval_dataset("train", positions), batch_size or config.eval_batch_size)
     accumulator = accumulate_features(model, loader, dataset.groups("train"), torch.device(device or default_device()),
                                       model_inputs.eval_batch_transform)
     return TrialStatistics(

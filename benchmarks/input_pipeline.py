@@ -41,7 +41,7 @@ from _common import machine  # first: puts the repository on sys.path
 from trainables.data.base import load_dataset
 from trainables.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw, train_transform
 from trainables.data.waterbirds import load_waterbirds  # noqa: F401  (registers "waterbirds")
-from trainables.inputs import build_model_inputs
+from trainables.inputs import ExampleDataset, build_model_inputs, example_loader
 
 SPLIT_SHARES = (0.8, 0.1, 0.1)
 FOLDERS = ("094.White_breasted_Nuthatch", "001.Black_footed_Albatross")
@@ -122,10 +122,9 @@ def pipelines(dataset, paths: list[Path], where: str) -> tuple:
 def make_loader(dataset: Dataset, device: str, batch_size: int, workers: int) -> DataLoader:
     """A shuffling DataLoader over ``dataset`` (persistent workers, so each pass reuses them), after one
     untimed pass that starts its workers and warms the page cache."""
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
-        pin_memory=device != "cpu",
-    )
+    options = {"shuffle": True, "num_workers": workers, "persistent_workers": workers > 0, "pin_memory": device != "cpu"}
+    loader = (example_loader(dataset, batch_size, **options) if isinstance(dataset, ExampleDataset)  # as finetune
+              else DataLoader(dataset, batch_size=batch_size, **options))
     for _ in loader:
         pass
     return loader

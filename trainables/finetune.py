@@ -25,7 +25,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
@@ -37,7 +36,7 @@ from trainables.config_data import load_config_dataset
 from trainables.data import GroupDataset
 from trainables.errors import GroupsweepError
 from trainables.groupdro import GroupDRO
-from trainables.inputs import ModelInputs
+from trainables.inputs import ModelInputs, example_loader
 from trainables.metrics import evaluate_predictions
 from trainables.models.base import GroupModel
 from trainables.profiling import EpochProfiler
@@ -302,12 +301,12 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
 
     generator = torch.Generator()
     pin_memory = accelerator.device.type == "cuda"  # page-locked batches: asynchronous copies to the GPU
-    train_loader = DataLoader(model_inputs.train_dataset(plan.indices), batch_size=config.batch_size,
-                              sampler=make_sampler(plan, generator), pin_memory=pin_memory)
+    train_loader = example_loader(model_inputs.train_dataset(plan.indices), config.batch_size,
+                                  sampler=make_sampler(plan, generator), pin_memory=pin_memory)
     # Own generators: a DataLoader iterator otherwise draws its base seed from torch's global stream, and
     # training (augmentation, dropout) would then depend on which splits were evaluated.
-    eval_loaders = {split: DataLoader(model_inputs.eval_dataset(split), batch_size=config.eval_batch_size,
-                                      generator=torch.Generator(), pin_memory=pin_memory)
+    eval_loaders = {split: example_loader(model_inputs.eval_dataset(split), config.eval_batch_size,
+                                          generator=torch.Generator(), pin_memory=pin_memory)
                     for split in EVAL_SPLITS}
     optimizer = make_optimizer(config, model)
     model, optimizer, train_loader, *eval_list = accelerator.prepare(model, optimizer, train_loader,

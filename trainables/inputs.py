@@ -26,13 +26,16 @@ class ExampleDataset(Dataset):
 
     ``inputs`` is a uint8 (N, H, W, 3) array (images: an item is its uint8 (H, W, 3) tensor, so a collated
     batch is channels-last (B, H, W, 3), the layout the batch transforms take) or a dict of (N, L) token
-    tensors (texts: an item is a dict of (L,) tensors).
+    tensors (texts: an item is a dict of (L,) tensors). ``example_loader`` fetches whole batches at once
+    (``batch``).
     """
 
     def __init__(self, inputs, labels: np.ndarray, positions: np.ndarray):
         self.inputs = inputs
         self.labels = torch.tensor(np.asarray(labels), dtype=torch.long)
         self.positions = torch.tensor(np.asarray(positions), dtype=torch.long)
+        if len(self.positions) and not 0 <= int(self.positions.min()) <= int(self.positions.max()) < len(self.labels):
+            raise IndexError(f"positions must lie in [0, {len(self.labels)}), the split's examples")
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -45,6 +48,52 @@ class ExampleDataset(Dataset):
             # A private copy: the arrays may be read-only (memmaps, Ray's shared object store).
             item = torch.from_numpy(np.array(self.inputs[position]))
         return item, self.labels[position], position
+
+    def batch(self, indices: list[int], pin_memory: bool = False) -> tuple:
+        """Items ``indices`` collated: ``(inputs, labels, positions)`` as ``default_collate`` makes of
+        ``[self[i] for i in indices]``, but each array gathered at once (one copy, no per-item Python); with
+        ``pin_memory``, images are gathered straight into page-locked memory (no second copy to pin them)."""
+        positions = self.positions[indices]
+        if isinstance(self.inputs, dict):
+            inputs = {key: value[positions] for key, value in self.inputs.items()}
+        else:
+            # gathered into new memory: the arrays may be read-only (memmaps, Ray's shared object store)
+            inputs = torch.empty((len(positions), *self.inputs.shape[1:]), dtype=torch.uint8, pin_memory=pin_memory)
+            np.take(self.inputs, positions.numpy(), axis=0, out=inputs.numpy(), mode="clip")  # "raise" buffers
+        return inputs, self.labels[positions], positions
+
+
+class BatchedExamples(Dataset):
+    """An ``ExampleDataset`` whose DataLoader fetches a whole batch per call (``__getitems__``:
+    ``ExampleDataset.batch``); ``example_loader`` makes them."""
+
+    def __init__(self, examples: ExampleDataset, pin_memory: bool = False):
+        self.examples = examples
+        self.pin_memory = pin_memory
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int):
+        return self.examples[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple:
+        return self.examples.batch(indices, self.pin_memory)
+
+
+def example_loader(examples: ExampleDataset, batch_size: int, **options) -> DataLoader:
+    """A DataLoader of ``(inputs, labels, positions)`` batches of ``examples``, each fetched in one gather per
+    array (``ExampleDataset.batch``: what the process that drives the GPU saves per step; with ``pin_memory``
+    and no workers, images are gathered into page-locked memory directly); ``options`` are DataLoader's
+    (``sampler``, ``generator``, ``pin_memory``, ``shuffle``, ``num_workers``, ...)."""
+    # Page-locked memory is a CUDA allocation: only the process that drives the GPU makes it, never a worker.
+    pin = bool(options.get("pin_memory")) and not options.get("num_workers")
+    return DataLoader(BatchedExamples(examples, pin), batch_size=batch_size, collate_fn=_collated, **options)
+
+
+def _collated(batch: tuple) -> tuple:
+    """``example_loader``'s collate function: ``BatchedExamples`` batches come collated."""
+    return batch
 
 
 @dataclass
@@ -65,16 +114,16 @@ class ModelInputs:
         """The training examples at ``positions`` of the train split, with augmentation."""
         return ExampleDataset(self.inputs["train"], self.labels["train"], positions)
 
-    def eval_dataset(self, split: str) -> ExampleDataset:
-        """Every example of ``split`` in order, without augmentation."""
-        n = len(self.labels[split])
-        return ExampleDataset(self.inputs[split], self.labels[split], np.arange(n))
+    def eval_dataset(self, split: str, positions: np.ndarray | None = None) -> ExampleDataset:
+        """The examples at ``positions`` of ``split`` (default: every one) in that order, without augmentation."""
+        positions = np.arange(len(self.labels[split])) if positions is None else positions
+        return ExampleDataset(self.inputs[split], self.labels[split], positions)
 
     def eval_batches(self, split: str, batch_size: int):
         """Every example of ``split`` in order, as model-ready ``(inputs, labels)`` batches (images through
         ``eval_batch_transform``): how base-model consumers (D3M, JTT, DFR) read a split."""
         # own generator: the iterator would otherwise draw its base seed from torch's global stream
-        loader = DataLoader(self.eval_dataset(split), batch_size=batch_size, generator=torch.Generator())
+        loader = example_loader(self.eval_dataset(split), batch_size, generator=torch.Generator())
         for inputs, labels, _ in loader:
             if self.eval_batch_transform is not None:
                 inputs = self.eval_batch_transform(inputs)
