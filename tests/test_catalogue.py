@@ -198,6 +198,9 @@ CASES = [
      "bound nan"),
     ("dataset-size-nan",
      lambda t: run(t, spec_with(t, datasets={"synthetic-waterbirds": {"options": {"size": float("nan")}}})), "size=nan"),
+    ("dataset-max-length-one",
+     lambda t: run(t, spec_with(t, datasets={"synthetic-civilcomments": {"options": {"max_length": 1}}},
+                                models=["toy-bert-xs"])), "option max_length=1 must be an integer >= 2"),
     ("train-lr-inf", lambda t: ["train", "--dataset", "synthetic-waterbirds", "--model", "toy-convnextv2-xs",
                                 "--set", "lr=.inf"], "got inf"),
     # --- storage and output paths -----------------------------------------------------------------------

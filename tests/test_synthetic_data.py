@@ -247,3 +247,25 @@ def test_too_small_image_size_is_a_one_line_error(name):
 def test_text_datasets_take_no_image_size():
     with pytest.raises(GroupsweepError, match="takes no option 'image_size'"):
         load_dataset("synthetic-civilcomments", image_size=32)
+
+
+@pytest.mark.parametrize("name, default", [("synthetic-civilcomments", 32), ("synthetic-multinli", 48)])
+def test_text_max_length_option_sets_the_padded_length_and_is_checked(name, default):
+    """``max_length`` (default: what covers the generated texts) is the length texts are padded to: 220 gives
+    CivilComments-sized inputs (the GPU step benchmark); below 2 ([CLS] [SEP]) is a one-line error."""
+    from trainables.inputs import build_model_inputs
+    from trainables.tokenization import build_tokenizer
+
+    assert load_dataset(name, size=40, val_size=20, test_size=20).max_length == default
+    data = load_dataset(name, size=40, val_size=20, test_size=20, max_length=220)
+    assert data.max_length == 220
+    tokenizer = build_tokenizer("toy-bert-xs", corpus=[t for item in data.splits["train"].inputs
+                                                        for t in (item if isinstance(item, tuple) else [item])])
+    encoded = build_model_inputs(data, "text", tokenizer).inputs["train"]
+    assert encoded["input_ids"].shape == (40, 220)
+    assert encoded["attention_mask"][:, default:].sum() == 0  # the generated texts fit the default length
+    for bad in (1, 0, 2.5, "220"):
+        with pytest.raises(GroupsweepError, match=rf"dataset '{name}': option max_length={bad!r} must be an "
+                                                  r"integer >= 2") as info:
+            load_dataset(name, max_length=bad)
+        assert "\n" not in str(info.value)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainables.data.base import SPLITS, GroupDataset, Split, register_dataset
-from trainables.data.synthetic import group_labels, split_group_counts, split_streams
+from trainables.data.synthetic import check_int, group_labels, split_group_counts, split_streams
 
 # (rate, noise) of the core words, calibrated so that plain ERM (bag-of-words logistic regression or a
 # small embedding model) has a worst-group accuracy far below its average while group balancing helps.
@@ -135,6 +135,7 @@ def _nli_pairs(y: np.ndarray, s: np.ndarray, rng: np.random.Generator) -> list[t
 def _generated(name: str, real: str, draw, class_names, attribute_names, max_length: int, size, val_size,
                test_size, seed) -> GroupDataset:
     """Build a text dataset whose inputs ``draw(y, s, rng)`` generates per split."""
+    max_length = check_int(name, "max_length", max_length, 2)
     counts = split_group_counts(name, real, {"train": size, "val": val_size, "test": test_size})
     streams = split_streams(name, seed)
     splits = {}
@@ -149,26 +150,28 @@ def _generated(name: str, real: str, draw, class_names, attribute_names, max_len
 
 @register_dataset("synthetic-civilcomments", modality="text")
 def synthetic_civilcomments(size: int = 2000, val_size: int = 1000, test_size: int = 2000,
-                            seed: int = 0) -> GroupDataset:
+                            seed: int = 0, max_length: int = 32) -> GroupDataset:
     """CivilComments analogue: comments whose judgement word marks them neutral or toxic; identity
     terms (muslim, christian, jewish, black, white, gay, lesbian, transgender, female, male) mark the attribute.
 
     Group counts follow CivilComments' Table 2 columns (toxic comments are 11% of training, 16% of
-    those with an identity term). Inputs are strings of at most 20 words; max_length 32.
+    those with an identity term). Inputs are strings of at most 20 words; ``max_length`` 32 covers them (the
+    real CivilComments loader pads to 220: set 220 to train on inputs of that size).
     """
     return _generated("synthetic-civilcomments", "civilcomments", _civil_texts, ("neutral", "toxic"),
-                      ("no identity", "identity"), 32, size, val_size, test_size, seed)
+                      ("no identity", "identity"), max_length, size, val_size, test_size, seed)
 
 
 @register_dataset("synthetic-multinli", modality="text")
 def synthetic_multinli(size: int = 2000, val_size: int = 1500, test_size: int = 3000,
-                       seed: int = 0) -> GroupDataset:
+                       seed: int = 0, max_length: int = 48) -> GroupDataset:
     """MultiNLI analogue: (premise, hypothesis) pairs whose hypothesis predicate marks contradiction,
     entailment or neither; nobody/no/never/nothing in the hypothesis mark the attribute.
 
     Group counts follow MultiNLI's Table 2 columns (classes balanced; negation in 7% of training
     pairs, 76% of them contradictions; the two smallest groups are 0.7% and 0.9% of test, hence the
-    larger default evaluation splits). max_length 48 covers both sentences with BERT's special tokens.
+    larger default evaluation splits). ``max_length`` 48 covers both sentences with BERT's special tokens (the
+    real MultiNLI loader pads to 128).
     """
     return _generated("synthetic-multinli", "multinli", _nli_pairs, ("contradiction", "entailment", "neither"),
-                      ("no negation", "negation"), 48, size, val_size, test_size, seed)
+                      ("no negation", "negation"), max_length, size, val_size, test_size, seed)
