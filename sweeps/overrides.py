@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import yaml
 
+from sweeps.spec import SpecLoader
 from trainables.errors import GroupsweepError
 
 
 def parse_overrides(items: list[str]) -> dict:
     """Turn ``["lr=1e-3", "dataset_options.size=500"]`` into ``{"lr": 0.001, "dataset_options": {"size": 500}}``.
 
-    Values are YAML scalars (numbers, booleans, null, strings, ``[a, b]`` lists); a dotted key sets a
+    Values are YAML scalars read as a spec reads them (``sweeps.spec.SpecLoader``: numbers, booleans, null,
+    strings, ``[a, b]`` lists); a dotted key sets a
     nested mapping. An item without ``=`` raises a one-line GroupsweepError.
     """
     result: dict = {}
@@ -19,15 +21,9 @@ def parse_overrides(items: list[str]) -> dict:
         if not sep or not key:
             raise GroupsweepError(f"override {item!r} is not KEY=VALUE")
         try:
-            value = yaml.safe_load(raw) if raw else None
+            value = yaml.load(raw, Loader=SpecLoader) if raw else None  # as in a spec: 1e-3 a float, 1:30 a string
         except yaml.YAMLError as error:
             raise GroupsweepError(f"override {item!r}: value is not valid YAML ({error.problem})") from None
-        if isinstance(value, str) and "e" in value.lower():
-            # YAML 1.1 reads "1e-3" as a string; numbers written that way are meant as floats.
-            try:
-                value = float(value)
-            except ValueError:
-                pass
         target = result
         *parents, leaf = key.split(".")
         for parent in parents:

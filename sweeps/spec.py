@@ -179,7 +179,16 @@ def method_slug(method: str, ratio: float | None) -> str:
 
 
 class SpecLoader(yaml.SafeLoader):
-    """YAML loader that reads ``1e-5`` as a float, as YAML 1.2 does (PyYAML's 1.1 rules make it a string)."""
+    """YAML loader of specs and ``--set`` values that reads ``1e-5`` as a float and ``1:30`` as a string, as
+    YAML 1.2 does (PyYAML's 1.1 rules make the first a string and the second the base-60 number 90)."""
+
+    def construct_yaml_int(self, node):
+        """An int, except a base-60 one (``1:30``), which stays the string it was written as."""
+        return self.construct_scalar(node) if ":" in node.value else super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):
+        """A float, except a base-60 one (``1:30.5``), which stays the string it was written as."""
+        return self.construct_scalar(node) if ":" in node.value else super().construct_yaml_float(node)
 
 
 SpecLoader.add_implicit_resolver(
@@ -187,6 +196,8 @@ SpecLoader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
 )
+SpecLoader.add_constructor("tag:yaml.org,2002:int", SpecLoader.construct_yaml_int)
+SpecLoader.add_constructor("tag:yaml.org,2002:float", SpecLoader.construct_yaml_float)
 
 
 def _fail(where: str, message: str):
