@@ -1,4 +1,4 @@
-"""A sweep at a glance: per-trial progress and the per-method summary that ``groupsweep run`` and
+"""A sweep at a glance: per-trial progress and the per-model, per-method summary that ``groupsweep run`` and
 ``groupsweep status`` print.
 
 Both read the sweep through ``analysis.results.load_results`` (a ``SweepResults``), so "finished"
@@ -17,7 +17,7 @@ import pandas as pd
 
 from analysis.results import SweepResults
 
-SUMMARY_COLUMNS = ("dataset", "method", "n", "diverged", "test_wga_mean", "test_wga_std")
+SUMMARY_COLUMNS = ("dataset", "model", "method", "n", "diverged", "test_wga_mean", "test_wga_std")
 PROGRESS_COLUMNS = ("trial_name", "status", "last_epoch", "epochs", "val/wga", "test/wga")
 
 
@@ -49,11 +49,14 @@ def trial_progress(results: SweepResults | None, order=()) -> pd.DataFrame:
 
 
 def summarize(results: SweepResults | None, order=()) -> pd.DataFrame:
-    """Final test worst-group accuracy per dataset and method: ``SUMMARY_COLUMNS``.
+    """Final test worst-group accuracy per dataset, model and method: ``SUMMARY_COLUMNS``.
 
-    One row per (dataset, method label), in the order of first appearance among the trials sorted by
-    ``order``. ``n`` counts the finished trials with a final ``test/wga`` (their row of
-    ``SweepResults.final_rows()``), ``test_wga_mean`` is their mean and ``test_wga_std`` their sample
+    One row per (dataset, model, variant, method label), in the order of first appearance among the trials
+    sorted by ``order``, as the paper's tables are per dataset and model: trials of different models (or
+    variants, such as ``last_layer_only=true``) are never pooled. ``model`` is the model's name, with the
+    trial's ``variant`` (``SweepResults.trials``) in parentheses when it has one. ``n`` counts the finished
+    trials with a final ``test/wga`` (their row of ``SweepResults.final_rows()``), ``test_wga_mean`` is
+    their mean and ``test_wga_std`` their sample
     standard deviation (ddof=1; NaN for fewer than two, the mean NaN for none); ``diverged`` counts the
     diverged trials. Accuracies are fractions.
     """
@@ -67,9 +70,11 @@ def summarize(results: SweepResults | None, order=()) -> pd.DataFrame:
         final_wga = pd.Series(float("nan"), index=trials.index)
     trials = trials.assign(final_wga=final_wga, is_diverged=trials["status"] == "diverged")
     rows = []
-    for (dataset, label), group in trials.groupby(["dataset", "method_label"], sort=False):
+    for (dataset, model, variant, label), group in trials.groupby(["dataset", "model", "variant", "method_label"],
+                                                                  sort=False):
         values = group["final_wga"].dropna()
-        rows.append({"dataset": dataset, "method": label, "n": len(values),
+        rows.append({"dataset": dataset, "model": f"{model} ({variant})" if variant else model, "method": label,
+                     "n": len(values),
                      "diverged": int(group["is_diverged"].sum()),
                      "test_wga_mean": values.mean() if len(values) else float("nan"),
                      "test_wga_std": values.std(ddof=1) if len(values) > 1 else float("nan")})
@@ -80,19 +85,19 @@ def format_summary(summary: pd.DataFrame) -> str:
     """A ``summarize`` table as text: a header line, then one line per row with the accuracy in
     percent as ``mean ± std`` (``mean`` alone for one trial, ``-`` for none) and ``(N diverged)``
     when some trials diverged."""
-    lines = [f"{'dataset':<24} {'method':<22} {'n':>3}  {'final test WGA (%)':>20}"]
+    lines = [f"{'dataset':<24} {'model':<16} {'method':<22} {'n':>3}  {'final test WGA (%)':>20}"]
     for row in summary.itertuples(index=False):
         value = _percent(row.test_wga_mean, row.test_wga_std)
         extra = f"  ({row.diverged} diverged)" if row.diverged else ""
-        lines.append(f"{row.dataset:<24} {row.method:<22} {row.n:>3}  {value:>20}{extra}")
+        lines.append(f"{row.dataset:<24} {row.model:<16} {row.method:<22} {row.n:>3}  {value:>20}{extra}")
     return "\n".join(lines)
 
 
 def display_summary(summary: pd.DataFrame) -> pd.DataFrame:
-    """A ``summarize`` table for reading (the numbers of ``format_summary``): ``dataset``, ``method``,
-    ``n``, ``diverged`` and ``final test WGA (%)`` as ``mean ± std`` (``mean`` alone for one trial, ``-``
+    """A ``summarize`` table for reading (the numbers of ``format_summary``): ``dataset``, ``model``,
+    ``method``, ``n``, ``diverged`` and ``final test WGA (%)`` as ``mean ± std`` (``mean`` alone for one trial, ``-``
     for none)."""
-    shown = summary[["dataset", "method", "n", "diverged"]].copy()
+    shown = summary[["dataset", "model", "method", "n", "diverged"]].copy()
     shown["final test WGA (%)"] = [_percent(mean, std) for mean, std in
                                    zip(summary["test_wga_mean"], summary["test_wga_std"])]
     return shown.reset_index(drop=True)

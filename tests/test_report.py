@@ -100,10 +100,12 @@ def test_report_command_writes_a_self_contained_page_with_the_analysed_numbers(s
     assert tables.tables["table1-candidates"] == rows_of(display_table(selection.methods))
     assert len(tables.tables["table1-details"]) == 1 + 2 * 2 * len(CRITERIA)  # 2 datasets x 2 models
     summary = tables.tables["summary-table"]
-    assert summary[0] == ["dataset", "method", "n", "diverged", "final test WGA (%)"]
-    expected = display_summary(summarize(results)).set_index(["dataset", "method"])["final test WGA (%)"]
-    assert {(row[0], row[1]): row[4] for row in summary[1:]} == expected.to_dict()
-    assert [row[1] for row in summary[1:5]] == ["none", "subsetting", "upsampling", "mixture 2:1"]  # method order
+    assert summary[0] == ["dataset", "model", "method", "n", "diverged", "final test WGA (%)"]
+    expected = display_summary(summarize(results)).set_index(["dataset", "model", "method"])["final test WGA (%)"]
+    assert {(row[0], row[1], row[2]): row[5] for row in summary[1:]} == expected.to_dict()
+    assert len(summary) == 1 + 2 * 2 * 4  # 2 datasets x 2 models x 4 methods: models never pooled
+    first = [row[2] for row in summary[1:] if row[:2] == summary[1][:2]]  # one dataset and model
+    assert first == ["none", "subsetting", "upsampling", "mixture 2:1"]  # method order
 
     # one row per trial, with its status
     trials = tables.tables["trials-table"]

@@ -357,10 +357,33 @@ def test_summary_is_mean_and_sample_std_of_finished_trials_per_method(tmp_path):
     assert np.isnan(summary.loc["mixture 2:1", "test_wga_std"])
     text = format_summary(summarize(results, order=names))
     assert "60.0 ± 14.1" in text and "90.0  (1 diverged)" in text
-    assert text.splitlines()[0] == "dataset                  method                   n    final test WGA (%)"
+    assert text.splitlines()[0] == ("dataset                  model            method                   n    "
+                                    "final test WGA (%)")
+    assert text.splitlines()[1].startswith("d                        m                none ")
     # methods in the order of their first trial in ``order``
     assert list(summarize(results, order=names[::-1])["method"]) == ["mixture 2:1", "none"]
     assert list(summarize(results, order=names)["method"]) == ["none", "mixture 2:1"]
+
+
+def test_summary_never_pools_models_or_variants(tmp_path):
+    """The paper's tables are per dataset and model: a summary row holds the trials of one model and variant."""
+    from results_fixtures import epoch_metrics, trial_config, write_trial
+
+    from analysis.results import load_results
+    from analysis.summary import summarize
+
+    for index, (model, seed, wga, last_layer) in enumerate([("m", 1, 0.5, False), ("m", 2, 0.7, False),
+                                                            ("m2", 1, 0.1, False), ("m2", 2, 0.3, False),
+                                                            ("m", 3, 0.9, True)]):
+        config = trial_config("d", model, "none", seed=seed, last_layer_only=last_layer)
+        write_trial(tmp_path, index, config, [epoch_metrics(epoch, overrides={"test/wga": wga})
+                                              for epoch in (1, 2, 3)])
+    summary = summarize(load_results(tmp_path)).set_index("model")
+    # no order given: rows in the order of the trials sorted by name (d_m2_none_s1 < d_m_none_s1)
+    assert list(summary.index) == ["m2 (last_layer_only=false)", "m (last_layer_only=false)",
+                                   "m (last_layer_only=true)"]
+    assert list(summary["n"]) == [2, 2, 1]
+    assert list(summary["test_wga_mean"]) == pytest.approx([0.2, 0.6, 0.9])
 
 
 def test_status_lists_each_trial_state_in_grid_order(tmp_path, capsys):
