@@ -360,10 +360,22 @@ class SweepReporter(CLIReporter):
 
 
 def cluster_address(address: str | None) -> str | None:
-    """The Ray cluster to join: ``address``, else ``$RAY_ADDRESS``; None for a new local Ray (also for Ray's
-    own ``local``)."""
-    address = address or os.environ.get("RAY_ADDRESS")
+    """The Ray cluster to join: ``address``, else ``$RAY_ADDRESS``, else the one this process already joined
+    (``joined_ray_address``: ``ray.init(address=...)`` before calling the Python API); None for a new local
+    Ray (also for Ray's own ``local``) or the local Ray this process started itself."""
+    address = address or os.environ.get("RAY_ADDRESS") or joined_ray_address()
     return None if address == "local" else address
+
+
+def joined_ray_address() -> str | None:
+    """The GCS address of the Ray this process joined as a driver, or None when Ray is not initialized here or
+    this process started it (``ray.init()`` without an address: a Ray of this machine only)."""
+    if not ray.is_initialized():
+        return None
+    node = ray._private.worker._global_node  # no public API tells a Ray this process started from one it joined
+    if node is not None and node.head:
+        return None
+    return ray.get_runtime_context().gcs_address
 
 
 def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = False) -> None:
@@ -402,12 +414,15 @@ def run_on_cluster(address: str, function, resources: dict):
     ``$RAY_ADDRESS``) holding ``resources`` (``{"CPU": c, "GPU": g}``), where a trial would run: on a node that
     has the datasets and the model weights, which the driver's node (a cluster's head) may lack. Returns
     what ``function`` returns."""
-    ray.init(address=cluster_address(address), logging_level=logging.WARNING, log_to_driver=False)
+    joins = not ray.is_initialized()  # a Ray this process joined already (the Python API's caller's) stays joined
+    if joins:
+        ray.init(address=cluster_address(address), logging_level=logging.WARNING, log_to_driver=False)
     try:
         task = ray.remote(_call).options(num_cpus=resources.get("CPU", 1), num_gpus=resources.get("GPU", 0))
         return ray.get(task.remote(function))
     finally:
-        ray.shutdown()
+        if joins:
+            ray.shutdown()
 
 
 def _call(function):

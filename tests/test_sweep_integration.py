@@ -160,6 +160,32 @@ def test_a_cluster_sweep_leaves_a_native_dataset_to_the_trials_on_the_workers(tm
     assert list((tmp_path / "out" / "native" / "groupsweep_analysis").glob("spectral_*")), done.stdout[-2000:]
 
 
+def test_the_python_api_in_a_process_that_joined_a_cluster_runs_the_sweep_there(tmp_path, cluster_address,
+                                                                                  monkeypatch):
+    """``ray.init(address=...)`` then ``gs.run(spec)`` with no ``address``: the sweep is a cluster sweep (the driver
+    reads no native dataset, which only the workers hold; the ``spectral`` after-command runs as a task there),
+    and the caller's Ray connection is left as it was. Before, the joined Ray was taken for a local one: the
+    driver looked for the dataset itself and the sweep stopped."""
+    import ray
+
+    import groupsweep as gs
+
+    monkeypatch.delenv("GROUPSWEEP_DATA", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    spec = {"name": "joined", "datasets": {"waterbirds": {"options": {"image_size": 32}}}, "models": ["toy-resnet-xs"],
+            "methods": ["none"], "seeds": [1], "hparams": {"epochs": 1, "batch_size": 32}, "resources": {"cpu": 1},
+            "after": ["spectral --top 3"]}
+    ray.init(address=cluster_address, logging_level="WARNING", log_to_driver=False)
+    try:
+        results = gs.run(spec, storage=tmp_path / "out")
+        assert ray.is_initialized() and ray.get_runtime_context().gcs_address == cluster_address
+    finally:
+        ray.shutdown()
+    (row,) = results.frame.to_dict("records")
+    assert row["data/num_train_kept"] == sum(CLUSTER_WATERBIRDS_COUNTS["train"])
+    assert list((tmp_path / "out" / "joined" / "groupsweep_analysis").glob("spectral_*"))
+
+
 def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path, cluster_address):
     spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["upsampling"], seeds=[1],
                           resources={"cpu": 2, "workers": 2})
