@@ -52,8 +52,9 @@ def test_demo_finetune_cut_down_finetunes_the_packaged_minilm(tmp_path):
     result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = result.stdout[result.stdout.index("final test WGA"):].splitlines()
-    rows = {line.split()[1]: line.split()[2] for line in summary if line.startswith("synthetic-civilcomments ")}
-    assert rows == {"none": "1", "upsampling": "1"}, summary  # method -> number of runs
+    rows = {tuple(line.split()[1:3]): line.split()[3] for line in summary
+            if line.startswith("synthetic-civilcomments ")}
+    assert rows == {("minilm-l6", "none"): "1", ("minilm-l6", "upsampling"): "1"}, summary  # -> number of runs
 
     exp_dir = storage / "demo-finetune"
     trial_dirs = sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("synthetic-"))

@@ -281,7 +281,7 @@ def test_full_disk_ends_with_the_summary_and_one_cause_and_the_same_command_resu
         assert first.returncode == 1, output[-4000:]
         assert "Traceback" not in output, output[-4000:]
         lines = first.stdout.strip().splitlines()
-        header = max(i for i, line in enumerate(lines) if line.split()[:2] == ["dataset", "method"])
+        header = max(i for i, line in enumerate(lines) if line.split()[:3] == ["dataset", "model", "method"])
         assert "final test WGA" in lines[header] and header < len(lines) - 2, lines[-6:]  # the summary, then
         cause = lines[-1]  # one line saying why
         assert cause.startswith("2 trial(s) failed (first error: OSError: [Errno 28]"), cause

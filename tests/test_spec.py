@@ -248,7 +248,8 @@ def test_spec_files_and_set_values_read_scalars_alike_and_never_as_base_60(tmp_p
     base-60 rule)."""
     from sweeps.overrides import parse_overrides
 
-    values = ["1e-3", "5E-4", "-1E+2", "2.5", "7", "1_000", ".inf", "true", "null", "nine", "1:30", "1:30.5", "[1e-4, 2]"]
+    values = ["1e-3", "5E-4", "-1E+2", "2.5", "7", "1_000", ".inf", "true", "null", "nine", "1:30", "1:30.5",
+              "[1e-4, 2]"]
     path = tmp_path / "values.yaml"
     path.write_text("".join(f"v{i}: {value}\n" for i, value in enumerate(values)))
     from_file = load_spec_values(path)
