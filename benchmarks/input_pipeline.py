@@ -122,7 +122,8 @@ def pipelines(dataset, paths: list[Path], where: str) -> tuple:
 def make_loader(dataset: Dataset, device: str, batch_size: int, workers: int) -> DataLoader:
     """A shuffling DataLoader over ``dataset`` (persistent workers, so each pass reuses them), after one
     untimed pass that starts its workers and warms the page cache."""
-    options = {"shuffle": True, "num_workers": workers, "persistent_workers": workers > 0, "pin_memory": device != "cpu"}
+    options = {"shuffle": True, "num_workers": workers, "persistent_workers": workers > 0,
+               "pin_memory": device != "cpu"}
     loader = (example_loader(dataset, batch_size, **options) if isinstance(dataset, ExampleDataset)  # as finetune
               else DataLoader(dataset, batch_size=batch_size, **options))
     for _ in loader:

@@ -34,8 +34,8 @@ class ExampleDataset(Dataset):
         self.inputs = inputs
         self.labels = torch.tensor(np.asarray(labels), dtype=torch.long)
         self.positions = torch.tensor(np.asarray(positions), dtype=torch.long)
-        if len(self.positions) and not 0 <= int(self.positions.min()) <= int(self.positions.max()) < len(self.labels):
-            raise IndexError(f"positions must lie in [0, {len(self.labels)}), the split's examples")
+        if len(self.positions) and not 0 <= int(self.positions.min()) <= int(self.positions.max()) < len(labels):
+            raise IndexError(f"positions must lie in [0, {len(labels)}), the split's examples")
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -58,7 +58,8 @@ class ExampleDataset(Dataset):
             inputs = {key: value[positions] for key, value in self.inputs.items()}
         else:
             # gathered into new memory: the arrays may be read-only (memmaps, Ray's shared object store)
-            inputs = torch.empty((len(positions), *self.inputs.shape[1:]), dtype=torch.uint8, pin_memory=pin_memory)
+            dtype = torch.from_numpy(np.empty(0, dtype=self.inputs.dtype)).dtype
+            inputs = torch.empty((len(positions), *self.inputs.shape[1:]), dtype=dtype, pin_memory=pin_memory)
             np.take(self.inputs, positions.numpy(), axis=0, out=inputs.numpy(), mode="clip")  # "raise" buffers
         return inputs, self.labels[positions], positions
 
