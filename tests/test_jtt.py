@@ -131,6 +131,25 @@ def test_plan_takes_epoch_t_of_the_none_trial_and_saves_the_error_set(tmp_path, 
     assert np.array_equal(again.indices, plan.indices)
 
 
+def test_base_model_outputs_are_computed_in_the_trials_precision(erm_states, dataset):
+    """D3M, JTT and DFR read a base model's outputs as its trial evaluated itself: under ``mixed_precision``'s
+    autocast (what Accelerate's ``autocast`` runs), not in float32."""
+    from trainables.builders import build_model_and_inputs
+
+    state = erm_states[0]["model"]
+    fp32 = trial_config("jtt")
+    bf16 = trial_config("jtt", mixed_precision="bf16")
+    model, inputs = build_model_and_inputs(bf16, dataset)
+    model.load_state_dict(state)
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = torch.cat([model(batch).float() for batch, _ in inputs.eval_batches("val", 80)]).numpy()
+    features, logits = base_model.model_outputs(bf16, dataset, state, ("val",), 80, True)["val"]
+    assert np.array_equal(logits, expected) and features.dtype == np.float32
+    _, logits_fp32 = base_model.model_outputs(fp32, dataset, state, ("val",), 80, True)["val"]
+    assert not np.array_equal(logits_fp32, logits)  # the precision is applied: float32 gives other bits
+
+
 def test_plan_trains_the_identification_model_when_the_none_trial_lacks_epoch_t(tmp_path, monkeypatch, erm_states,
                                                                                   dataset):
     write_trial(tmp_path, "wb-none-s2", trial_config("none"), erm_states[1:])  # keep_checkpoints 1: epoch 2 only

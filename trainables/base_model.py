@@ -119,8 +119,11 @@ def device_of(cpu: bool | None) -> torch.device:
 def model_outputs(config, dataset, state: dict, splits, batch_size: int, cpu: bool | None) -> dict:
     """``{split: (features, logits)}``: the penultimate features (``GroupModel.features``, float32
     (N, D)) and logits (N, C) of the model ``state`` of ``config``'s architecture on every example of
-    each split, in order, without augmentation, in eval mode (as numpy arrays)."""
+    each split, in order, without augmentation, in eval mode (as numpy arrays), computed in ``config``'s
+    ``mixed_precision`` as the trial evaluates its own splits (autocast; fp16 only on a GPU)."""
     device = device_of(cpu)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision)
+    autocast = dtype is torch.bfloat16 or (dtype is torch.float16 and device.type == "cuda")
     model, model_inputs = build_model_and_inputs(config, dataset)
     model.load_state_dict(state)
     model = model.to(device).eval()
@@ -130,9 +133,11 @@ def model_outputs(config, dataset, state: dict, splits, batch_size: int, cpu: bo
         for inputs, _ in model_inputs.eval_batches(split, batch_size):
             inputs = {key: value.to(device) for key, value in inputs.items()} if isinstance(inputs, dict) \
                 else inputs.to(device)
-            batch_features = model.features(inputs)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=autocast):
+                batch_features = model.features(inputs)
+                batch_logits = model.head(batch_features)
             features.append(batch_features.float().cpu())
-            logits.append(model.head(batch_features).float().cpu())
+            logits.append(batch_logits.float().cpu())
         outputs[split] = (torch.cat(features).numpy(), torch.cat(logits).numpy())
     return outputs
 
