@@ -102,7 +102,9 @@ def plot_collapse(results: SweepResults, out_dir, model: str | None = None) -> F
     if frame.empty or "test/wga" not in frame:
         output.notes.append("collapse: no reported test/wga; nothing to draw")
         return output
-    stats = _seed_stats(frame, ["dataset", "model", "series", "epoch"], {"test_wga": "test/wga"})
+    stats = _seed_stats(frame[frame["test/wga"].notna()], ["dataset", "model", "series", "epoch"],
+                        {"test_wga": "test/wga"})
+    stats = _epochs_of_every_seed(stats, output.notes)
     fig, styles, panels = _dataset_panels(stats)
     for ax, dataset, part in panels:
         for series, line in _by_series(part):
@@ -182,9 +184,8 @@ def _ratio_figure(results: SweepResults, out_dir, name: str, methods: tuple, mod
         if not (final["method"] == method).any():
             output.notes.append(f"{name}: no complete {method} trial")
     native = _native_ratios(final)
-    rows = final[final["method"].isin(methods)].copy()
+    rows = _with_series(final[final["method"].isin(methods)], "method")  # one line per method (and variant)
     rows["x"] = rows["ratio"]
-    rows["series"] = rows["method"]
     references = []
     for method, position in (("subsetting", None), ("upsampling", native)):
         part = final[final["method"] == method].copy()
@@ -194,17 +195,16 @@ def _ratio_figure(results: SweepResults, out_dir, name: str, methods: tuple, mod
         missing = part["x"].isna()
         for dataset in sorted(part.loc[missing, "dataset"].unique()):
             output.notes.append(f"{name}: {dataset} has no training group counts; upsampling point omitted")
-        part["series"] = method
-        references.append(part[~missing])
+        references.append(_with_series(part[~missing], "method"))
     rows = pd.concat([rows, *references], ignore_index=True)
-    stats = _seed_stats(rows, ["dataset", "model", "series", "x"], {"test_wga": "test/wga"})
+    stats = _seed_stats(rows, ["dataset", "model", "series", "method", "x"], {"test_wga": "test/wga"})
     stats = stats.rename(columns={"x": "ratio"})
     fig, styles, panels = _dataset_panels(stats)
     for ax, dataset, part in panels:
         for series, line in _by_series(part):
             colour, marker, linestyle = styles[series]
             line = line.sort_values("ratio")
-            reference = series not in methods
+            reference = line["method"].iloc[0] not in methods
             ax.errorbar(line["ratio"], line["test_wga_mean"] * PERCENT, yerr=line["test_wga_std"].fillna(0) * PERCENT,
                         color=colour, marker=marker, linestyle="none" if reference else linestyle,
                         markersize=8 if reference else 6, capsize=3,
@@ -225,11 +225,12 @@ def _dataset_panels(stats: pd.DataFrame):
     return fig, _styles(stats["series"]), panels
 
 
-def _with_series(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with a ``series`` column: the method label, plus the variant when there is one."""
+def _with_series(frame: pd.DataFrame, label: str = "method_label") -> pd.DataFrame:
+    """``frame`` with a ``series`` column: its ``label`` column (the method label), plus the variant when there
+    is one: trials of different variants are never pooled."""
     frame = frame.copy()
-    frame["series"] = [label if not variant else f"{label} [{variant}]"
-                       for label, variant in zip(frame["method_label"], frame["variant"])]
+    frame["series"] = [name if not variant else f"{name} [{variant}]"
+                       for name, variant in zip(frame[label], frame["variant"])]
     return frame
 
 
@@ -270,6 +271,17 @@ def _best_ratio_only(frame: pd.DataFrame, notes: list) -> pd.DataFrame:
         notes.append(f"collapse: {dataset}: {method} drawn at its best ratio by validation WGA, {best:g}:1 "
                      f"(of {', '.join(f'{r:g}:1' for r in sorted(part['ratio']))})")
     return frame[~np.logical_or.reduce(dropped)] if dropped else frame
+
+
+def _epochs_of_every_seed(stats: pd.DataFrame, notes: list) -> pd.DataFrame:
+    """The collapse figure's per-epoch ``stats`` at the epochs that every seed of their line reported: a seed
+    that diverged, failed or is still running would otherwise drop out of the mean where it stops, and the
+    line would jump there (a mean over other seeds, not a change of accuracy); a note names each line cut."""
+    every = stats.groupby(["dataset", "model", "series"])["n_seeds"].transform("max")
+    for (dataset, series), part in stats[stats["n_seeds"] < every].groupby(["dataset", "series"]):
+        notes.append(f"collapse: {dataset}: {series}: {len(part)} epoch(s) from epoch {part['epoch'].min()} left "
+                     "out: fewer seeds reported them than the line's other epochs")
+    return stats[stats["n_seeds"] == every].reset_index(drop=True)
 
 
 def _seed_stats(frame: pd.DataFrame, by: list, metrics: dict) -> pd.DataFrame:

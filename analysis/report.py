@@ -156,11 +156,10 @@ def _trial_order(results: SweepResults) -> list:
 
 
 def _summary_section(results: SweepResults, order: list) -> list:
-    """The run summary: final test WGA per dataset and method."""
+    """The run summary: final test WGA per dataset, model and method."""
     return ['<h2 id="summary">Sweep summary</h2>',
-            "<p>Final test worst-group accuracy per dataset and method over the finished trials "
-            "(mean ± sample std, ddof=1; every model of a dataset together), as <code>groupsweep run</code> "
-            "prints it.</p>",
+            "<p>Final test worst-group accuracy per dataset, model (and variant) and method over the finished "
+            "trials (mean ± sample std, ddof=1), as <code>groupsweep run</code> prints it.</p>",
             _table(display_summary(summarize(results, order)), "summary-table")]
 
 

@@ -152,6 +152,44 @@ def test_ratio_figures_with_reference_points(sweep, tmp_path, name, lines):
         np.mean([test_wga("waterbirds", "medium", 4, s, EPOCHS) for s in (0, 1)]))
 
 
+def test_ratio_figures_never_pool_variants(tmp_path):
+    """Mixture 2:1 trained two ways (full finetuning and last layer only) is two lines, each the mean of its own
+    seeds; so are the reference points."""
+    index = 0
+    for last_layer, wga in ((False, 0.8), (True, 0.6)):
+        for method, ratio in (("mixture", 2.0), ("subsetting", None)):
+            for seed in (0, 1):
+                reports = [epoch_metrics(e, overrides={"test/wga": wga + seed / 100}) for e in range(1, EPOCHS + 1)]
+                config = trial_config("waterbirds", "m", method, ratio, seed, epochs=EPOCHS, last_layer_only=last_layer)
+                write_trial(tmp_path / "run", index, config, reports)
+                index += 1
+    (output,) = make_figures(load_results(tmp_path / "run"), ["mixture"], tmp_path / "out")
+    table = pd.read_csv(output.csv).set_index("series")
+    assert table.loc["mixture [last_layer_only=false]", "test_wga_mean"] == pytest.approx(0.805)
+    assert table.loc["mixture [last_layer_only=true]", "test_wga_mean"] == pytest.approx(0.605)
+    assert table.loc["subsetting [last_layer_only=true]", "ratio"] == 1.0
+    assert set(table["n_seeds"]) == {2}
+
+
+def test_the_collapse_figure_draws_only_epochs_that_every_seed_reported(tmp_path):
+    """A seed that diverged at epoch 3 of 4: the line stops at epoch 2 (a mean over the two others there would
+    jump by the stopped seed's share, not by any change of accuracy), and a note says so."""
+    from results_fixtures import diverged_report
+
+    for seed, wga in ((0, 0.7), (1, 0.72), (2, 0.4)):
+        reports = [epoch_metrics(e, overrides={"test/wga": wga}) for e in range(1, 5)]
+        if seed == 2:
+            reports = reports[:2] + [diverged_report(3)]
+        write_trial(tmp_path / "run", seed, trial_config("waterbirds", "m", "upweighting", None, seed, epochs=4),
+                    reports)
+    (output,) = make_figures(load_results(tmp_path / "run"), ["collapse"], tmp_path / "out")
+    table = pd.read_csv(output.csv)
+    assert table["epoch"].tolist() == [1, 2] and set(table["n_seeds"]) == {3}
+    assert table["test_wga_mean"].tolist() == pytest.approx([(0.7 + 0.72 + 0.4) / 3] * 2)
+    assert "collapse: waterbirds: upweighting: 2 epoch(s) from epoch 3 left out: fewer seeds reported them than " \
+           "the line's other epochs" in output.notes
+
+
 def test_the_upsampling_reference_uses_each_datasets_own_classes(tmp_path):
     """A sweep with a 2-class and a 3-class dataset: each dataset's native ratio comes from its own classes
     (the 3-class dataset's class columns are NaN for the other and must not count there)."""

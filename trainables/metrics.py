@@ -89,7 +89,8 @@ def bias_unsupervised_score(y_true, y_pred, y_pred_biased, n_classes: int | None
       counting 0.
 
     For one biased model and validation split the two differ by the constant factor
-    ``#non-empty cells / K²``, so they rank candidates identically.
+    ``#non-empty cells / K²``, so they rank candidates identically there; means over seeds, each with its own
+    biased model and so its own number of empty cells, can rank candidates differently under the two rules.
     """
     choose("empty-cell rule", empty_cells, EMPTY_CELLS)
     y_true, y_pred, y_pred_biased = _label_arrays(y_true=y_true, y_pred=y_pred, y_pred_biased=y_pred_biased)
