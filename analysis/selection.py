@@ -179,6 +179,7 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
         if searched:
             runs, configurations = _choose_configurations(runs, keys)
         scored = _score_methods(runs, keys)
+        _note_unequal_seeds(scored, keys, notes)
         if configurations is not None:
             scored = _with_configurations(scored, configurations, keys)
         scored.insert(len(keys), "criterion", criterion)
@@ -504,6 +505,19 @@ def _score_methods(runs: pd.DataFrame, keys: list) -> pd.DataFrame:
     order = {name: index for index, name in enumerate(METHODS)}
     scored["_order"] = [order.get(name, len(order)) for name in scored["method"]]
     return _rank(scored, keys, ["_order", "method", "ratio"]).drop(columns="_order")
+
+
+def _note_unequal_seeds(scored: pd.DataFrame, keys: list, notes: list) -> None:
+    """Note (once) each group of ``keys`` whose candidate methods were scored on different seeds: the paper
+    compares means over the same seeds, and a candidate missing a seed is compared on fewer runs."""
+    for values, group in scored.groupby(keys, dropna=False, sort=False):
+        if group["seeds"].nunique() > 1:
+            where = "/".join(str(value) for value in (values if isinstance(values, tuple) else (values,)) if value)
+            shown = "; ".join(f"{row.method_label} {row.seeds}" for row in group.itertuples())
+            note = (f"{where}: candidates scored on different seeds ({shown}); finish the missing runs for a "
+                    "comparison over the same seeds")
+            if note not in notes:
+                notes.append(note)
 
 
 def _rank(scored: pd.DataFrame, keys: list, tie_order: list) -> pd.DataFrame:
