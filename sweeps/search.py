@@ -25,12 +25,11 @@ import copy
 import dataclasses
 import importlib
 import math
-import pickle
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from ray import tune
+from ray import cloudpickle, tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater, Searcher
 from ray.tune.search.variant_generator import generate_variants
@@ -150,16 +149,17 @@ class CellSearch(Searcher):
             searcher.on_trial_complete(trial_id, result=result, error=error)
 
     def save(self, checkpoint_path: str) -> None:
-        """Pickle every cell's searcher and progress, and the scheduler's state."""
+        """Pickle every cell's searcher and progress, and the scheduler's state (with Ray's cloudpickle, as
+        Tune's own searchers save themselves: HyperOpt's search domain holds a lambda)."""
         state = {key: value for key, value in self.__dict__.items() if key != "scheduler"}
         state["scheduler_state"] = self.scheduler.get_state() if self.scheduler is not None else None
         with open(checkpoint_path, "wb") as stream:
-            pickle.dump(state, stream)
+            cloudpickle.dump(state, stream)
 
     def restore(self, checkpoint_path: str) -> None:
         """Continue from what ``save`` wrote (Tune calls it when a search resumes)."""
         with open(checkpoint_path, "rb") as stream:
-            state = pickle.load(stream)
+            state = cloudpickle.load(stream)
         scheduler_state = state.pop("scheduler_state")
         self.__dict__.update(state)
         if self.scheduler is not None and scheduler_state is not None:
@@ -171,16 +171,16 @@ class CellScheduler(TrialScheduler):
 
     Trials run in submission order; each cell's ASHA stops a trial at a rung (epochs grace_period,
     grace_period x reduction_factor, ...) when its metric is outside the top 1/reduction_factor of that
-    cell's trials at the rung. ``max_t`` is the cell's epochs. A trial stopped before its last epoch gets
-    the trial directory's ``STOPPED_FILE`` (when ``experiment_dir`` is given), so analysis can tell it from
-    an interrupted one.
+    cell's trials at the rung. ``max_t`` is the most epochs of the cell (the largest of a searched ``epochs``).
+    A trial stopped before its own last epoch gets the trial directory's ``STOPPED_FILE`` (when
+    ``experiment_dir`` is given), so analysis can tell it from an interrupted one.
     """
 
     def __init__(self, cells: list, settings: SearchSettings, experiment_dir: str | None = None):
         super().__init__()
         self.settings = settings
         self.experiment_dir = experiment_dir
-        self.epochs = {cell.name: cell.config["epochs"] for cell in cells}
+        self.epochs = {cell.name: cell.most_epochs for cell in cells}  # ASHA's max_t: a searched epochs' largest
         self.by_cell: dict = {}
         self.added: dict = {}
         self.stopped = 0
@@ -212,7 +212,7 @@ class CellScheduler(TrialScheduler):
         if result.get("status") == "diverged":
             return TrialScheduler.CONTINUE  # the trial ends by itself; a diverged row has no metric
         decision = self._cell(trial).on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP and result.get("epoch", 0) < self.epochs[trial.config[CELL_KEY]]:
+        if decision == TrialScheduler.STOP and result.get("epoch", 0) < trial.config["epochs"]:
             self.stopped += 1
             if self.experiment_dir is not None:
                 trial_dir = TrialDir(join_location(self.experiment_dir, trial.config["trial_name"]))

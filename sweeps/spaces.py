@@ -243,6 +243,11 @@ class SearchCell:
             return len(self.samples)
         return self.num_samples * math.prod(len(value["grid"]) for value in self.space.values() if "grid" in value)
 
+    @property
+    def most_epochs(self) -> int:
+        """The most epochs a trial of the cell runs: the largest value of a searched ``epochs``, else its epochs."""
+        return max(space_values(self.space["epochs"])) if "epochs" in self.space else self.config["epochs"]
+
     def trial_config(self, sample: int, values: dict, seed: int) -> dict:
         """The flat config of configuration ``sample`` (sampled ``values``) on ``seed``, named and tagged."""
         config = {**copy.deepcopy(self.config), **values, "seed": seed}

@@ -506,9 +506,8 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
 
 
 def _most_epochs(trial) -> int:
-    """The most epochs a trial (``TrialPlan``) or a search cell (``SearchCell``: its space's largest) runs."""
-    space = getattr(trial, "space", {}).get("epochs")
-    return max(space_values(space)) if space is not None else trial.config["epochs"]
+    """The most epochs a trial (``TrialPlan``) or a search cell (``SearchCell.most_epochs``) runs."""
+    return trial.most_epochs if isinstance(trial, SearchCell) else trial.config["epochs"]
 
 
 def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, seeds: list,

@@ -154,8 +154,24 @@ def test_cell_search_state_survives_save_and_restore(tmp_path):
     pickle.dumps(second.scheduler.get_state())
 
 
-def fake_trial(trial_id, cell_name):
-    return SimpleNamespace(trial_id=trial_id, config={"_cell": cell_name})
+@pytest.mark.parametrize("algorithm", ["hyperopt", "optuna"])
+def test_an_adaptive_search_survives_save_and_restore(tmp_path, algorithm):
+    """Tune saves the searcher after trials complete: HyperOpt's domain holds a lambda, which the standard pickle
+    cannot save (every hyperopt search stopped at its first save); the restored search goes on suggesting."""
+    cells = [cell("a", {"lr": {"loguniform": [1e-4, 1e-1]}}, seeds=(0,), num_samples=3)]
+    first = search_plan(cells, SearchSettings(num_samples=3, algorithm=algorithm))
+    handed = [first.searcher.suggest(f"t{i}") for i in range(2)]
+    first.searcher.on_trial_complete("t0", {"val/wga": 0.5, "epoch": 4})
+    first.searcher.save(str(tmp_path / "searcher.pkl"))
+    second = search_plan(cells, SearchSettings(num_samples=3, algorithm=algorithm))
+    second.searcher.restore(str(tmp_path / "searcher.pkl"))
+    rest = second.searcher.suggest("t2")
+    assert rest["trial_name"] == "a-h02-s0" and 1e-4 <= rest["lr"] <= 1e-1
+    assert [config["trial_name"] for config in handed] == ["a-h00-s0", "a-h01-s0"]
+
+
+def fake_trial(trial_id, cell_name, epochs=4):
+    return SimpleNamespace(trial_id=trial_id, config={"_cell": cell_name, "epochs": epochs})
 
 
 def test_asha_runs_per_cell_and_stops_the_worse_half_at_a_rung():
@@ -175,6 +191,23 @@ def test_asha_runs_per_cell_and_stops_the_worse_half_at_a_rung():
     assert decisions["b0"] == decisions["b1"] == decisions["b3"] == TrialScheduler.CONTINUE
     assert scheduler.stopped >= 1 and "stopped early" in scheduler.debug_string()
     assert scheduler.on_trial_result(None, trials["a"][0], {"epoch": 2, "status": "diverged"}) == "CONTINUE"
+
+
+def test_asha_runs_a_searched_epochs_up_to_its_largest_value():
+    """A cell searching ``epochs: {choice: [2, 6]}``: ASHA's max_t is 6, not the space's first value (which
+    stopped every longer trial at epoch 2, leaving it 'incomplete'); a trial ending at its own last epoch is
+    not 'stopped early'."""
+    scheduler = CellScheduler([cell("a", {"epochs": {"choice": [2, 6]}}, epochs=2)],
+                              SearchSettings(scheduler="asha", grace_period=1, reduction_factor=2))
+    long, short = fake_trial("long", "a", epochs=6), fake_trial("short", "a", epochs=2)
+    for trial in (long, short):
+        scheduler.on_trial_add(None, trial)
+    decisions = [scheduler.on_trial_result(None, long, {"epoch": epoch, "val/wga": 0.9}) for epoch in range(1, 6)]
+    assert decisions == [TrialScheduler.CONTINUE] * 5
+    assert scheduler.on_trial_result(None, short, {"epoch": 1, "val/wga": 0.95}) == TrialScheduler.CONTINUE
+    scheduler.on_trial_result(None, short, {"epoch": 2, "val/wga": 0.95})  # its last epoch: ends by itself
+    scheduler.on_trial_result(None, long, {"epoch": 6, "val/wga": 0.9})
+    assert scheduler.stopped == 0
 
 
 def test_a_training_metric_search_needs_the_training_split_evaluated_every_epoch():
