@@ -44,7 +44,8 @@ epoch, and ASHA judged it worse than its cell's others at a rung, so scoring its
 compare it on a different footing. With the ``best`` rule stopped trials are candidates, read at their
 best epoch among those they reached (what early stopping would have kept). Either way the notes say,
 per cell, how many configurations were left out or how many stopped trials were scored; other
-incomplete trials are excluded and noted one by one as before.
+incomplete trials are excluded and noted one by one as before. A searched configuration with a diverged
+seed is not a candidate under either rule (its mean would be over its other seeds), noted per cell.
 
 ``bias-unsupervised`` with a searched ``none`` method (several ``none`` configurations of one dataset,
 model and variant): the biased model of a seed is that seed's trial of the ``none`` configuration with
@@ -145,6 +146,7 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
     taking_part = ("complete", "stopped") if epoch == "best" else ("complete",)
     frame = results.frame[results.frame["status"].isin(taking_part) & ~results.frame["trial_id"].isin(list(reruns))]
     frame = _stopped_trials(results, frame, epoch, notes)
+    frame = _diverged_configurations(results, frame, notes)
     if methods is not None:
         if isinstance(methods, str) or not list(methods):
             raise GroupsweepError(f"methods must be a non-empty list of method names (or None for all), "
@@ -254,6 +256,19 @@ def _stopped_trials(results: SweepResults, frame: pd.DataFrame, epoch: str, note
         return frame
     left_out = set(zip(stopped["cell"], stopped["config_id"]))
     return frame[[key not in left_out for key in zip(frame["cell"], frame["config_id"])]]
+
+
+def _diverged_configurations(results: SweepResults, frame: pd.DataFrame, notes: list) -> pd.DataFrame:
+    """``frame`` without the searched configurations that diverged on some seed, noted per cell: their mean
+    would be over the seeds that did not diverge, and an unstable configuration could win on one lucky seed."""
+    trials = results.trials
+    diverged = trials[(trials["status"] == "diverged") & (trials["cell"] != "")]
+    for cell, group in diverged.groupby("cell", sort=False):
+        total = trials.loc[trials["cell"] == cell, "config_id"].nunique()
+        notes.append(f"{_where(group.iloc[0])}: {group['config_id'].nunique()} of {total} configurations left out: "
+                     f"{len(group)} of their trials diverged (a configuration is compared over all its seeds)")
+    left_out = set(zip(diverged["cell"], diverged["config_id"]))
+    return frame[[key not in left_out for key in zip(frame["cell"], frame["config_id"])]] if left_out else frame
 
 
 def _criterion_runs(results: SweepResults, frame: pd.DataFrame, criterion: str, epoch: str,

@@ -150,6 +150,26 @@ def test_stopped_configurations_are_left_out_at_the_final_epoch_and_scored_at_th
                            "epochs they reached (best epoch rule)")]
 
 
+def test_a_configuration_that_diverged_on_a_seed_is_left_out(tmp_path):
+    """upweighting h00 reaches 0.95 on seed 0 but diverges on seed 1: scored on seed 0 alone it would win; a
+    configuration is compared over all its seeds, so h01 (0.70 on both) is chosen, and a note says why."""
+    from results_fixtures import diverged_report
+
+    write_trial(tmp_path, 0, searched_config("wb", "m", "upweighting", sample=0, seed=0, sampled={"lr": 1e-2}),
+                reports({"val/wga": 0.95}))
+    write_trial(tmp_path, 1, searched_config("wb", "m", "upweighting", sample=0, seed=1, sampled={"lr": 1e-2}),
+                [epoch_metrics(1, overrides={"val/wga": 0.9}), diverged_report(2)])
+    for seed in (0, 1):
+        write_trial(tmp_path, 2 + seed, searched_config("wb", "m", "upweighting", sample=1, seed=seed,
+                                                        sampled={"lr": 1e-4}), reports({"val/wga": 0.70}))
+    for epoch in ("final", "best"):
+        selection = select(load_results(tmp_path), ["wga"], epoch=epoch)
+        assert selection.table.iloc[0]["config_id"] == "h01", epoch
+        assert selection.table.iloc[0]["score"] == pytest.approx(0.70)
+        assert ("wb/m/upweighting: 1 of 2 configurations left out: 1 of their trials diverged (a configuration is "
+                "compared over all its seeds)") in selection.notes
+
+
 def test_an_interrupted_trial_is_still_excluded_one_by_one(tmp_path):
     write_search(tmp_path, {("upweighting", 0): (1e-3, (0.5, 0.7))})
     write_trial(tmp_path, 9, searched_config("wb", "m", "upweighting", sample=1, seed=0, sampled={"lr": 1e-4}),
