@@ -141,8 +141,9 @@ def parse_seed_arguments(values: list) -> list:
 
 def promoted_spec(results, chosen, seeds: list, name: str, description: str, saved: dict | None = None) -> dict:
     """The rerun spec mapping: ``chosen`` is ``Selection.hyperparameters`` (by model, one criterion); one
-    part per dataset, model (and variant) whose methods carry their chosen configuration's settings as
-    ``hparams``; ``saved`` (the search's spec, or None) gives the ``CARRIED_KEYS``."""
+    part per dataset, model (and variant) whose ``hparams`` hold the settings its chosen configurations share
+    and whose methods carry the rest of their chosen configuration's settings as their own ``hparams``;
+    ``saved`` (the search's spec, or None) gives the ``CARRIED_KEYS``."""
     source = {"name": name, "description": description}
     for key in CARRIED_KEYS:
         if saved is not None and saved.get(key) is not None:
@@ -153,15 +154,22 @@ def promoted_spec(results, chosen, seeds: list, name: str, description: str, sav
     for _, rows in chosen.groupby(groups, sort=False):
         configs = [results.configs[_trial_of(results, row)] for row in rows.to_dict("records")]
         first = configs[0]
+        settings = [{key: config[key] for key in HPARAM_FIELDS if key in config} for config in configs]
+        # Settings every chosen configuration of the part shares are the part's; the rest (sampled values, a
+        # method's own settings) its methods': the rerun's method keys are then those of the search, and
+        # analysing search and rerun together keeps the search's variants (e.g. last_layer_only) apart.
+        shared = {key: value for key, value in settings[0].items()
+                  if all(key in other and other[key] == value for other in settings[1:])}
         methods = []
-        for row, config in zip(rows.to_dict("records"), configs):
-            hparams = {key: config[key] for key in HPARAM_FIELDS if key in config}
-            entry = {"hparams": hparams} if config.get("ratio") is None else {"ratios": [config["ratio"]],
-                                                                             "hparams": hparams}
+        for config, values in zip(configs, settings):
+            hparams = {key: value for key, value in values.items() if key not in shared}
+            entry = {"hparams": hparams} if hparams else {}
+            if config.get("ratio") is not None:
+                entry["ratios"] = [config["ratio"]]
             methods.append({config["method"]: entry})
         tag = _part_tag(rows, first, tags)
         parts.append({"tag": tag, "datasets": {first["dataset"]: {"options": dict(first.get("dataset_options") or {})}},
-                      "models": [first["model"]], "methods": methods})
+                      "models": [first["model"]], "hparams": shared, "methods": methods})
     source["parts"] = parts
     return source
 

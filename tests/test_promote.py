@@ -108,6 +108,16 @@ def test_parts_follow_the_search_variants_and_cell_tags(tmp_path):
     assert sorted(trial.name for trial in spec.trials) == [
         "wb-m-none-lastlayer-s4", "wb-m-none-rerun-s4", "wb-m-upweighting-lastlayer-s4", "wb-m-upweighting-rerun-s4"]
     assert {trial.name: trial.config["last_layer_only"] for trial in spec.trials}["wb-m-none-lastlayer-s4"] is True
+    # the shared settings are the part's, so the rerun's method keys are the search's: analysed together, search
+    # and rerun keep the two variants apart (before, every setting was a method key and no variant was left)
+    assert source["parts"][0]["hparams"]["last_layer_only"] in (True, False)
+    for index, trial in enumerate(spec.trials):
+        write_trial(tmp_path / "rerun", index, trial.config, reports({"val/wga": 0.5}), experiment_id="77777")
+    joint = load_results([tmp_path, tmp_path / "rerun"])
+    assert set(joint.trials["variant"]) == {"last_layer_only=false", "last_layer_only=true"}
+    assert set(joint.trials["variant"]) == set(load_results(tmp_path).trials["variant"])
+    rerun = select(joint, ["average"]).rerun
+    assert set(rerun["variant"]) == {"last_layer_only=false", "last_layer_only=true"}  # each variant's winner
 
 
 def test_the_search_specs_top_level_settings_are_carried(tmp_path, capsys):
