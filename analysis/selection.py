@@ -158,6 +158,7 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
         frame = frame[frame["method"].isin(list(methods))]
     if group_info is not None:
         frame = _within_group_info(frame, group_info, notes)
+    _note_in_sample_validation(results, frame, criteria, notes)
     keys = ["dataset", "model", "variant"] if by_model else ["dataset", "variant"]
     if not by_model:
         for dataset, models in frame.groupby("dataset")["model"].unique().items():
@@ -520,6 +521,18 @@ def _score_methods(runs: pd.DataFrame, keys: list) -> pd.DataFrame:
     order = {name: index for index, name in enumerate(METHODS)}
     scored["_order"] = [order.get(name, len(order)) for name in scored["method"]]
     return _rank(scored, keys, ["_order", "method", "ratio"]).drop(columns="_order")
+
+
+def _note_in_sample_validation(results: SweepResults, frame: pd.DataFrame, criteria, notes: list) -> None:
+    """Note when DFR trials fitted on the validation split (``dfr_variant: val_tr``) compete by a validation
+    criterion: their ``val/*`` metrics are those of the data they were fitted on (``trainables.dfr``)."""
+    if set(criteria) <= {"oracle"}:
+        return
+    dfr = frame.loc[frame["method"] == "dfr", "trial_id"].unique()
+    if any(results.configs[trial_id].get("dfr_variant", "val_tr") == "val_tr" for trial_id in dfr):
+        notes.append("dfr (val_tr) retrained its last layer on the validation split: its validation metrics, and a "
+                     "choice by them against other methods, are optimistic; compare it by test metrics (oracle) or "
+                     "leave it out (--methods)")
 
 
 def _note_unequal_seeds(scored: pd.DataFrame, keys: list, notes: list) -> None:

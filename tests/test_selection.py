@@ -254,6 +254,23 @@ def test_dfr_fitted_on_the_training_split_counts_its_training_group_labels(tmp_p
     validation = select(results, ["wga"], group_info="val")
     assert "dfr" not in set(validation.methods["method"])
     assert "group information at most val: left out dfr (train+val)" in validation.notes
+    assert not any("dfr (val_tr)" in note for note in every.notes)  # fitted on training data: val is held out
+
+
+def test_dfr_fitted_on_the_validation_split_is_noted_when_chosen_by_validation(tmp_path):
+    """DFR^Val_Tr (the default) fits its last layer on the validation split: a choice by validation metrics
+    against other methods favours it, and a note says so (never for the oracle alone, which reads test)."""
+    build_sweep(tmp_path / "run")
+    for index, seed in ((100, 0), (101, 1)):
+        write_trial(tmp_path / "run", index, trial_config("wb", "m", "dfr", None, seed, epochs=3),
+                    [epoch_metrics(e, overrides={"val/wga": 0.97}) for e in (1, 2, 3)])
+    results = load_results(tmp_path / "run")
+    note = ("dfr (val_tr) retrained its last layer on the validation split: its validation metrics, and a choice "
+            "by them against other methods, are optimistic; compare it by test metrics (oracle) or leave it out "
+            "(--methods)")
+    assert note in select(results, ["wga", "oracle"]).notes
+    assert note not in select(results, ["oracle"]).notes
+    assert note not in select(results, ["wga"], methods=["upsampling", "mixture"]).notes
 
 
 def test_bad_names_are_one_line_errors(tmp_path):
