@@ -526,7 +526,7 @@ def _score_methods(runs: pd.DataFrame, keys: list) -> pd.DataFrame:
 def _note_in_sample_validation(results: SweepResults, frame: pd.DataFrame, criteria, notes: list) -> None:
     """Note when DFR trials fitted on the validation split (``dfr_variant: val_tr``) compete by a validation
     criterion: their ``val/*`` metrics are those of the data they were fitted on (``trainables.dfr``)."""
-    if set(criteria) <= {"oracle"}:
+    if set(criteria) <= {"oracle"} or "method" not in frame:  # a frame of no trial has no columns
         return
     dfr = frame.loc[frame["method"] == "dfr", "trial_id"].unique()
     if any(results.configs[trial_id].get("dfr_variant", "val_tr") == "val_tr" for trial_id in dfr):
