@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import re
 import shlex
@@ -510,6 +511,10 @@ def _most_epochs(trial) -> int:
     return trial.most_epochs if isinstance(trial, SearchCell) else trial.config["epochs"]
 
 
+# The most combinations of search-space values a cell's check tries (a few searched settings of a few values).
+MAX_SPACE_COMBINATIONS = 1024
+
+
 def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, seeds: list,
                  resources: Resources, method_keys: list) -> SearchCell:
     """The ``SearchCell`` of one dataset x model x method (x ratio, x tag): every value of each space is
@@ -526,6 +531,7 @@ def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, s
                 TrainConfig.from_dict({**fixed, key: candidate, "seed": 0})
             except GroupsweepError as error:
                 _fail(f"cell {name}: hparams {key}: {describe_space(value)}", str(error))
+    _check_space_combinations(name, fixed, space)
     try:
         config = TrainConfig.from_dict({**fixed, "seed": 0}).to_dict()
     except GroupsweepError as error:
@@ -534,6 +540,22 @@ def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, s
         config[METHOD_HPARAMS_KEY] = method_keys
     return SearchCell(name=name, config=config, space=space, seeds=tuple(search.seeds or seeds), resources=resources,
                       num_samples=search.num_samples if space else 1)
+
+
+def _check_space_combinations(name: str, fixed: dict, space: dict) -> None:
+    """Refuse a cell whose spaces together can draw a config that no trial could run (settings that bound each
+    other, such as ``jtt_epochs`` <= ``epochs``): every combination of the spaces' values (``space_values``:
+    bounds or listed values) is checked, when there are at most ``MAX_SPACE_COMBINATIONS``."""
+    keys = list(space)
+    if len(keys) < 2 or math.prod(len(space_values(space[key])) for key in keys) > MAX_SPACE_COMBINATIONS:
+        return
+    for combination in itertools.product(*(space_values(space[key]) for key in keys)):
+        drawn = dict(zip(keys, combination))
+        try:
+            TrainConfig.from_dict({**fixed, **drawn, "seed": 0})
+        except GroupsweepError as error:
+            shown = ", ".join(f"{key}={value!r}" for key, value in drawn.items())
+            _fail(f"cell {name}: hparams {', '.join(keys)} can draw {shown}", str(error))
 
 
 def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:

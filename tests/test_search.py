@@ -61,6 +61,25 @@ def test_bad_spaces_are_refused_in_one_line(space, message):
     assert str(info.value) == f"hparams.lr: {message}"
 
 
+def test_spaces_that_bound_each_other_are_checked_together():
+    """``jtt_epochs`` <= ``epochs``: each space alone passes against the other's first value (10 and 1), but
+    together they can draw epochs 3 with jtt_epochs 5, which no trial could run; a space whose every draw
+    fits is accepted."""
+    from sweeps.spec import build_spec
+
+    def jtt_search(epochs):
+        return {"datasets": ["synthetic-waterbirds"], "models": ["toy-convnextv2-xs"], "seeds": [0],
+                "search": {"num_samples": 2},
+                "methods": [{"jtt": {"hparams": {"epochs": epochs, "jtt_epochs": {"randint": [1, 6]}}}}]}
+
+    with pytest.raises(GroupsweepError) as info:
+        build_spec(jtt_search({"choice": [10, 3]}))
+    assert str(info.value) == ("cell synthetic-waterbirds-toy-convnextv2-xs-jtt: hparams epochs, jtt_epochs can draw "
+                               "epochs=3, jtt_epochs=5: jtt_epochs 5 exceeds epochs 3: JTT's identification model "
+                               "is epoch jtt_epochs of the run's ERM counterpart")
+    assert len(build_spec(jtt_search({"choice": [10, 6]})).cells) == 1
+
+
 # --- the search block --------------------------------------------------------------------------------
 
 def test_search_block_defaults_and_values():
