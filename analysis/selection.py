@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.metrics import bias_unsupervised_score
+from analysis.metrics import EMPTY_CELLS, bias_unsupervised_score
 from analysis.results import SweepResults, read_in_threads, sampled_keys
 from trainables.balancing import GROUP_INFO_LEVELS, METHODS, within_group_info
 from trainables.errors import GroupsweepError, choose
@@ -119,7 +119,7 @@ def parse_criteria(criterion: str) -> list:
 
 
 def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_model: bool = True,
-           methods=None, group_info: str | None = None) -> Selection:
+           methods=None, group_info: str | None = None, empty_cells: str = "skip") -> Selection:
     """Choose the balancing method (and, in a search, each method's configuration) per group for each
     criterion (see the module docstring).
 
@@ -128,15 +128,19 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
     runs of each method (a note says so); ``methods``: restrict the candidates to these method names
     (``trainables.balancing`` names such as ``mixture``, which keeps every mixture ratio; default None:
     every method present; a name without trials gives a note); ``group_info``: keep only the methods that
-    use at most this group information (``none``, ``val`` or ``train+val``; default None: no restriction).
-    Unknown criteria, epoch rules or group information raise a one-line ``GroupsweepError``; missing
-    results never raise: they are left out and noted.
+    use at most this group information (``none``, ``val`` or ``train+val``; default None: no restriction);
+    ``empty_cells``: how ``bias-unsupervised`` treats a (class, biased prediction) cell without examples,
+    ``skip`` (the authors' code: averaged over the other cells) or ``zero`` (the paper's eq. (1): counted as 0;
+    ``analysis.metrics.bias_unsupervised_score``). Unknown criteria, epoch rules, group information or
+    empty-cell rules raise a one-line ``GroupsweepError``; missing results never raise: they are left out
+    and noted.
     """
     for criterion in criteria:
         choose("selection criterion", criterion, CRITERIA)
     choose("epoch rule", epoch, EPOCH_RULES)
     if group_info is not None:
         choose("group information", group_info, GROUP_INFO_LEVELS)
+    choose("empty-cell rule", empty_cells, EMPTY_CELLS)
     notes = _excluded_trials(results)
     searched = results.searched
     reruns = _reruns(results) if searched else {}
@@ -174,7 +178,7 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
 
     tables, per_method = [], []
     for criterion in criteria:
-        runs = _criterion_runs(results, frame, criterion, epoch, notes, biased)
+        runs = _criterion_runs(results, frame, criterion, epoch, notes, biased, empty_cells)
         if runs.empty:
             notes.append(f"{criterion}: no complete trial with a value for this criterion; skipped")
             continue
@@ -273,9 +277,10 @@ def _diverged_configurations(results: SweepResults, frame: pd.DataFrame, notes: 
 
 
 def _criterion_runs(results: SweepResults, frame: pd.DataFrame, criterion: str, epoch: str,
-                    notes: list, biased: dict) -> pd.DataFrame:
+                    notes: list, biased: dict, empty_cells: str = "skip") -> pd.DataFrame:
     """One row per trial: its criterion value (column ``value``) and test metrics at the chosen epoch;
-    ``biased`` maps (dataset, model, variant, seed) to the biased trial (``_biased_models``)."""
+    ``biased`` maps (dataset, model, variant, seed) to the biased trial (``_biased_models``); ``empty_cells``:
+    ``bias-unsupervised``'s rule (``select``)."""
     column = CRITERIA[criterion]
     if column is not None and column not in frame:
         notes.append(f"{criterion}: metric {column} is not reported; skipped")
@@ -287,7 +292,7 @@ def _criterion_runs(results: SweepResults, frame: pd.DataFrame, criterion: str, 
     needed = list(dict.fromkeys(needed))  # oracle's column is also a test metric
     rows = rows[[name for name in needed if name in rows]].copy()
     if column is None:
-        rows["value"] = _bias_unsupervised_values(results, rows, notes, biased)
+        rows["value"] = _bias_unsupervised_values(results, rows, notes, biased, empty_cells)
     else:
         rows["value"] = rows[column].astype(float)
     rows = rows[rows["value"].notna()]
@@ -342,9 +347,10 @@ def _best_biased_configuration(results: SweepResults, trials: pd.DataFrame, grou
     return group[(group["cell"] == best["cell"]) & (group["config_id"] == best["config_id"])]
 
 
-def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: list, biased: dict) -> np.ndarray:
-    """``bias_unsupervised_score`` of each row's val predictions against its biased trial in ``biased``
-    (the files of several rows are read at once: ``analysis.results.read_in_threads``)."""
+def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: list, biased: dict,
+                              empty_cells: str) -> np.ndarray:
+    """``bias_unsupervised_score`` (``empty_cells`` rule) of each row's val predictions against its biased trial
+    in ``biased`` (the files of several rows are read at once: ``analysis.results.read_in_threads``)."""
     values = np.full(len(rows), np.nan)
     reported = set()
     table = list(rows[["trial_id", "dataset", "model", "variant", "seed", "epoch"]].itertuples(index=False))
@@ -359,7 +365,7 @@ def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: 
             return bias_unsupervised_score(
                 labels["val_y"], results.predictions(row.trial_id, row.epoch, splits=("val",))["val"],
                 results.predictions(bias.trial_id, bias.epochs, splits=("val",))["val"],
-                n_classes=labels["n_classes"])
+                n_classes=labels["n_classes"], empty_cells=empty_cells)
         except GroupsweepError as error:  # includes MissingResultError
             return error
 
@@ -469,7 +475,7 @@ def _rerun_table(results: SweepResults, methods_table: pd.DataFrame, columns: li
     for criterion, winners in methods_table[methods_table["selected"]].groupby("criterion", sort=False):
         if epoch == "best":
             biased = _biased_models(results, rerun_trials, []) if criterion == "bias-unsupervised" else {}
-            runs = _criterion_runs(results, frame, criterion, epoch, notes, biased)
+            runs = _criterion_runs(results, frame, criterion, epoch, notes, biased, empty_cells)
         else:
             runs = _with_test_metrics(frame[frame["epoch"] == frame["epochs"]].assign(value=np.nan))
         for winner in winners.to_dict("records"):

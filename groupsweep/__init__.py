@@ -60,7 +60,7 @@ def load_results(path_or_uri) -> SweepResults:
 
 
 def select(results, criterion: str = "all", epoch: str = "final", pool_models: bool = False, methods=None,
-           group_info: str | None = None) -> Selection:
+           group_info: str | None = None, empty_cells: str = "skip") -> Selection:
     """The whole selection behind ``table1`` (same arguments, same choices), an ``analysis.selection.Selection``:
     ``.table`` (Table 1, the numbers as fractions), ``.methods`` (every candidate method's validation and
     test scores), ``.hyperparameters`` (a search's chosen configurations), ``.rerun`` (their reruns' scores)
@@ -69,18 +69,19 @@ def select(results, criterion: str = "all", epoch: str = "final", pool_models: b
     if not isinstance(results, SweepResults):
         results = load_results(results)
     return _select(results, parse_criteria(criterion), epoch=epoch, by_model=not pool_models, methods=methods,
-                   group_info=group_info)
+                   group_info=group_info, empty_cells=empty_cells)
 
 
 def table1(results, criterion: str = "all", epoch: str = "final", pool_models: bool = False, methods=None,
-           layout: str = "details", group_info: str | None = None) -> pd.DataFrame:
+           layout: str = "details", group_info: str | None = None, empty_cells: str = "skip") -> pd.DataFrame:
     """Table 1 of ``results`` (a ``SweepResults``, or what ``load_results`` takes), as ``groupsweep analyze``
     selects it: per dataset and model (``pool_models=True``: per dataset, its models pooled), the
     balancing method with the best mean validation ``criterion`` over seeds (``wga``, ``worst-class``,
     ``bias-unsupervised``, ``average``, ``oracle`` or ``all``) at the ``final`` or ``best`` epoch, among
     ``methods`` (names such as ``["none", "upsampling", "mixture"]``; default: every method present) that
     use at most ``group_info`` group information (``none``, ``val`` or ``train+val``; default: any), as
-    ``analyze --group-info`` restricts them.
+    ``analyze --group-info`` restricts them; ``empty_cells``: ``bias-unsupervised``'s rule for a cell without
+    examples, ``skip`` (default) or ``zero`` (``analyze --empty-cells``).
 
     ``layout``: ``details`` (default; one row per group and criterion, test metrics in percent as
     ``mean ± std`` over seeds: ``analysis.selection.display_table``), ``paper`` (a row per criterion, a
@@ -90,7 +91,7 @@ def table1(results, criterion: str = "all", epoch: str = "final", pool_models: b
     information."""
     choose("layout", layout, TABLE1_LAYOUTS)
     selection = select(results, criterion, epoch=epoch, pool_models=pool_models, methods=methods,
-                       group_info=group_info)
+                       group_info=group_info, empty_cells=empty_cells)
     table = {"details": display_table, "paper": paper_view, "raw": lambda frame: frame}[layout](selection.table)
     table = table.copy()
     table.attrs["notes"] = list(selection.notes)

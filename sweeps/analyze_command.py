@@ -7,8 +7,8 @@ lines instead of failing. A directory that does not exist or holds no trial is a
 
 ``analyze`` writes ``<stem>.md`` (the paper's layout, the detailed table, every candidate and the
 notes), ``<stem>.csv`` (the raw numbers of Table 1), ``<stem>.tex`` and ``<stem>_methods.csv`` (every
-candidate), with ``<stem>`` = ``table1`` plus ``_<criterion>``, ``_best``, ``_pooled`` and
-``_groupinfo-<level>`` when chosen.
+candidate), with ``<stem>`` = ``table1`` plus ``_<criterion>``, ``_best``, ``_pooled``,
+``_groupinfo-<level>`` and ``_emptycells-zero`` when chosen.
 
 Selection is per dataset and model by default (the paper's Table 1 has one model per dataset);
 ``--pool-models`` pools the models of a dataset as extra runs of each method instead (a note says so).
@@ -39,6 +39,7 @@ from pathlib import Path
 from trainables.balancing import GROUP_INFO_LEVELS
 from trainables.balancing import METHODS as METHOD_NAMES
 from trainables.errors import GroupsweepError, choose
+from trainables.metrics import EMPTY_CELLS
 from trainables.trial_dir import split_location
 
 CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
@@ -78,6 +79,9 @@ def register(subparsers) -> None:
     analyze.add_argument("--group-info", default=None, metavar="LEVEL",
                          help="choose only among methods using at most this group information: "
                               + ", ".join(GROUP_INFO_LEVELS) + " (none < val < train+val; default: any)")
+    analyze.add_argument("--empty-cells", default="skip", choices=EMPTY_CELLS,
+                         help="bias-unsupervised: a (class, biased prediction) cell without examples is skipped "
+                              "(default, the authors' code) or counts 0 (zero, the paper's eq. 1)")
     add_out_argument(analyze)
     analyze.set_defaults(func=run_analyze, check=check_analyze_args)
 
@@ -130,7 +134,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     results = load_run(args.run_dir)
     methods = parse_methods(args.methods)
     selection = select(results, criteria, epoch=args.epoch, by_model=not args.pool_models, methods=methods,
-                       group_info=args.group_info)
+                       group_info=args.group_info, empty_cells=args.empty_cells)
     print_notes(selection.notes)
     if selection.table.empty:
         print("no method could be selected: no complete trial has the needed results")
@@ -149,6 +153,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     stem = "table1" + ("" if args.criterion == "all" else f"_{args.criterion}")
     stem += ("_best" if args.epoch == "best" else "") + ("_pooled" if args.pool_models else "")
     stem += f"_groupinfo-{args.group_info}" if args.group_info else ""
+    stem += "_emptycells-zero" if args.empty_cells == "zero" else ""
     sections = [f"# {title}", paper.to_markdown(index=False, disable_numparse=True), "## Details", shown.to_markdown(index=False, disable_numparse=True),
                 "## Every candidate (rank 1 = chosen)", display_table(selection.methods).to_markdown(index=False, disable_numparse=True)]
     extra = []  # (title, display table, raw table, file suffix) of a search's tables

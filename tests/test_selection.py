@@ -89,6 +89,21 @@ def test_bias_unsupervised_scores_match_the_hand_computation(tmp_path):
     assert methods.at["upsampling", "rank"] == 1 and methods.at["upsampling", "selected"]
 
 
+def test_bias_unsupervised_with_empty_cells_counted_zero_follows_the_papers_formula(tmp_path):
+    """eq. (1): (1/K^2) sum over all K^2 cells, an empty cell counting 0. Seed 1's biased model fills 2 of the
+    4 cells, so its scores halve there: upsampling (0.8125 + (5/6 + 3/4) / 4) / 2, the others
+    (0.5 + (2/3 + 1/2) / 4) / 2, none (0.5 + 2/4) / 2."""
+    build_sweep(tmp_path)
+    results = load_results(tmp_path)
+    methods = select(results, ["bias-unsupervised"], empty_cells="zero").methods.set_index("method_label")
+    assert methods.at["upsampling", "score"] == pytest.approx((0.8125 + 19 / 48) / 2)
+    for label in ("subsetting", "mixture 2:1", "mixture 3:1"):
+        assert methods.at[label, "score"] == pytest.approx((0.5 + 7 / 24) / 2)
+    assert methods.at["none", "score"] == pytest.approx(0.5)
+    with pytest.raises(GroupsweepError, match="unknown empty-cell rule 'none'"):
+        select(results, ["bias-unsupervised"], empty_cells="none")
+
+
 def test_chosen_method_reports_mean_and_sample_std_over_seeds(tmp_path):
     build_sweep(tmp_path)
     row = select(load_results(tmp_path), ["wga"]).table.iloc[0]
@@ -337,6 +352,10 @@ def test_analyze_command_prints_and_writes_table1(tmp_path, monkeypatch, capsys)
     assert (out / "table1_wga_best.csv").exists()  # --by-model is the default; the files have no suffix for it
     assert cli.main(["analyze", str(tmp_path / "run"), "--criterion", "wga", "--pool-models", "--out", str(out)]) == 0
     assert (out / "table1_wga_pooled.csv").exists()
+    assert cli.main(["analyze", str(tmp_path / "run"), "--criterion", "bias-unsupervised", "--empty-cells", "zero",
+                     "--out", str(out)]) == 0
+    zero = pd.read_csv(out / "table1_bias-unsupervised_emptycells-zero.csv")
+    assert zero["score"].tolist() == pytest.approx([0.8125])  # seed 0 only (seed 1 has no biased model): all full
     capsys.readouterr()
     with pytest.raises(SystemExit):  # the two groupings exclude each other
         cli.main(["analyze", str(tmp_path / "run"), "--by-model", "--pool-models"])
