@@ -1,5 +1,6 @@
 """Search spaces, the search block, and the per-cell searcher and scheduler, without starting Ray."""
 
+import math
 import pickle
 from types import SimpleNamespace
 
@@ -187,6 +188,21 @@ def test_an_adaptive_search_survives_save_and_restore(tmp_path, algorithm):
     rest = second.searcher.suggest("t2")
     assert rest["trial_name"] == "a-h02-s0" and 1e-4 <= rest["lr"] <= 1e-1
     assert [config["trial_name"] for config in handed] == ["a-h00-s0", "a-h01-s0"]
+
+
+def test_an_adaptive_searcher_is_told_a_diverged_seed_is_the_worst_configuration():
+    """Seed 0 of the first configuration diverges, seed 1 reaches 0.8: the searcher (Optuna's TPE behind Tune's
+    Repeater) records the configuration at -inf, not at 0.8, the mean of the seed that did not diverge."""
+    cells = [cell("a", {"lr": {"loguniform": [1e-4, 1e-1]}}, seeds=(0, 1), num_samples=2)]
+    searcher = search_plan(cells, SearchSettings(num_samples=2, algorithm="optuna")).searcher
+    for index in range(4):
+        searcher.suggest(f"t{index}")
+    searcher.on_trial_complete("t0", {"status": "diverged", "epoch": 2})
+    searcher.on_trial_complete("t1", {"val/wga": 0.8, "epoch": 4})
+    searcher.on_trial_complete("t2", {"val/wga": 0.5, "epoch": 4})
+    searcher.on_trial_complete("t3", {"val/wga": 0.6, "epoch": 4})
+    study = searcher.searchers["a"].searcher._ot_study
+    assert [trial.values for trial in study.trials] == [[-math.inf], [pytest.approx(0.55)]]
 
 
 def fake_trial(trial_id, cell_name, epochs=4):
