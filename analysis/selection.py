@@ -201,7 +201,7 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
     counts = methods_table.groupby(keys + ["criterion"], dropna=False).size().rename("n_candidates")
     table = table.join(counts, on=keys + ["criterion"])
     hyperparameters = _hyperparameters(results, methods_table, keys) if searched else pd.DataFrame()
-    rerun = _rerun_table(results, methods_table, list(table.columns), reruns, keys, epoch, notes) \
+    rerun = _rerun_table(results, methods_table, list(table.columns), reruns, keys, epoch, notes, empty_cells) \
         if reruns else pd.DataFrame()
     if not (table["variant"] != "").any():
         table, methods_table, hyperparameters, rerun = (
@@ -464,10 +464,11 @@ def _same_value(a, b) -> bool:
 
 
 def _rerun_table(results: SweepResults, methods_table: pd.DataFrame, columns: list, reruns: dict, keys: list,
-                 epoch: str, notes: list) -> pd.DataFrame:
+                 epoch: str, notes: list, empty_cells: str) -> pd.DataFrame:
     """Table 1 of the reruns: per Table 1 winner (``selected`` in ``methods_table``) whose configuration has
     complete reruns, their test metrics over seeds (see the module docstring) in Table 1's ``columns``
-    (without ``n_candidates``) plus ``sweep``; ``score`` is the search's validation score."""
+    (without ``n_candidates``) plus ``sweep``; ``score`` is the search's validation score; ``empty_cells``:
+    ``bias-unsupervised``'s rule (``select``)."""
     trials = results.trials
     rerun_trials = trials[trials.index.isin(list(reruns))]
     frame = results.frame[results.frame["trial_id"].isin(list(reruns)) & (results.frame["status"] == "complete")]
