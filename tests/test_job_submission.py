@@ -54,6 +54,18 @@ def wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float = 120) -
     raise AssertionError("the head node's job server did not answer")
 
 
+def submit_job(url: str, work: Path, argv: list, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``ray job submit`` of ``argv``, submitted again while the head node answers that its job agent is not up
+    yet (its dashboard answers first: "No available agent to submit job, please try again later")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = subprocess.run([RAY, "job", "submit", "--address", url, "--working-dir", str(work), "--", *argv],
+                             env=head_env(), capture_output=True, text=True, timeout=600)
+        if "No available agent" not in job.stdout + job.stderr or time.monotonic() > deadline:
+            return job
+        time.sleep(2)
+
+
 def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_node(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -70,9 +82,7 @@ def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_node(tmp_path):
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for_dashboard(url, head)
-        job = subprocess.run([RAY, "job", "submit", "--address", url, "--working-dir", str(work), "--",
-                              "groupsweep", "run", "spec.yaml", "--address", "auto", "--storage", str(storage)],
-                             env=head_env(), capture_output=True, text=True, timeout=600)
+        job = submit_job(url, work, ["groupsweep", "run", "spec.yaml", "--address", "auto", "--storage", str(storage)])
         assert job.returncode == 0 and "succeeded" in job.stdout + job.stderr, job.stdout[-3000:] + job.stderr[-3000:]
         assert "final test WGA" in job.stdout
     finally:
