@@ -162,7 +162,7 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
         frame = frame[frame["method"].isin(list(methods))]
     if group_info is not None:
         frame = _within_group_info(frame, group_info, notes)
-    _note_in_sample_validation(results, frame, criteria, notes)
+    _note_in_sample_validation(frame, criteria, notes)
     keys = ["dataset", "model", "variant"] if by_model else ["dataset", "variant"]
     if not by_model:
         for dataset, models in frame.groupby("dataset")["model"].unique().items():
@@ -259,8 +259,7 @@ def _stopped_trials(results: SweepResults, frame: pd.DataFrame, epoch: str, note
                          "(the final epoch rule needs every seed at its final epoch)")
     if epoch == "best":
         return frame
-    left_out = set(zip(stopped["cell"], stopped["config_id"]))
-    return frame[[key not in left_out for key in zip(frame["cell"], frame["config_id"])]]
+    return _without_configurations(frame, stopped)
 
 
 def _diverged_configurations(results: SweepResults, frame: pd.DataFrame, notes: list) -> pd.DataFrame:
@@ -272,7 +271,12 @@ def _diverged_configurations(results: SweepResults, frame: pd.DataFrame, notes: 
         total = trials.loc[trials["cell"] == cell, "config_id"].nunique()
         notes.append(f"{_where(group.iloc[0])}: {group['config_id'].nunique()} of {total} configurations left out: "
                      f"{len(group)} of their trials diverged (a configuration is compared over all its seeds)")
-    left_out = set(zip(diverged["cell"], diverged["config_id"]))
+    return _without_configurations(frame, diverged)
+
+
+def _without_configurations(frame: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` outside every searched configuration (cell, config_id) that ``trials`` belong to."""
+    left_out = set(zip(trials["cell"], trials["config_id"]))
     return frame[[key not in left_out for key in zip(frame["cell"], frame["config_id"])]] if left_out else frame
 
 
@@ -530,13 +534,13 @@ def _score_methods(runs: pd.DataFrame, keys: list) -> pd.DataFrame:
     return _rank(scored, keys, ["_order", "method", "ratio"]).drop(columns="_order")
 
 
-def _note_in_sample_validation(results: SweepResults, frame: pd.DataFrame, criteria, notes: list) -> None:
-    """Note when DFR trials fitted on the validation split (``dfr_variant: val_tr``) compete by a validation
-    criterion: their ``val/*`` metrics are those of the data they were fitted on (``trainables.dfr``)."""
+def _note_in_sample_validation(frame: pd.DataFrame, criteria, notes: list) -> None:
+    """Note when DFR trials fitted on the validation split (``dfr_variant: val_tr``, whose group information is
+    ``val``; ``tr_tr``'s is ``train+val``) compete by a validation criterion: their ``val/*`` metrics are those
+    of the data they were fitted on (``trainables.dfr``)."""
     if set(criteria) <= {"oracle"} or "method" not in frame:  # a frame of no trial has no columns
         return
-    dfr = frame.loc[frame["method"] == "dfr", "trial_id"].unique()
-    if any(results.configs[trial_id].get("dfr_variant", "val_tr") == "val_tr" for trial_id in dfr):
+    if ((frame["method"] == "dfr") & (frame["group_info"] == "val")).any():
         notes.append("dfr (val_tr) retrained its last layer on the validation split: its validation metrics, and a "
                      "choice by them against other methods, are optimistic; compare it by test metrics (oracle) or "
                      "leave it out (--methods)")
