@@ -1,6 +1,10 @@
 """A sweep at a glance: per-trial progress and the per-model, per-method summary that ``groupsweep run`` and
 ``groupsweep status`` print.
 
+In a hyperparameter search a method's trials are configurations, not repeats, so the summary does not pool
+them: it reports each method's configuration chosen by validation worst-group accuracy (mean over its search
+seeds, final epoch: ``analysis.selection.select``, the rule of ``groupsweep analyze``).
+
 Both read the sweep through ``analysis.results.load_results`` (a ``SweepResults``), so "finished"
 and "diverged" mean here what they mean in every analysis: a trial is finished when its status is
 ``complete`` (it reported its last configured epoch without diverging) and diverged when its status
@@ -16,8 +20,9 @@ import math
 import pandas as pd
 
 from analysis.results import SweepResults
+from analysis.selection import select
 
-SUMMARY_COLUMNS = ("dataset", "model", "method", "n", "diverged", "test_wga_mean", "test_wga_std")
+SUMMARY_COLUMNS = ("dataset", "model", "method", "config", "n", "diverged", "test_wga_mean", "test_wga_std")
 PROGRESS_COLUMNS = ("trial_name", "status", "last_epoch", "epochs", "val/wga", "test/wga")
 
 
@@ -54,11 +59,16 @@ def summarize(results: SweepResults | None, order=()) -> pd.DataFrame:
     One row per (dataset, model, variant, method label), in the order of first appearance among the trials
     sorted by ``order``, as the paper's tables are per dataset and model: trials of different models (or
     variants, such as ``last_layer_only=true``) are never pooled. ``model`` is the model's name, with the
-    trial's ``variant`` (``SweepResults.trials``) in parentheses when it has one. ``n`` counts the finished
-    trials with a final ``test/wga`` (their row of ``SweepResults.final_rows()``), ``test_wga_mean`` is
-    their mean and ``test_wga_std`` their sample
-    standard deviation (ddof=1; NaN for fewer than two, the mean NaN for none); ``diverged`` counts the
+    trial's ``variant`` (``SweepResults.trials``) in parentheses when it has one. ``diverged`` counts the
     diverged trials. Accuracies are fractions.
+
+    In a grid sweep ``config`` is empty and the row pools the method's trials (its seeds): ``n`` counts the
+    finished trials with a final ``test/wga`` (their row of ``SweepResults.final_rows()``), ``test_wga_mean``
+    is their mean and ``test_wga_std`` their sample standard deviation (ddof=1; NaN for fewer than two, the
+    mean NaN for none). In a search (``SweepResults.searched``) the row is the method's configuration chosen
+    by validation WGA (module docstring): ``config`` is ``"<config_id> of <configurations>"``, and ``n`` and
+    the test numbers are over that configuration's finished seeds (``n`` 0 and an empty ``config`` while no
+    configuration of the method has finished).
     """
     if results is None:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
@@ -69,35 +79,61 @@ def summarize(results: SweepResults | None, order=()) -> pd.DataFrame:
     else:
         final_wga = pd.Series(float("nan"), index=trials.index)
     trials = trials.assign(final_wga=final_wga, is_diverged=trials["status"] == "diverged")
+    chosen = _chosen_configurations(results) if results.searched else {}
     rows = []
     for (dataset, model, variant, label), group in trials.groupby(["dataset", "model", "variant", "method_label"],
                                                                   sort=False):
-        values = group["final_wga"].dropna()
-        rows.append({"dataset": dataset, "model": f"{model} ({variant})" if variant else model, "method": label,
-                     "n": len(values),
-                     "diverged": int(group["is_diverged"].sum()),
-                     "test_wga_mean": values.mean() if len(values) else float("nan"),
-                     "test_wga_std": values.std(ddof=1) if len(values) > 1 else float("nan")})
+        row = {"dataset": dataset, "model": f"{model} ({variant})" if variant else model, "method": label,
+               "diverged": int(group["is_diverged"].sum())}
+        if results.searched:
+            row.update(chosen.get((dataset, model, variant, label),
+                                  {"config": "", "n": 0, "test_wga_mean": float("nan"), "test_wga_std": float("nan")}))
+        else:
+            values = group["final_wga"].dropna()
+            row.update({"config": "", "n": len(values),
+                        "test_wga_mean": values.mean() if len(values) else float("nan"),
+                        "test_wga_std": values.std(ddof=1) if len(values) > 1 else float("nan")})
+        rows.append(row)
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def _chosen_configurations(results: SweepResults) -> dict:
+    """(dataset, model, variant, method label) -> the ``summarize`` values of the configuration ``select`` chooses
+    for that method by validation WGA at the final epoch (methods without a finished configuration are absent)."""
+    methods = select(results, ["wga"], epoch="final").methods
+    if methods.empty:
+        return {}
+    if "variant" not in methods:
+        methods = methods.assign(variant="")
+    return {(row.dataset, row.model, row.variant, row.method_label): {
+                "config": f"{row.config_id} of {row.n_configurations}", "n": int(row.n_seeds),
+                "test_wga_mean": row.test_wga_mean, "test_wga_std": row.test_wga_std}
+            for row in methods.itertuples(index=False)}
 
 
 def format_summary(summary: pd.DataFrame) -> str:
     """A ``summarize`` table as text: a header line, then one line per row with the accuracy in
     percent as ``mean ± std`` (``mean`` alone for one trial, ``-`` for none) and ``(N diverged)``
-    when some trials diverged."""
-    lines = [f"{'dataset':<24} {'model':<16} {'method':<22} {'n':>3}  {'final test WGA (%)':>20}"]
+    when some trials diverged; for a search (any ``config``), the chosen configuration after the method."""
+    searched = bool(summary["config"].astype(bool).any())
+    config = f" {'config (by val WGA)':<20}" if searched else ""
+    lines = [f"{'dataset':<24} {'model':<16} {'method':<22}{config} {'n':>3}  {'final test WGA (%)':>20}"]
     for row in summary.itertuples(index=False):
         value = _percent(row.test_wga_mean, row.test_wga_std)
         extra = f"  ({row.diverged} diverged)" if row.diverged else ""
-        lines.append(f"{row.dataset:<24} {row.model:<16} {row.method:<22} {row.n:>3}  {value:>20}{extra}")
+        config = f" {row.config:<20}" if searched else ""
+        lines.append(f"{row.dataset:<24} {row.model:<16} {row.method:<22}{config} {row.n:>3}  {value:>20}{extra}")
     return "\n".join(lines)
 
 
 def display_summary(summary: pd.DataFrame) -> pd.DataFrame:
     """A ``summarize`` table for reading (the numbers of ``format_summary``): ``dataset``, ``model``,
-    ``method``, ``n``, ``diverged`` and ``final test WGA (%)`` as ``mean ± std`` (``mean`` alone for one trial, ``-``
-    for none)."""
-    shown = summary[["dataset", "model", "method", "n", "diverged"]].copy()
+    ``method``, for a search ``config (by val WGA)``, ``n``, ``diverged`` and ``final test WGA (%)`` as
+    ``mean ± std`` (``mean`` alone for one trial, ``-`` for none)."""
+    columns = ["dataset", "model", "method", "config", "n", "diverged"]
+    if not summary["config"].astype(bool).any():
+        columns.remove("config")
+    shown = summary[columns].rename(columns={"config": "config (by val WGA)"})
     shown["final test WGA (%)"] = [_percent(mean, std) for mean, std in
                                    zip(summary["test_wga_mean"], summary["test_wga_std"])]
     return shown.reset_index(drop=True)

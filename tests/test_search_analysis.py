@@ -111,6 +111,31 @@ def test_each_method_keeps_its_best_configuration_and_the_best_method_wins(tmp_p
     assert selection.notes == []
 
 
+def test_the_run_summary_of_a_search_reports_each_methods_chosen_configuration_not_all_of_them(tmp_path):
+    """Pooled, upweighting's three configurations would give (0.5 * 4 + 0.72 + 0.76) / 6 = 0.58; the summary gives
+    its configuration chosen by validation WGA (h01, 0.74 over its 2 seeds), as ``analyze`` does. A method whose
+    configurations have not finished (subsetting: stopped by ASHA) has no chosen one yet."""
+    from analysis.summary import display_summary, format_summary, summarize
+
+    write_search(tmp_path, {key: value for key, value in SEARCH.items() if key[0] != "subsetting"})
+    for seed in (0, 1):
+        write_trial(tmp_path, 10 + seed, searched_config("wb", "m", "subsetting", sample=0, seed=seed,
+                                                         sampled={"lr": 1e-3}),
+                    [epoch_metrics(1, overrides={"val/wga": 0.9})], stopped=True)
+    summary = summarize(load_results(tmp_path)).set_index("method")
+    assert summary.loc["upweighting", ["config", "n"]].tolist() == ["h01 of 3", 2]
+    assert summary.loc["upweighting", "test_wga_mean"] == pytest.approx(0.74)
+    assert summary.loc["upweighting", "test_wga_std"] == pytest.approx(np.std(WINNER_TEST_WGA, ddof=1))
+    assert summary.loc["none", ["config", "n", "test_wga_mean"]].tolist() == ["h00 of 1", 2, 0.5]
+    assert summary.loc["subsetting", ["config", "n"]].tolist() == ["", 0]
+    assert math.isnan(summary.loc["subsetting", "test_wga_mean"])
+    lines = format_summary(summary.reset_index()).splitlines()
+    assert "config (by val WGA)" in lines[0]
+    assert [line.split()[2:6] for line in lines[1:] if "upweighting" in line] == [["upweighting", "h01", "of", "3"]]
+    assert "74.0 ± 2.8" in next(line for line in lines if "upweighting" in line)
+    assert display_summary(summary.reset_index())["config (by val WGA)"].tolist()[:1] == ["h00 of 1"]
+
+
 def test_a_method_whose_best_configuration_wins_on_one_seed_only_loses_on_the_mean(tmp_path):
     search = {("upweighting", 0): (1e-3, (0.95, 0.05)), ("upweighting", 1): (1e-4, (0.55, 0.55)),
               ("subsetting", 0): (1e-3, (0.52, 0.52))}

@@ -130,7 +130,8 @@ for _size, _depths, _dims in (
     _register_timm_toy(f"toy-convnextv2-{_size}", "toy-convnextv2", "convnextv2_atto",
                        {"depths": _depths, "dims": _dims})
 
-# Toy ResNet (basic blocks as ResNet-18/34).
+# Toy ResNet (basic blocks as ResNet-18/34). The stem is timm's 7x7 convolution of 64 channels in every size (timm
+# sets the width only of its deep stems), so the sizes differ in their four stages.
 for _size, _layers, _channels in (
     ("xs", (1, 1, 1, 1), (8, 16, 32, 64)),
     ("s", (1, 1, 1, 1), (16, 32, 64, 128)),
@@ -138,7 +139,7 @@ for _size, _layers, _channels in (
     ("l", (2, 2, 2, 2), (32, 64, 128, 256)),
 ):
     _register_timm_toy(f"toy-resnet-{_size}", "toy-resnet", "resnet18",
-                       {"layers": _layers, "channels": _channels, "stem_width": _channels[0]})
+                       {"layers": _layers, "channels": _channels})
 
 
 # --- text models (transformers) ----------------------------------------------------------------------
