@@ -16,7 +16,8 @@ from trainables import base_model
 from trainables.builders import build_model_and_inputs
 from trainables.config import DFR_C_GRID, TrainConfig
 from trainables.config_data import load_config_dataset
-from trainables.dfr import LastLayer, balanced_subset, fit_last_layer, l1_logistic_regression, run_dfr
+from trainables.dfr import (LastLayer, balanced_subset, fit_last_layer, fit_regression, l1_logistic_regression,
+                            predict, run_dfr)
 from trainables.errors import GroupsweepError
 from trainables.finetune import finetune
 from trainables.plans import training_plan
@@ -141,12 +142,24 @@ def test_last_layer_is_scikit_learns_regression_and_predicts_as_it_does(variant,
 
 def test_binary_layer_is_zero_then_the_decision():
     layer = LastLayer(coef=np.array([[2.0, -1.0]]), intercept=np.array([0.5]), mean=np.array([1.0, 0.0]),
-                      scale=np.array([2.0, 1.0]), c=1.0, c_scores=np.array([1.0]), n_retrain=4)
+                      scale=np.array([2.0, 1.0]), c=1.0, c_scores=np.array([1.0]), n_retrain=4, classes=np.arange(2))
     weight, bias = layer.linear(2)
     x = np.array([3.0, 1.0])  # standardised (1, 1): decision 2 - 1 + 0.5
     assert np.allclose(weight @ x + bias, [0.0, 1.5])
-    with pytest.raises(GroupsweepError, match="1 rows for 3 classes"):
+    with pytest.raises(GroupsweepError, match=r"holds the classes \[0, 1\] of 3; every class needs examples"):
         layer.linear(3)
+
+
+@pytest.mark.parametrize("present", [(0, 2), (0, 2, 3)])
+def test_a_regression_on_some_of_the_classes_predicts_their_ids(present):
+    """Tuning data may hold only some classes of a dataset (a small class missing from the val half): C is then
+    scored on the class ids the regression was fitted on, never on its row numbers."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.asarray(present), 40)
+    x = np.eye(4)[y] * 3 + rng.normal(0, 0.1, (len(y), 4))  # each class on its own axis: separable
+    coef, intercept, classes = fit_regression(x, y, 1.0, seed=0)
+    assert classes.tolist() == list(present)
+    assert np.array_equal(predict(x, coef, intercept, classes), y)
 
 
 def test_config_validates_dfr_settings():

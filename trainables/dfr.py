@@ -91,23 +91,25 @@ def l1_logistic_regression(c: float, seed: int):
     return LogisticRegression(C=c, solver="liblinear", random_state=seed, **penalty)
 
 
-def fit_regression(x, y, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(coef (K', D), intercept (K',))`` of ``l1_logistic_regression(c, seed)`` fitted on ``(x, y)``: for
-    two classes one row (the decision for the larger class), for more one row per class, each its own
-    one-vs-rest regression (what ``liblinear`` did for several classes before scikit-learn 1.8 refused them)."""
+def fit_regression(x, y, c: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(coef (K', D), intercept (K',), classes (K,))`` of ``l1_logistic_regression(c, seed)`` fitted on
+    ``(x, y)``, ``classes`` being the class ids present in ``y`` (sorted): for two classes one row (the decision
+    for the larger class), for more one row per class, each its own one-vs-rest regression (what ``liblinear``
+    did for several classes before scikit-learn 1.8 refused them)."""
     classes = np.unique(y)
     if len(classes) == 2:
         model = l1_logistic_regression(c, seed).fit(x, y)
-        return model.coef_, model.intercept_
+        return model.coef_, model.intercept_, classes
     rows = [l1_logistic_regression(c, seed).fit(x, (y == k).astype(np.int64)) for k in classes]
-    return np.vstack([row.coef_ for row in rows]), np.concatenate([row.intercept_ for row in rows])
+    return np.vstack([row.coef_ for row in rows]), np.concatenate([row.intercept_ for row in rows]), classes
 
 
-def predict(x, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
-    """The classes a regression ``(coef, intercept)`` predicts for ``x`` (scikit-learn's rule: for one row
-    the larger class where the decision is positive, else the argmax of the rows' decisions)."""
+def predict(x, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The class ids a regression ``(coef, intercept)`` fitted on ``classes`` predicts for ``x`` (scikit-learn's
+    rule: for one row the larger class where the decision is positive, else the class of the rows' argmax)."""
     decision = x @ coef.T + intercept
-    return (decision[:, 0] > 0).astype(np.int64) if coef.shape[0] == 1 else decision.argmax(axis=1)
+    rows = (decision[:, 0] > 0).astype(np.int64) if coef.shape[0] == 1 else decision.argmax(axis=1)
+    return np.asarray(classes)[rows]
 
 
 def _scaler(x):
@@ -130,7 +132,7 @@ class LastLayer:
     """DFR's retrained last layer: the averaged regression (``coef`` (K', D), ``intercept`` (K',); K' = 1 for
     two classes, else one-vs-rest rows) on features standardised by ``mean`` and ``scale``; ``c``: the
     chosen C; ``c_scores``: the tuning worst-group accuracy of every C of the grid; ``n_retrain``: the
-    size of each balanced retraining subset."""
+    size of each balanced retraining subset; ``classes``: the class ids of the retraining data."""
 
     coef: np.ndarray
     intercept: np.ndarray
@@ -139,18 +141,21 @@ class LastLayer:
     c: float
     c_scores: np.ndarray
     n_retrain: int
+    classes: np.ndarray
 
     def linear(self, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         """``(weight (n_classes, D), bias (n_classes,))`` of the linear layer on raw features whose argmax is
         the regression's prediction: the standardisation folded in, and for two classes the logits
-        ``(0, decision)``."""
+        ``(0, decision)``. Raises ``GroupsweepError`` when the retraining data lacked one of the ``n_classes``
+        classes (no layer can then predict it)."""
+        if not np.array_equal(self.classes, np.arange(n_classes)):
+            raise GroupsweepError(f"DFR: the retraining data holds the classes {self.classes.tolist()} of "
+                                  f"{n_classes}; every class needs examples in it")
         weight = self.coef / self.scale
         bias = self.intercept - weight @ self.mean
         if weight.shape[0] == 1 and n_classes == 2:
             weight = np.vstack([np.zeros_like(weight), weight])
             bias = np.concatenate([[0.0], bias])
-        if weight.shape[0] != n_classes:
-            raise GroupsweepError(f"DFR: the regression has {weight.shape[0]} rows for {n_classes} classes")
         return weight, bias
 
 
@@ -174,8 +179,9 @@ def fit_last_layer(features: dict, y: dict, groups: dict, variant: str, c_grid, 
         score_x, score_y, score_g = features["val"], y["val"], groups["val"]
     scores = []
     for c in c_grid:
-        coef, intercept = fit_regression(scaler.transform(tune_x), tune_y, c, seed)
-        scores.append(worst_group_accuracy(predict(scaler.transform(score_x), coef, intercept), score_y, score_g))
+        coef, intercept, classes = fit_regression(scaler.transform(tune_x), tune_y, c, seed)
+        scores.append(worst_group_accuracy(predict(scaler.transform(score_x), coef, intercept, classes), score_y,
+                                           score_g))
     best = float(c_grid[int(np.argmax(scores))])
     log.info("DFR (%s): C=%g (tuning worst-group accuracies %s)", variant, best,
              ", ".join(f"C={c:g}: {s:.3f}" for c, s in zip(c_grid, scores)))
@@ -184,11 +190,12 @@ def fit_last_layer(features: dict, y: dict, groups: dict, variant: str, c_grid, 
     coefs, intercepts = [], []
     for member in range(n_models):
         subset = balanced_subset(groups[retrain], np.random.default_rng([seed, _ENSEMBLE_STREAM, member]))
-        coef, intercept = fit_regression(scaler.transform(features[retrain][subset]), y[retrain][subset], best, seed)
+        coef, intercept, classes = fit_regression(scaler.transform(features[retrain][subset]), y[retrain][subset],
+                                                  best, seed)
         coefs.append(coef)
         intercepts.append(intercept)
     return LastLayer(coef=np.mean(coefs, axis=0), intercept=np.mean(intercepts, axis=0), mean=scaler.mean_,
-                     scale=scaler.scale_, c=best, c_scores=np.asarray(scores), n_retrain=len(subset))
+                     scale=scaler.scale_, c=best, c_scores=np.asarray(scores), n_retrain=len(subset), classes=classes)
 
 
 def dfr_plan(config, dataset) -> BalancingPlan:
