@@ -66,7 +66,8 @@ def summarize(results: SweepResults | None, order=()) -> pd.DataFrame:
     finished trials with a final ``test/wga`` (their row of ``SweepResults.final_rows()``), ``test_wga_mean``
     is their mean and ``test_wga_std`` their sample standard deviation (ddof=1; NaN for fewer than two, the
     mean NaN for none). In a search (``SweepResults.searched``) the row is the method's configuration chosen
-    by validation WGA (module docstring): ``config`` is ``"<config_id> of <configurations>"``, and ``n`` and
+    by validation WGA (module docstring): ``config`` is ``"<config_id> of <configurations of the method in the
+    sweep>"`` (those ASHA stopped or that diverged included), and ``n`` and
     the test numbers are over that configuration's finished seeds (``n`` 0 and an empty ``config`` while no
     configuration of the method has finished).
     """
@@ -88,6 +89,8 @@ def summarize(results: SweepResults | None, order=()) -> pd.DataFrame:
         if results.searched:
             row.update(chosen.get((dataset, model, variant, label),
                                   {"config": "", "n": 0, "test_wga_mean": float("nan"), "test_wga_std": float("nan")}))
+            if row["config"]:
+                row["config"] += f" of {group['config_id'].nunique()}"
         else:
             values = group["final_wga"].dropna()
             row.update({"config": "", "n": len(values),
@@ -106,7 +109,7 @@ def _chosen_configurations(results: SweepResults) -> dict:
     if "variant" not in methods:
         methods = methods.assign(variant="")
     return {(row.dataset, row.model, row.variant, row.method_label): {
-                "config": f"{row.config_id} of {row.n_configurations}", "n": int(row.n_seeds),
+                "config": row.config_id, "n": int(row.n_seeds),
                 "test_wga_mean": row.test_wga_mean, "test_wga_std": row.test_wga_std}
             for row in methods.itertuples(index=False)}
 

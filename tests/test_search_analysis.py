@@ -118,12 +118,14 @@ def test_the_run_summary_of_a_search_reports_each_methods_chosen_configuration_n
     from analysis.summary import display_summary, format_summary, summarize
 
     write_search(tmp_path, {key: value for key, value in SEARCH.items() if key[0] != "subsetting"})
+    write_trial(tmp_path, 9, searched_config("wb", "m", "upweighting", sample=3, seed=0, sampled={"lr": 1e-2}),
+                [epoch_metrics(1, overrides={"val/wga": 0.9})], stopped=True)  # counted, not a candidate
     for seed in (0, 1):
         write_trial(tmp_path, 10 + seed, searched_config("wb", "m", "subsetting", sample=0, seed=seed,
                                                          sampled={"lr": 1e-3}),
                     [epoch_metrics(1, overrides={"val/wga": 0.9})], stopped=True)
     summary = summarize(load_results(tmp_path)).set_index("method")
-    assert summary.loc["upweighting", ["config", "n"]].tolist() == ["h01 of 3", 2]
+    assert summary.loc["upweighting", ["config", "n"]].tolist() == ["h01 of 4", 2]
     assert summary.loc["upweighting", "test_wga_mean"] == pytest.approx(0.74)
     assert summary.loc["upweighting", "test_wga_std"] == pytest.approx(np.std(WINNER_TEST_WGA, ddof=1))
     assert summary.loc["none", ["config", "n", "test_wga_mean"]].tolist() == ["h00 of 1", 2, 0.5]
@@ -131,7 +133,7 @@ def test_the_run_summary_of_a_search_reports_each_methods_chosen_configuration_n
     assert math.isnan(summary.loc["subsetting", "test_wga_mean"])
     lines = format_summary(summary.reset_index()).splitlines()
     assert "config (by val WGA)" in lines[0]
-    assert [line.split()[2:6] for line in lines[1:] if "upweighting" in line] == [["upweighting", "h01", "of", "3"]]
+    assert [line.split()[2:6] for line in lines[1:] if "upweighting" in line] == [["upweighting", "h01", "of", "4"]]
     assert "74.0 ± 2.8" in next(line for line in lines if "upweighting" in line)
     assert display_summary(summary.reset_index())["config (by val WGA)"].tolist()[:1] == ["h00 of 1"]
 
