@@ -76,7 +76,7 @@ from analysis.results import ended_trials
 from sweeps.grid_search import GridVariantGenerator
 from sweeps.ray_guard import start_guard
 from sweeps.retention import CheckpointRetention, RetryLogs
-from sweeps.search import search_plan
+from sweeps.search import early_stopping_warning, search_plan
 from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
 from sweeps.sweep_lock import SweepLock
 from sweeps.tracking import tracking_callbacks
@@ -744,6 +744,9 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
     if not address and not ray.is_initialized():
         check_nodes_fit(spec, [local_node_shape(num_cpus)])
     check_resumable(spec, exp_dir)
+    warning = early_stopping_warning(list(spec.cells), spec.search) if spec.search is not None else None
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     # a cluster's datasets may live on its workers only: there, the trials load and check them
     loaded = load_datasets(spec) if not address else None
     with SweepLock(exp_dir):

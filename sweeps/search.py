@@ -260,6 +260,19 @@ class SearchPlan:
     total_trials: int
 
 
+def early_stopping_warning(cells: list, settings: SearchSettings) -> str | None:
+    """A ``warning:`` line when ``settings`` stop trials early (ASHA) while some cell runs each configuration
+    with several seeds, else None. ASHA judges every trial on its own, so it may stop one seed of a
+    configuration and not another; such a configuration is then no candidate at the final epoch (Tune's own
+    advice for repeated trials is to run no early-stopping scheduler with them)."""
+    seeds = max((len(cell.seeds) for cell in cells), default=1)
+    if settings.scheduler != "asha" or seeds < 2:
+        return None
+    return (f"warning: search scheduler 'asha' with {seeds} search seeds judges each seed's trial on its own: a "
+            "configuration with one stopped seed is no candidate at the final epoch; use one search seed "
+            "(search: {seeds: [1]}) or scheduler 'fifo'")
+
+
 def search_plan(cells: list, settings: SearchSettings, experiment_dir: str | None = None) -> SearchPlan:
     """The ``CellSearch`` and ``CellScheduler`` of a search over ``cells`` (for ``random``, each cell's
     configurations are drawn here, reproducibly, by ``draw_samples``); ``experiment_dir``: the sweep's

@@ -11,7 +11,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Categorical, Float, Integer
 
-from sweeps.search import CellScheduler, draw_samples, search_plan, tune_domain
+from sweeps.search import CellScheduler, draw_samples, early_stopping_warning, search_plan, tune_domain
 from sweeps.spaces import (SearchCell, SearchSettings, check_space, describe_space, is_space, parse_search,
                            trial_name)
 from trainables.errors import GroupsweepError
@@ -145,6 +145,15 @@ def cell(name, space=None, seeds=(0, 1), num_samples=2, epochs=4):
     config = {"lr": 1e-3, "epochs": epochs, "seed": 0, "method": "none"}
     return SearchCell(name=name, config=config, space=space or {}, seeds=tuple(seeds), resources=None,
                       num_samples=num_samples if space else 1)
+
+
+def test_asha_with_several_search_seeds_gets_a_warning():
+    space = {"lr": {"loguniform": [1e-4, 1e-1]}}
+    warning = early_stopping_warning([cell("a", space, seeds=(1,)), cell("b", space, seeds=(1, 2, 3))],
+                                     SearchSettings(scheduler="asha"))
+    assert warning.startswith("warning: search scheduler 'asha' with 3 search seeds") and "\n" not in warning
+    assert early_stopping_warning([cell("a", space, seeds=(1,))], SearchSettings(scheduler="asha")) is None
+    assert early_stopping_warning([cell("b", space, seeds=(1, 2))], SearchSettings(scheduler="fifo")) is None
 
 
 def test_cell_search_hands_out_every_configuration_on_every_seed_then_finishes():
