@@ -41,9 +41,18 @@ def build_parser(parser_class=argparse.ArgumentParser) -> argparse.ArgumentParse
     return parser
 
 
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse's parser, but a bad argument is one line, ``error: <command>: <what is wrong> (see <command>
+    --help)``, and exit status 2, like every other refusal (argparse prints the usage first)."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; bad input prints ``error: <one line>`` and returns 2."""
-    parser = build_parser()
+    """Run the command line; bad input prints ``error: <one line>`` and returns 2 (a bad argument exits with 2)."""
+    parser = build_parser(CommandLineParser)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

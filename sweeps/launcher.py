@@ -87,7 +87,7 @@ from trainables.data import reads_files
 from trainables.entry import train_trial
 from trainables.errors import GroupsweepError, path_name
 from trainables.sweep_storage import commit_snapshots, drop_snapshots, prune_checkpoints, sweep_filesystem
-from trainables.trial_dir import join_location, trial_dirname, trial_dirs, unit_name
+from trainables.trial_dir import join_location, location_filesystem, trial_dirname, trial_dirs, unit_name
 
 SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
@@ -200,8 +200,10 @@ def experiment_dir(storage: str, name: str) -> str:
 def check_storage(storage: str, exp_dir: str) -> None:
     """Check, before anything is written, that a local ``storage`` can hold the sweep folder ``exp_dir``:
     each of them is a folder or can be created as one, and the folder that will be written is writable.
-    One-line ``GroupsweepError`` naming the path otherwise. URIs (object storage) are not checked here."""
+    One-line ``GroupsweepError`` naming the path otherwise. Of a URI (object storage) only the scheme is checked
+    here (``location_filesystem``)."""
     if "://" in storage:
+        location_filesystem(storage)
         return
     for path, what in ((storage, "--storage"), (exp_dir, "sweep folder")):
         if os.path.exists(path) and not os.path.isdir(path):
@@ -432,25 +434,31 @@ def _call(function):
 
 def sweep_exists(exp_dir: str) -> bool:
     """Whether ``exp_dir`` (a local path or a storage URI) holds a Tune experiment or a saved groupsweep spec."""
+    fs, root = location_filesystem(exp_dir)
     if tune.Tuner.can_restore(exp_dir):
         return True
-    fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
     return fs.get_file_info(f"{root}/{SPEC_FILE}").type == pyarrow.fs.FileType.File
 
 
 def read_saved_spec(exp_dir: str) -> dict | None:
-    """The spec mapping saved in a sweep directory, or None."""
-    fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
+    """The spec mapping saved in a sweep directory, or None; a saved file that is not YAML is a one-line
+    ``GroupsweepError`` naming it."""
+    fs, root = location_filesystem(exp_dir)
     path = f"{root}/{SPEC_FILE}"
     if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
         return None
     with fs.open_input_stream(path) as stream:
-        return yaml.load(stream.read().decode(), Loader=SpecLoader)
+        text = stream.read().decode()
+    try:
+        return yaml.load(text, Loader=SpecLoader)
+    except yaml.YAMLError as error:
+        raise GroupsweepError(f"the saved spec {join_location(exp_dir, SPEC_FILE)} is damaged, not YAML: "
+                              f"{' '.join(str(error).split())}") from None
 
 
 def save_spec(exp_dir: str, source: dict) -> None:
     """Write the effective spec to ``<exp_dir>/groupsweep_spec.yaml`` atomically (temporary file, then rename)."""
-    fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
+    fs, root = location_filesystem(exp_dir)
     fs.create_dir(root, recursive=True)
     with fs.open_output_stream(f"{root}/.{SPEC_FILE}.tmp") as stream:
         stream.write(dump_spec(source).encode())
@@ -459,6 +467,7 @@ def save_spec(exp_dir: str, source: dict) -> None:
 
 def sweep_started(exp_dir: str) -> bool:
     """Whether ``exp_dir`` holds a sweep that has started: Tune's experiment state or a trial directory."""
+    location_filesystem(exp_dir)  # an unknown URI scheme: one line, not pyarrow's traceback from Tune
     return tune.Tuner.can_restore(exp_dir) or bool(trial_dirs(exp_dir))
 
 

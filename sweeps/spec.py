@@ -713,7 +713,8 @@ def apply_overrides(source: dict, overrides: dict) -> dict:
                 _fail("override", f"expected a mapping, got {result['override']!r}")
             result["override"] = _merge(result["override"], {key: value})
         else:
-            _fail("--set", f"unknown key {key!r}; use a spec key ({', '.join(SPEC_KEYS)}) "
+            spec_keys = [name for name in SPEC_KEYS if name != "override"]
+            _fail("--set", f"unknown key {key!r}; use a spec key ({', '.join(spec_keys)}) "
                            f"or a training setting ({', '.join(TrainConfig.__dataclass_fields__)})")
     return result
 

@@ -371,9 +371,13 @@ def status_command(args: argparse.Namespace) -> int:
     if not sweep_exists(exp_dir) and os.sep in args.name and sweep_exists(os.path.abspath(args.name)):
         exp_dir = os.path.abspath(args.name)  # the sweep folder itself
     if not sweep_exists(exp_dir):
-        raise GroupsweepError(f"no sweep {args.name!r} at {exp_dir}; pass --storage or the sweep folder")
+        where = os.path.abspath(args.name) if os.sep in args.name and "://" not in args.name else exp_dir
+        raise GroupsweepError(f"no sweep {args.name!r} at {where}; pass --storage or the sweep folder")
     saved = read_saved_spec(exp_dir)
-    spec = build_spec(saved) if saved else None
+    try:
+        spec = build_spec(saved) if saved else None
+    except GroupsweepError as error:
+        raise GroupsweepError(f"the saved spec of {exp_dir}: {error}") from None
     sweep = load_sweep(exp_dir)
     planned = spec.trials if spec is not None else ()  # a search's trials are named as it runs
     progress = trial_progress(sweep, order=grid_order(spec, sweep) if spec is not None else ())

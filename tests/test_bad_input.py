@@ -59,7 +59,7 @@ CLI_CASES = [
      "unknown training setting 'learning_rate'"),
     ("spec-bad-schedule", lambda t: ["plan", spec_file(t, hparams={"schedule": "cubic"})],
      "unknown schedule 'cubic'"),
-    ("spec-negative-lr", lambda t: ["plan", spec_file(t, hparams={"lr": -1})], "lr must be a non-negative number, got -1"),
+    ("spec-negative-lr", lambda t: ["plan", spec_file(t, hparams={"lr": -1})], "lr must be a positive number, got -1"),
     ("spec-max-failures-text", lambda t: ["plan", spec_file(t, max_failures="two")], "got 'two'"),
     ("spec-unknown-dataset-option",
      lambda t: ["plan", spec_file(t, datasets={"synthetic-waterbirds": {"options": {"sizee": 3}}})],
@@ -76,6 +76,13 @@ CLI_CASES = [
     ("max-concurrent-zero", lambda t: ["run", spec_file(t), "--max-concurrent", "0"], "got 0"),
     ("too-many-cpus", lambda t: ["run", spec_file(t, resources={"cpu": 4096})], "needs 4096 CPU"),
     ("status-unknown-sweep", lambda t: ["status", "nosuch", "--storage", str(t)], "no sweep 'nosuch'"),
+    ("status-unknown-uri-scheme", lambda t: ["status", "foo://bar"],
+     "cannot open 'foo://bar': Unrecognized filesystem type in URI"),
+    ("analyze-unknown-uri-scheme", lambda t: ["analyze", "foo://bar"], "cannot open 'foo://bar'"),
+    ("run-unknown-uri-scheme", lambda t: ["run", spec_file(t), "--storage", "foo://bar"], "cannot open 'foo://bar'"),
+    ("status-damaged-saved-spec",
+     lambda t: ["status", "s", "--storage", str(Path(text_file(t, "s/groupsweep_spec.yaml", "datasets: [x\n")).parents[1])],
+     "groupsweep_spec.yaml is damaged, not YAML"),
     ("analyze-missing-dir", lambda t: ["analyze", str(t / "nodir")], "nodir does not exist"),
     ("analyze-dir-without-trials", lambda t: ["analyze", str(t)], "no trials in"),
     ("train-unknown-dataset", lambda t: ["train", "--dataset", "nope", "--model", "toy-convnextv2-xs"],
@@ -115,6 +122,24 @@ def assert_one_error_line(args: list, capsys, fragment: str) -> str:
 @pytest.mark.parametrize("argv, fragment", [case[1:] for case in CLI_CASES], ids=[case[0] for case in CLI_CASES])
 def test_bad_cli_input_is_one_error_line_and_exit_2(tmp_path, capsys, argv, fragment):
     assert_one_error_line(argv(tmp_path), capsys, fragment)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["run", "x.yaml", "--max-concurrent", "x"], "groupsweep run: argument --max-concurrent: invalid int value: 'x'"),
+    (["analyze", "d", "--pool-models", "--by-model"], "argument --by-model: not allowed with argument --pool-models"),
+    (["data", "check", "foo"], "groupsweep data check: argument NAME: invalid choice: 'foo'"),
+])
+def test_a_bad_argument_is_one_error_line_too(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as exit_status:
+        main(argv)
+    assert exit_status.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
+def test_set_names_the_spec_keys_it_takes(tmp_path, capsys):
+    err = assert_one_error_line(["plan", spec_file(tmp_path), "--set", "override=1"], capsys, "unknown key 'override'")
+    assert "override," not in err.split("use a spec key", 1)[1]
 
 
 # --- checkpoints and result files (read by the trainable and by analysis) --------------------------

@@ -152,7 +152,7 @@ def test_resources_gpu_fractions_and_workers():
     ({"methods": ["none", "none"]}, "method 'none' is listed twice"),
     ({"hparams": {"learning_rate": 1}}, "unknown training setting 'learning_rate'"),
     ({"hparams": {"seed": 3}}, "'seed' is set by the grid"),
-    ({"hparams": {"lr": -1}}, "lr must be a non-negative number"),
+    ({"hparams": {"lr": -1}}, "lr must be a positive number"),
     ({"hparams": {"schedule": "step"}}, "unknown schedule 'step'"),
     ({"datasets": {"synthetic-waterbirds": {"options": {"sizes": 3}}}}, "takes no option 'sizes'"),
     ({"datasets": {"synthetic-waterbirds": {"model": ["x"]}}}, "unknown key 'model'"),

@@ -202,12 +202,12 @@ class TrainConfig:
         choose("mixed_precision", self.mixed_precision, PRECISIONS)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             positive_integer(name, getattr(self, name))
-        for name in ("lr", "weight_decay", "momentum", "groupdro_eta", "groupdro_adjustment"):
+        if not is_real(self.lr, 0) or self.lr == 0:
+            raise GroupsweepError(f"lr must be a positive number, got {self.lr!r}")
+        for name in ("weight_decay", "momentum", "groupdro_eta", "groupdro_adjustment"):
             value = getattr(self, name)
             if not is_real(value, 0):
                 raise GroupsweepError(f"{name} must be a non-negative number, got {value!r}")
-        if self.lr == 0:
-            raise GroupsweepError("lr must be positive, got 0")
         if not is_integer(self.seed, 0) or self.seed > MAX_SEED:
             raise GroupsweepError(f"seed must be an integer from 0 to {MAX_SEED} (numpy's and torch's range), "
                                   f"got {self.seed!r}")

@@ -39,6 +39,7 @@ from trainables.trial_dir import (
     checkpoint_index,
     checkpoint_indexes,
     checkpoint_name,
+    location_filesystem,
 )
 
 # Tune's experiment-level snapshot files (their ``CKPT_FILE_TMPL``: the controller, the searchers, the callbacks).
@@ -322,7 +323,7 @@ def sweep_filesystem(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
     location = str(location)
     if "://" not in location:
         return pyarrow.fs.PyFileSystem(SweepStorageHandler()), os.path.abspath(os.path.expanduser(location))
-    storage, path = pyarrow.fs.FileSystem.from_uri(location)
+    storage, path = location_filesystem(location)
     return pyarrow.fs.PyFileSystem(SweepStorageHandler(storage)), path
 
 

@@ -112,12 +112,19 @@ def split_location(location) -> tuple[str, str]:
     return f"{parent}{separator}{query}", name
 
 
-def _filesystem(path_or_uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """``(filesystem, path inside it)`` of a local path (relative ones included) or a ``pyarrow.fs`` URI."""
+def location_filesystem(path_or_uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """``(filesystem, path inside it)`` of a local path (relative ones included) or a ``pyarrow.fs`` URI; a URI
+    that pyarrow cannot open (an unknown scheme, a missing account or library) is a one-line
+    ``GroupsweepError`` naming it. Nothing is read or written."""
     path_or_uri = str(path_or_uri)
     if "://" not in path_or_uri:
         path_or_uri = os.path.abspath(os.path.expanduser(path_or_uri))
-    return pyarrow.fs.FileSystem.from_uri(path_or_uri)
+    try:
+        return pyarrow.fs.FileSystem.from_uri(path_or_uri)
+    except (ValueError, NotImplementedError, OSError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise GroupsweepError(f"cannot open {path_or_uri!r}: {reason}; give a local path or a pyarrow.fs URI "
+                              "(s3://, gs://, hdfs://, abfs://, file://)") from None
 
 
 class TrialDir:
@@ -126,7 +133,7 @@ class TrialDir:
     def __init__(self, path_or_uri, *, filesystem: pyarrow.fs.FileSystem | None = None):
         """``path_or_uri``: a local path or a ``pyarrow.fs`` URI; with ``filesystem``, a path inside it."""
         if filesystem is None:
-            self.fs, self.root = _filesystem(path_or_uri)
+            self.fs, self.root = location_filesystem(path_or_uri)
         else:
             self.fs, self.root = filesystem, str(path_or_uri)
         self.root = self.root.rstrip("/")
@@ -246,13 +253,13 @@ class TrialDir:
 
 def is_directory(path_or_uri) -> bool:
     """Whether ``path_or_uri`` (a local path or a ``pyarrow.fs`` URI) is an existing directory."""
-    fs, root = _filesystem(path_or_uri)
+    fs, root = location_filesystem(path_or_uri)
     return fs.get_file_info(root.rstrip("/") or "/").type == pyarrow.fs.FileType.Directory
 
 
 def subdirectory_names(path_or_uri) -> list[str]:
     """Names of the directories directly inside ``path_or_uri`` (none when it does not exist), sorted."""
-    fs, root = _filesystem(path_or_uri)
+    fs, root = location_filesystem(path_or_uri)
     entries = fs.get_file_info(pyarrow.fs.FileSelector(root.rstrip("/"), allow_not_found=True))
     return sorted(entry.base_name for entry in entries if entry.type == pyarrow.fs.FileType.Directory)
 
@@ -278,7 +285,7 @@ def checkpoint_name(index: int) -> str:
 def trial_dirs(run_dir) -> list[TrialDir]:
     """The trial directories of a sweep directory (sub-directories with ``params.json`` or
     ``result.json``), sorted by name; a local path or a ``pyarrow.fs`` URI."""
-    fs, root = _filesystem(run_dir)
+    fs, root = location_filesystem(run_dir)
     root = root.rstrip("/")
     entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     out = []

@@ -65,8 +65,9 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
         root = Path(base) / name
     path = folder_path(f"dataset {name!r}: root", root)
     if not path.is_dir():
+        problem = "is a file, not a folder" if path.exists() else "does not exist"
         raise GroupsweepError(
-            f"data folder {str(path)!r} of dataset {name!r} does not exist; pass the folder holding its files "
+            f"data folder {str(path)!r} of dataset {name!r} {problem}; pass the folder holding its files "
             f"(data_root, --set data_root=DIR, or {DATA_ENV}/{name})"
         )
     return path
