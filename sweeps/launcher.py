@@ -60,6 +60,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 import sys
 
 import numpy as np
@@ -367,6 +368,27 @@ def cluster_address(address: str | None) -> str | None:
     Ray (also for Ray's own ``local``) or the local Ray this process started itself."""
     address = address or os.environ.get("RAY_ADDRESS") or joined_ray_address()
     return None if address == "local" else address
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_cluster_address(address: str) -> None:
+    """Refuse, in one line and before anything is written, a cluster ``address`` that Ray cannot join:
+    one that is neither ``auto`` nor ``[ray://]host:port`` (port 1-65535), or whose host does not accept a
+    TCP connection on that port within ``CONNECT_TIMEOUT_S`` (Ray itself would retry for minutes). ``auto``
+    (Ray finds the cluster this machine runs) is not checked here."""
+    if address == "auto" or address == joined_ray_address():
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise GroupsweepError(f"--address {address!r} is not a Ray cluster address; give host:port of its head node "
+                              "(its GCS, e.g. 10.0.0.1:6379), ray://host:port (Ray Client) or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise GroupsweepError(f"--address {address!r}: cannot reach the Ray cluster there ({error.strerror or error}); "
+                              "start its head node (ray start --head) or fix the address") from None
 
 
 def joined_ray_address() -> str | None:
@@ -749,6 +771,8 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
     storage = resolve_storage(storage)
     exp_dir = experiment_dir(storage, name)
     address = cluster_address(address)
+    if address:
+        check_cluster_address(address)
     check_storage(storage, exp_dir)
     if not address and not ray.is_initialized():
         check_nodes_fit(spec, [local_node_shape(num_cpus)])
