@@ -181,7 +181,19 @@ def method_slug(method: str, ratio: float | None) -> str:
 
 class SpecLoader(yaml.SafeLoader):
     """YAML loader of specs and ``--set`` values that reads ``1e-5`` as a float and ``1:30`` as a string, as
-    YAML 1.2 does (PyYAML's 1.1 rules make the first a string and the second the base-60 number 90)."""
+    YAML 1.2 does (PyYAML's 1.1 rules make the first a string and the second the base-60 number 90), and refuses
+    a key repeated in one mapping (PyYAML keeps the last silently; YAML 1.2 forbids it)."""
+
+    def construct_mapping(self, node, deep=False):
+        """The mapping of ``node``; a ``ConstructorError`` at the second occurrence of a repeated key."""
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_int(self, node):
         """An int, except a base-60 one (``1:30``), which stays the string it was written as."""

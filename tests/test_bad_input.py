@@ -65,6 +65,9 @@ CLI_CASES = [
      lambda t: ["plan", spec_file(t, datasets={"synthetic-waterbirds": {"options": {"sizee": 3}}})],
      "no option 'sizee'"),
     ("spec-not-yaml", lambda t: ["plan", text_file(t, "bad.yaml", "datasets: [a\n")], "not valid YAML"),
+    ("spec-duplicate-key", lambda t: ["plan", text_file(t, "dup.yaml", "datasets: [synthetic-waterbirds]\n"
+                                                               "seeds: [1]\nseeds: [2]\n")],
+     "line 3 is not valid YAML (duplicate key 'seeds')"),
     ("spec-not-a-mapping", lambda t: ["plan", text_file(t, "list.yaml", "- a\n- b\n")], "must hold a mapping, got list"),
     ("spec-missing-file", lambda t: ["plan", str(t / "absent.yaml")], "absent.yaml"),
     # --- CLI arguments ---
