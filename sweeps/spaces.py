@@ -94,6 +94,8 @@ def check_space(value, where: str) -> None:
         lo, hi, q = _numbers(where, kind, args, 3)
         if not q > 0:
             _fail(where, f"quniform step q must be > 0, got {q!r}")
+        if not math.isfinite(max(abs(lo), abs(hi)) / q):
+            _fail(where, f"quniform step q={q!r} is too small for the bounds [{lo!r}, {hi!r}]")
         for bound in (lo, hi):  # Ray's quantized spaces refuse bounds off the grid of steps (as Tune checks)
             if not math.isclose(bound / q, round(bound / q)):
                 _fail(where, f"quniform bound {bound!r} is not a multiple of the step {q!r}")

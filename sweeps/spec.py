@@ -525,6 +525,7 @@ def _most_epochs(trial) -> int:
 
 # The most combinations of search-space values a cell's check tries (a few searched settings of a few values).
 MAX_SPACE_COMBINATIONS = 1024
+MAX_PAIR_VALUES = 16
 
 
 def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, seeds: list,
@@ -556,18 +557,35 @@ def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, s
 
 def _check_space_combinations(name: str, fixed: dict, space: dict) -> None:
     """Refuse a cell whose spaces together can draw a config that no trial could run (settings that bound each
-    other, such as ``jtt_epochs`` <= ``epochs``): every combination of the spaces' values (``space_values``:
-    bounds or listed values) is checked, when there are at most ``MAX_SPACE_COMBINATIONS``."""
+    other, such as ``jtt_epochs`` <= ``epochs``). Every combination of the spaces' values (``space_values``:
+    bounds or listed values) is checked when there are at most ``MAX_SPACE_COMBINATIONS``; beyond that, every
+    combination of each pair of keys (the other keys at their first value), a key with more numeric values
+    than ``MAX_PAIR_VALUES`` by its smallest and largest (training settings bound each other in pairs, one at
+    most or at least the other)."""
     keys = list(space)
-    if len(keys) < 2 or math.prod(len(space_values(space[key])) for key in keys) > MAX_SPACE_COMBINATIONS:
+    values = {key: space_values(space[key]) for key in keys}
+    if len(keys) < 2:
         return
-    for combination in itertools.product(*(space_values(space[key]) for key in keys)):
-        drawn = dict(zip(keys, combination))
+    if math.prod(len(values[key]) for key in keys) <= MAX_SPACE_COMBINATIONS:
+        checked = [dict(zip(keys, combination)) for combination in itertools.product(*values.values())]
+    else:
+        reduced = {key: _extremes(values[key]) for key in keys}
+        checked = [{**{key: values[key][0] for key in keys}, first: a, second: b}
+                   for first, second in itertools.combinations(keys, 2)
+                   for a, b in itertools.product(reduced[first], reduced[second])]
+    for drawn in checked:
         try:
             TrainConfig.from_dict({**fixed, **drawn, "seed": 0})
         except GroupsweepError as error:
             shown = ", ".join(f"{key}={value!r}" for key, value in drawn.items())
             _fail(f"cell {name}: hparams {', '.join(keys)} can draw {shown}", str(error))
+
+
+def _extremes(values: list) -> list:
+    """``values``, or its smallest and largest when it holds more than ``MAX_PAIR_VALUES`` numbers only."""
+    if len(values) <= MAX_PAIR_VALUES or not all(is_real(value) for value in values):
+        return values
+    return [min(values), max(values)]
 
 
 def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:

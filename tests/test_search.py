@@ -51,6 +51,7 @@ def test_choice_and_grid_map_onto_tunes_own():
     ({"uniform": [0.1]}, "uniform takes a list of 2 numbers, got [0.1]"),
     ({"uniform": [0.1, float("nan")]}, "uniform bound nan is not a finite number"),
     ({"quniform": [0, 1, 0]}, "quniform step q must be > 0, got 0"),
+    ({"quniform": [1, 2, 1e-310]}, "quniform step q=1e-310 is too small for the bounds [1, 2]"),
     ({"randint": [1.5, 4]}, "randint bound 1.5 is not an integer"),
     ({"randint": [4, 4]}, "randint needs lo < hi, got [4, 4]"),
     ({"choice": []}, "choice needs a non-empty list of values, got []"),
@@ -79,6 +80,14 @@ def test_spaces_that_bound_each_other_are_checked_together():
                                "epochs=3, jtt_epochs=5: jtt_epochs 5 exceeds epochs 3: JTT's identification model "
                                "is epoch jtt_epochs of the run's ERM counterpart")
     assert len(build_spec(jtt_search({"choice": [10, 6]})).cells) == 1
+
+    # beyond MAX_SPACE_COMBINATIONS combinations (2 x 2 x 300), the keys are checked pair by pair
+    many = jtt_search({"choice": [10, 3]})
+    many["methods"][0]["jtt"]["hparams"]["lr"] = {"choice": [1e-5 * (1 + k) for k in range(300)]}
+    with pytest.raises(GroupsweepError, match="can draw epochs=3, jtt_epochs=5, lr=1e-05: jtt_epochs 5 exceeds"):
+        build_spec(many)
+    many["methods"][0]["jtt"]["hparams"]["epochs"] = {"choice": [10, 6]}
+    assert len(build_spec(many).cells) == 1
 
 
 # --- the search block --------------------------------------------------------------------------------
