@@ -80,6 +80,12 @@ def test_celeba_layouts(tmp_path, writer):
     assert_images_match_groups(dataset)
 
 
+def test_an_image_size_beyond_the_largest_is_refused_before_any_image_is_decoded(tmp_path):
+    root = write_waterbirds(tmp_path, COUNTS)
+    with pytest.raises(GroupsweepError, match="image_size 100000 is larger than 1024 px"):
+        load_dataset("waterbirds", root=root, image_size=100000)
+    assert not list(root.rglob("*.npy"))  # no cache (nor its temporary file) written
+
 def test_celeba_original_reads_blond_and_male_columns(tmp_path):
     """y = Blond_Hair and s = Male (-1 -> 0, 1 -> 1), split from list_eval_partition.txt, in file order."""
     write_celeba_original(tmp_path, COUNTS)

@@ -238,10 +238,11 @@ def test_bad_options_are_one_line_errors(name, options, pattern):
 
 
 @pytest.mark.parametrize("name", ["synthetic-waterbirds", "synthetic-celeba", "colored-digits"])
-def test_too_small_image_size_is_a_one_line_error(name):
-    with pytest.raises(GroupsweepError, match=rf"option image_size=8 must be an integer >= "
-                                              rf"{synthetic_images.MIN_IMAGE_SIZE}"):
-        load_dataset(name, image_size=8)
+def test_too_small_or_too_large_image_size_is_a_one_line_error(name):
+    for size in (8, 100000):
+        with pytest.raises(GroupsweepError, match=rf"option image_size={size} must be an integer from "
+                                                  rf"{synthetic_images.MIN_IMAGE_SIZE} to 1024"):
+            load_dataset(name, image_size=size)
 
 
 def test_text_datasets_take_no_image_size():

@@ -18,6 +18,9 @@ import pandas as pd
 from trainables.errors import GroupsweepError, choose
 
 SPLITS = ("train", "val", "test")
+# The largest image side a dataset is built at (the paper's models take 224 px; ConvNeXt-V2 also 384 px): one
+# uint8 image of this side is 3 MiB, so a mistyped size fails in one line instead of allocating terabytes.
+MAX_IMAGE_SIZE = 1024
 SPLIT_CODES = {0: "train", 1: "val", 2: "test"}
 
 

@@ -100,7 +100,6 @@ def cached_images(
 def _build(path: Path, root: Path, names: Sequence[str], resolution: int, where, workers: int | None) -> None:
     """Decode every image into a temporary ``.npy`` memmap next to ``path`` and move it into place."""
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names), resolution, resolution, 3))
 
     def fill(i: int) -> None:
         try:
@@ -112,6 +111,7 @@ def _build(path: Path, root: Path, names: Sequence[str], resolution: int, where,
 
     pool = ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1))
     try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names), resolution, resolution, 3))
         try:
             for _ in pool.map(fill, range(len(names))):
                 pass

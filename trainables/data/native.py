@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainables.data.base import SPLITS, GroupDataset, Split
+from trainables.data.base import MAX_IMAGE_SIZE, SPLITS, GroupDataset, Split
 from trainables.data.image_cache import cached_images
 from trainables.errors import GroupsweepError, positive_integer, relative_path
 
@@ -305,6 +305,9 @@ def image_dataset(table: NativeTable, image_size: int, cache_dir: str | os.PathL
     The table is validated (every split and class present) before any image is decoded.
     """
     image_size = positive_integer("image_size", image_size)
+    if image_size > MAX_IMAGE_SIZE:
+        raise GroupsweepError(f"dataset {table.name!r}: image_size {image_size} is larger than {MAX_IMAGE_SIZE} px; "
+                              f"give a size from 1 to {MAX_IMAGE_SIZE} (the paper's models take 224)")
     table.dataset()  # validates splits and labels before the (slow) first decode
     directory = resolve_cache_dir(root, cache_dir)
     inputs = {}

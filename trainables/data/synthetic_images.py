@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainables.data.base import SPLITS, GroupDataset, Split, register_dataset
-from trainables.data.synthetic import check_int, group_labels, split_group_counts, split_streams
+from trainables.data.base import MAX_IMAGE_SIZE, SPLITS, GroupDataset, Split, register_dataset
+from trainables.data.synthetic import check_int, group_labels, options_check, split_group_counts, split_streams
 from trainables.errors import GroupsweepError
 
 MIN_IMAGE_SIZE = 16
+IMAGE_SIZE_BOUNDS = {"image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)}
 # Difficulty of the features, calibrated so that plain ERM on a small network trained from scratch has a
 # worst-group accuracy far below its average while group-balanced training recovers the core feature.
 BIRD_RADIUS = (0.18, 0.28)  # bird radius as a fraction of the image side
@@ -264,7 +265,7 @@ def _generated(name: str, real: str, draw, class_names, attribute_names, average
 
     ``sizes`` maps each split to its size; group counts come from the real benchmark ``real``.
     """
-    image_size = check_int(name, "image_size", image_size, MIN_IMAGE_SIZE)
+    image_size = check_int(name, "image_size", image_size, *IMAGE_SIZE_BOUNDS["image_size"])
     counts = split_group_counts(name, real, sizes)
     streams = split_streams(name, seed)
     splits = {}
@@ -278,7 +279,8 @@ def _generated(name: str, real: str, draw, class_names, attribute_names, average
     )
 
 
-@register_dataset("synthetic-waterbirds", modality="image")
+@register_dataset("synthetic-waterbirds", modality="image",
+                  check_options=options_check("synthetic-waterbirds", "waterbirds", IMAGE_SIZE_BOUNDS))
 def synthetic_waterbirds(size: int = 2000, val_size: int = 600, test_size: int = 1000, seed: int = 0,
                          image_size: int = 32) -> GroupDataset:
     """Waterbirds analogue: solid ("landbird") or hollow ("waterbird") bird shapes on a land or water background.
@@ -292,7 +294,8 @@ def synthetic_waterbirds(size: int = 2000, val_size: int = 600, test_size: int =
                       {"train": size, "val": val_size, "test": test_size}, seed, image_size)
 
 
-@register_dataset("synthetic-celeba", modality="image")
+@register_dataset("synthetic-celeba", modality="image",
+                  check_options=options_check("synthetic-celeba", "celeba", IMAGE_SIZE_BOUNDS))
 def synthetic_celeba(size: int = 2000, val_size: int = 1000, test_size: int = 2000, seed: int = 0,
                      image_size: int = 32) -> GroupDataset:
     """CelebA analogue: striped ("blond") or plain hair on a warm ("female") or cool ("male") background.
@@ -306,7 +309,8 @@ def synthetic_celeba(size: int = 2000, val_size: int = 1000, test_size: int = 20
                       {"train": size, "val": val_size, "test": test_size}, seed, image_size)
 
 
-@register_dataset("colored-digits", modality="image")
+@register_dataset("colored-digits", modality="image",
+                  check_options=options_check("colored-digits", "waterbirds", IMAGE_SIZE_BOUNDS))
 def colored_digits(size: int = 600, val_size: int = 200, test_size: int = 350, seed: int = 0,
                    image_size: int = 32) -> GroupDataset:
     """Real handwritten digits (scikit-learn's 1797 8x8 images) coloured red or green, CMNIST style.

@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from trainables.data.base import SPLITS, GroupDataset, Split, register_dataset
-from trainables.data.synthetic import check_int, group_labels, split_group_counts, split_streams
+from trainables.data.synthetic import check_int, group_labels, options_check, split_group_counts, split_streams
+
+MAX_LENGTH_BOUNDS = {"max_length": (2, None)}  # a text keeps at least [CLS] and [SEP]
 
 # (rate, noise) of the core words, calibrated so that plain ERM (bag-of-words logistic regression or a
 # small embedding model) has a worst-group accuracy far below its average while group balancing helps.
@@ -135,7 +137,7 @@ def _nli_pairs(y: np.ndarray, s: np.ndarray, rng: np.random.Generator) -> list[t
 def _generated(name: str, real: str, draw, class_names, attribute_names, max_length: int, size, val_size,
                test_size, seed) -> GroupDataset:
     """Build a text dataset whose inputs ``draw(y, s, rng)`` generates per split."""
-    max_length = check_int(name, "max_length", max_length, 2)
+    max_length = check_int(name, "max_length", max_length, *MAX_LENGTH_BOUNDS["max_length"])
     counts = split_group_counts(name, real, {"train": size, "val": val_size, "test": test_size})
     streams = split_streams(name, seed)
     splits = {}
@@ -148,7 +150,8 @@ def _generated(name: str, real: str, draw, class_names, attribute_names, max_len
     )
 
 
-@register_dataset("synthetic-civilcomments", modality="text")
+@register_dataset("synthetic-civilcomments", modality="text",
+                  check_options=options_check("synthetic-civilcomments", "civilcomments", MAX_LENGTH_BOUNDS))
 def synthetic_civilcomments(size: int = 2000, val_size: int = 1000, test_size: int = 2000,
                             seed: int = 0, max_length: int = 32) -> GroupDataset:
     """CivilComments analogue: comments whose judgement word marks them neutral or toxic; identity
@@ -162,7 +165,8 @@ def synthetic_civilcomments(size: int = 2000, val_size: int = 1000, test_size: i
                       ("no identity", "identity"), max_length, size, val_size, test_size, seed)
 
 
-@register_dataset("synthetic-multinli", modality="text")
+@register_dataset("synthetic-multinli", modality="text",
+                  check_options=options_check("synthetic-multinli", "multinli", MAX_LENGTH_BOUNDS))
 def synthetic_multinli(size: int = 2000, val_size: int = 1500, test_size: int = 3000,
                        seed: int = 0, max_length: int = 48) -> GroupDataset:
     """MultiNLI analogue: (premise, hypothesis) pairs whose hypothesis predicate marks contradiction,
