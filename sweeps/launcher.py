@@ -87,6 +87,7 @@ from trainables.config_data import dataset_key, load_config_dataset
 from trainables.data import reads_files
 from trainables.entry import train_trial
 from trainables.errors import GroupsweepError, path_name
+from trainables.models import checkpoint_source, get_spec
 from trainables.sweep_storage import commit_snapshots, drop_snapshots, prune_checkpoints, sweep_filesystem
 from trainables.trial_dir import join_location, location_filesystem, trial_dirname, trial_dirs, unit_name
 
@@ -565,6 +566,17 @@ def load_datasets(spec: SweepSpec) -> dict:
     return datasets
 
 
+def check_local_weights(spec: SweepSpec) -> None:
+    """Check that every pretrained model or ``model_path`` the sweep's trials load is on this machine
+    (``checkpoint_source``: the local Hugging Face cache, the package that ships it, or the path), so a local
+    sweep stops with one line before Ray starts instead of failing in every trial."""
+    for unit in spec.units:
+        pretrained, model_path = unit.config.get("pretrained"), unit.config.get("model_path")
+        if pretrained is True or isinstance(model_path, str):
+            checkpoint_source(get_spec(unit.config["model"]), pretrained is True,
+                              model_path if isinstance(model_path, str) else None)
+
+
 def share_datasets(spec: SweepSpec, loaded: dict | None = None) -> dict:
     """Put each distinct dataset of the single-process trials into Ray's object store once.
 
@@ -780,8 +792,10 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
     warning = early_stopping_warning(list(spec.cells), spec.search) if spec.search is not None else None
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    # a cluster's datasets may live on its workers only: there, the trials load and check them
+    # a cluster's datasets and weights may live on its workers only: there, the trials load and check them
     loaded = load_datasets(spec) if not address else None
+    if not address:
+        check_local_weights(spec)
     with SweepLock(exp_dir):
         check_resumable(spec, exp_dir)  # again: no other driver can change it now
         ray_started_here = not ray.is_initialized()

@@ -76,7 +76,7 @@ from sweeps.spaces import (SearchCell, SearchSettings, check_metric_reported, ch
 from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
 from trainables.config import MAX_SEED, TrainConfig
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
-from trainables.models import MODELS
+from trainables.models import MODELS, check_weights_request, get_spec
 from trainables.trial_dir import METHOD_HPARAMS_KEY
 
 SPEC_KEYS = ("name", "description", "datasets", "models", "methods", "seeds", "hparams", "resources",
@@ -496,6 +496,10 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
                         registries.check_options(dataset, values["dataset_options"])
                     except GroupsweepError as error:
                         _fail(f"{dwhere}.options", str(error))
+                try:
+                    check_weights_request(get_spec(model), values.get("pretrained") is True, values.get("model_path"))
+                except GroupsweepError as error:
+                    _fail(f"cell {cell}", str(error))
                 space = {key: value for key, value in values.items() if is_space(value)}
                 if search is not None:
                     trials.append(_search_cell(cell, values, space, search, seeds, trial_resources,

@@ -77,6 +77,10 @@ CLI_CASES = [
      lambda t: ["plan", spec_file(t, models=["toy-bert-xs"],
                                   datasets={"synthetic-civilcomments": {"options": {"max_length": "x"}}})],
      "option max_length='x' must be an integer >= 2"),
+    ("spec-toy-model-pretrained", lambda t: ["plan", spec_file(t, hparams={"pretrained": True})],
+     "model 'toy-convnextv2-xs' is a toy model without pretrained weights"),
+    ("run-model-path-missing", lambda t: ["run", spec_file(t, hparams={"model_path": str(t / "nockpt")}),
+                                          "--storage", str(t / "st")], "nockpt' of model 'toy-convnextv2-xs' does not exist"),
     ("spec-not-yaml", lambda t: ["plan", text_file(t, "bad.yaml", "datasets: [a\n")], "not valid YAML"),
     ("spec-duplicate-key", lambda t: ["plan", text_file(t, "dup.yaml", "datasets: [synthetic-waterbirds]\n"
                                                                "seeds: [1]\nseeds: [2]\n")],
@@ -155,6 +159,18 @@ def test_a_bad_argument_is_one_error_line_too(capsys, argv, fragment):
     assert exit_status.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
+def test_pretrained_weights_missing_here_stop_a_local_run_before_ray_starts(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    spec = spec_file(tmp_path, datasets={"synthetic-civilcomments": {"options": {"size": 200}}}, models=["bert-tiny"],
+                     hparams={"pretrained": True})
+    assert_one_error_line(["run", spec, "--storage", str(tmp_path / "st")], capsys,
+                          "pretrained weights of model 'bert-tiny' (hub id google/bert_uncased_L-2_H-128_A-2) are not "
+                          "in the local Hugging Face cache")
+    assert not (tmp_path / "st").exists()
 
 
 def test_set_names_the_spec_keys_it_takes(tmp_path, capsys):

@@ -7,5 +7,10 @@ returns a ``GroupModel`` (``trainables.models.base``) built by the entry's famil
 ``bert_family``).
 """
 
-from trainables.models.hub import weights_available, weights_origin  # noqa: F401
+from trainables.models.hub import (  # noqa: F401
+    check_weights_request,
+    checkpoint_source,
+    weights_available,
+    weights_origin,
+)
 from trainables.models.registry import MODELS, LocalPackage, ModelSpec, get_spec, register_model  # noqa: F401

@@ -97,13 +97,19 @@ def missing_from_cache(spec: ModelSpec, what: str) -> GroupsweepError:
     )
 
 
-def pretrained_dir(spec: ModelSpec) -> Path:
-    """The local directory with ``spec``'s pretrained weights (``local_copy``); one-line error when absent."""
-    if spec.toy:
+def check_weights_request(spec: ModelSpec, pretrained: bool, model_path) -> None:
+    """Refuse, in one line and without looking at any file, weights that no machine can have: ``pretrained``
+    weights of a toy model without a ``model_path``."""
+    if pretrained and model_path is None and spec.toy:
         raise GroupsweepError(
             f"model {spec.name!r} is a toy model without pretrained weights; use pretrained=False "
             f"or pass model_path=DIR with a checkpoint of it"
         )
+
+
+def pretrained_dir(spec: ModelSpec) -> Path:
+    """The local directory with ``spec``'s pretrained weights (``local_copy``); one-line error when absent."""
+    check_weights_request(spec, True, None)
     found = local_copy(spec, spec.hub_files)
     if found is None:
         raise missing_from_cache(spec, "pretrained weights")
