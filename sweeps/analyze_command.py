@@ -40,7 +40,7 @@ from trainables.balancing import GROUP_INFO_LEVELS
 from trainables.balancing import METHODS as METHOD_NAMES
 from trainables.errors import GroupsweepError, choose
 from trainables.metrics import EMPTY_CELLS
-from trainables.trial_dir import split_location
+from trainables.trial_dir import location_filesystem, split_location
 
 CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
 FIGURE_CHOICES = ("collapse", "mixture", "scaling", "ablation", "all")
@@ -282,10 +282,11 @@ def check_output(path, kind: str = "folder", local_only: bool = False) -> Path |
     """``path`` (an ``--out`` value) as a ``Path`` if an output ``kind`` (``folder`` or ``file``) can be
     written there: it is one already, or its nearest existing parent is a writable folder. Else a one-line
     ``GroupsweepError`` naming it. Nothing is created. A storage URI (a folder or file to upload to) is
-    returned as given, unless ``local_only`` (then it is refused in one line)."""
+    returned as given once pyarrow knows its scheme, unless ``local_only`` (then it is refused in one line)."""
     if "://" in str(path):
         if local_only:
             raise GroupsweepError(f"--out {str(path)!r} must be a local path here, not a storage URI")
+        location_filesystem(path)  # a scheme pyarrow cannot open: refused now, not after the analysis ran
         return path
     path = Path(path).expanduser()
     if path.exists() and (path.is_dir() != (kind == "folder")):

@@ -260,7 +260,8 @@ def _check_name(kind: str, name: str, allowed, where: str) -> None:
 class Registries:
     """The names a spec may use: datasets (name -> loader option names), models, balancing methods; and
     ``check_options(dataset, options)``, which refuses option values a dataset can refuse without reading
-    data, and ``check_model(dataset, model)``, which refuses a model the dataset's inputs cannot feed (each a
+    data, ``check_model(dataset, model)``, which refuses a model the dataset's inputs cannot feed, and
+    ``check_weights(model, pretrained, model_path)``, which refuses weights no machine can have (each a
     one-line ``GroupsweepError``; None: no such check)."""
 
     datasets: dict
@@ -269,6 +270,7 @@ class Registries:
     ratio_methods: tuple
     check_options: Callable[[str, dict], None] | None = None
     check_model: Callable[[str, str], None] | None = None
+    check_weights: Callable[[str, bool, str | None], None] | None = None
 
 
 def package_registries() -> Registries:
@@ -279,7 +281,13 @@ def package_registries() -> Registries:
 
     return Registries(datasets={name: tuple(dataset_options(name)) for name in DATASETS}, models=tuple(MODELS),
                       methods=tuple(METHODS), ratio_methods=tuple(RATIO_METHODS),
-                      check_options=check_dataset_options, check_model=check_model_inputs)
+                      check_options=check_dataset_options, check_model=check_model_inputs,
+                      check_weights=_check_model_weights)
+
+
+def _check_model_weights(model: str, pretrained: bool, model_path: str | None) -> None:
+    """``check_weights_request`` of the registry model named ``model``."""
+    check_weights_request(get_spec(model), pretrained, model_path)
 
 
 def _parse_ratio(value, method: str, where: str) -> float:
@@ -496,10 +504,11 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
                         registries.check_options(dataset, values["dataset_options"])
                     except GroupsweepError as error:
                         _fail(f"{dwhere}.options", str(error))
-                try:
-                    check_weights_request(get_spec(model), values.get("pretrained") is True, values.get("model_path"))
-                except GroupsweepError as error:
-                    _fail(f"cell {cell}", str(error))
+                if registries.check_weights is not None:
+                    try:
+                        registries.check_weights(model, values.get("pretrained") is True, values.get("model_path"))
+                    except GroupsweepError as error:
+                        _fail(f"cell {cell}", str(error))
                 space = {key: value for key, value in values.items() if is_space(value)}
                 if search is not None:
                     trials.append(_search_cell(cell, values, space, search, seeds, trial_resources,

@@ -15,6 +15,7 @@ their penultimate training features from a kept checkpoint (the final epoch by d
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from sweeps.analyze_command import CRITERION_CHOICES as ANALYZE_CRITERIA
@@ -23,6 +24,7 @@ from trainables.errors import GroupsweepError
 
 # Spectral analysis follows one selected method, so the table-only "all" is not a choice here.
 CRITERION_CHOICES = tuple(c for c in ANALYZE_CRITERIA if c != "all")
+DEVICE_PATTERN = r"cpu|cuda(:[0-9]+)?|mps"  # the torch devices features are extracted on
 
 
 def register(subparsers) -> None:
@@ -60,6 +62,9 @@ def check_spectral_args(args: argparse.Namespace) -> None:
             raise GroupsweepError(f"--top and --batch-size must be positive integers, got {value}")
     if args.epoch is not None and args.epoch < 1:
         raise GroupsweepError(f"--epoch must be a positive integer, got {args.epoch}")
+    if args.device is not None and not re.fullmatch(DEVICE_PATTERN, args.device):
+        raise GroupsweepError(f"--device {args.device!r} is not a torch device this tool runs on; give cpu, cuda, "
+                              "cuda:N or mps")
     if args.out:
         check_output(args.out)
 

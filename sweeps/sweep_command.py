@@ -27,6 +27,7 @@ from sweeps.spaces import describe_space
 from sweeps.spec import RUN_DIR_PLACEHOLDER, build_spec, load_spec, read_spec_source
 from sweeps.tracking import parse_tracking
 from trainables.balancing import method_label
+from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError, path_name, positive_integer
 
 PLAN_COLUMNS = ("#", "trial", "dataset", "model", "method", "seed", "epochs", "lr", "cpu", "gpu")
@@ -140,8 +141,29 @@ def check_after_commands(spec) -> None:
         try:
             args = parser.parse_args(argv)
             args.check(args)
+            _check_against_spec(args, spec)
         except GroupsweepError as error:
             raise GroupsweepError(f"after[{index}]: {command!r}: {error}") from None
+
+
+def _check_against_spec(args: argparse.Namespace, spec) -> None:
+    """Refuse an ``after`` command that the sweep of ``spec`` cannot satisfy: ``promote`` of a sweep without a
+    search, ``spectral --epoch E`` where a trial keeps no checkpoint of epoch E (``checkpoint_every``,
+    ``keep_checkpoints``; checked for grid trials, whose epochs are known before they run)."""
+    if args.command == "promote" and spec.search is None:
+        raise GroupsweepError("promote reruns a hyperparameter search's chosen configurations; this spec has no "
+                              "search: block")
+    if args.command != "spectral" or args.epoch is None or spec.search is not None:
+        return
+    for trial in spec.trials:
+        config = TrainConfig.from_dict(trial.config)
+        saved = [epoch for epoch in range(1, config.epochs + 1) if config.checkpoints(epoch)]
+        kept = saved if spec.keep_checkpoints == "all" else saved[-spec.keep_checkpoints:]
+        if args.epoch not in kept:
+            raise GroupsweepError(f"--epoch {args.epoch}: trial {trial.name} keeps the checkpoints of epochs "
+                                  f"{', '.join(map(str, kept))} only (epochs {config.epochs}, checkpoint_every "
+                                  f"{config.checkpoint_every}, keep_checkpoints {spec.keep_checkpoints}); set "
+                                  "keep_checkpoints: all to analyse an earlier epoch")
 
 
 # The after commands that read the models and the data again (feature extraction), not only the storage:
