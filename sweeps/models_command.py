@@ -35,11 +35,12 @@ def models_table(num_classes: int = 2):
     # deferred: pandas and the model builders (torch) load when the command runs, not for `--help`
     import pandas as pd
 
+    from trainables.data.base import MAX_LABELS
     from trainables.models import MODELS, weights_available, weights_origin
     from trainables.models.build import parameter_count
 
-    if num_classes < 1:
-        raise GroupsweepError(f"--num-classes {num_classes} must be at least 1")
+    if not 1 <= num_classes <= MAX_LABELS:
+        raise GroupsweepError(f"--num-classes {num_classes} must be from 1 to {MAX_LABELS}")
     rows = []
     for spec in MODELS.values():
         params = parameter_count(spec.name, num_classes)

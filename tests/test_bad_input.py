@@ -104,6 +104,8 @@ CLI_CASES = [
     ("set-bad-value", lambda t: ["plan", spec_file(t), "--set", "epochs=zero"], "got 'zero'"),
     ("max-concurrent-zero", lambda t: ["run", spec_file(t), "--max-concurrent", "0"], "got 0"),
     ("too-many-cpus", lambda t: ["run", spec_file(t, resources={"cpu": 4096})], "needs 4096 CPU"),
+    ("models-too-many-classes", lambda t: ["models", "--num-classes", "100000000"],
+     "--num-classes 100000000 must be from 1 to 10000"),
     ("status-unknown-sweep", lambda t: ["status", "nosuch", "--storage", str(t)], "no sweep 'nosuch'"),
     ("status-unknown-uri-scheme", lambda t: ["status", "foo://bar"],
      "cannot open 'foo://bar': Unrecognized filesystem type in URI"),

@@ -332,7 +332,9 @@ def test_unknown_split_code_in_celeba_partition(tmp_path):
     ("waterbirds", write_waterbirds, "metadata.csv", "y", "2", r"class 2 in column 'y'; allowed: 0, 1"),
     ("celeba", write_celeba_kaggle, "list_attr_celeba.csv", "Blond_Hair", "0", r"class 0 in column 'Blond_Hair'; allowed: -1, 1"),
     ("civilcomments", write_civilcomments, "all_data_with_identities.csv", "toxicity", "1.5", r"toxicity 1.5 outside the allowed range 0..1"),
-    ("custom", write_custom_text, "metadata.csv", "y", "-1", r"class -1 in column 'y'; allowed: integers 0, 1"),
+    ("custom", write_custom_text, "metadata.csv", "y", "-1", r"class -1 in column 'y'; allowed: integers 0 to 9999"),
+    ("custom", write_custom_text, "metadata.csv", "y", "99999999999999999999",
+     r"class 99999999999999999999 in column 'y'; allowed: integers 0 to 9999"),
     ("custom", write_custom_text, "metadata.csv", "a", "x", r"value 'x' in column 'a' is not a number"),
 ])
 def test_label_outside_the_classes(tmp_path, name, writer, filename, column, value, message):

@@ -21,6 +21,9 @@ SPLITS = ("train", "val", "test")
 # The largest image side a dataset is built at (the paper's models take 224 px; ConvNeXt-V2 also 384 px): one
 # uint8 image of this side is 3 MiB, so a mistyped size fails in one line instead of allocating terabytes.
 MAX_IMAGE_SIZE = 1024
+# The most classes (or attribute values) a dataset may have: a head or a label table of that size is small, and a
+# mistyped label fails in one line instead of allocating one name per value up to it.
+MAX_LABELS = 10_000
 SPLIT_CODES = {0: "train", 1: "val", 2: "test"}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainables.data.base import GroupDataset, register_dataset
+from trainables.data.base import MAX_LABELS, GroupDataset, register_dataset
 from trainables.data.native import (SPLIT_CODES, NativeTable, find_file, image_dataset, map_codes, native_reader,
                                     numeric_column, read_csv, resolve_root, row_error, shown, text_dataset)
 from trainables.errors import GroupsweepError
@@ -24,12 +24,13 @@ OPTIONAL = ("id", "filename", "text", "text_b", "y_name", "a_name")
 
 
 def _labels(path: Path, column: pd.Series, what: str) -> np.ndarray:
-    """Integer values >= 0 of ``column``; anything else raises a row error."""
+    """Integer values from 0 to ``MAX_LABELS`` - 1 of ``column``; anything else raises a row error."""
     values = numeric_column(path, column, missing_ok=False)
-    bad = np.flatnonzero((values < 0) | (values != np.floor(values)))
+    bad = np.flatnonzero((values < 0) | (values >= MAX_LABELS) | (values != np.floor(values)))
     if len(bad):
         row = int(bad[0])
-        raise row_error(path, row + 1, f"{what} {shown(column.iloc[row])} in column {column.name!r}; allowed: integers 0, 1, ...")
+        raise row_error(path, row + 1, f"{what} {shown(column.iloc[row])} in column {column.name!r}; allowed: integers "
+                                       f"0 to {MAX_LABELS - 1}")
     return values.astype(np.int64)
 
 
