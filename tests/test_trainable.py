@@ -10,7 +10,8 @@ from ray.tune import Checkpoint
 import trainables.plans
 from trainables.config import TrainConfig
 from trainables.finetune import DivergenceError, EpochResult
-from trainables.trainable import EpochReporter, InjectedFault, epoch_metrics, load_state, run_finetune
+from trainables.trainable import (STAGING_PREFIX, EpochReporter, InjectedFault, epoch_metrics, load_state,
+                                  run_finetune, staging_directory)
 from trainables.trial_dir import LABELS_FILE, STATE_FILE, TrialDir, predictions_file
 
 SMALL = {"size": 120, "val_size": 40, "test_size": 60}
@@ -71,6 +72,23 @@ def test_reporter_writes_files_then_reports_with_a_checkpoint(tmp_path):
     for epoch in (1, 2):
         with np.load(tmp_path / predictions_file(epoch)) as saved:
             assert saved["test"].tolist() == [1, 0, epoch % 2]
+
+
+def test_a_checkpoint_folder_left_by_a_killed_worker_is_removed_by_the_next_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    orphan = tmp_path / f"{STAGING_PREFIX}{ended.pid}-abc"
+    live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def"
+    unrelated = tmp_path / f"{STAGING_PREFIX}notapid"
+    for folder in (orphan, live, unrelated):
+        folder.mkdir()
+        (folder / "state.pt").write_bytes(b"x")
+    new = staging_directory(str(tmp_path))
+    assert not orphan.exists() and live.exists() and unrelated.exists()
+    assert os.path.basename(new).startswith(f"{STAGING_PREFIX}{os.getpid()}-") and os.path.isdir(new)
 
 
 def test_non_zero_ranks_report_without_files_or_checkpoint():

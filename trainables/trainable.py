@@ -56,6 +56,8 @@ log = logging.getLogger("groupsweep.trainable")
 
 # Metrics shown first (Ray's trial table picks the first numeric ones).
 LEADING_METRICS = ("epoch", "val/wga", "test/wga", "test/avg_acc", "optim/loss")
+# A checkpoint is written into a temporary folder ``<tempdir>/groupsweep-ckpt-<pid>-<random>`` before Tune takes it.
+STAGING_PREFIX = "groupsweep-ckpt-"
 FAULT_ENV = "GROUPSWEEP_FAULT_INJECT"
 
 
@@ -139,7 +141,7 @@ class EpochReporter:
             self.files.write_npz(LABELS_FILE, result.labels)
         self.files.write_npz(predictions_file(result.epoch), result.predictions)
         if result.checkpoint:
-            directory = tempfile.mkdtemp(prefix="groupsweep-ckpt-")
+            directory = staging_directory()
             try:
                 torch.save(result.state(), os.path.join(directory, STATE_FILE))
                 self.report(metrics, checkpoint=self.checkpoint_class.from_directory(directory))
@@ -152,6 +154,29 @@ class EpochReporter:
         if result.epoch == self.fault_epoch and not self.files.exists(marker):
             self.files.write_marker(marker)
             raise InjectedFault(f"{FAULT_ENV}: failing once after epoch {result.epoch}")
+
+
+def staging_directory(root: str | None = None) -> str:
+    """A new folder in ``root`` (default: the temporary folder) to write one checkpoint into, named after this
+    process (``STAGING_PREFIX``); first removes the ones that processes no longer alive left behind (a worker
+    killed while it reported a checkpoint: its ``finally`` never ran, and a checkpoint is up to ~1 GB)."""
+    root = root or tempfile.gettempdir()
+    for name in os.listdir(root):
+        owner = name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+        if name.startswith(STAGING_PREFIX) and owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=root)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | None, cpu: bool,
