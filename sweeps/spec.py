@@ -71,8 +71,8 @@ import yaml
 
 from sweeps.presets import preset_names, preset_path
 from sweeps.tracking import Tracking, parse_tracking
-from sweeps.spaces import (SearchCell, SearchSettings, check_metric_reported, check_space, describe_space, is_space,
-                           parse_search, space_values, trial_name)
+from sweeps.spaces import (SPACE_KINDS, SearchCell, SearchSettings, check_metric_reported, check_space, describe_space,
+                           is_space, parse_search, space_values, trial_name)
 from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
 from trainables.config import MAX_SEED, TrainConfig
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
@@ -509,6 +509,11 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
                         registries.check_weights(model, values.get("pretrained") is True, values.get("model_path"))
                     except GroupsweepError as error:
                         _fail(f"cell {cell}", str(error))
+                for key, value in values.items():
+                    if (isinstance(value, dict) and len(value) == 1 and not is_space(value)
+                            and not isinstance(getattr(DEFAULT_CONFIG, key, None), dict)):
+                        _fail(f"cell {cell}", f"hparams {key}: {value!r} is not a search space; a space is one of "
+                                              f"{', '.join(SPACE_KINDS)}")
                 space = {key: value for key, value in values.items() if is_space(value)}
                 if search is not None:
                     trials.append(_search_cell(cell, values, space, search, seeds, trial_resources,
@@ -538,6 +543,7 @@ def _most_epochs(trial) -> int:
 
 # The most combinations of search-space values a cell's check tries (a few searched settings of a few values).
 MAX_SPACE_COMBINATIONS = 1024
+DEFAULT_CONFIG = TrainConfig()  # which settings take a mapping
 MAX_PAIR_VALUES = 16
 
 

@@ -90,6 +90,8 @@ CLI_CASES = [
      "--device 'tpu' is not a torch device"),
     ("spec-after-out-unknown-scheme", lambda t: ["plan", spec_file(t, after=["analyze --out foo://bar"])],
      "cannot open 'foo://bar'"),
+    ("spec-unknown-space-kind", lambda t: ["plan", spec_file(t, hparams={"lr": {"normal": [0, 1]}})],
+     "hparams lr: {'normal': [0, 1]} is not a search space; a space is one of loguniform, uniform"),
     ("spec-not-yaml", lambda t: ["plan", text_file(t, "bad.yaml", "datasets: [a\n")], "not valid YAML"),
     ("spec-duplicate-key", lambda t: ["plan", text_file(t, "dup.yaml", "datasets: [synthetic-waterbirds]\n"
                                                                "seeds: [1]\nseeds: [2]\n")],
