@@ -204,6 +204,8 @@ def _figures_section(results: SweepResults, notes: list) -> tuple:
     names = list(FIGURES)
     if not (results.trials["method"] == "mixture-nosubset").any():
         names.remove("ablation")  # it is the mixture figure plus mixture-nosubset: without that method, a repeat
+    if not (results.trials["method"] == "mixture").any():
+        names.remove("mixture")  # a sweep without mixture ratios has nothing to draw there: not a missing result
     if results.trials.groupby("dataset")["model"].nunique().max() < 2:
         names.remove("scaling")
         notes.append("scaling: every dataset has one model; the scaling figure is left out")

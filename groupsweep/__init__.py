@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.report import Report, write_report
+from analysis.report import Report
 from analysis.results import SweepResults
 from analysis.results import load_results as _load_results
 from analysis.selection import CRITERIA, Selection, display_table, paper_view, parse_criteria
@@ -34,7 +34,9 @@ from sweeps.overrides import parse_overrides
 from sweeps.presets import preset_names
 from sweeps.promote_command import PROMOTE_CRITERIA
 from sweeps.promote_command import default_out as _promoted_spec_file
+from sweeps.analyze_command import check_output as _check_output
 from sweeps.report_command import default_out as _report_file
+from sweeps.report_command import publish_report as _publish_report
 from sweeps.spec import SweepSpec, apply_overrides, build_spec, load_spec
 from sweeps.sweep_command import CheckingParser, check_after_commands
 from trainables.errors import GroupsweepError, choose
@@ -99,15 +101,22 @@ def table1(results, criterion: str = "all", epoch: str = "final", pool_models: b
 
 
 def report(results, out=None, epoch: str = "final", pool_models: bool = False, methods=None,
-           title: str | None = None) -> Path:
+           title: str | None = None) -> Path | str:
     """Write the HTML report of ``results`` (a ``SweepResults``, or what ``load_results`` takes) to ``out``
-    and return its path (see ``analysis.report``; the same page as ``groupsweep report``). ``out``
-    defaults to ``report.html`` in the sweep directory's ``groupsweep_analysis`` folder (given a
-    ``SweepResults``, its first directory; for a URI, ``<sweep>_report.html`` in the current folder)."""
+    and return where it went (see ``analysis.report``; the same page, written the same way, as ``groupsweep
+    report``). ``out``: a local file (checked as ``--out`` is), or a storage URI, uploaded; it defaults to
+    ``report.html`` in the ``groupsweep_analysis`` folder of the given directory (the first, given several;
+    given a ``SweepResults``, of its first sweep directory; for a sweep in object storage,
+    ``<sweep>_groupsweep_analysis/report.html`` in the current folder)."""
+    if out is not None:
+        out = _check_output(out, "file")
+    elif isinstance(results, SweepResults):
+        out = _report_file(results.run_dirs[0])
+    else:
+        out = _report_file(results if isinstance(results, (str, Path)) else next(iter(results)))
     if not isinstance(results, SweepResults):
         results = load_results(results)
-    out = Path(out) if out is not None else _report_file(results.run_dirs[0])
-    write_report(results, out, epoch=epoch, by_model=not pool_models, methods=methods, title=title)
+    _publish_report(results, out, epoch=epoch, by_model=not pool_models, methods=methods, title=title)
     return out
 
 

@@ -266,12 +266,16 @@ def publish(args: argparse.Namespace, out: Path) -> None:
 
 
 def upload(local: Path, uri: str) -> None:
-    """Copy the local file or folder ``local`` to the storage URI ``uri`` (``pyarrow.fs.copy_files``) and say
-    so; a failing upload is one ``GroupsweepError`` line."""
+    """Copy the local file or folder ``local`` to the storage URI ``uri`` (``pyarrow.fs.copy_files``; the folder
+    holding a file made first, which a ``file://`` URI needs) and say so; a failing upload is one
+    ``GroupsweepError`` line."""
     # deferred: pyarrow loads only when an analysis is uploaded
     import pyarrow.fs
 
     try:
+        if Path(local).is_file():
+            filesystem, path = location_filesystem(uri)
+            filesystem.create_dir(split_location(path)[0], recursive=True)
         pyarrow.fs.copy_files(str(local), str(uri))
     except (OSError, pyarrow.ArrowException) as error:
         raise GroupsweepError(f"cannot upload to --out {uri!r}: {error}") from None

@@ -80,7 +80,7 @@ from sweeps.retention import CheckpointRetention, RetryLogs
 from sweeps.search import early_stopping_warning, search_plan
 from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
 from sweeps.sweep_lock import SweepLock
-from sweeps.tracking import tracking_callbacks
+from sweeps.tracking import tracker_environment, tracking_callbacks
 from trainables.balancing import method_label
 from trainables.config import TrainConfig
 from trainables.config_data import dataset_key, load_config_dataset
@@ -621,6 +621,8 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         TrialResources(spec),
     )
     if restore:
+        saved = read_saved_spec(exp_dir)  # Tune restores the callbacks of the tracking the sweep started with
+        tracker_environment(build_spec(saved).tracking if saved else spec.tracking)
         if spec.search is not None:  # the searcher (every cell's state) comes back with the experiment
             return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True,
                                       storage_filesystem=filesystem)

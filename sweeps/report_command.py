@@ -55,26 +55,34 @@ def check_report_args(args: argparse.Namespace) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     """Load the sweep, write the page, print where it went and its notes; 0 when Table 1 has a row."""
+    check_report_args(args)
+    out = check_output(args.out, "file") if args.out else default_out(args.run_dir[0])
+    results = load_run(args.run_dir)
+    report = publish_report(results, out, epoch=args.epoch, by_model=not args.pool_models,
+                            methods=parse_methods(args.methods), title=args.title)
+    print_notes(report.notes)
+    print(f"wrote {out} ({len(report.html) // 1024} KiB; {len(report.figures)} figure(s), "
+          f"{len(results.trials)} trial(s))")
+    return 0 if not report.selection.table.empty else 1
+
+
+def publish_report(results, out, **options):
+    """Write the HTML report of ``results`` (``analysis.report.write_report`` with ``options``) to ``out``: a
+    local file, or a storage URI, written to a temporary file and then uploaded (as every ``--out``); the
+    ``Report``."""
     # deferred: pandas, matplotlib and the analysis modules load when a command runs, not for `groupsweep --help`
     from analysis.report import write_report
 
-    check_report_args(args)
-    out = check_output(args.out, "file") if args.out else default_out(args.run_dir[0])
     remote = "://" in str(out)
-    local = Path(tempfile.mkdtemp(prefix="groupsweep-report-")) / REPORT_FILE if remote else out
+    local = Path(tempfile.mkdtemp(prefix="groupsweep-report-")) / REPORT_FILE if remote else Path(out)
     try:
-        results = load_run(args.run_dir)
-        report = write_report(results, local, epoch=args.epoch, by_model=not args.pool_models,
-                              methods=parse_methods(args.methods), title=args.title)
-        print_notes(report.notes)
-        print(f"wrote {local} ({len(report.html) // 1024} KiB; {len(report.figures)} figure(s), "
-              f"{len(results.trials)} trial(s))")
+        report = write_report(results, local, **options)
         if remote:
             upload(local, out)
     finally:
         if remote:
             shutil.rmtree(local.parent, ignore_errors=True)
-    return 0 if not report.selection.table.empty else 1
+    return report
 
 
 def default_out(run_dir) -> Path:

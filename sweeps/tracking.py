@@ -13,10 +13,14 @@ A spec's ``tracking:`` (or ``groupsweep run --tracking NAME``, repeatable) names
   named by the trial, the trial config (sampled hyperparameters included) as params, every per-epoch
   metric as a metric history, and the tag ``groupsweep.sweep``. The default tracking URI is a local file
   store, ``<sweep directory>/mlruns`` (``./mlruns`` for a sweep in object storage); MLflow 3 keeps that
-  backend in maintenance mode, so groupsweep sets ``MLFLOW_ALLOW_FILE_STORE=true`` for it (any other URI,
-  a server or a database, is passed as given).
+  backend in maintenance mode, so groupsweep sets ``MLFLOW_ALLOW_FILE_STORE=true`` (``tracker_environment``;
+  a server or a database URI is passed as given and ignores it).
 - ``wandb``: Tune's ``WandbLoggerCallback``: project (default: the sweep name), the sweep as the group, one
-  run per trial; ``mode: offline`` (the default here) works without a network (``wandb sync`` uploads later).
+  run per trial; ``mode: offline`` (the default here) works without a network or an API key (``wandb sync``
+  uploads later; groupsweep sets ``WANDB_MODE`` to it, which Ray's callback reads).
+
+A resumed sweep keeps the trackers it started with: Tune restores its callbacks with the experiment (their
+environment is set again from the saved spec); trials that a grid spec adds run with the spec's trackers.
 
 Each tracker's package is optional (pip extras ``mlflow`` and ``wandb``; TensorBoard needs ``tensorboardX``,
 which Ray Tune installs); a missing one is refused in one line before Ray starts.
@@ -101,8 +105,23 @@ def mlflow_default_uri(exp_dir: str) -> str:
     return f"file:{join_location(os.path.abspath(path), MLFLOW_STORE)}"
 
 
+def tracker_environment(tracking: Tracking) -> None:
+    """Set, in this driver process, what the trackers' Ray callbacks read from the environment when they are set
+    up, which Tune also does to the callbacks it restores with a resumed sweep: ``MLFLOW_ALLOW_FILE_STORE=true``
+    for MLflow (MLflow 3 refuses its file store without it: the default store, a ``file:`` URI or a plain
+    path; a tracking server ignores it) and ``WANDB_MODE`` for W&B in ``offline`` or ``disabled`` mode (Ray's
+    ``WandbLoggerCallback`` asks for an API key unless that variable says so). Values already set are kept."""
+    if "mlflow" in tracking.trackers:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    mode = tracking.trackers.get("wandb", {}).get("mode")
+    if mode in ("offline", "disabled"):
+        os.environ.setdefault("WANDB_MODE", mode)
+
+
 def tracking_callbacks(tracking: Tracking, sweep: str, exp_dir: str) -> list:
-    """Ray Tune logger callbacks for ``tracking`` of the sweep named ``sweep`` in ``exp_dir``."""
+    """Ray Tune logger callbacks for ``tracking`` of the sweep named ``sweep`` in ``exp_dir`` (the environment
+    they need set first: ``tracker_environment``)."""
+    tracker_environment(tracking)
     callbacks = []
     for name, settings in tracking.trackers.items():
         if name == "tensorboard":
@@ -113,8 +132,6 @@ def tracking_callbacks(tracking: Tracking, sweep: str, exp_dir: str) -> list:
             from ray.air.integrations.mlflow import MLflowLoggerCallback  # deferred: Ray and MLflow load on use
 
             uri = settings["tracking_uri"] or mlflow_default_uri(exp_dir)
-            if uri.startswith("file:"):
-                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=sweep,
                                                   tags={"groupsweep.sweep": sweep}, save_artifact=False))
         else:

@@ -74,6 +74,11 @@ def test_table1_and_report_give_what_the_commands_give(tmp_path):
     assert page == tmp_path / "page.html" and "<h1>my study</h1>" in page.read_text()
     default = gs.report(str(tmp_path / "run"))
     assert default == tmp_path / "run" / "groupsweep_analysis" / "report.html" and default.exists()
+    uri = f"file://{tmp_path}/uploaded/page.html"  # a storage URI is uploaded, as by `report --out`
+    assert gs.report(results, uri) == uri and (tmp_path / "uploaded" / "page.html").read_text().startswith("<!DOCTYPE")
+    assert not any(Path.cwd().glob("file:*"))
+    assert gs.report(str(tmp_path)) == tmp_path / "groupsweep_analysis" / "report.html"  # a folder of sweeps: as
+    # `groupsweep report FOLDER`, beside them
 
 
 def test_plan_takes_a_preset_a_file_or_a_mapping_and_overrides_as_the_command_line_does(tmp_path):

@@ -3,13 +3,14 @@ after a real sweep; and the one-line errors of bad ``tracking`` settings."""
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
 import yaml
 
 from ray_fixtures import TINY_DATA, run_cli
-from sweeps.tracking import Tracking, mlflow_default_uri, parse_tracking
+from sweeps.tracking import Tracking, mlflow_default_uri, parse_tracking, tracker_environment
 from trainables.errors import GroupsweepError
 
 
@@ -51,6 +52,21 @@ def test_tracking_settings_are_checked_in_one_line(monkeypatch):
         with pytest.raises(GroupsweepError) as info:
             parse_tracking(value)
         assert str(info.value) == message
+
+
+def test_the_trackers_environment_is_set_for_their_ray_callbacks_and_a_users_value_kept(monkeypatch):
+    for name in ("MLFLOW_ALLOW_FILE_STORE", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    tracker_environment(Tracking({"tensorboard": {}}))
+    assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ and "WANDB_MODE" not in os.environ
+    tracker_environment(Tracking({"mlflow": {"tracking_uri": "/a/plain/path"}, "wandb": {"mode": "offline"}}))
+    assert os.environ["MLFLOW_ALLOW_FILE_STORE"] == "true" and os.environ["WANDB_MODE"] == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    tracker_environment(Tracking({"wandb": {"mode": "offline"}}))
+    assert os.environ["WANDB_MODE"] == "disabled"
+    monkeypatch.delenv("WANDB_MODE")
+    tracker_environment(Tracking({"wandb": {"mode": "online"}}))  # online: the API key is needed, as Ray asks
+    assert "WANDB_MODE" not in os.environ
 
 
 def test_the_embedded_mlflow_store_sits_in_the_sweep_directory(tmp_path):
