@@ -623,6 +623,7 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
     if restore:
         saved = read_saved_spec(exp_dir)  # Tune restores the callbacks of the tracking the sweep started with
         tracker_environment(build_spec(saved).tracking if saved else spec.tracking)
+        tracker_environment(spec.tracking)  # ... and the trials a grid spec adds get this run's
         if spec.search is not None:  # the searcher (every cell's state) comes back with the experiment
             return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True,
                                       storage_filesystem=filesystem)

@@ -341,8 +341,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.profile:
         args.overrides = [*args.overrides, "profile=true"]
     spec = load_checked_spec(args)
-    if args.tracking:
-        spec = dataclasses.replace(spec, tracking=parse_tracking(spec.source.get("tracking"), extra=args.tracking))
+    if args.tracking:  # the saved spec records them too: a resumed sweep sets up the trackers it started with
+        tracking = parse_tracking(spec.source.get("tracking"), extra=args.tracking)
+        spec = dataclasses.replace(spec, tracking=tracking, source={**spec.source, "tracking": dict(tracking.trackers)})
     if args.max_concurrent is not None:
         positive_integer("--max-concurrent", args.max_concurrent)
     if args.name is not None:

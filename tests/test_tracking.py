@@ -78,7 +78,7 @@ def test_the_embedded_mlflow_store_sits_in_the_sweep_directory(tmp_path):
 def test_a_sweep_tracked_by_mlflow_and_tensorboard(tmp_path, monkeypatch, cluster_address):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # groupsweep sets it for its driver itself
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "tracked", "datasets": {"synthetic-waterbirds": {"options": TINY_DATA}},
@@ -88,9 +88,14 @@ def test_a_sweep_tracked_by_mlflow_and_tensorboard(tmp_path, monkeypatch, cluste
     done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"), "--tracking", "mlflow",
                    "--address", cluster_address)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # the spec again (without --tracking) resumes the finished sweep: Tune restores its MLflow callback, which the
+    # saved spec records, and sets it up
+    again = run_cli("run", str(spec), "--storage", str(tmp_path / "out"), "--address", cluster_address)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     exp_dir = tmp_path / "out" / "tracked"
     names = {"synthetic-waterbirds-toy-resnet-xs-none-s1", "synthetic-waterbirds-toy-resnet-xs-upsampling-s1"}
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this process's own client
     client = MlflowClient(f"file:{exp_dir / 'mlruns'}")
     experiment = client.get_experiment_by_name("tracked")
     runs = client.search_runs([experiment.experiment_id])
