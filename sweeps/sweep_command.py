@@ -397,8 +397,8 @@ def status_command(args: argparse.Namespace) -> int:
         where = os.path.abspath(args.name) if os.sep in args.name and "://" not in args.name else exp_dir
         raise GroupsweepError(f"no sweep {args.name!r} at {where}; pass --storage or the sweep folder")
     saved = read_saved_spec(exp_dir)
-    try:
-        spec = build_spec(saved) if saved else None
+    try:  # the grid, not the trackers: their packages need not be installed where status runs (a laptop)
+        spec = build_spec({**saved, "tracking": None}) if saved else None
     except GroupsweepError as error:
         raise GroupsweepError(f"the saved spec of {exp_dir}: {error}") from None
     sweep = load_sweep(exp_dir)

@@ -186,6 +186,14 @@ def test_pretrained_weights_missing_here_stop_a_local_run_before_ray_starts(tmp_
     assert not (tmp_path / "st").exists()
 
 
+def test_status_reads_a_sweep_tracked_with_a_package_not_installed_here(tmp_path, capsys):
+    saved = yaml.safe_load(Path(spec_file(tmp_path)).read_text())
+    text_file(tmp_path, "st/s/groupsweep_spec.yaml", yaml.safe_dump({**saved, "tracking": {"wandb": {"mode": "offline"}}}))
+    capsys.readouterr()
+    assert main(["status", "s", "--storage", str(tmp_path / "st")]) == 0
+    assert "pending" in capsys.readouterr().out
+
+
 def test_set_names_the_spec_keys_it_takes(tmp_path, capsys):
     err = assert_one_error_line(["plan", spec_file(tmp_path), "--set", "override=1"], capsys, "unknown key 'override'")
     assert "override," not in err.split("use a spec key", 1)[1]
