@@ -71,15 +71,18 @@ class TrialStatistics:
 
 def criterion_trials(results, criterion: str) -> tuple[list, list]:
     """``(trial ids, notes)``: per dataset and model, the complete trials (every seed) of the balancing
-    method that ``analysis.selection.select`` chooses with ``criterion`` (final epoch, by model)."""
+    method that ``analysis.selection.select`` chooses with ``criterion`` (final epoch, by model); in a
+    hyperparameter search, those of the method's chosen configuration only (its ``config_id``: not the method's
+    other configurations, nor grid reruns of the chosen one, which selection does not score)."""
     selection = select(results, [criterion], epoch="final", by_model=True)
     trials = results.trials[results.trials["status"] == "complete"]
     chosen = []
     for row in selection.table.itertuples(index=False):
         variant = getattr(row, "variant", "")
         same_ratio = trials["ratio"].isna() if pd.isna(row.ratio) else trials["ratio"] == row.ratio
+        same_config = trials["config_id"] == row.config_id if getattr(row, "config_id", "") else True
         match = trials[(trials["dataset"] == row.dataset) & (trials["model"] == row.model)
-                       & (trials["method"] == row.method) & same_ratio & (trials["variant"] == variant)]
+                       & (trials["method"] == row.method) & same_ratio & (trials["variant"] == variant) & same_config]
         chosen += sorted(match.index, key=lambda trial_id: (match.loc[trial_id, "seed"], trial_id))
     return chosen, list(selection.notes)
 

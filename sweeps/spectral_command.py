@@ -1,7 +1,8 @@
 """``groupsweep spectral``: spectral imbalance of penultimate features (Section 5 of the paper).
 
 Picks trials of a sweep directory (``--criterion``: per dataset and model, every seed of the balancing
-method that validation criterion selects at the final epoch; ``--trial``: named trials), extracts
+method that criterion selects at the final epoch, in a search of its chosen configuration; ``oracle`` selects
+by test WGA, an upper bound rather than a model selection; ``--trial``: named trials), extracts
 their penultimate training features from a kept checkpoint (the final epoch by default; the spec's
 ``keep_checkpoints`` decides which epochs are kept), and writes into ``--out``:
 
@@ -36,8 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's directory (<storage>/<name>)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--criterion", choices=CRITERION_CHOICES, default=None,
-                       help="analyse every seed of the method this criterion selects, per dataset and model "
-                            "(default: wga)")
+                       help="analyse every seed of the method (in a search, the configuration) this criterion "
+                            "selects, per dataset and model (default: wga; oracle selects by test WGA)")
     which.add_argument("--trial", action="append", default=None, metavar="ID",
                        help="analyse this trial (trial id or name); repeatable")
     parser.add_argument("--top", type=int, action="append", default=None, metavar="K",

@@ -138,6 +138,15 @@ def test_the_run_summary_of_a_search_reports_each_methods_chosen_configuration_n
     assert display_summary(summary.reset_index())["config (by val WGA)"].tolist()[:1] == ["h00 of 1"]
 
 
+def test_spectral_analyses_the_chosen_configuration_of_the_chosen_method_only(tmp_path):
+    from analysis.features import criterion_trials
+
+    write_search(tmp_path)  # upweighting h01 wins; h00 and h02 are complete too
+    results = load_results(tmp_path)
+    chosen, _ = criterion_trials(results, "wga")
+    assert results.trials.loc[chosen, "trial_name"].tolist() == ["wb-m-upweighting-h01-s0", "wb-m-upweighting-h01-s1"]
+
+
 def test_a_method_whose_best_configuration_wins_on_one_seed_only_loses_on_the_mean(tmp_path):
     search = {("upweighting", 0): (1e-3, (0.95, 0.05)), ("upweighting", 1): (1e-4, (0.55, 0.55)),
               ("subsetting", 0): (1e-3, (0.52, 0.52))}
