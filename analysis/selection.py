@@ -552,8 +552,8 @@ def _note_unequal_seeds(scored: pd.DataFrame, keys: list, notes: list) -> None:
     for values, group in scored.groupby(keys, dropna=False, sort=False):
         if group["seeds"].nunique() > 1:
             where = "/".join(str(value) for value in (values if isinstance(values, tuple) else (values,)) if value)
-            shown = "; ".join(sorted(f"{row.method_label} {row.seeds}" for row in group.itertuples()))  # one note
-            # for every criterion: their rankings order the methods differently
+            # sorted: the criteria rank the methods differently, and the note is made once for all of them
+            shown = "; ".join(sorted(f"{row.method_label} {row.seeds}" for row in group.itertuples()))
             note = (f"{where}: candidates scored on different seeds ({shown}); finish the missing runs for a "
                     "comparison over the same seeds")
             if note not in notes:

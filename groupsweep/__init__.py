@@ -30,11 +30,11 @@ from analysis.results import load_results as _load_results
 from analysis.selection import CRITERIA, Selection, display_table, paper_view, parse_criteria
 from analysis.selection import select as _select
 from sweeps import cli
+from sweeps.analyze_command import check_output as _check_output
 from sweeps.overrides import parse_overrides
 from sweeps.presets import preset_names
 from sweeps.promote_command import PROMOTE_CRITERIA
 from sweeps.promote_command import default_out as _promoted_spec_file
-from sweeps.analyze_command import check_output as _check_output
 from sweeps.report_command import default_out as _report_file
 from sweeps.report_command import publish_report as _publish_report
 from sweeps.spec import SweepSpec, apply_overrides, build_spec, load_spec

@@ -570,11 +570,11 @@ def check_local_weights(spec: SweepSpec) -> None:
     """Check that every pretrained model or ``model_path`` the sweep's trials load is on this machine
     (``checkpoint_source``: the local Hugging Face cache, the package that ships it, or the path), so a local
     sweep stops with one line before Ray starts instead of failing in every trial."""
-    for unit in spec.units:
-        pretrained, model_path = unit.config.get("pretrained"), unit.config.get("model_path")
-        if pretrained is True or isinstance(model_path, str):
-            checkpoint_source(get_spec(unit.config["model"]), pretrained is True,
-                              model_path if isinstance(model_path, str) else None)
+    for unit in spec.units:  # a search cell's value may be a space: only a plain True or path asks for weights
+        pretrained = unit.config.get("pretrained") is True
+        model_path = unit.config.get("model_path") if isinstance(unit.config.get("model_path"), str) else None
+        if pretrained or model_path is not None:
+            checkpoint_source(get_spec(unit.config["model"]), pretrained, model_path)
 
 
 def share_datasets(spec: SweepSpec, loaded: dict | None = None) -> dict:

@@ -541,10 +541,11 @@ def _most_epochs(trial) -> int:
     return trial.most_epochs if isinstance(trial, SearchCell) else trial.config["epochs"]
 
 
-# The most combinations of search-space values a cell's check tries (a few searched settings of a few values).
+# The most combinations of search-space values a cell's check tries together (a few searched settings of a few
+# values); beyond it, pairs of settings, each of at most MAX_PAIR_VALUES values (``_check_space_combinations``).
 MAX_SPACE_COMBINATIONS = 1024
-DEFAULT_CONFIG = TrainConfig()  # which settings take a mapping
 MAX_PAIR_VALUES = 16
+DEFAULT_CONFIG = TrainConfig()  # which settings take a mapping (not a search space)
 
 
 def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, seeds: list,
@@ -582,9 +583,9 @@ def _check_space_combinations(name: str, fixed: dict, space: dict) -> None:
     than ``MAX_PAIR_VALUES`` by its smallest and largest (training settings bound each other in pairs, one at
     most or at least the other)."""
     keys = list(space)
-    values = {key: space_values(space[key]) for key in keys}
     if len(keys) < 2:
         return
+    values = {key: space_values(space[key]) for key in keys}
     if math.prod(len(values[key]) for key in keys) <= MAX_SPACE_COMBINATIONS:
         checked = [dict(zip(keys, combination)) for combination in itertools.product(*values.values())]
     else:
