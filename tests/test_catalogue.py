@@ -180,7 +180,7 @@ CASES = [
     ("epochs-fraction", lambda t: ["plan", hparams(t, epochs=2.5)], "epochs must be a positive integer, got 2.5"),
     ("batch-size-boolean", lambda t: ["plan", hparams(t, batch_size=True)], "got True"),
     ("d3m-beta-nan", lambda t: ["plan", hparams(t, d3m={"beta": float("nan")})], "beta=nan"),
-    ("d3m-max-removed-one", lambda t: ["plan", hparams(t, d3m={"max_removed": 1.0})], "max_removed=1.0"),
+    ("d3m-max-removed-above-one", lambda t: ["plan", hparams(t, d3m={"max_removed": 1.5})], "max_removed=1.5"),
     ("ratio-inf", lambda t: ["plan", spec_with(t, methods=[{"mixture": [float("inf")]}])], "ratio inf"),
     ("ratio-nan", lambda t: ["plan", spec_with(t, methods=[{"mixture": [float("nan")]}])], "ratio nan"),
     ("seed-fraction", lambda t: ["plan", spec_with(t, seeds=[1.5])], "seed 1.5"),

@@ -1,5 +1,6 @@
 """D3M / AUTO-D3M: options, group weights, removal and its guards, planted harmful examples, the trial plan."""
 
+import dataclasses
 import json
 import logging
 
@@ -28,9 +29,11 @@ def test_options_defaults_and_validation():
     assert options.pseudo_fraction == 0.35 and options.max_removed == 0.5
     assert D3MOptions.from_dict({"remove": 25, "proj_dim": None}).remove == 25
     assert D3MOptions.from_dict(options.to_dict()) == options
+    assert D3MOptions.from_dict({"max_removed": 1}).max_removed == 1  # the paper's rule, no cap
     for bad, match in [({"lambda": 1}, "unknown d3m option 'lambda'"), ({"models": 0}, "models=0"),
                        ({"remove": "some"}, "remove='some'"), ({"remove": -1}, "remove=-1"),
-                       ({"max_removed": 1.0}, "max_removed=1.0"), ({"pseudo_fraction": 0}, "pseudo_fraction=0"),
+                       ({"max_removed": 0}, "max_removed=0"), ({"max_removed": 1.5}, "max_removed=1.5"),
+                       ({"pseudo_fraction": 0}, "pseudo_fraction=0"),
                        ({"ridge": float("nan")}, "ridge=nan"), ({"last_layer": 1}, "last_layer=1"),
                        ({"proj_dim": 2.5}, "proj_dim=2.5"), ({"models": True}, "models=True")]:
         with pytest.raises(GroupsweepError, match=match.replace("(", r"\(")) as error:
@@ -80,6 +83,25 @@ def test_removal_never_empties_a_class_or_takes_more_than_the_cap(caplog):
     assert len(removal(alignment, y, 10_000, 0.5, 3)) == 25 + 3 + 0
 
 
+def test_removing_k_fills_up_from_other_classes_when_a_class_reaches_its_cap():
+    alignment = np.array([-5, -4, -3, -2, 1, 2, -0.5, -0.4, 3, 4])
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    # class 0 may lose floor(0.5 * 6) = 3: the 4th lowest overall (index 3) is skipped for index 6
+    assert removal(alignment, y, 4, 0.5, 2).tolist() == [0, 1, 2, 6]
+    assert removal(alignment, y, 4, 1.0, 2).tolist() == [0, 1, 2, 3]  # the paper's k lowest
+    assert removal(alignment, y, 7, 0.5, 2).tolist() == [0, 1, 2, 6, 7]  # both caps reached
+    assert removal(alignment, y, "negative", 1.0, 2).tolist() == [0, 1, 2, 3, 6, 7]
+
+
+def test_the_uncapped_rule_refuses_to_empty_a_class():
+    alignment = np.array([-1.0, -2.0, 0.5, -0.1])
+    y = np.array([0, 0, 1, 1])
+    with pytest.raises(GroupsweepError, match=r"every training example of class\(es\) \[0\]") as error:
+        removal(alignment, y, "negative", 1.0, 2)
+    assert "\n" not in str(error.value)
+    assert removal(alignment, y, "negative", 0.5, 2).tolist() == [1, 3]
+
+
 def test_removal_refuses_non_finite_alignment():
     with pytest.raises(GroupsweepError, match="not finite"):
         removal(np.array([0.1, np.nan, -1.0]), np.array([0, 1, 1]), "negative", 0.5, 2)
@@ -113,6 +135,14 @@ def test_select_uses_group_means_and_leaves_missing_groups_out(caplog):
     assert np.allclose(selection.alignment, means @ weights)
     assert np.array_equal(np.sort(np.concatenate([selection.removed, selection.kept])), np.arange(30))
     assert np.all(selection.alignment[selection.removed] < 0)
+
+
+def test_select_refuses_validation_groups_out_of_range():
+    for groups in ([0, 1, 7], [0, -1, 1]):
+        with pytest.raises(GroupsweepError, match="out of range; allowed: 0..3") as error:
+            d3m_select(FixedScores(np.ones((4, 3))), np.array([0, 0, 1, 1]), np.array(groups), np.ones(3),
+                       D3MOptions(), 2, 4)
+        assert "\n" not in str(error.value)
 
 
 def test_select_refuses_nan_losses_and_scores():
@@ -231,6 +261,17 @@ def test_pseudo_groups_handle_classes_with_too_few_validation_examples():
     assert groups[4] == 2 and (groups[:4] == 1).sum() == 1
 
 
+def test_pseudo_groups_warn_when_a_class_has_no_principal_direction(caplog):
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    same = x[:1].repeat(4, 1)  # four identical validation examples: identical attribution vectors
+    model = nn.Linear(3, 2)
+    scores = trak([featurize(model, [(x, y)])], [featurize(model, [(same, torch.zeros(4, dtype=torch.long))])], 0.1)
+    with caplog.at_level(logging.WARNING, logger="groupsweep.d3m"):
+        pseudo_groups(scores, np.zeros(4, dtype=np.int64), np.linspace(0, 1, 4), 0.5, 2)
+    assert "do not vary" in caplog.text and "class 0" in caplog.text
+
+
 def trak_like_scores(n_train: int, n_val: int):
     torch.manual_seed(0)
     x, y = torch.randn(n_train, 3), torch.randint(0, 2, (n_train,))
@@ -305,10 +346,12 @@ def test_plan_takes_the_sweeps_finished_none_trial_and_saves_its_selection(tmp_p
     else:
         assert np.array_equal(saved["val_groups"], dataset.groups("val"))
 
-    # a restarted trial reuses the saved selection instead of scoring again
+    # a restarted trial reuses the saved selection instead of scoring again, unless its options differ
     monkeypatch.setattr(d3m, "base_states", no_training)
     again = d3m_plan(config, dataset, trial_dir, str(tmp_path), options=FAST, cpu=True)
     assert np.array_equal(again.indices, plan.indices)
+    with pytest.raises(AssertionError, match="base model should have been taken"):
+        d3m_plan(config, dataset, trial_dir, str(tmp_path), options=dataclasses.replace(FAST, beta=2.0), cpu=True)
 
 
 def test_plan_trains_the_base_model_when_the_none_trial_has_not_finished(tmp_path, monkeypatch, erm_state, dataset):
@@ -318,7 +361,10 @@ def test_plan_trains_the_base_model_when_the_none_trial_has_not_finished(tmp_pat
 
     def train_model(config, dataset, cpu, epoch=None):
         trained.append(config)
-        return erm_state["model"]
+        if config.seed == 2:
+            return erm_state["model"]
+        return {key: value * 0.5 if key.endswith("head.fc.weight") else value  # another ensemble member
+                for key, value in erm_state["model"].items()}
 
     monkeypatch.setattr(base_model, "train_model", train_model)
     options = D3MOptions(proj_dim=32, models=2, last_layer=True)
@@ -326,6 +372,11 @@ def test_plan_trains_the_base_model_when_the_none_trial_has_not_finished(tmp_pat
     assert [(c.method, c.seed, c.epochs) for c in trained] == [("none", 2, 3), ("none", 2 + d3m.SEED_STRIDE, 3)]
     saved = TrialDir(str(tmp_path / "t")).read_npz(D3M_SCORES_FILE)
     assert saved["base_sources"].tolist() == ["trained:seed=2", f"trained:seed={2 + d3m.SEED_STRIDE}"]
+    # the group losses are the base classifier's (the paper's ℓ_g), not the ensemble's mean
+    alone = dataclasses.replace(options, models=1)
+    d3m_plan(trial_config("d3m", epochs=3), dataset, str(tmp_path / "t1"), str(tmp_path), options=alone, cpu=True)
+    base_loss = TrialDir(str(tmp_path / "t1")).read_npz(D3M_SCORES_FILE)["val_loss"]
+    assert np.array_equal(saved["val_loss"], base_loss)
 
 
 def test_a_diverged_base_model_raises_and_removes_nothing(tmp_path, monkeypatch, erm_state, dataset):

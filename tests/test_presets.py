@@ -231,6 +231,8 @@ def test_d3m_table1_preset_holds_the_papers_methods_and_appendix_b2_settings():
         task = "celeba-age" if (c["dataset_options"] or {}).get("target") == "Young" else c["dataset"]
         tables.setdefault(task, set()).add(c["method"])
         assert c["optimizer"] == "adam" and c["seed"] in (1, 2, 3)
+        if c["method"] in ("d3m", "auto-d3m"):  # the paper's removal: every negative alignment, no class cap
+            assert c["d3m"]["max_removed"] == 1.0 and c["d3m"].get("remove", "negative") == "negative"
         if c["dataset"] == "celeba":
             assert (c["model"], c["pretrained"], c["lr"], c["weight_decay"], c["batch_size"]) == (
                 "resnet18", False, 1e-3, 1e-4, 512)

@@ -54,7 +54,8 @@ class D3MOptions:
     last_layer: differentiate only the final linear layer (cheap; exact when the backbone is frozen).
     beta: temperature β of the group-loss softmax.
     remove: ``negative`` (every example with A_i < 0) or an integer k (the k lowest A_i).
-    max_removed: the largest fraction of any class that may be removed, in (0, 1).
+    max_removed: the largest fraction of any class that may be removed, in (0, 1]; 1 is the paper's rule (no
+      cap), and a removal that would empty a class is refused.
     pseudo_fraction: AUTO-D3M's share of each class in the pseudo-minority group, in (0, 1).
     batch_size: examples per per-example-gradient batch.
     """
@@ -79,9 +80,10 @@ class D3MOptions:
         _check_option("beta", self.beta, is_real(self.beta, 0), "a finite number >= 0")
         _check_option("remove", self.remove, self.remove == REMOVE_NEGATIVE or is_integer(self.remove, 0),
                       f"{REMOVE_NEGATIVE!r} or an integer k >= 0")
-        for name in ("max_removed", "pseudo_fraction"):
-            value = getattr(self, name)
-            _check_option(name, value, is_real(value, 0, 1, strict=True), "a number strictly between 0 and 1")
+        _check_option("max_removed", self.max_removed, is_real(self.max_removed, 0, 1) and self.max_removed > 0,
+                      "a number in (0, 1]")
+        _check_option("pseudo_fraction", self.pseudo_fraction, is_real(self.pseudo_fraction, 0, 1, strict=True),
+                      "a number strictly between 0 and 1")
 
     @classmethod
     def from_dict(cls, values) -> "D3MOptions":

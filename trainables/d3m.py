@@ -7,7 +7,8 @@ From TRAK scores τ(z)_i of the base model (``trainables.attribution``), D3M com
 - alignment ``A_i = Σ_g w_g τ_g(i)`` with ``w = softmax(β · L_g)`` over the present groups, ``L_g`` the base
   model's mean validation cross-entropy on group g (β = 1 in the paper);
 - the removed set: the examples with ``A_i < 0`` (the paper's default) or the k lowest, never more than
-  ``max_removed`` of any class (so no class is ever emptied), and retrains plain ERM on the rest.
+  ``max_removed`` of any class (default 0.5, groupsweep's safeguard; 1 is the paper's uncapped rule, and
+  no class is ever emptied), and retrains plain ERM on the rest.
 
 AUTO-D3M needs no group label: within each class, the validation examples' attribution vectors τ(z) are
 projected on their top principal component; the side holding ``pseudo_fraction`` (35%) of the class with
@@ -82,9 +83,11 @@ def group_weights(group_loss, beta: float) -> np.ndarray:
 def removal(alignment, y, remove, max_removed: float, n_classes: int) -> np.ndarray:
     """Sorted indices of the examples to remove, lowest alignment first.
 
-    ``remove``: ``negative`` (every A_i < 0) or k (the k lowest); then at most ``floor(max_removed · n_c)``
-    examples of each class c are removed (the most negative ones), so no class is emptied when
-    ``max_removed < 1``. Non-finite alignments raise a one-line ``GroupsweepError``.
+    At most ``floor(max_removed · n_c)`` examples of class c are removed (the lowest ones). ``remove``:
+    ``negative`` removes every A_i < 0 that fits under its class's cap; k removes the k lowest that fit
+    (fewer only when the caps leave fewer than k). ``max_removed = 1`` is the paper's rule, with no cap;
+    a removal that would then empty a class raises a one-line ``GroupsweepError``, as do non-finite
+    alignments.
     """
     alignment = np.asarray(alignment, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -92,18 +95,25 @@ def removal(alignment, y, remove, max_removed: float, n_classes: int) -> np.ndar
         bad = int((~np.isfinite(alignment)).sum())
         raise GroupsweepError(f"D3M: {bad} of {len(alignment)} alignment scores are not finite; no example is removed")
     order = np.argsort(alignment, kind="stable")
-    candidates = order[alignment[order] < 0] if remove == REMOVE_NEGATIVE else order[:int(remove)]
-    caps = np.floor(max_removed * np.bincount(y, minlength=n_classes)).astype(np.int64)
+    wanted = int((alignment < 0).sum()) if remove == REMOVE_NEGATIVE else min(int(remove), len(order))
+    sizes = np.bincount(y, minlength=n_classes)
+    caps = np.floor(max_removed * sizes).astype(np.int64)
     taken = np.zeros(n_classes, dtype=np.int64)
     removed = []
-    for index in candidates:
+    for index in order[:wanted] if remove == REMOVE_NEGATIVE else order:
+        if len(removed) == wanted:
+            break
         c = y[index]
         if taken[c] < caps[c]:
             taken[c] += 1
             removed.append(index)
-    if len(removed) < len(candidates):
+    emptied = np.flatnonzero((sizes > 0) & (taken == sizes))
+    if len(emptied):
+        raise GroupsweepError(f"D3M would remove every training example of class(es) {emptied.tolist()}; "
+                              f"allowed: a removal that keeps every class (set max_removed below 1)")
+    if len(removed) < wanted:
         log.warning("D3M: %d examples qualified for removal but at most %g of each class may go; removing %d",
-                    len(candidates), max_removed, len(removed))
+                    wanted, max_removed, len(removed))
     return np.sort(np.asarray(removed, dtype=np.int64))
 
 
@@ -117,6 +127,10 @@ def d3m_select(scores, train_y, val_groups, val_loss, options: D3MOptions, n_cla
     """
     val_groups = np.asarray(val_groups, dtype=np.int64)
     val_loss = np.asarray(val_loss, dtype=np.float64)
+    outside = np.unique(val_groups[(val_groups < 0) | (val_groups >= n_groups)])
+    if len(outside):
+        raise GroupsweepError(f"D3M: validation group(s) {outside.tolist()} are out of range; "
+                              f"allowed: 0..{n_groups - 1}")
     counts = np.bincount(val_groups, minlength=n_groups)
     present = np.flatnonzero(counts)
     missing = np.flatnonzero(counts == 0)
@@ -156,6 +170,9 @@ def pseudo_groups(scores, val_y, val_loss, fraction: float, n_classes: int) -> t
             log.warning("AUTO-D3M: class %d has %d validation example(s); it is one pseudo-group", c, len(rows))
             continue
         coordinate = scores.principal_projection(rows)
+        if not np.any(coordinate):
+            log.warning("AUTO-D3M: the attribution vectors of class %d's validation examples do not vary; its "
+                        "pseudo-minority is the first %d examples, not a found group", c, round(fraction * len(rows)))
         size = int(min(max(round(fraction * len(rows)), 1), len(rows) - 1))
         ascending, descending = np.argsort(coordinate, kind="stable"), np.argsort(-coordinate, kind="stable")
         if _loss_gap(val_loss[rows], descending[:size]) > _loss_gap(val_loss[rows], ascending[:size]):
@@ -194,14 +211,19 @@ def d3m_plan(config, dataset, trial_dir: str | None = None, experiment_dir: str 
     options = options if options is not None else D3MOptions.from_dict(config.d3m)
     files = TrialDir(trial_dir) if trial_dir is not None else None
     if files is not None and files.exists(D3M_SCORES_FILE):
-        kept = files.read_npz(D3M_SCORES_FILE, ("kept",))["kept"]
-        log.info("D3M: reusing the selection saved in %s (%d examples kept)", trial_dir, len(kept))
-        return BalancingPlan(kept, None, None, len(kept))
+        saved = files.read_npz(D3M_SCORES_FILE, ("kept", "alignment", "options"))
+        if (len(saved["alignment"]) == len(dataset.splits["train"].y)
+                and json.loads(str(saved["options"])) == options.to_dict()):
+            log.info("D3M: reusing the selection saved in %s (%d examples kept)", trial_dir, len(saved["kept"]))
+            return BalancingPlan(saved["kept"], None, None, len(saved["kept"]))
+        log.warning("D3M: the selection saved in %s was made with other options or another training split; "
+                    "selecting again", trial_dir)
 
     states, sources = base_states(config, dataset, experiment_dir, options.models, cpu)
     train, val = attribution_features(config, dataset, states, options, cpu)
     scores = trak(train, val, options.ridge)
-    val_loss = np.mean([features.loss.numpy() for features in val], axis=0)
+    del train  # the kernels hold what the scores need; the n × k features of T models can go
+    val_loss = val[0].loss.numpy()  # the paper's ℓ_g: the base classifier's loss (the ensemble's first model)
     val_y = dataset.splits["val"].y
     extra = {}
     if config.method == "auto-d3m":
