@@ -59,6 +59,8 @@ from trainables.trial_dir import (CELL_KEY, ERROR_FILE, LABELS_FILE, METHOD_HPAR
 # Ray's bookkeeping keys that carry no information about the run's results.
 RAY_DROPPED = ("config", "date", "pid", "hostname", "node_ip", "time_this_iter_s", "time_since_restore",
                "iterations_since_restore", "should_checkpoint", "done", "logdir")
+# Ray's count of reports since the trial's last restore: below ``training_iteration`` in a restored run's rows.
+RESTORE_COLUMN = "iterations_since_restore"
 # Reported columns that must hold numbers (every metric key has a ``/``); others may hold text
 # (e.g. the trainable's ``status`` and ``node_id``).
 INDEX_COLUMNS = ("epoch", "training_iteration")
@@ -420,18 +422,19 @@ def _parse_alone(header: bytes, body: bytes, n_rows: int):
 
 
 def _read_csv(data: bytes, strict: bool) -> pd.DataFrame:
-    """Parse CSV reports (``data``: the header line, then rows), without Ray's bookkeeping columns.
-    ``strict`` parses every column, so a row with surplus fields raises (with ``usecols`` pandas drops
-    them silently)."""
+    """Parse CSV reports (``data``: the header line, then rows), without Ray's bookkeeping columns but
+    ``RESTORE_COLUMN`` (for ``_bad_files``). ``strict`` parses every column, so a row with surplus fields
+    raises (with ``usecols`` pandas drops them silently)."""
+    dropped = [name for name in RAY_DROPPED if name != RESTORE_COLUMN]
     end = data.find(b"\n")
     if end < 0 or end == len(data) - 1:  # no rows
         header = data if end < 0 else data[:end]
-        return pd.DataFrame(columns=[name for name in header.decode().split(",") if name not in RAY_DROPPED])
+        return pd.DataFrame(columns=[name for name in header.decode().split(",") if name not in dropped])
     options = {"dtype": {"trial_id": str}, "low_memory": False}
     if not strict:
-        options["usecols"] = lambda name: name not in RAY_DROPPED
+        options["usecols"] = lambda name: name not in dropped
     table = pd.read_csv(io.BytesIO(data), **options)
-    return table.drop(columns=[name for name in RAY_DROPPED if name in table])
+    return table.drop(columns=[name for name in dropped if name in table])
 
 
 def _numeric(name: str) -> bool:
@@ -440,8 +443,16 @@ def _numeric(name: str) -> bool:
 
 
 def _bad_files(table: pd.DataFrame, owner: np.ndarray) -> np.ndarray:
-    """Indices (values of ``owner``) of files whose rows are shifted or hold non-numbers in numeric columns."""
+    """Indices (values of ``owner``) of files whose rows are shifted, hold non-numbers in numeric columns, or
+    come (in part) from a restored run (``RESTORE_COLUMN`` behind ``training_iteration``: Ray appends those rows
+    without a header, in the key order of the first report after the restore, so their columns are not
+    certain; ``result.json`` names every value). Drops ``RESTORE_COLUMN`` from ``table``."""
     bad = np.zeros(len(table), dtype=bool)
+    if RESTORE_COLUMN in table:
+        if "training_iteration" in table:
+            restored = pd.to_numeric(table[RESTORE_COLUMN], errors="coerce")
+            bad |= (restored != pd.to_numeric(table["training_iteration"], errors="coerce")).to_numpy()
+        table.drop(columns=RESTORE_COLUMN, inplace=True)
     if "trial_id" in table:
         ids = table["trial_id"].to_numpy(dtype=object)
         per_file = pd.Series(ids).groupby(owner).transform("nunique").to_numpy()

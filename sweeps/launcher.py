@@ -99,6 +99,11 @@ DEFAULT_STORAGE = "~/groupsweep_results"
 LOCAL_OBJECT_STORE_BYTES = 200 * 1024 * 1024
 # Tune's switch off for the loggers it adds to a run on its own (``listed_loggers_only``).
 AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+# Tune's switch off for its check that every result holds the search's metric: a diverged trial's last row
+# (``status: diverged``) has none, and the check then ended the whole search (again on every resume). The
+# search's wrappers read that row by its status (``sweeps.search``); the metric's name is checked before
+# Ray starts (``sweeps.spaces.check_metric_reported``).
+STRICT_METRIC_ENV = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
 # A dataset is shared through the object store only when it takes at most this share of the store.
 SHARED_DATASET_STORE_SHARE = 0.5
 ENV_DEFAULTS = {
@@ -695,26 +700,34 @@ def listed_loggers_only(tuner):
     callbacks = (local.get_run_config().callbacks or []) if local is not None else []
     listed = all(any(isinstance(callback, kind) for callback in callbacks)
                  for kind in (CSVLoggerCallback, JsonLoggerCallback))
-    previous = os.environ.get(AUTO_LOGGERS_ENV)
-    if listed:
-        os.environ[AUTO_LOGGERS_ENV] = "1"
-    try:
+    with scoped_environment({AUTO_LOGGERS_ENV: "1"} if listed else {}):
         yield listed
+
+
+@contextlib.contextmanager
+def scoped_environment(values: dict):
+    """Within this context ``os.environ`` holds ``values``; after it, each key is as it was (unset or not)."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
-        if previous is None:
-            os.environ.pop(AUTO_LOGGERS_ENV, None)
-        else:
-            os.environ[AUTO_LOGGERS_ENV] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def fit(tuner, keep_checkpoints: int):
-    """``tuner.fit()``, with Ray's failures shown as one line each and no logger Tune adds on its own
-    (``listed_loggers_only``), then Tune's last snapshot written into the storage (``commit_snapshots``; if
-    ``fit`` raised, the storage keeps the one before) and each trial left with its newest ``keep_checkpoints``
-    checkpoints up to the latest one Tune holds (``prune_checkpoints``); returns its ``ResultGrid``."""
+    """``tuner.fit()``, with Ray's failures shown as one line each, no logger Tune adds on its own
+    (``listed_loggers_only``) and no strict metric check (``STRICT_METRIC_ENV``), then Tune's last snapshot
+    written into the storage (``commit_snapshots``; if ``fit`` raised, the storage keeps the one before) and
+    each trial left with its newest ``keep_checkpoints`` checkpoints up to the latest one Tune holds
+    (``prune_checkpoints``); returns its ``ResultGrid``."""
     condense_ray_errors()
     try:
-        with listed_loggers_only(tuner):
+        with listed_loggers_only(tuner), scoped_environment({STRICT_METRIC_ENV: "1"}):
             results = tuner.fit()
     except BaseException:
         drop_snapshots()

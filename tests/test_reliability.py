@@ -172,8 +172,14 @@ def test_failed_trial_resumes_from_its_checkpoint_and_diverged_trial_is_not_retr
     assert states == {crashing: ("TERMINATED", 1), steady: ("TERMINATED", 0), hot: ("TERMINATED", 0)}
     from analysis.results import load_results
 
-    statuses = load_results(exp_dir).trials.set_index("trial_name")["status"].to_dict()
+    results = load_results(exp_dir)
+    statuses = results.trials.set_index("trial_name")["status"].to_dict()
     assert statuses == {crashing: "complete", steady: "complete", hot: "diverged"}
+    # the retry's first report (epoch 3) also evaluated the training split: its values are under their names
+    last = json.loads((exp_dir / crashing / "result.json").read_text().splitlines()[-1])
+    final = results.frame.set_index(["trial_name", "epoch"]).loc[(crashing, 3)]
+    for key in ("val/acc", "test/acc", "train/acc", "train_subset/acc", "val/loss", "train/loss"):
+        assert final[key] == pytest.approx(last[key]), key
     print(f"retry + divergence sweep: {elapsed:.1f} s")
 
 

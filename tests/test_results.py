@@ -125,6 +125,28 @@ def test_shifted_progress_csv_falls_back_to_result_json(tmp_path, shift):
     assert len(frame) == 6
 
 
+def test_rows_of_a_restored_run_are_read_from_result_json(tmp_path):
+    """Ray appends a restored run's rows under the old header in the key order of its first new report: with
+    the same columns in another order nothing in the CSV looks wrong, so a restored run's rows (Ray's
+    iterations_since_restore behind training_iteration) are read from result.json, which names every value."""
+    values = {"val/wga": [0.1, 0.2, 0.3], "test/wga": [0.6, 0.7, 0.8]}
+    path = write_trial(tmp_path, 0, trial_config("wb", "m", "none", epochs=3), reports(3, **values))
+    write_trial(tmp_path, 1, trial_config("wb", "m", "subsetting", epochs=3), reports(3))
+    lines = (path / "progress.csv").read_text().splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split(",")
+    for row, since_restore in ((2, 1), (3, 2)):  # restored from epoch 1's checkpoint, keys in another order
+        fields = lines[row].rstrip("\n").split(",")
+        val, test = header.index("val/wga"), header.index("test/wga")
+        fields[val], fields[test] = fields[test], fields[val]
+        fields[header.index("iterations_since_restore")] = str(since_restore)
+        lines[row] = ",".join(fields) + "\n"
+    (path / "progress.csv").write_text("".join(lines))
+    frame = load_results(tmp_path).frame
+    mine = frame[frame["method"] == "none"]
+    assert mine["val/wga"].tolist() == values["val/wga"] and mine["test/wga"].tolist() == values["test/wga"]
+    assert "iterations_since_restore" not in frame and len(frame) == 6
+
+
 def test_non_numeric_metric_in_progress_csv_falls_back_to_result_json(tmp_path):
     path = write_trial(tmp_path, 0, trial_config("wb", "m", "none", epochs=2), reports(2, **{"val/wga": [0.1, 0.2]}))
     (path / "progress.csv").write_text((path / "progress.csv").read_text().replace("0.2,", "garbage,", 1))

@@ -106,6 +106,27 @@ def test_random_search_with_asha_per_cell(tmp_path, cluster_address):
     assert len(rerun_table) == 1 and rerun_table.iloc[0]["n_seeds"] == 2
 
 
+def test_a_search_with_a_diverging_configuration_finishes_and_leaves_it_out(tmp_path, cluster_address):
+    # lr 1e30 turns the loss NaN in epoch 1: the diverged row has no search metric, which Tune's strict metric
+    # check refuses (the driver crashed, and again on resume) unless groupsweep's search takes it
+    spec = search_spec(tmp_path / "spec.yaml", {"num_samples": 1, "metric": "val/avg_acc", "scheduler": "asha",
+                                                "grace_period": 1, "reduction_factor": 2},
+                       lr={"grid": [3.0e-2, 1.0e30]}, epochs=2)
+    done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"), "--address", cluster_address)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    exp_dir = tmp_path / "out" / "hpo"
+    from analysis.results import load_results
+
+    trials = load_results(exp_dir).trials.set_index("trial_name")
+    for cell in CELLS:
+        assert trials.loc[f"{cell}-h00-s1", "status"] == "complete"
+        assert trials.loc[f"{cell}-h01-s1", "status"] == "diverged"
+    analysis = run_cli("analyze", str(exp_dir), "--criterion", "average")
+    assert analysis.returncode == 0, analysis.stdout[-3000:] + analysis.stderr[-3000:]
+    chosen = pd.read_csv(exp_dir / "groupsweep_analysis" / "table1_average_hyperparameters.csv")
+    assert set(chosen["config_id"]) == {"h00"}
+
+
 def test_optuna_searches_each_cell(tmp_path, cluster_address):
     spec = search_spec(tmp_path / "spec.yaml", {"algorithm": "optuna", "num_samples": 2, "seed": 3}, epochs=2)
     done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"), "--address", cluster_address)

@@ -43,7 +43,10 @@ from trainables.profiling import EpochProfiler
 
 log = logging.getLogger("groupsweep.finetune")
 
-EVAL_SPLITS = ("train", "val", "test")
+# Evaluated splits, in the order of their keys in every reported row: val and test (every epoch), then train
+# (real values or NaN). Ray's progress.csv fixes its columns at a trial's first report and appends a resumed
+# trial's rows without a header, so a row with its keys in another order would put values under wrong names.
+EVAL_SPLITS = ("val", "test", "train")
 
 
 class DivergenceError(RuntimeError):
@@ -239,10 +242,11 @@ def output_metrics(outputs: dict, dataset: GroupDataset, plan: BalancingPlan) ->
 def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, dataset: GroupDataset,
              plan: BalancingPlan, train: bool = True) -> tuple[dict, dict]:
     """Metrics of val and test and, with ``train``, of the full training split and the subset trained on
-    (without ``train`` those keys are present with NaN values: the reported columns stay the same every
-    epoch, as Ray's ``progress.csv`` fixes them at the first report); and val/test predictions."""
-    outputs = {split: predict(model, loader, accelerator, model_inputs.eval_batch_transform)
-               for split, loader in eval_loaders.items() if split != "train" or train}
+    (without ``train`` those keys are present with NaN values); and val/test predictions. The keys come
+    in the same order either way (``EVAL_SPLITS``), as Ray's ``progress.csv`` fixes its columns at the first
+    report."""
+    outputs = {split: predict(model, eval_loaders[split], accelerator, model_inputs.eval_batch_transform)
+               for split in EVAL_SPLITS if split != "train" or train}
     metrics, predictions = output_metrics(outputs, dataset, plan)
     if not train:
         keys = [key.split("/", 1)[1] for key in metrics if key.startswith("val/")]
