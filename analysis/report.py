@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs
 
 from analysis.plots import FIGURES, make_figures
 from analysis.results import SweepResults
@@ -43,7 +44,7 @@ from analysis.selection import CRITERIA, Selection, display_hyperparameters, dis
 from analysis.summary import display_summary, in_order, summarize, trial_progress
 from trainables.balancing import METHODS
 from trainables.errors import GroupsweepError
-from trainables.trial_dir import split_location
+from trainables.trial_dir import split_location, write_atomically
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Titles of the figures of ``analysis.plots.FIGURES`` on the page.
@@ -121,9 +122,8 @@ def write_report(results: SweepResults, out, **options) -> Report:
     ``Report``. A file that cannot be written raises a one-line ``GroupsweepError``."""
     report = build_report(results, **options)
     out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report.html, encoding="utf-8")
+    try:  # atomically: a failure leaves the previous report whole
+        write_atomically(pyarrow.fs.LocalFileSystem(), str(out.absolute()), report.html.encode("utf-8"))
     except OSError as error:
         raise GroupsweepError(f"cannot write the report {str(out)!r}: {error.strerror or error}") from None
     return report

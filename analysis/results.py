@@ -601,7 +601,7 @@ def _trial_row(trial: TrialDir, config: dict, trial_id: str, last_epoch: int, nu
     ratio = float("nan") if ratio is None else float(ratio)
     epochs = int(config["epochs"]) if config.get("epochs") is not None else -1
     if last_epoch == 0:
-        status = "pending"
+        status = "error" if trial.exists(ERROR_FILE) else "pending"  # failed before its first report, or not begun
     elif diverged:
         status = "diverged"
     elif epochs > 0 and last_epoch >= epochs:

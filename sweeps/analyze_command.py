@@ -36,15 +36,19 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import pyarrow.fs
+
 from trainables.balancing import GROUP_INFO_LEVELS
 from trainables.balancing import METHODS as METHOD_NAMES
 from trainables.errors import GroupsweepError, choose
 from trainables.metrics import EMPTY_CELLS
-from trainables.trial_dir import location_filesystem, split_location
+from trainables.trial_dir import location_filesystem, split_location, write_atomically
 
 CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
 FIGURE_CHOICES = ("collapse", "mixture", "scaling", "ablation", "all")
 DEFAULT_OUT = "groupsweep_analysis"
+# Tables ``analyze`` writes only for a search (``<stem>_<suffix>.csv``): its chosen configurations, its rerun.
+OPTIONAL_TABLES = ("hyperparameters", "rerun")
 
 
 def add_out_argument(parser) -> None:
@@ -159,28 +163,40 @@ def run_analyze(args: argparse.Namespace) -> int:
     extra = []  # (title, display table, raw table, file suffix) of a search's tables
     if not selection.hyperparameters.empty:
         extra.append(("Chosen configuration per method (* = the method Table 1 chose)",
-                      display_hyperparameters(selection.hyperparameters), selection.hyperparameters, "hyperparameters"))
+                      display_hyperparameters(selection.hyperparameters), selection.hyperparameters,
+                      OPTIONAL_TABLES[0]))
     if not selection.rerun.empty:
         heading = ("Rerun of the chosen configurations: test metrics over the rerun's seeds (val score: the "
                    "search's)")
-        extra.append((heading, display_table(selection.rerun), selection.rerun, "rerun"))
+        extra.append((heading, display_table(selection.rerun), selection.rerun, OPTIONAL_TABLES[1]))
     for heading, shown_extra, _, _ in extra:
         markdown = shown_extra.to_markdown(index=False, disable_numparse=True)
         print(f"\n{heading}\n{markdown}")
         sections += [f"## {heading}", markdown]
     if selection.notes:
         sections += ["## Notes", "\n".join(f"- {note}" for note in selection.notes)]
-    (out / f"{stem}.md").write_text("\n\n".join(sections) + "\n")
-    selection.table.to_csv(out / f"{stem}.csv", index=False)
-    selection.methods.to_csv(out / f"{stem}_methods.csv", index=False)
-    for _, _, raw, suffix in extra:
-        raw.to_csv(out / f"{stem}_{suffix}.csv", index=False)
     latex = display_table(selection.table, plus_minus=r"$\pm$").map(_latex_text)
-    (out / f"{stem}.tex").write_text(latex.to_latex(index=False, escape=False))
+    files = {f"{stem}.md": "\n\n".join(sections) + "\n", f"{stem}.csv": selection.table.to_csv(index=False),
+             f"{stem}_methods.csv": selection.methods.to_csv(index=False),
+             **{f"{stem}_{suffix}.csv": raw.to_csv(index=False) for _, _, raw, suffix in extra},
+             f"{stem}.tex": latex.to_latex(index=False, escape=False)}
+    write_outputs(out, files, optional=[f"{stem}_{suffix}.csv" for suffix in OPTIONAL_TABLES])
     print(f"wrote {out / stem}.md, .csv, .tex and {stem}_methods.csv"
           + "".join(f", {stem}_{suffix}.csv" for _, _, _, suffix in extra))
     publish(args, out)
     return 0
+
+
+def write_outputs(out: Path, files: dict, optional: list) -> None:
+    """Write ``files`` (name -> text) into the folder ``out``, each atomically (``write_atomically``: a file is
+    the old one or the new one, whole); a file named in ``optional`` that this run did not produce is
+    removed, so that no table of an earlier run stays beside the new ones as if it were theirs."""
+    for name in optional:
+        if name not in files:
+            (out / name).unlink(missing_ok=True)
+    filesystem = pyarrow.fs.LocalFileSystem()
+    for name, text in files.items():
+        write_atomically(filesystem, str((out / name).absolute()), text.encode())
 
 
 def check_plot_args(args: argparse.Namespace) -> None:
@@ -237,7 +253,7 @@ def default_out_dir(run_dir) -> Path:
     (analyses write locally unless ``--out`` names a URI)."""
     if "://" in str(run_dir):
         return Path.cwd() / f"{split_location(run_dir)[1]}_{DEFAULT_OUT}"
-    return Path(run_dir) / DEFAULT_OUT
+    return Path(run_dir).expanduser() / DEFAULT_OUT
 
 
 def output_folder(args: argparse.Namespace) -> Path:
@@ -269,9 +285,6 @@ def upload(local: Path, uri: str) -> None:
     """Copy the local file or folder ``local`` to the storage URI ``uri`` (``pyarrow.fs.copy_files``; the folder
     holding a file made first, which a ``file://`` URI needs) and say so; a failing upload is one
     ``GroupsweepError`` line."""
-    # deferred: pyarrow loads only when an analysis is uploaded
-    import pyarrow.fs
-
     try:
         if Path(local).is_file():
             filesystem, path = location_filesystem(uri)

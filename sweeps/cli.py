@@ -51,7 +51,9 @@ class CommandLineParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; bad input prints ``error: <one line>`` and returns 2 (a bad argument exits with 2)."""
+    """Run the command line; bad input prints ``error: <one line>`` and returns 2 (a bad argument exits with 2);
+    storage that cannot be read or written (``OSError``: pyarrow's for a bucket that cannot be reached or
+    lacks credentials, a full disk) prints ``error: <one line>`` too and returns 1."""
     parser = build_parser(CommandLineParser)
     args = parser.parse_args(argv)
     try:
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except GroupsweepError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"error: {' '.join(str(error).split()) or type(error).__name__}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

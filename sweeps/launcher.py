@@ -207,10 +207,15 @@ def experiment_dir(storage: str, name: str) -> str:
 def check_storage(storage: str, exp_dir: str) -> None:
     """Check, before anything is written, that a local ``storage`` can hold the sweep folder ``exp_dir``:
     each of them is a folder or can be created as one, and the folder that will be written is writable.
-    One-line ``GroupsweepError`` naming the path otherwise. Of a URI (object storage) only the scheme is checked
-    here (``location_filesystem``)."""
+    One-line ``GroupsweepError`` naming the path otherwise. Of a URI (object storage), the scheme is checked
+    (``location_filesystem``) and the sweep folder looked up once: a bucket that cannot be reached, or that
+    refuses these credentials, is a one-line ``GroupsweepError`` too."""
     if "://" in storage:
-        location_filesystem(storage)
+        filesystem, path = location_filesystem(exp_dir)
+        try:
+            filesystem.get_file_info(path)
+        except OSError as error:
+            raise GroupsweepError(f"--storage {storage!r} cannot be read: {one_line(error)}") from None
         return
     for path, what in ((storage, "--storage"), (exp_dir, "sweep folder")):
         if os.path.exists(path) and not os.path.isdir(path):

@@ -307,3 +307,25 @@ def test_a_started_sweep_may_gain_trials_but_not_change_its_resources(tmp_path):
                            str(exp_dir)) is True  # more seeds and methods: an extension
     with pytest.raises(GroupsweepError, match="holds trial .* with other resources"):
         check_resumable(load_spec(spec_file(tmp_path, seeds=[0, 1], resources={"cpu": 2})), str(exp_dir))
+
+
+def test_object_storage_that_cannot_be_reached_is_one_error_line(tmp_path, capsys, monkeypatch):
+    import socket
+
+    import ray
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    bucket = f"s3://nobucket/sweeps?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    # run: refused before Ray starts
+    assert_one_error_line(["run", spec_file(tmp_path), "--storage", bucket], capsys,
+                          f"--storage '{bucket}' cannot be read: ")
+    assert not ray.is_initialized()
+    # the readers: exit status 1 (the storage failed, not the input), one line
+    capsys.readouterr()
+    assert main(["analyze", bucket.replace("/sweeps?", "/sweeps/demo?")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "NETWORK_CONNECTION" in lines[0], lines

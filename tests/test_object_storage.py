@@ -101,3 +101,5 @@ def test_analyses_of_a_bucket_write_to_a_local_folder_by_default(tmp_path, monke
     assert default_out_dir("s3://b/sweeps/s3?endpoint_override=127.0.0.1:9&scheme=http") == \
         tmp_path / "s3_groupsweep_analysis"
     assert default_out_dir(tmp_path / "sweep") == tmp_path / "sweep" / "groupsweep_analysis"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # "~" is the home folder, not a folder named "~"
+    assert default_out_dir("~/runs/demo") == tmp_path / "home" / "runs" / "demo" / "groupsweep_analysis"

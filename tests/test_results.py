@@ -64,10 +64,11 @@ def test_partial_sweep_statuses(tmp_path):
     write_trial(tmp_path, 1, trial_config("wb", "m", "subsetting", epochs=3), reports(2))
     write_trial(tmp_path, 2, trial_config("wb", "m", "upsampling", epochs=3), reports(1), error="RuntimeError: boom")
     write_trial(tmp_path, 3, trial_config("wb", "m", "upweighting", epochs=3), [])
+    write_trial(tmp_path, 4, trial_config("wb", "m", "groupdro", epochs=3), [], error="OSError: no data")  # at setup
     results = load_results(tmp_path)
     statuses = dict(zip(results.trials["method"], results.trials["status"]))
     assert statuses == {"none": "complete", "subsetting": "incomplete", "upsampling": "error",
-                        "upweighting": "pending"}
+                        "upweighting": "pending", "groupdro": "error"}
     assert results.trials.set_index("method").at["subsetting", "last_epoch"] == 2
     assert len(results.frame) == 6  # the pending trial has no rows
     assert len(results.final_rows()) == 1
@@ -212,6 +213,12 @@ def test_parent_folder_of_sweeps_as_a_uri(tmp_path):
     results = load_results(f"file://{tmp_path}")
     assert sorted(results.trials["sweep"]) == ["a", "b"]
     assert results.run_dirs == (f"file://{tmp_path}/a", f"file://{tmp_path}/b")
+    # folder names a URI must percent-encode: the sweep in one is read, the others do not get in the way
+    write_trial(tmp_path / "old runs", 0, trial_config("wb", "m", "upweighting", epochs=1), reports(1))
+    (tmp_path / "x%zz").mkdir()
+    results = load_results(f"file://{tmp_path}")
+    assert sorted(results.trials["sweep"]) == ["a", "b", "old runs"]
+    assert results.run_dirs[-1] == f"file://{tmp_path}/old%20runs"
 
 
 def test_all_trials_corrupt_is_an_error(tmp_path):

@@ -58,3 +58,10 @@ def test_a_retried_trials_logs_reach_the_storage_whole(tmp_path):
     upload_logs(str(local), sweep_filesystem(str(tmp_path))[0], str(stored))
     assert (stored / "result.json").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
     assert not (stored / "progress.csv").exists()
+    # a trial that failed before Tune's first upload has no folder in the storage yet
+    unseen = tmp_path / "storage" / "unseen"
+    upload_logs(str(local), sweep_filesystem(str(tmp_path))[0], str(unseen))
+    assert (unseen / "result.json").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    assert not (tmp_path / "empty").exists()
+    upload_logs(str(tmp_path / "empty"), sweep_filesystem(str(tmp_path))[0], str(tmp_path / "storage" / "none"))
+    assert not (tmp_path / "storage" / "none").exists()  # nothing to upload: no folder made

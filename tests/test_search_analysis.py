@@ -343,6 +343,11 @@ def test_analyze_and_plot_take_several_directories(tmp_path, capsys):
     assert cli.main(["analyze", str(tmp_path / "search"), "--criterion", "wga", "--out", str(out / "alone")]) == 0
     assert not (out / "alone" / "table1_wga_rerun.csv").exists()
     assert (out / "alone" / "table1_wga_hyperparameters.csv").exists()
+    # the search alone into the same folder: the rerun's table of the run before is gone, not left as if current
+    assert cli.main(["analyze", str(tmp_path / "search"), "--criterion", "wga", "--out", str(out)]) == 0
+    assert not (out / "table1_wga_rerun.csv").exists() and (out / "table1_wga_hyperparameters.csv").exists()
+    assert "## Rerun" not in (out / "table1_wga.md").read_text()
+    assert not list(out.glob(".tmp-*"))  # written atomically: no temporary file left
     assert cli.main(["plot", str(tmp_path / "search"), str(tmp_path / "rerun"), "--figure", "collapse",
                      "--out", str(out / "plots")]) == 0
     assert (out / "plots" / "collapse.png").exists()

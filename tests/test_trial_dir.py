@@ -98,6 +98,10 @@ def test_value_checks_refuse_booleans_and_non_finite_numbers():
     ("s3://bucket/sweeps/demo", "s3://bucket/sweeps", "demo"),
     ("s3://bucket/sweeps/demo?endpoint_override=127.0.0.1:9&scheme=http",
      "s3://bucket/sweeps?endpoint_override=127.0.0.1:9&scheme=http", "demo"),
+    # a URI holds a listed name's space, % and ? percent-encoded (pyarrow decodes them); a path as it is
+    ("s3://bucket/old%20runs%25%3F", "s3://bucket", "old runs%?"),
+    ("file:///runs/a=1,b+2", "file:///runs", "a=1,b+2"),
+    ("/runs/old runs%", "/runs", "old runs%"),
 ])
 def test_split_location_keeps_a_uris_query_with_the_parent(location, parent, name):
     assert split_location(location) == (parent, name)

@@ -333,6 +333,8 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
         set_rng_state(resume_state["rng"])
         if group_dro is not None:
             group_dro.load_state_dict(resume_state["groupdro"])
+        if accelerator.scaler is not None and "scaler" in resume_state:
+            accelerator.scaler.load_state_dict(resume_state["scaler"])
         start_epoch = resume_state["epoch"] + 1
 
     labels = split_labels(dataset)
@@ -400,6 +402,8 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
             }
             if group_state is not None:
                 saved["groupdro"] = group_state
+            if accelerator.scaler is not None:  # fp16: the loss scale and its growth tracker
+                saved["scaler"] = accelerator.scaler.state_dict()
             return saved
 
         if on_epoch is not None:

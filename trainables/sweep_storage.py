@@ -356,11 +356,14 @@ def count_snapshot() -> None:
 
 def upload_logs(local_dir: str, filesystem: pyarrow.fs.FileSystem, trial_path: str) -> None:
     """Copy a trial's Tune logs (``result.json``, ``progress.csv``) from the driver's local folder ``local_dir``
-    to the trial's folder ``trial_path`` on ``filesystem``, whole; a log not written yet is skipped."""
-    for name in (RESULT_FILE, PROGRESS_FILE):
-        source = os.path.join(local_dir, name)
-        if os.path.exists(source):
-            pyarrow.fs.copy_files(source, f"{trial_path.rstrip('/')}/{name}", destination_filesystem=filesystem)
+    to the trial's folder ``trial_path`` on ``filesystem``, whole (the folder is made when missing: a trial that
+    failed before Tune's first upload has none yet); a log not written yet is skipped."""
+    sources = [name for name in (RESULT_FILE, PROGRESS_FILE) if os.path.exists(os.path.join(local_dir, name))]
+    if sources:
+        filesystem.create_dir(trial_path, recursive=True)
+    for name in sources:
+        pyarrow.fs.copy_files(os.path.join(local_dir, name), f"{trial_path.rstrip('/')}/{name}",
+                              destination_filesystem=filesystem)
 
 
 def prune_checkpoints(latest: list[tuple[pyarrow.fs.FileSystem, str]], keep: int) -> None:

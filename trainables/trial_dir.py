@@ -39,6 +39,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import urllib.parse
 import uuid
 import zipfile
 
@@ -63,6 +64,8 @@ STOPPED_FILE = f"{FILES_DIR}/stopped_early.json"
 # Keys of a searched trial's config (``params.json``) besides the TrainConfig fields; TrainConfig ignores
 # them (they start with "_"): the cell's name, the configuration's index in it, the sampled keys.
 CELL_KEY, SAMPLE_KEY, SAMPLED_KEY = "_cell", "_sample", "_sampled"
+# Characters ``join_location`` leaves as they are in a URI's path (besides letters, digits and ``_.-~``).
+URI_SAFE = "/=+:@,;!$&'()*"
 # The keys a trial's method sets with hparams of its own (``methods: [{upweighting: {hparams: ...}}]``):
 # part of the method's configuration, like sampled keys, not a variant of the sweep.
 METHOD_HPARAMS_KEY = "_method_hparams"
@@ -94,22 +97,25 @@ class UnreadableFile(GroupsweepError):
 
 
 def join_location(base, *names: str) -> str:
-    """``base`` (a local path or a ``pyarrow.fs`` URI) with ``names`` appended as path components; a URI's
-    query options (``?endpoint_override=...``) stay at the end, where ``pyarrow.fs`` reads them."""
+    """``base`` (a local path or a ``pyarrow.fs`` URI) with ``names`` (folder and file names as the filesystem
+    lists them) appended as path components; a URI's query options (``?endpoint_override=...``) stay at the
+    end, where ``pyarrow.fs`` reads them. On a URI, the characters a URI cannot hold as they are (a space,
+    ``%``, ``?``, ``#``, non-ASCII) are percent-encoded (``URI_SAFE``), as ``pyarrow.fs`` decodes them."""
     path, separator, query = str(base).partition("?")
     path = path.rstrip("/") or "/"
+    is_uri = "://" in path
     for name in names:
-        path = f"{path.rstrip('/')}/{name}"
+        path = f"{path.rstrip('/')}/{urllib.parse.quote(name, safe=URI_SAFE) if is_uri else name}"
     return f"{path}{separator}{query}"
 
 
 def split_location(location) -> tuple[str, str]:
-    """``(parent, name)`` of a local path or a ``pyarrow.fs`` URI: its last path component and what holds it,
-    a URI's query options (``?endpoint_override=...``) staying with the parent, so that
+    """``(parent, name)`` of a local path or a ``pyarrow.fs`` URI: its last path component (a URI's decoded)
+    and what holds it, a URI's query options (``?endpoint_override=...``) staying with the parent, so that
     ``join_location(parent, name)`` is ``location`` again."""
     path, separator, query = str(location).partition("?")
     parent, _, name = path.rstrip("/").rpartition("/")
-    return f"{parent}{separator}{query}", name
+    return f"{parent}{separator}{query}", urllib.parse.unquote(name) if "://" in path else name
 
 
 def location_filesystem(path_or_uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
@@ -199,19 +205,7 @@ class TrialDir:
         self._write_atomically(name, json.dumps(value, sort_keys=True).encode())
 
     def _write_atomically(self, name: str, data: bytes) -> None:
-        path = self.path(name)
-        directory = path.rsplit("/", 1)[0]
-        self.fs.create_dir(directory, recursive=True)
-        temporary = f"{directory}/.tmp-{uuid.uuid4().hex}"
-        try:
-            with self.fs.open_output_stream(temporary) as stream:
-                stream.write(data)
-            self.fs.move(temporary, path)
-        except BaseException:
-            # e.g. a full disk (ENOSPC): drop the partial file; the previous ``name`` stays intact
-            if self.fs.get_file_info(temporary).type != pyarrow.fs.FileType.NotFound:
-                self.fs.delete_file(temporary)
-            raise
+        write_atomically(self.fs, self.path(name), data)
 
     def state_files(self) -> list[str]:
         """Names of the ``state.pt`` files of every checkpoint still present (Tune's and, for
@@ -249,6 +243,23 @@ class TrialDir:
             except UnreadableFile:
                 continue
         return None
+
+
+def write_atomically(filesystem: pyarrow.fs.FileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` as the file ``path`` on ``filesystem`` (its folder created): into a temporary file beside
+    it, then moved over it, so that ``path`` is always the old file or the new one, whole."""
+    directory = path.rsplit("/", 1)[0]
+    filesystem.create_dir(directory, recursive=True)
+    temporary = f"{directory}/.tmp-{uuid.uuid4().hex}"
+    try:
+        with filesystem.open_output_stream(temporary) as stream:
+            stream.write(data)
+        filesystem.move(temporary, path)
+    except BaseException:
+        # e.g. a full disk (ENOSPC): drop the partial file; the previous ``path`` stays intact
+        if filesystem.get_file_info(temporary).type != pyarrow.fs.FileType.NotFound:
+            filesystem.delete_file(temporary)
+        raise
 
 
 def is_directory(path_or_uri) -> bool:
