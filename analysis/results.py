@@ -402,6 +402,7 @@ def _parse_group(header: bytes, data: bytes, members: list, counts: list):
         return tables, fallback
     owner = np.repeat(np.arange(len(members)), counts)
     bad = _bad_files(table, owner)
+    table = table.drop(columns=[RESTORE_COLUMN], errors="ignore")
     paths = np.array([trial.location for trial in members], dtype=object)
     if bad.size:
         keep = ~np.isin(owner, bad)
@@ -418,12 +419,12 @@ def _parse_alone(header: bytes, body: bytes, n_rows: int):
         return None
     if len(table) != n_rows or _bad_files(table, np.zeros(len(table), int)).size:
         return None
-    return table
+    return table.drop(columns=[RESTORE_COLUMN], errors="ignore")
 
 
 def _read_csv(data: bytes, strict: bool) -> pd.DataFrame:
     """Parse CSV reports (``data``: the header line, then rows), without Ray's bookkeeping columns but
-    ``RESTORE_COLUMN`` (for ``_bad_files``). ``strict`` parses every column, so a row with surplus fields
+    ``RESTORE_COLUMN`` (for ``_bad_files``; the callers drop it after). ``strict`` parses every column, so a row with surplus fields
     raises (with ``usecols`` pandas drops them silently)."""
     dropped = [name for name in RAY_DROPPED if name != RESTORE_COLUMN]
     end = data.find(b"\n")
@@ -446,13 +447,11 @@ def _bad_files(table: pd.DataFrame, owner: np.ndarray) -> np.ndarray:
     """Indices (values of ``owner``) of files whose rows are shifted, hold non-numbers in numeric columns, or
     come (in part) from a restored run (``RESTORE_COLUMN`` behind ``training_iteration``: Ray appends those rows
     without a header, in the key order of the first report after the restore, so their columns are not
-    certain; ``result.json`` names every value). Drops ``RESTORE_COLUMN`` from ``table``."""
+    certain; ``result.json`` names every value)."""
     bad = np.zeros(len(table), dtype=bool)
-    if RESTORE_COLUMN in table:
-        if "training_iteration" in table:
-            restored = pd.to_numeric(table[RESTORE_COLUMN], errors="coerce")
-            bad |= (restored != pd.to_numeric(table["training_iteration"], errors="coerce")).to_numpy()
-        table.drop(columns=RESTORE_COLUMN, inplace=True)
+    if RESTORE_COLUMN in table and "training_iteration" in table:
+        restored = pd.to_numeric(table[RESTORE_COLUMN], errors="coerce")
+        bad |= (restored != pd.to_numeric(table["training_iteration"], errors="coerce")).to_numpy()
     if "trial_id" in table:
         ids = table["trial_id"].to_numpy(dtype=object)
         per_file = pd.Series(ids).groupby(owner).transform("nunique").to_numpy()

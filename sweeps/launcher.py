@@ -211,6 +211,7 @@ def check_storage(storage: str, exp_dir: str) -> None:
     (``location_filesystem``) and the sweep folder looked up once: a bucket that cannot be reached, or that
     refuses these credentials, is a one-line ``GroupsweepError`` too."""
     if "://" in storage:
+        location_filesystem(storage)
         filesystem, path = location_filesystem(exp_dir)
         try:
             filesystem.get_file_info(path)

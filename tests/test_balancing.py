@@ -294,7 +294,7 @@ def test_method_label():
     assert RATIO_METHODS == ("mixture", "mixture-nosubset")
 
 
-def test_every_method_states_its_group_information_as_the_d3m_paper_groups_them():
+def test_every_method_states_the_group_labels_it_reads():  # the D3M paper files JTT under val (README)
     assert {method: group_info(method) for method in METHODS} == {
         "none": "none", "subsetting": "none", "upsampling": "none", "upweighting": "none", "mixture": "none",
         "mixture-nosubset": "none", "auto-d3m": "none", "jtt": "none",

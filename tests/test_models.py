@@ -270,6 +270,14 @@ def test_bert_checkpoint_round_trip(tmp_path):
     with pytest.raises(GroupsweepError, match="vocab_size 61 differs"):
         build_model("toy-bert-xs", 2, model_path=tmp_path / "toy", vocab_size=61)
 
+    # a checkpoint saved in bf16 trains in float32 (transformers 5 keeps a checkpoint's dtype by default, and
+    # AdamW's small updates would then round away)
+    trained.backbone.to(torch.bfloat16).save_pretrained(tmp_path / "half")
+    loaded = build_model("toy-bert-xs", 2, model_path=tmp_path / "half", vocab_size=60)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert torch.equal(loaded.backbone.bert.embeddings.word_embeddings.weight,
+                       trained.backbone.bert.embeddings.word_embeddings.weight.float())
+
 
 def test_bert_checkpoint_without_pooler_warns(tmp_path):
     from transformers import BertConfig, BertModel

@@ -82,7 +82,9 @@ def load_bert_checkpoint(spec: ModelSpec, directory: Path, num_classes: int, voc
     if missing:
         warnings.warn(f"checkpoint {directory} has no pooler weights; model {spec.name!r} uses a randomly "
                       f"initialised pooler", stacklevel=3)
-    return model
+    # float32 weights whatever the checkpoint's dtype: transformers 5 keeps a bf16/fp16 checkpoint's dtype, and
+    # training those weights directly rounds most of AdamW's updates away (mixed precision is Accelerate's)
+    return model.float()
 
 
 def build_bert_model(spec: ModelSpec, num_classes: int, *, pretrained: bool = False, model_path=None,
