@@ -237,7 +237,7 @@ def test_a_dfr_trial_retrains_the_none_trials_last_layer_and_reports_one_final_e
         predicted = torch.cat([model(inputs).argmax(dim=1) for inputs, _ in model_inputs.eval_batches("test", 80)])
     assert np.array_equal(predicted.numpy(), TrialDir(trial_dir).read_npz(predictions_file(1))["test"])
 
-    # deterministic: a rerun (a trial killed before its checkpoint) reports the same; a finished one nothing
+    # deterministic: a rerun (a trial killed before its checkpoint) reports the same; a finished one its row again
     rerun = Reports()
     run_dfr(config, dataset, EpochReporter(rerun, Checkpoint, TrialDir(str(tmp_path / "again")), "n"),
             trial_dir=str(tmp_path / "again"), experiment_dir=str(tmp_path), cpu=True)
@@ -248,7 +248,9 @@ def test_a_dfr_trial_retrains_the_none_trials_last_layer_and_reports_one_final_e
     finished = Reports()
     run_finetune(config, EpochReporter(finished, Checkpoint, TrialDir(trial_dir), "n"), state, cpu=True,
                  trial_dir=trial_dir, experiment_dir=str(tmp_path))
-    assert finished.rows == []
+    assert len(finished.rows) == 1 and finished.states == [None] and list(finished.rows[0]) == list(row)
+    assert all(finished.rows[0][key] == value or (np.isnan(value) and np.isnan(finished.rows[0][key]))
+               for key, value in row.items())
 
 
 def test_a_dfr_trial_trains_its_base_model_when_there_is_no_none_trial(tmp_path, monkeypatch, erm_state, dataset):

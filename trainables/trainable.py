@@ -16,7 +16,8 @@ Its run is ``trainables.plans.train_run``: ``finetune`` with the training plan o
 and JTT trials select their examples there), or DFR's last-layer retraining (one epoch, numbered ``epochs``).
 A restarted trial resumes from ``ray.tune.get_checkpoint()``, its latest checkpoint, and repeats the
 epochs after it (at most ``checkpoint_every - 1``), bit-identically on the CPU; one whose checkpoint
-already holds its last epoch returns at once. A run whose loss diverges reports one last row with ``status: diverged``
+already holds its last epoch reports that epoch's row again (kept in the checkpoint, ``REPORT_KEY``) and
+returns. A run whose loss diverges reports one last row with ``status: diverged``
 and ends normally, so Tune does not retry it. The device is the GPU Ray assigned to the trial
 (``ray.get_gpu_ids()``), else the CPU; torch uses as many threads as the trial has CPUs.
 
@@ -59,6 +60,9 @@ LEADING_METRICS = ("epoch", "val/wga", "test/wga", "test/avg_acc", "optim/loss")
 # A checkpoint is written into a temporary folder ``<tempdir>/groupsweep-ckpt-<pid>-<random>`` before Tune takes it.
 STAGING_PREFIX = "groupsweep-ckpt-"
 FAULT_ENV = "GROUPSWEEP_FAULT_INJECT"
+# A checkpoint's state also holds the row reported with it, so that a trial restored from its last epoch's
+# checkpoint can report that row again (``run_finetune``): the checkpoint may have been kept without its row.
+REPORT_KEY = "report"
 
 
 class InjectedFault(RuntimeError):
@@ -143,7 +147,7 @@ class EpochReporter:
         if result.checkpoint:
             directory = staging_directory()
             try:
-                torch.save(result.state(), os.path.join(directory, STATE_FILE))
+                torch.save({**result.state(), REPORT_KEY: metrics}, os.path.join(directory, STATE_FILE))
                 self.report(metrics, checkpoint=self.checkpoint_class.from_directory(directory))
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -192,6 +196,8 @@ def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | Non
         reporter.last_epoch = state["epoch"]
         if state["epoch"] >= config.epochs:
             log.info("trial already finished its %d epochs", config.epochs)
+            if REPORT_KEY in state:  # its last row again: a kill between its checkpoint and its row lost the row
+                reporter.report(state[REPORT_KEY], checkpoint=None)
             return
     try:
         dataset = dataset if dataset is not None else load_config_dataset(config)
