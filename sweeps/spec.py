@@ -174,6 +174,19 @@ class SweepSpec:
         return [after_argv(command, run_dir) for command in self.after]
 
 
+def random_weights_note(spec: SweepSpec) -> str | None:
+    """A ``note:`` line naming the models that have pretrained weights (not toy ones) but that some of the sweep's
+    trials train from random initialisation (``pretrained: false``, the default, and no ``model_path``): the
+    papers finetune pretrained models, so an unset ``pretrained`` is easy to miss. None when there is none."""
+    names = sorted({unit.config["model"] for unit in spec.units
+                    if unit.config.get("pretrained") is False and unit.config.get("model_path") is None
+                    and not get_spec(unit.config["model"]).toy})
+    if not names:
+        return None
+    return (f"note: {', '.join(names)} train(s) from random initialisation in some trials (pretrained: false); "
+            f"set pretrained: true to finetune the pretrained weights")
+
+
 def method_slug(method: str, ratio: float | None) -> str:
     """The method as it appears in trial names: ``upsampling``, ``mixture2``, ``mixture-nosubset3.5``."""
     return method if ratio is None else f"{method}{ratio:g}"

@@ -24,7 +24,7 @@ from sweeps.analyze_command import load_run, print_notes
 from sweeps.overrides import parse_overrides
 from sweeps.presets import preset_names
 from sweeps.spaces import describe_space
-from sweeps.spec import RUN_DIR_PLACEHOLDER, build_spec, load_spec, read_spec_source
+from sweeps.spec import RUN_DIR_PLACEHOLDER, build_spec, load_spec, random_weights_note, read_spec_source
 from sweeps.tracking import parse_tracking
 from trainables.balancing import method_label
 from trainables.config import TrainConfig
@@ -236,9 +236,13 @@ def captured_command(argv: list) -> tuple[int, str, str]:
 # --- commands ------------------------------------------------------------------------------------
 
 def load_checked_spec(args):
-    """The spec that ``args.spec`` and ``args.overrides`` name, its ``after`` commands' arguments checked."""
+    """The spec that ``args.spec`` and ``args.overrides`` name, its ``after`` commands' arguments checked; a
+    ``random_weights_note`` goes to stderr."""
     spec = load_spec(args.spec, parse_overrides(args.overrides))
     check_after_commands(spec)
+    note = random_weights_note(spec)
+    if note:
+        print(note, file=sys.stderr)
     return spec
 
 

@@ -408,3 +408,20 @@ def test_status_lists_each_trial_state_in_grid_order(tmp_path, capsys):
         [trials[3].name, "complete", "2/2", "0.7500", "0.7500"],
     ]
     assert lines[-1] == "1 complete, 1 diverged, 1 error, 1 pending"
+
+
+def test_plan_notes_real_models_trained_from_random_weights(tmp_path, capsys):
+    source = {"name": "scratch", "datasets": ["synthetic-waterbirds"], "methods": ["none"], "seeds": [1],
+              "models": ["resnet18", "toy-resnet-xs"]}
+    for pretrained, noted in ((None, True), (True, False)):
+        values = dict(source)
+        if pretrained is not None:
+            values["hparams"] = {"pretrained": pretrained}
+            values["models"] = ["resnet18"]
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump(values))
+        capsys.readouterr()
+        assert main(["plan", str(path)]) == 0
+        err = capsys.readouterr().err
+        assert ("note: resnet18 train(s) from random initialisation" in err) == noted, err
+        assert "toy-resnet-xs" not in err  # toy models have no pretrained weights to miss
