@@ -186,8 +186,9 @@ def load_results(run_dirs) -> SweepResults:
 
     Raises a one-line ``GroupsweepError`` when a directory does not exist or holds no readable trial;
     unreadable trials are skipped with a ``CorruptTrialWarning`` (also listed in ``problems``). A trial
-    found in two directories (same ``trial_name``, equal config) is counted once, from the first
-    directory given, with one line in ``problems``; a directory given twice is read once.
+    found in two directories (same ``trial_name``, equal config) is counted once, from the directory where it
+    reported the most epochs (the first given on a tie), with one line in ``problems``; a directory given
+    twice is read once.
     """
     given = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
     if not given:
@@ -196,20 +197,16 @@ def load_results(run_dirs) -> SweepResults:
     problems: list = []
     configs: dict = {}
     sweeps: dict = {}
-    first_seen: dict = {}  # (trial_name, config as JSON) -> (index, name) of the directory it was first read from
-    for number, run_dir in enumerate(locations):
+    copies: dict = {}  # (trial_name, config as JSON) -> the trial's copies, one per directory, in the order given
+    for run_dir in locations:
         sweep = _sweep_name(run_dir)
         trials = _sweep_trials(run_dir)
         for trial, config in zip(trials, read_in_threads(_params_or_reason, trials)):
             if isinstance(config, _Unreadable):
                 problems.append(_skip(trial, config))
                 continue
-            identity = (config.get("trial_name", trial.name), json.dumps(config, sort_keys=True))
-            earlier = first_seen.setdefault(identity, (number, sweep))
-            if earlier[0] != number:
-                problems.append(f"trial {identity[0]} is in both {earlier[1]} and {sweep} with the same config; "
-                                f"counted once (from {earlier[1]})")
-                continue
+            copies.setdefault((config.get("trial_name", trial.name), json.dumps(config, sort_keys=True)),
+                              []).append(trial)
             configs[trial] = config
             sweeps[trial.location] = sweep
     tables, fallback = _parse_progress(configs)
@@ -221,10 +218,41 @@ def load_results(run_dirs) -> SweepResults:
             del configs[trial]
             continue
         tables.append(table.assign(_path=trial.location))
+    tables = _one_copy_each(copies, configs, tables, sweeps, problems)
     if not configs:
         where = locations[0] if len(locations) == 1 else ", ".join(map(str, locations))
         raise GroupsweepError(f"no readable trials in {where}: " + "; ".join(problems))
     return _assemble(locations, configs, tables, problems, sweeps)
+
+
+def _one_copy_each(copies: dict, configs: dict, tables: list, sweeps: dict, problems: list) -> list:
+    """Of a trial found in several directories (``copies``: same ``trial_name``, equal config), keep the copy
+    that reported the most epochs (the first given on a tie): drop the others from ``configs`` and from the
+    reports ``tables`` (returned), with one line in ``problems`` each."""
+    if all(len(trials) == 1 for trials in copies.values()):
+        return tables
+    epochs = {}
+    for table in tables:
+        if len(table) and "epoch" in table:
+            last = pd.to_numeric(table["epoch"], errors="coerce").groupby(table["_path"]).max()
+            epochs.update(last.fillna(0).astype(int).to_dict())
+    dropped = set()
+    for (name, _), trials in copies.items():
+        trials = [trial for trial in trials if trial in configs]
+        if len(trials) < 2:
+            continue
+        kept = max(trials, key=lambda trial: epochs.get(trial.location, 0))  # max keeps the first on a tie
+        for trial in trials:
+            if trial is not kept:
+                problems.append(f"trial {name} is in both {sweeps[kept.location]} and {sweeps[trial.location]} "
+                                f"with the same config; counted once, from {sweeps[kept.location]} (epochs "
+                                f"reported: {epochs.get(kept.location, 0)} there, {epochs.get(trial.location, 0)} "
+                                f"in {sweeps[trial.location]})")
+                del configs[trial]
+                dropped.add(trial.location)
+    if not dropped:
+        return tables
+    return [table[~table["_path"].isin(dropped)] if "_path" in table else table for table in tables]
 
 
 def ended_trials(run_dir) -> set[str]:

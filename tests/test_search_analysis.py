@@ -306,7 +306,8 @@ def test_a_trial_in_two_directories_is_counted_once_and_clashing_ids_are_kept_ap
     write_trial(tmp_path / "a", 1, trial_config("wb", "m", "upsampling", seed=0), reports({"val/wga": 0.7}))
     results = load_results([tmp_path / "a", tmp_path / "b"])
     assert len(results.trials) == 3 and len(results.frame) == 9
-    assert results.problems == ["trial wb_m_none_s0 is in both a and b with the same config; counted once (from a)"]
+    assert results.problems == ["trial wb_m_none_s0 is in both a and b with the same config; counted once, from a "
+                                "(epochs reported: 3 there, 3 in b)"]
     assert dict(zip(results.trials["method"], results.trials.index)) == {
         "none": "1a2b3_00000", "upsampling": "1a2b3_00001", "subsetting": "b/1a2b3_00001"}
     assert dict(zip(results.trials["method"], results.trials["sweep"])) == {
@@ -317,6 +318,14 @@ def test_a_trial_in_two_directories_is_counted_once_and_clashing_ids_are_kept_ap
     # the same directory twice reads once; a list of one is that directory
     assert len(load_results([tmp_path / "a", tmp_path / "a"]).trials) == 2
     assert load_results([tmp_path / "a"]).problems == []
+    # a copy that got further wins, wherever it comes in the order (a sweep rerun under another name)
+    write_trial(tmp_path / "c", 0, config, reports({"val/wga": 0.5}, last=1))
+    write_trial(tmp_path / "d", 0, config, reports({"val/wga": 0.8}))
+    results = load_results([tmp_path / "c", tmp_path / "d"])
+    assert len(results.trials) == 1 and results.trials.iloc[0]["sweep"] == "d"
+    assert results.trials.iloc[0]["status"] == "complete" and results.frame["epoch"].tolist() == [1, 2, 3]
+    assert results.problems == ["trial wb_m_none_s0 is in both d and c with the same config; counted once, from d "
+                                "(epochs reported: 3 there, 1 in c)"]
 
 
 def test_analyze_and_plot_take_several_directories(tmp_path, capsys):
