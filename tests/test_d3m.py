@@ -377,6 +377,18 @@ def test_plan_trains_the_base_model_when_the_none_trial_has_not_finished(tmp_pat
     d3m_plan(trial_config("d3m", epochs=3), dataset, str(tmp_path / "t1"), str(tmp_path), options=alone, cpu=True)
     base_loss = TrialDir(str(tmp_path / "t1")).read_npz(D3M_SCORES_FILE)["val_loss"]
     assert np.array_equal(saved["val_loss"], base_loss)
+    # the sweep's auto-d3m trial of that seed loads the extra ensemble model the d3m trial trained and kept
+    trained.clear()
+    d3m_plan(trial_config("auto-d3m", epochs=3), dataset, str(tmp_path / "t2"), str(tmp_path), options=options,
+             cpu=True)
+    assert [(c.method, c.seed) for c in trained] == [("none", 2)]  # the base only (its none trial is unfinished)
+    kept = list((tmp_path / d3m.ENSEMBLE_DIR).iterdir())
+    assert len(kept) == 1 and kept[0].suffix == ".pt"
+    saved_auto = TrialDir(str(tmp_path / "t2")).read_npz(D3M_SCORES_FILE)
+    assert saved_auto["base_sources"].tolist() == saved["base_sources"].tolist()
+    from analysis.results import load_results  # the kept models' folder is no trial of the sweep
+
+    assert sorted(load_results(tmp_path).trials["trial_name"]) == ["wb-none-s2"]
 
 
 def test_a_diverged_base_model_raises_and_removes_nothing(tmp_path, monkeypatch, erm_state, dataset):

@@ -36,7 +36,7 @@ def base_config(config):
     return dataclasses.replace(config, method="none", ratio=None)
 
 
-def _identity(values: dict) -> dict:
+def training_identity(values: dict) -> dict:
     """A config as JSON values, without the keys in which a base trial may differ from the base config
     (``BASE_FREE_KEYS``, and the sweep's own keys starting with ``_``, which ``TrainConfig`` ignores); a
     setting the config lacks (saved before the setting existed) counts as its default."""
@@ -53,13 +53,13 @@ def find_base_trial(experiment_dir: str, config, epoch: int | None = None) -> tu
     ``epoch`` of that config (newest checkpoints are tried first).
     """
     epoch = config.epochs if epoch is None else epoch
-    wanted = _identity(config.to_dict())
+    wanted = training_identity(config.to_dict())
     for trial in trial_dirs(experiment_dir):
         try:
             trial_config = trial.params()
         except UnreadableFile:
             continue
-        if _identity(trial_config) != wanted:
+        if training_identity(trial_config) != wanted:
             continue
         name = trial_config.get("trial_name", trial.name)
         state_files = trial.state_files()
@@ -73,7 +73,7 @@ def find_base_trial(experiment_dir: str, config, epoch: int | None = None) -> tu
             except UnreadableFile as error:  # e.g. damaged: an older kept checkpoint may still do
                 log.info("%s", error)
                 continue
-            if state.get("epoch") == epoch and _identity(state.get("config", {})) == wanted:
+            if state.get("epoch") == epoch and training_identity(state.get("config", {})) == wanted:
                 return state["model"], name
             reached.append(state.get("epoch"))
         log.info("base trial %s keeps checkpoints of epochs %s, not %d; training the base model here",

@@ -27,11 +27,14 @@ config types in ``trainables.config``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from trainables import base_model
 from trainables.attribution import GaussianProjector, featurize, gradient_dimension, trak
@@ -39,12 +42,14 @@ from trainables.balancing import D3M_METHODS, BalancingPlan
 from trainables.builders import build_model_and_inputs
 from trainables.config import REMOVE_NEGATIVE, D3MOptions, TrainConfig
 from trainables.errors import GroupsweepError, choose
-from trainables.trial_dir import D3M_SCORES_FILE, TrialDir
+from trainables.trial_dir import D3M_SCORES_FILE, TrialDir, join_location, write_atomically
 
 log = logging.getLogger("groupsweep.d3m")
 
 # Extra ensemble models (t = 1 .. T-1) are ERM runs with seed ``seed + t * SEED_STRIDE``.
 SEED_STRIDE = 10_000
+# The sweep's folder of those models' final states (``ensemble_member``), one file per run.
+ENSEMBLE_DIR = "groupsweep_d3m_ensemble"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,10 +257,34 @@ def base_states(config, dataset, experiment_dir: str | None, models: int, cpu: b
     states, sources = [state], [name]
     for t in range(1, models):
         member = dataclasses.replace(base_model.base_config(config), seed=config.seed + t * SEED_STRIDE)
-        log.info("D3M: training ensemble model %d of %d (method none, seed %d)", t + 1, models, member.seed)
-        states.append(base_model.train_model(member, dataset, cpu))
+        states.append(ensemble_member(member, dataset, experiment_dir, cpu, f"{t + 1} of {models}"))
         sources.append(f"trained:seed={member.seed}")
     return states, sources
+
+
+def ensemble_member(member: TrainConfig, dataset, experiment_dir: str | None, cpu: bool | None, which: str) -> dict:
+    """The final model state of the ensemble run ``member`` (method none): loaded from the sweep's
+    ``ENSEMBLE_DIR`` when another D3M trial trained it already (the d3m and auto-d3m trials of one seed
+    share their T − 1 extra models), else trained here and kept there (without ``experiment_dir``: trained)."""
+    folder = TrialDir(join_location(experiment_dir, ENSEMBLE_DIR)) if experiment_dir is not None else None
+    identity = json.dumps(base_model.training_identity(member.to_dict()), sort_keys=True)
+    name = f"{hashlib.sha256(identity.encode()).hexdigest()[:20]}.pt"
+    if folder is not None and folder.exists(name):
+        try:
+            saved = torch.load(io.BytesIO(folder.read_bytes(name)), map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - a damaged file: train the model again
+            log.warning("D3M: ensemble model %s is unreadable (%s); training it again", folder.path(name), error)
+        else:
+            if saved.get("identity") == identity:
+                log.info("D3M: ensemble model %s (seed %d) from %s", which, member.seed, folder.path(name))
+                return saved["model"]
+    log.info("D3M: training ensemble model %s (method none, seed %d)", which, member.seed)
+    state = base_model.train_model(member, dataset, cpu)
+    if folder is not None:
+        buffer = io.BytesIO()
+        torch.save({"identity": identity, "model": state}, buffer)
+        write_atomically(folder.fs, folder.path(name), buffer.getvalue())
+    return state
 
 
 def attribution_features(config, dataset, states: list, options: D3MOptions, cpu: bool | None) -> tuple[list, list]:
