@@ -53,8 +53,8 @@ from trainables.balancing import group_info, method_label
 from trainables.errors import GroupsweepError
 from trainables.trial_dir import (CELL_KEY, ERROR_FILE, LABELS_FILE, METHOD_HPARAMS_KEY, PARAMS_FILE, PROGRESS_FILE,
                                   RESULT_FILE, SAMPLE_KEY, SAMPLED_KEY, STOPPED_FILE, TrialDir, UnreadableFile,
-                                  is_directory, join_location, predictions_file, split_location, subdirectory_names,
-                                  trial_dirs)
+                                  is_directory, is_file, join_location, predictions_file, split_location,
+                                  subdirectory_names, trial_dirs)
 
 # Ray's bookkeeping keys that carry no information about the run's results.
 RAY_DROPPED = ("config", "date", "pid", "hostname", "node_ip", "time_this_iter_s", "time_since_restore",
@@ -291,7 +291,8 @@ def _sweep_trials(run_dir) -> list:
     """The trial directories of ``run_dir``; a one-line ``GroupsweepError`` when it does not exist or holds
     none (naming the sweep directories inside it when it is a storage folder)."""
     if not is_directory(run_dir):
-        raise GroupsweepError(f"results directory {run_dir} does not exist")
+        what = "is a file, not a folder" if is_file(run_dir) else "does not exist"
+        raise GroupsweepError(f"results directory {run_dir} {what}")
     trials = trial_dirs(run_dir)
     if not trials:
         raise GroupsweepError(f"no trials in {run_dir} (expected Ray Tune trial directories with {PARAMS_FILE}, "

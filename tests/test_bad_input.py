@@ -121,6 +121,7 @@ CLI_CASES = [
      lambda t: ["status", "s", "--storage", str(Path(text_file(t, "s/groupsweep_spec.yaml", "datasets: [x\n")).parents[1])],
      "groupsweep_spec.yaml is damaged, not YAML"),
     ("analyze-missing-dir", lambda t: ["analyze", str(t / "nodir")], "nodir does not exist"),
+    ("analyze-a-file", lambda t: ["analyze", text_file(t, "table.csv", "a\n")], "table.csv is a file, not a folder"),
     ("analyze-dir-without-trials", lambda t: ["analyze", str(t)], "no trials in"),
     ("train-unknown-dataset", lambda t: ["train", "--dataset", "nope", "--model", "toy-convnextv2-xs"],
      "unknown dataset 'nope'"),

@@ -268,6 +268,12 @@ def is_directory(path_or_uri) -> bool:
     return fs.get_file_info(root.rstrip("/") or "/").type == pyarrow.fs.FileType.Directory
 
 
+def is_file(path_or_uri) -> bool:
+    """Whether ``path_or_uri`` (a local path or a ``pyarrow.fs`` URI) is an existing file."""
+    fs, root = location_filesystem(path_or_uri)
+    return fs.get_file_info(root).type == pyarrow.fs.FileType.File
+
+
 def subdirectory_names(path_or_uri) -> list[str]:
     """Names of the directories directly inside ``path_or_uri`` (none when it does not exist), sorted."""
     fs, root = location_filesystem(path_or_uri)
