@@ -116,6 +116,19 @@ def coefficients(model):
     return (np.vstack([m.coef_ for m in model.estimators_]), np.concatenate([m.intercept_ for m in model.estimators_]))
 
 
+def test_the_regression_is_l1_penalised_whichever_way_scikit_learn_spells_it():
+    """DFR's regression is L1 (sparse): at a strong penalty, uninformative features get exactly zero weight,
+    which an L2 regression (scikit-learn's default penalty) never gives."""
+    x, y, _ = synthetic_features()["train"]
+    x = StandardScaler().fit_transform(x)
+    l1 = l1_logistic_regression(0.05, 0).fit(x, y)
+    params = l1.get_params()
+    assert params.get("l1_ratio") == 1.0 or params.get("penalty") == "l1"
+    assert (l1.coef_ == 0).sum() >= 2 and l1.coef_[0, 0] != 0  # the label feature kept, noise features cut
+    l2 = LogisticRegression(C=0.05, solver="liblinear", random_state=0).fit(x, y)
+    assert (l2.coef_ == 0).sum() == 0
+
+
 @pytest.mark.parametrize("variant", ["val_tr", "tr_tr"])
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_last_layer_is_scikit_learns_regression_and_predicts_as_it_does(variant, n_classes):

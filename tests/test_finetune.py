@@ -135,9 +135,42 @@ def test_last_layer_only_changes_only_the_head():
              on_epoch=lambda r: states.append(snapshot(r.state())), cpu=True)
     from trainables.models.build import build_model
     torch.manual_seed(3)
-    initial = build_model("toy-convnextv2-xs", 2).state_dict()
+    model = build_model("toy-convnextv2-xs", 2)
+    initial = model.state_dict()
+    head = {name for name, parameter in model.named_parameters()
+            if any(parameter is own for own in model.head.parameters())}
+    assert head == {"backbone.head.fc.weight", "backbone.head.fc.bias"}
     changed = {name for name, tensor in states[0]["model"].items() if not torch.equal(tensor, initial[name])}
-    assert changed and all(name.startswith("head") or ".head." in name or "fc" in name for name in changed), changed
+    assert changed == head  # the head trained; nothing else moved (no weight, norm or batch statistic)
+
+
+def test_upweighting_trains_with_the_class_weights_n_max_over_n_y(monkeypatch):
+    import torch.nn.functional as F
+
+    from trainables.config_data import load_config_dataset
+
+    config = small_config(epochs=1, method="upweighting")
+    counts = np.bincount(load_config_dataset(config).splits["train"].y, minlength=2)
+    weights = []
+    cross_entropy = F.cross_entropy
+
+    def recording(*args, weight=None, **kwargs):
+        weights.append(weight)
+        return cross_entropy(*args, weight=weight, **kwargs)
+
+    monkeypatch.setattr(F, "cross_entropy", recording)
+    finetune(config, cpu=True)
+    training = [w for w in weights if w is not None]
+    assert training and len(training) == len(weights) - 4  # every step; not val, test, train, train_subset
+    assert all(w.tolist() == pytest.approx((counts.max() / counts).tolist()) for w in training)
+    assert counts[0] != counts[1]  # the weights are not all 1
+
+
+def test_a_nan_loss_stops_the_run_with_a_divergence_error():
+    from trainables.finetune import DivergenceError
+
+    with pytest.raises(DivergenceError, match="training loss is nan in epoch 1"):
+        finetune(small_config(epochs=2, lr=1e30), cpu=True)
 
 
 @pytest.mark.parametrize("overrides, message", [

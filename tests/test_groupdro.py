@@ -61,14 +61,22 @@ def test_two_processes_hold_the_same_weights_and_average_to_the_whole_batch_grad
     halves = [slice(0, 2), slice(2, 4)]
     parts = [torch.tensor(LOSSES[half], requires_grad=True) for half in halves]
     groups = [torch.tensor(GROUPS[half]) for half in halves]
-    # what each process contributes to the sum over processes: its group sums and counts
-    contributions = [torch.stack([torch.zeros(4).index_add(0, g, p.detach()), torch.bincount(g, minlength=4).float()])
-                     for p, g in zip(parts, groups)]
+    # what each process hands to the all-reduce (its group sums and counts), as the module itself builds them
+    handed = []
+    for rank in range(2):
+        GroupDRO([4, 1, 16, 9], eta=0.3).loss(parts[rank].detach(), groups[rank], processes=2,
+                                              reduce=lambda stats: handed.append(stats.clone()) or stats)
+    expected = [torch.stack([torch.zeros(4).index_add(0, g, p.detach()), torch.bincount(g, minlength=4).float()])
+                for p, g in zip(parts, groups)]
+    assert all(torch.equal(mine, theirs) for mine, theirs in zip(handed, expected))
     gradients = []
     for rank in range(2):
+        def all_reduce(stats, rank=rank):  # the sum over processes of what each handed in
+            assert torch.equal(stats, handed[rank])
+            return handed[0] + handed[1]
+
         dro = GroupDRO([4, 1, 16, 9], eta=0.3, adjustment=0.5)
-        dro.loss(parts[rank], groups[rank], reduce=lambda stats: contributions[0] + contributions[1],
-                 processes=2).backward()
+        dro.loss(parts[rank], groups[rank], reduce=all_reduce, processes=2).backward()
         assert dro.q.tolist() == pytest.approx(whole.q.tolist())
         gradients.append(parts[rank].grad)
     # Data parallel averages the processes' gradients
@@ -81,9 +89,10 @@ def test_state_round_trip():
     state = dro.state_dict()
     other = GroupDRO([4, 1, 16, 9], eta=LN2)
     other.load_state_dict(state)
-    assert torch.equal(other.q, dro.q)
-    dro.loss(torch.tensor(LOSSES), torch.tensor(GROUPS))
-    assert not torch.equal(state["q"], dro.q)  # the saved state is a copy
+    assert torch.equal(other.q, dro.q) and other.q.data_ptr() != state["q"].data_ptr()
+    saved = state["q"].clone()
+    dro.q.mul_(2)  # in place: a state sharing q's storage would change with it
+    assert torch.equal(state["q"], saved)  # the saved state is a copy
 
 
 def test_groupdro_draws_its_batches_group_balanced_as_the_authors_do():

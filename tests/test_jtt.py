@@ -109,8 +109,13 @@ def test_training_the_identification_model_here_gives_the_none_trials_epoch_t(er
 
 
 def test_plan_takes_epoch_t_of_the_none_trial_and_saves_the_error_set(tmp_path, monkeypatch, erm_states, dataset):
-    # the none trial keeps both epochs (keep_checkpoints: all); another seed is not the base
-    write_trial(tmp_path, "wb-none-s2", trial_config("none"), erm_states)
+    # the none trial keeps both epochs (keep_checkpoints: all); another seed is not the base. Its epoch 2 is made
+    # to predict class 1 everywhere (on this small data both epochs predict alike), so that reading the last
+    # epoch instead of T = 1 would give another error set
+    last = copy.deepcopy(erm_states[1])
+    bias = [key for key in last["model"] if key.endswith("head.fc.bias")][0]
+    last["model"][bias] = torch.tensor([-1e3, 1e3])
+    write_trial(tmp_path, "wb-none-s2", trial_config("none"), [erm_states[0], last])
     write_trial(tmp_path, "wb-none-s5", trial_config("none", seed=5), erm_states)
     monkeypatch.setattr(base_model, "train_model", no_training)
     config = trial_config("jtt")
@@ -122,6 +127,9 @@ def test_plan_takes_epoch_t_of_the_none_trial_and_saves_the_error_set(tmp_path, 
     _, logits = base_model.model_outputs(config, dataset, erm_states[0]["model"], ("train",), 80, True)["train"]
     expected = np.flatnonzero(logits.argmax(axis=1) != dataset.splits["train"].y)
     assert 0 < len(expected) < SMALL["size"] and np.array_equal(saved["errors"], expected)
+    _, final_logits = base_model.model_outputs(config, dataset, last["model"], ("train",), 80, True)["train"]
+    final_errors = np.flatnonzero(final_logits.argmax(axis=1) != dataset.splits["train"].y)
+    assert not np.array_equal(final_errors, expected)  # so taking the last epoch instead of T would be caught
     assert np.array_equal(plan.indices, upsampled_plan(SMALL["size"], expected, 3).indices)
     assert plan.num_samples == SMALL["size"] + 2 * len(expected)
 

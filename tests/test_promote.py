@@ -110,7 +110,12 @@ def test_parts_follow_the_search_variants_and_cell_tags(tmp_path):
     assert {trial.name: trial.config["last_layer_only"] for trial in spec.trials}["wb-m-none-lastlayer-s4"] is True
     # the shared settings are the part's, so the rerun's method keys are the search's: analysed together, search
     # and rerun keep the two variants apart (before, every setting was a method key and no variant was left)
-    assert source["parts"][0]["hparams"]["last_layer_only"] in (True, False)
+    parts = {part["tag"]: part for part in source["parts"]}
+    assert parts["lastlayer"]["hparams"]["last_layer_only"] is True
+    assert parts["rerun"]["hparams"]["last_layer_only"] is False
+    for part in parts.values():
+        assert all("last_layer_only" not in (entry.get(name, {}).get("hparams") or {})
+                   for entry in part["methods"] if isinstance(entry, dict) for name in entry)
     for index, trial in enumerate(spec.trials):
         write_trial(tmp_path / "rerun", index, trial.config, reports({"val/wga": 0.5}), experiment_id="77777")
     joint = load_results([tmp_path, tmp_path / "rerun"])

@@ -139,6 +139,16 @@ def test_optuna_searches_each_cell(tmp_path, cluster_address):
             assert 1.0e-4 <= config["lr"] <= 3.0e-2
             assert config["_sampled"] == (["lr"] if config["method"] == "none" else ["lr", "weight_decay"])
             assert result_epochs(tmp_path / "out" / "hpo" / config["trial_name"]) == [1, 2]
+    # Optuna (TPE) searched each cell, not Tune's random generator: its studies hold the two completed trials
+    from ray import cloudpickle
+
+    saved = sorted((tmp_path / "out" / "hpo").glob("searcher-state-*.pkl"))
+    assert saved, "Tune saved no searcher state"
+    state = cloudpickle.loads(saved[-1].read_bytes())
+    for cell in CELLS:
+        searcher = state["searchers"][cell].searcher
+        assert type(searcher).__name__ == "OptunaSearch"
+        assert [trial.state.name for trial in searcher._ot_study.trials] == ["COMPLETE", "COMPLETE"]
 
 
 def test_a_killed_search_resumes_to_exactly_its_configurations(tmp_path):

@@ -147,6 +147,24 @@ def test_best_epoch_bias_unsupervised_uses_each_epochs_predictions(tmp_path):
     assert best.at["upsampling", "mean_epoch"] == 1
 
 
+def test_best_epoch_bias_unsupervised_scores_each_epoch_against_the_biased_models_final_epoch(tmp_path):
+    """Upsampling predicts as UPSAMPLING_PRED at epoch 2 only; the biased model is BIASED[0] at its final epoch
+    only (right everywhere before): the best epoch is 2, scored against the final biased predictions (0.8125,
+    see above), which no epoch would score if another epoch of either model were read."""
+    none_predictions = {1: VAL_Y, 2: VAL_Y, 3: BIASED[0]}
+    upsampling_predictions = {1: BIASED[0], 2: UPSAMPLING_PRED, 3: BIASED[0]}
+    runs = (("none", none_predictions), ("upsampling", upsampling_predictions))
+    for index, (method, predictions) in enumerate(runs):
+        write_trial(tmp_path, index, trial_config("wb", "m", method, None, 0, epochs=3),
+                    [final_report(e, method, None, 0) for e in (1, 2, 3)], labels=LABELS,
+                    predictions={e: {"val": val, "test": [0, 1]} for e, val in predictions.items()})
+    results = load_results(tmp_path)
+    best = select(results, ["bias-unsupervised"], epoch="best").methods.set_index("method_label")
+    assert best.at["upsampling", "mean_epoch"] == 2 and best.at["upsampling", "score"] == pytest.approx(0.8125)
+    final = select(results, ["bias-unsupervised"]).methods.set_index("method_label")
+    assert final.at["upsampling", "score"] == pytest.approx(0.5)  # epoch 3: the biased model's own predictions
+
+
 def test_ties_go_to_the_method_listed_first_then_the_smaller_ratio(tmp_path):
     index = 0
     for method, ratio in (("mixture", 3.0), ("mixture", 2.0), ("upsampling", None), ("subsetting", None)):

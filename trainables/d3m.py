@@ -175,10 +175,10 @@ def pseudo_groups(scores, val_y, val_loss, fraction: float, n_classes: int) -> t
             log.warning("AUTO-D3M: class %d has %d validation example(s); it is one pseudo-group", c, len(rows))
             continue
         coordinate = scores.principal_projection(rows)
+        size = int(min(max(round(fraction * len(rows)), 1), len(rows) - 1))
         if not np.any(coordinate):
             log.warning("AUTO-D3M: the attribution vectors of class %d's validation examples do not vary; its "
-                        "pseudo-minority is the first %d examples, not a found group", c, round(fraction * len(rows)))
-        size = int(min(max(round(fraction * len(rows)), 1), len(rows) - 1))
+                        "pseudo-minority is the first %d examples, not a found group", c, size)
         ascending, descending = np.argsort(coordinate, kind="stable"), np.argsort(-coordinate, kind="stable")
         if _loss_gap(val_loss[rows], descending[:size]) > _loss_gap(val_loss[rows], ascending[:size]):
             coordinate, ascending = -coordinate, descending
