@@ -70,7 +70,8 @@ import yaml
 from ray import tune
 from ray._private import ray_constants
 from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
-from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, PlacementGroupFactory, RunConfig, TuneConfig
+from ray.tune import (Callback, CheckpointConfig, CLIReporter, FailureConfig, PlacementGroupFactory, RunConfig,
+                      TuneConfig)
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from analysis.results import ended_trials
@@ -88,7 +89,8 @@ from trainables.data import reads_files
 from trainables.entry import train_trial
 from trainables.errors import GroupsweepError, path_name
 from trainables.models import checkpoint_source, get_spec
-from trainables.sweep_storage import commit_snapshots, drop_snapshots, prune_checkpoints, sweep_filesystem
+from trainables.sweep_storage import (EXPERIMENT_STATE_PREFIX, commit_snapshots, drop_snapshots, prune_checkpoints,
+                                      sweep_filesystem)
 from trainables.trial_dir import join_location, location_filesystem, trial_dirname, trial_dirs, unit_name
 
 SPEC_FILE = "groupsweep_spec.yaml"
@@ -99,6 +101,8 @@ DEFAULT_STORAGE = "~/groupsweep_results"
 LOCAL_OBJECT_STORE_BYTES = 200 * 1024 * 1024
 # Tune's switch off for the loggers it adds to a run on its own (``listed_loggers_only``).
 AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+# The file Tune writes into the sweep directory when an experiment starts (``tune_state_saved``).
+TUNER_FILE = "tuner.pkl"
 # Tune's switch off for its check that every result holds the search's metric: a diverged trial's last row
 # (``status: diverged``) has none, and the check then ended the whole search (again on every resume). The
 # search's wrappers read that row by its status (``sweeps.search``); the metric's name is checked before
@@ -124,6 +128,8 @@ PROGRESS_COLUMNS = {"epoch": "epoch", "optim/loss": "loss", "val/wga": "val wga"
 CONDENSED_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.execution.experiment_state",
                      "ray.train._internal.syncer")
 TRACEBACK_HEADER = "Traceback (most recent call last):"
+# Tune's log line when it cannot restore a sweep's state (``RefuseRestart``).
+RESTORE_FAILED = "Failed to restore the run state."
 
 
 class StorageFailure(GroupsweepError):
@@ -145,6 +151,7 @@ class OneLineErrors(logging.Filter):
     def __init__(self):
         super().__init__()
         self.errors: list[str] = []
+        self.failed_restore: str | None = None  # the cause, when Tune could not restore the sweep's state
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -157,6 +164,8 @@ class OneLineErrors(logging.Filter):
             cause = lines[-1] if lines else ""
         else:
             return True
+        if message.startswith(RESTORE_FAILED):
+            self.failed_restore = cause
         self.errors.append(cause)
         record.msg = f"{' '.join(message.split())} {cause}".strip()
         record.args = ()
@@ -166,10 +175,24 @@ class OneLineErrors(logging.Filter):
 RAY_ERRORS = OneLineErrors()
 
 
+class RefuseRestart(Callback):
+    """Stop a resumed run whose sweep state Tune could not restore (``RAY_ERRORS.failed_restore``), before any
+    trial starts. Tune logs the failure and then starts the whole experiment again: every trial from its first
+    epoch, in new folders beside the old ones, its results counted twice."""
+
+    def setup(self, **info) -> None:
+        """Raise a one-line ``GroupsweepError`` naming the cause when the restore failed."""
+        if RAY_ERRORS.failed_restore is not None:
+            raise GroupsweepError(f"Tune could not restore the sweep's state ({RAY_ERRORS.failed_restore}); "
+                                  "nothing was run (Tune would have started every trial again): fix the cause, "
+                                  "often the storage, and run the same command again")
+
+
 def condense_ray_errors() -> None:
     """Show Ray Tune's trial and state-saving failures as one line each (``RAY_ERRORS``, emptied: it keeps
     the failures of the sweep about to run)."""
     RAY_ERRORS.errors.clear()
+    RAY_ERRORS.failed_restore = None
     for name in CONDENSED_LOGGERS:
         logger = logging.getLogger(name)
         if RAY_ERRORS not in logger.filters:
@@ -179,7 +202,9 @@ def condense_ray_errors() -> None:
 def failed_trials(results) -> tuple[int, str | None]:
     """``(number of trials of a ResultGrid that did not terminate normally, one line saying why)``: the
     first error a trial recorded, else the first failure Ray logged (a trial whose error file could not be
-    written, on a full disk, has no recorded error)."""
+    written, on a full disk, has no recorded error). ``results`` may be an empty list (no trial ran)."""
+    if not len(results):
+        return 0, None
     failed = len(results) - results.num_terminated
     causes = [one_line(result.error) for result in results if result.error is not None] + RAY_ERRORS.errors
     return failed, (causes[0] if failed and causes else None)
@@ -669,10 +694,24 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
             progress_reporter=reporter,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=None),  # retention: CheckpointRetention (sweeps.retention)
-            callbacks=[CheckpointRetention(spec.keep_checkpoints), RetryLogs(),
+            callbacks=[RefuseRestart(), CheckpointRetention(spec.keep_checkpoints), RetryLogs(),
                        *tracking_callbacks(spec.tracking, name, exp_dir), *result_loggers()],
         ),
     )
+
+
+def tune_state_saved(exp_dir: str) -> bool:
+    """Whether the latest Tune experiment in ``exp_dir`` saved its state: an experiment state written after its
+    ``tuner.pkl`` (which Tune writes when an experiment starts, and only then). A driver stopped before its
+    first snapshot reached the storage leaves a ``tuner.pkl`` that ``Tuner.can_restore`` accepts but that
+    Tune cannot restore (no state; or, when a grid spec's added trials were stopped so, the state of the
+    experiment before)."""
+    filesystem, path = location_filesystem(exp_dir)
+    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(path.rstrip("/"), allow_not_found=True))
+    started = [entry.mtime for entry in entries if entry.base_name == TUNER_FILE]
+    saved = [entry.mtime for entry in entries
+             if entry.base_name.startswith(EXPERIMENT_STATE_PREFIX) and entry.base_name.endswith(".json")]
+    return bool(started and saved) and max(saved) >= started[0]
 
 
 def restored_config_keys(exp_path: str, filesystem) -> list[str] | None:
@@ -763,12 +802,24 @@ def run_trials(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concu
     same folder (Ray Tune cannot add trials to a restored grid), after saving the spec as the sweep's
     record: the latest experiment is the one a later run resumes, and the trials of earlier ones have
     all ended. While a resumed trial is still failing, the added trials wait for the run that finishes it.
+    A latest experiment whose driver stopped before Tune's first snapshot reached the storage
+    (``tune_state_saved``) cannot be restored: its trials that had not ended (a search: all of it) run
+    again as a new experiment, from the start. Returns an empty list when no trial is left to run.
     """
     def tuner(trials_spec: SweepSpec, restore: bool):
         return build_tuner(trials_spec, exp_dir, name, storage, max_concurrent, shared=shared, loaded=loaded,
                            restore=restore)
 
-    if not tune.Tuner.can_restore(exp_dir):  # a new sweep, or one stopped before Tune saved its state
+    if not tune.Tuner.can_restore(exp_dir):  # a new sweep, or one stopped before Tune started it
+        save_spec(exp_dir, spec.source)
+        return fit(tuner(spec, restore=False), spec.keep_checkpoints)
+    if not tune_state_saved(exp_dir):  # Tune has nothing to restore the latest experiment from
+        if spec.search is None:
+            spec = dataclasses.replace(spec, trials=added_trials(spec, exp_dir, ()))
+        print(f"sweep {name}: its last run stopped before Tune saved its state; its trials that had not ended "
+              f"start again ({len(spec.trials) if spec.search is None else 'the search'})", flush=True)
+        if not spec.units:
+            return []
         save_spec(exp_dir, spec.source)
         return fit(tuner(spec, restore=False), spec.keep_checkpoints)
     results = fit(tuner(spec, restore=True), spec.keep_checkpoints)
