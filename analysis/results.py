@@ -453,8 +453,8 @@ def _parse_alone(header: bytes, body: bytes, n_rows: int):
 
 def _read_csv(data: bytes, strict: bool) -> pd.DataFrame:
     """Parse CSV reports (``data``: the header line, then rows), without Ray's bookkeeping columns but
-    ``RESTORE_COLUMN`` (for ``_bad_files``; the callers drop it after). ``strict`` parses every column, so a row with surplus fields
-    raises (with ``usecols`` pandas drops them silently)."""
+    ``RESTORE_COLUMN`` (for ``_bad_files``; the callers drop it after). ``strict`` parses every column, so a
+    row with surplus fields raises (with ``usecols`` pandas drops them silently)."""
     dropped = [name for name in RAY_DROPPED if name != RESTORE_COLUMN]
     end = data.find(b"\n")
     if end < 0 or end == len(data) - 1:  # no rows

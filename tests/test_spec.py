@@ -274,7 +274,14 @@ def test_resources_no_node_provides_are_refused_locally_and_awaited_on_a_cluster
         check_nodes_fit(built, [{"CPU": 64}, {"CPU": 2, "GPU": 8}])
     assert "\n" not in str(error.value)
     workers = build_spec(spec(resources={"cpu": 8, "gpu": 4}))
-    check_nodes_fit(workers, [{"CPU": 2, "GPU": 1}])  # one GPU per worker process, on any nodes
+    check_nodes_fit(workers, [{"CPU": 8, "GPU": 4}])
+    # a local Ray is one node: the 4 worker processes must fit it together (else the trial waits forever)
+    with pytest.raises(GroupsweepError, match=r"needs 8 CPU and 4 GPU for its 4 processes together but no node"):
+        check_nodes_fit(workers, [{"CPU": 16, "GPU": 2}])
+    # a cluster may place them on several nodes: one GPU per worker process is what one node must hold
+    capsys.readouterr()
+    check_nodes_fit(workers, [{"CPU": 2, "GPU": 1}], autoscaling=True)
+    assert capsys.readouterr().err == ""
     # a cluster's autoscaler may add a node that fits: one warning line naming the first trial, no refusal
     capsys.readouterr()
     check_nodes_fit(built, [{"CPU": 64}], autoscaling=True)
