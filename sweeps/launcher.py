@@ -77,7 +77,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from analysis.results import ended_trials
 from sweeps.grid_search import GridVariantGenerator
 from sweeps.ray_guard import start_guard
-from sweeps.retention import CheckpointRetention, RetryLogs
+from sweeps.retention import CheckpointRetention, FreshRetries, RetryLogs
 from sweeps.search import early_stopping_warning, search_plan
 from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
 from sweeps.sweep_lock import SweepLock
@@ -701,7 +701,7 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
             progress_reporter=reporter,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=None),  # retention: CheckpointRetention (sweeps.retention)
-            callbacks=[RefuseRestart(), CheckpointRetention(spec.keep_checkpoints), RetryLogs(),
+            callbacks=[RefuseRestart(), FreshRetries(), CheckpointRetention(spec.keep_checkpoints), RetryLogs(),
                        *tracking_callbacks(spec.tracking, name, exp_dir), *result_loggers()],
         ),
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import posixpath
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
 from trainables.sweep_storage import retire_checkpoint, upload_logs
 from trainables.trial_dir import checkpoint_index, checkpoint_indexes, checkpoint_name
@@ -49,6 +50,25 @@ class CheckpointRetention(Callback):
             older = [index for index in checkpoint_indexes(checkpoint.filesystem, parent) if index <= newest - self.keep]
         for index in older:
             retire_checkpoint(checkpoint.filesystem, f"{parent}/{checkpoint_name(index)}")
+
+
+class FreshRetries(Callback):
+    """Each run of a sweep gives each of its trials ``max_failures`` retries. Tune keeps a trial's failure count
+    in the sweep's state, so without this a resumed trial that had errored (its retries spent) would fail for
+    good at its first failure of the new run, and failures before a driver died would count against the next
+    run's retries."""
+
+    def __init__(self):
+        self._reset = False
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        """At the run's first step, set the failure count of every trial about to run (pending) to zero."""
+        if self._reset:
+            return
+        self._reset = True
+        for trial in trials:
+            if trial.status == Trial.PENDING:
+                trial.run_metadata.num_failures = 0  # what ``Trial.should_recover`` compares to max_failures
 
 
 class RetryLogs(Callback):

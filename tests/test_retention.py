@@ -65,3 +65,24 @@ def test_a_retried_trials_logs_reach_the_storage_whole(tmp_path):
     assert not (tmp_path / "empty").exists()
     upload_logs(str(tmp_path / "empty"), sweep_filesystem(str(tmp_path))[0], str(tmp_path / "storage" / "none"))
     assert not (tmp_path / "storage" / "none").exists()  # nothing to upload: no folder made
+
+
+def test_each_run_gives_every_trial_about_to_run_its_retries_again():
+    """Tune keeps a trial's failure count in the sweep's state: an errored trial that a resumed run requeues
+    (pending) would otherwise fail for good at its first failure (``Trial.should_recover``)."""
+    from types import SimpleNamespace
+
+    from ray.tune.experiment import Trial
+
+    from sweeps.retention import FreshRetries
+
+    def trial(status, failures):
+        return SimpleNamespace(status=status, run_metadata=SimpleNamespace(num_failures=failures))
+
+    requeued, finished = trial(Trial.PENDING, 3), trial(Trial.TERMINATED, 1)
+    callback = FreshRetries()
+    callback.on_step_begin(0, [requeued, finished])
+    assert requeued.run_metadata.num_failures == 0 and finished.run_metadata.num_failures == 1
+    requeued.run_metadata.num_failures = 2  # failures of this run count from then on
+    callback.on_step_begin(1, [requeued, finished])
+    assert requeued.run_metadata.num_failures == 2
