@@ -554,9 +554,17 @@ def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> None:
 
     A grid spec may add trials (seeds, methods, ratios, models, datasets) to the saved one; every trial of
     the saved spec must keep its name, config and resources. A search must keep its cells and settings.
-    Anything else is refused with a one-line ``GroupsweepError`` naming the first trial that differs.
+    Anything else is refused with a one-line ``GroupsweepError`` naming the first trial that differs. So
+    are other ``keep_checkpoints`` and ``max_failures``: Tune restores the retention and failure settings the
+    sweep started with, whatever the spec now says.
     """
     previous = build_spec(saved)
+    for key, default in (("keep_checkpoints", 1), ("max_failures", 2)):  # as written: `all` may grow with a grid
+        before, now = saved.get(key, default), spec.source.get(key, default)
+        if before != now:
+            raise GroupsweepError(f"sweep directory {exp_dir} was started with {key} {before!r}, the spec now says "
+                                  f"{now!r}; a started sweep keeps its {key} (Tune restores it): rerun with "
+                                  f"{before!r}, or pick another --name")
     old = {t.name: (t.config, t.resources, getattr(t, "space", None)) for t in previous.units}
     new = {t.name: (t.config, t.resources, getattr(t, "space", None)) for t in spec.units}
     growing = previous.search is None and spec.search is None

@@ -287,6 +287,8 @@ def existing_sweep(tmp_path: Path) -> tuple[Path, Path]:
     ({"seeds": [1]}, "which the spec lacks"),  # a trial it holds, dropped
     ({"methods": ["shuffle"]}, "unknown balancing method 'shuffle'"),  # an invalid spec
     ({"resources": {"cpu": 4096}}, "needs 4096 CPU"),  # resources no node has
+    ({"keep_checkpoints": "all"}, "was started with keep_checkpoints 1, the spec now says 'all'"),  # Tune keeps 1
+    ({"max_failures": 5}, "was started with max_failures 2, the spec now says 5"),
 ])
 def test_bad_rerun_leaves_the_existing_results_untouched(tmp_path, capsys, change, fragment):
     storage, exp_dir = existing_sweep(tmp_path)
