@@ -277,46 +277,39 @@ def live_node_shapes() -> list[dict]:
     return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
 
 
-def process_bundles(resources: Resources) -> list[dict]:
-    """The per-process resource bundles one trial needs on some node each."""
-    return [resources.worker_bundle] * resources.workers
-
-
-def unplaceable_trials(spec: SweepSpec, shapes: list[dict], *, together: bool = False) -> list[tuple[TrialPlan, dict]]:
-    """``(trial, bundle)`` for each trial with a process bundle that no node of ``shapes`` can hold, in grid order;
-    with ``together``, a trial's processes must fit one node all at once (``bundle``: their sum)."""
+def unplaceable_trials(spec: SweepSpec, shapes: list[dict]) -> list[tuple[TrialPlan, dict]]:
+    """``(trial, bundle)`` for each trial that no node of ``shapes`` can hold, its processes together (``bundle``:
+    what they need in all), in grid order."""
     def fits(bundle: dict, shape: dict) -> bool:
         return all(shape.get(key, 0) + 1e-9 >= amount for key, amount in bundle.items() if amount > 0)
 
     out = []
     for trial in spec.units:
-        bundles = process_bundles(trial.resources)
-        if together:
-            bundles = [{"CPU": trial.resources.cpu, "GPU": trial.resources.gpu}]
-        bundle = next((b for b in bundles if not any(fits(b, s) for s in shapes)), None)
-        if bundle is not None:
+        bundle = {"CPU": trial.resources.cpu, "GPU": trial.resources.gpu}
+        if not any(fits(bundle, shape) for shape in shapes):
             out.append((trial, bundle))
     return out
 
 
 def check_nodes_fit(spec: SweepSpec, shapes: list[dict], *, autoscaling: bool = False) -> None:
-    """Check that each process of each trial fits on one node of ``shapes`` (Ray resource dicts).
+    """Check that each trial fits on one node of ``shapes`` (Ray resource dicts), its processes together (a
+    multi-worker trial places its workers on one node: ``STRICT_PACK``; one that no node can hold would wait
+    for its workers forever, as RUNNING).
 
     Local Ray (``autoscaling=False``; ``shapes`` = ``[local_node_shape()]`` before Ray starts, its live node
-    after): a trial asking for more than the node offers, its processes together (a multi-worker trial that
-    does not fit would wait for its workers forever, as RUNNING), is refused with a one-line
-    ``GroupsweepError``. A connected cluster (``autoscaling=True``; ``shapes`` = its live nodes): its
+    after): a trial asking for more than the node offers is refused with a one-line ``GroupsweepError``.
+    A connected cluster (``autoscaling=True``; ``shapes`` = its live nodes): its
     autoscaler may add node types that no live node has, and Ray offers no public API listing them, so
     such a trial is not refused; one ``warning:`` line on stderr names the first one and says that Tune
     will wait for the autoscaler to add such a node (on a cluster without an autoscaler it waits forever).
     """
-    missing = unplaceable_trials(spec, shapes, together=not autoscaling)
+    missing = unplaceable_trials(spec, shapes)
     if not missing:
         return
     (trial, bundle), others = missing[0], len(missing) - 1
     offered = ", ".join(sorted({f"{s.get('CPU', 0):g} CPU/{s.get('GPU', 0):g} GPU" for s in shapes})) or "none"
     workers = trial.resources.workers
-    per = " per process" if autoscaling or workers == 1 else f" for its {workers} processes together"
+    per = " per process" if workers == 1 else f" for its {workers} processes together"
     need = f"trial {trial.name} needs {bundle['CPU']:g} CPU and {bundle['GPU']:g} GPU{per}"
     if not autoscaling:
         raise GroupsweepError(f"{need} but no node can provide that (nodes: {offered}); "

@@ -278,9 +278,12 @@ def test_resources_no_node_provides_are_refused_locally_and_awaited_on_a_cluster
     # a local Ray is one node: the 4 worker processes must fit it together (else the trial waits forever)
     with pytest.raises(GroupsweepError, match=r"needs 8 CPU and 4 GPU for its 4 processes together but no node"):
         check_nodes_fit(workers, [{"CPU": 16, "GPU": 2}])
-    # a cluster may place them on several nodes: one GPU per worker process is what one node must hold
+    # on a cluster too (the workers go to one node): a warning, as the autoscaler may add such a node
     capsys.readouterr()
-    check_nodes_fit(workers, [{"CPU": 2, "GPU": 1}], autoscaling=True)
+    check_nodes_fit(workers, [{"CPU": 2, "GPU": 1}, {"CPU": 16, "GPU": 2}], autoscaling=True)
+    err = capsys.readouterr().err
+    assert "needs 8 CPU and 4 GPU for its 4 processes together but no live node" in err
+    check_nodes_fit(workers, [{"CPU": 2, "GPU": 1}, {"CPU": 32, "GPU": 4}], autoscaling=True)
     assert capsys.readouterr().err == ""
     # a cluster's autoscaler may add a node that fits: one warning line naming the first trial, no refusal
     capsys.readouterr()

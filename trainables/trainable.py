@@ -252,6 +252,7 @@ def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:
         scaling_config=ray.train.ScalingConfig(
             num_workers=spread["workers"], use_gpu=bundle["GPU"] > 0,
             resources_per_worker={key: value for key, value in bundle.items() if value > 0},
+            placement_strategy="STRICT_PACK",  # every worker on one node (PACK may spread them over nodes)
         ),
         run_config=ray.train.RunConfig(
             name=TRAIN_RUN_NAME, storage_path=trial_dir, callbacks=[TuneReportCallback()],
