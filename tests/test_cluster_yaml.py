@@ -41,6 +41,14 @@ def test_head_plus_autoscaling_gpu_workers_that_install_the_package():
     assert any("GROUPSWEEP_STORAGE=s3://" in command for command in config["setup_commands"])
 
 
+def test_every_node_type_names_its_image():
+    """Without an ImageId Ray starts its default AMI (Ubuntu 18.04 DLAMI V71), whose Python is older than the
+    project's ``requires-python``; the file leaves the region's AMI id to fill in, as it does the bucket."""
+    for name, node_type in load()["available_node_types"].items():
+        assert node_type["node_config"].get("ImageId") == "YOUR-AMI", name
+    assert "python3 -m pip install" in " ".join(load()["setup_commands"])
+
+
 def test_workers_get_the_datasets_and_the_pretrained_weights_before_any_trial():
     """groupsweep never downloads: every worker syncs the data to GROUPSWEEP_DATA's folder and the Hugging
     Face hub cache to the folder the model registry reads by default."""
