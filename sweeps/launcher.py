@@ -76,7 +76,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from analysis.results import ended_trials
 from sweeps.grid_search import GridVariantGenerator
-from sweeps.ray_guard import start_guard
+from sweeps.ray_guard import start_guard, unmark_environment
 from sweeps.retention import CheckpointRetention, FreshRetries, RetryLogs
 from sweeps.search import early_stopping_warning, search_plan
 from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
@@ -894,4 +894,5 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
         finally:
             if ray_started_here:  # a caller in this process (the Python API, a test) gets its process back as it was
                 ray.shutdown()
+                unmark_environment()
 

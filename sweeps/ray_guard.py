@@ -36,21 +36,27 @@ GUARD_ENV = "GROUPSWEEP_RAY_GUARD"
 TERM_GRACE_S = 1.0
 SWEEP_S = 5.0
 
-_started: list = []  # the guard of this process (its pipe must stay open while the process lives)
+_started: list = []  # (guard process, token) of this process (its pipe must stay open while the process lives)
 
 
 def start_guard() -> str:
     """Start this process's guard (once) and mark the environment; returns the token."""
-    if _started:
-        return os.environ[GUARD_ENV]
-    token = uuid.uuid4().hex
-    env = {key: value for key, value in os.environ.items() if key != GUARD_ENV}
-    guard = subprocess.Popen([sys.executable, os.path.abspath(__file__), token], stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                             start_new_session=True)
-    _started.append(guard)
+    if not _started:
+        token = uuid.uuid4().hex
+        env = {key: value for key, value in os.environ.items() if key != GUARD_ENV}
+        guard = subprocess.Popen([sys.executable, os.path.abspath(__file__), token], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                 start_new_session=True)
+        _started.append((guard, token))
+    token = _started[0][1]
     os.environ[GUARD_ENV] = token
     return token
+
+
+def unmark_environment() -> None:
+    """Stop marking the processes this one starts (its local Ray has stopped): a process started later (by a
+    caller of the Python API) would otherwise be ended with this one. The guard stays for the next Ray."""
+    os.environ.pop(GUARD_ENV, None)
 
 
 def marked_processes(token: str) -> list:

@@ -133,9 +133,12 @@ def test_run_runs_a_sweep_and_returns_its_results(tmp_path):
     script = ("import groupsweep as gs\n"
               f"results = gs.run({str(spec)!r}, storage={str(tmp_path / 'results')!r}, name='api', max_concurrent=2,"
               " overrides={'epochs': 1})\n"
-              "print('STATUSES', sorted(results.trials['status']))\n")
+              "print('STATUSES', sorted(results.trials['status']))\n"
+              "import os\n"
+              "print('MARKED', 'GROUPSWEEP_RAY_GUARD' in os.environ)\n")  # what it starts later lives on
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env(), capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "final test WGA" in result.stdout
     assert "STATUSES ['complete', 'complete']" in result.stdout
+    assert "MARKED False" in result.stdout  # the local Ray's guard no longer marks this process's children
