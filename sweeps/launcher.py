@@ -719,6 +719,8 @@ def tune_state_saved(exp_dir: str) -> bool:
     started = [entry.mtime for entry in entries if entry.base_name == TUNER_FILE]
     saved = [entry.mtime for entry in entries
              if entry.base_name.startswith(EXPERIMENT_STATE_PREFIX) and entry.base_name.endswith(".json")]
+    if None in started + saved:  # a store that gives no modification times: only whether a state exists
+        return bool(saved)
     return bool(started and saved) and max(saved) >= started[0]
 
 
