@@ -184,51 +184,53 @@ def test_failed_trial_resumes_from_its_checkpoint_and_diverged_trial_is_not_retr
 
 
 @pytest.mark.slow
-def test_a_run_stopped_before_tune_saved_its_state_starts_its_unended_trials_again(tmp_path):
-    """A driver killed before Tune's first snapshot reached the storage leaves Tune's tuner.pkl but no experiment
-    state (made here from a finished sweep: the states removed, one trial cut back to an unfinished epoch 1):
-    ``Tuner.restore`` cannot continue it, so the next run starts the trials that had not ended again."""
+def test_a_sweep_state_tune_cannot_restore_stops_the_run_and_a_state_never_saved_restarts_the_unended_trials(
+        tmp_path):
+    """Two ways a sweep's Tune state can fail a resume, made from one finished sweep:
+
+    - a damaged snapshot: Tune logs the failed restore and starts the whole experiment again (every trial from
+      epoch 1, in new folders beside the old ones); the run stops instead, with one line, the sweep as it was;
+    - no state at all (a driver killed before Tune's first snapshot reached the storage leaves only Tune's
+      tuner.pkl; made here by removing the states and cutting one trial back to an unfinished epoch 1):
+      ``Tuner.restore`` cannot continue it, so the next run starts the trials that had not ended again.
+    """
     import shutil
 
     spec_path = write_spec(tmp_path / "sweep.yaml", epochs=2)
     done, cut = trial_names(spec_path)
     storage = tmp_path / "results"
-    assert finish(start_cli("run", str(spec_path), "--storage", str(storage), "--name", "early")).count("error") == 0
-    exp_dir = storage / "early"
-    for state in [*exp_dir.glob("experiment_state-*.json"), *exp_dir.glob("basic-variant-state-*.json")]:
+    command = ("run", str(spec_path), "--storage", str(storage), "--name", "state")
+    assert finish(start_cli(*command)).count("error") == 0
+    exp_dir = storage / "state"
+
+    variant_states = list(exp_dir.glob("basic-variant-state-*.json"))
+    saved = {path: path.read_bytes() for path in variant_states}
+    for state in variant_states:
+        state.write_text("garbage{")  # e.g. a damaged upload
+    listing = sorted(path.name for path in exp_dir.iterdir())
+    process = start_cli(*command)
+    output = finish(process)
+    assert process.returncode == 2, output[-4000:]
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Tune could not restore the sweep's state" in errors[0], output[-4000:]
+    assert sorted(path.name for path in exp_dir.iterdir()) == listing  # no trial started again
+    for path, data in saved.items():
+        path.write_bytes(data)
+
+    for state in [*exp_dir.glob("experiment_state-*.json"), *variant_states]:
         state.unlink()
     for name in ("result.json", "progress.csv"):
         lines = (exp_dir / cut / name).read_text().splitlines(keepends=True)
         (exp_dir / cut / name).write_text("".join(lines[:-1]))  # its epoch-2 row gone
     shutil.rmtree(exp_dir / cut / "checkpoint_000001")
     before = (exp_dir / done / "result.json").read_text()
-
-    process = start_cli("run", str(spec_path), "--storage", str(storage), "--name", "early")
+    process = start_cli(*command)
     output = finish(process)
     assert process.returncode == 0, output[-4000:]
     assert "stopped before Tune saved its state; its trials that had not ended start again (1)" in output
     assert (exp_dir / done / "result.json").read_text() == before  # the ended trial was not run again
     complete_epochs(exp_dir, [done, cut], 2)
     assert list(exp_dir.glob("experiment_state-*.json"))  # the new experiment saved its state: resumable again
-
-
-@pytest.mark.slow
-def test_a_sweep_state_tune_cannot_restore_stops_the_run_instead_of_rerunning_every_trial(tmp_path):
-    """Tune logs a failed restore and starts the whole experiment again (every trial from epoch 1, in new folders
-    beside the old ones); the run stops instead, with one line, and leaves the sweep as it was."""
-    spec_path = write_spec(tmp_path / "sweep.yaml", epochs=1)
-    storage = tmp_path / "results"
-    assert finish(start_cli("run", str(spec_path), "--storage", str(storage), "--name", "bad")).count("error") == 0
-    exp_dir = storage / "bad"
-    for state in exp_dir.glob("basic-variant-state-*.json"):
-        state.write_text("garbage{")  # e.g. a damaged upload
-    listing = sorted(path.name for path in exp_dir.iterdir())
-    process = start_cli("run", str(spec_path), "--storage", str(storage), "--name", "bad")
-    output = finish(process)
-    assert process.returncode == 2, output[-4000:]
-    errors = [line for line in output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Tune could not restore the sweep's state" in errors[0], output[-4000:]
-    assert sorted(path.name for path in exp_dir.iterdir()) == listing  # no trial started again
 
 
 # --- driver death --------------------------------------------------------------------------------
