@@ -16,7 +16,7 @@ run would hold two trials of one id at once. With the generator state newer than
 the generator handed out can be missing from the experiment: it counts as running and never completes either.
 
 ``GridVariantGenerator`` is that generator with two changes: once restored, it counts as running exactly the
-trials the restored experiment holds as unfinished, and it hands out no trial the restored experiment holds.
+trials the restored experiment will run again (unfinished or errored), and it hands out no trial the restored experiment holds.
 (A trial missing from the experiment is not handed out again; ``sweeps.launcher.run_trials`` runs it
 afterwards, as it runs the trials a spec adds: ``added_trials``.) Tune tells a search algorithm nothing about
 the trials its controller restores, but ``TuneController.resume`` restores the search algorithm from the
@@ -44,12 +44,13 @@ class GridVariantGenerator(BasicVariantGenerator):
 
     def restore_from_dir(self, dirpath: str) -> None:
         """Restore the generator from its newest state file in ``dirpath`` (Tune's), then count as running
-        exactly the trials that the newest experiment state in ``dirpath`` holds as unfinished, and note
-        every trial it holds."""
+        exactly the trials that the newest experiment state in ``dirpath`` holds as not terminated (unfinished
+        or errored: Tune runs both again), and note every trial it holds."""
         super().restore_from_dir(dirpath)
         trials = saved_trials(dirpath)
         self._restored_trials = {trial.trial_id for trial in trials}
-        self._live_trials = {trial.trial_id for trial in trials if not trial.is_finished()}
+        # every trial but a terminated one runs again: the launcher resumes errored trials too (resume_errored)
+        self._live_trials = {trial.trial_id for trial in trials if trial.status != Trial.TERMINATED}
 
     def next_trial(self) -> Trial | None:
         """Tune's next trial of the grid (None while ``max_concurrent`` trials run, or once the grid is done),

@@ -91,6 +91,22 @@ def test_the_restored_generator_drops_a_finished_trial_and_keeps_the_running_one
     assert generator.next_trial().config["x"] == 3
 
 
+def test_an_errored_trial_that_the_resume_runs_again_holds_a_slot(tmp_path):
+    """The launcher resumes errored trials too (``resume_errored``): one that errored holds a slot as it runs
+    again, so no more than ``max_concurrent`` trials run at once."""
+    folder, (finished, running) = ghost_state(tmp_path)
+    trials = [Trial.from_json_state(state, stub=True) for state, _ in
+              json.loads((folder / TuneController.CKPT_FILE_TMPL.format(SESSION)).read_text())["trial_data"]]
+    trials[0].set_status(Trial.ERROR)  # trial 0 errored instead of finishing
+    save_experiment_state(folder, trials)
+    generator = GridVariantGenerator(max_concurrent=2)
+    generator.restore_from_dir(str(folder))
+    assert generator._live_trials == {finished, running}
+    assert generator.next_trial() is None  # both slots held: the errored trial and the unfinished one
+    generator.on_trial_complete(finished)
+    assert generator.next_trial().config["x"] == 2
+
+
 def test_tunes_own_generator_restores_the_finished_trial_as_running(tmp_path):
     # the Ray limit this module works around: if this fails, Tune agrees with its experiment state by itself
     folder, trial_ids = ghost_state(tmp_path)
