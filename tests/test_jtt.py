@@ -113,7 +113,7 @@ def test_plan_takes_epoch_t_of_the_none_trial_and_saves_the_error_set(tmp_path, 
     # to predict class 1 everywhere (on this small data both epochs predict alike), so that reading the last
     # epoch instead of T = 1 would give another error set
     last = copy.deepcopy(erm_states[1])
-    bias = [key for key in last["model"] if key.endswith("head.fc.bias")][0]
+    bias = next(key for key in last["model"] if key.endswith("head.fc.bias"))
     last["model"][bias] = torch.tensor([-1e3, 1e3])
     write_trial(tmp_path, "wb-none-s2", trial_config("none"), [erm_states[0], last])
     write_trial(tmp_path, "wb-none-s5", trial_config("none", seed=5), erm_states)

@@ -306,8 +306,8 @@ def test_a_trial_in_two_directories_is_counted_once_and_clashing_ids_are_kept_ap
     write_trial(tmp_path / "a", 1, trial_config("wb", "m", "upsampling", seed=0), reports({"val/wga": 0.7}))
     results = load_results([tmp_path / "a", tmp_path / "b"])
     assert len(results.trials) == 3 and len(results.frame) == 9
-    assert results.problems == ["trial wb_m_none_s0 is in both a and b with the same config; counted once, from a "
-                                "(epochs reported: 3 there, 3 in b)"]
+    assert results.problems == [("trial wb_m_none_s0 is in both a and b with the same config; counted once, from a "
+                                 "(epochs reported: 3 there, 3 in b)")]
     assert dict(zip(results.trials["method"], results.trials.index)) == {
         "none": "1a2b3_00000", "upsampling": "1a2b3_00001", "subsetting": "b/1a2b3_00001"}
     assert dict(zip(results.trials["method"], results.trials["sweep"])) == {
@@ -324,8 +324,8 @@ def test_a_trial_in_two_directories_is_counted_once_and_clashing_ids_are_kept_ap
     results = load_results([tmp_path / "c", tmp_path / "d"])
     assert len(results.trials) == 1 and results.trials.iloc[0]["sweep"] == "d"
     assert results.trials.iloc[0]["status"] == "complete" and results.frame["epoch"].tolist() == [1, 2, 3]
-    assert results.problems == ["trial wb_m_none_s0 is in both d and c with the same config; counted once, from d "
-                                "(epochs reported: 3 there, 1 in c)"]
+    assert results.problems == [("trial wb_m_none_s0 is in both d and c with the same config; counted once, from d "
+                                 "(epochs reported: 3 there, 1 in c)")]
 
 
 def test_analyze_and_plot_take_several_directories(tmp_path, capsys):
