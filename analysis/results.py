@@ -48,12 +48,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs
 
 from trainables.balancing import group_info, method_label
 from trainables.errors import GroupsweepError
 from trainables.trial_dir import (CELL_KEY, ERROR_FILE, LABELS_FILE, METHOD_HPARAMS_KEY, PARAMS_FILE, PROGRESS_FILE,
                                   RESULT_FILE, SAMPLE_KEY, SAMPLED_KEY, STOPPED_FILE, TrialDir, UnreadableFile,
-                                  is_directory, is_file, join_location, predictions_file, split_location,
+                                  file_type, is_directory, join_location, predictions_file, split_location,
                                   subdirectory_names, trial_dirs)
 
 # Ray's bookkeeping keys that carry no information about the run's results.
@@ -290,8 +291,9 @@ def _sweep_name(run_dir) -> str:
 def _sweep_trials(run_dir) -> list:
     """The trial directories of ``run_dir``; a one-line ``GroupsweepError`` when it does not exist or holds
     none (naming the sweep directories inside it when it is a storage folder)."""
-    if not is_directory(run_dir):
-        what = "is a file, not a folder" if is_file(run_dir) else "does not exist"
+    kind = file_type(run_dir)
+    if kind != pyarrow.fs.FileType.Directory:
+        what = "is a file, not a folder" if kind == pyarrow.fs.FileType.File else "does not exist"
         raise GroupsweepError(f"results directory {run_dir} {what}")
     trials = trial_dirs(run_dir)
     if not trials:

@@ -79,7 +79,8 @@ from sweeps.grid_search import GridVariantGenerator
 from sweeps.ray_guard import start_guard, unmark_environment
 from sweeps.retention import CheckpointRetention, FreshRetries, RetryLogs
 from sweeps.search import early_stopping_warning, search_plan
-from sweeps.spec import DRIVER_CPU, Resources, SpecLoader, SweepSpec, TrialPlan, build_spec, dump_spec
+from sweeps.spec import (DEFAULT_KEEP_CHECKPOINTS, DEFAULT_MAX_FAILURES, DRIVER_CPU, Resources, SpecLoader, SweepSpec,
+                         TrialPlan, build_spec, dump_spec)
 from sweeps.sweep_lock import SweepLock
 from sweeps.tracking import tracker_environment, tracking_callbacks
 from trainables.balancing import method_label
@@ -552,7 +553,8 @@ def check_same_sweep(spec: SweepSpec, saved: dict, exp_dir: str) -> None:
     sweep started with, whatever the spec now says.
     """
     previous = build_spec(saved)
-    for key, default in (("keep_checkpoints", 1), ("max_failures", 2)):  # as written: `all` may grow with a grid
+    for key, default in (("keep_checkpoints", DEFAULT_KEEP_CHECKPOINTS), ("max_failures", DEFAULT_MAX_FAILURES)):
+        # compared as written: `all` may resolve to more epochs when a grid grows
         before, now = saved.get(key, default), spec.source.get(key, default)
         if before != now:
             raise GroupsweepError(f"sweep directory {exp_dir} was started with {key} {before!r}, the spec now says "
@@ -820,16 +822,16 @@ def run_trials(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concu
         return build_tuner(trials_spec, exp_dir, name, storage, max_concurrent, shared=shared, loaded=loaded,
                            restore=restore)
 
-    if not tune.Tuner.can_restore(exp_dir):  # a new sweep, or one stopped before Tune started it
-        save_spec(exp_dir, spec.source)
-        return fit(tuner(spec, restore=False), spec.keep_checkpoints)
-    if not tune_state_saved(exp_dir):  # Tune has nothing to restore the latest experiment from
+    started = tune.Tuner.can_restore(exp_dir)  # False: a new sweep, or one stopped before Tune started it
+    if started and not tune_state_saved(exp_dir):  # Tune has nothing to restore the latest experiment from
         if spec.search is None:
             spec = dataclasses.replace(spec, trials=added_trials(spec, exp_dir, ()))
         print(f"sweep {name}: its last run stopped before Tune saved its state; its trials that had not ended "
               f"start again ({len(spec.trials) if spec.search is None else 'the search'})", flush=True)
         if not spec.units:
             return []
+        started = False
+    if not started:
         save_spec(exp_dir, spec.source)
         return fit(tuner(spec, restore=False), spec.keep_checkpoints)
     results = fit(tuner(spec, restore=True), spec.keep_checkpoints)

@@ -107,6 +107,9 @@ AFTER_COMMANDS = ("analyze", "plot", "spectral", "promote", "report")
 RUN_DIR_PLACEHOLDER = "RUN_DIR"
 
 
+# Defaults of the spec keys ``max_failures`` and ``keep_checkpoints``.
+DEFAULT_MAX_FAILURES, DEFAULT_KEEP_CHECKPOINTS = 2, 1
+
 @dataclass(frozen=True)
 class Resources:
     """What one trial asks Ray for: ``cpu`` cores and ``gpu`` GPUs in all, split over ``workers`` processes.
@@ -632,13 +635,13 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
     name = source.get("name") or "sweep"
     _check_path_name("name", "sweep name", name)
     description = source.get("description") or ""
-    max_failures = source.get("max_failures", 2)
+    max_failures = source.get("max_failures", DEFAULT_MAX_FAILURES)
     if not is_integer(max_failures, -1):
         _fail("max_failures", f"must be an integer >= 0 (or -1: retry forever), got {max_failures!r}")
     max_concurrent = source.get("max_concurrent")
     if max_concurrent is not None and not is_integer(max_concurrent, 1):
         _fail("max_concurrent", f"must be a positive integer or null, got {max_concurrent!r}")
-    keep_checkpoints = source.get("keep_checkpoints", 1)
+    keep_checkpoints = source.get("keep_checkpoints", DEFAULT_KEEP_CHECKPOINTS)
     if keep_checkpoints != "all" and not is_integer(keep_checkpoints, 1):
         _fail("keep_checkpoints", f"must be a positive integer or 'all', got {keep_checkpoints!r}")
     after = parse_after(source.get("after"))

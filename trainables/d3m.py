@@ -268,21 +268,20 @@ def ensemble_member(member: TrainConfig, dataset, experiment_dir: str | None, cp
     share their T − 1 extra models), else trained here and kept there (without ``experiment_dir``: trained)."""
     folder = TrialDir(join_location(experiment_dir, ENSEMBLE_DIR)) if experiment_dir is not None else None
     identity = json.dumps(base_model.training_identity(member.to_dict()), sort_keys=True)
-    name = f"{hashlib.sha256(identity.encode()).hexdigest()[:20]}.pt"
+    name = f"{hashlib.sha256(identity.encode()).hexdigest()[:20]}.pt"  # the run's settings name its file
     if folder is not None and folder.exists(name):
         try:
-            saved = torch.load(io.BytesIO(folder.read_bytes(name)), map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(folder.read_bytes(name)), map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - a damaged file: train the model again
             log.warning("D3M: ensemble model %s is unreadable (%s); training it again", folder.path(name), error)
         else:
-            if saved.get("identity") == identity:
-                log.info("D3M: ensemble model %s (seed %d) from %s", which, member.seed, folder.path(name))
-                return saved["model"]
+            log.info("D3M: ensemble model %s (seed %d) from %s", which, member.seed, folder.path(name))
+            return state
     log.info("D3M: training ensemble model %s (method none, seed %d)", which, member.seed)
     state = base_model.train_model(member, dataset, cpu)
     if folder is not None:
         buffer = io.BytesIO()
-        torch.save({"identity": identity, "model": state}, buffer)
+        torch.save(state, buffer)
         write_atomically(folder.fs, folder.path(name), buffer.getvalue())
     return state
 

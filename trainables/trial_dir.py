@@ -262,16 +262,16 @@ def write_atomically(filesystem: pyarrow.fs.FileSystem, path: str, data: bytes) 
         raise
 
 
+def file_type(path_or_uri) -> pyarrow.fs.FileType:
+    """What ``path_or_uri`` (a local path or a ``pyarrow.fs`` URI) is: a ``FileType`` (``NotFound``, ``File``,
+    ``Directory``)."""
+    fs, root = location_filesystem(path_or_uri)
+    return fs.get_file_info(root.rstrip("/") or "/").type
+
+
 def is_directory(path_or_uri) -> bool:
     """Whether ``path_or_uri`` (a local path or a ``pyarrow.fs`` URI) is an existing directory."""
-    fs, root = location_filesystem(path_or_uri)
-    return fs.get_file_info(root.rstrip("/") or "/").type == pyarrow.fs.FileType.Directory
-
-
-def is_file(path_or_uri) -> bool:
-    """Whether ``path_or_uri`` (a local path or a ``pyarrow.fs`` URI) is an existing file."""
-    fs, root = location_filesystem(path_or_uri)
-    return fs.get_file_info(root).type == pyarrow.fs.FileType.File
+    return file_type(path_or_uri) == pyarrow.fs.FileType.Directory
 
 
 def subdirectory_names(path_or_uri) -> list[str]:
