@@ -14,11 +14,16 @@ SHARED_CLUSTER_FIXTURE = "cluster_address"
 
 
 def pytest_collection_modifyitems(items):
-    """The tests on the shared Ray cluster (fixture ``cluster_address``) run last, in their collected order.
+    """The tests on the shared Ray cluster (fixture ``cluster_address``) run last, in their collected order,
+    and, when the suite runs in several processes (``pytest-xdist``'s ``--dist loadgroup``), all in one of
+    them, so that the session starts one such cluster.
 
     A Ray cluster idle beside them slows every local Ray another test starts (its raylet takes seconds
     longer to register: 12 s launches took 16 s), so the cluster lives only while its own tests run."""
     items.sort(key=lambda item: SHARED_CLUSTER_FIXTURE in getattr(item, "fixturenames", ()))
+    for item in items:
+        if SHARED_CLUSTER_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(SHARED_CLUSTER_FIXTURE))
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +44,7 @@ def cluster_address(tmp_path_factory):
     write_waterbirds(data / "waterbirds", CLUSTER_WATERBIRDS_COUNTS)
     ray.shutdown()  # a Ray left in this process by an earlier test would lend the cluster its node address
     cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 2, "object_store_memory": 200 * 1024 * 1024,
+                      head_node_args={"num_cpus": 2, "object_store_memory": 200 * 1024 * 1024, "include_dashboard": False,
                                       "env_vars": {"GROUPSWEEP_DATA": str(data)}})
     yield cluster.address
     cluster.shutdown()

@@ -30,8 +30,9 @@ import pytest
 from ray_fixtures import REPO, cli_env, result_epochs
 from test_reliability import MID_TRIAL_DATA, complete_epochs, finish, rows, start_cli, trial_names, wait_for, write_spec
 
-# "a few seconds": how long a process of a killed driver's local Ray may outlive it
-DRIVER_DEATH_GRACE_S = 8.0
+# "a few seconds": how long a process of a killed driver's local Ray may outlive it (2.7 s measured on a quiet
+# machine; the suite runs in two processes, so another test may load both cores meanwhile)
+DRIVER_DEATH_GRACE_S = 15.0
 
 
 def run_command(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -76,9 +76,14 @@ def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_node(tmp_path):
     storage = tmp_path / "results"
     port, dashboard = free_port(), free_port()
     url = f"http://127.0.0.1:{dashboard}"
+    # every port the head binds is a free one, not Ray's fixed defaults (the job agent's 52365, the Ray client's
+    # 10001), which another Ray on this machine may hold: the head would come up without its job agent
+    agents = [f"--{option}={free_port()}" for option in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                          "ray-client-server-port", "runtime-env-agent-port",
+                                                          "metrics-export-port")]
     head = subprocess.Popen([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
-                             "--num-cpus=2", "--block"], env=head_env(), stdout=subprocess.PIPE,
+                             *agents, "--num-cpus=2", "--block"], env=head_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for_dashboard(url, head)

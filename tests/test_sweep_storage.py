@@ -5,14 +5,18 @@ staging folder into the storage, through the sweep's filesystem."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import subprocess
+import sys
 import threading
 
 import pyarrow.fs
 import pytest
 
+from ray_fixtures import REPO
 from s3_fixtures import s3_server  # noqa: F401  (the fixture)
 from trainables.sweep_storage import commit_snapshots, drop_snapshots, sweep_filesystem
 
@@ -119,3 +123,37 @@ def test_after_a_failed_upload_the_storage_keeps_a_snapshot_its_logs_are_whole_f
     assert not {3, 4} & set(versions), versions  # never a snapshot an upload that failed carried
     assert versions[-1] == 7, versions  # snapshots move on once uploads end whole again
     assert not [name for name in os.listdir(tmp_path / "storage" / TRIALS[-1]) if name.startswith(".tmp-")]
+
+
+FAILED_WRITE = """
+import os, resource, signal, sys
+import pyarrow.fs
+from trainables.sweep_storage import sweep_filesystem
+
+folder = sys.argv[1]
+fs, root = sweep_filesystem(folder)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit raises EFBIG instead of ending the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+stream = fs.open_output_stream(f"{root}/state.pt")
+try:
+    stream.write(b"x" * 100_000)
+except OSError as error:
+    print("failed:", error.errno)
+print("left:", sorted(os.listdir(folder)))  # the stream is still open and referenced
+os._exit(0)  # ends as a killed worker does: nothing collected, nothing closed
+"""
+
+
+def test_a_write_that_fails_removes_its_temporary_file_at_once(tmp_path):
+    """A write into local storage that fails (here the file-size limit, EFBIG, as a full disk gives ENOSPC)
+    removes its temporary file at once, not when the stream is closed or collected: a writer may drop the
+    stream unclosed in a process that ends first (a trial worker that fails). The target keeps its contents."""
+    folder = tmp_path / "storage"
+    folder.mkdir()
+    (folder / "state.pt").write_bytes(b"before")
+    done = subprocess.run([sys.executable, "-c", FAILED_WRITE, str(folder)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"failed: {errno.EFBIG}" in done.stdout, done.stdout
+    assert "left: ['state.pt']" in done.stdout, done.stdout
+    assert sorted(os.listdir(folder)) == ["state.pt"] and (folder / "state.pt").read_bytes() == b"before"

@@ -115,10 +115,19 @@ class _AtomicOutput(_MemoryOutput):
         try:
             return method(*args)
         except BaseException:
-            if not self.failed:
-                self.failed = True
-                _count_failed_write()
+            self._discard()
             raise
+
+    def _discard(self) -> None:
+        """Count the failure (once), close the file and remove the temporary file now: a writer whose write
+        failed may drop this stream unclosed, in a process that ends before the stream is collected."""
+        if not self.failed:
+            self.failed = True
+            _count_failed_write()
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.temporary)
 
     def write(self, data) -> int:
         return self._guard(self.file.write, data)
@@ -129,23 +138,13 @@ class _AtomicOutput(_MemoryOutput):
     def close(self) -> None:
         if self.file.closed:
             return
-        try:
-            self._guard(self.file.close)
-            if not self.failed:
-                self._guard(os.replace, self.temporary, self.path)
-        finally:
-            if self.failed:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.temporary)
+        self._guard(self.file.close)
+        self._guard(os.replace, self.temporary, self.path)
 
     def __del__(self):
         file = getattr(self, "file", None)
         if file is not None and not file.closed:  # dropped unclosed: the writer gave up on it
-            if not self.failed:
-                self.failed = True
-                _count_failed_write()
-            with contextlib.suppress(Exception):
-                self.close()
+            self._discard()
 
 
 def _count_failed_write() -> None:
