@@ -45,8 +45,11 @@ class GridVariantGenerator(BasicVariantGenerator):
     def restore_from_dir(self, dirpath: str) -> None:
         """Restore the generator from its newest state file in ``dirpath`` (Tune's), then count as running
         exactly the trials that the newest experiment state in ``dirpath`` holds as not terminated (unfinished
-        or errored: Tune runs both again), and note every trial it holds."""
+        or errored: Tune runs both again), and note every trial it holds. Its ``max_concurrent`` stays the
+        one it has (this run's: ``sweeps.launcher.build_tuner`` sets it), not the one saved."""
+        limit = self.max_concurrent
         super().restore_from_dir(dirpath)
+        self.max_concurrent = limit
         trials = saved_trials(dirpath)
         self._restored_trials = {trial.trial_id for trial in trials}
         # every trial but a terminated one runs again: the launcher resumes errored trials too (resume_errored)

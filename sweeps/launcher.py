@@ -73,6 +73,7 @@ from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
 from ray.tune import (Callback, CheckpointConfig, CLIReporter, FailureConfig, PlacementGroupFactory, RunConfig,
                       TuneConfig)
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from analysis.results import ended_trials
 from sweeps.grid_search import GridVariantGenerator
@@ -671,8 +672,8 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         tracker_environment(build_spec(saved).tracking if saved else spec.tracking)
         tracker_environment(spec.tracking)  # ... and the trials a grid spec adds get this run's
         if spec.search is not None:  # the searcher (every cell's state) comes back with the experiment
-            return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True,
-                                      storage_filesystem=filesystem)
+            return limit_restored_run(tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True,
+                                                         storage_filesystem=filesystem), max_concurrent)
         # The grid's generator (GridVariantGenerator) comes back from the Tuner's saved state and restores
         # itself from the experiment's (sweeps.grid_search).
         # The grid's sample_from functions are saved as placeholders: trials not created before the
@@ -682,9 +683,9 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
         # its trials' configs are those, whatever the spec adds (a new method's hparams, or a setting that
         # this version of groupsweep has and the one that started the sweep had not; a trial config lacking
         # a setting runs with its default, which check_same_sweep has compared).
-        return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True,
-                                  param_space=param_space(spec, restored_config_keys(exp_path, filesystem)),
-                                  storage_filesystem=filesystem)
+        return limit_restored_run(tune.Tuner.restore(
+            exp_path, trainable=trainable, resume_errored=True, storage_filesystem=filesystem,
+            param_space=param_space(spec, restored_config_keys(exp_path, filesystem))), max_concurrent)
     reporter = SweepReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns={"seed": "seed"},
                              max_report_frequency=30, max_progress_rows=12)
     if spec.search is not None:
@@ -708,6 +709,33 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
                        *tracking_callbacks(spec.tracking, name, exp_dir), *result_loggers()],
         ),
     )
+
+
+def limit_restored_run(tuner, max_concurrent: int | None):
+    """Return the restored ``tuner``, which runs at most ``max_concurrent`` trials at once when that is given
+    (None: the limit the sweep started with).
+
+    ``Tuner.restore`` brings back the limit an experiment started with, and takes no new one. A grid's limit
+    is its generator's (``GridVariantGenerator``, which keeps the limit it is given when it restores its
+    state), so it is set there. Elsewhere the saved state brings the old limit back (a search's Tune
+    ``ConcurrencyLimiter``; the generator of a grid started by a groupsweep older than
+    ``GridVariantGenerator``): a different limit is not applied, and one ``warning:`` line says so."""
+    if max_concurrent is None:
+        return tuner
+    local = getattr(tuner, "_local_tuner", None)  # None through Ray Client; Tuner has no public tune config
+    config = local._tune_config if local is not None else None
+    if config is not None and isinstance(config.search_alg, GridVariantGenerator):
+        config.search_alg.max_concurrent = max_concurrent
+        return tuner
+    if config is not None and isinstance(config.search_alg, BasicVariantGenerator):
+        started = config.search_alg.max_concurrent
+    else:
+        started = config.max_concurrent_trials if config is not None else "unknown"
+    if (started or None) != max_concurrent:
+        print(f"warning: this sweep resumes with the limit of trials at once that it started with ({started or 'none'}"
+              f"): Tune restores it with the sweep's state; max_concurrent {max_concurrent} is not applied",
+              file=sys.stderr, flush=True)
+    return tuner
 
 
 def tune_state_saved(exp_dir: str) -> bool:

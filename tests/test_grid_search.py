@@ -15,9 +15,11 @@ from ray import tune
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment import Experiment, Trial
 from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.serialization import TuneFunctionEncoder
 
 from sweeps.grid_search import GridVariantGenerator
+from sweeps.launcher import limit_restored_run
 
 SESSION = "2026-01-01_00-00-00"
 
@@ -190,7 +192,8 @@ def test_a_restored_tuner_brings_the_generator_back_and_runs_the_grid_past_a_gho
         state["_live_trials"].add(first.trial_id)
         state_file.write_bytes(ray.cloudpickle.dumps(state))
 
-        results = tune.Tuner.restore(str(exp_dir), trainable=point).fit()
+        # resumed with another max_concurrent (--max-concurrent 2): the run's limit, not the saved one
+        results = limit_restored_run(tune.Tuner.restore(str(exp_dir), trainable=point), 2).fit()
     finally:
         ray.shutdown()
     assert sorted(result.config["x"] for result in results) == [0, 1, 2]
@@ -198,3 +201,46 @@ def test_a_restored_tuner_brings_the_generator_back_and_runs_the_grid_past_a_gho
     # the resumed run's generator state: saved by a GridVariantGenerator that Tuner.restore brought back
     resumed = ray.cloudpickle.loads(max(exp_dir.glob(GridVariantGenerator.CKPT_FILE_TMPL.format("*"))).read_bytes())
     assert first.trial_id in resumed["_restored_trials"]
+    assert resumed["max_concurrent"] == 2
+
+
+def test_a_restored_generator_keeps_the_limit_it_is_given_not_the_saved_one(tmp_path):
+    folder = tmp_path / "state"
+    folder.mkdir()
+    saved = grid(GridVariantGenerator, tmp_path / "storage", max_concurrent=1)
+    trials = [handed_out(saved)]
+    saved.save_to_dir(str(folder), SESSION)
+    save_experiment_state(folder, trials)
+    restored = grid(GridVariantGenerator, tmp_path / "storage", max_concurrent=1)
+    restored.max_concurrent = 3  # as limit_restored_run sets it before Tune restores the generator
+    restored.restore_from_dir(str(folder))
+    assert restored.max_concurrent == 3
+    assert [handed_out(restored) is not None for _ in range(2)] == [True, True]  # 3 running: the first, and two more
+    assert restored.next_trial() is None  # the limit: three at once
+
+
+def unfitted_tuner(search_alg, max_concurrent_trials=None):
+    """A Tuner holding ``search_alg`` as a restored one holds what it was built with (not run)."""
+    return tune.Tuner(trainable, param_space={"x": tune.grid_search([0, 1])},
+                      tune_config=tune.TuneConfig(search_alg=search_alg, max_concurrent_trials=max_concurrent_trials))
+
+
+def test_a_resumed_run_takes_a_new_limit_where_tune_lets_it_and_says_so_where_not(capsys):
+    grid_tuner = unfitted_tuner(GridVariantGenerator(max_concurrent=1))
+    assert limit_restored_run(grid_tuner, 4) is grid_tuner
+    assert grid_tuner._local_tuner._tune_config.search_alg.max_concurrent == 4
+    assert capsys.readouterr().err == ""
+
+    # Tune's own generator (a grid started by an older groupsweep) restores its saved limit: not applied
+    limit_restored_run(unfitted_tuner(BasicVariantGenerator(max_concurrent=1)), 4)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning: ") and "it started with (1)" in line and "max_concurrent 4 is not" in line
+
+    # a search: Tune's ConcurrencyLimiter restores its saved limit
+    searcher = OptunaSearch(metric="x", mode="max")
+    limit_restored_run(unfitted_tuner(searcher, max_concurrent_trials=2), 3)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "it started with (2)" in line and "max_concurrent 3 is not applied" in line
+    limit_restored_run(unfitted_tuner(searcher, max_concurrent_trials=2), 2)  # the same limit: nothing to say
+    limit_restored_run(unfitted_tuner(searcher, max_concurrent_trials=2), None)  # none asked for
+    assert capsys.readouterr().err == ""
