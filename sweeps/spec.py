@@ -74,7 +74,8 @@ from sweeps.tracking import Tracking, parse_tracking
 from sweeps.spaces import (SPACE_KINDS, SearchCell, SearchSettings, check_metric_reported, check_space, describe_space,
                            is_space, parse_search, space_values, trial_name)
 from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
-from trainables.config import MAX_SEED, TrainConfig
+from trainables.config import (MAX_SEED, METHODS_READING, NON_TRAINING_FIELDS, OPTIMIZERS_READING,
+                               TrainConfig)
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
 from trainables.models import MODELS, check_weights_request, get_spec
 from trainables.trial_dir import METHOD_HPARAMS_KEY
@@ -91,9 +92,10 @@ MODEL_KEYS = ("hparams", "resources")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")
 # TrainConfig fields that are grid axes, set by the spec's structure rather than by hparams.
 AXIS_FIELDS = ("dataset", "dataset_options", "model", "method", "ratio", "seed")
-# Training settings that take integers (their type starts with int), and the space kinds that sample reals.
+# Training settings whose numbers are integers (their type admits int, not float: ``eval_train: 2`` too), and
+# the space kinds that sample reals.
 INTEGER_FIELDS = tuple(name for name, spec_field in TrainConfig.__dataclass_fields__.items()
-                       if str(spec_field.type).split(" | ")[0] == "int")
+                       if "int" in str(spec_field.type).split(" | ") and "float" not in str(spec_field.type))
 REAL_SPACE_KINDS = ("uniform", "loguniform", "quniform")
 # The spec key that sets each grid axis.
 GRID_KEYS = {"dataset": "datasets", "model": "models", "method": "methods", "ratio": "methods", "seed": "seeds"}
@@ -383,14 +385,23 @@ def check_hparams(values, where: str) -> dict:
         if key not in HPARAM_FIELDS:
             _fail(where, f"unknown training setting {key!r}; allowed: {', '.join(HPARAM_FIELDS)}")
         if is_space(value):
-            if key in UNSEARCHABLE_FIELDS:
-                _fail(f"{where}.{key}", f"{key!r} is a mapping of options and cannot be searched")
-            check_space(value, f"{where}.{key}")
-            kind = next(iter(value))
-            if key in INTEGER_FIELDS and kind in REAL_SPACE_KINDS:
-                _fail(f"{where}.{key}", f"{key!r} takes integers but {kind} samples real numbers; use randint or "
-                                        "choice")
+            check_searched_setting(key, value, f"{where}.{key}")
     return values
+
+
+def check_searched_setting(key: str, space: dict, where: str) -> None:
+    """Refuse a search space over the training setting ``key`` that is malformed (``check_space``) or that
+    no search can use: a mapping of options, real numbers for an integer setting, or a setting that never
+    changes the training (``NON_TRAINING_FIELDS``: every configuration would train the same)."""
+    if key in UNSEARCHABLE_FIELDS:
+        _fail(where, f"{key!r} is a mapping of options and cannot be searched")
+    if key in NON_TRAINING_FIELDS:
+        _fail(where, f"{key!r} does not change the training, so every configuration of a search over it would "
+                     "train the same model; give it one value")
+    check_space(space, where)
+    kind = next(iter(space))
+    if key in INTEGER_FIELDS and kind in REAL_SPACE_KINDS:
+        _fail(where, f"{key!r} takes integers but {kind} samples real numbers; use randint or choice")
 
 
 def parse_resources(values, where: str) -> dict:
@@ -573,6 +584,18 @@ def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, s
             if "grid" in value:
                 _fail(f"cell {name}", f"hparams {key}: grid spaces are for algorithm random only; "
                                       f"{search.algorithm} samples with choice instead")
+    for key, value in space.items():  # a setting the cell's method or optimizer never reads: nothing to search
+        method, optimizer = values["method"], values.get("optimizer", DEFAULT_CONFIG.optimizer)
+        if key in METHODS_READING and method not in METHODS_READING[key]:
+            readers = METHODS_READING[key]
+            _fail(f"cell {name}: hparams {key}: {describe_space(value)}",
+                  f"method {method} does not read {key!r} (searching it there only repeats configurations); "
+                  f"search it in the hparams of {' or '.join(readers)} only (methods: [{{{readers[0]}: {{hparams: "
+                  f"{{{key}: ...}}}}}}])")
+        if key in OPTIMIZERS_READING and not is_space(optimizer) and optimizer not in OPTIMIZERS_READING[key]:
+            _fail(f"cell {name}: hparams {key}: {describe_space(value)}",
+                  f"optimizer {optimizer} does not read {key!r} (searching it there only repeats configurations); "
+                  f"give {key} one value, or search it with optimizer {' or '.join(OPTIMIZERS_READING[key])}")
     fixed = {key: (space_values(value)[0] if key in space else value) for key, value in values.items()}
     for key, value in space.items():
         for candidate in space_values(value):
@@ -654,6 +677,8 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
         if key in AXIS_FIELDS and key != "dataset_options":  # forced on every trial, it would contradict its name
             _fail("override", f"{key!r} is set by the grid (datasets, models, methods, seeds), not forced on every "
                               f"trial; set the grid instead (e.g. --set {GRID_KEYS[key]}=[...])")
+        if is_space(override[key]):
+            check_searched_setting(key, override[key], f"override.{key}")
 
     base = {key: source.get(key) for key in ("datasets", "models", "methods", "seeds", "hparams", "resources")}
     if base["seeds"] is None:

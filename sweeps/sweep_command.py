@@ -269,7 +269,8 @@ def plan_search(spec) -> None:
         searched = ", ".join(f"{key}={describe_space(value)}" for key, value in sorted(cell.space.items())) or "-"
         config = cell.config
         rows.append([index, cell.name, method_label(config["method"], config["ratio"]), searched, cell.n_configurations,
-                     " ".join(map(str, cell.seeds)), cell.n_configurations * len(cell.seeds), config["epochs"],
+                     " ".join(map(str, cell.seeds)), cell.n_configurations * len(cell.seeds),
+                     f"<={cell.most_epochs}" if "epochs" in cell.space else config["epochs"],
                      f"{cell.resources.cpu:g}", f"{cell.resources.gpu:g}"])
     print(format_table(SEARCH_PLAN_COLUMNS, rows))
     search = spec.search

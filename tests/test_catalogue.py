@@ -227,6 +227,25 @@ CASES = [
      "quniform bound 0.0001 is not a multiple of the step 0.0003"),
     ("integer-setting-sampled-as-a-real", lambda t: run(t, hparams(t, epochs={"uniform": [2, 8]})),
      "'epochs' takes integers but uniform samples real numbers"),
+    ("optional-integer-sampled-as-a-real", lambda t: run(t, hparams(t, dfr_ensemble={"uniform": [2, 8]})),
+     "'dfr_ensemble' takes integers but uniform samples real numbers"),
+    # spaces given by --set (override) are checked as those in hparams are
+    ("set-space-log-of-zero", lambda t: run(t, spec_file(t), "--set", "weight_decay={loguniform: [0, 1]}"),
+     "override.weight_decay: loguniform needs 0 < lo, got lo=0"),
+    ("set-space-empty-choice", lambda t: run(t, spec_file(t), "--set", "weight_decay={choice: []}"),
+     "override.weight_decay: choice needs a non-empty list of values"),
+    ("set-space-integer-as-a-real", lambda t: run(t, spec_file(t), "--set", "epochs={uniform: [2, 5]}"),
+     "override.epochs: 'epochs' takes integers but uniform samples real numbers"),
+    ("search-over-a-setting-that-does-not-train", lambda t: run(t, hparams(t, eval_train={"choice": [1, 2]})),
+     "'eval_train' does not change the training"),
+    ("search-over-another-methods-setting",
+     lambda t: run(t, spec_with(t, search={"num_samples": 2}, hparams={"epochs": 1, "groupdro_eta": {
+         "loguniform": [1.0e-3, 1.0e-1]}})),
+     "method none does not read 'groupdro_eta' (searching it there only repeats configurations); search it in the "
+     "hparams of groupdro only"),
+    ("search-over-momentum-with-adamw",
+     lambda t: run(t, spec_with(t, search={"num_samples": 2}, hparams={"epochs": 1, "momentum": {
+         "uniform": [0.5, 0.9]}})), "optimizer adamw does not read 'momentum'"),
     ("tracking-item-is-a-mapping", lambda t: run(t, spec_with(t, tracking=[{"mlflow": {}}])),
      "tracking: expected tracker names"),
     ("tracking-uri-is-a-number", lambda t: run(t, spec_with(t, tracking={"mlflow": {"tracking_uri": 5}})),

@@ -290,3 +290,15 @@ def test_a_search_summary_lists_trials_in_the_specs_cell_order():
                                                    "trial_name": ["a-upsampling-h00-s1", "z-none-h01-s1",
                                                                   "z-none-h00-s1"]}))
     assert grid_order(spec, results) == ["z-none-h00-s1", "z-none-h01-s1", "a-upsampling-h00-s1"]
+
+
+def test_plan_shows_a_searched_epochs_as_the_most_a_trial_runs(capsys):
+    from sweeps.spec import build_spec
+    from sweeps.sweep_command import plan_search
+
+    spec = build_spec({"datasets": {"synthetic-waterbirds": {"options": {"size": 200}}}, "models": ["toy-resnet-xs"],
+                       "methods": ["none"], "search": {"num_samples": 2},
+                       "hparams": {"epochs": {"choice": [3, 6]}, "lr": {"loguniform": [1.0e-4, 1.0e-2]}}})
+    plan_search(spec)
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert row[header.index(" epochs ") + 1:].split()[0] == "<=6"  # the epochs column (aligned under its header)

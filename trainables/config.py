@@ -41,6 +41,11 @@ METHOD_OPTION_FIELDS = ("d3m", "jtt_epochs", "jtt_lambda_up", "dfr_variant", "df
 # other values (``finetune.check_resume_state``), and a base ERM trial may differ from a method's base
 # config in them (``trainables.base_model``).
 NON_TRAINING_FIELDS = ("profile", "eval_train", "checkpoint_every", "eval_batch_size")
+# Which methods read each of the METHOD_OPTION_FIELDS, and which optimizers read ``momentum``.
+METHODS_READING = {"d3m": ("d3m", "auto-d3m"), "jtt_epochs": ("jtt",), "jtt_lambda_up": ("jtt",),
+                   "dfr_variant": ("dfr",), "dfr_ensemble": ("dfr",), "dfr_c_grid": ("dfr",),
+                   "groupdro_eta": ("groupdro",), "groupdro_adjustment": ("groupdro",)}
+OPTIMIZERS_READING = {"momentum": ("sgd",)}
 
 
 @dataclass(frozen=True)
