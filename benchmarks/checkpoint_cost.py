@@ -10,9 +10,10 @@ S3-protocol server; ``--moto`` starts moto's S3 server on 127.0.0.1 in this proc
 local S3-protocol server the object-storage tests use). Printed per model and storage: the state's size, the median checkpoint seconds of
 ``--repeats`` saves, and its share of an epoch:
 
-- ``H100 epoch``: a Waterbirds (4,795 training images) and a CelebA (162,770) training epoch at the
-  training throughput the README's fractional-GPU table measured on the H100 box (batch 32, fp32,
-  224 px; ConvNeXt-V2 only);
+- ``H100 epoch``: a training epoch of the smaller and of the larger dataset of the model's kind (images:
+  Waterbirds, 4,795 training images, and CelebA, 162,770; texts: MultiNLI, 206,175 training examples, and
+  CivilComments, 269,038) at the training throughput the README's fractional-GPU table measured on the
+  H100 box (batch 32, fp32, 224 px; ConvNeXt-V2 only);
 - ``this device``: with ``--measure-steps N``, the throughput of ``N`` timed training steps of the
   model at ``--batch-size`` and ``--image-size`` (``--seq-len`` tokens for BERT) on this machine's
   device (after one warm-up step), for the same two epoch sizes.
@@ -37,7 +38,10 @@ from _common import machine
 
 DEFAULT_MODELS = ["convnextv2-atto", "convnextv2-nano", "convnextv2-tiny", "convnextv2-base", "bert-small",
                   "bert-base"]
-EPOCH_IMAGES = {"waterbirds": 4795, "celeba": 162770}
+# Training examples of the papers' datasets (LaBonte et al., Table 2), the smaller one first: an epoch of an
+# image model on Waterbirds and CelebA, of a text model on MultiNLI and CivilComments.
+EPOCH_EXAMPLES = {"image": {"Waterbirds": 4795, "CelebA": 162770},
+                  "text": {"MultiNLI": 206175, "CivilComments": 269038}}
 # Training images per second of one trial alone on the H100 box (README, "Fractional GPU packing": batch 32,
 # fp32, AdamW, 224 px, random weights).
 H100_IMAGES_PER_S = {"convnextv2-atto": 1584, "convnextv2-pico": 1177, "convnextv2-nano": 664,
@@ -166,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure-steps", type=int, default=0, help="time this many training steps per model")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--seq-len", type=int, default=128, help="tokens per text example (MultiNLI's 128; "
+                        "CivilComments' 220 makes its epochs longer, so its share smaller)")
     args = parser.parse_args(argv)
     import torch
+
+    from trainables.models import get_spec
 
     print(f"machine: {machine()}")
     temporary = tempfile.TemporaryDirectory() if args.storage is None else None
@@ -178,13 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     if args.moto:
         server, storages["s3 (moto)"] = start_moto()
+    print("share of an epoch of the smaller and the larger dataset: "
+          + "; ".join(f"{modality} models {' and '.join(f'{name} ({count:,})' for name, count in sizes.items())}"
+                      for modality, sizes in EPOCH_EXAMPLES.items()))
     header = (f"{'model':18} {'params':>8} {'state MiB':>9} {'storage':>10} {'ckpt s':>7} "
-              f"{'H100 epoch: waterbirds':>22} {'celeba':>7} {'this device: waterbirds':>23} {'celeba':>7}")
+              f"{'H100 epoch: smaller':>22} {'larger':>7} {'this device: smaller':>23} {'larger':>7}")
     print(header)
     try:
         for name in args.models:
             torch.manual_seed(0)
             model, optimizer, inputs = build(name, args.image_size)
+            modality = get_spec(name).modality
             state = training_state(model, optimizer)
             parameters = sum(p.numel() for p in model.parameters())
             rate = images_per_second(model, inputs, args.measure_steps, args.batch_size, args.seq_len) \
@@ -194,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = statistics.median(save_once(state, storage, n) for n in range(args.repeats))
                 cells = []
                 for per_second in (H100_IMAGES_PER_S.get(name), rate):
-                    for images in EPOCH_IMAGES.values():
-                        cells.append(f"{seconds / (images / per_second):.1%}" if per_second else "-")
+                    for examples in EPOCH_EXAMPLES[modality].values():
+                        cells.append(f"{seconds / (examples / per_second):.1%}" if per_second else "-")
                 print(f"{name:18} {parameters / 1e6:>7.1f}M {state['_bytes'] / 2**20:>9.0f} {label:>10} "
                       f"{seconds:>7.2f} {cells[0]:>22} {cells[1]:>7} {cells[2]:>23} {cells[3]:>7}", flush=True)
             if rate:

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from sweeps.launcher import dataset_nbytes, share_datasets
     from trainables.config import TrainConfig
-    from trainables.config_data import load_config_dataset
+    from trainables.config_data import dataset_key, load_config_dataset
 
     spec = sharing_spec(args.size, args.trials)
     print(f"machine: {machine()}")
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     Probe = make_probe()
     rows = {"without sharing (each trial loads)": [], "with sharing (ray.get)": []}
     for _ in range(args.repeats):
-        for label, box in zip(rows, (None, [refs[spec.trials[0].name]])):
+        for label, box in zip(rows, (None, [refs[dataset_key(spec.trials[0].config)]])):
             probes = [Probe.remote() for _ in spec.trials]
             results = ray.get([probe.take.remote(trial.config, box) for probe, trial in zip(probes, spec.trials)])
             assert len({r["checksum"] for r in results}) == 1, "trials saw different data"

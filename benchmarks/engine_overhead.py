@@ -1,8 +1,9 @@
 """Engine overhead: a reduced demo grid through ``groupsweep run`` against the same trial configs
 run back-to-back by calling ``finetune`` in this one plain Python process.
 
-Both sides run one trial at a time with the same torch threads (``resources.cpu`` = ``--cpus``, so the
-sweep runs one trial per ``--cpus`` cores; the plain loop uses ``--cpus`` threads). The plain side is
+Both sides run one trial at a time (the sweep with ``--max-concurrent 1``, whatever the machine's cores) with
+the same torch threads (``resources.cpu`` = ``num_threads`` = ``--cpus``; the plain loop uses ``--cpus``
+threads). The plain side is
 what a researcher's script costs: a fresh Python process (this script with ``--plain``) that imports
 the training stack, loads each distinct dataset once, passes it to ``finetune`` for every trial in turn,
 and writes no files and no checkpoints; its wall time is taken from outside, start to exit, and its
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
             plain_times.append(wall)
             print(f"  pair {repeat + 1}: plain finetune process {wall:.1f} s (imports {inside['imports_s']:.1f} s, "
                   f"loop {inside['loop_s']:.1f} s)", flush=True)
-            run_args = ["run", args.preset, "--storage", storage, "--name", f"overhead{repeat}"]
+            run_args = ["run", args.preset, "--storage", storage, "--name", f"overhead{repeat}",
+                        "--max-concurrent", "1"]
             for item in sets:
                 run_args += ["--set", item]
             sweep_times.append(sweep_run(run_args))

@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     same_table = all(a[0] == b[0] for a, b in zip(outputs["every"], outputs["final"]))
     same_collapse = all(a[1] == b[1] for a, b in zip(outputs["every"], outputs["final"]))
     met = min(reduction, normalised) >= 0.20 and shares["final"] <= 0.30 and same_table and same_collapse
-    print(f"eval_train final vs every: summed trial time -{reduction:.1%} as measured, -{normalised:.1%} "
-          f"load-normalised (target >= 20%), evaluation share "
+    print(f"eval_train final vs every: summed trial time {-reduction:+.1%} as measured, {-normalised:+.1%} "
+          f"load-normalised (target: -20% or less), evaluation share "
           f"{shares['final']:.1%} (target <= 30%); Table 1 identical: {same_table}; collapse figure identical: "
           f"{same_collapse} ({'met' if met else 'MISSED'})")
     print(f"machine after: {machine()}")

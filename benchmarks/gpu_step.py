@@ -34,7 +34,7 @@ image models only. It also runs on a CPU (tiny settings in ``tests/test_benchmar
 rot).
 
 Usage from the repository root: ``python benchmarks/gpu_step.py [--models convnextv2-base bert-base]
-[--batch-size 32] [--steps 30] [--epochs 2] [--precision bf16] [--variants channels_last compile]``.
+[--batch-size 32] [--steps 30] [--epochs 3] [--precision bf16] [--variants channels_last compile]``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ import time
 
 from _common import machine
 
-BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak, SXM parts
+# Dense bf16 tensor-core peaks of the SXM parts; an H100 PCIe or NVL has a lower one (not listed: unknown).
+BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12}
+LOWER_PEAK_PARTS = ("PCIe", "NVL")
 
 
 def device_peak() -> float | None:
@@ -61,6 +63,8 @@ def device_peak() -> float | None:
     if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name(0)
+    if any(part.lower() in name.lower() for part in LOWER_PEAK_PARTS):
+        return None
     return next((peak for key, peak in BF16_PEAK_FLOPS.items() if key in name), None)
 
 

@@ -28,7 +28,7 @@ BENCHMARKS = {
                              "--set", "models=[toy-resnet-xs]"]),
     "packing": ([], ["--repeats", "1", "--epochs", "1", "--size", "600"]),
     "dataset_sharing": ([], ["--size", "4000", "--repeats", "1"]),
-    "analysis_scale": ([], ["--trials", "1000", "--epochs", "20"]),
+    "analysis_scale": (["--clean"], ["--trials", "1000", "--epochs", "20", "--clean"]),  # its 4.5 GB not left behind
     "search_schedulers": ([], ["--num-samples", "2", "--epochs", "2", "--size", "300"]),
     "eval_cost": ([], ["--set", "seeds=[1]", "--set", "epochs=2", "--set", "models=[toy-resnet-xs]"]),
     "checkpoint_cost": (["--moto"], ["--models", "toy-resnet-xs", "convnextv2-atto", "--repeats", "1"]),

@@ -1,7 +1,8 @@
 """ASHA against FIFO on the demo-hpo search space: trial-epochs spent, and what each search picks.
 
 Both searches draw the same configurations (the ``demo-hpo`` preset's random search, same random state,
-``--num-samples`` per method) and run in one local Ray session, one after the other; only the scheduler
+``--num-samples`` per method) and run in one local Ray session, one after the other, after an untimed
+warm-up sweep (so that the first does not pay the process's first-sweep costs); only the scheduler
 differs: ``fifo`` trains every configuration for all its epochs, ``asha`` (per method, grace period 1,
 reduction factor 2) stops the worse half at each rung. Printed side by side: the trial-epochs each spent
 (the sum over trials of the epochs they trained) and their ratio, the wall time, and per method the
@@ -19,7 +20,7 @@ import copy
 import tempfile
 import time
 
-from _common import machine, start_local_ray
+from _common import machine, start_local_ray, warm_up_sweep
 
 
 def search_spec(scheduler: str, num_samples: int, epochs: int, size: int):
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.size} examples; Ray with {args.cores} CPUs (start-up {start_local_ray(args.cores):.1f} s, excluded)")
     rows = {}
     with tempfile.TemporaryDirectory() as storage:
+        warm_up_sweep(storage)  # neither search pays the process's first-sweep costs
         for scheduler in ("fifo", "asha"):
             spec = search_spec(scheduler, args.num_samples, args.epochs, args.size)
             started = time.perf_counter()

@@ -26,6 +26,15 @@ def test_input_pipeline_benchmark_prints_rates_and_ratios(tmp_path):
     assert "target: project pipeline (batch) >= 3x" in done.stdout
 
 
+def test_dataset_sharing_benchmark_prints_both_sides_and_the_speed_up():
+    command = [sys.executable, "benchmarks/dataset_sharing.py", "--size", "200", "--trials", "2", "--repeats", "1"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for label in (r"without sharing \(each trial loads\)", r"with sharing \(ray.get\)"):
+        assert re.search(rf"^{label}\s+[\d.]+\s+[\d.]+\s+[\d.]+$", done.stdout, re.M), done.stdout
+    assert re.search(r"^sharing: load time x[\d.]+ faster", done.stdout, re.M), done.stdout
+
+
 def test_search_scheduler_benchmark_prints_both_searches_side_by_side():
     command = [sys.executable, "benchmarks/search_schedulers.py", "--num-samples", "2", "--epochs", "2",
                "--size", "200"]
@@ -116,8 +125,10 @@ def test_driver_scale_benchmark_prints_per_trial_costs_and_their_growth():
         row = re.search(rf"^\s+{count} trials: wall [\d.]+ s \([\d.]+ s/trial\), driver CPU [\d.]+ s \([\d.]+ s/trial; "
                         rf"outside snapshot writing [\d.]+\), (\d+) snapshots .* 0 errors, load [\d.]+$", done.stdout, re.M)
         assert row is not None and int(row.group(1)) >= 1, done.stdout  # Tune paces them: at least the final one
+    assert re.search(r"^warm-up sweep of 2 trials: driver CPU [\d.]+ s \(excluded\)$", done.stdout, re.M), done.stdout
+    # the target is judged for the issue's counts (100 -> 1000) only
     assert re.search(r"^growth 2 -> 4 trials: driver CPU per trial x[\d.]+, wall per trial x[\d.]+, driver CPU outside "
-                     r"snapshot writing per trial x[\d.]+ \(target <= 1.3: (met|MISSED)\)$", done.stdout, re.M), done.stdout
+                     r"snapshot writing per trial x[\d.]+$", done.stdout, re.M), done.stdout
 
 
 def test_driver_start_benchmark_prints_medians_and_the_ratio_to_a_baseline_checkout():
@@ -129,3 +140,38 @@ def test_driver_start_benchmark_prints_medians_and_the_ratio_to_a_baseline_check
                     r"\(this: [\d.]+, [\d.]+; baseline: [\d.]+, [\d.]+\)$", done.stdout, re.M)
     assert row is not None, done.stdout
     assert all(float(value) > 0 for value in row.groups())
+
+
+TINY_DEMO = ["--set", "seeds=[1]", "--set", "epochs=2", "--set", "models=[toy-resnet-xs]", "--set", "methods=[none]",
+             "--set", "datasets.synthetic-waterbirds.options.size=200"]
+
+
+def test_packing_benchmark_prints_both_concurrencies_and_the_ratio():
+    command = [sys.executable, "benchmarks/packing.py", "--repeats", "1", "--epochs", "1", "--size", "100",
+               "--trials", "2"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for concurrency in (1, 2):
+        assert re.search(rf"^  pair 1: max concurrency {concurrency}: [\d.]+ s$", done.stdout, re.M), done.stdout
+    assert re.search(r"^packing: concurrency 2 / concurrency 1 = [\d.]+ s / [\d.]+ s = [\d.]+ \(target <= 0.6: "
+                     r"(met|MISSED)", done.stdout, re.M), done.stdout
+
+
+def test_engine_overhead_benchmark_prints_the_sweep_over_the_plain_loop():
+    command = [sys.executable, "benchmarks/engine_overhead.py", "--repeats", "1", *TINY_DEMO]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 trials, one at a time" in done.stdout, done.stdout
+    assert re.search(r"^engine overhead: groupsweep run / plain loop = [\d.]+ s / [\d.]+ s = [\d.]+ \(target <= 1.10: "
+                     r"(met|MISSED)\)$", done.stdout, re.M), done.stdout
+
+
+def test_eval_cost_benchmark_prints_both_sides_and_the_identity_checks():
+    command = [sys.executable, "benchmarks/eval_cost.py", "--repeats", "1", *TINY_DEMO]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"^summed trial time \(s\)\s+[\d.]+\s+[\d.]+$", done.stdout, re.M), done.stdout
+    # eval_train never changes the training: the two sides' Table 1 and collapse figure are the same
+    assert re.search(r"^eval_train final vs every: summed trial time [+-][\d.]+% as measured, [+-][\d.]+% "
+                     r"load-normalised .* Table 1 identical: True; collapse figure identical: True \((met|MISSED)\)$",
+                     done.stdout, re.M), done.stdout
