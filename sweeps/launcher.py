@@ -80,6 +80,7 @@ from sweeps.grid_search import GridVariantGenerator
 from sweeps.ray_guard import start_guard, unmark_environment
 from sweeps.retention import CheckpointRetention, FreshRetries, RetryLogs
 from sweeps.search import early_stopping_warning, search_plan
+from sweeps.spaces import check_metric_index
 from sweeps.spec import (DEFAULT_KEEP_CHECKPOINTS, DEFAULT_MAX_FAILURES, DRIVER_CPU, Resources, SpecLoader, SweepSpec,
                          TrialPlan, build_spec, dump_spec)
 from sweeps.sweep_lock import SweepLock
@@ -907,6 +908,8 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
         print(warning, file=sys.stderr, flush=True)
     # a cluster's datasets and weights may live on its workers only: there, the trials load and check them
     loaded = load_datasets(spec) if not address else None
+    if loaded is not None and spec.search is not None:  # (on a cluster the trials load the datasets)
+        check_metric_index(spec.search, {cell.name: loaded[dataset_key(cell.config)] for cell in spec.cells})
     if not address:
         check_local_weights(spec)
     with SweepLock(exp_dir):

@@ -59,6 +59,7 @@ SEARCH_KEYS = ("num_samples", "algorithm", "metric", "mode", "scheduler", "grace
                "seeds", "seed")
 MODES = ("max", "min")
 # Per-epoch metrics a trial reports that a search may optimise: validation and training splits only.
+METRIC_INDEX = re.compile(r"acc_(group|class)_(\d+)$")  # a metric of one group or class, and its index
 METRIC_PATTERN = re.compile(r"^(?:(?:val|train|train_subset)/(?:acc|avg_acc|wga|wca|loss|acc_group_\d+|acc_class_\d+)"
                             r"|optim/loss)$")
 
@@ -191,6 +192,22 @@ def parse_search(value, parse_seeds) -> SearchSettings | None:
     return SearchSettings(num_samples=settings["num_samples"], algorithm=algorithm, metric=metric, mode=mode,
                           scheduler=scheduler, grace_period=settings["grace_period"], reduction_factor=float(factor),
                           seeds=None if seeds is None else tuple(parse_seeds(seeds, "search.seeds")), seed=seed)
+
+
+def check_metric_index(settings: SearchSettings, cell_datasets: dict) -> None:
+    """One-line ``GroupsweepError`` when the search metric names a group or class (``val/acc_group_N``,
+    ``val/acc_class_N``) that a cell's dataset lacks: its trials never report it, so neither the searcher nor
+    ASHA would have anything to compare. ``cell_datasets``: each cell's name and its loaded dataset (a
+    ``GroupDataset``)."""
+    match = METRIC_INDEX.search(settings.metric)
+    if match is None:
+        return
+    kind, index = match.group(1), int(match.group(2))
+    for name, dataset in cell_datasets.items():
+        count = dataset.n_groups if kind == "group" else dataset.n_classes
+        if index >= count:
+            _fail("search.metric", f"{settings.metric!r} names {kind} {index}, but the dataset of cell {name} "
+                                   f"has {count} {kind}s (0 to {count - 1}), so its trials never report it")
 
 
 def check_metric_reported(settings: SearchSettings, cells) -> None:

@@ -12,6 +12,15 @@ import pytest
 from ray_fixtures import REPO
 
 
+def run_benchmark(script: str, *args: str) -> str:
+    """The standard output of ``python benchmarks/<script> ARGS`` run from the repository root, which must
+    exit 0."""
+    done = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
 def test_input_pipeline_benchmark_prints_rates_and_ratios(tmp_path):
     command = [sys.executable, "benchmarks/input_pipeline.py", "--n", "48", "--size", "40", "--image-size", "32",
                "--batch-size", "8", "--epochs", "1", "--repeats", "2", "--dir", str(tmp_path / "waterbirds")]
@@ -27,12 +36,10 @@ def test_input_pipeline_benchmark_prints_rates_and_ratios(tmp_path):
 
 
 def test_dataset_sharing_benchmark_prints_both_sides_and_the_speed_up():
-    command = [sys.executable, "benchmarks/dataset_sharing.py", "--size", "200", "--trials", "2", "--repeats", "1"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = run_benchmark("dataset_sharing.py", "--size", "200", "--trials", "2", "--repeats", "1")
     for label in (r"without sharing \(each trial loads\)", r"with sharing \(ray.get\)"):
-        assert re.search(rf"^{label}\s+[\d.]+\s+[\d.]+\s+[\d.]+$", done.stdout, re.M), done.stdout
-    assert re.search(r"^sharing: load time x[\d.]+ faster", done.stdout, re.M), done.stdout
+        assert re.search(rf"^{label}\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), out
+    assert re.search(r"^sharing: load time x[\d.]+ faster", out, re.M), out
 
 
 def test_search_scheduler_benchmark_prints_both_searches_side_by_side():
@@ -147,31 +154,24 @@ TINY_DEMO = ["--set", "seeds=[1]", "--set", "epochs=2", "--set", "models=[toy-re
 
 
 def test_packing_benchmark_prints_both_concurrencies_and_the_ratio():
-    command = [sys.executable, "benchmarks/packing.py", "--repeats", "1", "--epochs", "1", "--size", "100",
-               "--trials", "2"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = run_benchmark("packing.py", "--repeats", "1", "--epochs", "1", "--size", "100", "--trials", "2")
     for concurrency in (1, 2):
-        assert re.search(rf"^  pair 1: max concurrency {concurrency}: [\d.]+ s$", done.stdout, re.M), done.stdout
+        assert re.search(rf"^  pair 1: max concurrency {concurrency}: [\d.]+ s$", out, re.M), out
     assert re.search(r"^packing: concurrency 2 / concurrency 1 = [\d.]+ s / [\d.]+ s = [\d.]+ \(target <= 0.6: "
-                     r"(met|MISSED)", done.stdout, re.M), done.stdout
+                     r"(met|MISSED)", out, re.M), out
 
 
 def test_engine_overhead_benchmark_prints_the_sweep_over_the_plain_loop():
-    command = [sys.executable, "benchmarks/engine_overhead.py", "--repeats", "1", *TINY_DEMO]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "1 trials, one at a time" in done.stdout, done.stdout
+    out = run_benchmark("engine_overhead.py", "--repeats", "1", *TINY_DEMO)
+    assert "1 trials, one at a time" in out, out
     assert re.search(r"^engine overhead: groupsweep run / plain loop = [\d.]+ s / [\d.]+ s = [\d.]+ \(target <= 1.10: "
-                     r"(met|MISSED)\)$", done.stdout, re.M), done.stdout
+                     r"(met|MISSED)\)$", out, re.M), out
 
 
 def test_eval_cost_benchmark_prints_both_sides_and_the_identity_checks():
-    command = [sys.executable, "benchmarks/eval_cost.py", "--repeats", "1", *TINY_DEMO]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert re.search(r"^summed trial time \(s\)\s+[\d.]+\s+[\d.]+$", done.stdout, re.M), done.stdout
+    out = run_benchmark("eval_cost.py", "--repeats", "1", *TINY_DEMO)
+    assert re.search(r"^summed trial time \(s\)\s+[\d.]+\s+[\d.]+$", out, re.M), out
     # eval_train never changes the training: the two sides' Table 1 and collapse figure are the same
     assert re.search(r"^eval_train final vs every: summed trial time [+-][\d.]+% as measured, [+-][\d.]+% "
                      r"load-normalised .* Table 1 identical: True; collapse figure identical: True \((met|MISSED)\)$",
-                     done.stdout, re.M), done.stdout
+                     out, re.M), out

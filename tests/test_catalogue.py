@@ -243,6 +243,11 @@ CASES = [
          "loguniform": [1.0e-3, 1.0e-1]}})),
      "method none does not read 'groupdro_eta' (searching it there only repeats configurations); search it in the "
      "hparams of groupdro only"),
+    ("search-metric-of-a-group-the-data-lacks",
+     lambda t: run(t, spec_with(t, search={"num_samples": 1, "metric": "val/acc_group_9"}, hparams={"epochs": 1, "lr": {
+         "loguniform": [1.0e-4, 1.0e-2]}})),
+     "'val/acc_group_9' names group 9, but the dataset of cell synthetic-waterbirds-toy-convnextv2-xs-none has 4 "
+     "groups (0 to 3)"),
     ("search-over-momentum-with-adamw",
      lambda t: run(t, spec_with(t, search={"num_samples": 2}, hparams={"epochs": 1, "momentum": {
          "uniform": [0.5, 0.9]}})), "optimizer adamw does not read 'momentum'"),
