@@ -51,6 +51,7 @@ import pandas as pd
 import pyarrow.fs
 
 from trainables.balancing import group_info, method_label
+from trainables.config import NON_TRAINING_FIELDS
 from trainables.errors import GroupsweepError
 from trainables.trial_dir import (CELL_KEY, ERROR_FILE, LABELS_FILE, METHOD_HPARAMS_KEY, PARAMS_FILE, PROGRESS_FILE,
                                   RESULT_FILE, SAMPLE_KEY, SAMPLED_KEY, STOPPED_FILE, TrialDir, UnreadableFile,
@@ -67,7 +68,7 @@ RESTORE_COLUMN = "iterations_since_restore"
 INDEX_COLUMNS = ("epoch", "training_iteration")
 # Config keys that identify a trial's cell of the study, or that cannot change its results.
 IDENTITY_KEYS = ("dataset", "model", "method", "ratio", "seed", "trial_name")
-NEUTRAL_KEYS = ("data_root", "model_path", "num_threads", "eval_batch_size", "channels_last", "compile_model")
+NEUTRAL_KEYS = ("data_root", "model_path", "num_threads", "channels_last", "compile_model", *NON_TRAINING_FIELDS)
 # Trial-level columns placed first in ``SweepResults.frame``, in this order.
 TRIAL_COLUMNS = ("trial_id", "trial_name", "dataset", "model", "num_parameters", "method", "ratio",
                  "method_label", "group_info", "seed", "variant", "epochs", "last_epoch", "status")

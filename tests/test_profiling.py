@@ -5,7 +5,7 @@ import torch
 
 from trainables.config import TrainConfig
 from trainables.errors import GroupsweepError
-from trainables.finetune import finetune
+from trainables.finetune import finetune, transformed_batches
 from trainables.profiling import EpochProfiler
 
 
@@ -25,6 +25,26 @@ def test_profiler_counts_examples_and_times_the_waits_for_batches(monkeypatch):
     assert set(metrics) == {"perf/samples_per_s", "perf/data_wait_frac"}  # no GPU metrics on the CPU
     assert metrics["perf/data_wait_frac"] == pytest.approx(0.25)
     assert metrics["perf/samples_per_s"] == pytest.approx(10 / 0.6)
+
+
+def test_the_wait_for_a_batch_includes_its_augmentation(monkeypatch):
+    clock = [0.0]  # each batch takes 0.05 s to load, 0.10 s to augment (the batch transform) and 0.15 s to train on
+    monkeypatch.setattr("trainables.profiling.perf_counter", lambda: clock[0])
+
+    def loader():
+        for size in (4, 4):
+            clock[0] += 0.05
+            yield torch.zeros(size, 3), torch.zeros(size), None
+
+    def augment(inputs):
+        clock[0] += 0.10
+        return inputs + 1
+
+    profiler = EpochProfiler(torch.device("cpu"))
+    for inputs, _, _ in profiler.epoch(transformed_batches(loader(), augment)):
+        assert bool((inputs == 1).all())  # augmented
+        clock[0] += 0.15
+    assert profiler.metrics(clock[0])["perf/data_wait_frac"] == pytest.approx(0.5)
 
 
 def test_profiled_finetune_reports_sane_perf_metrics_and_unprofiled_none():

@@ -238,6 +238,14 @@ def test_variant_names_settings_that_differ_within_a_dataset(tmp_path):
     assert trials["variant"].tolist() == ["last_layer_only=true", "last_layer_only=false", ""]
 
 
+def test_settings_that_never_change_the_training_make_no_variant(tmp_path):
+    # profiling, evaluating the training split every epoch, checkpointing less often, another evaluation batch
+    quiet = dict(profile=True, eval_train="every", checkpoint_every=2, eval_batch_size=64)
+    write_trial(tmp_path, 0, trial_config("wb", "m", "none", epochs=2, **quiet), reports(2))
+    write_trial(tmp_path, 1, trial_config("wb", "m", "none", epochs=2, seed=1), reports(2))
+    assert load_results(tmp_path).trials["variant"].tolist() == ["", ""]  # one method, pooled over its seeds
+
+
 def test_labels_and_predictions_of_a_trial(tmp_path):
     predictions = {2: {"val": [1, 0, 1, 1], "test": [0, 0, 1]}}
     write_trial(tmp_path, 0, trial_config("wb", "m", "none", epochs=2), reports(2), labels=LABELS,

@@ -20,7 +20,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -192,6 +192,13 @@ def check_resume_state(config: TrainConfig, state: dict) -> None:
         )
 
 
+def transformed_batches(loader, transform: Callable | None) -> Iterator:
+    """``loader``'s training batches ``(inputs, targets, positions)``, with ``transform`` (the training batch
+    transform: the image augmentation; None for none) applied to the inputs as each batch is taken."""
+    for inputs, targets, positions in loader:
+        yield (inputs if transform is None else transform(inputs)), targets, positions
+
+
 @torch.inference_mode()
 def predict(model, loader, accelerator, batch_transform: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels of every example of an evaluation loader, in loader order (all processes gathered),
@@ -347,10 +354,8 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=accelerator.device)
         steps = 0
-        batches = iter(train_loader) if profiler is None else profiler.epoch(train_loader)
-        for inputs, targets, positions in batches:
-            if model_inputs.train_batch_transform is not None:
-                inputs = model_inputs.train_batch_transform(inputs)
+        batches = transformed_batches(train_loader, model_inputs.train_batch_transform)
+        for inputs, targets, positions in (batches if profiler is None else profiler.epoch(batches)):
             if config.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             logits = model(inputs)

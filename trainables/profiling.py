@@ -1,7 +1,14 @@
 """Per-epoch throughput profile of a training loop (``TrainConfig.profile``, ``groupsweep run --profile``).
 
-``EpochProfiler.epoch(loader)`` wraps the training loader of one epoch: it times every wait for the
-next batch (the DataLoader fetching, augmenting and collating it) and counts the examples.
+``EpochProfiler.epoch(batches)`` wraps the training batches of one epoch: it times every wait for the
+next batch (the DataLoader fetching and collating it, and the training batch transform, the image
+augmentation, that ``finetune`` applies inside that iterator) and counts the examples. On a CUDA device
+it first waits for the GPU to finish the step before (``torch.cuda.synchronize``), so the wait is time the
+GPU sits idle for the next batch; a profiled run gives up the overlap of fetching with the previous step's
+GPU work (its epochs run somewhat slower), and a wait share of 0.5 or more means a batch takes longer to
+prepare than a step to compute, so the GPU would wait even with full overlap. Only the profiling process's
+batches are counted (rank 0 of a multi-worker trial: its ``samples_per_s`` is that process's), and the
+first epoch includes one-time costs (compilation, the device's warm-up).
 ``metrics(train_seconds)`` then gives, with ``perf/`` keys added to the epoch's metrics:
 
 - ``perf/samples_per_s``: training examples per second of the epoch's training time;
@@ -32,13 +39,16 @@ class EpochProfiler:
         self.util: list[float] = []
 
     def epoch(self, loader: Iterable) -> Iterator:
-        """Yield ``loader``'s batches (``(inputs, labels, ...)``), timing each wait and counting labels."""
+        """Yield ``loader``'s batches (``(inputs, labels, ...)``), timing each wait (on CUDA, from the moment the
+        GPU has finished the work queued before it) and counting labels."""
         self.wait_s, self.samples, self.util = 0.0, 0, []
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         last_util = 0.0
         batches = iter(loader)
         while True:
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
             started = perf_counter()
             try:
                 batch = next(batches)
