@@ -5,10 +5,13 @@ runs the sweep, and writes who holds it into the file (process id, host, start t
 second ``groupsweep run`` of the same sweep finds the lock taken and stops with one line naming the
 holder (``SweepLocked``), before it starts Ray or writes anything. The operating system releases an
 ``flock`` when its process ends, however it ends (SIGKILL, a crash, a reboot), so a killed driver never
-leaves the lock stuck; the file itself stays, empty, and is harmless.
+leaves the lock stuck; the file itself stays (naming the last holder, which is read only while another
+driver holds the lock) and is harmless.
 
 The lock works on a local disk and on NFS (Linux maps ``flock`` to NFS locks). Object storage
-(``s3://``, ``gs://``...) has no lock, so there the lock is skipped: do not launch one sweep twice.
+(``s3://``, ``gs://``...) has no lock, so there the lock is skipped: do not launch one sweep twice. Nor does
+a filesystem whose ``flock`` fails (NFS without its lock daemon: ``ENOLCK``; some Lustre and FUSE mounts):
+there the sweep runs without its lock, after one ``warning:`` line.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ class SweepLock:
             os.close(fd)
             raise SweepLocked(f"sweep {self.exp_dir} is already being run by {holder}; wait for that run to end "
                               "(or stop it), then run the command again") from None
+        except OSError as error:  # the filesystem has no working flock: no lock, as on object storage
+            os.close(fd)
+            print(f"warning: the filesystem of {self.exp_dir} cannot lock files ({error.strerror}); the sweep runs "
+                  "without its lock: do not launch it twice at once", file=sys.stderr, flush=True)
+            return self
         command = shlex.join(["groupsweep", *sys.argv[1:]]) if sys.argv else "groupsweep"
         since = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since, "command": command})
