@@ -584,8 +584,8 @@ def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, s
             if "grid" in value:
                 _fail(f"cell {name}", f"hparams {key}: grid spaces are for algorithm random only; "
                                       f"{search.algorithm} samples with choice instead")
+    method, optimizer = values["method"], values.get("optimizer", DEFAULT_CONFIG.optimizer)
     for key, value in space.items():  # a setting the cell's method or optimizer never reads: nothing to search
-        method, optimizer = values["method"], values.get("optimizer", DEFAULT_CONFIG.optimizer)
         if key in METHODS_READING and method not in METHODS_READING[key]:
             readers = METHODS_READING[key]
             _fail(f"cell {name}: hparams {key}: {describe_space(value)}",

@@ -33,18 +33,18 @@ DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 DFR_ENSEMBLE = {"val_tr": 20, "tr_tr": 10}
 # The largest seed numpy and torch accept (2**32 - 1).
 MAX_SEED = 2**32 - 1
-# Settings only their own method reads (D3M's options, JTT's, DFR's): a base ERM trial whose config
-# differs from a method's trial in them only is that trial's base model (``trainables.base_model``).
-METHOD_OPTION_FIELDS = ("d3m", "jtt_epochs", "jtt_lambda_up", "dfr_variant", "dfr_ensemble", "dfr_c_grid",
-                        "groupdro_eta", "groupdro_adjustment")
+# Settings only their own method reads (D3M's options, JTT's, DFR's, GroupDRO's), each with the methods that read
+# it: a base ERM trial whose config differs from a method's trial in them only is that trial's base model
+# (``trainables.base_model``), and a search over one in another method's cell only repeats configurations.
+METHODS_READING = {"d3m": ("d3m", "auto-d3m"), "jtt_epochs": ("jtt",), "jtt_lambda_up": ("jtt",),
+                   "dfr_variant": ("dfr",), "dfr_ensemble": ("dfr",), "dfr_c_grid": ("dfr",),
+                   "groupdro_eta": ("groupdro",), "groupdro_adjustment": ("groupdro",)}
+METHOD_OPTION_FIELDS = tuple(METHODS_READING)
 # Settings that change what a run reports, saves or measures, never what it trains: a state resumes under
 # other values (``finetune.check_resume_state``), and a base ERM trial may differ from a method's base
 # config in them (``trainables.base_model``).
 NON_TRAINING_FIELDS = ("profile", "eval_train", "checkpoint_every", "eval_batch_size")
-# Which methods read each of the METHOD_OPTION_FIELDS, and which optimizers read ``momentum``.
-METHODS_READING = {"d3m": ("d3m", "auto-d3m"), "jtt_epochs": ("jtt",), "jtt_lambda_up": ("jtt",),
-                   "dfr_variant": ("dfr",), "dfr_ensemble": ("dfr",), "dfr_c_grid": ("dfr",),
-                   "groupdro_eta": ("groupdro",), "groupdro_adjustment": ("groupdro",)}
+# The optimizers that read each optimizer-specific setting.
 OPTIMIZERS_READING = {"momentum": ("sgd",)}
 
 
