@@ -22,8 +22,10 @@ CLUSTER_WATERBIRDS_COUNTS = {"train": [30, 8, 8, 30], "val": [6, 6, 6, 6], "test
 
 
 def tiny_spec(path: Path, *, methods, seeds=(1, 2), epochs: int = 2, resources=None, name: str = "it",
-              max_concurrent: int | None = None) -> Path:
-    """Write a sweep of toy-convnextv2-xs on a tiny synthetic-waterbirds; returns the YAML path."""
+              max_concurrent: int | None = 1) -> Path:
+    """Write a sweep of toy-convnextv2-xs on a tiny synthetic-waterbirds; returns the YAML path. One trial at
+    a time by default: a tiny trial trains in under a second, and a second trial process would cost its
+    imports (torch and timm, about 5 s of CPU) again."""
     source = {
         "name": name,
         "datasets": {"synthetic-waterbirds": {"options": TINY_DATA}},
@@ -61,6 +63,18 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``groupsweep ARGS`` to completion, capturing its output."""
     return subprocess.run(cli_command(*args), cwd=REPO, env=cli_env(), capture_output=True, text=True,
                           timeout=timeout)
+
+
+def run_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """Run ``groupsweep ARGS`` in this process, its output captured by ``capsys``: for the commands that read a
+    finished sweep (``plan``, ``status``, ``analyze``, ``plot``, ``spectral``), which start no Ray; a subprocess
+    would cost a Python start-up and its imports (1-6 s of CPU) for the same code path."""
+    from sweeps.cli import main
+
+    capsys.readouterr()
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), status, captured.out, captured.err)
 
 
 def result_epochs(trial_dir: Path) -> list[int]:

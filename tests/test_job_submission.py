@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_fixtures import TINY_DATA, cli_env, run_cli
+from ray_fixtures import TINY_DATA, cli_env, run_here
 from s3_fixtures import free_port
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,7 @@ def submit_job(url: str, work: Path, argv: list, timeout: float = 120) -> subpro
         time.sleep(2)
 
 
-def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_node(tmp_path):
+def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_node(tmp_path, capsys):
     work = tmp_path / "work"
     work.mkdir()
     (work / "spec.yaml").write_text(yaml.safe_dump({
@@ -102,6 +102,6 @@ def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_node(tmp_path):
             pass
         head.wait(timeout=30)
         forget_head(f"127.0.0.1:{port}")
-    analysis = run_cli("analyze", str(storage / "job"), "--out", str(tmp_path / "analysis"))
+    analysis = run_here(capsys, "analyze", str(storage / "job"), "--out", str(tmp_path / "analysis"))
     assert analysis.returncode == 0, analysis.stdout[-2000:] + analysis.stderr[-2000:]
     assert (tmp_path / "analysis" / "table1.csv").exists()

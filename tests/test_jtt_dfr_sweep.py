@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import yaml
 
-from ray_fixtures import result_epochs, run_cli, tiny_spec
+from ray_fixtures import result_epochs, run_cli, run_here, tiny_spec
 
 pytestmark = pytest.mark.slow
 
 
 def test_jtt_dfr_and_groupdro_trials_run_in_a_sweep_reuse_the_none_trial_resume_and_are_analysed(tmp_path,
-                                                                                                   monkeypatch):
+                                                                                                   monkeypatch, capsys):
     from trainables.trial_dir import DFR_FILE, JTT_ERRORS_FILE, TrialDir, fault_marker
 
     spec_path = tiny_spec(tmp_path / "sweep.yaml", seeds=(1,), epochs=2, max_concurrent=1, methods=[
@@ -58,11 +58,11 @@ def test_jtt_dfr_and_groupdro_trials_run_in_a_sweep_reuse_the_none_trial_resume_
         weights = [row[f"optim/groupdro_q_group_{g}"] for g in range(4)]
         assert sum(weights) == pytest.approx(1.0, abs=1e-5) and max(weights) > 0.25
 
-    status = run_cli("status", "base", "--storage", str(storage))
+    status = run_here(capsys, "status", "base", "--storage", str(storage))
     assert status.returncode == 0 and status.stdout.strip().splitlines()[-1] == "4 complete", status.stdout
 
     out = tmp_path / "analysis"
-    analyze = run_cli("analyze", str(exp_dir), "--out", str(out))
+    analyze = run_here(capsys, "analyze", str(exp_dir), "--out", str(out))
     assert analyze.returncode == 0, analyze.stdout[-3000:] + analyze.stderr[-3000:]
     candidates = [row for path in sorted(out.glob("*_methods.csv")) for row in csv.DictReader(path.open())]
     assert candidates

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ray_fixtures import TINY_DATA, result_epochs, run_cli
+from ray_fixtures import TINY_DATA, result_epochs, run_cli, run_here
 from test_reliability import finish, start_cli, wait_for
 from trainables.trial_dir import STOPPED_FILE
 
@@ -55,12 +55,12 @@ def trials_by_cell(exp_dir: Path) -> dict:
     return out
 
 
-def test_random_search_with_asha_per_cell(tmp_path, cluster_address):
+def test_random_search_with_asha_per_cell(tmp_path, cluster_address, capsys):
     # lr is a grid of a good and a useless value, so ASHA has a clearly worse configuration to stop
     spec = search_spec(tmp_path / "spec.yaml", {"num_samples": 2, "metric": "val/avg_acc", "scheduler": "asha",
                                                 "grace_period": 1, "reduction_factor": 2},
                        lr={"grid": [3.0e-2, 1.0e-7]})
-    plan = run_cli("plan", str(spec))
+    plan = run_here(capsys, "plan", str(spec))
     assert plan.returncode == 0, plan.stderr
     assert "weight_decay=loguniform(1e-05, 0.01)" in plan.stdout and plan.stdout.strip().endswith("2 cells, 8 trials")
     done = run_cli("run", str(spec), "--storage", str(tmp_path / "out"), "--address", cluster_address)
@@ -80,11 +80,11 @@ def test_random_search_with_asha_per_cell(tmp_path, cluster_address):
     for name, epoch in stopped.items():
         assert max(result_epochs(exp_dir / name)) == epoch < 3
         assert cells[name.rsplit("-h", 1)[0]][name]["lr"] == 1.0e-7
-    status = run_cli("status", "hpo", "--storage", str(tmp_path / "out"))
+    status = run_here(capsys, "status", "hpo", "--storage", str(tmp_path / "out"))
     assert status.returncode == 0, status.stderr
 
     # the search's analysis: each method's chosen configuration; stopped trials are left out at the final epoch
-    analysis = run_cli("analyze", str(exp_dir), "--criterion", "average", "--by-model")
+    analysis = run_here(capsys, "analyze", str(exp_dir), "--criterion", "average", "--by-model")
     assert analysis.returncode == 0, analysis.stdout[-3000:] + analysis.stderr[-3000:]
     assert "Chosen configuration per method" in analysis.stdout and "left out" in analysis.stdout + analysis.stderr
     chosen = pd.read_csv(exp_dir / "groupsweep_analysis" / "table1_average_hyperparameters.csv")
@@ -106,7 +106,7 @@ def test_random_search_with_asha_per_cell(tmp_path, cluster_address):
     assert len(rerun_table) == 1 and rerun_table.iloc[0]["n_seeds"] == 2
 
 
-def test_a_search_with_a_diverging_configuration_finishes_and_leaves_it_out(tmp_path, cluster_address):
+def test_a_search_with_a_diverging_configuration_finishes_and_leaves_it_out(tmp_path, cluster_address, capsys):
     # lr 1e30 turns the loss NaN in epoch 1: the diverged row has no search metric, which Tune's strict metric
     # check refuses (the driver crashed, and again on resume) unless groupsweep's search takes it
     spec = search_spec(tmp_path / "spec.yaml", {"num_samples": 1, "metric": "val/avg_acc", "scheduler": "asha",
@@ -121,7 +121,7 @@ def test_a_search_with_a_diverging_configuration_finishes_and_leaves_it_out(tmp_
     for cell in CELLS:
         assert trials.loc[f"{cell}-h00-s1", "status"] == "complete"
         assert trials.loc[f"{cell}-h01-s1", "status"] == "diverged"
-    analysis = run_cli("analyze", str(exp_dir), "--criterion", "average")
+    analysis = run_here(capsys, "analyze", str(exp_dir), "--criterion", "average")
     assert analysis.returncode == 0, analysis.stdout[-3000:] + analysis.stderr[-3000:]
     chosen = pd.read_csv(exp_dir / "groupsweep_analysis" / "table1_average_hyperparameters.csv")
     assert set(chosen["config_id"]) == {"h00"}

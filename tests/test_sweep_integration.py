@@ -22,7 +22,8 @@ import numpy as np
 import yaml
 import pytest
 
-from ray_fixtures import CLUSTER_WATERBIRDS_COUNTS, REPO, cli_command, cli_env, result_epochs, run_cli, tiny_spec
+from ray_fixtures import (CLUSTER_WATERBIRDS_COUNTS, REPO, cli_command, cli_env, result_epochs, run_cli, run_here,
+                          tiny_spec)
 from trainables.trial_dir import TrialDir
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ def trial_names(spec_path) -> list[str]:
     return [trial.name for trial in load_spec(str(spec_path)).trials]
 
 
-def test_cli_sweep_reports_every_epoch_and_loads_offline(tmp_path, cluster_address):
+def test_cli_sweep_reports_every_epoch_and_loads_offline(tmp_path, cluster_address, capsys):
     from ray.tune import ExperimentAnalysis
 
     from sweeps.spec import load_spec
@@ -68,7 +69,7 @@ def test_cli_sweep_reports_every_epoch_and_loads_offline(tmp_path, cluster_addre
     assert {t.status for t in analysis.trials} == {"TERMINATED"}
     assert all(len(frame) == 2 for frame in analysis.trial_dataframes.values())
 
-    status = run_cli("status", "four", "--storage", str(storage))
+    status = run_here(capsys, "status", "four", "--storage", str(storage))
     assert status.returncode == 0, status.stderr
     states = [line.split()[1] for line in status.stdout.strip().splitlines()[1:-1]]
     assert states == ["complete"] * 4 and "2/2" in status.stdout
@@ -186,7 +187,7 @@ def test_the_python_api_in_a_process_that_joined_a_cluster_runs_the_sweep_there(
     assert list((tmp_path / "out" / "joined" / "groupsweep_analysis").glob("spectral_*"))
 
 
-def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path, cluster_address):
+def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path, cluster_address, capsys):
     spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["upsampling"], seeds=[1],
                           resources={"cpu": 2, "workers": 2})
     storage = tmp_path / "results"
@@ -198,11 +199,11 @@ def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path
     assert (trial_dir / "groupsweep" / "predictions" / "epoch_0002.npz").exists()
     # the Ray Train run's own checkpoint, named as the trial directory's readers list them (spectral, D3M's base)
     assert TrialDir(str(trial_dir)).state_files() == ["train/checkpoint_000002/state.pt"]
-    spectral = run_cli("spectral", str(storage / "ddp"), "--trial", name, "--top", "3")
+    spectral = run_here(capsys, "spectral", str(storage / "ddp"), "--trial", name, "--top", "3")
     assert spectral.returncode == 0, spectral.stdout[-2000:] + spectral.stderr[-2000:]
 
 
-def test_extending_a_finished_sweep_runs_only_the_added_trials_and_analyses_the_union(tmp_path):
+def test_extending_a_finished_sweep_runs_only_the_added_trials_and_analyses_the_union(tmp_path, capsys):
     # a local Ray for each run: on a cluster that outlives its drivers, Tune's staging folder of the experiment
     # outlives them too, and the restored experiment uploads the finished trial's logs from it again (the
     # same bytes, new modification times)
@@ -234,7 +235,7 @@ def test_extending_a_finished_sweep_runs_only_the_added_trials_and_analyses_the_
 
     trials = load_results(str(exp_dir)).trials
     assert sorted(trials["trial_name"]) == sorted(names) and set(trials["status"]) == {"complete"}
-    analyzed = run_cli("analyze", str(exp_dir), "--out", str(tmp_path / "table1"))
+    analyzed = run_here(capsys, "analyze", str(exp_dir), "--out", str(tmp_path / "table1"))
     assert analyzed.returncode == 0, analyzed.stderr[-3000:]
     candidates = (tmp_path / "table1" / "table1_methods.csv").read_text()  # every candidate method, scored
     assert "upweighting" in candidates and "none" in candidates
