@@ -90,12 +90,17 @@ def test_random_search_with_asha_per_cell(tmp_path, cluster_address, capsys):
     chosen = pd.read_csv(exp_dir / "groupsweep_analysis" / "table1_average_hyperparameters.csv")
     assert set(chosen["method"]) == {"none", "upweighting"} and (chosen["lr"] == 3.0e-2).all()
 
-    # promote: the rerun's configurations equal the chosen ones; analysed with the search, its Table 1
-    promoted = run_cli("promote", str(exp_dir), "--criterion", "average", "--seeds", "5", "6", "--run")
+    # promote: the rerun's configurations equal the chosen ones; analysed with the search, its Table 1. The
+    # rerun joins the cluster that $RAY_ADDRESS names, as the search did.
+    promoted = run_cli("promote", str(exp_dir), "--criterion", "average", "--seeds", "5", "6", "--run",
+                       ray_address=cluster_address)
     assert promoted.returncode == 0, promoted.stdout[-3000:] + promoted.stderr[-3000:]
     rerun_dir = tmp_path / "out" / "hpo-rerun"
     reruns = [json.loads(path.read_text()) for path in sorted(rerun_dir.glob("*/params.json"))]
     assert len(reruns) == 2 * 2 and {config["seed"] for config in reruns} == {5, 6}
+    nodes = {directory: {json.loads(line)["node_id"] for path in directory.glob("*/result.json")
+                         for line in path.read_text().splitlines()} for directory in (exp_dir, rerun_dir)}
+    assert nodes[rerun_dir] and nodes[rerun_dir] <= nodes[exp_dir], nodes  # the cluster's node, not a new Ray's
     for row in chosen.itertuples():
         picked = cells[row.cell][f"{row.cell}-{row.config_id}-s1"]
         same = [config for config in reruns if config["method"] == row.method]
