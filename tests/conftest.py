@@ -28,8 +28,11 @@ def pytest_collection_modifyitems(items):
     them, so that the session starts one such cluster and the other processes run the other tests meanwhile.
 
     A Ray cluster idle beside them slows every local Ray another test starts (its raylet takes seconds
-    longer to register: 12 s launches took 16 s), so the cluster lives only while its own tests run."""
-    items.sort(key=lambda item: not uses_shared_cluster(item))
+    longer to register: 12 s launches took 16 s), so the cluster lives only while its own tests run.
+
+    The other ``slow`` tests (each up to about a minute) come next, the fast ones last: a process that
+    finishes early then finds short tests to take over, rather than waiting for the other's last long one."""
+    items.sort(key=lambda item: (not uses_shared_cluster(item), item.get_closest_marker("slow") is None))
     for item in items:
         if uses_shared_cluster(item):
             item.add_marker(pytest.mark.xdist_group(SHARED_CLUSTER_FIXTURE))

@@ -1,5 +1,6 @@
 """The benchmarks run as the README says (``python benchmarks/<name>.py``) and print their figures and
-ratios; tiny settings, so these check the scripts, not speed."""
+ratios; tiny settings, so these check the scripts, not speed. Those that start Ray or train in fresh
+processes (10-60 s each) are ``slow``."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def test_input_pipeline_benchmark_prints_rates_and_ratios(tmp_path):
     assert "target: project pipeline (batch) >= 3x" in done.stdout
 
 
+@pytest.mark.slow
 def test_dataset_sharing_benchmark_prints_both_sides_and_the_speed_up():
     out = run_benchmark("dataset_sharing.py", "--size", "200", "--trials", "2", "--repeats", "1")
     for label in (r"without sharing \(each trial loads\)", r"with sharing \(ray.get\)"):
@@ -42,6 +44,7 @@ def test_dataset_sharing_benchmark_prints_both_sides_and_the_speed_up():
     assert re.search(r"^sharing: load time x[\d.]+ faster", out, re.M), out
 
 
+@pytest.mark.slow
 def test_search_scheduler_benchmark_prints_both_searches_side_by_side():
     command = [sys.executable, "benchmarks/search_schedulers.py", "--num-samples", "1", "--epochs", "2",
                "--size", "200", "--cores", "1"]
@@ -55,6 +58,7 @@ def test_search_scheduler_benchmark_prints_both_searches_side_by_side():
                      done.stdout, re.M), done.stdout
 
 
+@pytest.mark.slow
 def test_gpu_step_benchmark_runs_on_a_cpu_and_prints_its_ratio():
     command = [sys.executable, "benchmarks/gpu_step.py", "--models", "toy-resnet-xs", "toy-bert-xs", "--batch-size", "4",
                "--image-size", "32", "--steps", "2", "--epochs", "1", "--warmup", "1", "--repeats", "1",
@@ -98,6 +102,7 @@ def test_gpu_step_stands_in_the_packaged_wordpiece_tokenizer_for_an_uncached_ber
     assert tokenizer("a bird on water")["input_ids"][0] == tokenizer.cls_token_id
 
 
+@pytest.mark.slow
 def test_checkpoint_benchmark_prints_the_checkpoint_share_of_an_epoch_per_model_and_storage():
     command = [sys.executable, "benchmarks/checkpoint_cost.py", "--models", "toy-resnet-xs", "convnextv2-atto",
                "--repeats", "1", "--moto", "--measure-steps", "1", "--batch-size", "2", "--image-size", "32"]
@@ -124,6 +129,7 @@ def test_analysis_scale_benchmark_prints_times_memory_and_targets(tmp_path):
     assert not (tmp_path / "sweep").exists()  # --clean
 
 
+@pytest.mark.slow
 def test_driver_scale_benchmark_prints_per_trial_costs_and_their_growth():
     command = [sys.executable, "benchmarks/driver_scale.py", "--counts", "2", "4", "--cores", "1"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -153,6 +159,7 @@ TINY_DEMO = ["--set", "seeds=[1]", "--set", "epochs=2", "--set", "models=[toy-re
              "--set", "datasets.synthetic-waterbirds.options.size=200"]
 
 
+@pytest.mark.slow
 def test_packing_benchmark_prints_both_concurrencies_and_the_ratio():
     out = run_benchmark("packing.py", "--repeats", "1", "--epochs", "1", "--size", "100", "--trials", "2",
                         "--cores", "1")
@@ -162,6 +169,7 @@ def test_packing_benchmark_prints_both_concurrencies_and_the_ratio():
                      r"(met|MISSED)", out, re.M), out
 
 
+@pytest.mark.slow
 def test_engine_overhead_benchmark_prints_the_sweep_over_the_plain_loop():
     out = run_benchmark("engine_overhead.py", "--repeats", "1", *TINY_DEMO)
     assert "1 trials, one at a time" in out, out
@@ -169,6 +177,7 @@ def test_engine_overhead_benchmark_prints_the_sweep_over_the_plain_loop():
                      r"(met|MISSED)\)$", out, re.M), out
 
 
+@pytest.mark.slow
 def test_eval_cost_benchmark_prints_both_sides_and_the_identity_checks():
     out = run_benchmark("eval_cost.py", "--repeats", "1", *TINY_DEMO)
     assert re.search(r"^summed trial time \(s\)\s+[\d.]+\s+[\d.]+$", out, re.M), out
