@@ -58,8 +58,9 @@ SCHEDULERS = ("fifo", "asha")
 SEARCH_KEYS = ("num_samples", "algorithm", "metric", "mode", "scheduler", "grace_period", "reduction_factor",
                "seeds", "seed")
 MODES = ("max", "min")
+# A metric of one group or class, and its index.
+METRIC_INDEX = re.compile(r"acc_(group|class)_(\d+)$")
 # Per-epoch metrics a trial reports that a search may optimise: validation and training splits only.
-METRIC_INDEX = re.compile(r"acc_(group|class)_(\d+)$")  # a metric of one group or class, and its index
 METRIC_PATTERN = re.compile(r"^(?:(?:val|train|train_subset)/(?:acc|avg_acc|wga|wca|loss|acc_group_\d+|acc_class_\d+)"
                             r"|optim/loss)$")
 

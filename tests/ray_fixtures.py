@@ -59,12 +59,11 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "sweeps.cli", *args]
 
 
-def run_cli(*args: str, timeout: float = 600, ray_address: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``groupsweep ARGS`` to completion, capturing its output (``ray_address``: as ``$RAY_ADDRESS``)."""
-    env = cli_env()
-    if ray_address:
-        env["RAY_ADDRESS"] = ray_address
-    return subprocess.run(cli_command(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``groupsweep ARGS`` to completion in the environment ``env`` (default ``cli_env()``), capturing its
+    output."""
+    return subprocess.run(cli_command(*args), cwd=REPO, env=env or cli_env(), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def run_here(capsys, *args: str) -> subprocess.CompletedProcess:

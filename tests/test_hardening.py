@@ -27,17 +27,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from ray_fixtures import REPO, cli_env, result_epochs
+from ray_fixtures import REPO, cli_env, result_epochs, run_cli
 from test_reliability import MID_TRIAL_DATA, complete_epochs, finish, rows, start_cli, trial_names, wait_for, write_spec
 
 # "a few seconds": how long a process of a killed driver's local Ray may outlive it (2.7 s measured on a quiet
 # machine; the suite runs in two processes, so another test may load both cores meanwhile)
 DRIVER_DEATH_GRACE_S = 15.0
-
-
-def run_command(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeps.cli", *args], cwd=REPO, env=env or cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 # --- the local Ray: loopback only, one driver at a time, gone with its driver ---------------------------
@@ -118,7 +113,7 @@ def test_local_sweep_listens_on_loopback_runs_once_and_ends_with_its_driver(tmp_
         assert all(is_loopback(address) for _, address, _ in sockets), sockets
 
         # concurrency: a second launch of the same sweep is refused with one line naming the holder
-        second = run_command(*args)
+        second = run_cli(*args)
         assert second.returncode == 2, second.stderr[-2000:]
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), second.stderr[-2000:]
@@ -277,7 +272,7 @@ def test_full_disk_ends_with_the_summary_and_one_cause_and_the_same_command_resu
     names = trial_names(spec_path)
     with small_disk(tmp_path / "disk", "1500k") as disk:
         args = ("run", str(spec_path), "--storage", str(disk), "--name", "full", "--address", cluster_address)
-        first = run_command(*args)
+        first = run_cli(*args)
         output = first.stdout + first.stderr
         assert first.returncode == 1, output[-4000:]
         assert "Traceback" not in output, output[-4000:]
@@ -290,7 +285,7 @@ def test_full_disk_ends_with_the_summary_and_one_cause_and_the_same_command_resu
         all_files_parse(disk / "full")
 
         grow_disk(disk, "64m")  # space freed: the same command resumes and finishes
-        second = run_command(*args)
+        second = run_cli(*args)
         assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
         complete_epochs(disk / "full", names, 3)
         all_files_parse(disk / "full")
@@ -358,14 +353,14 @@ def test_a_trial_resumes_from_its_newest_readable_checkpoint_when_the_latest_is_
     args = ("run", str(spec_path), "--storage", str(storage), "--name", "damaged")
     env = cli_env()
     env["GROUPSWEEP_FAULT_INJECT"] = f"{name}:2"  # fails once, right after epoch 2's report and checkpoint
-    first = run_command(*args, env=env)
+    first = run_cli(*args, env=env)
     assert first.returncode == 1, (first.stdout + first.stderr)[-4000:]
     assert [row["epoch"] for row in rows(trial_dir)] == [1, 2]
     checkpoints = sorted(trial_dir.glob("checkpoint_*/state.pt"))
     assert len(checkpoints) == 2
     checkpoints[-1].write_bytes(checkpoints[-1].read_bytes()[:100])  # the latest checkpoint, damaged
 
-    second = run_command(*args)
+    second = run_cli(*args)
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     # epoch 2 was trained again from epoch 1's checkpoint (not from the start, not from the damaged one)
     assert [row["epoch"] for row in rows(trial_dir)] == [1, 2, 2, 3]

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ray_fixtures import TINY_DATA, result_epochs, run_cli, run_here
+from ray_fixtures import TINY_DATA, cli_env, result_epochs, run_cli, run_here
 from test_reliability import finish, start_cli, wait_for
 from trainables.trial_dir import STOPPED_FILE
 
@@ -93,7 +93,7 @@ def test_random_search_with_asha_per_cell(tmp_path, cluster_address, capsys):
     # promote: the rerun's configurations equal the chosen ones; analysed with the search, its Table 1. The
     # rerun joins the cluster that $RAY_ADDRESS names, as the search did.
     promoted = run_cli("promote", str(exp_dir), "--criterion", "average", "--seeds", "5", "6", "--run",
-                       ray_address=cluster_address)
+                       env={**cli_env(), "RAY_ADDRESS": cluster_address})
     assert promoted.returncode == 0, promoted.stdout[-3000:] + promoted.stderr[-3000:]
     rerun_dir = tmp_path / "out" / "hpo-rerun"
     reruns = [json.loads(path.read_text()) for path in sorted(rerun_dir.glob("*/params.json"))]
