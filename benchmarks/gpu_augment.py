@@ -69,6 +69,7 @@ def uint8_batches(source: str, args, device: torch.device):
 
 
 def parse_args(argv=None):
+    """The benchmark's settings."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="convnextv2-base")
     parser.add_argument("--batch-size", type=int, default=32)

@@ -106,7 +106,7 @@ def peak_mib() -> float:
 VARIANT_SETTINGS = {"plain": {}, "channels_last": {"channels_last": True}, "compile": {"compile_model": True}}
 # Diagnostic variants of the finetune side alone, compared with the plain bare loop: they stand one pre-made
 # batch in for part of finetune's input pipeline (``diagnostic_batches``), splitting the gap into its parts.
-INPUT_DIAGNOSTICS = {"no_augment": {}, "fixed_batch": {}}
+INPUT_DIAGNOSTICS = ("no_augment", "fixed_batch")
 
 
 def diagnostic_batches(variant: str):
@@ -158,9 +158,7 @@ def finetune_side(model: str, args, variant: str, trace: bool = False) -> dict:
     reset_peak()
     config, cpu = finetune_config(model, args, variant), not torch.cuda.is_available()
     if trace:
-        if args.epochs < 3:
-            raise SystemExit("error: --trace needs --epochs >= 3 (it traces the epoch before the last)")
-        profiler = trace_profiler(wait=args.epochs - 3)
+        profiler = trace_profiler(wait=args.epochs - 3)  # main checks that epochs >= 3
         with profiler:
             finetune(config, on_epoch=lambda _: profiler.step(), cpu=cpu)
         return {"trace": trace_summary(profiler.traced)}
@@ -469,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.precision is None:
         args.precision = "bf16" if torch.cuda.is_available() else "no"
+    if args.trace and args.epochs < 3:
+        print(f"error: --trace needs --epochs 3 or more (it profiles the epoch before the last), got {args.epochs}",
+              file=sys.stderr)
+        return 2
     if args.measure:
         side, model, variant = args.measure
         print(json.dumps(SIDES[side](model, args, variant)))
