@@ -6,9 +6,11 @@ bare loop to go away when ``finetune`` trains on one augmented batch instead of 
 H200, 2026-11-27: 321 vs 418 samples/s). This script asks whether the augmentation itself costs that: it times
 the bare timm training step (``gpu_step.bare_model``, AdamW, autocast) fed, per combination of
 
-- input ``source``: ``device`` (one uint8 batch on the device, reused) or ``copied`` (each step a batch gathered
+- input ``source``: ``device`` (one uint8 batch on the device, reused), ``copied`` (each step a batch gathered
   into page-locked memory by ``trainables.inputs.ExampleDataset.batch``, as the training loader does, then copied
-  without blocking, as Accelerate's prepared loader does), and
+  without blocking, as Accelerate's prepared loader does) or ``loader`` (finetune's own training loader:
+  ``trainables.inputs.example_loader`` prepared by an ``Accelerator`` set up as ``finetune`` sets it up, which
+  also fetches each next batch before handing over the current one), and
 - ``augment``: ``none`` (a pre-made float batch: the bare loop of ``gpu_step.py``; the copy still happens),
   ``current`` (``BatchTrainAugment``, finetune's augmentation) or ``crop_only`` (a centre crop, converted and
   normalised: the floor of any augmentation),
@@ -30,13 +32,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _common import machine  # puts the repository on the import path
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
 from gpu_step import bare_model, synchronize, trace_profiler, trace_summary
 
 from trainables.data.batch_augment import BatchTrainAugment
 from trainables.data.transforms import channels_first
-from trainables.inputs import ExampleDataset
+from trainables.inputs import ExampleDataset, example_loader
 
-SOURCES = ("device", "copied")
+SOURCES = ("device", "copied", "loader")
 AUGMENTS = ("none", "current", "crop_only")
 HOST_BATCHES = 8  # distinct batches the copied source cycles through
 
@@ -63,6 +67,13 @@ def uint8_batches(source: str, args, device: torch.device):
     count = HOST_BATCHES * args.batch_size
     images = generator.integers(0, 256, (count, stored, stored, 3), dtype=np.uint8)
     examples = ExampleDataset(images, np.zeros(count, dtype=np.int64), np.arange(count))
+    if source == "loader":
+        accelerator = Accelerator(cpu=device.type == "cpu", dataloader_config=DataLoaderConfiguration(non_blocking=True))
+        loader = accelerator.prepare(example_loader(examples, args.batch_size, shuffle=True,
+                                                    generator=torch.Generator(), pin_memory=device.type == "cuda"))
+        while True:
+            for batch, _, _ in loader:
+                yield batch
     for start in itertools.cycle(range(0, count, args.batch_size)):
         batch, _, _ = examples.batch(list(range(start, start + args.batch_size)), pin_memory=device.type == "cuda")
         yield batch.to(device, non_blocking=True)

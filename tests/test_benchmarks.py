@@ -127,7 +127,7 @@ def test_gpu_step_trace_profiles_one_epoch_of_finetune_and_the_bare_steps(monkey
 def test_gpu_augment_benchmark_runs_on_a_cpu_and_prints_every_combination():
     out = run_benchmark("gpu_augment.py", "--model", "toy-resnet-xs", "--batch-size", "4", "--image-size", "32",
                         "--stored-size", "36", "--steps", "2", "--warmup", "1", "--repeats", "1", "--trace")
-    for source in ("device", "copied"):
+    for source in ("device", "copied", "loader"):
         for augment in ("none", "current", "crop_only"):
             assert re.search(rf"^toy-resnet-xs step, +{source} batch, augment +{augment}: +[\d.]+ samples/s "
                              rf"\([\d.]+ of device/none", out, re.M), out
