@@ -2,12 +2,13 @@
 # The GPU benchmarks in one go, each under its own time limit (what a lent GPU machine runs in one call of at
 # most 10 minutes), the most wanted figures first. Sized from the H200 box's timings of 2026-11-27 (README,
 # Performance): the augmentation in a bare loop (the batch on the device, copied each step, or from finetune's
-# loader) about 1.5 minutes;
-# finetune's training step against the bare loop for ConvNeXt-V2 Base with the no_augment diagnostic (4 epochs,
-# the last timed) about 2.5 minutes; BERT-base about 1.5. Run apart, each in its own call:
+# loader) about 1.5 minutes, first, so that no figure of finetune comes from the machine's first minute (every
+# earlier call measured finetune's plain side first; README, "Where the remaining ConvNeXt gap is"); then
+# finetune's training step against the bare loop for ConvNeXt-V2 Base with the no_augment diagnostic, 2
+# interleaved repeats (3 epochs, the last timed), about 5 minutes. Run apart, each in its own call:
 #   python benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 20 --epochs 3 --trace
 #       (a profiled epoch; 20 steps: tracing a 60-step epoch and processing its events took over 4 minutes)
-#   python benchmarks/gpu_step.py --models bert-base --repeats 1 --steps 60 --variants compile  (~4 min)
+#   python benchmarks/gpu_step.py --models bert-base --repeats 1 --steps 60  (~1.5 min; --variants compile ~4)
 #   python benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --variants channels_last (~3 min)
 #   python benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --variants compile
 #       (not yet measured: compiling ConvNeXt-V2 Base's training and evaluation graphs took over 4 minutes)
@@ -30,5 +31,4 @@ run() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 "$python" -c "import torch, timm, transformers, accelerate; print('torch', torch.__version__, 'timm', timm.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
 run 150 benchmarks/gpu_augment.py --steps 30 --repeats 2
-run 240 benchmarks/gpu_step.py --models convnextv2-base --repeats 1 --steps 60 --epochs 4 --variants no_augment
-run 120 benchmarks/gpu_step.py --models bert-base --repeats 1 --steps 60
+run 400 benchmarks/gpu_step.py --models convnextv2-base --repeats 2 --steps 60 --epochs 3 --variants no_augment
