@@ -15,7 +15,8 @@ the bare timm training step (``gpu_step.bare_model``, AdamW, autocast) fed, per 
   ``current`` (``BatchTrainAugment``, finetune's augmentation) or ``crop_only`` (a centre crop, converted and
   normalised: the floor of any augmentation),
 
-interleaved ``--repeats`` times; and each augmentation alone on a device batch, synchronised per call.
+interleaved ``--repeats`` times (every other time in reverse order); and each augmentation alone on a device
+batch, synchronised per call.
 With ``--trace``, a ``torch.profiler`` summary of a few steps of (copied, current) (``gpu_step.trace_summary``).
 It runs on a CPU too (tiny settings in ``tests/test_benchmarks.py``).
 Usage from the repository root: ``python benchmarks/gpu_augment.py [--model convnextv2-base] [--steps 30]``.
@@ -68,7 +69,8 @@ def uint8_batches(source: str, args, device: torch.device):
     images = generator.integers(0, 256, (count, stored, stored, 3), dtype=np.uint8)
     examples = ExampleDataset(images, np.zeros(count, dtype=np.int64), np.arange(count))
     if source == "loader":
-        accelerator = Accelerator(cpu=device.type == "cpu", dataloader_config=DataLoaderConfiguration(non_blocking=True))
+        accelerator = Accelerator(cpu=device.type == "cpu",
+                                  dataloader_config=DataLoaderConfiguration(non_blocking=True))
         loader = accelerator.prepare(example_loader(examples, args.batch_size, shuffle=True,
                                                     generator=torch.Generator(), pin_memory=device.type == "cuda"))
         while True:
@@ -122,8 +124,8 @@ def main(argv=None) -> None:
 
     combinations = list(itertools.product(SOURCES, AUGMENTS))
     rates = {combination: [] for combination in combinations}
-    for _ in range(args.repeats):
-        for source, augment in combinations:
+    for repeat in range(args.repeats):
+        for source, augment in combinations if repeat % 2 == 0 else combinations[::-1]:  # no fixed first
             for _ in range(args.warmup):
                 step(source, augment)
             synchronize()

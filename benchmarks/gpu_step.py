@@ -2,8 +2,8 @@
 torch loop with the same model, precision and batch, side by side in one run.
 
 Per model (``--models``; default ConvNeXt-V2 Base at 224 px and BERT-base, random weights) and per variant
-(``plain`` and each of ``--variants``), interleaved ``--repeats`` times, each measurement in a fresh
-process (Accelerate keeps one precision and compile setting per process):
+(``plain`` and each of ``--variants``), interleaved ``--repeats`` times (every other time in reverse order),
+each measurement in a fresh process (Accelerate keeps one precision and compile setting per process):
 
 - ``finetune``: the real ``trainables.finetune.finetune`` on an embedded synthetic dataset of the model's
   modality (``synthetic-waterbirds`` at ``--image-size`` px, ``synthetic-civilcomments`` padded to
@@ -412,17 +412,18 @@ def benchmark_model(model: str, args, argv: list[str], peak: float | None, scrat
     sides = {v: ("finetune",) if v in INPUT_DIAGNOSTICS else ("finetune", "bare") for v in variants}
     rates = {(side, v): [] for v in variants for side in sides[v]}
     memory = {}
-    for _ in range(args.repeats):
-        for variant in variants:
-            for side in sides[variant]:
-                started = time.perf_counter()
-                result = measure(side, model, variant, argv, hub_cache)
-                rates[side, variant].append(result["rate"])
-                memory[side, variant] = result["memory"]
-                epochs = (f" (epochs: {', '.join(f'{rate:.1f}' for rate in result['epochs'])})"
-                          if "epochs" in result else "")
-                print(f"  measured {model} {side} {variant}: {result['rate']:.1f} samples/s{epochs}, peak memory "
-                      f"{memory[side, variant]:.0f} MiB ({time.perf_counter() - started:.0f} s in all)", flush=True)
+    order = [(variant, side) for variant in variants for side in sides[variant]]
+    for repeat in range(args.repeats):
+        # every other repeat in reverse order: no side is always measured first (on a just-started machine)
+        for variant, side in order if repeat % 2 == 0 else order[::-1]:
+            started = time.perf_counter()
+            result = measure(side, model, variant, argv, hub_cache)
+            rates[side, variant].append(result["rate"])
+            memory[side, variant] = result["memory"]
+            epochs = (f" (epochs: {', '.join(f'{rate:.1f}' for rate in result['epochs'])})"
+                      if "epochs" in result else "")
+            print(f"  measured {model} {side} {variant}: {result['rate']:.1f} samples/s{epochs}, peak memory "
+                  f"{memory[side, variant]:.0f} MiB ({time.perf_counter() - started:.0f} s in all)", flush=True)
     flops = 3 * measure("flops", model, "plain", argv, hub_cache)["flops"]  # forward + backward, per sample
     median = {key: statistics.median(values) for key, values in rates.items()}
     for (side, variant), values in rates.items():
