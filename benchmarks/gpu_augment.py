@@ -39,7 +39,9 @@ from gpu_step import bare_model, synchronize, trace_profiler, trace_summary
 
 from trainables.data.batch_augment import BatchTrainAugment
 from trainables.data.transforms import channels_first
+from trainables.errors import GroupsweepError
 from trainables.inputs import ExampleDataset, example_loader
+from trainables.models import get_spec
 
 SOURCES = ("device", "copied", "loader")
 AUGMENTS = ("none", "current", "crop_only")
@@ -93,7 +95,14 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before each timed run")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--trace", action="store_true", help="profile a few steps of (copied, current)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        modality = get_spec(args.model).modality
+    except GroupsweepError as error:
+        parser.error(str(error))
+    if modality != "image":
+        parser.error(f"--model {args.model!r} is a text model; the augmentation is for image models")
+    return args
 
 
 def main(argv=None) -> None:

@@ -245,3 +245,15 @@ def test_eval_cost_benchmark_prints_both_sides_and_the_identity_checks():
     assert re.search(r"^eval_train final vs every: summed trial time [+-][\d.]+% as measured, [+-][\d.]+% "
                      r"load-normalised .* Table 1 identical: True; collapse figure identical: True \((met|MISSED)\)$",
                      out, re.M), out
+
+
+@pytest.mark.parametrize(("model", "message"), [("toy-bert-xs", "is a text model"), ("nope", "unknown model 'nope'")])
+def test_gpu_augment_refuses_a_model_it_cannot_augment_with_one_error_line(model, message, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu_augment import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--model", model])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage line
+    assert ": error: " in error and message in error, error
