@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from _common import machine  # puts the repository on the import path
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
-from gpu_step import bare_model, synchronize, trace_profiler, trace_summary
+from gpu_step import bare_model, synchronize, trace_steps
 
 from trainables.data.batch_augment import BatchTrainAugment
 from trainables.data.transforms import channels_first
@@ -160,15 +160,7 @@ def main(argv=None) -> None:
             synchronize()
         print(f"augment {augment} alone: {(time.perf_counter() - started) * 100:.2f} ms per batch (synchronised)")
     if args.trace:
-        profiler = trace_profiler()
-        with profiler:
-            step("copied", "current")  # the profiler's warm-up
-            profiler.step()
-            for _ in range(5):
-                step("copied", "current")
-            synchronize()
-            profiler.step()
-        for key, value in trace_summary(profiler.traced).items():
+        for key, value in trace_steps(lambda: step("copied", "current"), 5).items():
             print(f"trace copied/current {key}: {value}")
 
 

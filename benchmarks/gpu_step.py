@@ -59,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 from _common import machine
 
@@ -182,6 +183,20 @@ def trace_profiler(wait: int = 0):
                    on_trace_ready=keep)
 
 
+def trace_steps(step: Callable[[], None], steps: int) -> dict:
+    """``trace_summary`` of ``steps`` calls of ``step`` (one training step each), after one untimed call as the
+    profiler's warm-up; waits for the GPU before the window closes."""
+    profiler = trace_profiler()
+    with profiler:
+        step()
+        profiler.step()
+        for _ in range(steps):
+            step()
+        synchronize()
+        profiler.step()
+    return trace_summary(profiler.traced)
+
+
 SYNC_CALLS = ("Synchronize", "Memcpy", "HostAlloc", "HostRegister", "Malloc", "Free")
 
 
@@ -279,15 +294,7 @@ def bare_side(model: str, args, variant: str, trace: bool = False) -> dict:
         step()
     synchronize()
     if trace:
-        profiler = trace_profiler()
-        with profiler:
-            step()  # the profiler's warm-up
-            profiler.step()
-            for _ in range(args.steps):
-                step()
-            synchronize()
-            profiler.step()
-        return {"trace": trace_summary(profiler.traced)}
+        return {"trace": trace_steps(step, args.steps)}
     started = time.perf_counter()
     for _ in range(args.steps):
         step()

@@ -8,7 +8,8 @@ analysis_scale (load + select on 10,000 trials x 100 epochs), search_schedulers 
 demo-hpo search space), eval_cost (the demo with eval_train every vs final), checkpoint_cost (checkpoint
 seconds as a share of an epoch per model size and storage), gpu_step (finetune's training step vs a bare
 loop; meant for a GPU), gpu_augment (the batch augmentation's cost in a bare GPU training loop, the batch on
-the device, copied there each step or from finetune's loader), driver_scale (driver CPU and wall time per trial at 100, 300 and 1,000 trials),
+the device, copied there each step or from finetune's loader), driver_scale (driver CPU and wall time per
+trial at 100, 300 and 1,000 trials),
 driver_start (wall time of `groupsweep plan` and a one-trial `run`; `--baseline DIR` compares with another
 checkout).
 Each runs in its own Python process.
