@@ -44,9 +44,11 @@ import pandas as pd
 from trainables.errors import GroupsweepError, positive_integer
 
 # Columns naming the trial (and epoch, example set) that every table row comes from.
-TRIAL_KEYS = ("dataset", "model", "method_label", "variant", "seed", "trial_id", "trial_name", "epoch", "examples")
-# Columns naming a panel of the figures and a column of Table 5's paper view.
-PANEL_KEYS = ("dataset", "model", "method_label", "variant")
+TRIAL_KEYS = ("dataset", "model", "method_label", "variant", "config_id", "seed", "trial_id", "trial_name", "epoch",
+              "examples")
+# Columns naming a panel of the figures and a column of Table 5's paper view: in a hyperparameter search each
+# configuration (``config_id``, empty for grid trials) is a panel of its own, never averaged with another.
+PANEL_KEYS = ("dataset", "model", "method_label", "variant", "config_id")
 
 
 # --- covariance and eigenvalues --------------------------------------------------------------------
@@ -238,13 +240,14 @@ def table5(rho: pd.DataFrame) -> pd.DataFrame:
 
 
 def table5_paper_view(table: pd.DataFrame) -> pd.DataFrame:
-    """Table 5 in the paper's layout: a row per seed, a column per panel (dataset / model / method),
-    cells ``(argmax rho, argmax gap)``."""
+    """Table 5 in the paper's layout: a row per seed, a column per panel (dataset / model / method, and the
+    configuration in a search), cells ``(argmax rho, argmax gap)``. Trials that share a panel and a seed
+    (e.g. the same grid in two sweeps) share its cell, their pairs joined by ``; `` in ``table``'s order."""
     if table.empty:
         return table
     view = table.assign(column=panel_names(table), cell=[
         f"({a}, {b})" if b >= 0 else f"({a}, n/a)" for a, b in zip(table["rho_class"], table["gap_class"])])
-    view = view.pivot_table(index="seed", columns="column", values="cell", aggfunc="first")
+    view = view.pivot_table(index="seed", columns="column", values="cell", aggfunc="; ".join, sort=True)
     view.columns.name = None
     return view.reset_index()
 
@@ -323,8 +326,8 @@ def rho_table(spectra: list) -> pd.DataFrame:
 
 
 def panel_names(frame: pd.DataFrame) -> list:
-    """``dataset / model / method`` (plus the variant when set) per row of ``frame`` (columns
-    ``PANEL_KEYS``, those present): the panel of a figure, or the column of Table 5's paper view."""
+    """``dataset / model / method`` (plus the variant and the search configuration when set) per row of
+    ``frame`` (columns ``PANEL_KEYS``, those present): the panel of a figure, or the column of Table 5's paper view."""
     keys = [key for key in PANEL_KEYS if key in frame]
     return [" / ".join(str(part) for part in values if part not in ("", None))
             for values in frame[keys].itertuples(index=False)]

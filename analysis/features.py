@@ -88,17 +88,26 @@ def criterion_trials(results, criterion: str) -> tuple[list, list]:
 
 
 def resolve_trials(results, idents) -> list:
-    """Trial ids of ``idents``, each a trial id or a trial name; a one-line error lists the known names."""
-    names = dict(zip(results.trials["trial_name"], results.trials.index))
+    """Trial ids of ``idents``, each a trial id or a trial name, in the order given and each trial once; a
+    one-line error lists the known names for an unknown one, and the ids for a name that several loaded
+    sweeps hold."""
+    ids_by_name: dict = {}
+    for trial_id, name in zip(results.trials.index, results.trials["trial_name"]):
+        ids_by_name.setdefault(name, []).append(trial_id)
     out = []
     for ident in idents:
         if ident in results.trials.index:
-            out.append(ident)
-        elif ident in names:
-            out.append(names[ident])
+            trial_id = ident
+        elif len(ids_by_name.get(ident, ())) == 1:
+            trial_id = ids_by_name[ident][0]
+        elif ident in ids_by_name:
+            raise GroupsweepError(f"trial name {ident!r} is in several sweeps of {results.run_dir}; give one of its "
+                                  f"trial ids: {', '.join(ids_by_name[ident])}")
         else:
             raise GroupsweepError(f"unknown trial {ident!r} in {results.run_dir}; choose a trial id or name: "
-                                  f"{', '.join(sorted(names))}")
+                                  f"{', '.join(sorted(ids_by_name))}")
+        if trial_id not in out:
+            out.append(trial_id)
     return out
 
 
@@ -266,7 +275,7 @@ def analyze_trials(results, trial_ids, k: int, epoch: int | None = None, example
         statistics = trial_statistics(results.trial_dir(trial_id), epoch=epoch, examples=examples, device=device,
                                       batch_size=batch_size)
         info = {"dataset": trial["dataset"], "model": trial["model"], "method_label": trial["method_label"],
-                "variant": trial["variant"], "seed": int(trial["seed"]), "trial_id": trial_id,
+                "variant": trial["variant"], "config_id": trial["config_id"], "seed": int(trial["seed"]), "trial_id": trial_id,
                 "trial_name": trial["trial_name"], "epoch": statistics.epoch, "examples": examples}
         accuracy = reported_test_group_acc(results, trial_id, statistics.epoch, len(statistics.train_counts))
         spectra.append(spectrum_from_statistics(info, statistics, k, accuracy))

@@ -28,6 +28,7 @@ from analysis.features import (
     accumulate_features,
     checkpoint_epochs,
     read_config,
+    resolve_trials,
     trial_statistics,
 )
 from analysis.plots import DPI, figure_size
@@ -171,6 +172,38 @@ def test_rho_and_table5_on_a_hand_built_case():
     view = table5_paper_view(result)
     assert view.columns.tolist() == ["seed", "d / m / none"]
     assert view["d / m / none"].tolist() == ["(1, 1)", "(0, 1)", "(1, n/a)", "(1, 0)"]
+
+
+def test_table5_keeps_search_configurations_apart_and_loses_no_trial():
+    """In a search each configuration is a panel (Table 5's paper view: a column) of its own; trials that still
+    share a panel and a seed (the same grid in two loaded sweeps) share the cell, neither dropped."""
+    counts = [100, 10, 20, 80]
+
+    def trial(seed, config_id, lambda1, sweep="a"):
+        rows = spectral_norm_ratios(lambda1, counts, 2, [0.9, 0.5, 0.4, 0.95])  # gap: class 1
+        return rows.assign(dataset="d", model="m", method_label="none", variant="", config_id=config_id, seed=seed,
+                           trial_id=f"{sweep}/{config_id}-{seed}", trial_name=f"{config_id}-s{seed}", epoch=3,
+                           examples="train")
+
+    rho_0 = {0: 1.0, 1: 3.0, 2: 1.0, 3: 1.0}  # rho(0) = 3, rho(1) = 1: argmax class 0
+    rho_1 = {0: 1.0, 1: 1.0, 2: 1.0, 3: 0.1}  # rho(0) = 1, rho(1) = 10: argmax class 1
+    rho = pd.concat([trial(1, "h00", rho_0), trial(1, "h01", rho_1), trial(2, "h00", rho_1)], ignore_index=True)
+    view = table5_paper_view(table5(rho))
+    assert view.to_dict("list") == {"seed": [1, 2], "d / m / none / h00": ["(0, 1)", "(1, 1)"],
+                                    "d / m / none / h01": ["(1, 1)", np.nan]}
+    grid = pd.concat([trial(1, "", rho_0, sweep="a"), trial(1, "", rho_1, sweep="b")], ignore_index=True)
+    assert table5_paper_view(table5(grid)).to_dict("list") == {"seed": [1], "d / m / none": ["(0, 1); (1, 1)"]}
+
+
+def test_spectral_trials_named_twice_are_analysed_once_and_an_ambiguous_name_is_one_error():
+    results = argparse.Namespace(run_dir="sweeps", trials=pd.DataFrame(
+        {"trial_name": ["a-s1", "a-s2", "a-s2"]}, index=["t1", "x/t2", "y/t2"]))
+    assert resolve_trials(results, ["a-s1", "t1", "x/t2", "y/t2", "x/t2"]) == ["t1", "x/t2", "y/t2"]
+    with pytest.raises(GroupsweepError, match=r"^trial name 'a-s2' is in several sweeps of sweeps; give one of its "
+                                              r"trial ids: x/t2, y/t2$"):
+        resolve_trials(results, ["a-s2"])
+    with pytest.raises(GroupsweepError, match=r"^unknown trial 'b' in sweeps; choose a trial id or name: a-s1, a-s2$"):
+        resolve_trials(results, ["b"])
 
 
 class FeatureProbe(torch.nn.Module):
