@@ -33,7 +33,7 @@ Hyperparameter searches (trials with a ``cell``, see ``analysis.results``). A me
 its configurations (``config_id``; with models pooled, the configurations of every model's cell, since
 a sampled configuration belongs to one model). A configuration's score is the mean criterion over its
 seeds; each method's chosen configuration is its best-scoring one (ties within ``TIE_TOLERANCE``: the
-lower ``config_id``, then the cell's name), and the methods then compete with their chosen
+lower ``config_id`` by number, then the cell's name), and the methods then compete with their chosen
 configurations exactly as above. Table 1 gains the winner's ``config_id`` and ``hparams``;
 ``Selection.hyperparameters`` lists every method's chosen configuration. Grid trials loaded together
 with a search count as one configuration (``config_id`` empty) of their method.
@@ -44,8 +44,9 @@ epoch, and ASHA judged it worse than its cell's others at a rung, so scoring its
 compare it on a different footing. With the ``best`` rule stopped trials are candidates, read at their
 best epoch among those they reached (what early stopping would have kept). Either way the notes say,
 per cell, how many configurations were left out or how many stopped trials were scored; other
-incomplete trials are excluded and noted one by one as before. A searched configuration with a diverged
-seed is not a candidate under either rule (its mean would be over its other seeds), noted per cell.
+incomplete trials are excluded and noted one by one as before. A searched configuration with a seed that
+diverged, failed or has not finished is not a candidate under either rule (its mean would be over its other
+seeds, and an unstable configuration could win on one lucky seed), noted per cell.
 
 ``bias-unsupervised`` with a searched ``none`` method (several ``none`` configurations of one dataset,
 model and variant): the biased model of a seed is that seed's trial of the ``none`` configuration with
@@ -59,7 +60,8 @@ configuration's sampled keys equal that configuration's is a rerun of it: it tak
 selection above. For each Table 1 row whose chosen configuration has reruns, ``rerun`` reports the
 reruns' test metrics (mean and sample std over their seeds), read at their final epoch (``final``) or
 at each rerun's best epoch by the criterion (``best``; for ``bias-unsupervised`` against the rerun
-``none`` trial of the same seed); ``score`` stays the search's validation score that chose it.
+``none`` trial of the same seed); ``score`` stays the search's validation score that chose it. Reruns that
+did not complete (diverged, failed, unfinished) are left out of those means, and a note names them.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ CRITERIA = {
 EPOCH_RULES = ("final", "best")
 TEST_METRICS = {"test_wga": "test/wga", "test_avg_acc": "test/avg_acc", "test_wca": "test/wca"}
 TIE_TOLERANCE = 1e-12
+# How the notes say that a searched configuration's trial did not complete, by status.
+UNFINISHED_WORDS = {"diverged": "diverged", "error": "failed", "incomplete": "did not finish", "pending": "never began"}
 
 
 @dataclass
@@ -150,7 +154,7 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
     taking_part = ("complete", "stopped") if epoch == "best" else ("complete",)
     frame = results.frame[results.frame["status"].isin(taking_part) & ~results.frame["trial_id"].isin(list(reruns))]
     frame = _stopped_trials(results, frame, epoch, notes)
-    frame = _diverged_configurations(results, frame, notes)
+    frame = _unfinished_configurations(results, frame, notes)
     if methods is not None:
         if isinstance(methods, str) or not list(methods):
             raise GroupsweepError(f"methods must be a non-empty list of method names (or None for all), "
@@ -262,22 +266,33 @@ def _stopped_trials(results: SweepResults, frame: pd.DataFrame, epoch: str, note
     return _without_configurations(frame, stopped)
 
 
-def _diverged_configurations(results: SweepResults, frame: pd.DataFrame, notes: list) -> pd.DataFrame:
-    """``frame`` without the searched configurations that diverged on some seed, noted per cell: their mean
-    would be over the seeds that did not diverge, and an unstable configuration could win on one lucky seed."""
+def _unfinished_configurations(results: SweepResults, frame: pd.DataFrame, notes: list) -> pd.DataFrame:
+    """``frame`` without the searched configurations that have a seed that diverged, failed or has not finished
+    (``_stopped_trials`` rules on stopped seeds), noted per cell for the configurations that would otherwise be
+    scored: their mean would be over their other seeds, and an unstable configuration could win on one lucky
+    seed. (``_excluded_trials`` notes each such trial too.)"""
     trials = results.trials
-    diverged = trials[(trials["status"] == "diverged") & (trials["cell"] != "")]
-    for cell, group in diverged.groupby("cell", sort=False):
+    unfinished = trials[~trials["status"].isin(("complete", "stopped")) & (trials["cell"] != "")]
+    unfinished = unfinished[_in_configurations(unfinished, set(zip(frame["cell"], frame["config_id"])))]
+    for cell, group in unfinished.groupby("cell", sort=False):
         total = trials.loc[trials["cell"] == cell, "config_id"].nunique()
+        counts = group["status"].value_counts()
+        outcomes = [f"{counts[status]} {word}" for status, word in UNFINISHED_WORDS.items() if status in counts]
+        outcomes[0] = outcomes[0].replace(" ", " of their trials ", 1)
         notes.append(f"{_where(group.iloc[0])}: {group['config_id'].nunique()} of {total} configurations left out: "
-                     f"{len(group)} of their trials diverged (a configuration is compared over all its seeds)")
-    return _without_configurations(frame, diverged)
+                     f"{', '.join(outcomes)} (a configuration is compared over all its seeds)")
+    return _without_configurations(frame, unfinished)
+
+
+def _in_configurations(frame: pd.DataFrame, configurations: set) -> np.ndarray:
+    """Per row of ``frame``, whether its searched configuration ``(cell, config_id)`` is in ``configurations``
+    (a boolean array, also for a frame of no rows, which a list would index by columns)."""
+    return np.array([key in configurations for key in zip(frame["cell"], frame["config_id"])], dtype=bool)
 
 
 def _without_configurations(frame: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``frame`` outside every searched configuration (cell, config_id) that ``trials`` belong to."""
-    left_out = set(zip(trials["cell"], trials["config_id"]))
-    return frame[[key not in left_out for key in zip(frame["cell"], frame["config_id"])]] if left_out else frame
+    return frame[~_in_configurations(frame, set(zip(trials["cell"], trials["config_id"])))]
 
 
 def _criterion_runs(results: SweepResults, frame: pd.DataFrame, criterion: str, epoch: str,
@@ -337,13 +352,13 @@ def _best_biased_configuration(results: SweepResults, trials: pd.DataFrame, grou
     stopped = set(zip(*[trials.loc[trials["status"] == "stopped", name] for name in ("cell", "config_id")]))
     scores = (group.assign(score=accuracy).fillna({"score": -np.inf}).groupby(["cell", "config_id"], sort=False)
               .agg(score=("score", "mean"), n_seeds=("seed", "nunique")).reset_index())
-    scores = scores[[key not in stopped for key in zip(scores["cell"], scores["config_id"])]]
+    scores = scores[~_in_configurations(scores, stopped)]
     first = group.iloc[0]
     if scores.empty:
         notes.append(f"bias-unsupervised: every `none` configuration of {first['dataset']}/{first['model']} "
                      "has a stopped trial; no biased model")
         return group.iloc[0:0]
-    ranked = _rank(scores.assign(_group=0), ["_group"], ["config_id", "cell"])
+    ranked = _rank(scores.assign(_group=0, _number=_config_numbers(scores)), ["_group"], ["_number", "cell"])
     best = ranked.iloc[0]
     notes.append(f"bias-unsupervised: the biased model of {first['dataset']}/{first['model']} is `none` "
                  f"{best['config_id'] or 'grid'} (best mean val/avg_acc {best['score']:.4f} over "
@@ -396,11 +411,18 @@ def _choose_configurations(runs: pd.DataFrame, keys: list) -> tuple:
     grouped = runs.groupby(candidate + ["cell", "config_id"], dropna=False, sort=False)
     configurations = grouped.agg(score=("value", "mean"), n_seeds=("seed", "nunique"),
                                  hparams=("hparams", "first")).reset_index()
-    configurations = _rank(configurations, candidate, ["config_id", "cell"])
+    configurations = _rank(configurations.assign(_number=_config_numbers(configurations)), candidate,
+                           ["_number", "cell"]).drop(columns="_number")
     configurations["n_configurations"] = configurations.groupby(candidate, dropna=False, sort=False)[
         "config_id"].transform("size")
     chosen = _configuration_keys(configurations[configurations["selected"]], keys)
     return runs[[key in chosen for key in _configuration_keys(runs, keys)]], configurations
+
+
+def _config_numbers(table: pd.DataFrame) -> list:
+    """Each row's configuration index (``config_id`` ``h07`` -> 7; -1 for a grid trial's empty id), which orders
+    the ids of cells padded to different widths (``h05`` before ``h010``)."""
+    return [int(config_id[1:]) if config_id else -1 for config_id in table["config_id"]]
 
 
 def _configuration_keys(table: pd.DataFrame, keys: list) -> list:
@@ -476,7 +498,7 @@ def _rerun_table(results: SweepResults, methods_table: pd.DataFrame, columns: li
     trials = results.trials
     rerun_trials = trials[trials.index.isin(list(reruns))]
     frame = results.frame[results.frame["trial_id"].isin(list(reruns)) & (results.frame["status"] == "complete")]
-    rows = []
+    rows, noted = [], set()
     for criterion, winners in methods_table[methods_table["selected"]].groupby("criterion", sort=False):
         if epoch == "best":
             biased = _biased_models(results, rerun_trials, []) if criterion == "bias-unsupervised" else {}
@@ -492,6 +514,14 @@ def _rerun_table(results: SweepResults, methods_table: pd.DataFrame, columns: li
                 notes.append(f"rerun: {where} {criterion}: the chosen {winner['method_label']} "
                              f"{winner['config_id']} has no complete rerun")
                 continue
+            unfinished = rerun_trials.loc[ids][rerun_trials.loc[ids, "status"] != "complete"].sort_values("seed")
+            if len(unfinished) and configuration not in noted:
+                noted.add(configuration)
+                shown = ", ".join(f"seed {trial.seed} {UNFINISHED_WORDS.get(trial.status, trial.status)}"
+                                  for trial in unfinished.itertuples())
+                notes.append(f"rerun: {where}: {len(unfinished)} of {len(ids)} reruns of {winner['method_label']} "
+                             f"{winner['config_id']} did not complete ({shown}); its rerun metrics are over the "
+                             "others only")
             summary = _aggregate(part, keys + ["method", "ratio", "method_label"]).iloc[0].to_dict()
             summary.update({name: winner[name] for name in keys + ["criterion", "epoch_rule", "config_id",
                                                                    "hparams", "score"]})

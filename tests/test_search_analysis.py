@@ -206,6 +206,55 @@ def test_a_configuration_that_diverged_on_a_seed_is_left_out(tmp_path):
                 "compared over all its seeds)") in selection.notes
 
 
+def test_a_configuration_with_a_failed_or_unfinished_seed_is_left_out(tmp_path):
+    """upweighting h00 reaches 0.95 on seed 0, but its seed 1 failed (h01: 0.70 on both) or is still running:
+    scored on seed 0 alone it would win on one lucky seed, as a diverged seed would."""
+    for status in ("failed", "did not finish"):
+        run_dir = tmp_path / status.replace(" ", "-")
+        write_trial(run_dir, 0, searched_config("wb", "m", "upweighting", sample=0, seed=0, sampled={"lr": 1e-2}),
+                    reports({"val/wga": 0.95}))
+        write_trial(run_dir, 1, searched_config("wb", "m", "upweighting", sample=0, seed=1, sampled={"lr": 1e-2}),
+                    reports({"val/wga": 0.9}, last=1), error="RuntimeError: CUDA error" if status == "failed" else None)
+        for seed in (0, 1):
+            write_trial(run_dir, 2 + seed, searched_config("wb", "m", "upweighting", sample=1, seed=seed,
+                                                           sampled={"lr": 1e-4}), reports({"val/wga": 0.70}))
+        selection = select(load_results(run_dir), ["wga"])
+        assert selection.table.iloc[0]["config_id"] == "h01", status
+        assert selection.hyperparameters.iloc[0]["n_configurations"] == 1
+        assert (f"wb/m/upweighting: 1 of 2 configurations left out: 1 of their trials {status} (a configuration is "
+                "compared over all its seeds)") in selection.notes
+
+
+def test_a_search_with_no_complete_configuration_is_noted_not_a_crash(tmp_path):
+    """Every configuration diverged or is unfinished (a running search whose first trials diverged): no
+    candidate, a note per criterion and per trial, for every criterion and epoch rule."""
+    from results_fixtures import diverged_report
+
+    write_trial(tmp_path, 0, searched_config("wb", "m", "none", sample=0, seed=0, sampled={"lr": 1e8}),
+                [epoch_metrics(1, overrides={"val/wga": 0.9}), diverged_report(2)])
+    write_trial(tmp_path, 1, searched_config("wb", "m", "none", sample=0, seed=1, sampled={"lr": 1e8}),
+                reports({"val/wga": 0.9}, last=1))
+    criteria = ["wga", "worst-class", "bias-unsupervised", "average", "oracle"]
+    for epoch in ("final", "best"):
+        selection = select(load_results(tmp_path), criteria, epoch=epoch)
+        assert selection.table.empty and selection.methods.empty
+        assert [note for note in selection.notes if note.endswith("; skipped")] == [
+            f"{criterion}: no complete trial with a value for this criterion; skipped" for criterion in criteria]
+        assert "wb/m/none seed 0: diverged (epoch 2/3); excluded" in selection.notes
+        assert "wb/m/none seed 1: incomplete (epoch 1/3); excluded" in selection.notes
+
+
+def test_configuration_ties_go_to_the_lower_number_across_cells_of_different_widths(tmp_path):
+    """With models pooled, a method's configurations come from every model's cell; a cell of 100 or more
+    configurations pads its ids to three digits: h010 (10) is not lower than h05 (5)."""
+    for index, (model, sample, width, value) in enumerate([("m1", 5, 2, 0.6), ("m2", 10, 3, 0.6), ("m2", 100, 3, 0.1)]):
+        write_trial(tmp_path, index, searched_config("wb", model, "upweighting", sample=sample, width=width,
+                                                     sampled={"lr": 1e-3 * (index + 1)}), reports({"val/wga": value}))
+    results = load_results(tmp_path)
+    assert sorted(results.trials["config_id"]) == ["h010", "h05", "h100"]
+    assert select(results, ["wga"], by_model=False).table.iloc[0]["config_id"] == "h05"
+
+
 def test_an_interrupted_trial_is_still_excluded_one_by_one(tmp_path):
     write_search(tmp_path, {("upweighting", 0): (1e-3, (0.5, 0.7))})
     write_trial(tmp_path, 9, searched_config("wb", "m", "upweighting", sample=1, seed=0, sampled={"lr": 1e-4}),
@@ -282,6 +331,24 @@ def test_reruns_in_a_second_directory_make_the_rerun_table(tmp_path):
     assert "rerun: wb/m wga" not in " ".join(both.notes)
     assert any(note.startswith("rerun: wb/m average: the chosen none h00 has no complete rerun") for note in both.notes)
     assert display_table(both.rerun).at[0, "test WGA (%)"] == "85.0 ± 7.1"
+
+
+def test_reruns_that_did_not_complete_are_named_in_a_note(tmp_path):
+    """The winner's rerun on seed 6 diverged: the rerun metrics are over seeds 5 and 7, and a note says so
+    (once, although two criteria chose the same configuration)."""
+    from results_fixtures import diverged_report
+
+    write_search(tmp_path / "search")
+    rerun = tmp_path / "rerun"
+    for index, seed in enumerate((5, 6, 7)):
+        final = [diverged_report(2)] if seed == 6 else reports({"val/wga": 0.99, "test/wga": 0.9 if seed == 5 else 0.1})
+        write_trial(rerun, index, trial_config("wb", "m", "upweighting", seed=seed, lr=1e-4),
+                    final if seed != 6 else [epoch_metrics(1), *final], experiment_id="9f8e7")
+    selection = select(load_results([tmp_path / "search", rerun]), ["wga", "oracle"])
+    assert selection.rerun.set_index("criterion").at["wga", "seeds"] == "5,7"
+    assert [note for note in selection.notes if note.startswith("rerun: ")] == [
+        "rerun: wb/m: 1 of 3 reruns of upweighting h01 did not complete (seed 6 diverged); its rerun metrics are "
+        "over the others only"]
 
 
 def test_best_epoch_rerun_reads_each_rerun_at_its_best_epoch(tmp_path):
