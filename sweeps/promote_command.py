@@ -72,8 +72,8 @@ def check_promote_args(args: argparse.Namespace) -> None:
 
 def run_promote(args: argparse.Namespace) -> int:
     """Select each method's configuration in the search, write the rerun spec, print what it reruns and,
-    with ``--run``, run it. One-line ``GroupsweepError`` for bad seeds, a sweep that did not search, or a
-    search without a complete configuration."""
+    with ``--run``, run it. One-line ``GroupsweepError`` for bad seeds (the search's own seeds included), a
+    sweep that did not search, or a search without a complete configuration."""
     check_promote_args(args)
     seeds = parse_seed_arguments(args.seeds)
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
@@ -83,11 +83,18 @@ def run_promote(args: argparse.Namespace) -> int:
     if not results.searched:
         raise GroupsweepError(f"{results.run_dir} is not a hyperparameter search (no trial names a search cell); "
                               "promote reruns the configurations a search chose")
+    searched_seeds = sorted(set(results.trials.loc[results.trials["cell"] != "", "seed"]))
+    reused = [seed for seed in seeds if seed in searched_seeds]
+    if reused:
+        raise GroupsweepError(f"--seeds {' '.join(map(str, reused))}: the search ran on seeds "
+                              f"{', '.join(map(str, searched_seeds))}, and its choice is fitted to them; rerun the "
+                              "chosen configurations on other seeds")
     selection = select(results, [args.criterion], epoch="final", by_model=True)
     print_notes(selection.notes)
     if selection.hyperparameters.empty:
         raise GroupsweepError(f"no complete configuration in {results.run_dir} to promote by {args.criterion} at "
-                              "the final epoch (every configuration lacks a complete trial or has a stopped one)")
+                              "the final epoch (every configuration has a seed that is not complete: stopped, "
+                              "diverged, failed or unfinished)")
     parent, sweep = split_location(results.run_dir)
     saved = _saved_spec(results.run_dir)
     source = promoted_spec(results, selection.hyperparameters, seeds, args.name or f"{sweep}-rerun",

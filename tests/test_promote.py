@@ -46,7 +46,7 @@ def promote(*argv) -> int:
 def test_the_promoted_spec_reruns_each_chosen_configuration_on_the_new_seeds(tmp_path, capsys):
     run_dir = tmp_path / "search"
     write_full_search(run_dir)
-    assert promote(run_dir, "--seeds", 1, 2, 3) == 0
+    assert promote(run_dir, "--seeds", 2, 3, 4) == 0
     printed = capsys.readouterr().out
     path = run_dir / "promoted_wga.yaml"
     assert f"wrote {path}: 4 configuration(s) x 3 seed(s)" in printed and "upweighting *" in printed
@@ -54,7 +54,7 @@ def test_the_promoted_spec_reruns_each_chosen_configuration_on_the_new_seeds(tmp
     text = path.read_text()
     assert "# wb/m upweighting: h01 (lr=0.0001), val wga 0.7000 over 2 seed(s), best of 3 configuration(s)\n" in text
     source = yaml.load(text, Loader=SpecLoader)
-    assert source["name"] == "search-rerun" and source["seeds"] == [1, 2, 3]
+    assert source["name"] == "search-rerun" and source["seeds"] == [2, 3, 4]
     assert "wga" in source["description"] and "search" in source["description"]
     (part,) = source["parts"]
     assert part["tag"] == "rerun" and part["datasets"] == {"wb": {"options": {}}} and part["models"] == ["m"]
@@ -71,7 +71,7 @@ def test_the_promoted_spec_reruns_each_chosen_configuration_on_the_new_seeds(tmp
         config = TrainConfig.from_dict(trial.config).to_dict()
         label = trial.method_label
         assert {**config, "seed": 0} == {**chosen[label], "seed": 0}, label  # the configuration, on a new seed
-        assert config["seed"] in (1, 2, 3) and trial.name.endswith(f"-rerun-s{config['seed']}")
+        assert config["seed"] in (2, 3, 4) and trial.name.endswith(f"-rerun-s{config['seed']}")
 
 
 def test_the_rerun_of_the_promoted_spec_is_analysed_beside_the_search(tmp_path, capsys):
@@ -132,7 +132,7 @@ def test_the_search_specs_top_level_settings_are_carried(tmp_path, capsys):
     (tmp_path / SPEC_FILE).write_text(yaml.safe_dump({
         "name": "search", "datasets": {"wb": {"resources": {"cpu": 3}}}, "models": ["m"], "methods": ["none"],
         "resources": {"cpu": 2, "gpu": 0.5}, "max_failures": 0, "keep_checkpoints": "all"}))
-    assert promote(tmp_path, "--seeds", 1) == 0
+    assert promote(tmp_path, "--seeds", 2) == 0
     source = yaml.load((tmp_path / "promoted_wga.yaml").read_text(), Loader=SpecLoader)
     assert source["resources"] == {"cpu": 2, "gpu": 0.5} and source["max_failures"] == 0
     assert source["keep_checkpoints"] == "all"
@@ -144,7 +144,7 @@ def test_run_runs_the_written_spec_as_the_run_command_does(tmp_path, monkeypatch
     calls = []
     # a failing run's status is passed on, and nothing is analysed (tests/test_search_integration.py runs it)
     monkeypatch.setattr(sweep_command, "run_command", lambda args: calls.append(args) or 3)
-    assert promote(tmp_path, "--seeds", 1, 2, "--run", "--storage", tmp_path / "storage") == 3
+    assert promote(tmp_path, "--seeds", 2, 3, "--run", "--storage", tmp_path / "storage") == 3
     (args,) = calls
     assert args.spec == str(tmp_path / "promoted_wga.yaml") and args.storage == str(tmp_path / "storage")
     assert args.overrides == [] and args.name is None and not args.no_after and args.address is None
@@ -171,6 +171,16 @@ def test_bad_seeds_are_one_line_errors(tmp_path, capsys, seeds, message):
     write_search(tmp_path)
     assert promote(tmp_path, "--seeds", *seeds) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_the_searchs_own_seeds_are_refused_before_anything_is_written(tmp_path, capsys):
+    """The search chose its configurations on seeds 0 and 1: a "rerun" on them would repeat the trials that
+    chose it (the same numbers, on one machine), not test the choice on new seeds."""
+    write_search(tmp_path)
+    assert promote(tmp_path, "--seeds", 5, 1, 0) == 2
+    assert capsys.readouterr().err == ("error: --seeds 1 0: the search ran on seeds 0, 1, and its choice is fitted "
+                                       "to them; rerun the chosen configurations on other seeds\n")
+    assert not (tmp_path / "promoted_wga.yaml").exists()
 
 
 def test_a_grid_sweep_or_a_search_without_a_complete_configuration_cannot_be_promoted(tmp_path, capsys):
