@@ -12,11 +12,13 @@ functions, for notebooks and scripts.
 A thin layer above ``sweeps`` (the top layer of docs/architecture.md): each function does what its
 command does, through the same code, and fails the same way: bad input raises the one-line
 ``GroupsweepError`` that the command prints as ``error: ...`` (argument errors included, instead of
-argparse's exit). ``run`` and ``promote`` print what their commands print.
+argparse's exit), and so does storage that cannot be read or written (the command's ``OSError`` line, the
+``OSError`` chained as its cause). ``run`` and ``promote`` print what their commands print.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -49,6 +51,19 @@ __all__ = ["CRITERIA", "GroupsweepError", "Report", "Selection", "SweepResults",
 TABLE1_LAYOUTS = ("details", "paper", "raw")
 
 
+def _one_line_errors(function):
+    """``function``, raising storage that cannot be read or written (an ``OSError``: a bucket that cannot be
+    reached, a full disk) as the one-line ``GroupsweepError`` that the command line prints for it."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except OSError as error:
+            raise GroupsweepError(cli.storage_error_line(error)) from error
+    return wrapper
+
+
+@_one_line_errors
 def load_results(path_or_uri) -> SweepResults:
     """The sweep directory ``path_or_uri`` (a local folder ``<storage>/<name>``, a ``pyarrow.fs`` URI such as
     ``s3://bucket/sweeps/demo``, a parent folder of sweep directories, or a list of them, analysed as one)
@@ -61,6 +76,7 @@ def load_results(path_or_uri) -> SweepResults:
     return _load_results(str(path_or_uri))
 
 
+@_one_line_errors
 def select(results, criterion: str = "all", epoch: str = "final", pool_models: bool = False, methods=None,
            group_info: str | None = None, empty_cells: str = "skip") -> Selection:
     """The whole selection behind ``table1`` (same arguments, same choices), an ``analysis.selection.Selection``:
@@ -74,6 +90,7 @@ def select(results, criterion: str = "all", epoch: str = "final", pool_models: b
                    group_info=group_info, empty_cells=empty_cells)
 
 
+@_one_line_errors
 def table1(results, criterion: str = "all", epoch: str = "final", pool_models: bool = False, methods=None,
            layout: str = "details", group_info: str | None = None, empty_cells: str = "skip") -> pd.DataFrame:
     """Table 1 of ``results`` (a ``SweepResults``, or what ``load_results`` takes), as ``groupsweep analyze``
@@ -100,6 +117,7 @@ def table1(results, criterion: str = "all", epoch: str = "final", pool_models: b
     return table
 
 
+@_one_line_errors
 def report(results, out=None, epoch: str = "final", pool_models: bool = False, methods=None,
            title: str | None = None) -> Path | str:
     """Write the HTML report of ``results`` (a ``SweepResults``, or what ``load_results`` takes) to ``out``
@@ -125,6 +143,7 @@ def presets() -> list:
     return preset_names()
 
 
+@_one_line_errors
 def plan(spec, overrides=None) -> SweepSpec:
     """The sweep that ``spec`` describes, validated and expanded, as ``groupsweep plan`` sees it (Ray is not
     started): ``.trials`` (one ``TrialPlan`` per trial, ``.config`` its training settings), or a search's
@@ -141,6 +160,7 @@ def plan(spec, overrides=None) -> SweepSpec:
     return built
 
 
+@_one_line_errors
 def run(spec, storage=None, name: str | None = None, overrides=None, address: str | None = None,
         max_concurrent: int | None = None, after: bool = True, profile: bool = False) -> SweepResults:
     """Run (or resume, or extend with the trials a grown spec adds) the sweep ``spec`` exactly as
@@ -176,6 +196,7 @@ def run(spec, storage=None, name: str | None = None, overrides=None, address: st
     return load_results(run_dir)
 
 
+@_one_line_errors
 def promote(search_dir, seeds, criterion: str = "wga", name: str | None = None, out=None, run: bool = False,
             storage=None) -> Path:
     """Write the spec that reruns the configurations a hyperparameter search chose, on new ``seeds``, and

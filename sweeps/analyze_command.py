@@ -283,12 +283,11 @@ def publish(args: argparse.Namespace, out: Path) -> None:
 
 def upload(local: Path, uri: str) -> None:
     """Copy the local file or folder ``local`` to the storage URI ``uri`` (``pyarrow.fs.copy_files``; the folder
-    holding a file made first, which a ``file://`` URI needs) and say so; a failing upload is one
+    that receives it made first, which a ``file://`` URI needs) and say so; a failing upload is one
     ``GroupsweepError`` line."""
     try:
-        if Path(local).is_file():
-            filesystem, path = location_filesystem(uri)
-            filesystem.create_dir(split_location(path)[0], recursive=True)
+        filesystem, path = location_filesystem(uri)
+        filesystem.create_dir(split_location(path)[0] if Path(local).is_file() else path, recursive=True)
         pyarrow.fs.copy_files(str(local), str(uri))
     except (OSError, pyarrow.ArrowException) as error:
         raise GroupsweepError(f"cannot upload to --out {uri!r}: {error}") from None

@@ -237,14 +237,20 @@ def check_storage(storage: str, exp_dir: str) -> None:
     each of them is a folder or can be created as one, and the folder that will be written is writable.
     One-line ``GroupsweepError`` naming the path otherwise. Of a URI (object storage), the scheme is checked
     (``location_filesystem``) and the sweep folder looked up once: a bucket that cannot be reached, or that
-    refuses these credentials, is a one-line ``GroupsweepError`` too."""
+    refuses these credentials, is a one-line ``GroupsweepError`` too, and so is a bucket that is not found
+    (object stores answer a missing bucket as a missing folder, and pyarrow creates none)."""
     if "://" in storage:
         location_filesystem(storage)
         filesystem, path = location_filesystem(exp_dir)
+        bucket = path.split("/", 1)[0]  # empty for a filesystem of absolute paths (file://, hdfs://)
         try:
             filesystem.get_file_info(path)
+            bucket_found = not bucket or filesystem.get_file_info(bucket).type != pyarrow.fs.FileType.NotFound
         except OSError as error:
             raise GroupsweepError(f"--storage {storage!r} cannot be read: {one_line(error)}") from None
+        if not bucket_found:
+            raise GroupsweepError(f"--storage {storage!r}: bucket {bucket!r} not found (it does not exist, or its "
+                                  "endpoint cannot be reached); create it, or give another")
         return
     for path, what in ((storage, "--storage"), (exp_dir, "sweep folder")):
         if os.path.exists(path) and not os.path.isdir(path):

@@ -22,13 +22,14 @@ may also be one of a search spec's ``after`` commands (``after: ["promote --seed
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from sweeps import analyze_command
 from sweeps.analyze_command import check_output, load_run, print_notes
 from sweeps.spec import HPARAM_FIELDS, dump_spec, method_slug, parse_seeds
 from trainables.errors import GroupsweepError, path_name
-from trainables.trial_dir import join_location, split_location
+from trainables.trial_dir import join_location, location_filesystem, split_location
 
 # Validation criteria promote may select by (``oracle`` reads the test split: a reference, not a choice).
 PROMOTE_CRITERIA = ("wga", "worst-class", "bias-unsupervised", "average")
@@ -57,7 +58,10 @@ def register(subparsers) -> None:
     # ``run_spec(path, storage) -> status`` runs a spec file as ``groupsweep run`` does; the command line
     # that registers this command provides it (``sweeps.sweep_command.run_spec_file``), since ``run`` in
     # turn runs a spec's ``after`` commands, this one included.
-    promote.set_defaults(func=run_promote, check=check_promote_args, run_spec=None)
+    # run_spec runs the written spec (``groupsweep run``'s own code unless an after command passes its cluster's);
+    # analysis_out is where ``--run``'s analysis writes (None: ``analyze``'s default; an after command of a sweep in
+    # object storage passes the sweep's analysis folder there)
+    promote.set_defaults(func=run_promote, check=check_promote_args, run_spec=None, analysis_out=None)
 
 
 def check_promote_args(args: argparse.Namespace) -> None:
@@ -68,6 +72,8 @@ def check_promote_args(args: argparse.Namespace) -> None:
         path_name("--name", args.name)
     if args.out is not None:
         check_output(args.out, "file", local_only=True)  # a spec file, which `groupsweep run` reads locally
+    if args.storage is not None and "://" in args.storage:
+        location_filesystem(args.storage)  # a scheme pyarrow cannot open: refused now, not when the rerun starts
 
 
 def run_promote(args: argparse.Namespace) -> int:
@@ -112,15 +118,16 @@ def run_promote(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {len(selection.hyperparameters)} configuration(s) x {len(seeds)} seed(s)")
     storage = args.storage or parent
     if not args.run:
-        print(f"run it with: groupsweep run {out} --storage {storage}")
+        print(f"run it with: {shlex.join(['groupsweep', 'run', str(out), '--storage', str(storage)])}")
         return 0
     status = args.run_spec(out, storage)
     if status != 0:
         return status
     rerun_dir = join_location(storage, source["name"])
-    print(f"\n$ groupsweep analyze {results.run_dir} {rerun_dir} --criterion {args.criterion}",
-          flush=True)
-    analyze = analyze_command.analyze_args([str(results.run_dir), rerun_dir, "--criterion", args.criterion])
+    argv = [str(results.run_dir), rerun_dir, "--criterion", args.criterion,
+            *(["--out", args.analysis_out] if args.analysis_out else [])]
+    print(f"\n$ {shlex.join(['groupsweep', 'analyze', *argv])}", flush=True)
+    analyze = analyze_command.analyze_args(argv)
     return int(analyze_command.run_analyze(analyze) or 0)
 
 

@@ -175,7 +175,8 @@ def run_after(spec, exp_dir: str, address: str | None = None) -> int:
     """Run the spec's ``after`` commands on the finished sweep, in order; returns the first non-zero status.
 
     For a sweep in object storage, a command given no ``--out`` writes beside the sweep, into
-    ``<sweep>/groupsweep_analysis`` there (``promote`` keeps its local spec file). On a cluster (``address``
+    ``<sweep>/groupsweep_analysis`` there (``promote`` keeps its local spec file; the analysis of ``promote
+    --run`` goes there too). On a cluster (``address``
     or ``$RAY_ADDRESS``), ``TRIAL_SIDE_COMMANDS`` run as a Ray task with a trial's resources
     (``sweeps.launcher.run_on_cluster``): the driver's node may hold neither the data nor the weights; and
     ``promote --run`` runs its rerun on that cluster too."""
@@ -197,6 +198,8 @@ def run_after(spec, exp_dir: str, address: str | None = None) -> int:
             args = parser.parse_args(argv)
             if args.command == "promote":  # `promote --run` reruns on the sweep's own cluster
                 args.run_spec = functools.partial(run_spec_file, address=address)
+                if "://" in exp_dir:
+                    args.analysis_out = after_output("analyze", exp_dir)
             status = int(args.func(args) or 0)
         if status != 0:
             return status

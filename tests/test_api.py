@@ -125,6 +125,20 @@ def test_bad_input_raises_the_command_lines_one_line_errors(tmp_path):
     assert not Path(tempfile.gettempdir(), f"{tmp_path.name}-escaped.yaml").exists()  # nothing written there
 
 
+def test_storage_that_cannot_be_reached_is_the_command_lines_one_line_error(monkeypatch):
+    """The command line prints a storage ``OSError`` as one ``error:`` line; the API raises that line as a
+    ``GroupsweepError`` (the ``OSError`` its cause), not the ``OSError`` itself."""
+    from s3_fixtures import free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    closed = f"s3://b/sweeps/demo?endpoint_override=127.0.0.1:{free_port()}&scheme=http&region=us-east-1"
+    with pytest.raises(gs.GroupsweepError, match=r"^When getting information for key 'sweeps/demo' in bucket 'b': "
+                                                 r".*NETWORK_CONNECTION") as error:
+        gs.table1(closed)
+    assert isinstance(error.value.__cause__, OSError) and "\n" not in str(error.value)
+
+
 @pytest.mark.slow
 def test_run_runs_a_sweep_and_returns_its_results(tmp_path):
     """``gs.run`` in a fresh interpreter (it starts Ray there, as the command does): the tiny sweep runs,

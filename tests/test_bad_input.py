@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from s3_fixtures import s3_server  # noqa: F401  (the fixture)
 from sweeps.cli import main
 from trainables.errors import GroupsweepError
 
@@ -332,3 +333,20 @@ def test_object_storage_that_cannot_be_reached_is_one_error_line(tmp_path, capsy
     assert main(["analyze", bucket.replace("/sweeps?", "/sweeps/demo?")]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "NETWORK_CONNECTION" in lines[0], lines
+
+
+def test_a_bucket_that_does_not_exist_is_refused_before_ray_starts(tmp_path, capsys, s3_server):
+    """An object store answers a missing bucket as a missing folder: the run used to start Ray and then stop on its
+    first write, telling the user to resume."""
+    import pyarrow.fs
+    import ray
+
+    storage = s3_server.uri("sweeps").replace("s3://gs-", "s3://missing-gs-", 1)
+    bucket = storage.split("/")[2]
+    assert_one_error_line(["run", spec_file(tmp_path), "--storage", storage], capsys,
+                          f"--storage '{storage}': bucket '{bucket}' not found (it does not exist, or its endpoint "
+                          "cannot be reached); create it, or give another")
+    assert not ray.is_initialized()
+    filesystem, _ = pyarrow.fs.FileSystem.from_uri(s3_server.uri("sweeps"))
+    assert not [info for info in filesystem.get_file_info(pyarrow.fs.FileSelector("", recursive=False))
+                if info.base_name.startswith("missing-")]  # nothing was written, no bucket made

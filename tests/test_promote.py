@@ -1,6 +1,8 @@
 """``groupsweep promote``: the spec it writes reruns exactly the configurations the search chose (checked
 through ``sweeps.spec.build_spec``), the rerun analyses beside the search, options and one-line errors."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -139,6 +141,17 @@ def test_the_search_specs_top_level_settings_are_carried(tmp_path, capsys):
     assert "note: the search spec sets resources per dataset, model or part" in capsys.readouterr().err
 
 
+def test_the_printed_command_is_quoted_for_the_shell_and_a_bad_storage_is_refused(tmp_path, capsys):
+    write_search(tmp_path)
+    storage = "s3://b/sweeps?endpoint_override=127.0.0.1:9000&scheme=http&region=us-east-1"
+    assert promote(tmp_path, "--seeds", 2, "--storage", storage) == 0
+    assert (f"run it with: groupsweep run {tmp_path / 'promoted_wga.yaml'} --storage '{storage}'"
+            in capsys.readouterr().out)
+    assert promote(tmp_path, "--seeds", 2, "--storage", "bogus://q", "--out", tmp_path / "x.yaml") == 2
+    assert capsys.readouterr().err.startswith("error: cannot open 'bogus://q': ")
+    assert not (tmp_path / "x.yaml").exists()
+
+
 def test_run_runs_the_written_spec_as_the_run_command_does(tmp_path, monkeypatch):
     write_search(tmp_path)
     calls = []
@@ -160,6 +173,33 @@ def test_promote_run_as_an_after_command_reruns_on_the_sweeps_cluster(tmp_path, 
     assert sweep_command.run_after(spec, str(tmp_path / "search"), address="127.0.0.1:6379") == 3
     (args,) = calls
     assert args.address == "127.0.0.1:6379" and args.storage == str(tmp_path)
+
+
+def test_promote_run_after_a_sweep_in_object_storage_writes_its_analysis_there(tmp_path, monkeypatch, capsys):
+    """An after command of a sweep in object storage writes into the sweep's analysis folder there, the analysis
+    that ``promote --run`` ends with included (before, it went to the driver's current folder); only the spec file
+    stays local. A ``file://`` URI stands in for a bucket."""
+    write_search(tmp_path / "search")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+
+    def run_command(args):  # what running the promoted spec leaves beside the search
+        spec = build_spec(yaml.load(Path(args.spec).read_text(), Loader=SpecLoader), REGISTRIES)
+        for index, trial in enumerate(spec.trials):
+            write_trial(tmp_path / spec.name, index, trial.config, reports({"val/wga": 0.5, "test/wga": 0.8}),
+                        experiment_id="77777")
+        return 0
+
+    monkeypatch.setattr(sweep_command, "run_command", run_command)
+    spec = build_spec({"name": "search", "datasets": {"synthetic-waterbirds": {}}, "models": ["toy-resnet-xs"],
+                       "methods": ["none"], "after": ["promote --seeds 3 --run"]})
+    exp_dir = (tmp_path / "search").as_uri()
+    assert sweep_command.run_after(spec, exp_dir) == 0
+    analysis = tmp_path / "search" / "groupsweep_analysis"
+    assert (analysis / "table1_wga_rerun.csv").is_file() and (analysis / "table1_wga.md").is_file()
+    assert [path.name for path in (tmp_path / "cwd").iterdir()] == ["search_promoted_wga.yaml"]
+    out = capsys.readouterr().out
+    assert f"$ groupsweep analyze {exp_dir} {exp_dir}-rerun --criterion wga --out {exp_dir}/groupsweep_analysis" in out
 
 
 @pytest.mark.parametrize("seeds, message", [
