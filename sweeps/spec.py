@@ -521,11 +521,7 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
                 values = {**hparams, **dataset_hparams, **model_hparams, **method_hparams, **part_hparams}
                 values.update(dataset=dataset, dataset_options=dict(options), model=model, method=method,
                               ratio=ratio)
-                for key, value in override.items():
-                    if isinstance(value, dict) and isinstance(values.get(key), dict):
-                        values[key] = {**values[key], **value}
-                    else:
-                        values[key] = value
+                values = _merge(values, override)
                 if registries.check_options is not None and isinstance(values["dataset_options"], dict):
                     try:
                         registries.check_options(dataset, values["dataset_options"])
@@ -811,9 +807,12 @@ def apply_overrides(source: dict, overrides: dict) -> dict:
 
 
 def _merge(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra``'s values: mappings merged key by key (``dataset_options``, ``d3m``), other values and
+    search spaces replaced (a space is one value: ``{uniform: ...}`` replaces ``{loguniform: ...}``)."""
     merged = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not (is_space(value)
+                                                                                  or is_space(merged[key])):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value

@@ -302,3 +302,22 @@ def test_plan_shows_a_searched_epochs_as_the_most_a_trial_runs(capsys):
     plan_search(spec)
     header, row = capsys.readouterr().out.splitlines()[:2]
     assert row[header.index(" epochs ") + 1:].split()[0] == "<=6"  # the epochs column (aligned under its header)
+
+
+def test_set_replaces_a_space_with_a_space_of_another_kind():
+    """A space is one value: ``--set lr={uniform: ...}`` (a training setting) or ``hparams.lr=...`` (a spec key)
+    replaces the spec's ``{loguniform: ...}``; before, the two mappings were merged into an invalid two-key
+    space, refused under another key's name. Mappings that are not spaces still merge key by key."""
+    from sweeps.spec import apply_overrides, build_spec
+
+    source = {"datasets": {"synthetic-waterbirds": {"options": {"size": 200}}}, "models": ["toy-resnet-xs"],
+              "methods": ["none"], "search": {"num_samples": 2},
+              "hparams": {"lr": {"loguniform": [1.0e-4, 1.0e-2]}, "weight_decay": {"loguniform": [1.0e-5, 1.0e-2]}}}
+    for overrides in ({"lr": {"uniform": [0.001, 0.01]}}, {"hparams": {"lr": {"uniform": [0.001, 0.01]}}}):
+        (searched,) = build_spec(apply_overrides(source, overrides)).cells
+        assert searched.space["lr"] == {"uniform": [0.001, 0.01]}, overrides
+        assert searched.space["weight_decay"] == {"loguniform": [1.0e-5, 1.0e-2]}
+    (fixed,) = build_spec(apply_overrides(source, {"lr": 0.001})).cells  # a value replaces a space too
+    assert "lr" not in fixed.space and fixed.config["lr"] == 0.001
+    options = build_spec(apply_overrides(source, {"dataset_options": {"val_size": 50}})).cells[0].config
+    assert options["dataset_options"] == {"size": 200, "val_size": 50}
