@@ -422,18 +422,28 @@ CONNECT_TIMEOUT_S = 5.0
 def check_cluster_address(address: str) -> None:
     """Refuse, in one line and before anything is written, a cluster ``address`` that Ray cannot join:
     one that is neither ``auto`` nor ``[ray://]host:port`` (port 1-65535), or whose host does not accept a
-    TCP connection on that port within ``CONNECT_TIMEOUT_S`` (Ray itself would retry for minutes). ``auto``
-    (Ray finds the cluster this machine runs) is not checked here."""
-    if address == "auto" or address == joined_ray_address():
+    TCP connection on that port within ``CONNECT_TIMEOUT_S`` (Ray itself would retry for minutes). ``auto`` is
+    resolved as ``ray.init`` resolves it (``$RAY_ADDRESS``, the cluster ``ray start`` last started here, or a
+    running one found here), then checked the same way; finding none is refused too."""
+    if address == joined_ray_address():
         return
+    given = address
+    if address == "auto":
+        try:  # Ray's own lookup of "auto", the one ray.init makes
+            address = ray._private.services.get_ray_address_from_environment("auto", None)
+        except ConnectionError:
+            raise GroupsweepError("--address 'auto': no running Ray cluster found on this machine (RAY_ADDRESS is "
+                                  "not set, and none was started here); start one (ray start --head) or give "
+                                  "host:port of its head node") from None
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise GroupsweepError(f"--address {address!r} is not a Ray cluster address; give host:port of its head node "
+        raise GroupsweepError(f"--address {given!r} is not a Ray cluster address; give host:port of its head node "
                               "(its GCS, e.g. 10.0.0.1:6379), ray://host:port (Ray Client) or auto")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as error:
-        raise GroupsweepError(f"--address {address!r}: cannot reach the Ray cluster there ({error.strerror or error}); "
+        where = repr(given) if given == address else f"{given!r} ({address})"
+        raise GroupsweepError(f"--address {where}: cannot reach the Ray cluster there ({error.strerror or error}); "
                               "start its head node (ray start --head) or fix the address") from None
 
 

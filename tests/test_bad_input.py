@@ -176,6 +176,21 @@ def test_a_bad_argument_is_one_error_line_too(capsys, argv, fragment):
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
 
 
+def test_address_auto_is_resolved_as_ray_resolves_it_and_checked_before_anything_is_written(tmp_path, capsys,
+                                                                                             monkeypatch):
+    """``--address auto`` takes ``$RAY_ADDRESS`` first (as ``ray.init`` does): one that nothing listens on is refused
+    in one line, before Ray starts and before the sweep folder (its lock) is made."""
+    import ray
+
+    from s3_fixtures import free_port
+
+    closed = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", closed)
+    assert_one_error_line(["run", spec_file(tmp_path), "--storage", str(tmp_path / "st"), "--address", "auto"], capsys,
+                          f"--address 'auto' ({closed}): cannot reach the Ray cluster there")
+    assert not ray.is_initialized() and not (tmp_path / "st").exists()
+
+
 def test_pretrained_weights_missing_here_stop_a_local_run_before_ray_starts(tmp_path, capsys, monkeypatch):
     from huggingface_hub import constants
 
