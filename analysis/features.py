@@ -214,6 +214,21 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def usable_device(device: str | None) -> str:
+    """``device`` (default ``default_device()``) when torch can run on it in this process, else a one-line
+    ``GroupsweepError`` naming it: a CUDA device index must be one torch sees, MPS must be available."""
+    device = device or default_device()
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= count:
+            raise GroupsweepError(f"--device {device!r}: torch sees {count} CUDA device(s) here; give cpu"
+                                  + (f" or cuda:0 to cuda:{count - 1}" if count else ""))
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise GroupsweepError(f"--device {device!r}: MPS is not available here; give cpu")
+    return device
+
+
 def check_same_data(trial: TrialDir, dataset) -> None:
     """Refuse, in one line, a dataset loaded here whose val or test labels or attributes differ from those the
     trial saved (its ``labels.npz``): another data folder, version or options than the trial trained on
@@ -263,9 +278,10 @@ def analyze_trials(results, trial_ids, k: int, epoch: int | None = None, example
                    device: str | None = None, batch_size: int | None = None, log=None) -> list[TrialSpectrum]:
     """One ``TrialSpectrum`` per trial of ``results`` (an ``analysis.results.SweepResults``): features
     extracted from the checkpoint of ``epoch`` (default: each trial's last configured epoch), top-``k``
-    eigenvalues, and the test group accuracies reported at that epoch. ``log(message)`` is told about
-    each trial as it starts."""
+    eigenvalues, and the test group accuracies reported at that epoch, on ``device`` (``usable_device``).
+    ``log(message)`` is told about each trial as it starts."""
     k = check_k(k)
+    device = usable_device(device)
     spectra = []
     for trial_id in trial_ids:
         trial = results.trials.loc[trial_id]

@@ -552,3 +552,13 @@ def test_demo_spectral_preset_end_to_end(tmp_path, capsys):
     epoch_out = tmp_path / "epoch1"
     assert run_command([str(run_dir), "--epoch", "1", "--device", "cpu", "--out", str(epoch_out)]) == 0
     assert set(pd.read_csv(epoch_out / "spectral_rho_table.csv")["epoch"]) == {1}
+
+
+def test_spectral_on_a_device_torch_does_not_see_is_one_error_line(image_sweep, tmp_path):
+    """Checked where the features would be extracted (on a cluster, a worker may have the GPU the driver lacks),
+    before any: before, torch's error came as a traceback."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(GroupsweepError, match=rf"^--device 'cuda:{count}': torch sees {count} CUDA device\(s\) here; "
+                                              "give cpu"):
+        run_command([str(image_sweep), "--device", f"cuda:{count}", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
