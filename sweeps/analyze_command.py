@@ -143,6 +143,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     if selection.table.empty:
         print("no method could be selected: no complete trial has the needed results")
         return 1
+    out = output_folder(args)  # before anything is printed: an --out that cannot be made is the one line said
 
     title = (f"Table 1: method chosen per validation criterion ({args.epoch} epoch); test metrics: "
              "mean ± sample std (ddof=1) over seeds")
@@ -153,7 +154,6 @@ def run_analyze(args: argparse.Namespace) -> int:
     print()
     print(shown.to_markdown(index=False, disable_numparse=True))
 
-    out = output_folder(args)
     stem = "table1" + ("" if args.criterion == "all" else f"_{args.criterion}")
     stem += ("_best" if args.epoch == "best" else "") + ("_pooled" if args.pool_models else "")
     stem += f"_groupinfo-{args.group_info}" if args.group_info else ""
@@ -263,11 +263,17 @@ def output_folder(args: argparse.Namespace) -> Path:
     if args.out and "://" in str(args.out):
         return Path(tempfile.mkdtemp(prefix="groupsweep-out-"))
     out = check_output(args.out) if args.out else default_out_dir(run_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise GroupsweepError(f"cannot create the output folder {str(out)!r}: {error.strerror}") from None
+    make_folder(out, "--out" if args.out else "the output folder")
     return out
+
+
+def make_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` (and its parents) if needed; a one-line ``GroupsweepError`` naming ``what`` it is (an
+    option such as ``--out``) when it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise GroupsweepError(f"{what} {str(folder)!r}: cannot create the folder ({error.strerror or error})") from None
 
 
 def publish(args: argparse.Namespace, out: Path) -> None:

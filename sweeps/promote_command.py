@@ -26,7 +26,7 @@ import shlex
 from pathlib import Path
 
 from sweeps import analyze_command
-from sweeps.analyze_command import check_output, load_run, print_notes
+from sweeps.analyze_command import check_output, load_run, make_folder, print_notes
 from sweeps.spec import HPARAM_FIELDS, dump_spec, method_slug, parse_seeds
 from trainables.errors import GroupsweepError, path_name
 from trainables.trial_dir import join_location, location_filesystem, split_location
@@ -111,7 +111,7 @@ def run_promote(args: argparse.Namespace) -> int:
         print_notes([("the search spec sets resources per dataset, model or part; the promoted spec carries only "
                       "its top-level resources: check them before running it")])
     out = Path(args.out) if args.out else default_out(results.run_dir, sweep, args.criterion)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent, "--out's folder" if args.out else "the spec's folder")
     out.write_text(f"# written by: groupsweep promote {results.run_dir} --criterion {args.criterion}\n"
                    + "".join(f"# {line}\n" for line in chosen_lines(selection.hyperparameters)) + dump_spec(source))
     print(display_hyperparameters(selection.hyperparameters).to_markdown(index=False, disable_numparse=True))

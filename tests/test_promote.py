@@ -152,6 +152,20 @@ def test_the_printed_command_is_quoted_for_the_shell_and_a_bad_storage_is_refuse
     assert not (tmp_path / "x.yaml").exists()
 
 
+def test_an_out_folder_that_cannot_be_made_is_one_error_line_before_any_table(tmp_path, capsys):
+    """``/proc`` refuses new folders, even to root (for whom it passes the writability check)."""
+    write_search(tmp_path)
+    capsys.readouterr()
+    for argv in (["promote", tmp_path, "--seeds", 2, "--out", "/proc/nope/x.yaml"],
+                 ["analyze", tmp_path, "--out", "/proc/nope"]):
+        assert cli.main(list(map(str, argv))) == 2, argv
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert lines[-1].startswith("error: ") and "'/proc/nope" in lines[-1] and "--out" in lines[-1], err
+        assert "Table 1" not in out and "|" not in out, out
+    assert not list(tmp_path.glob("promoted_*"))
+
+
 def test_run_runs_the_written_spec_as_the_run_command_does(tmp_path, monkeypatch):
     write_search(tmp_path)
     calls = []
