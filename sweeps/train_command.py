@@ -58,8 +58,11 @@ def run_train(args: argparse.Namespace) -> int:
 
     # deferred: torch and the model libraries load only when a run starts, not for `groupsweep --help`
     from trainables.config_data import load_config_dataset
+    from trainables.models import get_spec
     from trainables.plans import train_run
 
+    get_spec(config.model)  # every name checked, and the data loaded, before anything is printed
+    dataset = load_config_dataset(config)
     header = "  ".join(f"{name:>9}" for name in EPOCH_COLUMNS.values())
     print(f"{config.dataset} / {config.model} / {config.method}"
           + (f" {config.ratio:g}:1" if config.ratio else "") + f" / seed {config.seed}")
@@ -75,6 +78,5 @@ def run_train(args: argparse.Namespace) -> int:
                 cells.append(f"{value:>9.4f}" if value == value else f"{'-':>9}")
         print("  ".join(cells), flush=True)
 
-    dataset = load_config_dataset(config)
     train_run(config, dataset, show)
     return 0

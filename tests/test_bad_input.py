@@ -191,6 +191,22 @@ def test_address_auto_is_resolved_as_ray_resolves_it_and_checked_before_anything
     assert not ray.is_initialized() and not (tmp_path / "st").exists()
 
 
+@pytest.mark.parametrize("argv, fragment", [
+    (["--method", "none", "--ratio", "2"], "balancing method 'none' takes no ratio (got 2.0)"),
+    (["--method", "mixture"], "balancing method 'mixture' needs a ratio"),
+    (["--method", "nope"], "unknown balancing method 'nope'"),
+    (["--model", "nope"], "unknown model 'nope'"),
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--set", "dataset_options.size=abc"], "size='abc'"),
+])
+def test_train_prints_nothing_before_refusing_bad_input(capsys, argv, fragment):
+    """Before, ``train`` printed its banner (``none 2:1``) and header, then the error."""
+    capsys.readouterr()
+    assert main(["train", "--model", "toy-resnet-xs", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1 and fragment in err, (out, err)
+
+
 def test_pretrained_weights_missing_here_stop_a_local_run_before_ray_starts(tmp_path, capsys, monkeypatch):
     from huggingface_hub import constants
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from trainables.balancing import check_method
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, positive_integer
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -201,6 +202,7 @@ class TrainConfig:
     checkpoint_every: int | str = 1
 
     def __post_init__(self):
+        check_method(self.method, self.ratio)
         choose("schedule", self.schedule, SCHEDULES)
         choose("schedule_step", self.schedule_step, SCHEDULE_STEPS)
         if not is_real(self.final_lr_factor, 0, 1):
