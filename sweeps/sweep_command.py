@@ -379,7 +379,8 @@ def run_command(args: argparse.Namespace) -> int:
     errors, cause = failed_trials(results)
     if errors:
         cause = f" (first error: {cause})" if cause else ""
-        print(f"{errors} trial(s) failed{cause}; `groupsweep status {name}` lists them, rerun the command to retry")
+        print(f"{errors} trial(s) failed{cause}; `{shlex.join(['groupsweep', 'status', str(exp_dir)])}` lists them, "
+              "rerun the command to retry")
         if spec.after and not args.no_after:
             print("the spec's `after` commands did not run: they run once every trial has finished")
         return 1

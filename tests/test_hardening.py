@@ -282,6 +282,7 @@ def test_full_disk_ends_with_the_summary_and_one_cause_and_the_same_command_resu
         cause = lines[-1]  # one line saying why
         assert cause.startswith("2 trial(s) failed (first error: OSError: [Errno 28]"), cause
         assert "No space left on device" in cause, cause
+        assert f"; `groupsweep status {disk / 'full'}` lists them, rerun the command to retry" in cause, cause
         all_files_parse(disk / "full")
 
         grow_disk(disk, "64m")  # space freed: the same command resumes and finishes
