@@ -158,12 +158,17 @@ def _check_against_spec(args: argparse.Namespace, spec) -> None:
     for trial in spec.trials:
         config = TrainConfig.from_dict(trial.config)
         saved = [epoch for epoch in range(1, config.epochs + 1) if config.checkpoints(epoch)]
-        kept = saved if spec.keep_checkpoints == "all" else saved[-spec.keep_checkpoints:]
-        if args.epoch not in kept:
-            raise GroupsweepError(f"--epoch {args.epoch}: trial {trial.name} keeps the checkpoints of epochs "
-                                  f"{', '.join(map(str, kept))} only (epochs {config.epochs}, checkpoint_every "
-                                  f"{config.checkpoint_every}, keep_checkpoints {spec.keep_checkpoints}); set "
-                                  "keep_checkpoints: all to analyse an earlier epoch")
+        kept = saved[-spec.keep_checkpoints:]  # keep_checkpoints: all is the most epochs of any trial
+        if args.epoch in kept:
+            continue
+        if args.epoch > config.epochs:
+            remedy = f"trial {trial.name} runs {config.epochs} epoch(s)"
+        elif args.epoch not in saved:
+            remedy = f"checkpoint_every {config.checkpoint_every} saves no checkpoint of epoch {args.epoch}"
+        else:
+            remedy = "set keep_checkpoints: all to analyse an earlier epoch"
+        raise GroupsweepError(f"--epoch {args.epoch}: trial {trial.name} keeps the checkpoints of epochs "
+                              f"{', '.join(map(str, kept))} only; {remedy}")
 
 
 # The after commands that read the models and the data again (feature extraction), not only the storage:
