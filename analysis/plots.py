@@ -43,7 +43,7 @@ import pandas as pd
 
 from analysis.results import SweepResults
 from trainables.balancing import METHODS, RATIO_METHODS
-from trainables.errors import choose
+from trainables.errors import GroupsweepError, choose
 
 FIGURES = ("collapse", "mixture", "scaling", "ablation")
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#F0E442")
@@ -76,10 +76,12 @@ def figure_size(n_cols: int, n_rows: int = 1) -> tuple:
 
 
 def make_figures(results: SweepResults, names, out_dir, model: str | None = None) -> list:
-    """Draw the figures ``names`` (from ``FIGURES``, or ``["all"]``) into ``out_dir``; one ``FigureOutput`` each."""
+    """Draw the figures ``names`` (from ``FIGURES``, or ``["all"]``) into ``out_dir``; one ``FigureOutput`` each.
+    ``model``: the model that the one-model figures show (``check_model``)."""
     names = list(FIGURES) if list(names) == ["all"] else list(names)
     for name in names:
         choose("figure", name, FIGURES)
+    check_model(results, model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     drawers = {
@@ -89,6 +91,14 @@ def make_figures(results: SweepResults, names, out_dir, model: str | None = None
         "ablation": lambda: plot_ablation(results, out_dir, model=model),
     }
     return [drawers[name]() for name in names]
+
+
+def check_model(results: SweepResults, model: str | None) -> None:
+    """A one-line ``GroupsweepError`` listing the sweep's models when ``model`` (None: each dataset's largest) is
+    not one of them."""
+    models = sorted(set(results.trials["model"].dropna()))
+    if model is not None and model not in models:
+        raise GroupsweepError(f"model {model!r} is not in this sweep; its models: {', '.join(models)}")
 
 
 def plot_collapse(results: SweepResults, out_dir, model: str | None = None) -> FigureOutput:

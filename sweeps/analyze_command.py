@@ -208,10 +208,11 @@ def check_plot_args(args: argparse.Namespace) -> None:
 def run_plot(args: argparse.Namespace) -> int:
     """Load the results and draw the chosen figures; print the files written and what was missing."""
     # deferred: pandas and the analysis modules load when a command runs, not for `groupsweep --help`
-    from analysis.plots import make_figures
+    from analysis.plots import check_model, make_figures
 
     check_plot_args(args)
     results = load_run(args.run_dir)
+    check_model(results, args.model)  # before the output folder is made
     out = output_folder(args)
     outputs = make_figures(results, [args.figure], out, model=args.model)
     print_notes(list(results.problems) + [note for output in outputs for note in output.notes])

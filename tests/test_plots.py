@@ -242,3 +242,14 @@ def test_plot_command(sweep, tmp_path, monkeypatch, capsys):
         assert (tmp_path / f"{name}.pdf").exists() and (tmp_path / f"{name}.csv").exists()
     assert cli.main(["plot", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_a_model_not_in_the_sweep_is_one_error_line_listing_its_models(sweep, tmp_path, capsys):
+    """Before, a typo drew fewer figures with a note and exit status 0 (or 1 and no error line)."""
+    models = ", ".join(sorted(set(sweep.trials["model"])))
+    for figure in ("all", "collapse"):
+        assert cli.main(["plot", str(sweep.run_dir), "--figure", figure, "--model", "nosuch",
+                         "--out", str(tmp_path / "out")]) == 2
+        out, err = capsys.readouterr()
+        assert err == f"error: model 'nosuch' is not in this sweep; its models: {models}\n" and out == ""
+    assert not (tmp_path / "out").exists()
