@@ -291,8 +291,9 @@ def analyze_trials(results, trial_ids, k: int, epoch: int | None = None, example
         statistics = trial_statistics(results.trial_dir(trial_id), epoch=epoch, examples=examples, device=device,
                                       batch_size=batch_size)
         info = {"dataset": trial["dataset"], "model": trial["model"], "method_label": trial["method_label"],
-                "variant": trial["variant"], "config_id": trial["config_id"], "seed": int(trial["seed"]), "trial_id": trial_id,
-                "trial_name": trial["trial_name"], "epoch": statistics.epoch, "examples": examples}
+                "variant": trial["variant"], "config_id": trial["config_id"], "seed": int(trial["seed"]),
+                "trial_id": trial_id, "trial_name": trial["trial_name"], "epoch": statistics.epoch,
+                "examples": examples}
         accuracy = reported_test_group_acc(results, trial_id, statistics.epoch, len(statistics.train_counts))
         spectra.append(spectrum_from_statistics(info, statistics, k, accuracy))
     return spectra

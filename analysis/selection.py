@@ -258,7 +258,7 @@ def _stopped_trials(results: SweepResults, frame: pd.DataFrame, epoch: str, note
                          "best of the epochs they reached (best epoch rule)")
         else:
             total = trials.loc[trials["cell"] == cell, "config_id"].nunique()
-            notes.append(f"{_where(first)}: {group['config_id'].nunique()} of {total} configurations left out: "
+            notes.append(f"{_where(first)}: {_left_out(group, total)}: "
                          f"ASHA stopped {len(group)} of their trials before epoch {first['epochs']} "
                          "(the final epoch rule needs every seed at its final epoch)")
     if epoch == "best":
@@ -279,9 +279,15 @@ def _unfinished_configurations(results: SweepResults, frame: pd.DataFrame, notes
         counts = group["status"].value_counts()
         outcomes = [f"{counts[status]} {word}" for status, word in UNFINISHED_WORDS.items() if status in counts]
         outcomes[0] = outcomes[0].replace(" ", " of their trials ", 1)
-        notes.append(f"{_where(group.iloc[0])}: {group['config_id'].nunique()} of {total} configurations left out: "
+        notes.append(f"{_where(group.iloc[0])}: {_left_out(group, total)}: "
                      f"{', '.join(outcomes)} (a configuration is compared over all its seeds)")
     return _without_configurations(frame, unfinished)
+
+
+def _left_out(trials: pd.DataFrame, total: int) -> str:
+    """``N of TOTAL configurations left out (h00, h03)``: the configurations of ``trials`` (one cell's), by id."""
+    ids = sorted(set(trials["config_id"]), key=lambda config_id: int(config_id[1:]))
+    return f"{len(ids)} of {total} configurations left out ({', '.join(ids)})"
 
 
 def _in_configurations(frame: pd.DataFrame, configurations: set) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 Each figure is laid out and written with ``analysis.plots``' ``panel_figure`` and ``save_figure`` (fixed
 panel size, one shared legend and caption, PNG + PDF + the CSV of the plotted statistics), one panel
-per dataset / model / method, and per configuration in a search (``analysis.covariance.panel_names``). Across seeds a figure shows the
-mean and its CSV the mean and the sample standard deviation (ddof=1; NaN for one seed).
+per dataset / model / method, and per configuration in a search (``analysis.covariance.panel_names``).
+Across seeds a figure shows the mean and its CSV the mean and the sample standard deviation (ddof=1; NaN
+for one seed).
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def test_stopped_configurations_are_left_out_at_the_final_epoch_and_scored_at_th
     final = select(results, ["wga"], epoch="final")
     assert final.table.iloc[0]["config_id"] == "h01" and final.table.iloc[0]["score"] == pytest.approx(0.70)
     assert final.hyperparameters.iloc[0]["n_configurations"] == 1
-    assert final.notes == [("wb/m/upweighting: 1 of 2 configurations left out: ASHA stopped 1 of their trials "
+    assert final.notes == [("wb/m/upweighting: 1 of 2 configurations left out (h00): ASHA stopped 1 of their trials "
                             "before epoch 3 (the final epoch rule needs every seed at its final epoch)")]
 
     best = select(results, ["wga"], epoch="best")
@@ -202,8 +202,8 @@ def test_a_configuration_that_diverged_on_a_seed_is_left_out(tmp_path):
         selection = select(load_results(tmp_path), ["wga"], epoch=epoch)
         assert selection.table.iloc[0]["config_id"] == "h01", epoch
         assert selection.table.iloc[0]["score"] == pytest.approx(0.70)
-        assert ("wb/m/upweighting: 1 of 2 configurations left out: 1 of their trials diverged (a configuration is "
-                "compared over all its seeds)") in selection.notes
+        assert ("wb/m/upweighting: 1 of 2 configurations left out (h00): 1 of their trials diverged (a configuration "
+                "is compared over all its seeds)") in selection.notes
 
 
 def test_a_configuration_with_a_failed_or_unfinished_seed_is_left_out(tmp_path):
@@ -221,8 +221,8 @@ def test_a_configuration_with_a_failed_or_unfinished_seed_is_left_out(tmp_path):
         selection = select(load_results(run_dir), ["wga"])
         assert selection.table.iloc[0]["config_id"] == "h01", status
         assert selection.hyperparameters.iloc[0]["n_configurations"] == 1
-        assert (f"wb/m/upweighting: 1 of 2 configurations left out: 1 of their trials {status} (a configuration is "
-                "compared over all its seeds)") in selection.notes
+        assert (f"wb/m/upweighting: 1 of 2 configurations left out (h00): 1 of their trials {status} (a "
+                "configuration is compared over all its seeds)") in selection.notes
 
 
 def test_a_search_with_no_complete_configuration_is_noted_not_a_crash(tmp_path):
