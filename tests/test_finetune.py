@@ -166,6 +166,31 @@ def test_upweighting_trains_with_the_class_weights_n_max_over_n_y(monkeypatch):
     assert counts[0] != counts[1]  # the weights are not all 1
 
 
+def test_class_weighted_loss_over_two_processes_averages_to_the_whole_batch_gradient():
+    """Upweighting normalises by the weight sum of the whole batch: split over two data-parallel processes, each
+    normalising its own part (``cross_entropy(weight=...)`` per process) would give the one class-1 example the
+    weight 3.3 / (3 + 3.3) instead of 3.3 / (7 + 3.3); the processes' averaged gradient must be the whole batch's."""
+    from trainables.finetune import class_weighted_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(8, 2, requires_grad=True)
+    targets = torch.tensor([0, 0, 0, 0, 0, 0, 0, 1])  # the only class-1 example in the second half
+    weights = torch.tensor([1.0, 3.3])
+    whole = class_weighted_loss(logits, targets, weights)
+    expected = torch.autograd.grad(whole, logits)[0]
+    assert whole.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, targets, weight=weights).item())
+
+    halves = [slice(0, 4), slice(4, 8)]
+    handed = [weights[targets[half]].sum() for half in halves]  # each process's weight sum, all-reduced
+    parts = [class_weighted_loss(logits[half], targets[half], weights, reduce=lambda _: handed[0] + handed[1],
+                                 processes=2) for half in halves]
+    averaged = torch.autograd.grad(sum(parts) / 2, logits)[0]  # DDP averages the processes' gradients
+    torch.testing.assert_close(averaged, expected)
+    assert (sum(parts) / 2).item() == pytest.approx(whole.item())
+    assert class_weighted_loss(logits, targets, None, reduce=lambda total: total, processes=2).item() == \
+        pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item())  # no weights: the plain mean
+
+
 def test_a_nan_loss_stops_the_run_with_a_divergence_error():
     from trainables.finetune import DivergenceError
 

@@ -271,7 +271,10 @@ def trak(train: Sequence[GradientFeatures], targets: Sequence[GradientFeatures],
     """TRAK scores from per-model features of the training split and of the targets (same models, same order).
 
     ``ridge``: λ relative to the kernel's scale (λ = ridge · trace(ΦᵀΦ) / k); 0 uses the plain inverse and
-    needs ΦᵀΦ invertible (n ≥ k). Kernel terms and Q are averaged over the models separately.
+    needs ΦᵀΦ invertible (n ≥ k). Kernel terms and Q are averaged over the models separately: TRAK's own
+    ensemble estimator (Park et al. 2023; the ``traker`` package that the D3M authors ran computes it so). The
+    D3M paper's step (e), "repeat steps (a)-(d) for T trials, and average the results", read literally would
+    average the products (mean_t K_t Q_t instead of mean_t K_t · mean_t Q_t): the two differ only for T > 1.
     """
     if not train or len(train) != len(targets):
         raise GroupsweepError(f"trak needs the same number (>= 1) of train and target features, got "

@@ -261,6 +261,22 @@ def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, 
     return metrics, predictions
 
 
+def class_weighted_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None,
+                        reduce: Callable | None = None, processes: int = 1) -> torch.Tensor:
+    """The batch's cross-entropy, each example weighted by its class (``class_weights``; None: unweighted) and
+    normalised by the weight sum of the whole batch (``upweighting``: equal in expectation to upsampling).
+
+    One process (``reduce`` None): ``F.cross_entropy(weight=...)``, which is exactly that. Several
+    data-parallel processes (``reduce`` sums a tensor over the ``processes``; DDP averages their gradients):
+    each returns ``processes * sum(w * loss) / W``, ``W`` the weight sum of every process's part, so the
+    averaged gradient is the whole batch's, not the mean of per-process normalisations."""
+    if reduce is None or class_weights is None:
+        return F.cross_entropy(logits.float(), targets, weight=class_weights)
+    weights = class_weights[targets]
+    losses = F.cross_entropy(logits.float(), targets, reduction="none")
+    return processes * (weights * losses).sum() / reduce(weights.sum().detach())
+
+
 def make_group_dro(config: TrainConfig, dataset: GroupDataset, plan: BalancingPlan, device) -> GroupDRO | None:
     """The run's ``GroupDRO`` (``groupdro`` method: ``groupdro_eta``, ``groupdro_adjustment``, n_g the group
     counts of the examples trained on), or None for every other method."""
@@ -330,8 +346,8 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     group_dro = make_group_dro(config, dataset, plan, accelerator.device)
     if group_dro is not None:
         train_groups = torch.as_tensor(dataset.groups("train"), device=accelerator.device)
-        reduce = (functools.partial(accelerator.reduce, reduction="sum") if accelerator.num_processes > 1
-                  else None)
+    # sums a tensor over the data-parallel processes, for the losses normalised by the whole batch (None: one)
+    reduce = functools.partial(accelerator.reduce, reduction="sum") if accelerator.num_processes > 1 else None
 
     start_epoch = 1
     if resume_state is not None:
@@ -360,7 +376,7 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             logits = model(inputs)
             if group_dro is None:
-                loss = F.cross_entropy(logits.float(), targets, weight=class_weights)
+                loss = class_weighted_loss(logits, targets, class_weights, reduce, accelerator.num_processes)
             else:
                 loss = group_dro.loss(F.cross_entropy(logits.float(), targets, reduction="none"),
                                       train_groups[positions], reduce, accelerator.num_processes)
