@@ -141,9 +141,14 @@ CIVIL_COLUMNS = (
 )
 
 
+# Texts that pandas reads as missing by default; a comment or custom text may be just that word.
+NA_TEXTS = ("NA", "None", "null", "nan", "N/A")
+
+
 def civil_text(i: int) -> str:
-    """Comment ``i``: commas, quotes and a newline, so CSV quoting is exercised."""
-    return f'comment {i}, says "hello"\nsecond line {i}'
+    """Comment ``i``: commas, quotes and a newline, so CSV quoting is exercised; every fourth one a word that
+    pandas reads as missing (``NA_TEXTS``), which must stay text."""
+    return NA_TEXTS[i // 4 % len(NA_TEXTS)] if i % 4 == 1 else f'comment {i}, says "hello"\nsecond line {i}'
 
 
 def write_civilcomments(root: Path, counts: dict) -> Path:
@@ -236,12 +241,18 @@ def write_custom_images(root: Path, counts: dict, n_spurious: int = 2, split_nam
     return root
 
 
+def custom_text(i: int, y: int, word: str = "text") -> str:
+    """Text ``i`` of a custom text fixture."""
+    return NA_TEXTS[i // 3 % len(NA_TEXTS)] if i % 3 == 1 else f"{word} {i}, y={y}"
+
+
 def write_custom_text(root: Path, counts: dict, pairs: bool = False) -> Path:
-    """Custom ``metadata.csv`` (id, text[, text_b], split, y, a) with integer names."""
+    """Custom ``metadata.csv`` (id, text[, text_b], split, y, a) with integer names; every third text a word that
+    pandas reads as missing (``NA_TEXTS``)."""
     header = ["id", "text", *(["text_b"] if pairs else []), "split", "y", "a"]
     rows = []
     for i, (split, y, s) in enumerate(examples(counts, 2)):
-        texts = [f"text {i}, y={y}", *([f"second {i}"] if pairs else [])]
+        texts = [custom_text(i, y), *([custom_text(i + 1, y, "second")] if pairs else [])]
         rows.append([i, *texts, split, y, s])
     with open(root / "metadata.csv", "w", newline="") as handle:
         writer = csv.writer(handle)

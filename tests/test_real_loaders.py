@@ -12,7 +12,9 @@ import trainables.data.custom  # noqa: F401
 import trainables.data.multinli  # noqa: F401
 import trainables.data.waterbirds  # noqa: F401
 from native_fixtures import (
+    NA_TEXTS,
     civil_text,
+    custom_text,
     examples,
     group_color,
     mnli_pair,
@@ -173,7 +175,10 @@ def test_civilcomments(tmp_path):
     assert dataset.class_names == ("neutral", "toxic")
     rows = examples(COUNTS, 2)
     train = [i for i, (split, _, _) in enumerate(rows) if split == 0]
-    assert dataset.splits["train"].inputs == [civil_text(i) for i in train]  # commas, quotes, newlines kept
+    # commas, quotes, newlines kept; "NA", "None", "null"... stay text (pandas would read them as missing)
+    assert dataset.splits["train"].inputs == [civil_text(i) for i in train]
+    assert set(NA_TEXTS) <= set(dataset.splits["train"].inputs + dataset.splits["val"].inputs
+                                + dataset.splits["test"].inputs)
     assert load_dataset("civilcomments", root=tmp_path, max_length=64).max_length == 64
 
 
@@ -225,6 +230,10 @@ def test_custom_text(tmp_path, pairs):
     assert dataset.modality == "text" and dataset.max_length == 40 and dataset.class_names == ("0", "1")
     first = dataset.splits["train"].inputs[0]
     assert isinstance(first, tuple) == pairs
+    rows = examples(COUNTS, 2)
+    expected = [custom_text(i, y) if not pairs else (custom_text(i, y), custom_text(i + 1, y, "second"))
+                for i, (split, y, _) in enumerate(rows) if split == 0]
+    assert dataset.splits["train"].inputs == expected  # "NA", "None", "null"... stay text
 
 
 def test_custom_three_attributes(tmp_path):

@@ -26,7 +26,7 @@ THRESHOLD = 0.5
 def read_civilcomments(root: Path) -> NativeTable:
     """Read and validate ``all_data_with_identities.csv`` of a WILDS CivilComments folder."""
     path = find_file(root, ["all_data_with_identities.csv"], "civilcomments data")
-    frame = read_csv(path, ["comment_text", "split", "toxicity", *IDENTITIES], dtype={"comment_text": str})
+    frame = read_csv(path, ["comment_text", "split", "toxicity", *IDENTITIES], literal=["comment_text"])
     identity = np.zeros(len(frame), dtype=bool)
     for column in IDENTITIES:
         identity |= np.nan_to_num(numeric_column(path, frame[column], missing_ok=True), nan=0.0) >= THRESHOLD
@@ -38,7 +38,7 @@ def read_civilcomments(root: Path) -> NativeTable:
     class_names, attribute_names, _ = TABLE2["civilcomments"]
     return NativeTable(
         name="civilcomments", modality="text", source=path,
-        inputs=frame["comment_text"].fillna("").tolist(),
+        inputs=frame["comment_text"].tolist(),
         y=(toxicity >= THRESHOLD).astype(np.int64),
         s=identity.astype(np.int64),
         split=map_codes(path, frame["split"], NAMED_SPLITS, "split"),

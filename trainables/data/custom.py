@@ -52,7 +52,7 @@ def _names(path: Path, frame: pd.DataFrame, values: np.ndarray, column: str) -> 
 def read_custom(root: Path) -> NativeTable:
     """Read and validate a custom ``metadata.csv`` (images must exist)."""
     path = find_file(root, ["metadata.csv"], "custom metadata")
-    frame = read_csv(path, ["split", "y", "a"], optional=OPTIONAL, dtype={c: str for c in OPTIONAL})
+    frame = read_csv(path, ["split", "y", "a"], optional=OPTIONAL, literal=OPTIONAL)
     if ("filename" in frame) == ("text" in frame):
         raise GroupsweepError(
             f"{path}: needs exactly one of the columns 'filename' (images) or 'text' (text); found columns: "
@@ -62,9 +62,9 @@ def read_custom(root: Path) -> NativeTable:
     if "filename" in frame:
         modality, inputs = "image", frame["filename"].tolist()
     elif "text_b" in frame:
-        modality, inputs = "text", list(zip(frame["text"].fillna("").tolist(), frame["text_b"].fillna("").tolist()))
+        modality, inputs = "text", list(zip(frame["text"].tolist(), frame["text_b"].tolist()))
     else:
-        modality, inputs = "text", frame["text"].fillna("").tolist()
+        modality, inputs = "text", frame["text"].tolist()
     table = NativeTable(
         name="custom", modality=modality, source=path, inputs=inputs, y=y, s=s,
         split=map_codes(path, frame["split"], SPLIT_CODES, "split"),

@@ -27,6 +27,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES  # pandas' own missing-value strings (no public name)
 
 from trainables.data.base import MAX_IMAGE_SIZE, SPLITS, GroupDataset, Split
 from trainables.data.image_cache import cached_images
@@ -97,18 +98,24 @@ def row_error(path: Path, row: int, message: str) -> GroupsweepError:
     return GroupsweepError(f"{path} row {row}: {message}")
 
 
-def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), **options) -> pd.DataFrame:
+def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), literal: Sequence[str] = (),
+             **options) -> pd.DataFrame:
     """Read the columns ``required`` (and those of ``optional`` present) of the delimited file ``path``.
 
-    ``options`` go to ``pandas.read_csv``. One-line errors name the file for a missing file, an unparsable
-    file or a missing column (listing the columns found), and the file and row for a row with more or fewer
-    values than the file has columns (``check_field_counts``).
+    ``options`` go to ``pandas.read_csv``. The values of the ``literal`` columns (texts, names) are kept as
+    written, as strings: pandas would read a comment ``NA``, ``None`` or ``null`` as missing; the other
+    columns keep pandas' missing values (an empty cell, ``NA``). One-line errors name the file for a missing
+    file, an unparsable file or a missing column (listing the columns found), and the file and row for a row
+    with more or fewer values than the file has columns (``check_field_counts``).
     """
     if not path.is_file():
         raise GroupsweepError(f"file {str(path)!r} not found")
     options = {"index_col": False, **options}  # cells beyond the header never turn into an index
     try:
         header = pd.read_csv(path, nrows=0, **options).columns
+        if literal:
+            options.update(keep_default_na=False, dtype={**options.get("dtype", {}), **dict.fromkeys(literal, str)},
+                           na_values={column: list(STR_NA_VALUES) for column in header if column not in literal})
         missing = [column for column in required if column not in header]
         if missing:
             raise GroupsweepError(
