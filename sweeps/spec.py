@@ -75,7 +75,7 @@ from sweeps.spaces import (SPACE_KINDS, SearchCell, SearchSettings, check_metric
                            is_space, parse_search, space_values, trial_name)
 from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
 from trainables.config import (MAX_SEED, METHODS_READING, NON_TRAINING_FIELDS, OPTIMIZERS_READING,
-                               TrainConfig)
+                               TrainConfig, check_batch_split)
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
 from trainables.models import MODELS, check_weights_request, get_spec
 from trainables.trial_dir import METHOD_HPARAMS_KEY
@@ -549,7 +549,9 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
                 for seed in seeds:
                     name = f"{cell}-s{seed}"
                     try:
-                        config = TrainConfig.from_dict({**values, "seed": seed}).to_dict()
+                        trial_config = TrainConfig.from_dict({**values, "seed": seed})
+                        check_batch_split(trial_config, trial_resources.workers)
+                        config = trial_config.to_dict()
                     except GroupsweepError as error:
                         _fail(f"trial {name}", str(error))
                     config["trial_name"] = name

@@ -191,6 +191,22 @@ def test_class_weighted_loss_over_two_processes_averages_to_the_whole_batch_grad
         pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item())  # no weights: the plain mean
 
 
+def test_a_last_batch_of_one_example_is_left_out_for_a_batchnorm_model_only():
+    """BatchNorm cannot train on one example (a ResNet's epoch of n = k * batch + 1 draws used to stop with a
+    traceback); the other models keep every draw."""
+    from trainables.config_data import load_config_dataset
+    from trainables.finetune import single_example_batch
+    from trainables.models.build import build_model
+
+    n_train = len(load_config_dataset(small_config(method="none")).splits["train"].y)
+    history = finetune(small_config(model="toy-resnet-xs", method="none", epochs=1, batch_size=n_train - 1),
+                       cpu=True)
+    assert history[0]["epoch"] == 1 and np.isfinite(history[0]["optim/loss"])
+    assert single_example_batch(build_model("toy-resnet-xs", 2, pretrained=False), 2 * 32 + 1, 32)
+    assert not single_example_batch(build_model("toy-resnet-xs", 2, pretrained=False), 2 * 32 + 2, 32)
+    assert not single_example_batch(build_model("toy-convnextv2-xs", 2, pretrained=False), 2 * 32 + 1, 32)
+
+
 def test_a_nan_loss_stops_the_run_with_a_divergence_error():
     from trainables.finetune import DivergenceError
 

@@ -284,3 +284,12 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """The config as a plain JSON-able dict."""
         return dataclasses.asdict(self)
+
+
+def check_batch_split(config: TrainConfig, processes: int) -> None:
+    """A one-line ``GroupsweepError`` unless ``batch_size`` and ``eval_batch_size`` (with several data-parallel
+    workers, global batches: each worker takes its share) split evenly over the ``processes`` workers."""
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(config, name) % processes:
+            raise GroupsweepError(f"{name} {getattr(config, name)} does not split over {processes} workers: with "
+                                  f"several workers it is the global batch; give a multiple of {processes}")

@@ -31,7 +31,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 
 from trainables.balancing import BalancingPlan, make_plan, make_sampler
 from trainables.builders import build_model_and_inputs
-from trainables.config import NON_TRAINING_FIELDS, TrainConfig
+from trainables.config import NON_TRAINING_FIELDS, TrainConfig, check_batch_split
 from trainables.config_data import load_config_dataset
 from trainables.data import GroupDataset
 from trainables.errors import GroupsweepError
@@ -93,7 +93,9 @@ def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
     Accelerate's ``dynamo_backend`` to ``inductor`` (``prepare`` then compiles the model). Its prepared
     DataLoaders copy batches to the device without blocking (``non_blocking``; with ``pin_memory`` on a GPU,
     see ``finetune``): a blocking copy waits for the kernels already queued, so the GPU would sit idle while
-    the host fetches the next batch.
+    the host fetches the next batch. With several data-parallel processes, ``batch_size`` (and
+    ``eval_batch_size``) is the global batch, each process taking its share (``split_batches``): the number of
+    workers changes neither the batch nor the steps of an epoch (``check_batch_split``).
 
     Accelerate keeps one device, precision and dynamo backend per process; a process that already ran with
     other settings gets a one-line ``GroupsweepError`` (the launcher therefore reuses trial processes only
@@ -107,7 +109,7 @@ def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
     problem = None
     try:
         accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision, dynamo_backend=backend,
-                                  dataloader_config=DataLoaderConfiguration(non_blocking=True))
+                                  dataloader_config=DataLoaderConfiguration(non_blocking=True, split_batches=True))
         if str(accelerator.state.dynamo_plugin.backend.value).lower() != backend:
             problem = f"compile_model={config.compile_model}"
     except ValueError:  # Accelerate's "AcceleratorState has already been initialized"
@@ -115,7 +117,9 @@ def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
     if problem is not None:
         raise GroupsweepError(f"this process already trained with other device, precision or compile settings; "
                               f"run {problem} in a new process")
+    check_batch_split(config, accelerator.num_processes)
     return accelerator
+
 
 
 def make_optimizer(config: TrainConfig, model: GroupModel) -> torch.optim.Optimizer:
@@ -261,6 +265,14 @@ def evaluate(model, eval_loaders: dict, accelerator, model_inputs: ModelInputs, 
     return metrics, predictions
 
 
+def single_example_batch(model: torch.nn.Module, examples: int, batch_size: int) -> bool:
+    """Whether an epoch of ``examples`` draws would end with a batch of one example that ``model`` cannot train on:
+    BatchNorm in training mode needs two values per channel (the ResNets; a subset or mixture with n = k * batch
+    + 1 examples). The loader then leaves that one draw out of the epoch (``drop_last``); nothing else changes."""
+    return examples % batch_size == 1 and any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+                                              for module in model.modules())
+
+
 def class_weighted_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None,
                         reduce: Callable | None = None, processes: int = 1) -> torch.Tensor:
     """The batch's cross-entropy, each example weighted by its class (``class_weights``; None: unweighted) and
@@ -328,8 +340,10 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
 
     generator = torch.Generator()
     pin_memory = accelerator.device.type == "cuda"  # page-locked batches: asynchronous copies to the GPU
-    train_loader = example_loader(model_inputs.train_dataset(plan.indices), config.batch_size,
-                                  sampler=make_sampler(plan, generator), pin_memory=pin_memory)
+    sampler = make_sampler(plan, generator)
+    train_loader = example_loader(model_inputs.train_dataset(plan.indices), config.batch_size, sampler=sampler,
+                                  pin_memory=pin_memory, drop_last=single_example_batch(model, len(sampler),
+                                                                                        config.batch_size))
     # Own generators: a DataLoader iterator otherwise draws its base seed from torch's global stream, and
     # training (augmentation, dropout) would then depend on which splits were evaluated.
     eval_loaders = {split: example_loader(model_inputs.eval_dataset(split), config.eval_batch_size,
