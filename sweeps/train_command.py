@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sweeps.overrides import parse_overrides
 from trainables.balancing import METHODS, RATIO_METHODS
@@ -58,6 +59,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     # deferred: torch and the model libraries load only when a run starts, not for `groupsweep --help`
     from trainables.config_data import load_config_dataset
+    from trainables.finetune import DivergenceError
     from trainables.models import get_spec
     from trainables.plans import train_run
 
@@ -78,5 +80,9 @@ def run_train(args: argparse.Namespace) -> int:
                 cells.append(f"{value:>9.4f}" if value == value else f"{'-':>9}")
         print("  ".join(cells), flush=True)
 
-    train_run(config, dataset, show)
+    try:
+        train_run(config, dataset, show)
+    except DivergenceError as error:  # a result of the run, not bad input: exit status 1, as a sweep's failed trial
+        print(f"error: the run diverged: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -218,6 +218,14 @@ def test_train_prints_nothing_before_refusing_bad_input(capsys, argv, fragment):
     assert out == "" and err.startswith("error: ") and err.count("\n") == 1 and fragment in err, (out, err)
 
 
+def test_a_train_run_that_diverges_ends_with_one_error_line_and_exit_1(capsys):
+    capsys.readouterr()
+    assert main(["train", "--model", "toy-resnet-xs", "--epochs", "2", "--lr", "1e12",
+                 "--set", "dataset_options.size=200"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the run diverged: training loss is nan in epoch 1 of 2") and err.count("\n") == 1
+
+
 def test_pretrained_weights_missing_here_stop_a_local_run_before_ray_starts(tmp_path, capsys, monkeypatch):
     from huggingface_hub import constants
 

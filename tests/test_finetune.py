@@ -214,6 +214,17 @@ def test_a_nan_loss_stops_the_run_with_a_divergence_error():
         finetune(small_config(epochs=2, lr=1e30), cpu=True)
 
 
+def test_a_last_step_that_blows_the_weights_up_is_a_divergence_too():
+    """One step per epoch, one epoch: its loss (computed before the step) is finite, and no later loss would see
+    the step's non-finite weights; the validation loss does."""
+    from trainables.config_data import load_config_dataset
+    from trainables.finetune import DivergenceError
+
+    n_train = len(load_config_dataset(small_config(method="none")).splits["train"].y)
+    with pytest.raises(DivergenceError, match="validation loss is nan after epoch 1 of 1"):
+        finetune(small_config(model="toy-resnet-xs", method="none", epochs=1, batch_size=n_train, lr=1e12), cpu=True)
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"dataset": "waterbird"}, "unknown dataset 'waterbird'"),
     ({"model": "convnext-huge"}, "unknown model 'convnext-huge'"),

@@ -50,7 +50,8 @@ EVAL_SPLITS = ("val", "test", "train")
 
 
 class DivergenceError(RuntimeError):
-    """The training loss became NaN or infinite; the run cannot continue."""
+    """The training loss, or the trained model's validation loss, became NaN or infinite; the run cannot
+    continue."""
 
 
 @dataclass
@@ -317,7 +318,8 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
     reported after every epoch as ``optim/groupdro_q_group_{g}``. ``stop_after``: end after that epoch,
     the run cut short (its schedule still spans ``config.epochs``): what JTT's identification model is.
     Raises ``DivergenceError``
-    when the training loss is not finite, ``GroupsweepError`` on bad settings.
+    when the training loss, or the validation loss after an epoch, is not finite; ``GroupsweepError`` on bad
+    settings.
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -411,6 +413,8 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
         started = time.perf_counter()
         metrics, predictions = evaluate(model, eval_loaders, accelerator, model_inputs, dataset, plan,
                                         train=config.evaluates_train(epoch))
+        if not math.isfinite(metrics["val/loss"]):  # the epoch's last step blew the weights up: no loss saw it
+            raise DivergenceError(f"validation loss is {metrics['val/loss']} after epoch {epoch} of {config.epochs}")
         metrics.update({
             "epoch": epoch,
             "optim/loss": mean_loss,
