@@ -327,6 +327,29 @@ def test_unknown_split_code(tmp_path, name, writer, filename, column, value):
         load_dataset(name, root=tmp_path)
 
 
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
+    """A cell saved in another encoding (cp1252's é); pandas named only an offset in a chunk of the file."""
+    write_waterbirds(tmp_path, COUNTS)
+    path = tmp_path / "metadata.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[5] = lines[5].replace(b".jpg", b".jp\xe9", 1)
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(GroupsweepError, match=r"metadata.csv: line 6 is not utf-8 text \(invalid continuation byte: "
+                                              r"byte 0xe9\); save the file as UTF-8$"):
+        load_dataset("waterbirds", root=tmp_path, image_size=SIZE)
+
+
+def test_an_image_listed_twice_in_the_celeba_attributes_is_refused(tmp_path):
+    """Two rows of one image (with other labels): before, it was loaded twice, and `data check` passed."""
+    write_celeba_original(tmp_path, COUNTS)
+    path = tmp_path / "list_attr_celeba.txt"
+    lines = path.read_text().splitlines()
+    lines[5] = lines[4].split()[0] + lines[5][len(lines[5].split()[0]):]  # data row 4 names data row 3's image
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(GroupsweepError, match=rf"list_attr_celeba.txt row 4: image '{lines[4].split()[0]}' listed twice"):
+        load_dataset("celeba", root=tmp_path)
+
+
 def test_unknown_split_code_in_celeba_partition(tmp_path):
     write_celeba_original(tmp_path, COUNTS)
     path = tmp_path / "list_eval_partition.txt"
@@ -341,6 +364,9 @@ def test_unknown_split_code_in_celeba_partition(tmp_path):
     ("waterbirds", write_waterbirds, "metadata.csv", "y", "2", r"class 2 in column 'y'; allowed: 0, 1"),
     ("celeba", write_celeba_kaggle, "list_attr_celeba.csv", "Blond_Hair", "0", r"class 0 in column 'Blond_Hair'; allowed: -1, 1"),
     ("civilcomments", write_civilcomments, "all_data_with_identities.csv", "toxicity", "1.5", r"toxicity 1.5 outside the allowed range 0..1"),
+    ("civilcomments", write_civilcomments, "all_data_with_identities.csv", "male", "7", r"male 7 outside the allowed range 0..1"),
+    ("civilcomments", write_civilcomments, "all_data_with_identities.csv", "muslim", "-0.5",
+     r"muslim -0.5 outside the allowed range 0..1"),
     ("custom", write_custom_text, "metadata.csv", "y", "-1", r"class -1 in column 'y'; allowed: integers 0 to 9999"),
     ("custom", write_custom_text, "metadata.csv", "y", "99999999999999999999",
      r"class 99999999999999999999 in column 'y'; allowed: integers 0 to 9999"),

@@ -104,16 +104,22 @@ def _read_partition(path: Path) -> pd.Series:
             dtype={"image_id": str},
         )
     codes = pd.Series(map_codes(path, frame["partition"], NUMERIC_SPLITS, "split"), index=frame["image_id"])
-    duplicated = np.flatnonzero(codes.index.duplicated())
+    _check_listed_once(path, frame["image_id"])
+    return codes
+
+
+def _check_listed_once(path: Path, images: pd.Series) -> None:
+    """A one-line error naming the row of ``path`` that lists an image of ``images`` (its rows, in order) again."""
+    duplicated = np.flatnonzero(images.duplicated().to_numpy())
     if len(duplicated):
         row = int(duplicated[0])
-        raise row_error(path, row + 1, f"image {codes.index[row]!r} listed twice")
-    return codes
+        raise row_error(path, row + 1, f"image {images.iloc[row]!r} listed twice")
 
 
 def _original(root: Path, attribute_path: Path, target: str, spurious: str) -> tuple:
     """(source, names, y, s, split) from the original annotation files: y = ``target``, s = ``spurious``."""
     attributes = _read_attributes(attribute_path, target, spurious)
+    _check_listed_once(attribute_path, attributes["image_id"])
     partition_path = find_file(root, PARTITION_FILES, "celeba partition")
     split = _read_partition(partition_path).reindex(attributes["image_id"].to_numpy())
     missing = np.flatnonzero(split.isna().to_numpy())

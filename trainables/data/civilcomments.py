@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from trainables.data.base import GroupDataset, register_dataset
 from trainables.data.native import (NAMED_SPLITS, NativeTable, find_file, map_codes, native_reader, numeric_column,
@@ -22,6 +23,17 @@ IDENTITIES = ("male", "female", "LGBTQ", "black", "white", "christian", "muslim"
 THRESHOLD = 0.5
 
 
+def _fraction(path: Path, column: pd.Series, name: str, missing_ok: bool) -> np.ndarray:
+    """The values of ``column`` (a fraction of annotators: toxicity, an identity) as floats, each from 0 to 1
+    (empty cells NaN when ``missing_ok``); a one-line error naming the row otherwise."""
+    values = numeric_column(path, column, missing_ok=missing_ok)
+    outside = np.flatnonzero((values < 0) | (values > 1))
+    if len(outside):
+        row = int(outside[0])
+        raise row_error(path, row + 1, f"{name} {values[row]:g} outside the allowed range 0..1")
+    return values
+
+
 @native_reader("civilcomments")
 def read_civilcomments(root: Path) -> NativeTable:
     """Read and validate ``all_data_with_identities.csv`` of a WILDS CivilComments folder."""
@@ -29,12 +41,9 @@ def read_civilcomments(root: Path) -> NativeTable:
     frame = read_csv(path, ["comment_text", "split", "toxicity", *IDENTITIES], literal=["comment_text"])
     identity = np.zeros(len(frame), dtype=bool)
     for column in IDENTITIES:
-        identity |= np.nan_to_num(numeric_column(path, frame[column], missing_ok=True), nan=0.0) >= THRESHOLD
-    toxicity = numeric_column(path, frame["toxicity"], missing_ok=False)
-    outside = np.flatnonzero((toxicity < 0) | (toxicity > 1))
-    if len(outside):
-        row = int(outside[0])
-        raise row_error(path, row + 1, f"toxicity {toxicity[row]:g} outside the allowed range 0..1")
+        fraction = _fraction(path, frame[column], column, missing_ok=True)
+        identity |= np.nan_to_num(fraction, nan=0.0) >= THRESHOLD
+    toxicity = _fraction(path, frame["toxicity"], "toxicity", missing_ok=False)
     class_names, attribute_names, _ = TABLE2["civilcomments"]
     return NativeTable(
         name="civilcomments", modality="text", source=path,

@@ -123,7 +123,9 @@ def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), 
             )
         columns = list(required) + [column for column in optional if column in header and column not in required]
         frame = pd.read_csv(path, usecols=columns, **options)[columns]
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+    except UnicodeDecodeError as error:
+        raise GroupsweepError(f"{path}: {_undecodable_line(path, error)}; save the file as UTF-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         try:  # a row with too many values: name it, rather than the line pandas names
             check_field_counts(path, options, strict=True)
         except (csv.Error, UnicodeDecodeError):
@@ -132,6 +134,18 @@ def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), 
         raise GroupsweepError(f"{path}: cannot parse: {first_line}") from None
     check_field_counts(path, options)  # pandas pads a row with too few values: refuse it
     return frame
+
+
+def _undecodable_line(path: Path, error: UnicodeDecodeError) -> str:
+    """``line N is not <encoding> text (<reason>, byte <value>)``: the first line of ``path`` that ``error``'s
+    encoding cannot decode (pandas names only an offset in a chunk)."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode(error.encoding)
+            except UnicodeDecodeError as bad:
+                return f"line {number} is not {error.encoding} text ({bad.reason}: byte {line[bad.start]:#04x})"
+    return f"not {error.encoding} text ({error.reason})"
 
 
 def _records(handle, options: dict, strict: bool):
