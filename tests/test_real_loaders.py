@@ -346,7 +346,8 @@ def test_an_image_listed_twice_in_the_celeba_attributes_is_refused(tmp_path):
     lines = path.read_text().splitlines()
     lines[5] = lines[4].split()[0] + lines[5][len(lines[5].split()[0]):]  # data row 4 names data row 3's image
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(GroupsweepError, match=rf"list_attr_celeba.txt row 4: image '{lines[4].split()[0]}' listed twice"):
+    image = lines[4].split()[0]
+    with pytest.raises(GroupsweepError, match=rf"list_attr_celeba.txt row 4: image '{image}' listed twice"):
         load_dataset("celeba", root=tmp_path)
 
 
@@ -364,7 +365,8 @@ def test_unknown_split_code_in_celeba_partition(tmp_path):
     ("waterbirds", write_waterbirds, "metadata.csv", "y", "2", r"class 2 in column 'y'; allowed: 0, 1"),
     ("celeba", write_celeba_kaggle, "list_attr_celeba.csv", "Blond_Hair", "0", r"class 0 in column 'Blond_Hair'; allowed: -1, 1"),
     ("civilcomments", write_civilcomments, "all_data_with_identities.csv", "toxicity", "1.5", r"toxicity 1.5 outside the allowed range 0..1"),
-    ("civilcomments", write_civilcomments, "all_data_with_identities.csv", "male", "7", r"male 7 outside the allowed range 0..1"),
+    ("civilcomments", write_civilcomments, "all_data_with_identities.csv", "male", "7",
+     r"male 7 outside the allowed range 0..1"),
     ("civilcomments", write_civilcomments, "all_data_with_identities.csv", "muslim", "-0.5",
      r"muslim -0.5 outside the allowed range 0..1"),
     ("custom", write_custom_text, "metadata.csv", "y", "-1", r"class -1 in column 'y'; allowed: integers 0 to 9999"),
