@@ -42,7 +42,7 @@ from trainables.balancing import GROUP_INFO_LEVELS
 from trainables.balancing import METHODS as METHOD_NAMES
 from trainables.errors import GroupsweepError, choose
 from trainables.metrics import EMPTY_CELLS
-from trainables.trial_dir import location_filesystem, split_location, write_atomically
+from trainables.trial_dir import join_location, location_filesystem, split_location, write_atomically
 
 CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
 FIGURE_CHOICES = ("collapse", "mixture", "scaling", "ablation", "all")
@@ -181,7 +181,7 @@ def run_analyze(args: argparse.Namespace) -> int:
              **{f"{stem}_{suffix}.csv": raw.to_csv(index=False) for _, _, raw, suffix in extra},
              f"{stem}.tex": latex.to_latex(index=False, escape=False)}
     write_outputs(out, files, optional=[f"{stem}_{suffix}.csv" for suffix in OPTIONAL_TABLES])
-    print(f"wrote {out / stem}.md, .csv, .tex and {stem}_methods.csv"
+    print(f"wrote {final_location(args, out, stem + '.md')}, .csv, .tex and {stem}_methods.csv"
           + "".join(f", {stem}_{suffix}.csv" for _, _, _, suffix in extra))
     publish(args, out)
     return 0
@@ -275,6 +275,12 @@ def make_folder(folder: Path, what: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise GroupsweepError(f"{what} {str(folder)!r}: cannot create the folder ({error.strerror or error})") from None
+
+
+def final_location(args: argparse.Namespace, out: Path, name: str) -> str:
+    """Where the file ``name`` written into the output folder ``out`` ends up, as the lines printed name it:
+    under ``--out`` when that is a URI (``out`` is then a temporary folder that ``publish`` uploads there)."""
+    return join_location(args.out, name) if args.out and "://" in str(args.out) else str(out / name)
 
 
 def publish(args: argparse.Namespace, out: Path) -> None:

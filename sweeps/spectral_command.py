@@ -20,7 +20,8 @@ import re
 import sys
 
 from sweeps.analyze_command import CRITERION_CHOICES as ANALYZE_CRITERIA
-from sweeps.analyze_command import add_out_argument, check_output, load_run, output_folder, print_notes, publish
+from sweeps.analyze_command import (add_out_argument, check_output, final_location, load_run, output_folder,
+                                    print_notes, publish)
 from trainables.errors import GroupsweepError
 
 # Spectral analysis follows one selected method, so the table-only "all" is not a choice here.
@@ -97,6 +98,6 @@ def run_spectral(args: argparse.Namespace) -> int:
     print_notes(notes + outputs.notes)
     print((out / "spectral_table5.md").read_text())
     for path in outputs.files:
-        print(f"wrote {path}")
+        print(f"wrote {final_location(args, out, path.name)}")
     publish(args, out)
     return 0

@@ -92,6 +92,8 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
     uploaded = run_cli("analyze", exp_uri, "--out", remote)
     assert uploaded.returncode == 0 and f"uploaded to {remote}" in uploaded.stdout, uploaded.stderr[-2000:]
     assert b"criterion" in TrialDir(remote).read_bytes("table1.csv")
+    # the printed lines name where the tables went, not the temporary folder they were written to first
+    assert f"wrote {join_location(remote, 'table1.md')}, .csv, .tex" in uploaded.stdout, uploaded.stdout[-2000:]
 
 
 def test_analyses_of_a_bucket_write_to_a_local_folder_by_default(tmp_path, monkeypatch):
