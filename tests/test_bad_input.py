@@ -385,7 +385,7 @@ def test_object_storage_that_cannot_be_reached_is_one_error_line(tmp_path, capsy
     assert len(lines) == 1 and lines[0].startswith("error: ") and "NETWORK_CONNECTION" in lines[0], lines
 
 
-def test_a_bucket_that_does_not_exist_is_refused_before_ray_starts(tmp_path, capsys, s3_server):
+def test_a_bucket_that_does_not_exist_is_refused_before_ray_starts(tmp_path, capsys, s3_server):  # noqa: F811
     """An object store answers a missing bucket as a missing folder: the run used to start Ray and then stop on its
     first write, telling the user to resume."""
     import pyarrow.fs

@@ -122,7 +122,6 @@ def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
     return accelerator
 
 
-
 def make_optimizer(config: TrainConfig, model: GroupModel) -> torch.optim.Optimizer:
     """The optimizer of ``config`` over the model's trainable parameters: ``adamw`` (decoupled weight decay,
     LaBonte et al.'s finetuning), ``adam`` (weight decay as an L2 term in the gradient, the D3M paper's and
