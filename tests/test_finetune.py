@@ -127,6 +127,9 @@ def test_resume_refuses_a_state_from_other_settings():
     finetune(small_config(epochs=1), on_epoch=lambda r: states.append(r.state()), cpu=True)
     with pytest.raises(GroupsweepError, match="different settings.*seed"):
         finetune(small_config(epochs=2, seed=4), resume_state=states[0], cpu=True)
+    # epochs too: the schedule spans the run's epochs, so the resumed run would match neither run
+    with pytest.raises(GroupsweepError, match=r"different settings \(epochs\)"):
+        finetune(small_config(epochs=2), resume_state=states[0], cpu=True)
 
 
 def test_last_layer_only_changes_only_the_head():

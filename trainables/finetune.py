@@ -180,12 +180,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def check_resume_state(config: TrainConfig, state: dict) -> None:
-    """Refuse a saved state from a different run: every setting but ``epochs`` and ``NON_TRAINING_FIELDS``
+    """Refuse a saved state from a different run: every setting but ``NON_TRAINING_FIELDS``
     must match (a state saved before a setting existed matches its default)."""
     defaults = TrainConfig().to_dict()
     saved = {**defaults, **state["config"]}
     current = config.to_dict()
-    for key in ("epochs", *NON_TRAINING_FIELDS):  # none changes the training itself
+    for key in NON_TRAINING_FIELDS:  # none changes the training itself
         saved.pop(key, None)
         current.pop(key, None)
     differing = sorted(k for k in current if saved.get(k) != current[k])
