@@ -112,8 +112,8 @@ def plot_collapse(results: SweepResults, out_dir, model: str | None = None) -> F
     if frame.empty or "test/wga" not in frame:
         output.notes.append("collapse: no reported test/wga; nothing to draw")
         return output
-    stats = _seed_stats(frame[frame["test/wga"].notna()], ["dataset", "model", "series", "epoch"],
-                        {"test_wga": "test/wga"})
+    stats = _seed_stats(_without_diverged(frame, output.notes)[lambda rows: rows["test/wga"].notna()],
+                        ["dataset", "model", "series", "epoch"], {"test_wga": "test/wga"})
     stats = _epochs_of_every_seed(stats, output.notes)
     fig, styles, panels = _dataset_panels(stats)
     for ax, dataset, part in panels:
@@ -283,10 +283,21 @@ def _best_ratio_only(frame: pd.DataFrame, notes: list) -> pd.DataFrame:
     return frame[~np.logical_or.reduce(dropped)] if dropped else frame
 
 
+def _without_diverged(frame: pd.DataFrame, notes: list) -> pd.DataFrame:
+    """``frame`` (rows with ``series``) without its diverged trials, as Table 1 and the other figures leave them
+    out: otherwise the seeds that did not diverge would lose every epoch after the divergence
+    (``_epochs_of_every_seed``), the very fall a collapse figure shows; a note counts them per line."""
+    diverged = frame["status"] == "diverged"
+    for (dataset, series), part in frame[diverged].groupby(["dataset", "series"]):
+        notes.append(f"collapse: {dataset}: {series}: {part['seed'].nunique()} diverged seed(s) left out")
+    return frame[~diverged]
+
+
 def _epochs_of_every_seed(stats: pd.DataFrame, notes: list) -> pd.DataFrame:
     """The collapse figure's per-epoch ``stats`` at the epochs that every seed of their line reported: a seed
-    that diverged, failed or is still running would otherwise drop out of the mean where it stops, and the
-    line would jump there (a mean over other seeds, not a change of accuracy); a note names each line cut."""
+    that failed or is still running (diverged ones are left out before, ``_without_diverged``) would otherwise
+    drop out of the mean where it stops, and the line would jump there (a mean over other seeds, not a change
+    of accuracy); a note names each line cut."""
     every = stats.groupby(["dataset", "model", "series"])["n_seeds"].transform("max")
     for (dataset, series), part in stats[stats["n_seeds"] < every].groupby(["dataset", "series"]):
         notes.append(f"collapse: {dataset}: {series}: {len(part)} epoch(s) from epoch {part['epoch'].min()} left "

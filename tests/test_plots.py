@@ -171,22 +171,31 @@ def test_ratio_figures_never_pool_variants(tmp_path):
     assert set(table["n_seeds"]) == {2}
 
 
-def test_the_collapse_figure_draws_only_epochs_that_every_seed_reported(tmp_path):
-    """A seed that diverged at epoch 3 of 4: the line stops at epoch 2 (a mean over the two others there would
-    jump by the stopped seed's share, not by any change of accuracy), and a note says so."""
+def test_the_collapse_figure_leaves_out_diverged_seeds_and_cuts_a_line_at_a_seed_still_running(tmp_path):
+    """upweighting: a seed that diverged at epoch 3 of 4 is left out, as Table 1 leaves it out (before, it cut the
+    others' line at epoch 2, hiding the fall the figure shows). upsampling: a seed still running at epoch 2 stops
+    the line there (a mean over the two others would jump by its share, not by any change of accuracy)."""
     from results_fixtures import diverged_report
 
-    for seed, wga in ((0, 0.7), (1, 0.72), (2, 0.4)):
-        reports = [epoch_metrics(e, overrides={"test/wga": wga}) for e in range(1, 5)]
-        if seed == 2:
-            reports = reports[:2] + [diverged_report(3)]
-        write_trial(tmp_path / "run", seed, trial_config("waterbirds", "m", "upweighting", None, seed, epochs=4),
-                    reports)
+    index = 0
+    for method in ("upweighting", "upsampling"):
+        for seed, wga in ((0, 0.7), (1, 0.72), (2, 0.4)):
+            reports = [epoch_metrics(e, overrides={"test/wga": wga - 0.1 * e}) for e in range(1, 5)]
+            if seed == 2:
+                reports = reports[:2] + ([diverged_report(3)] if method == "upweighting" else [])
+            write_trial(tmp_path / "run", index, trial_config("waterbirds", "m", method, None, seed, epochs=4),
+                        reports)
+            index += 1
     (output,) = make_figures(load_results(tmp_path / "run"), ["collapse"], tmp_path / "out")
-    table = pd.read_csv(output.csv)
-    assert table["epoch"].tolist() == [1, 2] and set(table["n_seeds"]) == {3}
-    assert table["test_wga_mean"].tolist() == pytest.approx([(0.7 + 0.72 + 0.4) / 3] * 2)
-    assert "collapse: waterbirds: upweighting: 2 epoch(s) from epoch 3 left out: fewer seeds reported them than " \
+    table = pd.read_csv(output.csv).set_index(["series", "epoch"])
+    upweighting = table.loc["upweighting"]
+    assert upweighting.index.tolist() == [1, 2, 3, 4] and set(upweighting["n_seeds"]) == {2}
+    assert upweighting["test_wga_mean"].tolist() == pytest.approx([0.71 - 0.1 * e for e in range(1, 5)])
+    upsampling = table.loc["upsampling"]
+    assert upsampling.index.tolist() == [1, 2] and set(upsampling["n_seeds"]) == {3}
+    assert upsampling["test_wga_mean"].tolist() == pytest.approx([(0.7 + 0.72 + 0.4) / 3 - 0.1 * e for e in (1, 2)])
+    assert "collapse: waterbirds: upweighting: 1 diverged seed(s) left out" in output.notes
+    assert "collapse: waterbirds: upsampling: 2 epoch(s) from epoch 3 left out: fewer seeds reported them than " \
            "the line's other epochs" in output.notes
 
 
