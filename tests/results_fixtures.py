@@ -73,7 +73,7 @@ def epoch_metrics(epoch: int, *, n_classes: int = 2, n_spurious: int = 2, num_pa
     """One epoch's report with every contract metric key; accuracies default to ``value``.
 
     ``overrides`` replaces chosen keys (e.g. ``{"val/wga": 0.6}``). Group counts are 100 per group
-    except group 0 (the largest, 400), so the training split has a 5:3 class ratio for 2 x 2 groups.
+    except group 0 (the largest, 400), so the training split has a 5:2 class ratio for 2 x 2 groups (500 : 200).
     """
     n_groups = n_classes * n_spurious
     metrics: dict = {"epoch": epoch}

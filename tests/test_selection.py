@@ -345,7 +345,8 @@ def test_display_and_paper_layout(tmp_path):
     assert shown.at["wga", "test WGA (%)"] == "82.0 ± 2.8"
     assert shown.at["wga", "seeds"] == 2 and shown.at["wga", "candidates"] == 5
     paper = paper_view(table)
-    assert paper["criterion"].tolist() == ["wga", "worst-class", "bias-unsupervised"]
+    assert paper["criterion"].tolist() == ["bias-unsupervised", "worst-class", "wga"]  # the paper's order
+    assert paper["group labels"].tolist() == ["none", "none", "val"]  # its "Group Anns" column
     assert paper.set_index("criterion").at["wga", "wb/m"] == "mixture 2:1 (82.0)"  # a column per dataset/model
     assert isinstance(paper, pd.DataFrame)
 
