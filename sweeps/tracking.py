@@ -20,7 +20,9 @@ A spec's ``tracking:`` (or ``groupsweep run --tracking NAME``, repeatable) names
   uploads later; groupsweep sets ``WANDB_MODE`` to it, which Ray's callback reads).
 
 A resumed sweep keeps the trackers it started with: Tune restores its callbacks with the experiment (their
-environment is set again from the saved spec); trials that a grid spec adds run with the spec's trackers.
+environment is set again from the saved spec); trials that a grid spec adds run with the spec's trackers. The
+TensorBoard and MLflow callbacks are Tune's, made to keep one record per trial across a resume
+(``sweeps.resumed_tracking``).
 
 Each tracker's package is optional (pip extras ``mlflow`` and ``wandb``; TensorBoard needs ``tensorboardX``,
 which Ray Tune installs); a missing one is refused in one line before Ray starts.
@@ -121,19 +123,18 @@ def tracker_environment(tracking: Tracking) -> None:
 def tracking_callbacks(tracking: Tracking, sweep: str, exp_dir: str) -> list:
     """Ray Tune logger callbacks for ``tracking`` of the sweep named ``sweep`` in ``exp_dir`` (the environment
     they need set first: ``tracker_environment``)."""
+    # deferred: Ray and each tracker's package load only when a sweep runs with it
+    from sweeps.resumed_tracking import ResumingMLflowLoggerCallback, ResumingTBXLoggerCallback
+
     tracker_environment(tracking)
     callbacks = []
     for name, settings in tracking.trackers.items():
         if name == "tensorboard":
-            from ray.tune.logger import TBXLoggerCallback  # deferred: Ray loads only when a sweep runs
-
-            callbacks.append(TBXLoggerCallback())
+            callbacks.append(ResumingTBXLoggerCallback())
         elif name == "mlflow":
-            from ray.air.integrations.mlflow import MLflowLoggerCallback  # deferred: Ray and MLflow load on use
-
             uri = settings["tracking_uri"] or mlflow_default_uri(exp_dir)
-            callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=sweep,
-                                                  tags={"groupsweep.sweep": sweep}, save_artifact=False))
+            callbacks.append(ResumingMLflowLoggerCallback(exp_dir, tracking_uri=uri, experiment_name=sweep,
+                                                          tags={"groupsweep.sweep": sweep}, save_artifact=False))
         else:
             from ray.air.integrations.wandb import WandbLoggerCallback  # deferred: Ray and wandb load on use
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import struct
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,16 +16,23 @@ from sweeps.tracking import Tracking, mlflow_default_uri, parse_tracking, tracke
 from trainables.errors import GroupsweepError
 
 
-def event_tags(path) -> dict:
-    """``tag -> [(step, value)]`` of the scalars in one TensorBoard event file (TFRecord framing: length,
-    its CRC, the Event proto, its CRC), parsed with tensorboardX's own protos."""
+def events(path) -> list:
+    """The Event protos of one TensorBoard event file (TFRecord framing: length, its CRC, the Event proto, its
+    CRC), parsed with tensorboardX's own protos."""
     from tensorboardX.proto.event_pb2 import Event
 
-    data, offset, out = path.read_bytes(), 0, {}
+    data, offset, out = path.read_bytes(), 0, []
     while offset < len(data):
         (length,) = struct.unpack("<Q", data[offset:offset + 8])
-        event = Event.FromString(data[offset + 12:offset + 12 + length])
+        out.append(Event.FromString(data[offset + 12:offset + 12 + length]))
         offset += 12 + length + 4
+    return out
+
+
+def event_tags(path) -> dict:
+    """``tag -> [(step, value)]`` of the scalars in one TensorBoard event file."""
+    out = {}
+    for event in events(path):
         for value in event.summary.value:
             out.setdefault(value.tag, []).append((event.step, value.simple_value))
     return out
@@ -159,3 +168,52 @@ def test_a_sweep_gets_the_loggers_it_lists_and_none_that_tune_would_add(tmp_path
     older = tune.Tuner(lambda config: None, run_config=tune.RunConfig(callbacks=[]))
     with listed_loggers_only(older) as listed:
         assert not listed and os.environ.get(AUTO_LOGGERS_ENV) == before
+
+
+@pytest.mark.slow
+def test_a_resumed_trial_keeps_its_mlflow_run_and_purges_its_repeated_tensorboard_steps(tmp_path, monkeypatch):
+    """What a killed and restarted driver leaves to Tune's logger callbacks: new callback objects, and the trial
+    restored at its checkpoint's epoch 2 after the first driver had logged epochs 1-3. MLflow: the second driver
+    takes up the first run (one run, FINISHED, every step once; before, a second run, the first left RUNNING).
+    TensorBoard: the second writer starts with purge_step 3, so the first file's epoch 3 is dropped."""
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    from sweeps.resumed_tracking import ResumingMLflowLoggerCallback, ResumingTBXLoggerCallback
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    results = [{"training_iteration": epoch, "val/wga": 0.1 * epoch} for epoch in range(1, 6)]
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        tune.register_trainable("tracked", lambda config: None)
+        trial = Trial("tracked", config={"lr": 0.01}, trial_id="t1",
+                      storage=StorageContext(storage_path=str(tmp_path), experiment_dir_name="sweep"))
+        for epochs, last in ((range(0, 3), None), (range(1, 5), results[1])):  # the second driver resumes at epoch 2
+            time.sleep(1.1)  # an event file is named by the second it was opened in: a real restart takes longer
+            trial.run_metadata.last_result = last or {}
+            mlflow = ResumingMLflowLoggerCallback(str(tmp_path / "sweep"), tracking_uri=(tmp_path / "mlruns").as_uri(),
+                                                  experiment_name="sweep", tags={"groupsweep.sweep": "sweep"})
+            tensorboard = ResumingTBXLoggerCallback()
+            for callback in (mlflow, tensorboard):
+                callback.setup()
+                callback.log_trial_start(trial)
+                for index in epochs:
+                    callback.log_trial_result(index + 1, trial, results[index])
+            tensorboard.log_trial_end(trial)
+        mlflow.log_trial_end(trial)
+        local_path = trial.local_path
+    finally:
+        ray.shutdown()
+
+    client = MlflowClient((tmp_path / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["groupsweep.sweep_dir"] == str(tmp_path / "sweep")
+    assert [metric.step for metric in client.get_metric_history(run.info.run_id, "val/wga")] == [1, 2, 3, 4, 5]
+    first, second = sorted(Path(local_path).glob("events.out.tfevents.*"), key=lambda path: path.stat().st_mtime_ns)
+    assert [step for step, _ in event_tags(first)["ray/tune/val/wga"]] == [1, 2, 3]
+    assert [step for step, _ in event_tags(second)["ray/tune/val/wga"]] == [2, 3, 4, 5]
+    # TensorBoard drops every earlier event from this step on: the first file's epoch 3, repeated here
+    assert [event.step for event in events(second) if event.HasField("session_log")] == [3]

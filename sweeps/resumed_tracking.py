@@ -1,0 +1,89 @@
+"""Tune's TensorBoard and MLflow logger callbacks, made to keep one record per trial across a resumed sweep.
+
+Tune restores a sweep's trials after its driver died, but not its logger callbacks' memory. Its MLflow callback
+then starts a second run for every trial it resumes (the first stays ``RUNNING`` for ever) and its TensorBoard
+callback a second event file, and both log again the epochs that the trial repeats after its checkpoint.
+
+- ``ResumingMLflowLoggerCallback``: a trial that has no run in this callback's memory takes up the run already
+  tagged with its name and the sweep's directory (``SWEEP_DIR_TAG``), and a step that a trial's run
+  already holds is not logged again (a repeated epoch reports what it reported before: bit-identical on a CPU).
+- ``ResumingTBXLoggerCallback``: a restored trial's writer starts with ``purge_step`` = its restored epoch + 1,
+  so TensorBoard drops the events of the epochs after the checkpoint from the earlier file; the trial gets a
+  second event file, but each step shows once.
+"""
+
+from __future__ import annotations
+
+from ray.air.constants import TRAINING_ITERATION
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.logger import TBXLoggerCallback
+from ray.tune.result import TIMESTEPS_TOTAL
+
+# The MLflow tag naming a run's sweep directory: a resumed sweep takes up its trials' runs by it and the trial name.
+SWEEP_DIR_TAG = "groupsweep.sweep_dir"
+
+
+def result_step(result: dict) -> int:
+    """The step Tune's logger callbacks log a result at (its total timesteps, else its training iteration)."""
+    return result.get(TIMESTEPS_TOTAL) or result[TRAINING_ITERATION]
+
+
+class ResumingMLflowLoggerCallback(MLflowLoggerCallback):
+    """Tune's ``MLflowLoggerCallback`` with one run per trial across resumes (module docstring)."""
+
+    def __init__(self, sweep_dir: str, *args, **kwargs):
+        """``sweep_dir``: the sweep's directory, tagged on every run (``SWEEP_DIR_TAG``); the other arguments are
+        ``MLflowLoggerCallback``'s."""
+        super().__init__(*args, **kwargs)
+        self.tags = {**(self.tags or {}), SWEEP_DIR_TAG: sweep_dir}
+        self._logged_step: dict = {}  # trial -> the last step its run holds
+
+    def log_trial_start(self, trial):
+        """Take up the trial's run from an earlier driver, if there is one, then log its config as Tune does."""
+        if trial not in self._trial_runs:
+            run = self._earlier_run(str(trial))
+            if run is not None:
+                self._trial_runs[trial] = run.info.run_id
+                history = self._client().get_metric_history(run.info.run_id, TRAINING_ITERATION)
+                self._logged_step[trial] = max((metric.step for metric in history), default=0)
+        super().log_trial_start(trial)
+
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        """Log ``result`` unless the trial's run holds its step already."""
+        step = result_step(result)
+        if step <= self._logged_step.get(trial, 0):
+            return
+        super().log_trial_result(iteration, trial, result)
+        self._logged_step[trial] = step
+
+    def _earlier_run(self, trial_name: str):
+        """The run of this sweep (its directory, ``SWEEP_DIR_TAG``) tagged with ``trial_name``, or None."""
+        sweep_dir = self.tags.get(SWEEP_DIR_TAG, "")
+        if "'" in trial_name or "'" in sweep_dir:  # not expressible in MLflow's filter: start a run, as Tune does
+            return None
+        runs = self._client().search_runs([self.mlflow_util.experiment_id], max_results=1,
+                                  filter_string=f"tags.trial_name = '{trial_name}' and "
+                                                f"tags.`{SWEEP_DIR_TAG}` = '{sweep_dir}'")
+        return runs[0] if runs else None
+
+    def _client(self):
+        """An ``MlflowClient`` of the callback's tracking URI."""
+        # deferred: MLflow is optional; a sweep tracked by TensorBoard alone imports this module without it
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.tracking_uri)
+
+
+class ResumingTBXLoggerCallback(TBXLoggerCallback):
+    """Tune's ``TBXLoggerCallback`` whose restored trials purge the steps after their checkpoint (module
+    docstring)."""
+
+    def log_trial_start(self, trial):
+        """Open the trial's writer as Tune does, from the restored epoch on when the trial resumes."""
+        if trial in self._trial_writer:
+            self._trial_writer[trial].close()
+        trial.init_local_path()
+        restored = (trial.last_result or {}).get(TRAINING_ITERATION)
+        self._trial_writer[trial] = self._summary_writer_cls(trial.local_path, flush_secs=30,
+                                                             purge_step=restored + 1 if restored else None)
+        self._trial_result[trial] = {}
