@@ -217,3 +217,54 @@ def test_a_resumed_trial_keeps_its_mlflow_run_and_purges_its_repeated_tensorboar
     assert [step for step, _ in event_tags(second)["ray/tune/val/wga"]] == [2, 3, 4, 5]
     # TensorBoard drops every earlier event from this step on: the first file's epoch 3, repeated here
     assert [event.step for event in events(second) if event.HasField("session_log")] == [3]
+
+
+@pytest.mark.slow
+def test_a_sweep_resumed_after_its_driver_was_killed_keeps_one_tracked_record_per_trial(tmp_path, monkeypatch):
+    """The driver is killed (SIGKILL) once a checkpoint before the last epoch is recorded; the same command
+    resumes the sweep. MLflow: one run per trial, FINISHED, each epoch's step once (before: a second run, the first
+    left RUNNING, the repeated epochs twice). TensorBoard, read as it reads several event files (a later file's
+    purge step drops the earlier files' events from that step on): each epoch once."""
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    from test_reliability import MID_TRIAL_DATA, finish, recorded_checkpoints, start_cli, trial_names, wait_for, \
+        write_spec
+
+    epochs = 6
+    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1,), epochs=epochs, data=MID_TRIAL_DATA)
+    (name,) = trial_names(spec_path)
+    exp_dir = tmp_path / "results" / "tracked"
+    args = ("run", str(spec_path), "--storage", str(tmp_path / "results"), "--name", "tracked",
+            "--tracking", "mlflow", "--tracking", "tensorboard")
+    driver = start_cli(*args)
+    try:
+        wait_for(lambda: (exp_dir / name).exists() and any(epoch < epochs for epoch in
+                                                            recorded_checkpoints(exp_dir).values()),
+                 driver, what="a checkpoint recorded mid-trial")
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    again = start_cli(*args)
+    output = finish(again)
+    assert again.returncode == 0, output[-4000:]
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the store the sweep wrote (``tracker_environment``)
+    client = MlflowClient((exp_dir / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["trial_name"] == name
+    assert [metric.step for metric in client.get_metric_history(run.info.run_id, "val/wga")] == \
+        list(range(1, epochs + 1))
+    shown: dict = {}  # step -> value, as TensorBoard shows the trial's event files in the order they were written
+    for path in sorted((exp_dir / name).glob("events.out.tfevents.*"), key=lambda path: path.stat().st_mtime_ns):
+        for event in events(path):
+            if event.HasField("session_log"):
+                shown = {step: value for step, value in shown.items() if step < event.step}
+            for value in event.summary.value:
+                if value.tag == "ray/tune/val/wga":
+                    assert event.step not in shown, (path.name, event.step)
+                    shown[event.step] = value.simple_value
+    assert sorted(shown) == list(range(1, epochs + 1))
