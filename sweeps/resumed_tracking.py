@@ -7,9 +7,12 @@ callback a second event file, and both log again the epochs that the trial repea
 - ``ResumingMLflowLoggerCallback``: a trial that has no run in this callback's memory takes up the run already
   tagged with its name and the sweep's directory (``SWEEP_DIR_TAG``), and a step that a trial's run
   already holds is not logged again (a repeated epoch reports what it reported before: bit-identical on a CPU).
-- ``ResumingTBXLoggerCallback``: a restored trial's writer starts with ``purge_step`` = its restored epoch + 1,
-  so TensorBoard drops the events of the epochs after the checkpoint from the earlier file; the trial gets a
-  second event file, but each step shows once.
+- ``ResumingTBXLoggerCallback``: a trial that reported before (an earlier driver's, or its own before it failed)
+  gets a writer with ``purge_step`` = the iteration of the checkpoint it resumes from + 1 (1 without one), so
+  TensorBoard drops the events of the epochs it repeats from the earlier file; the trial gets a second event
+  file, but each step shows once. The checkpoint, not the trial's last result: Tune registers a checkpoint only
+  when its save has been processed, after the result it came with, so a snapshot can hold a last result one
+  epoch newer than the checkpoint the trial restarts from.
 """
 
 from __future__ import annotations
@@ -83,7 +86,16 @@ class ResumingTBXLoggerCallback(TBXLoggerCallback):
         if trial in self._trial_writer:
             self._trial_writer[trial].close()
         trial.init_local_path()
-        restored = (trial.last_result or {}).get(TRAINING_ITERATION)
         self._trial_writer[trial] = self._summary_writer_cls(trial.local_path, flush_secs=30,
-                                                             purge_step=restored + 1 if restored else None)
+                                                             purge_step=first_repeated_step(trial))
         self._trial_result[trial] = {}
+
+
+def first_repeated_step(trial) -> int | None:
+    """The first step a starting trial may log again: the iteration after its latest checkpoint (Tune restores it
+    from there; the epochs after it run again), 1 for a trial that reported but has no checkpoint (it starts
+    over), None for a trial that never reported."""
+    if not trial.has_reported_at_least_once:
+        return None
+    checkpoint = trial.latest_checkpoint_result
+    return (result_step(checkpoint.metrics) if checkpoint else 0) + 1

@@ -173,16 +173,19 @@ def test_a_sweep_gets_the_loggers_it_lists_and_none_that_tune_would_add(tmp_path
 @pytest.mark.slow
 def test_a_resumed_trial_keeps_its_mlflow_run_and_purges_its_repeated_tensorboard_steps(tmp_path, monkeypatch):
     """What a killed and restarted driver leaves to Tune's logger callbacks: new callback objects, and the trial
-    restored at its checkpoint's epoch 2 after the first driver had logged epochs 1-3. MLflow: the second driver
-    takes up the first run (one run, FINISHED, every step once; before, a second run, the first left RUNNING).
-    TensorBoard: the second writer starts with purge_step 3, so the first file's epoch 3 is dropped."""
+    restored at its checkpoint's epoch 2 after the first driver had logged epochs 1-3, its last snapshot holding
+    epoch 3's result but not yet its checkpoint (Tune registers a checkpoint after the result it came with). MLflow:
+    the second driver takes up the first run (one run, FINISHED, every step once; before, a second run, the first
+    left RUNNING). TensorBoard: the second writer starts with purge_step 3 (the checkpoint's epoch + 1, not the last
+    result's), so the first file's epoch 3 is dropped."""
     import ray
     from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.train._internal.storage import StorageContext
+    from ray.train._internal.session import _TrainingResult
     from ray.tune.experiment import Trial
 
-    from sweeps.resumed_tracking import ResumingMLflowLoggerCallback, ResumingTBXLoggerCallback
+    from sweeps.resumed_tracking import ResumingMLflowLoggerCallback, ResumingTBXLoggerCallback, first_repeated_step
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     results = [{"training_iteration": epoch, "val/wga": 0.1 * epoch} for epoch in range(1, 6)]
@@ -191,9 +194,14 @@ def test_a_resumed_trial_keeps_its_mlflow_run_and_purges_its_repeated_tensorboar
         tune.register_trainable("tracked", lambda config: None)
         trial = Trial("tracked", config={"lr": 0.01}, trial_id="t1",
                       storage=StorageContext(storage_path=str(tmp_path), experiment_dir_name="sweep"))
-        for epochs, last in ((range(0, 3), None), (range(1, 5), results[1])):  # the second driver resumes at epoch 2
+        assert first_repeated_step(trial) is None  # never reported: nothing to purge
+        for epochs, last in ((range(0, 3), None), (range(1, 5), results[2])):  # the second driver resumes at epoch 2
             time.sleep(1.1)  # an event file is named by the second it was opened in: a real restart takes longer
             trial.run_metadata.last_result = last or {}
+            if last:
+                assert first_repeated_step(trial) == 1  # reported, no checkpoint: the trial starts over
+                trial.run_metadata.checkpoint_manager.register_checkpoint(
+                    _TrainingResult(checkpoint=tune.Checkpoint.from_directory(str(tmp_path)), metrics=results[1]))
             mlflow = ResumingMLflowLoggerCallback(str(tmp_path / "sweep"), tracking_uri=(tmp_path / "mlruns").as_uri(),
                                                   experiment_name="sweep", tags={"groupsweep.sweep": "sweep"})
             tensorboard = ResumingTBXLoggerCallback()
@@ -258,13 +266,18 @@ def test_a_sweep_resumed_after_its_driver_was_killed_keeps_one_tracked_record_pe
     assert run.info.status == "FINISHED" and run.data.tags["trial_name"] == name
     assert [metric.step for metric in client.get_metric_history(run.info.run_id, "val/wga")] == \
         list(range(1, epochs + 1))
-    shown: dict = {}  # step -> value, as TensorBoard shows the trial's event files in the order they were written
-    for path in sorted((exp_dir / name).glob("events.out.tfevents.*"), key=lambda path: path.stat().st_mtime_ns):
+    files = sorted((exp_dir / name).glob("events.out.tfevents.*"))  # TensorBoard reads them in name order
+    written = {path.name: [(event.step, "purge" if event.HasField("session_log") else "") for event in events(path)
+                           if event.HasField("session_log") or any(value.tag == "ray/tune/val/wga"
+                                                                   for value in event.summary.value)]
+               for path in files}
+    shown: dict = {}  # step -> value, as TensorBoard shows the trial's event files
+    for path in files:
         for event in events(path):
             if event.HasField("session_log"):
                 shown = {step: value for step, value in shown.items() if step < event.step}
             for value in event.summary.value:
                 if value.tag == "ray/tune/val/wga":
-                    assert event.step not in shown, (path.name, event.step)
+                    assert event.step not in shown, (path.name, event.step, written)
                     shown[event.step] = value.simple_value
     assert sorted(shown) == list(range(1, epochs + 1))
