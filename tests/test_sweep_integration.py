@@ -5,7 +5,8 @@
   it and a rerun resumes without training anything again;
 - a sweep whose driver is SIGKILLed midway (local Ray): the same command finishes it, and no trial that
   had finished runs again;
-- a trial with two workers (a Ray Train ``TorchTrainer`` with Accelerate on CPU) driven from Tune;
+- a trial with two workers (a Ray Train ``TorchTrainer`` with Accelerate on CPU) driven from Tune, failing once
+  and resuming from its checkpoint;
 - a finished sweep extended by a seed and a method: only the added trials run, ``analyze`` reads the union,
   and a spec changing a trial it holds is refused in one line with nothing written;
 - a sweep killed while it runs its added trials: the same command finishes them, rerunning none that
@@ -187,15 +188,25 @@ def test_the_python_api_in_a_process_that_joined_a_cluster_runs_the_sweep_there(
     assert list((tmp_path / "out" / "joined" / "groupsweep_analysis").glob("spectral_*"))
 
 
-def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer(tmp_path, cluster_address, capsys):
+def test_trial_with_two_workers_runs_accelerate_through_a_torch_trainer_and_resumes_after_a_failure(tmp_path, capsys):
+    """Rank 0 fails once after epoch 1's report and checkpoint (``GROUPSWEEP_FAULT_INJECT``; a local Ray, whose
+    workers have the driver's environment): the Ray Train run fails, Tune retries the trial, and the retry's
+    TorchTrainer resumes from the run's epoch-1 checkpoint (epoch 1 is not trained or reported again)."""
+    from ray.tune import ExperimentAnalysis
+
     spec_path = tiny_spec(tmp_path / "sweep.yaml", methods=["upsampling"], seeds=[1],
                           resources={"cpu": 2, "workers": 2})
-    storage = tmp_path / "results"
-    result = run_cli("run", str(spec_path), "--storage", str(storage), "--name", "ddp", "--address", cluster_address)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (name,) = trial_names(spec_path)
+    storage = tmp_path / "results"
+    env = cli_env()
+    env["GROUPSWEEP_FAULT_INJECT"] = f"{name}:1"
+    result = run_cli("run", str(spec_path), "--storage", str(storage), "--name", "ddp", env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trial_dir = storage / "ddp" / name
+    assert (trial_dir / "groupsweep" / "fault_1").exists()  # the failure happened
     assert result_epochs(trial_dir) == [1, 2]
+    ((status, failures),) = [(t.status, t.num_failures) for t in ExperimentAnalysis(str(storage / "ddp")).trials]
+    assert (status, failures) == ("TERMINATED", 1)
     assert (trial_dir / "groupsweep" / "predictions" / "epoch_0002.npz").exists()
     # the Ray Train run's own checkpoint, named as the trial directory's readers list them (spectral, D3M's base)
     assert TrialDir(str(trial_dir)).state_files() == ["train/checkpoint_000002/state.pt"]

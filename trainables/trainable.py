@@ -22,13 +22,16 @@ and ends normally, so Tune does not retry it. The device is the GPU Ray assigned
 (``ray.get_gpu_ids()``), else the CPU; torch uses as many threads as the trial has CPUs.
 
 Fault injection (tests only, off by default): with ``GROUPSWEEP_FAULT_INJECT="<trial_name>:<epoch>"`` in
-the trial's environment, that trial raises ``InjectedFault`` once, right after reporting that epoch; a
-marker file (``trial_dir.fault_marker``) in its directory makes the retry run on normally.
+the trial's environment, that trial (its rank 0 worker, for a trial with several) raises ``InjectedFault`` once,
+right after reporting that epoch; a marker file (``trial_dir.fault_marker``) in its directory makes the retry
+run on normally.
 
 A trial with several workers (``Resources.workers > 1``, e.g. ``gpu: 4``) drives a Ray Train
 ``TorchTrainer`` from the Tune trial: each worker runs ``finetune`` under Accelerate (data parallel),
 rank 0 writes the files and the checkpoint, and ``TuneReportCallback`` forwards rank 0's metrics to Tune.
-Its Ray Train run lives in ``<trial dir>/train`` and resumes from its own latest checkpoint.
+Its Ray Train run lives in ``<trial dir>/train``: a worker's failure fails the run and so the Tune trial, and
+Tune's retry starts a ``TorchTrainer`` of the same name there, whose workers resume from the run's latest
+checkpoint.
 """
 
 from __future__ import annotations
@@ -226,7 +229,7 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, 
     trial_dir = join_location(experiment_dir, config["trial_name"])
     spread = (workers or {}).get(unit_name(config))
     if spread is not None:
-        run_workers(train_config, trial_dir, spread)
+        run_workers(train_config, config["trial_name"], trial_dir, spread)
         return
     resources = ray.tune.get_context().get_trial_resources().required_resources
     _set_threads(train_config, resources.get("CPU", 1))
@@ -239,8 +242,9 @@ def train_trial(config: dict, experiment_dir: str, workers: dict | None = None, 
                  experiment_dir=experiment_dir)
 
 
-def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:
-    """Drive a Ray Train ``TorchTrainer`` with one Accelerate process per worker, reporting to this trial.
+def run_workers(config: TrainConfig, trial_name: str, trial_dir: str, spread: dict) -> None:
+    """Drive a Ray Train ``TorchTrainer`` with one Accelerate process per worker, reporting to the trial
+    ``trial_name`` (whose directory is ``trial_dir``).
 
     ``spread``: ``{"workers": n, "bundle": {"CPU": c, "GPU": g}, "keep_checkpoints": k}``: the resources of
     each worker and how many of the run's latest checkpoints to keep.
@@ -248,7 +252,8 @@ def run_workers(config: TrainConfig, trial_dir: str, spread: dict) -> None:
     bundle = spread["bundle"]
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"config": config.to_dict(), "trial_dir": trial_dir, "cpus_per_worker": bundle["CPU"]},
+        train_loop_config={"config": config.to_dict(), "trial_name": trial_name, "trial_dir": trial_dir,
+                           "cpus_per_worker": bundle["CPU"]},
         scaling_config=ray.train.ScalingConfig(
             num_workers=spread["workers"], use_gpu=bundle["GPU"] > 0,
             resources_per_worker={key: value for key, value in bundle.items() if value > 0},
@@ -276,6 +281,7 @@ def worker_loop(loop_config: dict) -> None:
     _set_threads(config, loop_config["cpus_per_worker"])
     rank = ray.train.get_context().get_world_rank()
     files = TrialDir(loop_config["trial_dir"]) if rank == 0 else None
-    reporter = EpochReporter(report_to_train, ray.train.Checkpoint, files, ray.get_runtime_context().get_node_id())
+    reporter = EpochReporter(report_to_train, ray.train.Checkpoint, files, ray.get_runtime_context().get_node_id(),
+                             injected_fault(loop_config["trial_name"]) if rank == 0 else None)
     state = load_state(ray.train.get_checkpoint(), fallback=TrialDir(loop_config["trial_dir"]))
     run_finetune(config, reporter, state, cpu=not ray.get_gpu_ids())
