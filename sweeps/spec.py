@@ -74,7 +74,7 @@ from sweeps.tracking import Tracking, parse_tracking
 from sweeps.spaces import (SPACE_KINDS, SearchCell, SearchSettings, check_metric_reported, check_space, describe_space,
                            is_space, parse_search, space_values, trial_name)
 from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
-from trainables.config import (MAX_SEED, METHODS_READING, NON_TRAINING_FIELDS, OPTIMIZERS_READING,
+from trainables.config import (BATCH_KEYS, MAX_SEED, METHODS_READING, NON_TRAINING_FIELDS, OPTIMIZERS_READING,
                                TrainConfig, check_batch_split)
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
 from trainables.models import MODELS, check_weights_request, get_spec
@@ -596,14 +596,21 @@ def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, s
                   f"give {key} one value, or search it with optimizer {' or '.join(OPTIMIZERS_READING[key])}")
     fixed = {key: (space_values(value)[0] if key in space else value) for key, value in values.items()}
     for key, value in space.items():
+        if key in BATCH_KEYS and resources.workers > 1 and "randint" in value:
+            _fail(f"cell {name}: hparams {key}: {describe_space(value)}",
+                  f"randint draws every integer, and with {resources.workers} workers {key} is the global batch, "
+                  f"a multiple of {resources.workers}; search a choice of multiples of {resources.workers}")
         for candidate in space_values(value):
             try:
-                TrainConfig.from_dict({**fixed, key: candidate, "seed": 0})
+                drawn = TrainConfig.from_dict({**fixed, key: candidate, "seed": 0})
+                check_batch_split(drawn, resources.workers, tuple({key} & set(BATCH_KEYS)))
             except GroupsweepError as error:
                 _fail(f"cell {name}: hparams {key}: {describe_space(value)}", str(error))
     _check_space_combinations(name, fixed, space)
     try:
-        config = TrainConfig.from_dict({**fixed, "seed": 0}).to_dict()
+        train_config = TrainConfig.from_dict({**fixed, "seed": 0})
+        check_batch_split(train_config, resources.workers, tuple(sorted(set(BATCH_KEYS) - set(space))))
+        config = train_config.to_dict()
     except GroupsweepError as error:
         _fail(f"cell {name}", str(error))
     if method_keys:

@@ -286,10 +286,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def check_batch_split(config: TrainConfig, processes: int) -> None:
-    """A one-line ``GroupsweepError`` unless ``batch_size`` and ``eval_batch_size`` (with several data-parallel
-    workers, global batches: each worker takes its share) split evenly over the ``processes`` workers."""
-    for name in ("batch_size", "eval_batch_size"):
+# The batch sizes, global over a trial's data-parallel workers (``check_batch_split``).
+BATCH_KEYS = ("batch_size", "eval_batch_size")
+
+
+def check_batch_split(config: TrainConfig, processes: int, names: tuple = BATCH_KEYS) -> None:
+    """A one-line ``GroupsweepError`` unless ``batch_size`` and ``eval_batch_size`` (``names``, by default both:
+    with several data-parallel workers, global batches: each worker takes its share) split evenly over the
+    ``processes`` workers."""
+    for name in names:
         if getattr(config, name) % processes:
             raise GroupsweepError(f"{name} {getattr(config, name)} does not split over {processes} workers: with "
                                   f"several workers it is the global batch; give a multiple of {processes}")
