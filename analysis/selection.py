@@ -75,6 +75,7 @@ import pandas as pd
 from analysis.metrics import EMPTY_CELLS, bias_unsupervised_score
 from analysis.results import SweepResults, read_in_threads, sampled_keys
 from trainables.balancing import GROUP_INFO_LEVELS, METHODS, within_group_info
+from trainables.data.table2 import TABLE2
 from trainables.errors import GroupsweepError, choose
 
 CRITERIA = {
@@ -675,10 +676,18 @@ def paper_view(table: pd.DataFrame) -> pd.DataFrame:
     cells = [f"{label} ({100 * value:.1f})" for label, value in zip(table["method_label"], table["test_wga_mean"])]
     view = pd.DataFrame({"criterion": table["criterion"].to_numpy(), "column": columns, "cell": cells})
     order = [criterion for criterion in PAPER_ROWS if criterion in set(view["criterion"])]
-    view = view.pivot(index="criterion", columns="column", values="cell").reindex(order)
+    paper_columns = sorted(dict.fromkeys(columns), key=lambda column: _paper_position(column.split("/")[0]))
+    view = view.pivot(index="criterion", columns="column", values="cell").reindex(index=order, columns=paper_columns)
     view.columns.name = None
     view.insert(0, "group labels", [PAPER_ROWS[criterion] for criterion in order])
     return view.reset_index()
+
+
+def _paper_position(dataset: str) -> int:
+    """A dataset's column in the papers' tables (Waterbirds, CelebA, CivilComments, MultiNLI: ``TABLE2``'s order),
+    an embedded benchmark beside its counterpart (``synthetic-celeba`` as CelebA); any other after them."""
+    name = dataset.removeprefix("synthetic-")
+    return list(TABLE2).index(name) if name in TABLE2 else len(TABLE2)
 
 
 def _mean_std(mean: float, std: float, plus_minus: str) -> str:

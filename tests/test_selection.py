@@ -351,6 +351,14 @@ def test_display_and_paper_layout(tmp_path):
     assert isinstance(paper, pd.DataFrame)
 
 
+def test_paper_layout_orders_the_datasets_as_the_papers_tables_do():
+    datasets = ["multinli", "custom", "celeba", "synthetic-waterbirds", "civilcomments"]  # as sorted by name, shuffled
+    table = pd.DataFrame({"criterion": "wga", "dataset": datasets, "model": "m", "method_label": "none",
+                          "test_wga_mean": 0.5})
+    assert paper_view(table).columns.tolist() == ["criterion", "group labels", "synthetic-waterbirds/m", "celeba/m",
+                                                  "civilcomments/m", "multinli/m", "custom/m"]
+
+
 def test_analyze_command_prints_and_writes_table1(tmp_path, monkeypatch, capsys):
     from sweeps import cli
 
