@@ -1,15 +1,22 @@
 """A sweep stored in object storage (a real S3-protocol server on 127.0.0.1, ``s3_fixtures``), end to end.
 
-The sweep runs with ``--storage s3://...``, its driver is SIGKILLed after a trial has finished and the same
-command resumes it; ``status``, ``analyze``, ``plot`` and ``spectral`` then read it from the bucket, with no
+The sweep's lock there is a lease (``sweeps.sweep_lock.ObjectLease``). The sweep runs with ``--storage s3://...``,
+its driver is SIGKILLed after a trial has finished and the same command resumes it; ``status``, ``analyze``, ``plot`` and ``spectral`` then read it from the bucket, with no
 filesystem shared between the trials and the analyses (the analyses write to a local folder).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 
+import pyarrow.fs
 import pytest
 import yaml
 
@@ -17,6 +24,7 @@ from analysis.results import load_results
 from ray_fixtures import TINY_DATA, run_cli
 from s3_fixtures import s3_server  # noqa: F401  (the fixture)
 from test_reliability import finish, start_cli, wait_for
+from sweeps.sweep_lock import LOCK_FILE, ObjectLease, SweepLock, SweepLocked
 from trainables.trial_dir import RESULT_FILE, TrialDir, UnreadableFile, join_location
 
 NAMES = ["synthetic-waterbirds-toy-resnet-xs-none-s1", "synthetic-waterbirds-toy-resnet-xs-upsampling-s1"]
@@ -58,10 +66,12 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
             os.killpg(driver.pid, signal.SIGKILL)
     assert reported_epochs(exp_uri, NAMES[1]) < EPOCHS
 
+    # the killed driver's lease names a process of this host that no longer exists: the same command takes it over
     again = start_cli(*args)
     output = finish(again)
     assert again.returncode == 0, output[-4000:]
     assert "final test WGA" in output
+    assert not TrialDir(exp_uri).exists(LOCK_FILE)  # the run removed its lease when it ended
     # the after commands write beside the sweep, in the bucket
     written = TrialDir(join_location(exp_uri, "groupsweep_analysis"))
     assert b"criterion" in written.read_bytes("table1.csv")
@@ -94,6 +104,99 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
     assert b"criterion" in TrialDir(remote).read_bytes("table1.csv")
     # the printed lines name where the tables went, not the temporary folder they were written to first
     assert f"wrote {join_location(remote, 'table1.md')}, .csv, .tex" in uploaded.stdout, uploaded.stdout[-2000:]
+
+
+def lock_record(exp_uri: str) -> dict:
+    return json.loads(TrialDir(exp_uri).read_bytes(LOCK_FILE))
+
+
+def test_a_bucket_sweeps_lock_is_a_lease_renewed_by_its_holder_and_refused_to_a_second_driver(tmp_path,
+                                                                                              s3_server):  # noqa: F811
+    storage = s3_server.uri("sweeps")
+    exp_uri = join_location(storage, "leased")
+    holder = ObjectLease(exp_uri, renew_s=0.2, settle_s=0.05)
+    holder.acquire()
+    try:
+        first = lock_record(exp_uri)
+        assert first["pid"] == os.getpid() and first["token"] == holder.token
+        with pytest.raises(SweepLocked) as error:
+            SweepLock(exp_uri).acquire()  # the launcher's lock of the same sweep: refused, naming the holder
+        message = str(error.value)
+        assert "\n" not in message and f"is already being run by pid {os.getpid()} on " in message
+        assert "lease renewed 0 s ago" in message and "run again in 120 s" in message
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump({"datasets": {"synthetic-waterbirds": {"options": TINY_DATA}},
+                                        "models": ["toy-resnet-xs"], "methods": ["none"], "seeds": [1]}))
+        second = run_cli("run", str(spec), "--storage", storage, "--name", "leased")  # before Ray starts: one line
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1, second.stderr[-2000:]
+        assert lines[0].startswith("error: ") and f"is already being run by pid {os.getpid()}" in lines[0]
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(exp_uri)
+        assert [info.base_name for info in filesystem.get_file_info(pyarrow.fs.FileSelector(path))] == [LOCK_FILE]
+        wait_until(lambda: lock_record(exp_uri)["renewed"] > first["renewed"], "a renewal")
+    finally:
+        holder.release()
+    assert not TrialDir(exp_uri).exists(LOCK_FILE)  # released: removed
+    with SweepLock(exp_uri) as lock:  # free again
+        assert lock_record(exp_uri)["token"] == lock.lease.token
+    assert not TrialDir(exp_uri).exists(LOCK_FILE)
+
+
+def test_a_lapsed_lease_or_one_of_a_dead_local_process_is_taken_over(s3_server):  # noqa: F811
+    exp_uri = s3_server.uri("sweeps/stale")
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(join_location(exp_uri, LOCK_FILE))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def foreign(host: str, pid: int, age: float) -> None:
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(json.dumps({"pid": pid, "host": host, "since": "2026-11-28 00:00:00", "command": "groupsweep",
+                                     "token": "theirs", "renewed": time.time() - age}).encode())
+
+    for host, pid, age, taken in (("elsewhere", 1, 10, False),  # current, another host: held
+                                  ("elsewhere", 1, 200, True),  # not renewed for 200 s: lapsed
+                                  (socket.gethostname(), dead.pid, 10, True),  # its process here has ended
+                                  (socket.gethostname(), os.getpid(), 10, False)):  # a live process here: held
+        foreign(host, pid, age)
+        lease = ObjectLease(exp_uri, settle_s=0.05)
+        if taken:
+            lease.acquire()
+            assert lock_record(exp_uri)["token"] == lease.token, (host, age)
+            lease.release()
+        else:
+            with pytest.raises(SweepLocked, match=f"already being run by pid {pid} on {host} "):
+                lease.acquire()
+            assert lock_record(exp_uri)["token"] == "theirs"  # untouched
+
+
+def test_of_two_drivers_taking_a_free_lease_at_once_only_the_one_whose_record_stayed_runs(s3_server):  # noqa: F811
+    """The other driver found the lock free too (its check came before this one's write) and wrote its record
+    while this one waited to read its own back: this one stops, the other's record stays."""
+    exp_uri = s3_server.uri("sweeps/race")
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(join_location(exp_uri, LOCK_FILE))
+    other = {"pid": os.getpid(), "host": "elsewhere", "since": "2026-11-28 00:00:00", "command": "groupsweep run",
+             "token": "theirs", "renewed": time.time()}
+
+    def other_writes() -> None:
+        time.sleep(0.2)
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(json.dumps(other).encode())
+
+    racing = threading.Thread(target=other_writes)
+    racing.start()
+    try:
+        with pytest.raises(SweepLocked, match="on elsewhere .*it took the lock at the same moment as this run"):
+            ObjectLease(exp_uri, settle_s=0.6).acquire()
+    finally:
+        racing.join()
+    assert lock_record(exp_uri)["token"] == "theirs"
+
+
+def wait_until(condition, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
 
 
 def test_analyses_of_a_bucket_write_to_a_local_folder_by_default(tmp_path, monkeypatch):

@@ -41,6 +41,7 @@ import os
 import shutil
 import tempfile
 
+import psutil
 import ray
 import ray.train
 import ray.tune
@@ -170,20 +171,9 @@ def staging_directory(root: str | None = None) -> str:
     root = root or tempfile.gettempdir()
     for name in os.listdir(root):
         owner = name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
-        if name.startswith(STAGING_PREFIX) and owner.isdigit() and not _alive(int(owner)):
+        if name.startswith(STAGING_PREFIX) and owner.isdigit() and not psutil.pid_exists(int(owner)):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     return tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=root)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (one of another user's counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by another user
-        pass
-    return True
 
 
 def run_finetune(config: TrainConfig, reporter: EpochReporter, state: dict | None, cpu: bool,
