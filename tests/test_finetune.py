@@ -324,9 +324,30 @@ def test_schedule_options_equal_their_closed_forms_at_every_step(schedule, step,
     assert rates == pytest.approx(expected, abs=1e-12)
 
 
+def test_per_epoch_linear_is_the_authors_bert_schedule():
+    """The authors' BERT schedule (their ``bert.py``): transformers' ``get_scheduler("linear", num_warmup_steps=0,
+    num_training_steps=epochs)`` stepped once per epoch: the factor of epoch e (0-based) of E is 1 - e / E; mean
+    0.525 and last epoch 0.05 over 20."""
+    from transformers import get_scheduler
+
+    from trainables.finetune import make_scheduler
+
+    epochs = 20
+    config = TrainConfig.from_dict({"schedule": "linear", "schedule_step": "epoch", "epochs": epochs})
+    optimizer = sgd()
+    ours = learning_rates(make_scheduler(config, optimizer, 17), optimizer, epochs + 1)
+    optimizer = sgd()
+    authors = learning_rates(get_scheduler("linear", optimizer=optimizer, num_warmup_steps=0,
+                                           num_training_steps=epochs), optimizer, epochs + 1)
+    assert ours == pytest.approx(authors, abs=1e-12)
+    factors = np.array(ours[:epochs]) / 0.1
+    assert factors == pytest.approx([1 - e / epochs for e in range(epochs)], abs=1e-12)
+    assert factors.mean() == pytest.approx(0.525) and factors[-1] == pytest.approx(0.05)
+
+
 def test_per_epoch_linear_to_a_final_factor_is_torchs_linear_lr():
-    """The authors' schedule: ``LinearLR(start_factor=1, end_factor=0.1, total_iters=epochs)`` stepped once per
-    epoch: the factor of epoch e (0-based) of E is 1 - 0.9 e / E; mean 0.57 and last epoch 0.145 over 20."""
+    """``final_lr_factor`` f with a per-epoch linear decay: torch's ``LinearLR(start_factor=1, end_factor=f,
+    total_iters=epochs)`` (the factor of epoch e of E is 1 - (1 - f) e / E)."""
     from trainables.finetune import make_scheduler
 
     epochs = 20
@@ -340,7 +361,6 @@ def test_per_epoch_linear_to_a_final_factor_is_torchs_linear_lr():
     assert ours == pytest.approx(torchs, abs=1e-12)
     factors = np.array(ours[:epochs]) / 0.1
     assert factors == pytest.approx([1 - 0.9 * e / epochs for e in range(epochs)], abs=1e-12)
-    assert factors.mean() == pytest.approx(0.5725) and factors[-1] == pytest.approx(0.145)
 
 
 @pytest.mark.parametrize("key, value", [("schedule_step", "batch"), ("final_lr_factor", 1.5),

@@ -61,9 +61,9 @@ SEARCH_CELLS = {"tune-balancing": 3 * 4, "demo-hpo": 4}
 PRETRAINED_DEMOS = ("demo-finetune",)
 TABLE4 = {"waterbirds": (100, "cosine"), "celeba": (20, "cosine"), "civilcomments": (20, "linear"),
           "multinli": (20, "linear")}
-# (schedule_step, final_lr_factor) of the paper presets: the authors' LinearLR(1 -> 0.1, stepped per epoch) for
-# the linear schedule; groupsweep's per-step cosine to 0 for the images.
-AUTHORS_SCHEDULE = {"linear": ("epoch", 0.1), "cosine": ("step", 0.0)}
+# (schedule_step, final_lr_factor) of the paper presets: the authors' BERT schedule (transformers' linear decay to
+# 0, stepped per epoch) for the linear schedule; groupsweep's per-step cosine to 0 for the images.
+AUTHORS_SCHEDULE = {"linear": ("epoch", 0.0), "cosine": ("step", 0.0)}
 
 
 def test_every_preset_has_a_demo_counterpart_and_a_stated_count():

@@ -16,7 +16,7 @@ from trainables.errors import GroupsweepError, choose, is_integer, is_real, posi
 
 SCHEDULES = ("cosine", "linear", "constant")
 # How often the learning-rate schedule advances: after every optimizer step, or once after every epoch
-# (the authors' code: torch's LinearLR stepped once per epoch).
+# (the authors' code for BERT: transformers' linear schedule stepped once per epoch).
 SCHEDULE_STEPS = ("step", "epoch")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 PRECISIONS = ("no", "fp16", "bf16")
@@ -154,8 +154,9 @@ class TrainConfig:
     ``schedule`` (``cosine``, ``linear``, ``constant``) decays the learning rate from ``lr`` to
     ``final_lr_factor`` × ``lr`` over the run, advancing after every optimizer step (``schedule_step:
     step``, the default) or once after every epoch (``epoch``). The defaults (per step, down to 0) are
-    transformers' schedules without warm-up; ``schedule: linear, schedule_step: epoch, final_lr_factor:
-    0.1`` is the authors' torch ``LinearLR(start_factor=1, end_factor=0.1, total_iters=epochs)``.
+    transformers' schedules without warm-up; ``schedule: linear, schedule_step: epoch`` is the authors' BERT
+    schedule, transformers' ``get_scheduler("linear", num_warmup_steps=0, num_training_steps=epochs)`` stepped
+    once per epoch.
 
     GPU settings (``benchmarks/gpu_step.py`` measures each): ``mixed_precision`` (``bf16``, ``fp16`` on a
     GPU; Accelerate's autocast), ``channels_last`` (image models: weights and training batches in
