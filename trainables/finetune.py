@@ -125,7 +125,8 @@ def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
 def make_optimizer(config: TrainConfig, model: GroupModel) -> torch.optim.Optimizer:
     """The optimizer of ``config`` over the model's trainable parameters: ``adamw`` (decoupled weight decay,
     LaBonte et al.'s finetuning), ``adam`` (weight decay as an L2 term in the gradient, the D3M paper's and
-    the GroupDRO / JTT authors' optimizer) or ``sgd`` with momentum (LaBonte et al.'s last-layer training)."""
+    the GroupDRO / JTT authors' optimizer) or ``sgd`` with ``momentum`` (LaBonte et al.'s last-layer training, with
+    momentum 0: their code sets an attribute that torch's SGD never reads)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
