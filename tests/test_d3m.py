@@ -67,6 +67,9 @@ def test_removal_takes_negative_scores_or_the_k_lowest():
     assert removal(alignment, y, 0, 0.99, 2).tolist() == []
     # at most floor(0.5 * 4) = 2 per class, the most negative ones
     assert removal(alignment - 5, y, "negative", 0.5, 2).tolist() == [1, 3, 4, 6]
+    # a class at its cap leaves its further negative scores in place, and never makes room for a score >= 0 of
+    # another class: class 0 (cap 1) keeps -2; class 1 (cap 1) has no negative score, so nothing of it goes
+    assert removal(np.array([-3.0, -2.0, 5.0, 1.0, 2.0]), np.array([0, 0, 0, 1, 1]), "negative", 0.5, 2).tolist() == [0]
 
 
 def test_removal_never_empties_a_class_or_takes_more_than_the_cap(caplog):

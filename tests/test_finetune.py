@@ -49,6 +49,14 @@ def test_every_epoch_reports_every_metric_and_predictions():
         assert np.array_equal(labels[f"{split}_g"], labels[f"{split}_y"] * 2 + labels[f"{split}_s"])
         # The reported accuracy is the accuracy of the saved predictions.
         assert metrics[f"{split}/acc"] == pytest.approx(np.mean(predictions == labels[f"{split}_y"]))
+        # Waterbirds-like data report the train-weighted average accuracy: each group's accuracy weighted by the
+        # group's share of the full training split (renormalised over the groups the split holds), not pooled
+        train_counts = np.array([metrics[f"train/count_group_{g}"] for g in range(4)], dtype=float)
+        y, groups = labels[f"{split}_y"], labels[f"{split}_g"]
+        present = [g for g in range(4) if (groups == g).any()]
+        weighted = sum(train_counts[g] * np.mean(predictions[groups == g] == y[groups == g]) for g in present)
+        assert metrics[f"{split}/avg_acc"] == pytest.approx(weighted / train_counts[present].sum(), abs=1e-12)
+        assert abs(metrics[f"{split}/avg_acc"] - metrics[f"{split}/acc"]) > 1e-6  # so pooling would be caught
 
 
 def test_train_subset_metrics_cover_exactly_the_kept_examples():

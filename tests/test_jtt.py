@@ -127,6 +127,8 @@ def test_plan_takes_epoch_t_of_the_none_trial_and_saves_the_error_set(tmp_path, 
     _, logits = base_model.model_outputs(config, dataset, erm_states[0]["model"], ("train",), 80, True)["train"]
     expected = np.flatnonzero(logits.argmax(axis=1) != dataset.splits["train"].y)
     assert 0 < len(expected) < SMALL["size"] and np.array_equal(saved["errors"], expected)
+    groups = dataset.groups("train")  # the per-group count of errors kept for inspection: by group, not by class
+    assert saved["errors_per_group"].tolist() == [int((groups[expected] == g).sum()) for g in range(dataset.n_groups)]
     _, final_logits = base_model.model_outputs(config, dataset, last["model"], ("train",), 80, True)["train"]
     final_errors = np.flatnonzero(final_logits.argmax(axis=1) != dataset.splits["train"].y)
     assert not np.array_equal(final_errors, expected)  # so taking the last epoch instead of T would be caught

@@ -177,6 +177,15 @@ def test_ties_go_to_the_method_listed_first_then_the_smaller_ratio(tmp_path):
     assert chosen["worst-class"] == "mixture 2:1"
 
 
+@pytest.mark.parametrize("upsampling_score, chosen", [(0.1 + 0.2, "subsetting"),  # 0.30000000000000004: a tie
+                                                      (0.3 + 1e-9, "upsampling")])  # beyond TIE_TOLERANCE: better
+def test_scores_within_the_tie_tolerance_tie_and_any_larger_difference_counts(tmp_path, upsampling_score, chosen):
+    for index, (method, score) in enumerate((("subsetting", 0.3), ("upsampling", upsampling_score))):
+        write_trial(tmp_path, index, trial_config("wb", "m", method, None, epochs=1),
+                    [epoch_metrics(1, overrides={"val/wga": score})])
+    assert select(load_results(tmp_path), ["wga"]).table.set_index("criterion").at["wga", "method_label"] == chosen
+
+
 def test_partial_sweep_is_selected_with_notes(tmp_path):
     build_sweep(tmp_path, skip={("none", None, 1), ("mixture", 3.0, 1)})
     write_trial(tmp_path, 50, trial_config("wb", "m", "mixture", 3.0, seed=1, epochs=3),
@@ -348,7 +357,6 @@ def test_display_and_paper_layout(tmp_path):
     assert paper["criterion"].tolist() == ["bias-unsupervised", "worst-class", "wga"]  # the paper's order
     assert paper["group labels"].tolist() == ["none", "none", "val"]  # its "Group Anns" column
     assert paper.set_index("criterion").at["wga", "wb/m"] == "mixture 2:1 (82.0)"  # a column per dataset/model
-    assert isinstance(paper, pd.DataFrame)
 
 
 def test_paper_layout_orders_the_datasets_as_the_papers_tables_do():

@@ -141,8 +141,9 @@ def test_majority_and_minority_groups_come_from_training_counts():
     groups = class_groups([50, 10, 5, 0, 7, 0], n_spurious=3)
     assert (groups[0].majority, groups[0].minority, groups[0].minorities) == (0, 2, (1, 2))
     assert (groups[1].majority, groups[1].minority, groups[1].minorities) == (4, None, ())
-    # Ties: the lower group index is the majority.
+    # Ties: the lower group index is the majority, and g_min the lower of equally small minorities.
     assert class_groups([5, 5], 2)[0].majority == 0
+    assert (class_groups([9, 3, 3], 3)[0].minority, class_groups([3, 9, 3], 3)[0].minority) == (1, 0)
 
 
 def test_rho_and_table5_on_a_hand_built_case():
