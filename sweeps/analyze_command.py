@@ -213,14 +213,20 @@ def run_plot(args: argparse.Namespace) -> int:
     check_plot_args(args)
     results = load_run(args.run_dir)
     check_model(results, args.model)  # before the output folder is made
+    planned = local_output_path(args)
+    existed = planned is not None and planned.exists()
     out = output_folder(args)
     outputs = make_figures(results, [args.figure], out, model=args.model)
     print_notes(list(results.problems) + [note for output in outputs for note in output.notes])
     drawn = [output for output in outputs if output.png is not None]
     for output in drawn:
         print(f"{output.name}: {output.png}, {output.pdf.name}, {output.csv.name}")
+    if not drawn:  # nothing to show: no empty folder of this run's making left here, nothing uploaded
+        if not existed and not any(out.iterdir()):
+            out.rmdir()
+        return 1
     publish(args, out)
-    return 0 if drawn else 1
+    return 0
 
 
 def load_run(run_dir):
@@ -257,13 +263,21 @@ def default_out_dir(run_dir) -> Path:
     return Path(run_dir).expanduser() / DEFAULT_OUT
 
 
-def output_folder(args: argparse.Namespace) -> Path:
-    """The local output folder, created: ``--out``, a new temporary folder when ``--out`` is a URI (``publish``
-    uploads it), else ``default_out_dir`` of the (first) sweep directory."""
-    run_dir = args.run_dir[0] if isinstance(args.run_dir, (list, tuple)) else args.run_dir
+def local_output_path(args: argparse.Namespace) -> Path | None:
+    """Where the output folder is on this machine: ``--out``, else ``default_out_dir`` of the (first) sweep
+    directory; None when ``--out`` is a URI (the files are written into a temporary folder and uploaded)."""
     if args.out and "://" in str(args.out):
+        return None
+    run_dir = args.run_dir[0] if isinstance(args.run_dir, (list, tuple)) else args.run_dir
+    return check_output(args.out) if args.out else default_out_dir(run_dir)
+
+
+def output_folder(args: argparse.Namespace) -> Path:
+    """The local output folder, created: ``local_output_path``, or a new temporary folder when ``--out`` is a
+    URI (``publish`` uploads it)."""
+    out = local_output_path(args)
+    if out is None:
         return Path(tempfile.mkdtemp(prefix="groupsweep-out-"))
-    out = check_output(args.out) if args.out else default_out_dir(run_dir)
     make_folder(out, "--out" if args.out else "the output folder")
     return out
 

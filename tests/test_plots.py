@@ -238,6 +238,17 @@ def test_nothing_to_draw_is_a_note(tmp_path):
     assert output.notes == ["mixture: no complete mixture trial; nothing to draw"]
 
 
+def test_the_plot_command_with_nothing_to_draw_leaves_no_empty_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_trial(run, 0, trial_config("waterbirds", "small", "none", epochs=2), [epoch_metrics(1)])
+    (tmp_path / "kept").mkdir()
+    for out in (["--out", str(tmp_path / "new")], [], ["--out", str(tmp_path / "kept")]):
+        assert cli.main(["plot", str(run), "--figure", "mixture", *out]) == 1
+        assert "note: mixture: no complete mixture trial; nothing to draw" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists() and not (run / "groupsweep_analysis").exists()
+    assert (tmp_path / "kept").is_dir()  # a folder that was there stays
+
+
 def test_unknown_figure_is_a_one_line_error(sweep, tmp_path):
     with pytest.raises(GroupsweepError, match="unknown figure 'bars'; choose one of: collapse"):
         make_figures(sweep, ["bars"], tmp_path)
