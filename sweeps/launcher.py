@@ -83,7 +83,7 @@ from sweeps.search import early_stopping_warning, search_plan
 from sweeps.spaces import check_metric_index
 from sweeps.spec import (DEFAULT_KEEP_CHECKPOINTS, DEFAULT_MAX_FAILURES, DRIVER_CPU, Resources, SpecLoader, SweepSpec,
                          TrialPlan, build_spec, dump_spec)
-from sweeps.sweep_lock import SweepLock
+from sweeps.sweep_lock import SweepLock, SweepLocked
 from sweeps.tracking import tracker_environment, tracking_callbacks
 from trainables.balancing import method_label
 from trainables.config import TrainConfig
@@ -928,14 +928,17 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
         check_metric_index(spec.search, {cell.name: loaded[dataset_key(cell.config)] for cell in spec.cells})
     if not address:
         check_local_weights(spec)
-    with SweepLock(exp_dir):
+    with SweepLock(exp_dir) as lock:
         check_resumable(spec, exp_dir)  # again: no other driver can change it now
         ray_started_here = not ray.is_initialized()
         start_ray(address, num_cpus, dashboard=dashboard)
         try:
             check_nodes_fit(spec, live_node_shapes(), autoscaling=bool(address))
-            return run_trials(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent, shared=share,
-                              loaded=loaded)
+            results = run_trials(spec, exp_dir, name, storage, max_concurrent or spec.max_concurrent, shared=share,
+                                 loaded=loaded)
+            if lock.lost:  # a lease on object storage that another driver took: this run was stopped
+                raise SweepLocked(f"{lock.lost}; this run stopped")
+            return results
         except ConnectionError:
             raise  # Ray's own connections, not the storage
         except (OSError, EOFError, pickle.UnpicklingError) as error:

@@ -11,21 +11,30 @@ killed driver never leaves the lock stuck; the file itself stays (naming the las
 while another driver holds it) and is harmless. A filesystem whose ``flock`` fails (NFS without its lock daemon:
 ``ENOLCK``; some Lustre and FUSE mounts) runs the sweep without its lock, after one ``warning:`` line.
 
-Object storage (``s3://``, ``gs://``...) has neither locks nor a create-if-absent that ``pyarrow.fs`` offers, so
-there the lock is a lease (``ObjectLease``): the file names its holder and a token, and the holder renews it
-every ``RENEW_SECONDS``. A lock renewed within ``LEASE_SECONDS`` is held, unless its holder is a process of this
-host that no longer exists (a driver killed here is taken over at once; one killed on another host after the
-lease lapses). A driver takes a free lock by writing its record, waits ``SETTLE_SECONDS`` and reads the record
-back: of two drivers that wrote at once, only the one whose record stayed runs (the stores' reads follow their
-writes). It removes the file when it ends. The hosts' clocks must agree to well within ``LEASE_SECONDS`` (NTP).
+A ``file://`` URI is a local folder, locked so. Object storage (``s3://``, ``gs://``...) has neither locks nor a
+create-if-absent that ``pyarrow.fs`` offers, so there the lock is a lease (``ObjectLease``): the file names its
+holder and a token, and the holder renews it every ``RENEW_SECONDS``. A lock renewed within ``LEASE_SECONDS`` is
+held, unless its holder is a process of this host that no longer exists (a driver killed here is taken over at
+once; one killed on another host after the lease lapses). A driver takes a free lock by writing its record,
+waits ``SETTLE_SECONDS`` and reads the record back: of two drivers that wrote at once, only the one whose record
+stayed runs (the stores' reads follow their writes). A rival whose write landed later than that (a write slower
+than ``SETTLE_SECONDS``) is found at the next renewal: the driver whose record was replaced stops as Ctrl-C stops
+it (Tune saves the sweep's state), within ``RENEW_SECONDS``; so does a driver that could not renew its lease for
+``LEASE_SECONDS``. It removes the file when it ends. The hosts' clocks must agree to well within
+``LEASE_SECONDS`` (NTP), and one host name must mean one process table (containers that share a host name but
+not their process ids would take each other's leases at once).
 """
+
 from __future__ import annotations
 
+import _thread
 import datetime
 import fcntl
 import json
+import math
 import os
 import shlex
+import signal
 import socket
 import sys
 import threading
@@ -34,6 +43,7 @@ import uuid
 
 import psutil
 import pyarrow
+import pyarrow.fs
 
 from trainables.errors import GroupsweepError
 from trainables.trial_dir import join_location, location_filesystem
@@ -67,14 +77,22 @@ def holder_record(**extra) -> dict:
 
 
 class SweepLock:
-    """An exclusive lock on a sweep directory (a local one created if needed; a URI's: ``ObjectLease``). Use it
-    as a context manager, or ``acquire()`` / ``release()``."""
+    """An exclusive lock on a sweep directory (a local one, or a ``file://`` URI's, created if needed and locked
+    with ``flock``; another URI's: ``ObjectLease``). Use it as a context manager, or ``acquire()`` /
+    ``release()``."""
 
     def __init__(self, exp_dir: str):
         self.exp_dir = exp_dir
-        self.path = os.path.join(exp_dir, LOCK_FILE)
+        self.folder = exp_dir  # the local folder that holds the lock file, for a local sweep
+        self.lease = None
+        if "://" in exp_dir:
+            filesystem, path = location_filesystem(exp_dir)
+            if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
+                self.folder = path
+            else:
+                self.lease = ObjectLease(exp_dir)
+        self.path = os.path.join(self.folder, LOCK_FILE)
         self.fd: int | None = None
-        self.lease = ObjectLease(exp_dir) if "://" in exp_dir else None
 
     def acquire(self) -> SweepLock:
         """Take the lock, or raise ``SweepLocked`` naming the holder."""
@@ -82,7 +100,7 @@ class SweepLock:
             self.lease.acquire()
             return self
         try:
-            os.makedirs(self.exp_dir, exist_ok=True)
+            os.makedirs(self.folder, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
             raise GroupsweepError(f"cannot create the lock file {self.path}: {error.strerror}") from None
@@ -117,6 +135,11 @@ class SweepLock:
         os.close(self.fd)
         self.fd = None
 
+    @property
+    def lost(self) -> str | None:
+        """Why the lock was lost while held (a lease another driver took, or one not renewed), else None."""
+        return self.lease.lost if self.lease is not None else None
+
     def __enter__(self) -> SweepLock:
         return self.acquire()
 
@@ -127,76 +150,93 @@ class SweepLock:
 class ObjectLease:
     """The lock of a sweep in object storage: a renewed lease on ``<exp_dir>/groupsweep.lock`` (module
     docstring). ``lease_s``, ``renew_s`` and ``settle_s`` default to ``LEASE_SECONDS``, ``RENEW_SECONDS`` and
-    ``SETTLE_SECONDS``."""
+    ``SETTLE_SECONDS``. ``on_lost(message)`` is called (from the renewing thread) when the lease is lost while
+    held: another driver's record replaced it, or no renewal succeeded for ``lease_s``; by default it stops
+    this driver as Ctrl-C does (``stop_this_driver``)."""
 
     def __init__(self, exp_dir: str, lease_s: float = LEASE_SECONDS, renew_s: float = RENEW_SECONDS,
-                 settle_s: float = SETTLE_SECONDS):
+                 settle_s: float = SETTLE_SECONDS, on_lost=None):
         self.exp_dir = exp_dir
         self.filesystem, self.path = location_filesystem(join_location(exp_dir, LOCK_FILE))
         self.lease_s, self.renew_s, self.settle_s = lease_s, renew_s, settle_s
+        self.on_lost = on_lost or stop_this_driver
         self.token = uuid.uuid4().hex
         self.record: dict | None = None
+        self.lost: str | None = None  # why the lease was lost while held, once it was
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
     def acquire(self) -> None:
         """Take the lease, or raise ``SweepLocked`` naming the holder: one whose lease is current, or one that
         wrote its record at the same moment and kept it. Then renew it in a daemon thread until ``release``. A
-        storage that fails is a one-line ``GroupsweepError``."""
+        storage that fails is a one-line ``GroupsweepError``; an acquisition that fails or is interrupted after
+        writing its record removes it again."""
         try:
             held = self.read()
-            if held is not None and self.current(held):
-                raise self.locked(held)
-            self.record = holder_record(token=self.token, renewed=time.time())
+        except (OSError, pyarrow.ArrowException) as error:
+            raise self.storage_error(error) from None
+        if held is not None and self.current(held):
+            raise self.locked(held)
+        self.record = holder_record(token=self.token, renewed=time.time())
+        self.lost = None
+        try:
             self.write()
             time.sleep(self.settle_s)
             held = self.read()
-        except (OSError, pyarrow.ArrowException) as error:
-            raise GroupsweepError(f"cannot take the lock of sweep {self.exp_dir} ({LOCK_FILE}): "
-                                  f"{' '.join(str(error).split())}") from None
-        if held is None or held.get("token") != self.token:
+            if held is None or held.get("token") != self.token:
+                raise self.locked(held, "; it took the lock at the same moment as this run")
+        except BaseException as error:
+            self._remove_if_ours()
             self.record = None
-            raise self.locked(held, "; it took the lock at the same moment as this run")
+            if isinstance(error, (OSError, pyarrow.ArrowException)):
+                raise self.storage_error(error) from None
+            raise
+        self._stop.clear()
         self._renewer = threading.Thread(target=self._renew, name="groupsweep-lease", daemon=True)
         self._renewer.start()
 
     def release(self) -> None:
-        """Stop renewing and remove the file if it still holds this lease; a storage that fails then is left to
-        the lease's expiry."""
+        """Stop renewing and remove the file if it still holds this lease (not after the lease lapsed: another
+        driver may hold the file by then); a storage that fails then is left to the lease's expiry."""
         if self.record is None:
             return
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        try:
-            held = self.read()
-            if held is not None and held.get("token") == self.token:
-                self.filesystem.delete_file(self.path)
-        except (OSError, pyarrow.ArrowException):
-            pass
+            self._renewer = None
+        if self.lost is None and time.time() - self.record["renewed"] < self.lease_s:
+            self._remove_if_ours()
         self.record = None
 
     def current(self, held: dict) -> bool:
         """Whether the lease ``held`` (a lock file's record) is still held: renewed within ``lease_s``, and, when it
-        names this host, by a process that still exists."""
+        names this host, by a process that still exists. A record this module did not write (fields missing or
+        out of range) holds nothing."""
         try:
-            age = time.time() - float(held["renewed"])
-            if held["host"] == socket.gethostname() and not psutil.pid_exists(int(held["pid"])):
+            renewed, pid = float(held["renewed"]), int(held["pid"])
+            if not math.isfinite(renewed) or not 0 < pid < 2 ** 31:
                 return False
-        except (KeyError, TypeError, ValueError):  # a record this module did not write: not a lease
+            if held["host"] == socket.gethostname() and not psutil.pid_exists(pid):
+                return False
+        except (KeyError, TypeError, ValueError, OverflowError):
             return False
-        return age < self.lease_s
+        return time.time() - renewed < self.lease_s
 
     def locked(self, held: dict | None, why: str = "") -> SweepLocked:
         """The ``SweepLocked`` error naming the holder of ``held`` and when it renewed the lease."""
         holder = holder_description(json.dumps(held)) if held is not None else "another process"
         renewed = ""
-        if held is not None and isinstance(held.get("renewed"), (int, float)):
-            age = max(0.0, time.time() - held["renewed"])
+        if held is not None and self.current(held):
+            age = max(0.0, time.time() - float(held["renewed"]))
             renewed = (f", lease renewed {age:.0f} s ago (a lease not renewed for {self.lease_s:.0f} s is taken to be "
                        f"left by a driver that died: if that driver is gone, run again in {self.lease_s - age:.0f} s)")
         return SweepLocked(f"sweep {self.exp_dir} is already being run by {holder}{renewed}{why}; wait for that run "
                            "to end (or stop it), then run the command again")
+
+    def storage_error(self, error: BaseException) -> GroupsweepError:
+        """The one-line error of a storage that failed while the lease was being taken."""
+        return GroupsweepError(f"cannot take the lock of sweep {self.exp_dir} ({LOCK_FILE}): "
+                               f"{' '.join(str(error).split())}")
 
     def read(self) -> dict | None:
         """The lock file's record, or None when there is none (or it is not a JSON object)."""
@@ -214,18 +254,49 @@ class ObjectLease:
         with self.filesystem.open_output_stream(self.path) as stream:
             stream.write(json.dumps(self.record).encode())
 
+    def _remove_if_ours(self) -> None:
+        """Delete the lock file if it holds this lease's token; a storage that fails is left to the expiry."""
+        try:
+            held = self.read()
+            if held is not None and held.get("token") == self.token:
+                self.filesystem.delete_file(self.path)
+        except (OSError, pyarrow.ArrowException):
+            pass
+
     def _renew(self) -> None:
-        """Every ``renew_s``: renew the lease while it is still this run's; a failed write is tried again at the
-        next turn, a lease another driver took after this one lapsed is left to it (one ``warning:`` line)."""
+        """Every ``renew_s``: renew the lease while it is still this run's. A failed renewal is tried again at the
+        next turn (one ``warning:`` line the first time); the lease is lost (``on_lost``) when another driver's
+        record replaced it or no renewal succeeded for ``lease_s``."""
+        warned = False
         while not self._stop.wait(self.renew_s):
             try:
                 held = self.read()
                 if held is not None and held.get("token") != self.token:
-                    print(f"warning: the lock of sweep {self.exp_dir} was taken over by "
-                          f"{holder_description(json.dumps(held))} after this run's lease lapsed; two drivers may be "
-                          "running the sweep", file=sys.stderr, flush=True)
+                    self._lose(f"the lock of sweep {self.exp_dir} was taken by {holder_description(json.dumps(held))}")
                     return
-                self.record["renewed"] = time.time()
+                renewed = time.time()
                 self.write()
-            except (OSError, pyarrow.ArrowException):
-                continue
+                self.record["renewed"] = renewed
+            except (OSError, pyarrow.ArrowException) as error:
+                if time.time() - self.record["renewed"] >= self.lease_s:
+                    self._lose(f"the lease on sweep {self.exp_dir} lapsed: no renewal succeeded for "
+                               f"{self.lease_s:.0f} s ({' '.join(str(error).split())})")
+                    return
+                if not warned:
+                    print(f"warning: cannot renew the lock of sweep {self.exp_dir} "
+                          f"({' '.join(str(error).split())}); trying again every {self.renew_s:.0f} s",
+                          file=sys.stderr, flush=True)
+                    warned = True
+
+    def _lose(self, why: str) -> None:
+        """Record why the lease was lost and call ``on_lost``."""
+        self.lost = why
+        self.on_lost(f"{why}; two drivers must not run one sweep: this run stops (as Ctrl-C stops it; what it "
+                     "saved is kept), run the command again once the other run has ended")
+
+
+def stop_this_driver(message: str) -> None:
+    """``ObjectLease``'s default ``on_lost``: print ``message`` as an ``error:`` line and stop this driver as Ctrl-C
+    does (SIGINT to the main thread: Tune then saves the sweep's state and returns)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    _thread.interrupt_main(signal.SIGINT)

@@ -1,12 +1,14 @@
 """A sweep stored in object storage (a real S3-protocol server on 127.0.0.1, ``s3_fixtures``), end to end.
 
 The sweep's lock there is a lease (``sweeps.sweep_lock.ObjectLease``). The sweep runs with ``--storage s3://...``,
-its driver is SIGKILLed after a trial has finished and the same command resumes it; ``status``, ``analyze``, ``plot`` and ``spectral`` then read it from the bucket, with no
-filesystem shared between the trials and the analyses (the analyses write to a local folder).
+its driver is SIGKILLed after a trial has finished and the same command resumes it; ``status``, ``analyze``,
+``plot`` and ``spectral`` then read it from the bucket, with no filesystem shared between the trials and the
+analyses (the analyses write to a local folder).
 """
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import signal
@@ -24,7 +26,7 @@ from analysis.results import load_results
 from ray_fixtures import TINY_DATA, run_cli
 from s3_fixtures import s3_server  # noqa: F401  (the fixture)
 from test_reliability import finish, start_cli, wait_for
-from sweeps.sweep_lock import LOCK_FILE, ObjectLease, SweepLock, SweepLocked
+from sweeps.sweep_lock import LOCK_FILE, ObjectLease, SweepLock, SweepLocked, stop_this_driver
 from trainables.trial_dir import RESULT_FILE, TrialDir, UnreadableFile, join_location
 
 NAMES = ["synthetic-waterbirds-toy-resnet-xs-none-s1", "synthetic-waterbirds-toy-resnet-xs-upsampling-s1"]
@@ -190,6 +192,75 @@ def test_of_two_drivers_taking_a_free_lease_at_once_only_the_one_whose_record_st
     finally:
         racing.join()
     assert lock_record(exp_uri)["token"] == "theirs"
+
+
+def test_a_lease_lost_while_held_stops_its_holder_and_is_not_removed_by_it(s3_server):  # noqa: F811
+    exp_uri = s3_server.uri("sweeps/lost")
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(join_location(exp_uri, LOCK_FILE))
+    lost: list = []
+    lease = ObjectLease(exp_uri, renew_s=0.1, settle_s=0.05, on_lost=lost.append)
+    for _ in range(2):  # a lease taken, released and taken again renews again
+        lease.acquire()
+        renewed = lock_record(exp_uri)["renewed"]
+        wait_until(lambda: lock_record(exp_uri)["renewed"] > renewed, "a renewal")
+        lease.release()
+    lease.acquire()
+    with filesystem.open_output_stream(path) as stream:  # a rival's record, written after this one's read-back
+        stream.write(json.dumps({"pid": 1, "host": "elsewhere", "since": "2026-11-28 00:00:00", "command": "groupsweep",
+                                 "token": "theirs", "renewed": time.time()}).encode())
+    wait_until(lambda: lost, "the lost lease noticed")
+    assert lost[0].startswith(f"the lock of sweep {exp_uri} was taken by pid 1 on elsewhere")
+    assert "this run stops" in lost[0]
+    lease.release()
+    assert lock_record(exp_uri)["token"] == "theirs"  # the rival's lock stays
+
+    # a holder that cannot renew for lease_s loses its lease too (here its bucket is gone)
+    bucket_uri = s3_server.uri("sweeps/gone")
+    lapsing = ObjectLease(bucket_uri, lease_s=0.5, renew_s=0.1, settle_s=0.05, on_lost=lost.append)
+    lapsing.acquire()
+    bucket_fs, bucket_path = pyarrow.fs.FileSystem.from_uri(f"{bucket_uri}&allow_bucket_deletion=true")
+    bucket = bucket_path.split("/")[0]
+    bucket_fs.delete_dir_contents(bucket)
+    bucket_fs.delete_dir(bucket)
+    wait_until(lambda: len(lost) == 2, "the lapsed lease noticed")
+    assert "lapsed: no renewal succeeded for 0 s" in lost[1] or "lapsed: no renewal succeeded for 1 s" in lost[1]
+    lapsing.release()
+
+
+def test_records_a_lease_cannot_have_written_hold_nothing_and_an_interrupted_take_leaves_none(s3_server):  # noqa: F811
+    exp_uri = s3_server.uri("sweeps/odd")
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(join_location(exp_uri, LOCK_FILE))
+    here = socket.gethostname()
+    huge = "1" + "0" * 400  # an integer no float holds
+    for record in ('{"pid": 1000000000000, "host": "%s", "renewed": %f}' % (here, time.time()),  # pid out of range
+                   '{"pid": 1, "host": "elsewhere", "renewed": "inf"}',
+                   '{"pid": 1, "host": "elsewhere", "renewed": %s}' % huge, '{"pid": 1}', '[1, 2]', 'not json'):
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(record.encode())
+        lease = ObjectLease(exp_uri, settle_s=0.05)
+        lease.acquire()  # taken over, no traceback
+        lease.release()
+    lease = ObjectLease(exp_uri, settle_s=2)
+    threading.Timer(0.5, _thread.interrupt_main).start()  # Ctrl-C while it waits to read its record back
+    with pytest.raises(KeyboardInterrupt):
+        lease.acquire()
+    assert not TrialDir(exp_uri).exists(LOCK_FILE)  # its record is gone with it
+
+
+def test_a_driver_that_lost_its_lease_is_stopped_as_ctrl_c_stops_it(capsys):
+    threading.Timer(0.2, stop_this_driver, args=("the lock of sweep s3://b/s was taken by pid 7 on elsewhere",)).start()
+    with pytest.raises(KeyboardInterrupt):  # what Tune's SIGINT handler turns into a stop that saves the sweep
+        time.sleep(10)
+    assert capsys.readouterr().err == "error: the lock of sweep s3://b/s was taken by pid 7 on elsewhere\n"
+
+
+def test_a_file_uri_sweep_is_locked_like_a_local_folder(tmp_path):
+    uri = (tmp_path / "new" / "sweep").as_uri()
+    with SweepLock(uri) as lock:
+        assert lock.lease is None
+        assert json.loads((tmp_path / "new" / "sweep" / LOCK_FILE).read_text())["pid"] == os.getpid()
+        with pytest.raises(SweepLocked):
+            SweepLock(str(tmp_path / "new" / "sweep")).acquire()
 
 
 def wait_until(condition, what: str, timeout: float = 10) -> None:
