@@ -27,7 +27,6 @@ not their process ids would take each other's leases at once).
 
 from __future__ import annotations
 
-import _thread
 import datetime
 import fcntl
 import json
@@ -54,6 +53,8 @@ LOCK_FILE = "groupsweep.lock"
 LEASE_SECONDS = 120.0
 RENEW_SECONDS = 30.0
 SETTLE_SECONDS = 1.0
+# Reads of the lock file that are not JSON before it is taken to hold no lease (``ObjectLease.read``).
+READ_ATTEMPTS = 4
 
 
 class SweepLocked(GroupsweepError):
@@ -239,15 +240,20 @@ class ObjectLease:
                                f"{' '.join(str(error).split())}")
 
     def read(self) -> dict | None:
-        """The lock file's record, or None when there is none (or it is not a JSON object)."""
-        try:
-            with self.filesystem.open_input_stream(self.path) as stream:
-                held = json.loads(stream.read().decode(errors="replace"))
-        except FileNotFoundError:
-            return None
-        except ValueError:  # not JSON (pyarrow's own errors are OSErrors and ArrowExceptions: raised)
-            return None
-        return held if isinstance(held, dict) else None
+        """The lock file's record, or None when there is none (or it is not a JSON object). A read that is not
+        JSON is tried again (``READ_ATTEMPTS``): pyarrow reads an object by its size, then its bytes, so a read
+        while the holder renews the lease can mix two records."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                with self.filesystem.open_input_stream(self.path) as stream:
+                    held = json.loads(stream.read().decode(errors="replace"))
+            except FileNotFoundError:
+                return None
+            except ValueError:  # not JSON (pyarrow's own errors are OSErrors and ArrowExceptions: raised)
+                time.sleep(0.1 * (attempt + 1))
+                continue
+            return held if isinstance(held, dict) else None
+        return None
 
     def write(self) -> None:
         """Write this lease's record (one object written whole: object stores replace an object atomically)."""
@@ -297,6 +303,7 @@ class ObjectLease:
 
 def stop_this_driver(message: str) -> None:
     """``ObjectLease``'s default ``on_lost``: print ``message`` as an ``error:`` line and stop this driver as Ctrl-C
-    does (SIGINT to the main thread: Tune then saves the sweep's state and returns)."""
+    does (SIGINT to the main thread, which interrupts a call it is blocked in: Tune then saves the sweep's state and
+    returns)."""
     print(f"error: {message}", file=sys.stderr, flush=True)
-    _thread.interrupt_main(signal.SIGINT)
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)

@@ -109,7 +109,8 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
 
 
 def lock_record(exp_uri: str) -> dict:
-    return json.loads(TrialDir(exp_uri).read_bytes(LOCK_FILE))
+    """The lock file's record, read as the lease reads it (again when a renewal was written meanwhile)."""
+    return ObjectLease(exp_uri).read()
 
 
 def test_a_bucket_sweeps_lock_is_a_lease_renewed_by_its_holder_and_refused_to_a_second_driver(tmp_path,
