@@ -12,7 +12,8 @@ each measurement in a fresh process (Accelerate keeps one precision and compile 
   (``channels_last: true`` or ``compile_model: true``); its throughput is the training examples of its
   last epoch over that epoch's ``time/train_s`` (the data pipeline, the batch augmentation, the loss and
   the schedule included; evaluation is not);
-- ``bare``: ``timm.create_model`` / ``BertForSequenceClassification`` with ``torch.optim.AdamW``, one
+- ``bare``: ``timm.create_model`` / ``BertForSequenceClassification`` with ``torch.optim.AdamW`` (a BERT's
+  biases and LayerNorm weights without weight decay, as finetune trains them), one
   pre-made batch already on the device (random pixels; for text the finetune side's first training texts,
   tokenised as it tokenises them, padding included), ``torch.autocast`` in the same precision, the same variant
   (weights and batch channels-last; ``torch.compile`` of the model), ``steps`` timed steps (the same number
@@ -266,12 +267,16 @@ def bare_side(model: str, args, variant: str, trace: bool = False) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from trainables.finetune import parameter_groups
+    from trainables.models.bert_family import BertGroupModel
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     reset_peak()
     torch.manual_seed(0)
     network, text = bare_model(model, variant == "channels_last")
     network = network.to(device).train()
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-5, weight_decay=1e-4)
+    exempt = BertGroupModel.no_weight_decay if text else ()  # the parameter groups finetune's optimizer has
+    optimizer = torch.optim.AdamW(parameter_groups(network.named_parameters(), 1e-4, exempt), lr=1e-5)
     step_model = torch.compile(network) if variant == "compile" else network
     targets = torch.randint(0, 2, (args.batch_size,), device=device)
     if text:

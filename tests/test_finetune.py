@@ -297,6 +297,7 @@ def test_adam_and_adamw_apply_weight_decay_as_their_papers_define_it(name, decou
     from trainables.finetune import make_optimizer
 
     model = torch.nn.Linear(1, 1, bias=False)
+    model.no_weight_decay = ()  # as a GroupModel says which of its parameters take no weight decay
     torch.nn.init.ones_(model.weight)
     optimizer = make_optimizer(TrainConfig(dataset="synthetic-waterbirds", model="toy-resnet-s", optimizer=name,
                                            lr=0.1, weight_decay=0.5), model)
@@ -304,6 +305,43 @@ def test_adam_and_adamw_apply_weight_decay_as_their_papers_define_it(name, decou
     optimizer.step()
     expected = 1 - 0.1 * 0.5 if decoupled else 1 - 0.1  # Adam: m/sqrt(v) of g' = wd * w is 1 on step one
     assert model.weight.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+def test_bert_biases_and_layernorm_weights_take_no_weight_decay_as_the_authors_train_them(optimizer):
+    """The authors' ``bert.py``: parameters whose name contains ``bias`` or ``LayerNorm.weight`` in a group with weight
+    decay 0; every other BERT weight, and every weight of an image model, decays. One step with zero gradients:
+    only decayed weights move."""
+    from trainables.finetune import make_optimizer
+    from trainables.models.build import build_model
+
+    config = TrainConfig(dataset="synthetic-civilcomments", model="toy-bert-xs", optimizer=optimizer, lr=0.1,
+                         weight_decay=0.5)
+    bert = build_model("toy-bert-xs", 2)
+    groups = make_optimizer(config, bert).param_groups
+    names = {id(parameter): name for name, parameter in bert.named_parameters()}
+    exempt = sorted(names[id(p)] for group in groups if group["weight_decay"] == 0 for p in group["params"])
+    assert [group["weight_decay"] for group in groups] == [0.5, 0.0]
+    assert exempt == sorted(name for name in names.values() if "bias" in name or "LayerNorm.weight" in name)
+    assert "backbone.classifier.bias" in exempt and "backbone.bert.embeddings.LayerNorm.weight" in exempt
+    before = {name: parameter.detach().clone() for name, parameter in bert.named_parameters()}
+    optimizer_ = make_optimizer(config, bert)
+    for parameter in bert.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    optimizer_.step()
+    moved = {name for name, parameter in bert.named_parameters() if not torch.equal(parameter, before[name])}
+    assert moved == set(names.values()) - set(exempt)
+    image = build_model("toy-resnet-xs", 2)
+    assert [group["weight_decay"] for group in make_optimizer(config, image).param_groups] == [0.5]
+
+
+def test_a_state_saved_with_other_parameter_groups_is_refused_in_one_line():
+    state, config = {}, small_config(model="toy-bert-xs", dataset="synthetic-civilcomments", epochs=2)
+    finetune(config, cpu=True, stop_after=1, on_epoch=lambda result: state.update(snapshot(result.state())))
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]  # as saved before the exemption
+    with pytest.raises(GroupsweepError, match="saved training state's optimizer does not fit") as error:
+        finetune(config, cpu=True, resume_state=state)
+    assert "\n" not in str(error.value)
 
 
 # (schedule, schedule_step, final_lr_factor) -> the factor in force at step t of T steps (T = epochs x 5

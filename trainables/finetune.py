@@ -122,17 +122,30 @@ def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
     return accelerator
 
 
+def parameter_groups(named_parameters, weight_decay: float, exempt: tuple[str, ...]) -> list[dict]:
+    """The optimizer's parameter groups of the trainable ones of ``named_parameters`` (``(name, parameter)``
+    pairs): ``weight_decay`` on each, except those whose name contains one of the substrings ``exempt`` (a
+    second group with weight decay 0); an empty group is left out."""
+    decayed, exempted = [], []
+    for name, parameter in named_parameters:
+        if parameter.requires_grad:
+            (exempted if any(part in name for part in exempt) else decayed).append(parameter)
+    return [group for group in ({"params": decayed, "weight_decay": weight_decay},
+                                {"params": exempted, "weight_decay": 0.0}) if group["params"]]
+
+
 def make_optimizer(config: TrainConfig, model: GroupModel) -> torch.optim.Optimizer:
-    """The optimizer of ``config`` over the model's trainable parameters: ``adamw`` (decoupled weight decay,
-    LaBonte et al.'s finetuning), ``adam`` (weight decay as an L2 term in the gradient, the D3M paper's and
-    the GroupDRO / JTT authors' optimizer) or ``sgd`` with ``momentum`` (LaBonte et al.'s last-layer training, with
-    momentum 0: their code sets an attribute that torch's SGD never reads)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The optimizer of ``config`` over the model's trainable parameters, weight decay on all but the model's
+    ``no_weight_decay`` ones (``parameter_groups``): ``adamw`` (decoupled weight decay, LaBonte et al.'s
+    finetuning), ``adam`` (weight decay as an L2 term in the gradient, the D3M paper's and the GroupDRO / JTT
+    authors' optimizer) or ``sgd`` with ``momentum`` (LaBonte et al.'s last-layer training, with momentum 0:
+    their code sets an attribute that torch's SGD never reads)."""
+    groups = parameter_groups(model.named_parameters(), config.weight_decay, model.no_weight_decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(groups, lr=config.lr)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
 
 
 def schedule_factor(schedule: str, step: int, total_steps: int, final: float = 0.0) -> float:
@@ -367,7 +380,13 @@ def finetune(config: TrainConfig | dict, on_epoch: Callable[[EpochResult], None]
 
     start_epoch = 1
     if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
+        try:
+            optimizer.load_state_dict(resume_state["optimizer"])
+        except ValueError as error:  # other parameter groups
+            raise GroupsweepError(f"the saved training state's optimizer does not fit this run's ({error}); a state "
+                                  "saved by a groupsweep from before BERT models' biases and LayerNorm weights were "
+                                  "exempt from weight decay cannot be resumed: run the trial in a new sweep "
+                                  "folder") from None
         scheduler.load_state_dict(resume_state["scheduler"])
         set_rng_state(resume_state["rng"])
         if group_dro is not None:

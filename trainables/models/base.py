@@ -26,6 +26,10 @@ class GroupModel(nn.Module):
     never change the features the head is trained on (the head alone follows ``train()``/``eval()``).
     """
 
+    # Substrings of the names of the parameters trained without weight decay (``finetune.make_optimizer``): none
+    # for the image models (the authors' image code decays every weight); ``BertGroupModel`` names its own.
+    no_weight_decay: tuple[str, ...] = ()
+
     def __init__(self, spec: ModelSpec, backbone: nn.Module):
         super().__init__()
         self.name = spec.name

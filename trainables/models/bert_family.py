@@ -31,7 +31,11 @@ ARCHITECTURE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads"
 
 class BertGroupModel(GroupModel):
     """A ``BertForSequenceClassification``; inputs are dicts with ``input_ids`` and optionally
-    ``attention_mask`` and ``token_type_ids`` (LongTensors (B, L))."""
+    ``attention_mask`` and ``token_type_ids`` (LongTensors (B, L)). Its biases and LayerNorm weights train
+    without weight decay, as in the authors' BERT code (``milkshake/models/bert.py``: ``no_decay``) and
+    transformers' ``Trainer``."""
+
+    no_weight_decay = ("bias", "LayerNorm.weight")
 
     @property
     def head(self) -> torch.nn.Linear:
