@@ -166,6 +166,7 @@ class ObjectLease:
         self.lost: str | None = None  # why the lease was lost while held, once it was
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._sigint = None  # SIGINT's disposition before ``acquire`` gave it Python's handler, to restore
 
     def acquire(self) -> None:
         """Take the lease, or raise ``SweepLocked`` naming the holder: one whose lease is current, or one that
@@ -195,6 +196,15 @@ class ObjectLease:
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew, name="groupsweep-lease", daemon=True)
         self._renewer.start()
+        self._handle_sigint()
+
+    def _handle_sigint(self) -> None:
+        """Give SIGINT Python's handler while the lease is held, where it is ignored (a driver started in the
+        background by a non-interactive shell), so that a lost lease can stop the driver (``stop_this_driver``);
+        ``release`` restores it. Only the main thread can set a handler."""
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+            self._sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def release(self) -> None:
         """Stop renewing and remove the file if it still holds this lease (not after the lease lapsed: another
@@ -208,6 +218,9 @@ class ObjectLease:
         if self.lost is None and time.time() - self.record["renewed"] < self.lease_s:
             self._remove_if_ours()
         self.record = None
+        if self._sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._sigint)
+            self._sigint = None
 
     def current(self, held: dict) -> bool:
         """Whether the lease ``held`` (a lock file's record) is still held: renewed within ``lease_s``, and, when it

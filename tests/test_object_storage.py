@@ -25,8 +25,8 @@ import yaml
 from analysis.results import load_results
 from ray_fixtures import TINY_DATA, run_cli
 from s3_fixtures import s3_server  # noqa: F401  (the fixture)
-from test_reliability import finish, start_cli, wait_for
 from sweeps.sweep_lock import LOCK_FILE, ObjectLease, SweepLock, SweepLocked, stop_this_driver
+from test_reliability import finish, start_cli, wait_for
 from trainables.trial_dir import RESULT_FILE, TrialDir, UnreadableFile, join_location
 
 NAMES = ["synthetic-waterbirds-toy-resnet-xs-none-s1", "synthetic-waterbirds-toy-resnet-xs-upsampling-s1"]
@@ -203,7 +203,7 @@ def test_a_lease_lost_while_held_stops_its_holder_and_is_not_removed_by_it(s3_se
     for _ in range(2):  # a lease taken, released and taken again renews again
         lease.acquire()
         renewed = lock_record(exp_uri)["renewed"]
-        wait_until(lambda: lock_record(exp_uri)["renewed"] > renewed, "a renewal")
+        wait_until(lambda renewed=renewed: lock_record(exp_uri)["renewed"] > renewed, "a renewal")
         lease.release()
     lease.acquire()
     with filesystem.open_output_stream(path) as stream:  # a rival's record, written after this one's read-back
@@ -228,14 +228,15 @@ def test_a_lease_lost_while_held_stops_its_holder_and_is_not_removed_by_it(s3_se
     lapsing.release()
 
 
-def test_records_a_lease_cannot_have_written_hold_nothing_and_an_interrupted_take_leaves_none(s3_server):  # noqa: F811
+def test_records_a_lease_cannot_have_written_hold_nothing_and_an_interrupted_take_leaves_none(
+        s3_server, python_sigint):  # noqa: F811
     exp_uri = s3_server.uri("sweeps/odd")
     filesystem, path = pyarrow.fs.FileSystem.from_uri(join_location(exp_uri, LOCK_FILE))
     here = socket.gethostname()
     huge = "1" + "0" * 400  # an integer no float holds
-    for record in ('{"pid": 1000000000000, "host": "%s", "renewed": %f}' % (here, time.time()),  # pid out of range
+    for record in (f'{{"pid": 1000000000000, "host": "{here}", "renewed": {time.time()}}}',  # pid out of range
                    '{"pid": 1, "host": "elsewhere", "renewed": "inf"}',
-                   '{"pid": 1, "host": "elsewhere", "renewed": %s}' % huge, '{"pid": 1}', '[1, 2]', 'not json'):
+                   f'{{"pid": 1, "host": "elsewhere", "renewed": {huge}}}', '{"pid": 1}', '[1, 2]', 'not json'):
         with filesystem.open_output_stream(path) as stream:
             stream.write(record.encode())
         lease = ObjectLease(exp_uri, settle_s=0.05)
@@ -243,16 +244,42 @@ def test_records_a_lease_cannot_have_written_hold_nothing_and_an_interrupted_tak
         lease.release()
     lease = ObjectLease(exp_uri, settle_s=2)
     threading.Timer(0.5, _thread.interrupt_main).start()  # Ctrl-C while it waits to read its record back
-    with pytest.raises(KeyboardInterrupt):
-        lease.acquire()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lease.acquire()
+    finally:
+        lease.release()  # a no-op unless the interrupt missed
     assert not TrialDir(exp_uri).exists(LOCK_FILE)  # its record is gone with it
 
 
-def test_a_driver_that_lost_its_lease_is_stopped_as_ctrl_c_stops_it(capsys):
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler (KeyboardInterrupt) for one test, as a driver has it (a pytest-xdist worker
+    ignores SIGINT)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_driver_that_lost_its_lease_is_stopped_as_ctrl_c_stops_it(capsys, python_sigint):
     threading.Timer(0.2, stop_this_driver, args=("the lock of sweep s3://b/s was taken by pid 7 on elsewhere",)).start()
     with pytest.raises(KeyboardInterrupt):  # what Tune's SIGINT handler turns into a stop that saves the sweep
         time.sleep(10)
     assert capsys.readouterr().err == "error: the lock of sweep s3://b/s was taken by pid 7 on elsewhere\n"
+
+
+def test_a_lease_held_where_sigint_is_ignored_gives_it_pythons_handler_until_released(s3_server):  # noqa: F811
+    """A driver started in the background by a non-interactive shell ignores SIGINT: a lost lease could not stop
+    it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        lease = ObjectLease(s3_server.uri("sweeps/sigint"), settle_s=0.05)
+        lease.acquire()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        lease.release()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_file_uri_sweep_is_locked_like_a_local_folder(tmp_path):
