@@ -603,13 +603,13 @@ def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, s
         for candidate in space_values(value):
             try:
                 drawn = TrainConfig.from_dict({**fixed, key: candidate, "seed": 0})
-                check_batch_split(drawn, resources.workers, tuple({key} & set(BATCH_KEYS)))
+                check_batch_split(drawn, resources.workers, (key,) if key in BATCH_KEYS else ())
             except GroupsweepError as error:
                 _fail(f"cell {name}: hparams {key}: {describe_space(value)}", str(error))
     _check_space_combinations(name, fixed, space)
     try:
         train_config = TrainConfig.from_dict({**fixed, "seed": 0})
-        check_batch_split(train_config, resources.workers, tuple(sorted(set(BATCH_KEYS) - set(space))))
+        check_batch_split(train_config, resources.workers, tuple(key for key in BATCH_KEYS if key not in space))
         config = train_config.to_dict()
     except GroupsweepError as error:
         _fail(f"cell {name}", str(error))

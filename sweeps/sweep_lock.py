@@ -61,10 +61,11 @@ class SweepLocked(GroupsweepError):
     """Another driver is running the sweep."""
 
 
-def holder_description(text: str) -> str:
-    """The lock file's contents as ``pid N on HOST since TIME (COMMAND)``; ``another process`` when unreadable."""
+def holder_description(holder: str | dict | None) -> str:
+    """A lock file's record (its text, or the record read from it) as ``pid N on HOST since TIME (COMMAND)``;
+    ``another process`` when it is unreadable or names no holder."""
     try:
-        holder = json.loads(text)
+        holder = json.loads(holder) if isinstance(holder, str) else holder
         return f"pid {holder['pid']} on {holder['host']} since {holder['since']} ({holder['command']})"
     except (ValueError, TypeError, KeyError):
         return "another process"
@@ -238,7 +239,7 @@ class ObjectLease:
 
     def locked(self, held: dict | None, why: str = "") -> SweepLocked:
         """The ``SweepLocked`` error naming the holder of ``held`` and when it renewed the lease."""
-        holder = holder_description(json.dumps(held)) if held is not None else "another process"
+        holder = holder_description(held)
         renewed = ""
         if held is not None and self.current(held):
             age = max(0.0, time.time() - float(held["renewed"]))
@@ -291,7 +292,7 @@ class ObjectLease:
             try:
                 held = self.read()
                 if held is not None and held.get("token") != self.token:
-                    self._lose(f"the lock of sweep {self.exp_dir} was taken by {holder_description(json.dumps(held))}")
+                    self._lose(f"the lock of sweep {self.exp_dir} was taken by {holder_description(held)}")
                     return
                 renewed = time.time()
                 self.write()

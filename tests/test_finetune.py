@@ -318,17 +318,17 @@ def test_bert_biases_and_layernorm_weights_take_no_weight_decay_as_the_authors_t
     config = TrainConfig(dataset="synthetic-civilcomments", model="toy-bert-xs", optimizer=optimizer, lr=0.1,
                          weight_decay=0.5)
     bert = build_model("toy-bert-xs", 2)
-    groups = make_optimizer(config, bert).param_groups
+    stepped = make_optimizer(config, bert)
+    groups = stepped.param_groups
     names = {id(parameter): name for name, parameter in bert.named_parameters()}
     exempt = sorted(names[id(p)] for group in groups if group["weight_decay"] == 0 for p in group["params"])
     assert [group["weight_decay"] for group in groups] == [0.5, 0.0]
     assert exempt == sorted(name for name in names.values() if "bias" in name or "LayerNorm.weight" in name)
     assert "backbone.classifier.bias" in exempt and "backbone.bert.embeddings.LayerNorm.weight" in exempt
     before = {name: parameter.detach().clone() for name, parameter in bert.named_parameters()}
-    optimizer_ = make_optimizer(config, bert)
     for parameter in bert.parameters():
         parameter.grad = torch.zeros_like(parameter)
-    optimizer_.step()
+    stepped.step()
     moved = {name for name, parameter in bert.named_parameters() if not torch.equal(parameter, before[name])}
     assert moved == set(names.values()) - set(exempt)
     image = build_model("toy-resnet-xs", 2)
