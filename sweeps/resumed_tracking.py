@@ -5,8 +5,10 @@ then starts a second run for every trial it resumes (the first stays ``RUNNING``
 callback a second event file, and both log again the epochs that the trial repeats after its checkpoint.
 
 - ``ResumingMLflowLoggerCallback``: a trial that has no run in this callback's memory takes up the run already
-  tagged with its name and the sweep's directory (``SWEEP_DIR_TAG``), and a step that a trial's run
-  already holds is not logged again (a repeated epoch reports what it reported before: bit-identical on a CPU).
+  tagged with its name and the sweep's directory (``SWEEP_DIR_TAG``), and a metric's step that the run already
+  holds is not logged again (a repeated epoch reports what it reported before: bit-identical on a CPU). Per metric:
+  Tune logs a result one metric at a time, so a driver killed while logging leaves a step with some of its metrics;
+  the resumed trial logs the others.
 - ``ResumingTBXLoggerCallback``: a trial that reported before (an earlier driver's, or its own before it failed)
   gets a writer with ``purge_step`` = the iteration of the checkpoint it resumes from + 1 (1 without one), so
   TensorBoard drops the events of the epochs it repeats from the earlier file; the trial gets a second event
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from ray.air.constants import TRAINING_ITERATION
 from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.utils import flatten_dict
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.result import TIMESTEPS_TOTAL
 
@@ -39,7 +42,7 @@ class ResumingMLflowLoggerCallback(MLflowLoggerCallback):
         ``MLflowLoggerCallback``'s."""
         super().__init__(*args, **kwargs)
         self.tags = {**(self.tags or {}), SWEEP_DIR_TAG: sweep_dir}
-        self._logged_step: dict = {}  # trial -> the last step its run holds
+        self._logged_steps: dict = {}  # trial -> {metric: the last step the trial's run holds of it}
 
     def log_trial_start(self, trial):
         """Take up the trial's run from an earlier driver, if there is one, then log its config as Tune does."""
@@ -47,17 +50,18 @@ class ResumingMLflowLoggerCallback(MLflowLoggerCallback):
             run = self._earlier_run(str(trial))
             if run is not None:
                 self._trial_runs[trial] = run.info.run_id
-                history = self._client().get_metric_history(run.info.run_id, TRAINING_ITERATION)
-                self._logged_step[trial] = max((metric.step for metric in history), default=0)
+                self._logged_steps[trial] = {
+                    key: max(metric.step for metric in self._client().get_metric_history(run.info.run_id, key))
+                    for key in run.data.metrics}
         super().log_trial_start(trial)
 
     def log_trial_result(self, iteration: int, trial, result: dict):
-        """Log ``result`` unless the trial's run holds its step already."""
+        """Log the metrics of ``result`` whose step the trial's run does not hold yet."""
         step = result_step(result)
-        if step <= self._logged_step.get(trial, 0):
-            return
-        super().log_trial_result(iteration, trial, result)
-        self._logged_step[trial] = step
+        logged = self._logged_steps.setdefault(trial, {})
+        new = {key: value for key, value in flatten_dict(result).items() if step > logged.get(key, 0)}
+        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=new, step=step)  # as Tune does
+        logged.update(dict.fromkeys(new, step))
 
     def _earlier_run(self, trial_name: str):
         """The run of this sweep (its directory, ``SWEEP_DIR_TAG``) tagged with ``trial_name``, or None."""

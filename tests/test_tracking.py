@@ -176,7 +176,7 @@ def test_a_resumed_trial_keeps_its_mlflow_run_and_purges_its_repeated_tensorboar
     restored at its checkpoint's epoch 2 after the first driver had logged epochs 1-3, its last snapshot holding
     epoch 3's result but not yet its checkpoint (Tune registers a checkpoint after the result it came with). MLflow:
     the second driver takes up the first run (one run, FINISHED, every step once; before, a second run, the first
-    left RUNNING). TensorBoard: the second writer starts with purge_step 3 (the checkpoint's epoch + 1, not the last
+    left RUNNING), and logs the metrics of epoch 3 that the first driver, killed while logging them, did not. TensorBoard: the second writer starts with purge_step 3 (the checkpoint's epoch + 1, not the last
     result's), so the first file's epoch 3 is dropped."""
     import ray
     from mlflow.tracking import MlflowClient
@@ -205,11 +205,14 @@ def test_a_resumed_trial_keeps_its_mlflow_run_and_purges_its_repeated_tensorboar
             mlflow = ResumingMLflowLoggerCallback(str(tmp_path / "sweep"), tracking_uri=(tmp_path / "mlruns").as_uri(),
                                                   experiment_name="sweep", tags={"groupsweep.sweep": "sweep"})
             tensorboard = ResumingTBXLoggerCallback()
-            for callback in (mlflow, tensorboard):
+            for callback, logged in ((mlflow, epochs if last else range(0, 2)), (tensorboard, epochs)):
                 callback.setup()
                 callback.log_trial_start(trial)
-                for index in epochs:
+                for index in logged:
                     callback.log_trial_result(index + 1, trial, results[index])
+            if not last:  # Tune logs one metric per call: the first driver was killed between epoch 3's metrics
+                MlflowClient((tmp_path / "mlruns").as_uri()).log_metric(mlflow._trial_runs[trial], "val/wga", 0.3,
+                                                                        step=3)
             tensorboard.log_trial_end(trial)
         mlflow.log_trial_end(trial)
         local_path = trial.local_path
@@ -219,7 +222,8 @@ def test_a_resumed_trial_keeps_its_mlflow_run_and_purges_its_repeated_tensorboar
     client = MlflowClient((tmp_path / "mlruns").as_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["groupsweep.sweep_dir"] == str(tmp_path / "sweep")
-    assert [metric.step for metric in client.get_metric_history(run.info.run_id, "val/wga")] == [1, 2, 3, 4, 5]
+    for metric in ("val/wga", "training_iteration"):  # epoch 3's other metric is logged by the second driver
+        assert [metric.step for metric in client.get_metric_history(run.info.run_id, metric)] == [1, 2, 3, 4, 5]
     first, second = sorted(Path(local_path).glob("events.out.tfevents.*"), key=lambda path: path.stat().st_mtime_ns)
     assert [step for step, _ in event_tags(first)["ray/tune/val/wga"]] == [1, 2, 3]
     assert [step for step, _ in event_tags(second)["ray/tune/val/wga"]] == [2, 3, 4, 5]
