@@ -262,6 +262,16 @@ def test_class_subset_does_not_depend_on_group_labels():
         make_plan(Y, shuffled_groups, "subsetting", seed=8).indices.tolist()
 
 
+def test_class_and_group_subsets_of_one_seed_are_drawn_from_separate_streams():
+    """Where a group label is the class label (one group per class), ``subsetting`` and ``subg`` cut the same
+    counts, but from separate random streams: the examples they keep differ for every seed."""
+    for seed in range(5):
+        by_class = make_plan(Y, Y, "subsetting", seed=seed).indices
+        by_group = make_plan(Y, Y, "subg", seed=seed).indices
+        assert np.bincount(Y[by_class]).tolist() == np.bincount(Y[by_group]).tolist() == [10, 10]
+        assert by_class.tolist() != by_group.tolist()
+
+
 def test_subsets_are_nested_across_ratios():
     for seed in range(4):
         chain = [set(make_plan(Y, GROUPS, "subsetting", seed=seed).indices.tolist())]
