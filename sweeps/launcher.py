@@ -78,7 +78,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from analysis.results import ended_trials
 from sweeps.grid_search import GridVariantGenerator
 from sweeps.ray_guard import start_guard, unmark_environment
-from sweeps.retention import CheckpointRetention, FreshRetries, RetryLogs
+from sweeps.retention import CheckpointRetention, FreshRetries, RetryLogs, SnapshotsAtEnd
 from sweeps.search import early_stopping_warning, search_plan
 from sweeps.spaces import check_metric_index
 from sweeps.spec import (DEFAULT_KEEP_CHECKPOINTS, DEFAULT_MAX_FAILURES, DRIVER_CPU, Resources, SpecLoader, SweepSpec,
@@ -723,7 +723,7 @@ def build_tuner(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_conc
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=None),  # retention: CheckpointRetention (sweeps.retention)
             callbacks=[RefuseRestart(), FreshRetries(), CheckpointRetention(spec.keep_checkpoints), RetryLogs(),
-                       *tracking_callbacks(spec.tracking, name, exp_dir), *result_loggers()],
+                       *tracking_callbacks(spec.tracking, name, exp_dir), *result_loggers(), SnapshotsAtEnd()],
         ),
     )
 
@@ -824,7 +824,8 @@ def scoped_environment(values: dict):
 def fit(tuner, keep_checkpoints: int):
     """``tuner.fit()``, with Ray's failures shown as one line each, no logger Tune adds on its own
     (``listed_loggers_only``) and no strict metric check (``STRICT_METRIC_ENV``), then Tune's last snapshot
-    written into the storage (``commit_snapshots``; if ``fit`` raised, the storage keeps the one before) and
+    written into the storage (``SnapshotsAtEnd`` does it within ``fit``; ``commit_snapshots`` here for a sweep
+    started without it; if ``fit`` raised, the storage keeps the one before) and
     each trial left with its newest ``keep_checkpoints`` checkpoints up to the latest one Tune holds
     (``prune_checkpoints``); returns its ``ResultGrid``."""
     condense_ray_errors()

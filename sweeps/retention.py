@@ -25,7 +25,7 @@ import posixpath
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from trainables.sweep_storage import retire_checkpoint, upload_logs
+from trainables.sweep_storage import commit_snapshots, retire_checkpoint, upload_logs
 from trainables.trial_dir import checkpoint_index, checkpoint_indexes, checkpoint_name
 
 
@@ -78,3 +78,26 @@ class RetryLogs(Callback):
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         """Upload ``trial``'s ``result.json`` and ``progress.csv`` as the driver has them."""
         upload_logs(trial.local_path, trial.storage.storage_filesystem, trial.storage.trial_fs_path)
+
+
+class SnapshotsAtEnd(Callback):
+    """At the end of a run that Tune ended between two of its steps (every trial done, or interrupted), write the
+    snapshots held back into the storage (``trainables.sweep_storage.commit_snapshots``): Tune's last upload has
+    ended then (it waits for it before it ends the run's callbacks), and it reads the experiment state back from
+    the storage before ``Tuner.fit`` returns (a short run's state would still be held). A run that failed inside
+    a step ends without it: its last upload may be under way, and the storage keeps the snapshot before. List it
+    last: a step has ended once every callback's ``on_step_end`` has."""
+
+    def __init__(self):
+        self._in_step = False
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        self._in_step = True
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        self._in_step = False
+
+    def on_experiment_end(self, trials, **info) -> None:
+        """Write the held snapshots, unless the run failed inside a step."""
+        if not self._in_step:
+            commit_snapshots()

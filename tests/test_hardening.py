@@ -226,19 +226,20 @@ def test_a_retired_checkpoint_is_deleted_once_a_state_naming_its_successor_is_wr
     for index in range(4):
         (trial / f"checkpoint_{index:06d}").mkdir(parents=True)
 
-    def snapshot() -> None:  # Ray Tune uploading its experiment state (held back until the next upload)
+    def snapshot() -> None:  # Ray Tune uploading its experiment state (held back for two more uploads)
         with fs.open_output_stream(str(tmp_path / "experiment_state-2026-01-01_00-00-00.json")) as stream:
             stream.write(b"{}")
 
     retire_checkpoint(fs, str(trial / "checkpoint_000000"))  # checkpoint 1 was saved: checkpoint 0 retires
     assert (trial / "checkpoint_000000").exists()
-    snapshot()
-    snapshot()  # the first reaches the storage: it may have been saved before checkpoint 1 was registered
+    for _ in range(3):  # the third writes the first: it may have been saved before checkpoint 1 was registered
+        snapshot()
     retire_checkpoint(fs, str(trial / "checkpoint_000001"))  # several retire between two paced snapshots
     retire_checkpoint(fs, str(trial / "checkpoint_000002"))
     snapshot()
+    snapshot()
     assert sorted(p.name for p in trial.iterdir()) == [f"checkpoint_00000{i}" for i in range(4)]
-    snapshot()  # the third since checkpoint 0 retired: saved after it, checkpoint 0 is unreferenced now
+    snapshot()  # the fourth written since checkpoint 0 retired: saved after it, checkpoint 0 is unreferenced now
     assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000001", "checkpoint_000002", "checkpoint_000003"]
     commit_snapshots()  # the run ended: the last one is in the storage too
     assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000003"]

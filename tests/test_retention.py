@@ -1,11 +1,13 @@
 """Checkpoint retention of a sweep (``sweeps.retention``): which checkpoints a trial keeps, and when the
 others are deleted."""
 
+import json
+
 from ray.tune import Checkpoint
 from ray.tune.experiment import Trial
 
-from sweeps.retention import CheckpointRetention
-from trainables.sweep_storage import commit_snapshots, prune_checkpoints, sweep_filesystem, upload_logs
+from sweeps.retention import CheckpointRetention, SnapshotsAtEnd
+from trainables.sweep_storage import commit_snapshots, drop_snapshots, prune_checkpoints, sweep_filesystem, upload_logs
 
 
 def folders(path) -> list[str]:
@@ -25,7 +27,7 @@ def test_each_trial_keeps_its_last_checkpoints_and_the_others_go_once_a_newer_sn
         retention.on_checkpoint(iteration=index, trials=[trial], trial=trial,
                                 checkpoint=Checkpoint(str(folder), filesystem=fs))
 
-    def snapshot() -> None:  # Tune uploads its experiment state: the upload before it is now in the storage
+    def snapshot() -> None:  # Tune uploads its experiment state: the one two uploads before is now in the storage
         with fs.open_output_stream(str(tmp_path / "experiment_state-2026-01-01_00-00-00.json")) as stream:
             stream.write(b"{}")
 
@@ -35,15 +37,17 @@ def test_each_trial_keeps_its_last_checkpoints_and_the_others_go_once_a_newer_sn
     save(2)  # keeps 1 and 2: 0 retired
     save(3)  # keeps 2 and 3: 1 retired
     assert folders(trial_dir) == [f"checkpoint_00000{i}" for i in range(4)]  # no snapshot names 2 or 3 yet
-    snapshot()  # held back until its upload has ended
+    snapshot()  # held back until the upload after it has ended
+    snapshot()  # held back too
     snapshot()  # the first is in the storage now: maybe saved before 3 came, in an upload under way
     snapshot()  # the second: maybe saved before 3 came too
+    snapshot()  # the third: maybe in the upload under way when 3 came
     assert folders(trial_dir) == [f"checkpoint_00000{i}" for i in range(4)]
-    snapshot()  # the third, saved after the retirements: it names 2 and 3
+    snapshot()  # the fourth, saved after the retirements: it names 2 and 3
     assert folders(trial_dir) == ["checkpoint_000002", "checkpoint_000003"]
     save(4)
-    snapshot()
-    snapshot()
+    for _ in range(3):
+        snapshot()
     assert folders(trial_dir) == ["checkpoint_000002", "checkpoint_000003", "checkpoint_000004"]
     commit_snapshots()  # the run ended: its last snapshot goes into the storage
     assert folders(trial_dir) == ["checkpoint_000003", "checkpoint_000004"]
@@ -86,3 +90,31 @@ def test_each_run_gives_every_trial_about_to_run_its_retries_again():
     requeued.run_metadata.num_failures = 2  # failures of this run count from then on
     callback.on_step_begin(1, [requeued, finished])
     assert requeued.run_metadata.num_failures == 2
+
+
+def test_held_snapshots_reach_the_storage_when_a_run_ends_between_tunes_steps_only(tmp_path):
+    """Tune ends a run's callbacks after its last upload has ended, and then reads its state back from the storage:
+    ``SnapshotsAtEnd`` writes the held snapshots then. A run that failed inside a step (its last upload may be
+    under way) ends without them."""
+    drop_snapshots()
+    fs, _ = sweep_filesystem(str(tmp_path))
+    state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
+
+    def snapshot(version: int) -> None:  # an upload of Tune's experiment state
+        with fs.open_output_stream(str(state)) as stream:
+            stream.write(json.dumps({"version": version}).encode())
+
+    failed = SnapshotsAtEnd()
+    failed.on_step_begin(iteration=1, trials=[])
+    snapshot(1)
+    failed.on_experiment_end(trials=[])  # the step raised: no on_step_end
+    assert not state.exists()
+    drop_snapshots()  # as the launcher does when ``Tuner.fit`` raised
+    ended = SnapshotsAtEnd()
+    for iteration in (1, 2):
+        ended.on_step_begin(iteration=iteration, trials=[])
+        snapshot(iteration + 1)
+        ended.on_step_end(iteration=iteration, trials=[])
+    assert not state.exists()  # both held: the second upload after each has not begun
+    ended.on_experiment_end(trials=[])
+    assert json.loads(state.read_text()) == {"version": 3}

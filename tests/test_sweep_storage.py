@@ -87,19 +87,53 @@ def storage(request, tmp_path):
 def test_a_snapshot_reaches_the_storage_after_the_logs_uploaded_with_it(tmp_path, storage):
     fs, root = storage
     staging = tmp_path / "staging"
-    stage(staging, 1)
-    upload(staging, fs, root)
-    assert stored(fs, root) == (None, 1)  # held back: its upload might not have ended
-    for version in (2, 3):
+    for version in (1, 2):
         stage(staging, version)
         upload(staging, fs, root)
-        assert stored(fs, root) == (version - 1, version)  # one upload behind the logs
+        assert stored(fs, root) == (None, version)  # held back: the upload after it may not have ended
+    for version in (3, 4):
+        stage(staging, version)
+        upload(staging, fs, root)
+        assert stored(fs, root) == (version - 2, version)  # two uploads behind the logs
     commit_snapshots()  # the run ended: Tune's last upload had ended
-    assert stored(fs, root) == (3, 3)
+    assert stored(fs, root) == (4, 4)
     with fs.open_input_stream(f"{root}/{SEARCHER}") as stream:
-        assert json.loads(stream.read()) == {"version": 3}
+        assert json.loads(stream.read()) == {"version": 4}
     again = pickle.loads(pickle.dumps(fs))  # as Ray hands it to the trial processes
-    assert again.equals(fs) and stored(again, root) == (3, 3)
+    assert again.equals(fs) and stored(again, root) == (4, 4)
+
+
+def test_a_snapshot_saved_while_its_upload_ran_waits_for_the_logs_of_the_upload_after(tmp_path, storage):
+    """Tune saves its state on its period even while an upload runs, rewriting the staging file in place: an
+    upload that copied the logs of snapshot 3 can carry state 4. The next upload may open the state before it
+    copies any log (pyarrow's copy order is not fixed): state 4 must not reach the storage then."""
+    fs, root = storage
+    staging = tmp_path / "staging"
+    for version in (1, 2, 3):
+        stage(staging, version)
+        if version == 3:  # the upload copied the logs, then the state Tune saved while it ran
+            (staging / STATE).write_text(json.dumps({"version": 4}))
+        upload(staging, fs, root)
+    with fs.open_output_stream(f"{root}/{STATE}") as stream:  # the next upload, its state first
+        stream.write(json.dumps({"version": 4}).encode())
+    assert stored(fs, root) == (2, 3)  # before: state 4 beside logs of 3
+
+
+def test_a_snapshot_read_while_tune_rewrote_it_never_reaches_the_storage(tmp_path, storage):
+    """Tune rewrites its experiment state in place (the other snapshot files it replaces atomically): an upload
+    that reads it during the rewrite carries a truncated file. It is dropped; the storage keeps whole states."""
+    fs, root = storage
+    staging = tmp_path / "staging"
+    states = []
+    for version in (1, 2, 3, 4):
+        stage(staging, version)
+        if version == 2:
+            (staging / STATE).write_text('{"version": 2')
+        upload(staging, fs, root)
+        states.append(stored_state(fs, root))  # json.loads: a truncated state in the storage fails here
+    assert states == [None, None, None, 1]  # upload 2's state held nothing: 1 waited for the second upload after 2
+    commit_snapshots()
+    assert stored(fs, root) == (4, 4)
 
 
 def test_after_a_failed_upload_the_storage_keeps_a_snapshot_its_logs_are_whole_for(tmp_path):
@@ -121,7 +155,7 @@ def test_after_a_failed_upload_the_storage_keeps_a_snapshot_its_logs_are_whole_f
         versions.append(state)
         assert state is None or state <= rows, (version, state, rows)
     assert not {3, 4} & set(versions), versions  # never a snapshot an upload that failed carried
-    assert versions[-1] == 7, versions  # snapshots move on once uploads end whole again
+    assert versions[-1] == 6, versions  # snapshots move on once uploads end whole again (two behind the logs)
     assert not [name for name in os.listdir(tmp_path / "storage" / TRIALS[-1]) if name.startswith(".tmp-")]
 
 

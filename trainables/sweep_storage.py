@@ -7,10 +7,14 @@ the storage now and then, one file after another in directory order (``pyarrow.f
 killed during an upload would leave an experiment state newer than some trials' logs: a trial the state
 calls finished would keep a log short of its last epochs for good, and one resumed from the checkpoint the
 state names would leave a gap in its log. So the sweep's storage goes through ``SweepStorageHandler``,
-which holds each upload of a snapshot file back and writes it when Tune uploads that file again, that is,
-once the upload that carried it has ended, or when the run ends (``commit_snapshots``): the experiment
-state in the storage is always one whose trial logs are there whole, a snapshot or two behind the driver's
-(a resumed trial redoes the epochs since; results are identical on the CPU).
+which holds each upload of a snapshot file back and writes it when Tune begins the second upload of that file
+after it (``HELD_UPLOADS``), or when the run ends (``commit_snapshots``): the experiment state in the storage
+is always one whose trial logs are there whole, two or three snapshots behind the driver's (a resumed trial
+redoes the epochs since; results are identical on the CPU). The second, not the next: Tune saves its
+experiment state on its period whether or not the upload before has ended, rewriting the staging file in
+place, so an upload still running can carry a state newer than the logs it copied before it; the next upload
+begins after that save and copies every log again. A state read while Tune rewrote it (not whole JSON) is not
+held; the other snapshot files Tune replaces atomically.
 
 On local storage every file is replaced atomically besides (``_AtomicOutput``): a write that fails (a full
 disk) leaves the previous version of the file, never a truncated one.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import threading
 import uuid
@@ -46,10 +51,10 @@ from trainables.trial_dir import (
 EXPERIMENT_STATE_PREFIX = "experiment_state-"
 SNAPSHOT_PREFIXES = (EXPERIMENT_STATE_PREFIX, "basic-variant-state-", "search_gen_state-", "searcher-state-",
                      "callback-states-")
-# Snapshot files uploaded but held back (``SweepStorageHandler``): path -> ``_Held``. ``_failed_writes``
+# Snapshot files uploaded but held back (``SweepStorageHandler``): path -> its ``_Held`` uploads, oldest first. ``_failed_writes``
 # counts the writes into a sweep storage that failed in this process; ``_opened_at`` maps each snapshot path
 # to that count when Tune last began uploading it.
-_held: dict[str, _Held] = {}
+_held: dict[str, list[_Held]] = {}
 _failed_writes = [0]
 _opened_at: dict[str, int] = {}
 _held_lock = threading.Lock()
@@ -58,8 +63,10 @@ _held_lock = threading.Lock()
 _retired: list[tuple[pyarrow.fs.FileSystem, str, int]] = []
 _snapshots_written = [0]
 _retired_lock = threading.Lock()
+# Uploads of a snapshot file held back at once: one is written when Tune begins the next (module docstring).
+HELD_UPLOADS = 2
 # Experiment states to be written after a folder's retirement before it is deleted (``retire_checkpoint``).
-SNAPSHOTS_BEFORE_DELETE = 3
+SNAPSHOTS_BEFORE_DELETE = HELD_UPLOADS + 2
 
 
 def is_snapshot_file(path: str) -> bool:
@@ -157,7 +164,7 @@ def _count_failed_write() -> None:
 class _Held:
     """A snapshot file's upload held back: its bytes, the handler to write them with, and the count of failed
     writes when Tune began the upload before it (``_opened_at``). It is written only if no write has failed
-    since: then the upload that carried it, and the one before, ended whole."""
+    since: then the upload that carried it, the one before and the one after ended whole."""
 
     handler: SweepStorageHandler
     data: bytes
@@ -176,19 +183,23 @@ class _Held:
 
 def _held_snapshot(handler: SweepStorageHandler, path: str) -> _MemoryOutput:
     """An upload of the snapshot file ``path``, kept in memory; once closed whole, it is held back
-    (``_Held``) until Tune uploads ``path`` again or the run ends (``commit_snapshots``); dropped unclosed
-    (an upload that failed), it is forgotten. Opening it writes the upload of ``path`` held back before,
-    whose upload has ended."""
+    (``_Held``) until Tune has begun ``HELD_UPLOADS`` more uploads of ``path`` or the run ends
+    (``commit_snapshots``); dropped unclosed (an upload that failed), or an experiment state that is not whole
+    JSON (read while Tune rewrote it), it is forgotten. Opening it writes the oldest upload of ``path`` held
+    back when ``HELD_UPLOADS`` are."""
     with _held_lock:
-        earlier = _held.pop(path, None)
+        held = _held.setdefault(path, [])
+        due = held.pop(0) if len(held) >= HELD_UPLOADS else None
         failures_before = _opened_at.get(path, handler.failures_at_start)
         _opened_at[path] = _failed_writes[0]
-    if earlier is not None:
-        earlier.commit(path)
+    if due is not None:
+        due.commit(path)
 
     def hold(data: bytes) -> None:
+        if os.path.basename(path).startswith(EXPERIMENT_STATE_PREFIX) and not _is_json(data):
+            return
         with _held_lock:
-            _held[path] = _Held(handler, data, failures_before)
+            _held.setdefault(path, []).append(_Held(handler, data, failures_before))
 
     return _MemoryOutput(hold)
 
@@ -197,11 +208,20 @@ def commit_snapshots() -> None:
     """Write every snapshot file held back (``SweepStorageHandler``) into the storage. Call it once Tune's
     last upload has ended (``Tuner.fit`` returned)."""
     with _held_lock:
-        held = list(_held.items())
+        held = [(path, snapshot) for path, snapshots in _held.items() for snapshot in snapshots]
         _held.clear()
         _opened_at.clear()
-    for path, snapshot in held:
+    for path, snapshot in held:  # each path's oldest first: its newest is the one left in the storage
         snapshot.commit(path)
+
+
+def _is_json(data: bytes) -> bool:
+    """Whether ``data`` is one whole JSON document (a file read while it was rewritten in place is not)."""
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
 
 
 def drop_snapshots() -> None:
@@ -336,9 +356,9 @@ def retire_checkpoint(filesystem: pyarrow.fs.FileSystem, path: str) -> None:
     """Delete the checkpoint folder ``path`` (on ``filesystem``) once it can no longer be the one a sweep
     resumes from: after ``SNAPSHOTS_BEFORE_DELETE`` more experiment states have been written into the storage
     (``count_snapshot``), the last of which was saved after the folder was retired, so it names a newer
-    checkpoint; or when the sweep ends (``prune_checkpoints``). Three, because a state reaches the storage
-    one upload after it was saved, and the upload under way when the folder retired may carry a state saved
-    before."""
+    checkpoint; or when the sweep ends (``prune_checkpoints``). Four, because a state reaches the storage
+    ``HELD_UPLOADS`` uploads after the one that carried it (the two held when the folder retired may have been
+    saved before), and the upload under way then may carry a state saved before too."""
     with _retired_lock:
         _retired.append((filesystem, path, _snapshots_written[0]))
 
