@@ -81,23 +81,31 @@ class RetryLogs(Callback):
 
 
 class SnapshotsAtEnd(Callback):
-    """At the end of a run that Tune ended between two of its steps (every trial done, or interrupted), write the
-    snapshots held back into the storage (``trainables.sweep_storage.commit_snapshots``): Tune's last upload has
-    ended then (it waits for it before it ends the run's callbacks), and it reads the experiment state back from
-    the storage before ``Tuner.fit`` returns (a short run's state would still be held). A run that failed inside
-    a step ends without it: its last upload may be under way, and the storage keeps the snapshot before. List it
-    last: a step has ended once every callback's ``on_step_end`` has."""
+    """At the end of a run whose final snapshot Tune saved (every trial done, or interrupted), write the snapshots
+    held back into the storage (``trainables.sweep_storage.commit_snapshots``): Tune's last upload has ended
+    then (after its final save, outside its steps, it waits for it before it ends the run's callbacks), and it
+    reads the experiment state back from the storage before ``Tuner.fit`` returns (a short run's state would
+    still be held). Tune asks the callbacks for their state (``get_state``) as the last part of every save: one
+    asked outside a step is its final save. A run that failed before it ends without it: its last upload may be
+    under way, and the storage keeps the snapshot before."""
 
     def __init__(self):
         self._in_step = False
+        self._saved_after_steps = False
 
     def on_step_begin(self, iteration, trials, **info) -> None:
-        self._in_step = True
+        self._in_step, self._saved_after_steps = True, False
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        self._in_step = False
+        self._in_step, self._saved_after_steps = False, False
+
+    def get_state(self) -> None:
+        """Note a save outside Tune's steps (its final one); this callback keeps no state."""
+        if not self._in_step:
+            self._saved_after_steps = True
+        return None
 
     def on_experiment_end(self, trials, **info) -> None:
-        """Write the held snapshots, unless the run failed inside a step."""
-        if not self._in_step:
+        """Write the held snapshots if Tune's final save came after its last step."""
+        if self._saved_after_steps:
             commit_snapshots()

@@ -92,11 +92,11 @@ def test_each_run_gives_every_trial_about_to_run_its_retries_again():
     assert requeued.run_metadata.num_failures == 2
 
 
-def test_held_snapshots_reach_the_storage_when_a_run_ends_between_tunes_steps_only(tmp_path):
-    """Tune ends a run's callbacks after its last upload has ended, and then reads its state back from the storage:
-    ``SnapshotsAtEnd`` writes the held snapshots then. A run that failed inside a step (its last upload may be
-    under way) ends without them."""
-    drop_snapshots()
+def test_held_snapshots_reach_the_storage_at_the_end_of_a_run_only_after_tunes_final_save(tmp_path):
+    """Tune's final save (outside its steps; it asks the callbacks for their state last) waits for the uploads
+    before, and the final upload is waited for before the run's callbacks end: ``SnapshotsAtEnd`` writes the held
+    snapshots then, since Tune reads its state back from the storage. A run that failed inside a step, or between
+    two (its last upload may be under way), ends without them."""
     fs, _ = sweep_filesystem(str(tmp_path))
     state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
 
@@ -104,17 +104,23 @@ def test_held_snapshots_reach_the_storage_when_a_run_ends_between_tunes_steps_on
         with fs.open_output_stream(str(state)) as stream:
             stream.write(json.dumps({"version": version}).encode())
 
-    failed = SnapshotsAtEnd()
-    failed.on_step_begin(iteration=1, trials=[])
-    snapshot(1)
-    failed.on_experiment_end(trials=[])  # the step raised: no on_step_end
+    def run(final_save: bool, failed_in_step: bool = False) -> None:
+        drop_snapshots()  # as the launcher does when ``Tuner.fit`` raised
+        callback = SnapshotsAtEnd()
+        for iteration in (1, 2):
+            callback.on_step_begin(iteration=iteration, trials=[])
+            assert callback.get_state() is None  # the step's save: nothing kept
+            snapshot(iteration)
+            if failed_in_step:
+                break
+            callback.on_step_end(iteration=iteration, trials=[])
+        if final_save:
+            assert callback.get_state() is None
+            snapshot(3)
+        callback.on_experiment_end(trials=[])
+
+    run(final_save=False, failed_in_step=True)
+    run(final_save=False)  # failed between two steps (printing the progress table, say)
     assert not state.exists()
-    drop_snapshots()  # as the launcher does when ``Tuner.fit`` raised
-    ended = SnapshotsAtEnd()
-    for iteration in (1, 2):
-        ended.on_step_begin(iteration=iteration, trials=[])
-        snapshot(iteration + 1)
-        ended.on_step_end(iteration=iteration, trials=[])
-    assert not state.exists()  # both held: the second upload after each has not begun
-    ended.on_experiment_end(trials=[])
+    run(final_save=True)
     assert json.loads(state.read_text()) == {"version": 3}
