@@ -93,7 +93,7 @@ from trainables.entry import train_trial
 from trainables.errors import GroupsweepError, path_name
 from trainables.models import checkpoint_source, get_spec
 from trainables.sweep_storage import (EXPERIMENT_STATE_PREFIX, commit_snapshots, drop_snapshots, prune_checkpoints,
-                                      sweep_filesystem)
+                                      snapshots_held, sweep_filesystem)
 from trainables.trial_dir import join_location, location_filesystem, trial_dirname, trial_dirs, unit_name
 
 SPEC_FILE = "groupsweep_spec.yaml"
@@ -786,6 +786,14 @@ def result_loggers() -> list:
     return [CSVLoggerCallback(), JsonLoggerCallback()]
 
 
+def run_callbacks(tuner) -> list:
+    """The Tune callbacks of ``tuner``'s run (a restored tuner's: as saved when its sweep started); none known
+    on a Ray Client connection."""
+    # Tuner has no public accessor of its run config; _local_tuner is None on a Ray Client connection
+    local = getattr(tuner, "_local_tuner", None)
+    return (local.get_run_config().callbacks or []) if local is not None else []
+
+
 @contextlib.contextmanager
 def listed_loggers_only(tuner):
     """Within this context Tune adds no logger of its own to ``tuner``'s run when the run's callbacks (a
@@ -797,9 +805,7 @@ def listed_loggers_only(tuner):
     launch). ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1`` is Tune's switch for that. A sweep started by a
     groupsweep that did not list the result loggers keeps Tune's defaults, so it goes on writing its logs.
     """
-    # Tuner has no public accessor of its run config; _local_tuner is None on a Ray Client connection
-    local = getattr(tuner, "_local_tuner", None)
-    callbacks = (local.get_run_config().callbacks or []) if local is not None else []
+    callbacks = run_callbacks(tuner)
     listed = all(any(isinstance(callback, kind) for callback in callbacks)
                  for kind in (CSVLoggerCallback, JsonLoggerCallback))
     with scoped_environment({AUTO_LOGGERS_ENV: "1"} if listed else {}):
@@ -825,9 +831,9 @@ def fit(tuner, keep_checkpoints: int):
     """``tuner.fit()``, with Ray's failures shown as one line each, no logger Tune adds on its own
     (``listed_loggers_only``) and no strict metric check (``STRICT_METRIC_ENV``), then Tune's last snapshot
     written into the storage (``SnapshotsAtEnd`` does it within ``fit``; ``commit_snapshots`` here for a sweep
-    started without it; if ``fit`` raised, the storage keeps the one before) and
-    each trial left with its newest ``keep_checkpoints`` checkpoints up to the latest one Tune holds
-    (``prune_checkpoints``); returns its ``ResultGrid``."""
+    started without it) and each trial left with its newest ``keep_checkpoints`` checkpoints up to the latest
+    one Tune holds (``prune_checkpoints``); returns its ``ResultGrid``. If ``fit`` raised, or Tune's final save
+    failed (``SnapshotsAtEnd`` wrote nothing), the storage keeps the snapshot before, and every checkpoint."""
     condense_ray_errors()
     try:
         with listed_loggers_only(tuner), scoped_environment({STRICT_METRIC_ENV: "1"}):
@@ -835,10 +841,23 @@ def fit(tuner, keep_checkpoints: int):
     except BaseException:
         drop_snapshots()
         raise
-    commit_snapshots()
-    prune_checkpoints([(result.checkpoint.filesystem, result.checkpoint.path) for result in results
-                       if result.checkpoint is not None], keep_checkpoints)
+    end_storage(run_callbacks(tuner), [(result.checkpoint.filesystem, result.checkpoint.path) for result in results
+                                       if result.checkpoint is not None], keep_checkpoints)
     return results
+
+
+def end_storage(callbacks: list, latest: list, keep_checkpoints: int) -> None:
+    """After ``Tuner.fit`` returned: write Tune's last snapshot into the storage where the run's ``callbacks`` lack
+    ``SnapshotsAtEnd`` (a sweep started before it), then leave each trial its newest ``keep_checkpoints`` up to
+    its latest ``(filesystem, path)`` in ``latest`` (``prune_checkpoints``); but where ``SnapshotsAtEnd`` left
+    snapshots held (Tune's final save failed: its last upload may not have ended), drop them and delete nothing:
+    the storage keeps the snapshot before, and the checkpoints it names."""
+    if not any(isinstance(callback, SnapshotsAtEnd) for callback in callbacks):
+        commit_snapshots()
+    elif snapshots_held():
+        drop_snapshots()
+        return
+    prune_checkpoints(latest, keep_checkpoints)
 
 
 def added_trials(spec: SweepSpec, exp_dir: str, results) -> tuple[TrialPlan, ...]:

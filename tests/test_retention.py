@@ -7,7 +7,8 @@ from ray.tune import Checkpoint
 from ray.tune.experiment import Trial
 
 from sweeps.retention import CheckpointRetention, SnapshotsAtEnd
-from trainables.sweep_storage import commit_snapshots, drop_snapshots, prune_checkpoints, sweep_filesystem, upload_logs
+from trainables.sweep_storage import (commit_snapshots, drop_snapshots, prune_checkpoints, retire_checkpoint,
+                                      sweep_filesystem, upload_logs)
 
 
 def folders(path) -> list[str]:
@@ -124,3 +125,35 @@ def test_held_snapshots_reach_the_storage_at_the_end_of_a_run_only_after_tunes_f
     assert not state.exists()
     run(final_save=True)
     assert json.loads(state.read_text()) == {"version": 3}
+
+
+def test_a_run_whose_final_save_failed_keeps_the_snapshot_before_and_every_checkpoint(tmp_path):
+    """``end_storage`` after ``Tuner.fit`` returned: where ``SnapshotsAtEnd`` left snapshots held (Tune's final save
+    failed), they are dropped, nothing is deleted, and the folders retired are forgotten (the snapshot in the
+    storage may name them; a later run in this process must not delete them); a sweep started without
+    ``SnapshotsAtEnd`` gets its last snapshot written here and its checkpoints pruned."""
+    from sweeps.launcher import end_storage
+
+    fs, _ = sweep_filesystem(str(tmp_path))
+    trial_dir = tmp_path / "trial"
+    checkpoints = [f"checkpoint_00000{index}" for index in range(3)]
+    for name in checkpoints:
+        (trial_dir / name).mkdir(parents=True)
+    state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
+
+    def snapshot(version: int) -> None:
+        with fs.open_output_stream(str(state)) as stream:
+            stream.write(json.dumps({"version": version}).encode())
+
+    drop_snapshots()
+    retire_checkpoint(fs, str(trial_dir / checkpoints[0]))
+    for version in (1, 2, 3):
+        snapshot(version)
+    latest = [(fs, str(trial_dir / checkpoints[2]))]
+    end_storage([SnapshotsAtEnd()], latest, 1)
+    assert json.loads(state.read_text()) == {"version": 1} and folders(trial_dir) == checkpoints
+    for version in range(4, 9):  # the next run's uploads: 4 more snapshots written since the retirement above
+        snapshot(version)
+    assert json.loads(state.read_text()) == {"version": 6} and folders(trial_dir) == checkpoints
+    end_storage([], latest, 1)  # a sweep started before SnapshotsAtEnd
+    assert json.loads(state.read_text()) == {"version": 8} and folders(trial_dir) == checkpoints[2:]

@@ -224,12 +224,21 @@ def _is_json(data: bytes) -> bool:
     return True
 
 
+def snapshots_held() -> bool:
+    """Whether any snapshot file is held back (``SweepStorageHandler``), not yet written nor dropped."""
+    with _held_lock:
+        return any(_held.values())
+
+
 def drop_snapshots() -> None:
     """Forget the snapshot files held back without writing them (a run that failed: their upload may not
-    have ended, and the storage keeps the snapshot before)."""
+    have ended, and the storage keeps the snapshot before), and the checkpoint folders retired without deleting
+    them (that snapshot may name them; ``prune_checkpoints`` deletes them at the end of the sweep's next run)."""
     with _held_lock:
         _held.clear()
         _opened_at.clear()
+    with _retired_lock:
+        _retired.clear()
 
 
 class SweepStorageHandler(pyarrow.fs.FileSystemHandler):
