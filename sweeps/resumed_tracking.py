@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from ray.air.constants import TRAINING_ITERATION
 from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.tune.utils import flatten_dict
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.result import TIMESTEPS_TOTAL
+from ray.tune.utils import flatten_dict
 
 # The MLflow tag naming a run's sweep directory: a resumed sweep takes up its trials' runs by it and the trial name.
 SWEEP_DIR_TAG = "groupsweep.sweep_dir"

@@ -176,7 +176,8 @@ def test_a_resumed_trial_keeps_its_mlflow_run_and_purges_its_repeated_tensorboar
     restored at its checkpoint's epoch 2 after the first driver had logged epochs 1-3, its last snapshot holding
     epoch 3's result but not yet its checkpoint (Tune registers a checkpoint after the result it came with). MLflow:
     the second driver takes up the first run (one run, FINISHED, every step once; before, a second run, the first
-    left RUNNING), and logs the metrics of epoch 3 that the first driver, killed while logging them, did not. TensorBoard: the second writer starts with purge_step 3 (the checkpoint's epoch + 1, not the last
+    left RUNNING), and logs the metrics of epoch 3 that the first driver, killed while logging them, did
+    not. TensorBoard: the second writer starts with purge_step 3 (the checkpoint's epoch + 1, not the last
     result's), so the first file's epoch 3 is dropped."""
     import ray
     from mlflow.tracking import MlflowClient

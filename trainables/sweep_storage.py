@@ -51,9 +51,9 @@ from trainables.trial_dir import (
 EXPERIMENT_STATE_PREFIX = "experiment_state-"
 SNAPSHOT_PREFIXES = (EXPERIMENT_STATE_PREFIX, "basic-variant-state-", "search_gen_state-", "searcher-state-",
                      "callback-states-")
-# Snapshot files uploaded but held back (``SweepStorageHandler``): path -> its ``_Held`` uploads, oldest first. ``_failed_writes``
-# counts the writes into a sweep storage that failed in this process; ``_opened_at`` maps each snapshot path
-# to that count when Tune last began uploading it.
+# Snapshot files uploaded but held back (``SweepStorageHandler``): path -> its ``_Held`` uploads, oldest first.
+# ``_failed_writes`` counts the writes into a sweep storage that failed in this process; ``_opened_at`` maps each
+# snapshot path to that count when Tune last began uploading it.
 _held: dict[str, list[_Held]] = {}
 _failed_writes = [0]
 _opened_at: dict[str, int] = {}
@@ -63,7 +63,7 @@ _held_lock = threading.Lock()
 _retired: list[tuple[pyarrow.fs.FileSystem, str, int]] = []
 _snapshots_written = [0]
 _retired_lock = threading.Lock()
-# Uploads of a snapshot file held back at once: one is written when Tune begins the next (module docstring).
+# Uploads of a snapshot file held back at once: when Tune begins another, the oldest is written (module docstring).
 HELD_UPLOADS = 2
 # Experiment states to be written after a folder's retirement before it is deleted (``retire_checkpoint``).
 SNAPSHOTS_BEFORE_DELETE = HELD_UPLOADS + 2
@@ -206,7 +206,7 @@ def _held_snapshot(handler: SweepStorageHandler, path: str) -> _MemoryOutput:
 
 def commit_snapshots() -> None:
     """Write every snapshot file held back (``SweepStorageHandler``) into the storage. Call it once Tune's
-    last upload has ended (``Tuner.fit`` returned)."""
+    last upload has ended (``sweeps.retention.SnapshotsAtEnd``, at the end of a run)."""
     with _held_lock:
         held = [(path, snapshot) for path, snapshots in _held.items() for snapshot in snapshots]
         _held.clear()
