@@ -27,6 +27,11 @@ from ray.tune.utils import flatten_dict
 
 # The MLflow tag naming a run's sweep directory: a resumed sweep takes up its trials' runs by it and the trial name.
 SWEEP_DIR_TAG = "groupsweep.sweep_dir"
+# How often a trial's TensorBoard writer flushes its event file (Tune's: 30 s). Tune flushes it after each result,
+# but tensorboardX's flush does not wait for the events still queued: the last scalars of a result reach the file
+# at the next timed flush, and a driver killed before it loses them for good when the trial resumes after that
+# epoch.
+FLUSH_SECONDS = 1
 
 
 def result_step(result: dict) -> int:
@@ -83,14 +88,14 @@ class ResumingMLflowLoggerCallback(MLflowLoggerCallback):
 
 class ResumingTBXLoggerCallback(TBXLoggerCallback):
     """Tune's ``TBXLoggerCallback`` whose restored trials purge the steps after their checkpoint (module
-    docstring)."""
+    docstring), and whose writers flush every ``FLUSH_SECONDS``."""
 
     def log_trial_start(self, trial):
         """Open the trial's writer as Tune does, from the restored epoch on when the trial resumes."""
         if trial in self._trial_writer:
             self._trial_writer[trial].close()
         trial.init_local_path()
-        self._trial_writer[trial] = self._summary_writer_cls(trial.local_path, flush_secs=30,
+        self._trial_writer[trial] = self._summary_writer_cls(trial.local_path, flush_secs=FLUSH_SECONDS,
                                                              purge_step=first_repeated_step(trial))
         self._trial_result[trial] = {}
 

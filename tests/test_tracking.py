@@ -233,6 +233,44 @@ def test_a_resumed_trial_keeps_its_mlflow_run_and_purges_its_repeated_tensorboar
 
 
 @pytest.mark.slow
+def test_every_scalar_of_a_result_reaches_the_event_file_within_seconds(tmp_path):
+    """Tune flushes a trial's writer after each result, but tensorboardX's flush does not wait for the events still
+    queued: with Tune's 30 s timed flush, the last scalars of a result reached the file 30 s later (a driver killed
+    meanwhile lost them; the resumed trial does not log that epoch again). The writer flushes every second now."""
+    import ray
+    from google.protobuf.message import DecodeError
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    from sweeps.resumed_tracking import ResumingTBXLoggerCallback
+
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")  # a trial's local path is in Ray's session
+    try:
+        trial = Trial("__fake", stub=True, trial_id="t1", config={},
+                      storage=StorageContext(storage_path=str(tmp_path), experiment_dir_name="sweep"))
+        tensorboard = ResumingTBXLoggerCallback()
+        tensorboard.setup()
+        tensorboard.log_trial_start(trial)
+        metrics = {f"val/metric_{index:02d}": float(index) for index in range(40)}  # more than its queue holds
+        tensorboard.log_trial_result(1, trial, {"training_iteration": 1, **metrics})
+
+        def logged() -> set:
+            files = list(Path(trial.local_path).glob("events.out.tfevents.*"))
+            try:
+                return {tag.removeprefix("ray/tune/") for tag in event_tags(files[0])} if files else set()
+            except (struct.error, DecodeError):  # read while a record was being written
+                return set()
+
+        deadline = time.monotonic() + 10
+        while not set(metrics) <= logged() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert set(metrics) <= logged()  # the writer still open: what a killed driver leaves
+        tensorboard.log_trial_end(trial)
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
 def test_a_sweep_resumed_after_its_driver_was_killed_keeps_one_tracked_record_per_trial(tmp_path, monkeypatch):
     """The driver is killed (SIGKILL) once a checkpoint before the last epoch is recorded; the same command
     resumes the sweep. MLflow: one run per trial, FINISHED, each epoch's step once (before: a second run, the first
