@@ -41,7 +41,7 @@ from sweeps.report_command import default_out as _report_file
 from sweeps.report_command import publish_report as _publish_report
 from sweeps.spec import SweepSpec, apply_overrides, build_spec, load_spec
 from sweeps.sweep_command import CheckingParser, check_after_commands
-from trainables.errors import GroupsweepError, choose
+from trainables.errors import GroupsweepError, choose, single_line
 from trainables.trial_dir import split_location
 
 __all__ = ["CRITERIA", "GroupsweepError", "Report", "Selection", "SweepResults", "SweepSpec", "load_results",
@@ -59,7 +59,7 @@ def _one_line_errors(function):
         try:
             return function(*args, **kwargs)
         except OSError as error:
-            raise GroupsweepError(cli.storage_error_line(error)) from error
+            raise GroupsweepError(single_line(error)) from error
     return wrapper
 
 

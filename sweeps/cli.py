@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from sweeps import sweep_command
-from trainables.errors import GroupsweepError
+from trainables.errors import GroupsweepError, single_line
 
 COMMAND_MODULES = [
     "sweeps.train_command",
@@ -62,13 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"error: {storage_error_line(error)}", file=sys.stderr)
+        print(f"error: {single_line(error)}", file=sys.stderr)
         return 1
-
-
-def storage_error_line(error: OSError) -> str:
-    """An ``OSError`` of storage that cannot be read or written as one line (what follows ``error:``)."""
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ from trainables.config import TrainConfig
 from trainables.config_data import dataset_key, load_config_dataset
 from trainables.data import reads_files
 from trainables.entry import train_trial
-from trainables.errors import GroupsweepError, path_name
+from trainables.errors import GroupsweepError, path_name, single_line
 from trainables.models import checkpoint_source, get_spec
 from trainables.sweep_storage import (EXPERIMENT_STATE_PREFIX, commit_snapshots, drop_snapshots, prune_checkpoints,
                                       snapshots_held, sweep_filesystem)
@@ -531,7 +531,7 @@ def read_saved_spec(exp_dir: str) -> dict | None:
         return yaml.load(text, Loader=SpecLoader)
     except yaml.YAMLError as error:
         raise GroupsweepError(f"the saved spec {join_location(exp_dir, SPEC_FILE)} is damaged, not YAML: "
-                              f"{' '.join(str(error).split())}") from None
+                              f"{single_line(error)}") from None
 
 
 def save_spec(exp_dir: str, source: dict) -> None:

@@ -65,8 +65,9 @@ class ResumingMLflowLoggerCallback(MLflowLoggerCallback):
         step = result_step(result)
         logged = self._logged_steps.setdefault(trial, {})
         new = {key: value for key, value in flatten_dict(result).items() if step > logged.get(key, 0)}
-        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=new, step=step)  # as Tune does
-        logged.update(dict.fromkeys(new, step))
+        if new:  # (a repeated epoch has nothing new: no request to the tracking server)
+            self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=new, step=step)  # as Tune does
+            logged.update(dict.fromkeys(new, step))
 
     def _earlier_run(self, trial_name: str):
         """The run of this sweep (its directory, ``SWEEP_DIR_TAG``) tagged with ``trial_name``, or None."""

@@ -44,7 +44,7 @@ import psutil
 import pyarrow
 import pyarrow.fs
 
-from trainables.errors import GroupsweepError
+from trainables.errors import GroupsweepError, single_line
 from trainables.trial_dir import join_location, location_filesystem
 
 LOCK_FILE = "groupsweep.lock"
@@ -251,7 +251,7 @@ class ObjectLease:
     def storage_error(self, error: BaseException) -> GroupsweepError:
         """The one-line error of a storage that failed while the lease was being taken."""
         return GroupsweepError(f"cannot take the lock of sweep {self.exp_dir} ({LOCK_FILE}): "
-                               f"{' '.join(str(error).split())}")
+                               f"{single_line(error)}")
 
     def read(self) -> dict | None:
         """The lock file's record, or None when there is none (or it is not a JSON object). A read that is not
@@ -300,11 +300,11 @@ class ObjectLease:
             except (OSError, pyarrow.ArrowException) as error:
                 if time.time() - self.record["renewed"] >= self.lease_s:
                     self._lose(f"the lease on sweep {self.exp_dir} lapsed: no renewal succeeded for "
-                               f"{self.lease_s:.0f} s ({' '.join(str(error).split())})")
+                               f"{self.lease_s:.0f} s ({single_line(error)})")
                     return
                 if not warned:
                     print(f"warning: cannot renew the lock of sweep {self.exp_dir} "
-                          f"({' '.join(str(error).split())}); trying again every {self.renew_s:.0f} s",
+                          f"({single_line(error)}); trying again every {self.renew_s:.0f} s",
                           file=sys.stderr, flush=True)
                     warned = True
 

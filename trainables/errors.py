@@ -27,6 +27,12 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 NAME_RULE = f"1 to {NAME_MAX} characters from A-Z a-z 0-9 . _ + -, starting with a letter or digit"
 
 
+def single_line(error: BaseException) -> str:
+    """``error``'s message on one line (each run of whitespace, line breaks included, as one space); its type's
+    name when it has no message."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 class GroupsweepError(ValueError):
     """Bad user input (unknown name, invalid value, malformed file).
 
