@@ -47,8 +47,10 @@ def test_demo_finetune_cut_down_finetunes_the_packaged_minilm(tmp_path):
     env = cli_env()
     env["HF_HUB_CACHE"] = str(empty_cache)  # the package is the only local copy of the weights
     storage = tmp_path / "results"
+    # cut down to two one-epoch trials, one at a time (one trial process), on a fifth of the demo's data
     argv = cli_command("run", "demo-finetune", "--storage", str(storage), "--set", "methods=[none, upsampling]",
-                       "--set", "seeds=[1]", "--set", "epochs=1")
+                       "--set", "seeds=[1]", "--set", "epochs=1", "--set", "max_concurrent=1",
+                       "--set", "datasets.synthetic-civilcomments.options={size: 80, val_size: 40, test_size: 80}")
     result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = result.stdout[result.stdout.index("final test WGA"):].splitlines()

@@ -88,9 +88,9 @@ def test_loopback_check_recognises_addresses():
 
 @pytest.mark.slow
 def test_local_sweep_listens_on_loopback_runs_once_and_ends_with_its_driver(tmp_path):
-    # 10 epochs of about a second: the first report reaches the storage folder with an experiment snapshot
-    # (paced), and the checks below must all happen while the sweep still runs
-    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1, 2), epochs=10, data=MID_TRIAL_DATA)
+    # one trial of 10 epochs of about a second: the first report reaches the storage folder with an experiment
+    # snapshot (paced), and the checks below must all happen while the sweep still runs
+    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1,), epochs=10, data=MID_TRIAL_DATA)
     names = trial_names(spec_path)
     storage = tmp_path / "results"
     exp_dir = storage / "guarded"

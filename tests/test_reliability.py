@@ -38,9 +38,9 @@ MID_TRIAL_DATA = {"size": 1500, "val_size": 60, "test_size": 60}
 
 
 def write_spec(path: Path, *, seeds=(1, 2), epochs: int = 3, parts=None, max_failures: int = 2,
-               data: dict = TINY_DATA) -> Path:
+               data: dict = TINY_DATA, max_concurrent: int | None = None) -> Path:
     """A sweep of toy-convnextv2-xs (method ``none``) on a small synthetic-waterbirds (``data``: its size
-    options), one CPU per trial."""
+    options), one CPU per trial, at most ``max_concurrent`` at a time (None: as many as the CPUs hold)."""
     source = {
         "name": "rel",
         "datasets": {"synthetic-waterbirds": {"options": data}},
@@ -50,6 +50,7 @@ def write_spec(path: Path, *, seeds=(1, 2), epochs: int = 3, parts=None, max_fai
         "hparams": {"lr": 1e-3, "batch_size": 64, "epochs": epochs, "eval_batch_size": 128},
         "resources": {"cpu": 1},
         "max_failures": max_failures,
+        "max_concurrent": max_concurrent,
     }
     if parts:
         source["parts"] = parts
@@ -137,7 +138,7 @@ def prediction_times(trial_dir: Path) -> dict:
 def test_failed_trial_resumes_from_its_checkpoint_and_diverged_trial_is_not_retried(tmp_path):
     parts = [{"seeds": [1, 2]},
              {"tag": "hot", "seeds": [1], "hparams": {"lr": 1.0e30}}]  # NaN loss in epoch 1
-    spec_path = write_spec(tmp_path / "sweep.yaml", parts=parts)
+    spec_path = write_spec(tmp_path / "sweep.yaml", parts=parts, max_concurrent=1)  # one trial process at a time
     crashing, steady, hot = trial_names(spec_path)
     assert hot.endswith("-hot-s1")
     storage = tmp_path / "results"
@@ -196,7 +197,7 @@ def test_a_sweep_state_tune_cannot_restore_stops_the_run_and_a_state_never_saved
     """
     import shutil
 
-    spec_path = write_spec(tmp_path / "sweep.yaml", epochs=2)
+    spec_path = write_spec(tmp_path / "sweep.yaml", epochs=2, max_concurrent=1)
     done, cut = trial_names(spec_path)
     storage = tmp_path / "results"
     command = ("run", str(spec_path), "--storage", str(storage), "--name", "state")
@@ -240,9 +241,10 @@ def test_a_sweep_state_tune_cannot_restore_stops_the_run_and_a_state_never_saved
 @pytest.mark.parametrize("kill_point", ["early", "mid-trial"])
 def test_driver_killed_at_any_point_is_finished_by_the_same_command(tmp_path, kill_point):
     # mid-trial: epochs long enough that the driver records a checkpoint (state snapshots reach the sweep
-    # folder a few seconds late) well before the trial ends
+    # folder a few seconds late) well before the trial ends. One trial at a time: one trial process a run
+    # (its imports cost more CPU than its training), and at a mid-trial kill the second trial has not started
     epochs, data = (2, TINY_DATA) if kill_point == "early" else (6, MID_TRIAL_DATA)
-    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1, 2), epochs=epochs, data=data)
+    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1, 2), epochs=epochs, data=data, max_concurrent=1)
     names = trial_names(spec_path)
     storage = tmp_path / "results"
     exp_dir = storage / "killed"
