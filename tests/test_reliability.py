@@ -242,7 +242,7 @@ def test_a_sweep_state_tune_cannot_restore_stops_the_run_and_a_state_never_saved
 def test_driver_killed_at_any_point_is_finished_by_the_same_command(tmp_path, kill_point):
     # mid-trial: epochs long enough that the driver records a checkpoint (state snapshots reach the sweep
     # folder a few seconds late) well before the trial ends. One trial at a time: one trial process a run
-    # (its imports cost more CPU than its training), and at a mid-trial kill the second trial has not started
+    # (its imports cost more CPU than its training); a mid-trial kill then usually finds the second one pending
     epochs, data = (2, TINY_DATA) if kill_point == "early" else (6, MID_TRIAL_DATA)
     spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1, 2), epochs=epochs, data=data, max_concurrent=1)
     names = trial_names(spec_path)
