@@ -88,9 +88,10 @@ def test_loopback_check_recognises_addresses():
 
 @pytest.mark.slow
 def test_local_sweep_listens_on_loopback_runs_once_and_ends_with_its_driver(tmp_path):
-    # one trial of 10 epochs of about a second: the first report reaches the storage folder with an experiment
+    # one trial of 16 epochs of about a second: the first report reaches the storage folder with an experiment
     # snapshot (paced), and the checks below must all happen while the sweep still runs
-    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1,), epochs=10, data=MID_TRIAL_DATA)
+    epochs = 16
+    spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1,), epochs=epochs, data=MID_TRIAL_DATA)
     names = trial_names(spec_path)
     storage = tmp_path / "results"
     exp_dir = storage / "guarded"
@@ -142,7 +143,7 @@ def test_local_sweep_listens_on_loopback_runs_once_and_ends_with_its_driver(tmp_
     again = start_cli(*args)
     output = finish(again)
     assert again.returncode == 0, output[-4000:]
-    complete_epochs(exp_dir, names, 10)
+    complete_epochs(exp_dir, names, epochs)
 
 
 def test_sweep_lock_names_its_holder_and_is_released_when_the_holder_is_killed(tmp_path):
