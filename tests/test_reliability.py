@@ -6,8 +6,8 @@ End to end (``slow``, real Ray through the ``groupsweep`` CLI as users run it):
   and its per-epoch history is exactly 1..E; a trial whose loss turns NaN ends ``diverged`` without a
   retry, and the sweep goes on;
 - the driver SIGKILLed early (before any report) or mid-trial: the same command finishes the sweep and
-  trials that had a checkpoint continue from it (``tests/test_sweep_integration.py`` covers the kill
-  between trials);
+  trials that had a checkpoint continue from it (``tests/test_sweep_integration.py`` covers a kill
+  once a trial has finished);
 - a two-node ``ray.cluster_utils.Cluster``: trials run on both nodes (``node_id`` in their reports),
   and killing the worker node mid-trial reschedules its trial on the head node.
 

@@ -7,9 +7,9 @@
   and resuming from its checkpoint;
 - a finished sweep extended by a seed and a method: only the added trials run, ``analyze`` reads the union,
   and a spec changing a trial it holds is refused in one line with nothing written;
-- a sweep whose driver is SIGKILLed between trials (local Ray), while it runs trials added to a finished sweep:
-  the same command resumes that latest experiment (as it resumes any sweep) and finishes it, rerunning no
-  trial that had finished, of either experiment.
+- a sweep whose driver is SIGKILLed once a trial has finished (local Ray), while it runs trials added to a
+  finished sweep: the same command resumes that latest experiment (as it resumes any sweep) and finishes it,
+  rerunning no trial that had finished, of either experiment.
 """
 
 import json
