@@ -85,3 +85,16 @@ def result_epochs(trial_dir: Path) -> list[int]:
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [row["epoch"] for row in rows if "epoch" in row]
+
+
+def trial_names(spec_path: Path) -> list[str]:
+    """The names of the trials of the sweep spec at ``spec_path``, in the spec's order."""
+    from sweeps.spec import load_spec
+
+    return [trial.name for trial in load_spec(str(spec_path)).trials]
+
+
+def prediction_times(trial_dir: Path) -> dict:
+    """Modification time of each saved predictions file of a trial (empty when it has written none)."""
+    folder = trial_dir / "groupsweep" / "predictions"
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.exists() else {}

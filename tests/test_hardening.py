@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from ray_fixtures import REPO, cli_env, result_epochs, run_cli
-from test_reliability import MID_TRIAL_DATA, complete_epochs, finish, rows, start_cli, trial_names, wait_for, write_spec
+from ray_fixtures import REPO, cli_env, result_epochs, run_cli, trial_names
+from test_reliability import MID_TRIAL_DATA, complete_epochs, finish, rows, start_cli, wait_for, write_spec
 
 # "a few seconds": how long a process of a killed driver's local Ray may outlive it (2.7 s measured on a quiet
 # machine; the suite runs in two processes, so another test may load both cores meanwhile)

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ray_fixtures import REPO, TINY_DATA, cli_command, cli_env, result_epochs
+from ray_fixtures import REPO, TINY_DATA, cli_command, cli_env, prediction_times, result_epochs, trial_names
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -56,12 +56,6 @@ def write_spec(path: Path, *, seeds=(1, 2), epochs: int = 3, parts=None, max_fai
         source["parts"] = parts
     path.write_text(yaml.safe_dump(source))
     return path
-
-
-def trial_names(spec_path: Path) -> list[str]:
-    from sweeps.spec import load_spec
-
-    return [trial.name for trial in load_spec(str(spec_path)).trials]
 
 
 def rows(trial_dir: Path) -> list[dict]:
@@ -124,11 +118,6 @@ def recorded_checkpoints(exp_dir: Path) -> dict[str, int]:
         return {}
     return {trial.config["trial_name"]: trial.latest_checkpoint_result.metrics["epoch"]
             for trial in trials if trial.checkpoint is not None}
-
-
-def prediction_times(trial_dir: Path) -> dict:
-    folder = trial_dir / "groupsweep" / "predictions"
-    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.exists() else {}
 
 
 # --- trial retries and divergence ----------------------------------------------------------------

@@ -22,17 +22,11 @@ import numpy as np
 import yaml
 import pytest
 
-from ray_fixtures import (CLUSTER_WATERBIRDS_COUNTS, REPO, cli_command, cli_env, result_epochs, run_cli, run_here,
-                          tiny_spec)
+from ray_fixtures import (CLUSTER_WATERBIRDS_COUNTS, REPO, cli_command, cli_env, prediction_times, result_epochs,
+                          run_cli, run_here, tiny_spec, trial_names)
 from trainables.trial_dir import TrialDir
 
 pytestmark = pytest.mark.slow
-
-
-def trial_names(spec_path) -> list[str]:
-    from sweeps.spec import load_spec
-
-    return [trial.name for trial in load_spec(str(spec_path)).trials]
 
 
 def test_cli_sweep_reports_every_epoch_and_loads_offline(tmp_path, cluster_address, capsys):
@@ -111,11 +105,6 @@ def kill_after_first_finished(args, exp_dir, names) -> list[str]:
     finished = recorded_finished(exp_dir, names)
     assert finished and len(finished) < len(names), (finished, names)
     return sorted(finished)
-
-
-def prediction_times(trial_dir) -> dict:
-    """Modification time of each saved predictions file of a trial."""
-    return {p.name: p.stat().st_mtime_ns for p in (trial_dir / "groupsweep" / "predictions").iterdir()}
 
 
 def test_a_cluster_sweep_leaves_a_native_dataset_to_the_trials_on_the_workers(tmp_path, cluster_address):

@@ -280,8 +280,8 @@ def test_a_sweep_resumed_after_its_driver_was_killed_keeps_one_tracked_record_pe
 
     from mlflow.tracking import MlflowClient
 
-    from test_reliability import MID_TRIAL_DATA, finish, recorded_checkpoints, start_cli, trial_names, wait_for, \
-        write_spec
+    from ray_fixtures import trial_names
+    from test_reliability import MID_TRIAL_DATA, finish, recorded_checkpoints, start_cli, wait_for, write_spec
 
     epochs = 6
     spec_path = write_spec(tmp_path / "sweep.yaml", seeds=(1,), epochs=epochs, data=MID_TRIAL_DATA)
