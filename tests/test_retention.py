@@ -11,6 +11,13 @@ from trainables.sweep_storage import (commit_snapshots, drop_snapshots, prune_ch
                                       sweep_filesystem, upload_logs)
 
 
+def upload_state(fs, state, version: int) -> None:
+    """Ray Tune uploading its experiment state ``state`` (a path) through the sweep filesystem ``fs``, as
+    ``{"version": version}``."""
+    with fs.open_output_stream(str(state)) as stream:
+        stream.write(json.dumps({"version": version}).encode())
+
+
 def folders(path) -> list[str]:
     return sorted(p.name for p in path.iterdir())
 
@@ -101,23 +108,19 @@ def test_held_snapshots_reach_the_storage_at_the_end_of_a_run_only_after_tunes_f
     fs, _ = sweep_filesystem(str(tmp_path))
     state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
 
-    def snapshot(version: int) -> None:  # an upload of Tune's experiment state
-        with fs.open_output_stream(str(state)) as stream:
-            stream.write(json.dumps({"version": version}).encode())
-
     def run(final_save: bool, failed_in_step: bool = False) -> None:
         drop_snapshots()  # as the launcher does when ``Tuner.fit`` raised
         callback = SnapshotsAtEnd()
         for iteration in (1, 2):
             callback.on_step_begin(iteration=iteration, trials=[])
             assert callback.get_state() is None  # the step's save: nothing kept
-            snapshot(iteration)
+            upload_state(fs, state, iteration)
             if failed_in_step:
                 break
             callback.on_step_end(iteration=iteration, trials=[])
         if final_save:
             assert callback.get_state() is None
-            snapshot(3)
+            upload_state(fs, state, 3)
         callback.on_experiment_end(trials=[])
 
     run(final_save=False, failed_in_step=True)
@@ -141,19 +144,15 @@ def test_a_run_whose_final_save_failed_keeps_the_snapshot_before_and_every_check
         (trial_dir / name).mkdir(parents=True)
     state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
 
-    def snapshot(version: int) -> None:
-        with fs.open_output_stream(str(state)) as stream:
-            stream.write(json.dumps({"version": version}).encode())
-
     drop_snapshots()
     retire_checkpoint(fs, str(trial_dir / checkpoints[0]))
     for version in (1, 2, 3):
-        snapshot(version)
+        upload_state(fs, state, version)
     latest = [(fs, str(trial_dir / checkpoints[2]))]
     end_storage([SnapshotsAtEnd()], latest, 1)
     assert json.loads(state.read_text()) == {"version": 1} and folders(trial_dir) == checkpoints
     for version in range(4, 9):  # the next run's uploads: 4 more snapshots written since the retirement above
-        snapshot(version)
+        upload_state(fs, state, version)
     assert json.loads(state.read_text()) == {"version": 6} and folders(trial_dir) == checkpoints
     end_storage([], latest, 1)  # a sweep started before SnapshotsAtEnd
     assert json.loads(state.read_text()) == {"version": 8} and folders(trial_dir) == checkpoints[2:]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_fixtures import TINY_DATA, run_cli
+from ray_fixtures import TINY_DATA, run_cli, trial_names
 from sweeps.tracking import Tracking, mlflow_default_uri, parse_tracking, tracker_environment
 from trainables.errors import GroupsweepError
 
@@ -280,7 +280,6 @@ def test_a_sweep_resumed_after_its_driver_was_killed_keeps_one_tracked_record_pe
 
     from mlflow.tracking import MlflowClient
 
-    from ray_fixtures import trial_names
     from test_reliability import MID_TRIAL_DATA, finish, recorded_checkpoints, start_cli, wait_for, write_spec
 
     epochs = 6
