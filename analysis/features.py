@@ -69,12 +69,13 @@ class TrialStatistics:
 
 # --- choosing trials ---------------------------------------------------------------------------------
 
-def criterion_trials(results, criterion: str) -> tuple[list, list]:
+def criterion_trials(results, criterion: str, group_info: str | None = None) -> tuple[list, list]:
     """``(trial ids, notes)``: per dataset and model, the complete trials (every seed) of the balancing
-    method that ``analysis.selection.select`` chooses with ``criterion`` (final epoch, by model); in a
-    hyperparameter search, those of the method's chosen configuration only (its ``config_id``: not the method's
-    other configurations, nor grid reruns of the chosen one, which selection does not score)."""
-    selection = select(results, [criterion], epoch="final", by_model=True)
+    method that ``analysis.selection.select`` chooses with ``criterion`` (final epoch, by model) among the
+    methods using at most ``group_info`` group information (None: every method); in a hyperparameter search,
+    those of the method's chosen configuration only (its ``config_id``: not the method's other configurations,
+    nor grid reruns of the chosen one, which selection does not score)."""
+    selection = select(results, [criterion], epoch="final", by_model=True, group_info=group_info)
     trials = results.trials[results.trials["status"] == "complete"]
     chosen = []
     for row in selection.table.itertuples(index=False):

@@ -2,7 +2,8 @@
 
 Picks trials of a sweep directory (``--criterion``: per dataset and model, every seed of the balancing
 method that criterion selects at the final epoch, in a search of its chosen configuration; ``oracle`` selects
-by test WGA, an upper bound rather than a model selection; ``--trial``: named trials), extracts
+by test WGA, an upper bound rather than a model selection; ``--group-info`` chooses only among the methods using
+at most that much group information, as ``analyze --group-info``; ``--trial``: named trials), extracts
 their penultimate training features from a kept checkpoint (the final epoch by default; the spec's
 ``keep_checkpoints`` decides which epochs are kept), and writes into ``--out``:
 
@@ -22,7 +23,8 @@ import sys
 from sweeps.analyze_command import CRITERION_CHOICES as ANALYZE_CRITERIA
 from sweeps.analyze_command import (add_out_argument, check_output, final_location, load_run, output_folder,
                                     print_notes, publish)
-from trainables.errors import GroupsweepError
+from trainables.balancing import GROUP_INFO_LEVELS
+from trainables.errors import GroupsweepError, choose
 
 # Spectral analysis follows one selected method, so the table-only "all" is not a choice here.
 CRITERION_CHOICES = tuple(c for c in ANALYZE_CRITERIA if c != "all")
@@ -42,6 +44,9 @@ def register(subparsers) -> None:
                             "selects, per dataset and model (default: wga; oracle selects by test WGA)")
     which.add_argument("--trial", action="append", default=None, metavar="ID",
                        help="analyse this trial (trial id or name); repeatable")
+    parser.add_argument("--group-info", default=None, metavar="LEVEL",
+                        help="with a criterion, choose only among methods using at most this group information: "
+                             + ", ".join(GROUP_INFO_LEVELS) + " (none < val < train+val; default: any)")
     parser.add_argument("--top", type=int, action="append", default=None, metavar="K",
                         help="eigenvalues per covariance in the figures: 10 (Figures 5, 11) or 50 (Figures 10, 12); "
                              "repeatable, one extraction serves all (default: 10)")
@@ -64,6 +69,11 @@ def check_spectral_args(args: argparse.Namespace) -> None:
             raise GroupsweepError(f"--top and --batch-size must be positive integers, got {value}")
     if args.epoch is not None and args.epoch < 1:
         raise GroupsweepError(f"--epoch must be a positive integer, got {args.epoch}")
+    if args.group_info is not None:
+        choose("group information", args.group_info, GROUP_INFO_LEVELS)
+        if args.trial:
+            raise GroupsweepError("--group-info restricts the methods a criterion chooses among; it does not apply "
+                                  "to trials named by --trial")
     if args.device is not None and not re.fullmatch(DEVICE_PATTERN, args.device):
         raise GroupsweepError(f"--device {args.device!r} is not a torch device this tool runs on; give cpu, cuda, "
                               "cuda:N or mps")
@@ -84,7 +94,7 @@ def run_spectral(args: argparse.Namespace) -> int:
     if args.trial:
         trial_ids = resolve_trials(results, args.trial)
     else:
-        trial_ids, selection_notes = criterion_trials(results, args.criterion or "wga")
+        trial_ids, selection_notes = criterion_trials(results, args.criterion or "wga", args.group_info)
         notes += selection_notes
     if not trial_ids:
         print_notes(notes)

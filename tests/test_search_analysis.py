@@ -147,6 +147,25 @@ def test_spectral_analyses_the_chosen_configuration_of_the_chosen_method_only(tm
     assert results.trials.loc[chosen, "trial_name"].tolist() == ["wb-m-upweighting-h01-s0", "wb-m-upweighting-h01-s1"]
 
 
+def test_spectral_with_group_info_chooses_only_among_methods_using_at_most_that_much(tmp_path):
+    from analysis.features import criterion_trials
+
+    # groupdro (train+val group labels) has the best validation WGA, upweighting (none) the next best
+    write_search(tmp_path, {("groupdro", 0): (None, (0.90, 0.80)), ("upweighting", 0): (None, (0.70, 0.60)),
+                           ("none", 0): (None, (0.30, 0.20))})
+    results = load_results(tmp_path)
+
+    def names(trial_ids):
+        return results.trials.loc[trial_ids, "trial_name"].tolist()
+
+    assert names(criterion_trials(results, "wga")[0]) == ["wb-m-groupdro-h00-s0", "wb-m-groupdro-h00-s1"]
+    for level in ("none", "val"):
+        chosen, notes = criterion_trials(results, "wga", group_info=level)
+        assert names(chosen) == ["wb-m-upweighting-h00-s0", "wb-m-upweighting-h00-s1"]
+        assert any(f"at most {level}: left out groupdro (train+val)" in note for note in notes)
+    assert names(criterion_trials(results, "wga", group_info="train+val")[0])[0] == "wb-m-groupdro-h00-s0"
+
+
 def test_a_method_whose_best_configuration_wins_on_one_seed_only_loses_on_the_mean(tmp_path):
     search = {("upweighting", 0): (1e-3, (0.95, 0.05)), ("upweighting", 1): (1e-4, (0.55, 0.55)),
               ("subsetting", 0): (1e-3, (0.52, 0.52))}

@@ -510,6 +510,9 @@ def read_config_name(trial_dir: Path) -> str:
     (["--trial", "nope"], "unknown trial 'nope'"),
     (["--top", "0"], "--top and --batch-size must be positive"),
     (["--epoch", "7", "--trial", "synthetic-waterbirds_toy-convnextv2-xs_none_s1"], "kept epochs: 2"),
+    (["--group-info", "labels"], "unknown group information 'labels'; choose one of: none, val, train[+]val"),
+    (["--group-info", "none", "--trial", "synthetic-waterbirds_toy-convnextv2-xs_none_s1"],
+     "--group-info restricts the methods a criterion chooses among"),
 ])
 def test_spectral_command_bad_input(image_sweep, tmp_path, argv, message):
     with pytest.raises(GroupsweepError, match=message) as error:
