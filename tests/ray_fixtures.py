@@ -22,13 +22,13 @@ CLUSTER_WATERBIRDS_COUNTS = {"train": [30, 8, 8, 30], "val": [6, 6, 6, 6], "test
 
 
 def tiny_spec(path: Path, *, methods, seeds=(1, 2), epochs: int = 2, resources=None, name: str = "it",
-              max_concurrent: int | None = 1) -> Path:
-    """Write a sweep of toy-convnextv2-xs on a tiny synthetic-waterbirds; returns the YAML path. One trial at
-    a time by default: a tiny trial trains in under a second, and a second trial process would cost its
-    imports (torch and timm, about 5 s of CPU) again."""
+              max_concurrent: int | None = 1, data: dict = TINY_DATA) -> Path:
+    """Write a sweep of toy-convnextv2-xs on a tiny synthetic-waterbirds (its options ``data``); returns the YAML
+    path. One trial at a time by default: a tiny trial trains in under a second, and a second trial process
+    would cost its imports (torch and timm, about 5 s of CPU) again."""
     source = {
         "name": name,
-        "datasets": {"synthetic-waterbirds": {"options": TINY_DATA}},
+        "datasets": {"synthetic-waterbirds": {"options": data}},
         "models": ["toy-convnextv2-xs"],
         "methods": list(methods),
         "seeds": list(seeds),

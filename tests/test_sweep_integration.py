@@ -245,17 +245,24 @@ def test_extending_a_finished_sweep_runs_only_the_added_trials_and_analyses_the_
     assert {str(p): p.stat().st_mtime_ns for p in storage.rglob("*")} == listing
 
 
+# Training data of the grown-sweep kill test, large enough that the sweep folder's state (uploaded about every
+# second) records the first of the 11 added trials finished some 9 s before the last (quiet 2-core box). With
+# TINY_DATA that window was 1.6 s, and under the test suite's load one snapshot recorded all 11 finished.
+GROWN_DATA = {"size": 1000, "val_size": 60, "test_size": 60}
+
+
 def test_a_sweep_killed_while_it_runs_its_added_trials_resumes_them(tmp_path):
     storage = tmp_path / "results"
     exp_dir = storage / "grown"
-    first = tiny_spec(tmp_path / "first.yaml", methods=["none"], seeds=(1,), epochs=3, max_concurrent=1)
+    first = tiny_spec(tmp_path / "first.yaml", methods=["none"], seeds=(1,), epochs=3, max_concurrent=1,
+                      data=GROWN_DATA)
     result = run_cli("run", str(first), "--storage", str(storage), "--name", "grown", "--no-after")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (kept,) = trial_names(first)
     kept_predictions = prediction_times(exp_dir / kept)
 
     grown = tiny_spec(tmp_path / "grown.yaml", methods=["none", "subsetting", "upweighting"], seeds=(1, 2, 3, 4),
-                      epochs=3, max_concurrent=1)
+                      epochs=3, max_concurrent=1, data=GROWN_DATA)
     names = trial_names(grown)
     added = [name for name in names if name != kept]
     args = ("run", str(grown), "--storage", str(storage), "--name", "grown", "--no-after")
