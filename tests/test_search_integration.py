@@ -27,12 +27,13 @@ pytestmark = pytest.mark.slow
 CELLS = ("synthetic-waterbirds-toy-resnet-xs-none", "synthetic-waterbirds-toy-resnet-xs-upweighting")
 
 
-def search_spec(path: Path, search: dict, *, lr=None, epochs: int = 3, name: str = "hpo") -> Path:
+def search_spec(path: Path, search: dict, *, lr=None, epochs: int = 3, name: str = "hpo",
+                data: dict = TINY_DATA) -> Path:
     """A search over ``none`` and ``upweighting`` (its own weight-decay space) of toy-resnet-xs on a tiny
-    synthetic-waterbirds, one trial at a time (ASHA's decisions then follow one order)."""
+    synthetic-waterbirds (its options ``data``), one trial at a time (ASHA's decisions then follow one order)."""
     source = {
         "name": name,
-        "datasets": {"synthetic-waterbirds": {"options": TINY_DATA}},
+        "datasets": {"synthetic-waterbirds": {"options": data}},
         "models": ["toy-resnet-xs"],
         "methods": ["none", {"upweighting": {"hparams": {"weight_decay": {"loguniform": [1.0e-5, 1.0e-2]}}}}],
         "seeds": [1],
@@ -156,8 +157,16 @@ def test_optuna_searches_each_cell(tmp_path, cluster_address):
         assert [trial.state.name for trial in searcher._ot_study.trials] == ["COMPLETE", "COMPLETE"]
 
 
+# Training data of the killed-search test: the sweep folder shows a trial's epochs about a second after it
+# trains them, and with TINY_DATA a trial took about that long, so the kill after two finished trials found 4 of
+# the 6 trial folders made (quiet 2-core box), one short of the count the test requires to stay below; with
+# these 600 examples it found 2 or 3.
+KILLED_SEARCH_DATA = {"size": 600, "val_size": 60, "test_size": 60}
+
+
 def test_a_killed_search_resumes_to_exactly_its_configurations(tmp_path):
-    spec = search_spec(tmp_path / "spec.yaml", {"algorithm": "optuna", "num_samples": 3, "seed": 1}, epochs=4)
+    spec = search_spec(tmp_path / "spec.yaml", {"algorithm": "optuna", "num_samples": 3, "seed": 1}, epochs=4,
+                       data=KILLED_SEARCH_DATA)
     exp_dir = tmp_path / "out" / "hpo"
     args = ("run", str(spec), "--storage", str(tmp_path / "out"))
     driver = start_cli(*args)
