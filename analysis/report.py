@@ -86,22 +86,25 @@ class Report:
 
 
 def build_report(results: SweepResults, epoch: str = "final", by_model: bool = True, methods=None,
-                 title: str | None = None) -> Report:
+                 title: str | None = None, group_info: str | None = None) -> Report:
     """The report page of ``results`` (see the module docstring).
 
-    ``epoch`` (``final`` or ``best``), ``by_model`` and ``methods`` are ``analysis.selection.select``'s
-    (default: the final epoch, per dataset and model, every method present); ``title`` defaults to the
-    sweep directories' names. A bad epoch rule raises ``GroupsweepError``; missing results never raise:
-    they are left out and listed in the notes.
+    ``epoch`` (``final`` or ``best``), ``by_model``, ``methods`` and ``group_info`` are
+    ``analysis.selection.select``'s (default: the final epoch, per dataset and model, every method present,
+    whatever group information it uses); ``title`` defaults to the sweep directories' names. A bad epoch rule
+    or group information raises ``GroupsweepError``; missing results never raise: they are left out and listed
+    in the notes.
     """
-    selection = select(results, list(CRITERIA), epoch=epoch, by_model=by_model, methods=methods)
+    selection = select(results, list(CRITERIA), epoch=epoch, by_model=by_model, methods=methods,
+                       group_info=group_info)
     notes = list(selection.notes)
     sweeps = _sweep_names(results)
     title = title or f"groupsweep report: {', '.join(sweeps)}"
     grouping = "per dataset and model" if by_model else "per dataset, models pooled"
     parts = [f"<h1>{_text(title)}</h1>",
              f"<p class=\"meta\">{_text(_describe(results, sweeps))} Selection: {epoch} epoch, {grouping}; "
-             f"candidates: {_text(', '.join(methods)) if methods else 'every method present'}. "
+             f"candidates: {_text(', '.join(methods)) if methods else 'every method present'}"
+             f"{_text(f', using at most {group_info} group information') if group_info else ''}. "
              f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by groupsweep.</p>"]
     order = _trial_order(results)
     parts += _summary_section(results, order)

@@ -119,13 +119,14 @@ def table1(results, criterion: str = "all", epoch: str = "final", pool_models: b
 
 @_one_line_errors
 def report(results, out=None, epoch: str = "final", pool_models: bool = False, methods=None,
-           title: str | None = None) -> Path | str:
+           title: str | None = None, group_info: str | None = None) -> Path | str:
     """Write the HTML report of ``results`` (a ``SweepResults``, or what ``load_results`` takes) to ``out``
     and return where it went (see ``analysis.report``; the same page, written the same way, as ``groupsweep
     report``). ``out``: a local file (checked as ``--out`` is), or a storage URI, uploaded; it defaults to
     ``report.html`` in the ``groupsweep_analysis`` folder of the given directory (the first, given several;
     given a ``SweepResults``, of its first sweep directory; for a sweep in object storage,
-    ``<sweep>_groupsweep_analysis/report.html`` in the current folder)."""
+    ``<sweep>_groupsweep_analysis/report.html`` in the current folder). ``epoch``, ``pool_models``, ``methods``
+    and ``group_info`` choose Table 1's candidates as ``table1``'s do."""
     if out is not None:
         out = _check_output(out, "file")
     elif isinstance(results, SweepResults):
@@ -134,7 +135,8 @@ def report(results, out=None, epoch: str = "final", pool_models: bool = False, m
         out = _report_file(results if isinstance(results, (str, Path)) else next(iter(results)))
     if not isinstance(results, SweepResults):
         results = load_results(results)
-    _publish_report(results, out, epoch=epoch, by_model=not pool_models, methods=methods, title=title)
+    _publish_report(results, out, epoch=epoch, by_model=not pool_models, methods=methods, title=title,
+                    group_info=group_info)
     return out
 
 

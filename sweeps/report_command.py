@@ -3,7 +3,8 @@
 ``report RUN_DIR [RUN_DIR ...] [--out FILE]`` loads the sweep directories offline (as one sweep, like
 ``analyze``) and writes a page with the run summary, Table 1 under every criterion, a search's chosen
 configurations and their rerun, every figure (embedded PNGs), every trial's status and the notes about
-what is missing. The page fetches nothing: open it in any browser, mail it, attach it. The default
+what is missing (``--epoch``, ``--pool-models``, ``--methods`` and ``--group-info`` choose Table 1's candidates
+as ``analyze``'s do). The page fetches nothing: open it in any browser, mail it, attach it. The default
 ``FILE`` is ``report.html`` in ``RUN_DIR/groupsweep_analysis`` (for a URI RUN_DIR, in
 ``<sweep>_groupsweep_analysis`` in the current folder); a storage URI ``FILE`` is uploaded there. A sweep
 that is still running or partly failed gives a page with notes; a directory that does not exist or holds
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from sweeps.analyze_command import (DEFAULT_OUT, METHOD_NAMES, check_output, default_out_dir, load_run, parse_methods,
                                     print_notes, upload)
+from trainables.balancing import GROUP_INFO_LEVELS
+from trainables.errors import choose
 
 REPORT_FILE = "report.html"
 
@@ -42,13 +45,19 @@ def register(subparsers) -> None:
     report.add_argument("--methods", default=None, metavar="NAME[,NAME...]",
                         help="comma-separated balancing methods Table 1 chooses among; names: "
                              + ", ".join(METHOD_NAMES) + " (default: every method present in the sweep)")
+    report.add_argument("--group-info", default=None, metavar="LEVEL",
+                        help="Table 1 chooses only among methods using at most this group information: "
+                             + ", ".join(GROUP_INFO_LEVELS) + " (none < val < train+val; default: any)")
     report.add_argument("--title", default=None, help="the page's title (default: the sweep directories' names)")
     report.set_defaults(func=run_report, check=check_report_args)
 
 
 def check_report_args(args: argparse.Namespace) -> None:
-    """The ``report`` arguments that can be checked without the sweep: its method names and ``--out``."""
+    """The ``report`` arguments that can be checked without the sweep: its method names, group information and
+    ``--out``."""
     parse_methods(args.methods)
+    if args.group_info is not None:
+        choose("group information", args.group_info, GROUP_INFO_LEVELS)
     if args.out:
         check_output(args.out, "file")
 
@@ -59,7 +68,7 @@ def run_report(args: argparse.Namespace) -> int:
     out = check_output(args.out, "file") if args.out else default_out(args.run_dir[0])
     results = load_run(args.run_dir)
     report = publish_report(results, out, epoch=args.epoch, by_model=not args.pool_models,
-                            methods=parse_methods(args.methods), title=args.title)
+                            methods=parse_methods(args.methods), title=args.title, group_info=args.group_info)
     print_notes(report.notes)
     print(f"wrote {out} ({len(report.html) // 1024} KiB; {len(report.figures)} figure(s), "
           f"{len(results.trials)} trial(s))")

@@ -72,6 +72,8 @@ def test_table1_and_report_give_what_the_commands_give(tmp_path):
 
     page = gs.report(results, tmp_path / "page.html", title="my study")
     assert page == tmp_path / "page.html" and "<h1>my study</h1>" in page.read_text()
+    gs.report(results, tmp_path / "class-only.html", group_info="none")
+    assert "using at most none group information" in (tmp_path / "class-only.html").read_text()
     default = gs.report(str(tmp_path / "run"))
     assert default == tmp_path / "run" / "groupsweep_analysis" / "report.html" and default.exists()
     uri = f"file://{tmp_path}/uploaded/page.html"  # a storage URI is uploaded, as by `report --out`

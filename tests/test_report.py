@@ -16,7 +16,7 @@ from analysis.report import PNG_MAGIC, build_report
 from analysis.results import load_results
 from analysis.selection import CRITERIA, display_hyperparameters, display_table, paper_view, select
 from analysis.summary import display_summary, summarize
-from results_fixtures import epoch_metrics, searched_config, write_study, write_trial
+from results_fixtures import epoch_metrics, searched_config, trial_config, write_study, write_trial
 from sweeps import cli
 
 MODELS = ("toy-resnet-xs", "toy-resnet-s")
@@ -135,6 +135,33 @@ def test_a_search_report_shows_each_methods_chosen_configuration(tmp_path):
     assert row[5] == "h01" and row[6] == "lr=0.0002"
     trials = tables["trials-table"]
     assert "config_id" in trials[0] and "hparams" in trials[0]
+
+
+def test_a_report_with_group_info_chooses_only_among_methods_using_at_most_that_much(tmp_path, capsys):
+    index = 0
+    for method, value in (("none", 0.4), ("upsampling", 0.6), ("groupdro", 0.9)):  # group labels: none, none, train+val
+        for seed in (1, 2):
+            write_trial(tmp_path, index, trial_config("synthetic-waterbirds", "toy-resnet-s", method, seed=seed),
+                        [epoch_metrics(epoch, overrides={"val/wga": value, "test/wga": value}) for epoch in (1, 2, 3)])
+            index += 1
+    results = load_results(tmp_path)
+    assert set(select(results, ["wga"]).table["method"]) == {"groupdro"}
+    report = build_report(results, group_info="none")
+    table = report.selection.table
+    assert table.loc[table["criterion"] == "wga", "method"].tolist() == ["upsampling"]
+    assert "groupdro" not in set(table["method"])
+    candidates = parse(report.html).tables["table1-candidates"]
+    assert not any("groupdro" in cell for row in candidates for cell in row)
+    assert any("upsampling" in cell for row in candidates for cell in row)
+    assert "every method present, using at most none group information." in report.html
+    assert "group information at most none: left out groupdro (train+val)" in report.html  # the notes section
+
+    out = tmp_path / "page.html"
+    assert cli.main(["report", str(tmp_path), "--group-info", "none", "--out", str(out)]) == 0
+    assert parse(out.read_text()).tables["table1-details"] == parse(report.html).tables["table1-details"]
+    assert cli.main(["report", str(tmp_path), "--group-info", "labels", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "error: unknown group information 'labels'; choose one of: none, val, train+val"
 
 
 def test_a_report_without_any_complete_trial_says_what_is_missing(tmp_path, capsys):
