@@ -58,6 +58,20 @@ def add_out_argument(parser) -> None:
                                                     f"./<sweep>_{DEFAULT_OUT})")
 
 
+def add_group_info_argument(parser, chooser: str = "choose") -> None:
+    """The ``--group-info LEVEL`` option of a command that selects methods (``analyze``, ``report``, ``spectral``);
+    ``chooser`` names what chooses, for its help. ``check_group_info`` checks its value."""
+    parser.add_argument("--group-info", default=None, metavar="LEVEL",
+                        help=f"{chooser} only among methods using at most this group information: "
+                             + ", ".join(GROUP_INFO_LEVELS) + " (none < val < train+val; default: any)")
+
+
+def check_group_info(level: str | None) -> None:
+    """A one-line ``GroupsweepError`` unless ``level`` (a ``--group-info`` value) is None or a known level."""
+    if level is not None:
+        choose("group information", level, GROUP_INFO_LEVELS)
+
+
 def register(subparsers) -> None:
     """Add the ``analyze`` and ``plot`` commands."""
     analyze = subparsers.add_parser(
@@ -80,9 +94,7 @@ def register(subparsers) -> None:
                          help="comma-separated balancing methods to choose among, e.g. none,upsampling,mixture "
                               "(mixture keeps every ratio); names: " + ", ".join(METHOD_NAMES)
                               + " (default: every method present in the sweep)")
-    analyze.add_argument("--group-info", default=None, metavar="LEVEL",
-                         help="choose only among methods using at most this group information: "
-                              + ", ".join(GROUP_INFO_LEVELS) + " (none < val < train+val; default: any)")
+    add_group_info_argument(analyze)
     analyze.add_argument("--empty-cells", default="skip", choices=EMPTY_CELLS,
                          help="bias-unsupervised: a (class, biased prediction) cell without examples is skipped "
                               "(default, the authors' code) or counts 0 (zero, the paper's eq. 1)")
@@ -121,8 +133,7 @@ def check_analyze_args(args: argparse.Namespace) -> None:
     from analysis.selection import parse_criteria
 
     parse_criteria(args.criterion)
-    if args.group_info is not None:
-        choose("group information", args.group_info, GROUP_INFO_LEVELS)
+    check_group_info(args.group_info)
     parse_methods(args.methods)
     if args.out:
         check_output(args.out)

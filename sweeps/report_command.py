@@ -18,10 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sweeps.analyze_command import (DEFAULT_OUT, METHOD_NAMES, check_output, default_out_dir, load_run, parse_methods,
-                                    print_notes, upload)
-from trainables.balancing import GROUP_INFO_LEVELS
-from trainables.errors import choose
+from sweeps.analyze_command import (DEFAULT_OUT, METHOD_NAMES, add_group_info_argument, check_group_info, check_output,
+                                    default_out_dir, load_run, parse_methods, print_notes, upload)
 
 REPORT_FILE = "report.html"
 
@@ -45,9 +43,7 @@ def register(subparsers) -> None:
     report.add_argument("--methods", default=None, metavar="NAME[,NAME...]",
                         help="comma-separated balancing methods Table 1 chooses among; names: "
                              + ", ".join(METHOD_NAMES) + " (default: every method present in the sweep)")
-    report.add_argument("--group-info", default=None, metavar="LEVEL",
-                        help="Table 1 chooses only among methods using at most this group information: "
-                             + ", ".join(GROUP_INFO_LEVELS) + " (none < val < train+val; default: any)")
+    add_group_info_argument(report, "Table 1 chooses")
     report.add_argument("--title", default=None, help="the page's title (default: the sweep directories' names)")
     report.set_defaults(func=run_report, check=check_report_args)
 
@@ -56,8 +52,7 @@ def check_report_args(args: argparse.Namespace) -> None:
     """The ``report`` arguments that can be checked without the sweep: its method names, group information and
     ``--out``."""
     parse_methods(args.methods)
-    if args.group_info is not None:
-        choose("group information", args.group_info, GROUP_INFO_LEVELS)
+    check_group_info(args.group_info)
     if args.out:
         check_output(args.out, "file")
 

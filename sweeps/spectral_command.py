@@ -21,10 +21,9 @@ import re
 import sys
 
 from sweeps.analyze_command import CRITERION_CHOICES as ANALYZE_CRITERIA
-from sweeps.analyze_command import (add_out_argument, check_output, final_location, load_run, output_folder,
-                                    print_notes, publish)
-from trainables.balancing import GROUP_INFO_LEVELS
-from trainables.errors import GroupsweepError, choose
+from sweeps.analyze_command import (add_group_info_argument, add_out_argument, check_group_info, check_output,
+                                    final_location, load_run, output_folder, print_notes, publish)
+from trainables.errors import GroupsweepError
 
 # Spectral analysis follows one selected method, so the table-only "all" is not a choice here.
 CRITERION_CHOICES = tuple(c for c in ANALYZE_CRITERIA if c != "all")
@@ -44,9 +43,7 @@ def register(subparsers) -> None:
                             "selects, per dataset and model (default: wga; oracle selects by test WGA)")
     which.add_argument("--trial", action="append", default=None, metavar="ID",
                        help="analyse this trial (trial id or name); repeatable")
-    parser.add_argument("--group-info", default=None, metavar="LEVEL",
-                        help="with a criterion, choose only among methods using at most this group information: "
-                             + ", ".join(GROUP_INFO_LEVELS) + " (none < val < train+val; default: any)")
+    add_group_info_argument(parser, "with a criterion, choose")
     parser.add_argument("--top", type=int, action="append", default=None, metavar="K",
                         help="eigenvalues per covariance in the figures: 10 (Figures 5, 11) or 50 (Figures 10, 12); "
                              "repeatable, one extraction serves all (default: 10)")
@@ -69,11 +66,10 @@ def check_spectral_args(args: argparse.Namespace) -> None:
             raise GroupsweepError(f"--top and --batch-size must be positive integers, got {value}")
     if args.epoch is not None and args.epoch < 1:
         raise GroupsweepError(f"--epoch must be a positive integer, got {args.epoch}")
-    if args.group_info is not None:
-        choose("group information", args.group_info, GROUP_INFO_LEVELS)
-        if args.trial:
-            raise GroupsweepError("--group-info restricts the methods a criterion chooses among; it does not apply "
-                                  "to trials named by --trial")
+    check_group_info(args.group_info)
+    if args.group_info is not None and args.trial:
+        raise GroupsweepError("--group-info restricts the methods a criterion chooses among; it does not apply to "
+                              "trials named by --trial")
     if args.device is not None and not re.fullmatch(DEVICE_PATTERN, args.device):
         raise GroupsweepError(f"--device {args.device!r} is not a torch device this tool runs on; give cpu, cuda, "
                               "cuda:N or mps")
