@@ -11,7 +11,7 @@ loop; meant for a GPU), gpu_augment (the batch augmentation's cost in a bare GPU
 the device, copied there each step or from finetune's loader), driver_scale (driver CPU and wall time per
 trial at 100, 300 and 1,000 trials),
 driver_start (wall time of `groupsweep plan` and a one-trial `run`; `--baseline DIR` compares with another
-checkout).
+checkout), optimizer_step (finetune's multi-tensor optimizer steps vs torch's per-parameter loop on the CPU).
 Each runs in its own Python process.
 """
 
@@ -39,6 +39,7 @@ BENCHMARKS = {
     "gpu_step": (["--variants", "channels_last", "compile"],
                  ["--models", "toy-resnet-xs", "toy-bert-xs", "--batch-size", "4", "--image-size", "32", "--steps", "2",
                   "--epochs", "1", "--warmup", "1", "--repeats", "1"]),
+    "optimizer_step": ([], ["--models", "toy-resnet-xs", "--steps", "4"]),
     "gpu_augment": ([], ["--model", "toy-resnet-xs", "--batch-size", "4", "--image-size", "32", "--steps", "2",
                          "--warmup", "1", "--repeats", "1"]),
 }

@@ -206,6 +206,18 @@ def test_driver_scale_benchmark_prints_per_trial_costs_and_their_growth():
                      r"snapshot writing per trial x[\d.]+$", done.stdout, re.M), done.stdout
 
 
+def test_optimizer_step_benchmark_prints_both_sides_their_ratio_and_the_same_bits():
+    out = run_benchmark("optimizer_step.py", "--models", "toy-resnet-xs", "toy-bert-xs", "--optimizers", "adamw", "--sgd",
+                        "--steps", "2")
+    for model in ("toy-resnet-xs", "toy-bert-xs"):
+        for optimizer in ("adamw", "sgd"):
+            row = re.search(rf"^{model}\s+{optimizer}\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x  (True|False)$",
+                            out, re.M)
+            assert row is not None, out
+            assert int(row.group(1)) > 0 and float(row.group(3)) > 0 and float(row.group(4)) > 0
+            assert row.group(6) == "True", out  # foreach is the loop's arithmetic, tensor by tensor
+
+
 def test_driver_start_benchmark_prints_medians_and_the_ratio_to_a_baseline_checkout():
     command = [sys.executable, "benchmarks/driver_start.py", "--baseline", str(REPO), "--repeats", "2",
                "--commands", "plan"]

@@ -335,6 +335,33 @@ def test_bert_biases_and_layernorm_weights_take_no_weight_decay_as_the_authors_t
     assert [group["weight_decay"] for group in make_optimizer(config, image).param_groups] == [0.5]
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "adam"])
+def test_adams_multi_tensor_steps_are_torchs_per_parameter_steps_bit_for_bit(optimizer):
+    """``make_optimizer`` runs torch's ``foreach`` Adam and AdamW; on the CPU, where torch's default is its loop
+    over the parameters, five steps on a BERT (two weight-decay groups) give the same bits as that loop."""
+    from trainables.finetune import make_optimizer, parameter_groups
+    from trainables.models.build import build_model
+
+    config = TrainConfig(dataset="synthetic-civilcomments", model="toy-bert-xs", optimizer=optimizer, lr=0.1,
+                         weight_decay=0.5)
+    ours, looped = build_model("toy-bert-xs", 2), build_model("toy-bert-xs", 2)
+    looped.load_state_dict(ours.state_dict())
+    initial = [parameter.detach().clone() for parameter in ours.parameters()]
+    stepped = make_optimizer(config, ours)
+    assert all(group["foreach"] for group in stepped.param_groups)
+    groups = parameter_groups(looped.named_parameters(), 0.5, looped.no_weight_decay)
+    reference = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[optimizer](groups, lr=0.1, foreach=False)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for a, b in zip(ours.parameters(), looped.parameters()):
+            a.grad = torch.randn(a.shape, generator=generator)
+            b.grad = a.grad.clone()
+        stepped.step()
+        reference.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), looped.parameters()))
+    assert not any(torch.equal(a, b) for a, b in zip(ours.parameters(), initial))  # every parameter moved
+
+
 def test_a_state_saved_with_other_parameter_groups_is_refused_in_one_line():
     state, config = {}, small_config(model="toy-bert-xs", dataset="synthetic-civilcomments", epochs=2)
     finetune(config, cpu=True, stop_after=1, on_epoch=lambda result: state.update(snapshot(result.state())))
