@@ -276,7 +276,7 @@ def _unfinished_configurations(results: SweepResults, frame: pd.DataFrame, notes
     seed. (``_excluded_trials`` notes each such trial too.)"""
     trials = results.trials
     unfinished = trials[~trials["status"].isin(("complete", "stopped")) & (trials["cell"] != "")]
-    unfinished = unfinished[_in_configurations(unfinished, set(zip(frame["cell"], frame["config_id"])))]
+    unfinished = unfinished[_in_configurations(unfinished, frame)]
     for cell, group in unfinished.groupby("cell", sort=False):
         total = trials.loc[trials["cell"] == cell, "config_id"].nunique()
         counts = group["status"].value_counts()
@@ -293,15 +293,19 @@ def _left_out(trials: pd.DataFrame, total: int) -> str:
     return f"{len(ids)} of {total} configurations left out ({', '.join(ids)})"
 
 
-def _in_configurations(frame: pd.DataFrame, configurations: set) -> np.ndarray:
-    """Per row of ``frame``, whether its searched configuration ``(cell, config_id)`` is in ``configurations``
-    (a boolean array, also for a frame of no rows, which a list would index by columns)."""
-    return np.array([key in configurations for key in zip(frame["cell"], frame["config_id"])], dtype=bool)
+def _in_configurations(frame: pd.DataFrame, configurations: pd.DataFrame) -> np.ndarray:
+    """Per row of ``frame``, whether its searched configuration ``(cell, config_id)`` is one of the rows of
+    ``configurations`` (a boolean array, also for a frame of no rows, which a list would index by columns).
+    Vectorised: a sweep's frame has a row per trial and epoch (a million for 10,000 trials of 100 epochs)."""
+    if frame.empty or configurations.empty:
+        return np.zeros(len(frame), dtype=bool)
+    keys = ["cell", "config_id"]
+    return pd.MultiIndex.from_frame(frame[keys]).isin(pd.MultiIndex.from_frame(configurations[keys]))
 
 
 def _without_configurations(frame: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``frame`` outside every searched configuration (cell, config_id) that ``trials`` belong to."""
-    return frame[~_in_configurations(frame, set(zip(trials["cell"], trials["config_id"])))]
+    return frame[~_in_configurations(frame, trials)]
 
 
 def _criterion_runs(results: SweepResults, frame: pd.DataFrame, criterion: str, epoch: str,
@@ -358,7 +362,7 @@ def _best_biased_configuration(results: SweepResults, trials: pd.DataFrame, grou
     model and variant) with the best mean final-epoch ``val/avg_acc``; ties: the lower config_id."""
     final = results.final_rows().set_index("trial_id")
     accuracy = group["trial_id"].map(final["val/avg_acc"]) if "val/avg_acc" in final else np.nan
-    stopped = set(zip(*[trials.loc[trials["status"] == "stopped", name] for name in ("cell", "config_id")]))
+    stopped = trials[trials["status"] == "stopped"]
     scores = (group.assign(score=accuracy).fillna({"score": -np.inf}).groupby(["cell", "config_id"], sort=False)
               .agg(score=("score", "mean"), n_seeds=("seed", "nunique")).reset_index())
     scores = scores[~_in_configurations(scores, stopped)]

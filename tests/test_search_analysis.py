@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis.results import STATUSES, load_results
-from analysis.selection import display_hyperparameters, display_table, select
+from analysis.selection import _in_configurations, display_hyperparameters, display_table, select
 from results_fixtures import epoch_metrics, searched_config, trial_config, write_trial
 from test_selection import BIASED, LABELS, UPSAMPLING_PRED, UPSAMPLING_SCORE, VAL_Y
 
@@ -174,6 +174,16 @@ def test_a_method_whose_best_configuration_wins_on_one_seed_only_loses_on_the_me
     chosen = selection.hyperparameters.set_index("method_label")
     assert chosen.at["upweighting", "config_id"] == "h01"  # 0.55 mean beats 0.50
     assert selection.table.iloc[0]["method_label"] == "upweighting"
+
+
+def test_a_configuration_is_matched_by_its_cell_and_id_together():
+    """A row belongs to a configuration only when both its cell and its config_id match one configuration's: ids
+    repeat across cells (h00 in every cell), and each component matching some configuration is not enough."""
+    frame = pd.DataFrame({"cell": ["a", "a", "b", "b", ""], "config_id": ["h00", "h01", "h00", "h01", ""]})
+    configurations = pd.DataFrame({"cell": ["a", "b", "b"], "config_id": ["h01", "h00", "h00"], "seed": [1, 1, 2]})
+    assert _in_configurations(frame, configurations).tolist() == [False, True, True, False, False]
+    assert _in_configurations(frame, configurations.iloc[0:0]).tolist() == [False] * 5
+    assert _in_configurations(frame.iloc[0:0], configurations).tolist() == []
 
 
 def test_stopped_configurations_are_left_out_at_the_final_epoch_and_scored_at_their_best(tmp_path):
