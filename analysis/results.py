@@ -158,22 +158,33 @@ class SweepResults:
             raise GroupsweepError(f"unknown trial {trial_id!r} in {self.run_dir}")
         return self._paths[trial_id]
 
-    def labels(self, trial_id: str, keys=None) -> dict:
+    def labels(self, trial_id: str, keys=None, data: bytes | None = None) -> dict:
         """The trial's saved labels (``LABELS_FILE``): ``val_y, val_s, val_g, test_y, test_s, test_g``
         (int arrays), ``n_classes`` and ``n_spurious`` (ints); only ``keys`` when given (faster).
-        Arrays are read-only (cached). ``MissingResultError`` if not saved."""
-        labels = dict(_load_npz(self.trial_dir(trial_id), LABELS_FILE, None if keys is None else tuple(keys)))
+        Arrays are read-only (cached, unless parsed from ``data``: the file's bytes, ``read_file``).
+        ``MissingResultError`` if not saved."""
+        labels = dict(_npz(self.trial_dir(trial_id), LABELS_FILE, None if keys is None else tuple(keys), data))
         for key in ("n_classes", "n_spurious"):
             if key in labels:
                 labels[key] = int(labels[key])
         return labels
 
-    def predictions(self, trial_id: str, epoch: int, splits=None) -> dict:
+    def predictions(self, trial_id: str, epoch: int, splits=None, data: bytes | None = None) -> dict:
         """Predicted classes saved after ``epoch``: ``{"val": int16 array, "test": int16 array}``, or
-        only ``splits`` (faster). Arrays are read-only (cached). ``MissingResultError`` if the trial
-        saved none for that epoch."""
-        return dict(_load_npz(self.trial_dir(trial_id), predictions_file(epoch),
-                              None if splits is None else tuple(splits)))
+        only ``splits`` (faster). Arrays are read-only (cached, unless parsed from ``data``: the file's
+        bytes, ``read_file``). ``MissingResultError`` if the trial saved none for that epoch."""
+        return dict(_npz(self.trial_dir(trial_id), predictions_file(epoch),
+                         None if splits is None else tuple(splits), data))
+
+    def read_file(self, trial_id: str, name: str) -> bytes:
+        """The bytes of the trial's file ``name`` (``LABELS_FILE``, ``predictions_file(epoch)``), for ``labels``
+        or ``predictions`` to parse: reading many files in threads (``read_in_threads``) pays where each read
+        waits on a disk or the network, but parsing an ``.npz`` holds the GIL, so the threads should only read.
+        ``MissingResultError`` if the file cannot be read."""
+        try:
+            return TrialDir(self.trial_dir(trial_id)).read_bytes(name)
+        except UnreadableFile as error:
+            raise MissingResultError(str(error)) from None
 
     def final_rows(self) -> pd.DataFrame:
         """The rows of complete trials at their last configured epoch (the paper's trained-to-completion models)."""
@@ -676,15 +687,22 @@ def _variants(datasets: pd.Series, configs: list) -> list:
     return out
 
 
-@lru_cache(maxsize=4096)
-def _load_npz(location: str, name: str, keys: tuple | None = None) -> dict:
-    """The arrays ``keys`` (default: all) of the ``.npz`` file ``name`` of the trial directory at
-    ``location``, read-only as they are cached (by location string, name and keys);
-    ``MissingResultError`` if the file is missing, unreadable or lacks a key."""
+def _npz(location: str, name: str, keys: tuple | None, data: bytes | None) -> dict:
+    """The read-only arrays ``keys`` (default: all) of the ``.npz`` file ``name`` of the trial directory at
+    ``location``: parsed from ``data`` (the file's bytes) when given, else read, and cached by location string,
+    name and keys (``_cached_npz``); ``MissingResultError`` if it is missing, unreadable or lacks a key."""
+    return _cached_npz(location, name, keys) if data is None else _read_npz(location, name, keys, data)
+
+
+def _read_npz(location: str, name: str, keys: tuple | None, data: bytes | None = None) -> dict:
+    """``_npz`` without the cache."""
     try:
-        arrays = TrialDir(location).read_npz(name, keys)
+        arrays = TrialDir(location).read_npz(name, keys, data)
     except UnreadableFile as error:
         raise MissingResultError(str(error)) from None
     for array in arrays.values():
         array.flags.writeable = False
     return arrays
+
+
+_cached_npz = lru_cache(maxsize=4096)(_read_npz)

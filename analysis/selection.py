@@ -77,6 +77,7 @@ from analysis.results import SweepResults, read_in_threads, sampled_keys
 from trainables.balancing import GROUP_INFO_LEVELS, METHODS, within_group_info
 from trainables.data.table2 import TABLE2
 from trainables.errors import GroupsweepError, choose
+from trainables.trial_dir import LABELS_FILE, predictions_file
 
 CRITERIA = {
     "wga": "val/wga",
@@ -382,39 +383,57 @@ def _best_biased_configuration(results: SweepResults, trials: pd.DataFrame, grou
 def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: list, biased: dict,
                               empty_cells: str) -> np.ndarray:
     """``bias_unsupervised_score`` (``empty_cells`` rule) of each row's val predictions against its biased trial
-    in ``biased`` (the files of several rows are read at once: ``analysis.results.read_in_threads``)."""
+    in ``biased``. The rows' label and prediction files are read in threads (``analysis.results.read_in_threads``;
+    a read waits on the disk or the network), and parsed and scored here: ``.npz`` parsing holds the GIL, and
+    threads contending for it scored slower than one thread does (1.5-2x on a 2-core box)."""
     values = np.full(len(rows), np.nan)
     reported = set()
     table = list(rows[["trial_id", "dataset", "model", "variant", "seed", "epoch"]].itertuples(index=False))
     pairs = [(row, biased.get((row.dataset, row.model, row.variant, row.seed))) for row in table]
 
-    def score(pair):
+    def read(pair):
         row, bias = pair
         if bias is None:
             return None
         try:
-            labels = results.labels(row.trial_id, keys=("val_y", "n_classes"))
-            return bias_unsupervised_score(
-                labels["val_y"], results.predictions(row.trial_id, row.epoch, splits=("val",))["val"],
-                results.predictions(bias.trial_id, bias.epochs, splits=("val",))["val"],
-                n_classes=labels["n_classes"], empty_cells=empty_cells)
+            return [results.read_file(row.trial_id, name) for name in (LABELS_FILE, predictions_file(row.epoch))]
         except GroupsweepError as error:  # includes MissingResultError
             return error
 
-    for position, ((row, bias), outcome) in enumerate(zip(pairs, read_in_threads(score, pairs))):
+    for position, ((row, bias), files) in enumerate(zip(pairs, read_in_threads(read, pairs))):
         key = (row.dataset, row.model, row.variant, row.seed)
         where = f"{row.dataset}/{row.model} seed {row.seed}" + (f" ({row.variant})" if row.variant else "")
         if bias is None:
             if key not in reported:
                 notes.append(f"bias-unsupervised: no complete `none` trial for {where}; skipped")
                 reported.add(key)
-        elif isinstance(outcome, GroupsweepError):
+            continue
+        if isinstance(files, GroupsweepError):
+            outcome = files
+        else:
+            outcome = _bias_unsupervised_value(results, row, bias, files, empty_cells)
+        if isinstance(outcome, GroupsweepError):
             if row.trial_id not in reported:
                 notes.append(f"bias-unsupervised: trial {row.trial_id} ({where}): {outcome}; skipped")
                 reported.add(row.trial_id)
         else:
             values[position] = outcome
     return values
+
+
+def _bias_unsupervised_value(results: SweepResults, row, bias, files: list, empty_cells: str):
+    """The bias-unsupervised score of ``row`` (``trial_id``, ``epoch``) against its biased trial ``bias``
+    (``trial_id``, ``epochs``; its predictions cached, as a biased trial serves every method of its seed), from
+    ``files``: the bytes of the row's labels and predictions; or the ``GroupsweepError`` saying why there is none."""
+    labels_bytes, predictions_bytes = files
+    try:
+        labels = results.labels(row.trial_id, keys=("val_y", "n_classes"), data=labels_bytes)
+        predicted = results.predictions(row.trial_id, row.epoch, splits=("val",), data=predictions_bytes)["val"]
+        return bias_unsupervised_score(labels["val_y"], predicted,
+                                       results.predictions(bias.trial_id, bias.epochs, splits=("val",))["val"],
+                                       n_classes=labels["n_classes"], empty_cells=empty_cells)
+    except GroupsweepError as error:  # includes MissingResultError
+        return error
 
 
 def _choose_configurations(runs: pd.DataFrame, keys: list) -> tuple:

@@ -180,10 +180,10 @@ class TrialDir:
             raise UnreadableFile(f"{self.location}/{PARAMS_FILE} is not a JSON object")
         return params
 
-    def read_npz(self, name: str, keys: tuple | None = None) -> dict:
-        """The arrays ``keys`` (default: all) of the ``.npz`` file ``name``; ``UnreadableFile`` when the
-        file is missing, unreadable or lacks a key."""
-        data = self.read_bytes(name)
+    def read_npz(self, name: str, keys: tuple | None = None, data: bytes | None = None) -> dict:
+        """The arrays ``keys`` (default: all) of the ``.npz`` file ``name`` (parsed from ``data``, its bytes, when
+        they were read already); ``UnreadableFile`` when the file is missing, unreadable or lacks a key."""
+        data = self.read_bytes(name) if data is None else data
         try:
             with np.load(io.BytesIO(data)) as archive:
                 return {key: archive[key] for key in (archive.files if keys is None else keys)}
