@@ -219,6 +219,26 @@ def test_missing_predictions_are_noted_not_fatal(tmp_path):
     assert selection.table.iloc[0]["method_label"] != "upsampling"
 
 
+def test_unreadable_labels_and_missing_biased_model_files_are_noted_not_fatal(tmp_path):
+    # a label file read (in a thread) that cannot be parsed (in the caller); the biased models' predictions missing
+    build_sweep(tmp_path / "labels")
+    results = load_results(tmp_path / "labels")
+    (upsampling, *_) = results.trials.loc[results.trials["method"] == "upsampling", "path"]
+    (results.run_dir / upsampling / "groupsweep" / "labels.npz").write_bytes(b"not a zip file")
+    selection = select(results, ["bias-unsupervised"])
+    damaged = [note for note in selection.notes if "labels.npz" in note]
+    assert len(damaged) == 1 and "cannot read" in damaged[0] and "skipped" in damaged[0], selection.notes
+
+    build_sweep(tmp_path / "biased")
+    results = load_results(tmp_path / "biased")
+    for path in results.trials.loc[results.trials["method"] == "none", "path"]:
+        for file in (results.run_dir / path / "groupsweep" / "predictions").glob("*.npz"):
+            file.unlink()
+    selection = select(results, ["bias-unsupervised"])
+    assert selection.table.empty
+    assert any("cannot read" in note and "epoch_0003.npz" in note for note in selection.notes), selection.notes
+
+
 def test_by_model_groups_and_candidate_restriction(tmp_path):
     build_sweep(tmp_path / "run")
     index = 100
