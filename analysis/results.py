@@ -55,7 +55,7 @@ from trainables.config import NON_TRAINING_FIELDS
 from trainables.errors import GroupsweepError
 from trainables.trial_dir import (CELL_KEY, ERROR_FILE, LABELS_FILE, METHOD_HPARAMS_KEY, PARAMS_FILE, PROGRESS_FILE,
                                   RESULT_FILE, SAMPLE_KEY, SAMPLED_KEY, STOPPED_FILE, TrialDir, UnreadableFile,
-                                  file_type, is_directory, join_location, predictions_file, split_location,
+                                  file_type, is_directory, join_location, parse_npz, predictions_file, split_location,
                                   subdirectory_names, trial_dirs)
 
 # Ray's bookkeeping keys that carry no information about the run's results.
@@ -161,7 +161,7 @@ class SweepResults:
     def labels(self, trial_id: str, keys=None, data: bytes | None = None) -> dict:
         """The trial's saved labels (``LABELS_FILE``): ``val_y, val_s, val_g, test_y, test_s, test_g``
         (int arrays), ``n_classes`` and ``n_spurious`` (ints); only ``keys`` when given (faster).
-        Arrays are read-only (cached, unless parsed from ``data``: the file's bytes, ``read_file``).
+        Arrays are read-only (cached, unless parsed from ``data``: the file's bytes, ``read_files``).
         ``MissingResultError`` if not saved."""
         labels = dict(_npz(self.trial_dir(trial_id), LABELS_FILE, None if keys is None else tuple(keys), data))
         for key in ("n_classes", "n_spurious"):
@@ -172,17 +172,18 @@ class SweepResults:
     def predictions(self, trial_id: str, epoch: int, splits=None, data: bytes | None = None) -> dict:
         """Predicted classes saved after ``epoch``: ``{"val": int16 array, "test": int16 array}``, or
         only ``splits`` (faster). Arrays are read-only (cached, unless parsed from ``data``: the file's
-        bytes, ``read_file``). ``MissingResultError`` if the trial saved none for that epoch."""
+        bytes, ``read_files``). ``MissingResultError`` if the trial saved none for that epoch."""
         return dict(_npz(self.trial_dir(trial_id), predictions_file(epoch),
                          None if splits is None else tuple(splits), data))
 
-    def read_file(self, trial_id: str, name: str) -> bytes:
-        """The bytes of the trial's file ``name`` (``LABELS_FILE``, ``predictions_file(epoch)``), for ``labels``
-        or ``predictions`` to parse: reading many files in threads (``read_in_threads``) pays where each read
-        waits on a disk or the network, but parsing an ``.npz`` holds the GIL, so the threads should only read.
-        ``MissingResultError`` if the file cannot be read."""
+    def read_files(self, trial_id: str, names) -> list:
+        """The bytes of each of the trial's files ``names`` (``LABELS_FILE``, ``predictions_file(epoch)``), for
+        ``labels`` and ``predictions`` to parse: reading many files in threads (``read_in_threads``) pays where
+        each read waits on a disk or the network, but parsing an ``.npz`` holds the GIL, so the threads should
+        only read. ``MissingResultError`` if one cannot be read."""
+        trial = TrialDir(self.trial_dir(trial_id))
         try:
-            return TrialDir(self.trial_dir(trial_id)).read_bytes(name)
+            return [trial.read_bytes(name) for name in names]
         except UnreadableFile as error:
             raise MissingResultError(str(error)) from None
 
@@ -697,7 +698,10 @@ def _npz(location: str, name: str, keys: tuple | None, data: bytes | None) -> di
 def _read_npz(location: str, name: str, keys: tuple | None, data: bytes | None = None) -> dict:
     """``_npz`` without the cache."""
     try:
-        arrays = TrialDir(location).read_npz(name, keys, data)
+        if data is None:
+            arrays = TrialDir(location).read_npz(name, keys)
+        else:
+            arrays = parse_npz(data, keys, f"{location}/{name}")
     except UnreadableFile as error:
         raise MissingResultError(str(error)) from None
     for array in arrays.values():

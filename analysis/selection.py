@@ -396,7 +396,7 @@ def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: 
         if bias is None:
             return None
         try:
-            return [results.read_file(row.trial_id, name) for name in (LABELS_FILE, predictions_file(row.epoch))]
+            return results.read_files(row.trial_id, (LABELS_FILE, predictions_file(row.epoch)))
         except GroupsweepError as error:  # includes MissingResultError
             return error
 

@@ -133,6 +133,16 @@ def location_filesystem(path_or_uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
                               "(s3://, gs://, hdfs://, abfs://, file://)") from None
 
 
+def parse_npz(data: bytes, keys: tuple | None, where: str) -> dict:
+    """The arrays ``keys`` (default: all) of the ``.npz`` file whose bytes are ``data`` (``where``: its location, for
+    the error); ``UnreadableFile`` when it is not an ``.npz`` file or lacks a key."""
+    try:
+        with np.load(io.BytesIO(data)) as archive:
+            return {key: archive[key] for key in (archive.files if keys is None else keys)}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise UnreadableFile(f"cannot read {where} ({type(error).__name__}: {error})") from None
+
+
 class TrialDir:
     """One trial directory, local or in object storage; names are relative to it (``LABELS_FILE``...)."""
 
@@ -180,15 +190,10 @@ class TrialDir:
             raise UnreadableFile(f"{self.location}/{PARAMS_FILE} is not a JSON object")
         return params
 
-    def read_npz(self, name: str, keys: tuple | None = None, data: bytes | None = None) -> dict:
-        """The arrays ``keys`` (default: all) of the ``.npz`` file ``name`` (parsed from ``data``, its bytes, when
-        they were read already); ``UnreadableFile`` when the file is missing, unreadable or lacks a key."""
-        data = self.read_bytes(name) if data is None else data
-        try:
-            with np.load(io.BytesIO(data)) as archive:
-                return {key: archive[key] for key in (archive.files if keys is None else keys)}
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-            raise UnreadableFile(f"cannot read {self.location}/{name} ({type(error).__name__}: {error})") from None
+    def read_npz(self, name: str, keys: tuple | None = None) -> dict:
+        """The arrays ``keys`` (default: all) of the ``.npz`` file ``name``; ``UnreadableFile`` when the
+        file is missing, unreadable or lacks a key."""
+        return parse_npz(self.read_bytes(name), keys, f"{self.location}/{name}")
 
     def write_npz(self, name: str, arrays: dict) -> None:
         """Write ``arrays`` as ``name`` atomically: to a temporary file beside it, then renamed over it."""
