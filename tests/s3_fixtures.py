@@ -9,6 +9,7 @@ moto's test ones, in the environment (so Ray's workers, started from this proces
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from dataclasses import dataclass
@@ -21,9 +22,17 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on now: all are held bound until the last is
+    chosen (ports probed one after the other can repeat: the kernel may hand a just-closed one out again)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
 
 
 @dataclass

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ray_fixtures import TINY_DATA, cli_env, run_here
-from s3_fixtures import free_port
+from s3_fixtures import free_ports
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -74,13 +74,13 @@ def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_node(tmp_path, capsys):
         "methods": ["none", "upsampling"], "seeds": [1],
         "hparams": {"lr": 1e-2, "batch_size": 64, "epochs": 2, "eval_batch_size": 128}}))
     storage = tmp_path / "results"
-    port, dashboard = free_port(), free_port()
+    # every port the head binds is a distinct free one, not Ray's fixed defaults (the job agent's 52365, the Ray
+    # client's 10001), which another Ray on this machine may hold: the head would come up without its job agent
+    options = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "ray-client-server-port",
+               "runtime-env-agent-port", "metrics-export-port")
+    port, dashboard, *agent_ports = free_ports(2 + len(options))
     url = f"http://127.0.0.1:{dashboard}"
-    # every port the head binds is a free one, not Ray's fixed defaults (the job agent's 52365, the Ray client's
-    # 10001), which another Ray on this machine may hold: the head would come up without its job agent
-    agents = [f"--{option}={free_port()}" for option in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                          "ray-client-server-port", "runtime-env-agent-port",
-                                                          "metrics-export-port")]
+    agents = [f"--{option}={number}" for option, number in zip(options, agent_ports)]
     head = subprocess.Popen([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
                              *agents, "--num-cpus=2", "--block"], env=head_env(), stdout=subprocess.PIPE,
@@ -91,15 +91,15 @@ def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_node(tmp_path, capsys):
         assert job.returncode == 0 and "succeeded" in job.stdout + job.stderr, job.stdout[-3000:] + job.stderr[-3000:]
         assert "final test WGA" in job.stdout
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(head.pid, signal.SIGKILL)  # whatever of this head node's processes is left
-        except ProcessLookupError:
-            pass
+        for sent in (signal.SIGTERM, signal.SIGKILL):  # then whatever of this head node's processes is left
+            try:
+                os.killpg(head.pid, sent)
+            except ProcessLookupError:  # the group is gone (a head node that could not start)
+                break
+            try:
+                head.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
         head.wait(timeout=30)
         forget_head(f"127.0.0.1:{port}")
     analysis = run_here(capsys, "analyze", str(storage / "job"), "--out", str(tmp_path / "analysis"))
