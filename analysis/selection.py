@@ -387,7 +387,7 @@ def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: 
     a read waits on the disk or the network), and parsed and scored here: ``.npz`` parsing holds the GIL, and
     threads contending for it scored slower than one thread does (1.5-2x on a 2-core box)."""
     values = np.full(len(rows), np.nan)
-    reported = set()
+    reported, labels_by_bytes = set(), {}
     table = list(rows[["trial_id", "dataset", "model", "variant", "seed", "epoch"]].itertuples(index=False))
     pairs = [(row, biased.get((row.dataset, row.model, row.variant, row.seed))) for row in table]
 
@@ -411,7 +411,7 @@ def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: 
         if isinstance(files, GroupsweepError):
             outcome = files
         else:
-            outcome = _bias_unsupervised_value(results, row, bias, files, empty_cells)
+            outcome = _bias_unsupervised_value(results, row, bias, files, empty_cells, labels_by_bytes)
         if isinstance(outcome, GroupsweepError):
             if row.trial_id not in reported:
                 notes.append(f"bias-unsupervised: trial {row.trial_id} ({where}): {outcome}; skipped")
@@ -421,13 +421,18 @@ def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: 
     return values
 
 
-def _bias_unsupervised_value(results: SweepResults, row, bias, files: list, empty_cells: str):
+def _bias_unsupervised_value(results: SweepResults, row, bias, files: list, empty_cells: str,
+                             labels_by_bytes: dict):
     """The bias-unsupervised score of ``row`` (``trial_id``, ``epoch``) against its biased trial ``bias``
     (``trial_id``, ``epochs``; its predictions cached, as a biased trial serves every method of its seed), from
-    ``files``: the bytes of the row's labels and predictions; or the ``GroupsweepError`` saying why there is none."""
+    ``files``: the bytes of the row's labels and predictions; or the ``GroupsweepError`` saying why there is none.
+    ``labels_by_bytes`` holds the labels parsed so far, by their file's bytes: the trials of one dataset save
+    the same labels, parsed once."""
     labels_bytes, predictions_bytes = files
     try:
-        labels = results.labels(row.trial_id, keys=("val_y", "n_classes"), data=labels_bytes)
+        if labels_bytes not in labels_by_bytes:
+            labels_by_bytes[labels_bytes] = results.labels(row.trial_id, ("val_y", "n_classes"), labels_bytes)
+        labels = labels_by_bytes[labels_bytes]
         predicted = results.predictions(row.trial_id, row.epoch, splits=("val",), data=predictions_bytes)["val"]
         return bias_unsupervised_score(labels["val_y"], predicted,
                                        results.predictions(bias.trial_id, bias.epochs, splits=("val",))["val"],
