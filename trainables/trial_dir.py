@@ -169,10 +169,11 @@ class TrialDir:
         return self.fs.get_file_info(self.path(name)).type != pyarrow.fs.FileType.NotFound
 
     def read_bytes(self, name: str) -> bytes:
-        """The contents of ``name``; ``UnreadableFile`` when it is missing or cannot be read."""
+        """The contents of ``name``; ``UnreadableFile`` when it is missing or cannot be read. Read as a random-access
+        file, whose size is known, into one buffer (a stream of unknown length is read in growing chunks)."""
         try:
-            with self.fs.open_input_stream(self.path(name)) as stream:
-                return stream.read()
+            with self.fs.open_input_file(self.path(name)) as file:
+                return file.read()
         except (OSError, pyarrow.ArrowException) as error:
             raise UnreadableFile(f"cannot read {self.location}/{name} ({type(error).__name__}: {error})") from None
 
