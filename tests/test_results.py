@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.results import CorruptTrialWarning, MissingResultError, load_results, method_label
+from analysis.results import CorruptTrialWarning, MissingResultError, format_value, load_results, method_label
 from results_fixtures import diverged_report, epoch_metrics, make_labels, trial_config, write_trial
 from trainables.errors import GroupsweepError
 
@@ -236,6 +236,20 @@ def test_variant_names_settings_that_differ_within_a_dataset(tmp_path):
     write_trial(tmp_path, 2, trial_config("celeba", "m", "none", epochs=2, lr=0.1), reports(2))
     trials = load_results(tmp_path).trials
     assert trials["variant"].tolist() == ["last_layer_only=true", "last_layer_only=false", ""]
+
+
+def test_variant_values_differ_when_their_json_differs(tmp_path):
+    # 1 and true (or 1.0) are equal in Python but not in the config file: two variants; equal lists are one setting
+    for number, value in enumerate([1, True, 1, 1.0, [1, {"a": None}], [1, {"a": None}]]):
+        dataset = ("wb", "celeba", "multinli")[number // 2]
+        config = {**trial_config(dataset, "m", "none", seed=number, epochs=1), "knob": value}
+        write_trial(tmp_path, number, config, reports(1))
+    assert load_results(tmp_path).trials["variant"].tolist() == ["knob=1", "knob=true", "knob=1", "knob=1.0", "", ""]
+
+
+def test_config_values_are_formatted_for_reading():
+    assert [format_value(v) for v in (0.00123, 3.1e-05, 2.0, "adamw", True, None, 3, [1, 2], {"b": 1, "a": 2})] == [
+        "0.00123", "3.1e-05", "2", "adamw", "true", "null", "3", "[1, 2]", '{"a": 2, "b": 1}']
 
 
 def test_settings_that_never_change_the_training_make_no_variant(tmp_path):
