@@ -53,9 +53,13 @@ def final_report(epoch, method, ratio, seed, epochs=3):
     })
 
 
-def build_sweep(run_dir, seeds=(0, 1), skip=()):
-    """The study above: 5 methods x ``seeds`` on one dataset/model, with labels and predictions."""
-    index = 0
+def build_sweep(run_dir, seeds=(0, 1), skip=(), dataset="wb", flipped=False, index=0):
+    """The study above: 5 methods x ``seeds`` on one dataset/model, with labels and predictions (``flipped``: every
+    class label and prediction c is 1 - c, which leaves every score as it is), as trials ``index``, ``index + 1``..."""
+    def flip(classes):
+        return [1 - c for c in classes] if flipped else classes
+
+    labels = make_labels(flip(VAL_Y), [0] * 10, flip([0, 1]), [0, 1]) if flipped else LABELS
     for (method, ratio) in METHODS:
         for seed in seeds:
             if (method, ratio, seed) in skip:
@@ -63,9 +67,9 @@ def build_sweep(run_dir, seeds=(0, 1), skip=()):
             val = UPSAMPLING_PRED if method == "upsampling" else BIASED[0]
             if method == "none":
                 val = BIASED[seed]
-            write_trial(run_dir, index, trial_config("wb", "m", method, ratio, seed, epochs=3),
-                        [final_report(e, method, ratio, seed) for e in (1, 2, 3)], labels=LABELS,
-                        predictions={e: {"val": val, "test": [0, 1]} for e in (1, 2, 3)})
+            write_trial(run_dir, index, trial_config(dataset, "m", method, ratio, seed, epochs=3),
+                        [final_report(e, method, ratio, seed) for e in (1, 2, 3)], labels=labels,
+                        predictions={e: {"val": flip(val), "test": flip([0, 1])} for e in (1, 2, 3)})
             index += 1
 
 
@@ -87,6 +91,18 @@ def test_bias_unsupervised_scores_match_the_hand_computation(tmp_path):
     # the biased model scored against itself: right in the aligned cells, wrong in the others
     assert methods.at["none", "score"] == pytest.approx((0.5 + 1.0) / 2)
     assert methods.at["upsampling", "rank"] == 1 and methods.at["upsampling", "selected"]
+
+
+def test_bias_unsupervised_scores_each_dataset_with_its_own_labels(tmp_path):
+    # the trials of a dataset save the same labels (parsed once); celeba's are wb's with every class flipped, and
+    # so are its predictions: the same scores, which wb's labels would not give
+    build_sweep(tmp_path)
+    build_sweep(tmp_path, dataset="celeba", flipped=True, index=100)
+    methods = select(load_results(tmp_path), ["bias-unsupervised"]).methods
+    upsampling = methods[methods["method_label"] == "upsampling"].set_index("dataset")["score"]
+    assert upsampling.to_dict() == pytest.approx({"wb": UPSAMPLING_SCORE, "celeba": UPSAMPLING_SCORE})
+    others = methods[methods["method_label"] == "subsetting"].set_index("dataset")["score"]
+    assert others.to_dict() == pytest.approx({"wb": OTHER_SCORE, "celeba": OTHER_SCORE})
 
 
 def test_bias_unsupervised_with_empty_cells_counted_zero_follows_the_papers_formula(tmp_path):
