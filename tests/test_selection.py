@@ -59,7 +59,7 @@ def build_sweep(run_dir, seeds=(0, 1), skip=(), dataset="wb", flipped=False, ind
     def flip(classes):
         return [1 - c for c in classes] if flipped else classes
 
-    labels = make_labels(flip(VAL_Y), [0] * 10, flip([0, 1]), [0, 1]) if flipped else LABELS
+    labels = make_labels(flip(VAL_Y), [0] * 10, flip([0, 1]), [0, 1])  # LABELS unless flipped
     for (method, ratio) in METHODS:
         for seed in seeds:
             if (method, ratio, seed) in skip:
