@@ -40,6 +40,7 @@ import io
 import json
 import os
 import re
+import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ STATUSES = ("complete", "stopped", "incomplete", "diverged", "error", "pending")
 ENDED = ("complete", "diverged")
 # Files read at once while loading (``read_in_threads``).
 READ_THREADS = 8
+# Parsed ``.npz`` files (labels, predictions) kept in memory, the least recently used dropped first.
+NPZ_CACHE_SIZE = 4096
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")
 
 
@@ -133,6 +136,8 @@ class SweepResults:
 
     def __post_init__(self):
         self._paths = dict(zip(self.trials.index, self.trials["path"]))
+        # names this object's parsed files in the cache: a new ``load_results`` reads files rewritten since
+        self._cache_key = uuid.uuid4().hex
         if not self.run_dirs:
             self.run_dirs = (self.run_dir,)
 
@@ -163,7 +168,7 @@ class SweepResults:
         (int arrays), ``n_classes`` and ``n_spurious`` (ints); only ``keys`` when given (faster).
         Arrays are read-only (cached, unless parsed from ``data``: the file's bytes, ``read_files``).
         ``MissingResultError`` if not saved."""
-        labels = dict(_npz(self.trial_dir(trial_id), LABELS_FILE, None if keys is None else tuple(keys), data))
+        labels = dict(self._npz(self.trial_dir(trial_id), LABELS_FILE, None if keys is None else tuple(keys), data))
         for key in ("n_classes", "n_spurious"):
             if key in labels:
                 labels[key] = int(labels[key])
@@ -173,8 +178,17 @@ class SweepResults:
         """Predicted classes saved after ``epoch``: ``{"val": int16 array, "test": int16 array}``, or
         only ``splits`` (faster). Arrays are read-only (cached, unless parsed from ``data``: the file's
         bytes, ``read_files``). ``MissingResultError`` if the trial saved none for that epoch."""
-        return dict(_npz(self.trial_dir(trial_id), predictions_file(epoch),
-                         None if splits is None else tuple(splits), data))
+        return dict(self._npz(self.trial_dir(trial_id), predictions_file(epoch),
+                              None if splits is None else tuple(splits), data))
+
+    def _npz(self, location: str, name: str, keys: tuple | None, data: bytes | None) -> dict:
+        """The read-only arrays ``keys`` (default: all) of the ``.npz`` file ``name`` of the trial directory at
+        ``location``: parsed from ``data`` (the file's bytes) when given, else read, and cached by location, name
+        and keys for this object (``_cached_npz``); ``MissingResultError`` if it is missing, unreadable or lacks
+        a key."""
+        if data is None:
+            return _cached_npz(self._cache_key, location, name, keys)
+        return _read_npz(location, name, keys, data)
 
     def read_files(self, trial_id: str, names) -> list:
         """The bytes of each of the trial's files ``names`` (``LABELS_FILE``, ``predictions_file(epoch)``), for
@@ -688,15 +702,8 @@ def _variants(datasets: pd.Series, configs: list) -> list:
     return out
 
 
-def _npz(location: str, name: str, keys: tuple | None, data: bytes | None) -> dict:
-    """The read-only arrays ``keys`` (default: all) of the ``.npz`` file ``name`` of the trial directory at
-    ``location``: parsed from ``data`` (the file's bytes) when given, else read, and cached by location string,
-    name and keys (``_cached_npz``); ``MissingResultError`` if it is missing, unreadable or lacks a key."""
-    return _cached_npz(location, name, keys) if data is None else _read_npz(location, name, keys, data)
-
-
 def _read_npz(location: str, name: str, keys: tuple | None, data: bytes | None = None) -> dict:
-    """``_npz`` without the cache."""
+    """``SweepResults._npz`` without the cache."""
     try:
         if data is None:
             arrays = TrialDir(location).read_npz(name, keys)
@@ -709,4 +716,8 @@ def _read_npz(location: str, name: str, keys: tuple | None, data: bytes | None =
     return arrays
 
 
-_cached_npz = lru_cache(maxsize=4096)(_read_npz)
+@lru_cache(maxsize=NPZ_CACHE_SIZE)
+def _cached_npz(cache_key: str, location: str, name: str, keys: tuple | None) -> dict:
+    """``_read_npz``, cached per ``SweepResults`` (``cache_key``: its ``_cache_key``): the same sweep loaded again
+    reads its files again, which a rerun may have rewritten."""
+    return _read_npz(location, name, keys)

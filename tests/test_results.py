@@ -278,6 +278,25 @@ def test_labels_and_predictions_of_a_trial(tmp_path):
         results.labels("nope")
 
 
+def test_a_sweep_loaded_again_reads_the_predictions_a_rerun_rewrote(tmp_path):
+    """Parsed files are cached per loaded ``SweepResults``: loading the sweep again after a rerun rewrote them (in
+    the same process, e.g. a notebook) gives the new predictions; the earlier object keeps what it read; both
+    survive pickling."""
+    import pickle
+
+    from results_fixtures import write_predictions
+
+    write_trial(tmp_path, 0, trial_config("wb", "m", "none", epochs=2), reports(2), labels=LABELS,
+                predictions={2: {"val": [1, 0, 1, 1], "test": [0, 0, 1]}})
+    first = load_results(tmp_path)
+    np.testing.assert_array_equal(first.predictions("1a2b3_00000", 2)["val"], [1, 0, 1, 1])
+    write_predictions(Path(first.trial_dir("1a2b3_00000")), 2, [0, 0, 0, 1], [1, 1, 1])
+    again = load_results(tmp_path)
+    np.testing.assert_array_equal(again.predictions("1a2b3_00000", 2)["val"], [0, 0, 0, 1])
+    np.testing.assert_array_equal(first.predictions("1a2b3_00000", 2)["val"], [1, 0, 1, 1])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(again)).predictions("1a2b3_00000", 2)["test"], [1, 1, 1])
+
+
 def test_a_uri_loads_like_the_local_path(tmp_path):
     """A ``pyarrow.fs`` URI (here ``file://``) gives the same tables, labels and predictions as the path."""
     predictions = {2: {"val": [1, 0, 1, 1], "test": [0, 0, 1]}}
