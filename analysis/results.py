@@ -7,9 +7,9 @@ names and reads (this module spells no file name): the trial config (``PARAMS_FI
 ``ERROR_FILE`` if the trial raised, and groupsweep's ``LABELS_FILE`` and ``predictions_file(epoch)``.
 It may belong to a sweep that is still running.
 
-Reports are read from the CSV: all trials whose CSV header is identical are parsed in one
-``pandas.read_csv`` call, about ten times faster than parsing the JSON lines (which repeat the whole
-config on every line). The CSV has two weaknesses, so every file is checked and a trial falls back to
+Reports are read from the CSV: the files of trials whose CSV header is identical are parsed together, in
+batches of ``PARSE_BATCH_BYTES`` per ``pandas.read_csv`` call, about ten times faster than parsing the JSON lines
+(which repeat the whole config on every line). The CSV has two weaknesses, so every file is checked and a trial falls back to
 its JSON lines when the check fails: Ray fixes its columns at the first report (a key first reported
 later is dropped), and after a restore Ray appends rows without a header in the key order of the
 first new report, which can shift columns. A shifted row shows up as a comma count that does not fit
@@ -40,8 +40,10 @@ import io
 import json
 import os
 import re
+import time
 import uuid
 import warnings
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -79,8 +81,14 @@ SEARCH_COLUMNS = ("sweep", "cell", "config_id", "hparams")
 STATUSES = ("complete", "stopped", "incomplete", "diverged", "error", "pending")
 # The statuses of a trial that has nothing left to run.
 ENDED = ("complete", "diverged")
-# Files read at once while loading (``read_in_threads``).
+# Reading many files (``read_in_threads``): reads probed in the calling thread, the mean wait per read beyond
+# which the rest are read in threads, the threads, and the results read ahead of their use.
+READ_PROBE = 16
+READ_WAIT_S = 0.001
 READ_THREADS = 8
+READ_AHEAD = 64
+# CSV text parsed per ``read_csv`` call while loading (``_parse_progress``): the parser needs several times it.
+PARSE_BATCH_BYTES = 32 * 2**20
 # Parsed ``.npz`` files (labels, predictions) kept in memory, the least recently used dropped first.
 NPZ_CACHE_SIZE = 4096
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")
@@ -225,7 +233,7 @@ def load_results(run_dirs) -> SweepResults:
     problems: list = []
     configs: dict = {}
     sweeps: dict = {}
-    copies: dict = {}  # (trial_name, config as JSON) -> the trial's copies, one per directory, in the order given
+    copies: dict = {}  # trial_name -> the trials of that name, in the order given (``_one_copy_each``)
     for run_dir in locations:
         sweep = _sweep_name(run_dir)
         trials = _sweep_trials(run_dir)
@@ -233,54 +241,63 @@ def load_results(run_dirs) -> SweepResults:
             if isinstance(config, _Unreadable):
                 problems.append(_skip(trial, config))
                 continue
-            copies.setdefault((config.get("trial_name", trial.name), json.dumps(config, sort_keys=True)),
-                              []).append(trial)
+            copies.setdefault(config.get("trial_name", trial.name), []).append(trial)
             configs[trial] = config
             sweeps[trial.location] = sweep
-    tables, fallback = _parse_progress(configs)
-    for trial in fallback:
+    order = list(configs)  # a trial's index here is its number: the ``_trial`` column of its reports
+    tables, fallback = _parse_progress(order)
+    for number in fallback:
+        trial = order[number]
         try:
             table = _read_result_json(trial)
         except _Unreadable as reason:
             problems.append(_skip(trial, reason))
             del configs[trial]
             continue
-        tables.append(table.assign(_path=trial.location))
-    tables = _one_copy_each(copies, configs, tables, sweeps, problems)
+        tables.append(table.assign(_trial=number))
+    tables = _one_copy_each(copies, configs, order, tables, sweeps, problems)
     if not configs:
         where = locations[0] if len(locations) == 1 else ", ".join(map(str, locations))
         raise GroupsweepError(f"no readable trials in {where}: " + "; ".join(problems))
-    return _assemble(locations, configs, tables, problems, sweeps)
+    return _assemble(locations, configs, order, tables, problems, sweeps)
 
 
-def _one_copy_each(copies: dict, configs: dict, tables: list, sweeps: dict, problems: list) -> list:
-    """Of a trial found in several directories (``copies``: same ``trial_name``, equal config), keep the copy
-    that reported the most epochs (the first given on a tie): drop the others from ``configs`` and from the
-    reports ``tables`` (returned), with one line in ``problems`` each."""
-    if all(len(trials) == 1 for trials in copies.values()):
+def _one_copy_each(copies: dict, configs: dict, order: list, tables: list, sweeps: dict, problems: list) -> list:
+    """Of a trial found in several directories (``copies``: the trials of each ``trial_name``; copies have an equal
+    config too), keep the copy that reported the most epochs (the first given on a tie): drop the others from
+    ``configs`` and from the reports ``tables`` (returned; their ``_trial`` column holds indices in ``order``), with
+    one line in ``problems`` each."""
+    named = [[trial for trial in trials if trial in configs] for trials in copies.values()]
+    same = [group for trials in named if len(trials) > 1 for group in _equal_configs(trials, configs) if len(group) > 1]
+    if not same:
         return tables
+    numbers = {trial: number for number, trial in enumerate(order)}
     epochs = {}
     for table in tables:
         if len(table) and "epoch" in table:
-            last = pd.to_numeric(table["epoch"], errors="coerce").groupby(table["_path"]).max()
+            last = pd.to_numeric(table["epoch"], errors="coerce").groupby(table["_trial"]).max()
             epochs.update(last.fillna(0).astype(int).to_dict())
     dropped = set()
-    for (name, _), trials in copies.items():
-        trials = [trial for trial in trials if trial in configs]
-        if len(trials) < 2:
-            continue
-        kept = max(trials, key=lambda trial: epochs.get(trial.location, 0))  # max keeps the first on a tie
+    for trials in same:
+        reported = {trial: epochs.get(numbers[trial], 0) for trial in trials}
+        kept = max(trials, key=reported.get)  # max keeps the first on a tie
+        name = configs[kept].get("trial_name", kept.name)
         for trial in trials:
             if trial is not kept:
                 problems.append(f"trial {name} is in both {sweeps[kept.location]} and {sweeps[trial.location]} "
                                 f"with the same config; counted once, from {sweeps[kept.location]} (epochs "
-                                f"reported: {epochs.get(kept.location, 0)} there, {epochs.get(trial.location, 0)} "
-                                f"in {sweeps[trial.location]})")
+                                f"reported: {reported[kept]} there, {reported[trial]} in {sweeps[trial.location]})")
                 del configs[trial]
-                dropped.add(trial.location)
-    if not dropped:
-        return tables
-    return [table[~table["_path"].isin(dropped)] if "_path" in table else table for table in tables]
+                dropped.add(numbers[trial])
+    return [table[~table["_trial"].isin(dropped)] if "_trial" in table else table for table in tables]
+
+
+def _equal_configs(trials: list, configs: dict) -> list:
+    """``trials`` grouped by equal config (compared as JSON), each group in the order given."""
+    groups: dict = {}
+    for trial in trials:
+        groups.setdefault(json.dumps(configs[trial], sort_keys=True), []).append(trial)
+    return list(groups.values())
 
 
 def ended_trials(run_dir) -> set[str]:
@@ -349,15 +366,37 @@ def _skip(trial: TrialDir, reason) -> str:
 
 
 def read_in_threads(read, items: list):
-    """``read(item)`` for each of ``items``, in order, run by ``READ_THREADS`` threads at once (a file read
-    waits on the disk or the network and releases the GIL); an iterator, so each result can be used and
-    dropped while later files are read."""
-    if len(items) < 2:
-        return map(read, items)
+    """``read(item)`` for each of ``items``, in order; an iterator, so each result can be used and dropped while
+    later files are read. The first ``READ_PROBE`` reads run in the calling thread; if they waited (wall time
+    beyond their CPU time: a disk, a network filesystem, an object store) more than ``READ_WAIT_S`` each on
+    average, the rest run in ``READ_THREADS`` threads at once (a waiting read releases the GIL, so their waits
+    overlap), at most ``READ_AHEAD`` items ahead of the caller, so memory holds a bounded number of results.
+    Reads that do not wait (files in the page cache) stay in the calling thread: there, handing each read to a
+    thread costs more than the read (the threads contend for the GIL)."""
+    items = list(items)
+    waited = 0.0
+    for item in items[:READ_PROBE]:
+        start, cpu = time.perf_counter(), time.thread_time()
+        result = read(item)
+        waited += (time.perf_counter() - start) - (time.thread_time() - cpu)
+        yield result
+    rest = items[READ_PROBE:]
+    if not rest:
+        return
+    if waited <= READ_WAIT_S * READ_PROBE:
+        yield from map(read, rest)
+        return
     pool = ThreadPoolExecutor(max_workers=READ_THREADS)
-    results = pool.map(read, items)
-    pool.shutdown(wait=False)  # the submitted reads still run; the threads end with them
-    return results
+    pending: deque = deque()
+    try:
+        for item in rest:
+            pending.append(pool.submit(read, item))
+            if len(pending) > READ_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # reads already running end on their own
 
 
 def _params_or_reason(trial: TrialDir):
@@ -394,79 +433,104 @@ def _read_progress_bytes(trial: TrialDir):
     return header, body, body.count(b"\n")
 
 
-def _parse_progress(configs: dict):
-    """Parse the trials' CSV reports (``PROGRESS_FILE``), one ``read_csv`` per distinct header.
+def _parse_progress(trials: list):
+    """Parse the CSV reports (``PROGRESS_FILE``) of ``trials`` (``TrialDir``), one ``read_csv`` per batch of files
+    with one header.
 
-    Returns ``(tables, fallback)``: ``tables`` hold the reports of the trials whose files pass the
-    checks, with a ``_path`` column holding the trial directory's location; ``fallback`` lists the
-    trials (``TrialDir``) whose CSV is absent or fails the checks (to be read from ``RESULT_FILE`` instead).
-    Files whose comma count fits their header are gathered, as they are read, into one buffer per header
-    (header first) and parsed together, fast; the others (a shifted row, or a quoted comma) are parsed one
-    by one, strictly (``_parse_group``). No file's bytes are kept beside its group's buffer.
+    Returns ``(tables, fallback)``: ``tables`` hold the reports of the trials whose files pass the checks, with a
+    ``_trial`` column holding the trial's index in ``trials``; ``fallback`` lists (ascending) the indices of the
+    trials whose CSV is absent or fails the checks (to be read from ``RESULT_FILE`` instead). Files whose comma
+    count fits their header are gathered, as they are read, into batches of one header of up to
+    ``PARSE_BATCH_BYTES`` and parsed together, fast (``_parse_batch``); the others (a shifted row, or a quoted
+    comma) are parsed one by one, strictly (``_parse_alone``). Files are read a bounded number ahead
+    (``read_in_threads``) and a batch's text is dropped once parsed, so the text in memory is about a batch per
+    header, not the sweep's.
     """
-    groups, one_by_one, fallback = {}, [], []
-    for trial, parts in zip(configs, read_in_threads(_read_progress_bytes, list(configs))):
+    batches: dict = {}
+    tables, fallback = [], []
+
+    def parse(batch: _CsvBatch) -> None:
+        more_tables, more_fallback = _parse_batch(batch)
+        tables.extend(more_tables)
+        fallback.extend(more_fallback)
+
+    for number, parts in enumerate(read_in_threads(_read_progress_bytes, trials)):
         if parts is None:
-            fallback.append(trial)
+            fallback.append(number)
             continue
         header, body, n_rows = parts
         if body.count(b",") != n_rows * header.count(b","):
-            one_by_one.append((header, trial, body, n_rows))
-            continue
-        if header not in groups:
-            groups[header] = ([header + b"\n"], [], [])
-        chunks, members, counts = groups[header]
-        chunks.append(body)
-        members.append(trial)
-        counts.append(n_rows)
-    tables = []
-    for header, (chunks, members, counts) in groups.items():
-        data = b"".join(chunks)
-        chunks.clear()  # the files' bytes go; ``data`` holds them
-        more_tables, more_fallback = _parse_group(header, data, members, counts)
-        del data
-        tables += more_tables
-        fallback += more_fallback
-    for header, trial, body, n_rows in one_by_one:
-        table = _parse_alone(header, body, n_rows)
-        if table is None:
-            fallback.append(trial)
-        else:
-            tables.append(table.assign(_path=trial.location))
-    return tables, fallback
-
-
-def _parse_group(header: bytes, data: bytes, members: list, counts: list):
-    """``(tables, fallback)`` for the CSV reports of the trials ``members`` (``TrialDir``), whose rows
-    (``counts`` per trial) share ``header`` and whose comma counts fit it, joined after the header line in
-    ``data``: parsed together, and checked per file; if the joint parse fails, each file is parsed alone,
-    strictly."""
-    counts = np.array(counts, dtype=np.int64)
-    try:
-        table = _read_csv(data, strict=False)
-    except (ValueError, pd.errors.ParserError):
-        table = None
-    if table is None or len(table) != counts.sum():
-        tables, fallback = [], []
-        ends = np.cumsum(counts)
-        lines = data.split(b"\n")[1:]
-        for trial, end, n_rows in zip(members, ends, counts):
-            body = b"".join(line + b"\n" for line in lines[end - n_rows:end])
-            alone = _parse_alone(header, body, int(n_rows))
-            if alone is None:
-                fallback.append(trial)
+            table = _parse_alone(header, body, n_rows)
+            if table is None:
+                fallback.append(number)
             else:
-                tables.append(alone.assign(_path=trial.location))
-        return tables, fallback
-    owner = np.repeat(np.arange(len(members)), counts)
-    bad = _bad_files(table, owner)
-    table = table.drop(columns=[RESTORE_COLUMN], errors="ignore")
-    paths = np.array([trial.location for trial in members], dtype=object)
-    if bad.size:
-        keep = ~np.isin(owner, bad)
-        table, owner = table[keep], owner[keep]
-    table["_path"] = paths[owner]
-    return [table], [members[number] for number in bad]
+                tables.append(table.assign(_trial=number))
+            continue
+        batch = batches.setdefault(header, _CsvBatch(header))
+        batch.add(number, body, n_rows)
+        if batch.size >= PARSE_BATCH_BYTES:
+            parse(batches.pop(header))
+    for batch in batches.values():
+        parse(batch)
+    return tables, sorted(fallback)
+
+
+@dataclass
+class _CsvBatch:
+    """The CSV reports of several trials whose files share ``header``: each file's rows (``bodies``, without the
+    header), its trial's number and its row count."""
+
+    header: bytes
+    numbers: list = field(default_factory=list)
+    bodies: list = field(default_factory=list)
+    counts: list = field(default_factory=list)
+    size: int = 0
+
+    def add(self, number: int, body: bytes, n_rows: int) -> None:
+        """Add one trial's rows."""
+        self.numbers.append(number)
+        self.bodies.append(body)
+        self.counts.append(n_rows)
+        self.size += len(body)
+
+    def without(self, positions) -> _CsvBatch:
+        """This batch without the files at ``positions`` (indices in ``numbers``)."""
+        batch = _CsvBatch(self.header)
+        for position, (number, body, n_rows) in enumerate(zip(self.numbers, self.bodies, self.counts)):
+            if position not in positions:
+                batch.add(number, body, n_rows)
+        return batch
+
+
+def _parse_batch(batch: _CsvBatch):
+    """``(tables, fallback)`` for the files of ``batch``, whose comma counts fit their header: parsed together, and
+    checked per file. Files that fail the checks go to ``fallback`` (their trials' numbers) and the others are
+    parsed again without them, so that a bad file's text cannot change how the good files' columns are read;
+    if the joint parse fails, each file is parsed alone, strictly."""
+    fallback = []
+    while batch.numbers:
+        try:
+            table = _read_csv(b"".join([batch.header, b"\n", *batch.bodies]), strict=False)
+        except (ValueError, pd.errors.ParserError):
+            table = None
+        if table is None or len(table) != sum(batch.counts):
+            tables = []
+            for number, body, n_rows in zip(batch.numbers, batch.bodies, batch.counts):
+                alone = _parse_alone(batch.header, body, n_rows)
+                if alone is None:
+                    fallback.append(number)
+                else:
+                    tables.append(alone.assign(_trial=number))
+            return tables, fallback
+        owner = np.repeat(np.arange(len(batch.numbers)), batch.counts)
+        bad = _bad_files(table, owner)
+        if not bad.size:
+            table = table.drop(columns=[RESTORE_COLUMN], errors="ignore")
+            table["_trial"] = np.array(batch.numbers, dtype=np.int64)[owner]
+            return [table], fallback
+        fallback += [batch.numbers[position] for position in bad]
+        batch = batch.without(set(bad.tolist()))
+    return [], fallback
 
 
 def _parse_alone(header: bytes, body: bytes, n_rows: int):
@@ -552,35 +616,37 @@ def _read_result_json(trial: TrialDir) -> pd.DataFrame:
     return table
 
 
-def _assemble(run_dirs: list, configs: dict, tables: list, problems: list, sweeps: dict) -> SweepResults:
-    """Join the reports (tables with a ``_path`` column: trial locations) with the trial configs
-    (``TrialDir`` -> config) into ``SweepResults``; ``sweeps`` maps a trial location to its sweep's name."""
+def _assemble(run_dirs: list, configs: dict, order: list, tables: list, problems: list, sweeps: dict) -> SweepResults:
+    """Join the reports (tables with a ``_trial`` column: indices in ``order``) with the trial configs
+    (``TrialDir`` -> config; ``order`` lists these trials and those dropped since) into ``SweepResults``;
+    ``sweeps`` maps a trial location to its sweep's name."""
     tables = [table for table in tables if len(table)]
     config_list = list(configs.values())
     sampled = sorted({key for config in config_list for key in sampled_keys(config)} - set(TRIAL_COLUMNS))
     renamed = [c for c in (*TRIAL_COLUMNS, *SEARCH_COLUMNS, *sampled) if c != "trial_id"]
+    last_epoch, last_status, ray_ids, num_parameters = {}, {}, {}, {}
     if tables:
-        reports = pd.concat(tables, ignore_index=True)
+        reports = _text_columns_as_text(pd.concat(tables, ignore_index=True))
         if "epoch" not in reports:
             reports["epoch"] = reports["training_iteration"]
         reports["epoch"] = reports["epoch"].astype(np.int64)
-        reports = reports.drop_duplicates(["_path", "epoch"], keep="last")
+        reports = reports.drop_duplicates(["_trial", "epoch"], keep="last")
         reports = reports.rename(columns={c: f"report_{c}" for c in renamed if c in reports})
-        by_path = reports.groupby("_path", sort=False)
-        last_epoch = by_path["epoch"].max()
-        last_status = by_path["report_status"].last() if "report_status" in reports else pd.Series(dtype=object)
-        ray_ids = by_path["trial_id"].last() if "trial_id" in reports else pd.Series(dtype=object)
-        num_parameters = (by_path["model/num_parameters"].last() if "model/num_parameters" in reports
-                          else pd.Series(dtype=float))
+        by_trial = reports.groupby("_trial", sort=False)
+        last_epoch = by_trial["epoch"].max().to_dict()
+        if "report_status" in reports:
+            last_status = by_trial["report_status"].last().to_dict()
+        if "trial_id" in reports:
+            ray_ids = by_trial["trial_id"].last().to_dict()
+        if "model/num_parameters" in reports:
+            num_parameters = by_trial["model/num_parameters"].last().to_dict()
     else:
-        reports = pd.DataFrame({"_path": pd.Series(dtype=object), "epoch": pd.Series(dtype=np.int64)})
-        last_epoch = ray_ids = num_parameters = last_status = pd.Series(dtype=object)
+        reports = pd.DataFrame({"_trial": pd.Series(dtype=np.int64), "epoch": pd.Series(dtype=np.int64)})
 
-    rows = []
-    for trial, config in configs.items():
-        key = trial.location
-        rows.append(_trial_row(trial, config, _trial_id(trial, ray_ids.get(key)), int(last_epoch.get(key, 0)),
-                               float(num_parameters.get(key, np.nan)), last_status.get(key) == "diverged"))
+    numbers = [number for number, trial in enumerate(order) if trial in configs]
+    rows = [_trial_row(order[number], configs[order[number]], _trial_id(order[number], ray_ids.get(number)),
+                       int(last_epoch.get(number, 0)), float(num_parameters.get(number, np.nan)),
+                       last_status.get(number) == "diverged") for number in numbers]
     _unique_ids(rows, [sweeps[trial.location] for trial in configs])
     trials = pd.DataFrame(rows).set_index("trial_id", drop=False)
     trials.index.name = None
@@ -591,19 +657,30 @@ def _assemble(run_dirs: list, configs: dict, tables: list, problems: list, sweep
     for key in sampled:
         trials[key] = [config.get(key) for config in config_list]
 
-    columns = [c for c in TRIAL_COLUMNS if c != "trial_id"] + list(SEARCH_COLUMNS) + sampled
-    reports = reports.drop(columns=["trial_id"], errors="ignore")
-    frame = trials[["path", *columns]].merge(reports, left_on="path", right_on="_path", how="inner")
-    # one concat rather than an insert into the merged frame (many blocks: pandas warns it is fragmented)
-    trial_ids = frame["path"].map(dict(zip(trials["path"], trials.index))).rename("trial_id")
-    frame = pd.concat([trial_ids, frame.drop(columns=["path", "_path"])], axis=1)
+    # each report's row in ``trials`` (the join on the trial, inner: reports of a trial not kept are dropped)
+    row_of = np.full(len(order), -1, dtype=np.int64)
+    row_of[numbers] = np.arange(len(numbers))
+    where = row_of[reports["_trial"].to_numpy()]
+    reports = reports[where >= 0].drop(columns=["_trial", "trial_id"], errors="ignore").reset_index(drop=True)
     leading = list(TRIAL_COLUMNS) + ["epoch"] + list(SEARCH_COLUMNS) + sampled
+    frame = pd.concat([trials[[c for c in leading if c != "epoch"]].iloc[where[where >= 0]].reset_index(drop=True),
+                       reports], axis=1)
     frame = frame[leading + [c for c in frame.columns if c not in leading]]
     frame = frame.sort_values(["trial_id", "epoch"], kind="stable", ignore_index=True)
     by_location = {trial.location: config for trial, config in configs.items()}
     by_id = {trial_id: by_location[path] for trial_id, path in zip(trials.index, trials["path"])}
     return SweepResults(run_dir=run_dirs[0], frame=frame, trials=trials, configs=by_id, problems=problems,
                         run_dirs=tuple(run_dirs))
+
+
+def _text_columns_as_text(reports: pd.DataFrame) -> pd.DataFrame:
+    """``reports`` with each column that holds only text and missing values as text (``str``). Batches of files
+    parsed apart (``_parse_progress``) read a text column that one batch never filled as numbers (NaN); joined,
+    such a column holds objects, which the text of one parse would not."""
+    for name in reports.columns:
+        if reports[name].dtype == object and pd.api.types.infer_dtype(reports[name], skipna=True) == "string":
+            reports[name] = reports[name].astype("str")
+    return reports
 
 
 def _unique_ids(rows: list, sweeps: list) -> None:
@@ -694,12 +771,23 @@ def _variants(datasets: pd.Series, configs: list) -> list:
         for key in keys:
             if key in IDENTITY_KEYS or key in NEUTRAL_KEYS or key.startswith("_") or key in searched:
                 continue
-            values = {json.dumps(configs[i].get(key), sort_keys=True) for i in members}
+            values = {_json_key(configs[i].get(key)) for i in members}
             if len(values) > 1:
                 varying.append(key)
         for i in members:
             out[i] = ",".join(f"{key}={json.dumps(configs[i].get(key), sort_keys=True)}" for key in varying)
     return out
+
+
+def _json_key(value):
+    """A hashable stand-in for a config value, equal for two values exactly when their JSON is equal: a number
+    or string with its type (``1``, ``1.0`` and ``true`` differ, as in JSON; a float by its ``repr``, which is its
+    JSON, so NaN equals NaN); anything else its JSON."""
+    if isinstance(value, float):
+        return float, repr(value)
+    if value is None or isinstance(value, (str, int)):
+        return type(value), value
+    return json.dumps(value, sort_keys=True)
 
 
 def _read_npz(location: str, name: str, keys: tuple | None, data: bytes | None = None) -> dict:

@@ -383,9 +383,9 @@ def _best_biased_configuration(results: SweepResults, trials: pd.DataFrame, grou
 def _bias_unsupervised_values(results: SweepResults, rows: pd.DataFrame, notes: list, biased: dict,
                               empty_cells: str) -> np.ndarray:
     """``bias_unsupervised_score`` (``empty_cells`` rule) of each row's val predictions against its biased trial
-    in ``biased``. The rows' label and prediction files are read in threads (``analysis.results.read_in_threads``;
-    a read waits on the disk or the network), and parsed and scored here: ``.npz`` parsing holds the GIL, and
-    threads contending for it scored slower than one thread does (1.5-2x on a 2-core box)."""
+    in ``biased``. The rows' label and prediction files are read by ``analysis.results.read_in_threads`` (in
+    threads where reads wait on a disk or the network), and parsed and scored here: ``.npz`` parsing holds the GIL,
+    and threads contending for it scored slower than one thread does (1.5-2x on a 2-core box)."""
     values = np.full(len(rows), np.nan)
     reported, labels_by_bytes = set(), {}
     table = list(rows[["trial_id", "dataset", "model", "variant", "seed", "epoch"]].itertuples(index=False))

@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.results import CorruptTrialWarning, MissingResultError, format_value, load_results, method_label
+import analysis.results as results_module
+from analysis.results import (READ_AHEAD, READ_PROBE, CorruptTrialWarning, MissingResultError, format_value,
+                              load_results, method_label, read_in_threads)
 from results_fixtures import diverged_report, epoch_metrics, make_labels, trial_config, write_trial
 from trainables.errors import GroupsweepError
 
@@ -152,6 +156,68 @@ def test_non_numeric_metric_in_progress_csv_falls_back_to_result_json(tmp_path):
     path = write_trial(tmp_path, 0, trial_config("wb", "m", "none", epochs=2), reports(2, **{"val/wga": [0.1, 0.2]}))
     (path / "progress.csv").write_text((path / "progress.csv").read_text().replace("0.2,", "garbage,", 1))
     assert load_results(tmp_path).frame["val/wga"].tolist() == [0.1, 0.2]
+
+
+def test_a_non_numeric_metric_leaves_the_other_trials_numbers_as_numbers(tmp_path):
+    # parsed together with a file whose column holds text, the good files' numbers came back as text ('0.3')
+    bad = write_trial(tmp_path, 0, trial_config("wb", "m", "none", epochs=2), reports(2, **{"val/wga": [0.1, 0.2]}))
+    write_trial(tmp_path, 1, trial_config("wb", "m", "upsampling", epochs=2), reports(2, **{"val/wga": [0.3, 0.4]}))
+    (bad / "progress.csv").write_text((bad / "progress.csv").read_text().replace("0.2,", "garbage,", 1))
+    frame = load_results(tmp_path).frame
+    assert frame["val/wga"].dtype == np.float64
+    assert frame["val/wga"].tolist() == [0.1, 0.2, 0.3, 0.4]  # trial 0 from its result.json
+
+
+def test_reports_parsed_in_batches_load_as_one_parse_reads_them(tmp_path, monkeypatch):
+    # a text column that the first files leave empty: one parse reads it as text; so must the batches
+    for index in range(5):
+        note = "restored" if index == 4 else None
+        write_trial(tmp_path, index, trial_config("wb", "m", "none", seed=index, epochs=2),
+                    reports(2, note=[note, note]))
+    whole = load_results(tmp_path)
+    monkeypatch.setattr(results_module, "PARSE_BATCH_BYTES", 1)  # each file parsed alone, in its own batch
+    batched = load_results(tmp_path)
+    pd.testing.assert_frame_equal(batched.frame, whole.frame)
+    pd.testing.assert_frame_equal(batched.trials, whole.trials)
+    assert pd.api.types.is_string_dtype(batched.frame["note"]) and batched.frame["note"].isna().sum() == 8
+
+
+def test_reads_that_wait_run_in_threads_and_reads_that_do_not_in_the_caller():
+    caller = threading.get_ident()
+    readers = []
+
+    def computes(item):
+        readers.append(threading.get_ident())
+        return item * 2
+
+    def waits(item):
+        readers.append(threading.get_ident())
+        time.sleep(0.005)  # like a request to an object store
+        return item * 2
+
+    items = list(range(3 * READ_PROBE))
+    assert list(read_in_threads(computes, items)) == [item * 2 for item in items]
+    assert set(readers) == {caller}
+    readers.clear()
+    assert list(read_in_threads(waits, items)) == [item * 2 for item in items]  # in order
+    assert set(readers[:READ_PROBE]) == {caller} and caller not in readers[READ_PROBE:]
+    assert len(set(readers[READ_PROBE:])) > 1
+
+
+def test_threaded_reads_stay_a_bounded_number_ahead_of_the_caller():
+    started = []
+
+    def waits(item):
+        started.append(item)
+        time.sleep(0.002)
+        return item
+
+    ahead = 0
+    for used, item in enumerate(read_in_threads(waits, list(range(READ_PROBE + 4 * READ_AHEAD)))):
+        assert item == used
+        time.sleep(0.0005)  # the caller works on each result
+        ahead = max(ahead, len(started) - used)
+    assert ahead <= READ_AHEAD + 2
 
 
 @pytest.mark.parametrize("damage", ["params", "both-logs"])
