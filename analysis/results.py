@@ -447,11 +447,12 @@ def _parse_progress(trials: list):
     header, not the sweep's.
     """
     batches: dict = {}
-    tables, fallback = [], []
+    grouped: dict = {}  # header -> its batches' tables; headers in the order first read (the frame's column order)
+    alone, fallback = [], []
 
     def parse(batch: _CsvBatch) -> None:
         more_tables, more_fallback = _parse_batch(batch)
-        tables.extend(more_tables)
+        grouped[batch.header] += more_tables
         fallback.extend(more_fallback)
 
     for number, parts in enumerate(read_in_threads(_read_progress_bytes, trials)):
@@ -464,15 +465,18 @@ def _parse_progress(trials: list):
             if table is None:
                 fallback.append(number)
             else:
-                tables.append(table.assign(_trial=number))
+                alone.append(table.assign(_trial=number))
             continue
-        batch = batches.setdefault(header, _CsvBatch(header))
+        if header not in batches:
+            batches[header] = _CsvBatch(header)
+            grouped.setdefault(header, [])
+        batch = batches[header]
         batch.add(number, body, n_rows)
         if batch.size >= PARSE_BATCH_BYTES:
             parse(batches.pop(header))
     for batch in batches.values():
         parse(batch)
-    return tables, sorted(fallback)
+    return [table for tables in grouped.values() for table in tables] + alone, sorted(fallback)
 
 
 @dataclass

@@ -169,17 +169,22 @@ def test_a_non_numeric_metric_leaves_the_other_trials_numbers_as_numbers(tmp_pat
 
 
 def test_reports_parsed_in_batches_load_as_one_parse_reads_them(tmp_path, monkeypatch):
-    # a text column that the first files leave empty: one parse reads it as text; so must the batches
-    for index in range(5):
+    # trial 0's header lacks `note`; in the others, a text column that the first files leave empty: one parse reads
+    # it as text, so must the batches; and the columns keep the order of the headers as first read, although the
+    # second header's batches are parsed before the first one's
+    first = write_trial(tmp_path, 0, trial_config("wb", "m", "none", seed=0, epochs=1), reports(1))
+    for index in range(1, 5):
         note = "restored" if index == 4 else None
-        write_trial(tmp_path, index, trial_config("wb", "m", "none", seed=index, epochs=2),
-                    reports(2, note=[note, note]))
+        write_trial(tmp_path, index, trial_config("wb", "m", "none", seed=index, epochs=3),
+                    reports(3, note=[note] * 3))
     whole = load_results(tmp_path)
-    monkeypatch.setattr(results_module, "PARSE_BATCH_BYTES", 1)  # each file parsed alone, in its own batch
+    first_body = (first / "progress.csv").read_bytes().split(b"\n", 1)[1]
+    monkeypatch.setattr(results_module, "PARSE_BATCH_BYTES", len(first_body) + 1)  # each 3-epoch file a batch
     batched = load_results(tmp_path)
     pd.testing.assert_frame_equal(batched.frame, whole.frame)
     pd.testing.assert_frame_equal(batched.trials, whole.trials)
-    assert pd.api.types.is_string_dtype(batched.frame["note"]) and batched.frame["note"].isna().sum() == 8
+    assert pd.api.types.is_string_dtype(batched.frame["note"]) and batched.frame["note"].isna().sum() == 10
+    assert list(batched.frame.columns).index("note") > list(batched.frame.columns).index("timestamp")
 
 
 def test_reads_that_wait_run_in_threads_and_reads_that_do_not_in_the_caller():
