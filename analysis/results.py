@@ -82,9 +82,11 @@ STATUSES = ("complete", "stopped", "incomplete", "diverged", "error", "pending")
 # The statuses of a trial that has nothing left to run.
 ENDED = ("complete", "diverged")
 # Reading many files (``read_in_threads``): reads probed in the calling thread, the mean wait per read beyond
-# which the rest are read in threads, the threads, and the results read ahead of their use.
+# which the rest are read in threads (about what handing a read to a thread costs; a page-cached local read waits
+# ~1 us, a network filesystem's or an SSD's 0.1 ms or more, an object store's milliseconds), the threads, and the
+# results read ahead of their use.
 READ_PROBE = 16
-READ_WAIT_S = 0.001
+READ_WAIT_S = 0.0001
 READ_THREADS = 8
 READ_AHEAD = 64
 # CSV text parsed per ``read_csv`` call while loading (``_parse_progress``): the parser needs several times it.
