@@ -372,7 +372,7 @@ def read_in_threads(read, items: list):
     later files are read. The first ``READ_PROBE`` reads run in the calling thread; if they waited (wall time
     beyond their CPU time: a disk, a network filesystem, an object store) more than ``READ_WAIT_S`` each on
     average, the rest run in ``READ_THREADS`` threads at once (a waiting read releases the GIL, so their waits
-    overlap), at most ``READ_AHEAD`` items ahead of the caller, so memory holds a bounded number of results.
+    overlap), at most ``READ_AHEAD`` + 1 items ahead of the caller, so memory holds a bounded number of results.
     Reads that do not wait (files in the page cache) stay in the calling thread: there, handing each read to a
     thread costs more than the read (the threads contend for the GIL)."""
     items = list(items)
@@ -442,8 +442,8 @@ def _parse_progress(trials: list):
     Returns ``(tables, fallback)``: ``tables`` hold the reports of the trials whose files pass the checks, with a
     ``_trial`` column holding the trial's index in ``trials``; ``fallback`` lists (ascending) the indices of the
     trials whose CSV is absent or fails the checks (to be read from ``RESULT_FILE`` instead). Files whose comma
-    count fits their header are gathered, as they are read, into batches of one header of up to
-    ``PARSE_BATCH_BYTES`` and parsed together, fast (``_parse_batch``); the others (a shifted row, or a quoted
+    count fits their header are gathered, as they are read, into batches of one header, each parsed together once
+    it holds ``PARSE_BATCH_BYTES`` (or at the end), fast (``_parse_batch``); the others (a shifted row, or a quoted
     comma) are parsed one by one, strictly (``_parse_alone``). Files are read a bounded number ahead
     (``read_in_threads``) and a batch's text is dropped once parsed, so the text in memory is about a batch per
     header, not the sweep's.
