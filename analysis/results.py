@@ -463,11 +463,9 @@ def _parse_progress(trials: list):
             continue
         header, body, n_rows = parts
         if body.count(b",") != n_rows * header.count(b","):
-            table = _parse_alone(header, body, n_rows)
-            if table is None:
-                fallback.append(number)
-            else:
-                alone.append(table.assign(_trial=number))
+            more_tables, more_fallback = _parse_each(header, [number], [body], [n_rows])
+            alone += more_tables
+            fallback += more_fallback
             continue
         if header not in batches:
             batches[header] = _CsvBatch(header)
@@ -520,14 +518,8 @@ def _parse_batch(batch: _CsvBatch):
         except (ValueError, pd.errors.ParserError):
             table = None
         if table is None or len(table) != sum(batch.counts):
-            tables = []
-            for number, body, n_rows in zip(batch.numbers, batch.bodies, batch.counts):
-                alone = _parse_alone(batch.header, body, n_rows)
-                if alone is None:
-                    fallback.append(number)
-                else:
-                    tables.append(alone.assign(_trial=number))
-            return tables, fallback
+            tables, more_fallback = _parse_each(batch.header, batch.numbers, batch.bodies, batch.counts)
+            return tables, fallback + more_fallback
         owner = np.repeat(np.arange(len(batch.numbers)), batch.counts)
         bad = _bad_files(table, owner)
         if not bad.size:
@@ -537,6 +529,20 @@ def _parse_batch(batch: _CsvBatch):
         fallback += [batch.numbers[position] for position in bad]
         batch = batch.without(set(bad.tolist()))
     return [], fallback
+
+
+def _parse_each(header: bytes, numbers: list, bodies: list, counts: list):
+    """``(tables, fallback)`` for files of CSV reports under ``header``, each parsed alone, strictly
+    (``_parse_alone``): the tables (with the ``_trial`` column: the file's number in ``numbers``) of the files that
+    pass the checks, and the numbers of those that do not."""
+    tables, fallback = [], []
+    for number, body, n_rows in zip(numbers, bodies, counts):
+        table = _parse_alone(header, body, n_rows)
+        if table is None:
+            fallback.append(number)
+        else:
+            tables.append(table.assign(_trial=number))
+    return tables, fallback
 
 
 def _parse_alone(header: bytes, body: bytes, n_rows: int):
@@ -667,9 +673,10 @@ def _assemble(run_dirs: list, configs: dict, order: list, tables: list, problems
     row_of = np.full(len(order), -1, dtype=np.int64)
     row_of[numbers] = np.arange(len(numbers))
     where = row_of[reports["_trial"].to_numpy()]
-    reports = reports[where >= 0].drop(columns=["_trial", "trial_id"], errors="ignore").reset_index(drop=True)
+    kept = where >= 0
+    reports = reports[kept].drop(columns=["_trial", "trial_id"], errors="ignore").reset_index(drop=True)
     leading = list(TRIAL_COLUMNS) + ["epoch"] + list(SEARCH_COLUMNS) + sampled
-    frame = pd.concat([trials[[c for c in leading if c != "epoch"]].iloc[where[where >= 0]].reset_index(drop=True),
+    frame = pd.concat([trials[[c for c in leading if c != "epoch"]].iloc[where[kept]].reset_index(drop=True),
                        reports], axis=1)
     frame = frame[leading + [c for c in frame.columns if c not in leading]]
     frame = frame.sort_values(["trial_id", "epoch"], kind="stable", ignore_index=True)
