@@ -8,8 +8,9 @@ SIGKILL can clean up nothing, so ``start_guard`` starts a small process beside i
 
 - it marks the driver's environment with a token (``GUARD_ENV``) that the processes the local Ray starts
   inherit (Ray's servers and workers, and whatever a trial starts); the raylet starts its two agents with
-  an environment of its own, so the guard also remembers, twice a second, every descendant of a marked
-  child of the driver (the agents are the raylet's children);
+  an environment of its own, so the guard also remembers every descendant of a marked child of the driver
+  (the agents are the raylet's children): twice a second while new ones appear, then less and less often
+  (up to every 2 s) while none does;
 - the guard waits for the end of a pipe that only the driver holds open, which ends however the driver
   ends (exit, exception, SIGKILL), and checks twice a second that the driver still runs;
 - it then sends SIGTERM to every process that carries the token or that it remembered (and that still
@@ -35,6 +36,10 @@ GUARD_ENV = "GROUPSWEEP_RAY_GUARD"
 # Seconds between SIGTERM and SIGKILL, and how long the guard goes on looking for processes.
 TERM_GRACE_S = 1.0
 SWEEP_S = 5.0
+# Seconds between checks that the driver runs, and the shortest and longest between scans for its Ray's processes.
+ALIVE_CHECK_S = 0.5
+SCAN_MIN_S = 0.5
+SCAN_MAX_S = 2.0
 
 _started: list = []  # (guard process, token) of this process (its pipe must stay open while the process lives)
 
@@ -73,21 +78,28 @@ def marked_processes(token: str) -> list:
     return found
 
 
-def ray_descendants(driver: psutil.Process, token: str) -> dict:
-    """``{pid: start time}`` of the driver's children marked with ``token`` and of all their descendants."""
+def ray_descendants(driver_pid: int, token: str, marked: dict) -> dict:
+    """``{pid: start time}`` of the children of ``driver_pid`` marked with ``token`` and of all their descendants,
+    found in one pass over the machine's processes. ``marked`` (``{(pid, start time): bool}``) remembers which
+    children carry the token, so that each child's environment is read once."""
+    children: dict = {}  # parent pid -> its child processes, with their ppid and start time read
+    for process in psutil.process_iter(["ppid", "create_time"]):
+        children.setdefault(process.info["ppid"], []).append(process)
     found = {}
-    try:
-        children = driver.children()
-    except psutil.Error:
-        return found
-    for child in children:
-        try:
-            if child.pid == os.getpid() or child.environ().get(GUARD_ENV) != token:
-                continue
-            for process in [child, *child.children(recursive=True)]:
-                found[process.pid] = process.create_time()
-        except (psutil.Error, OSError):
+    for child in children.get(driver_pid, ()):
+        key = (child.pid, child.info["create_time"])
+        if key not in marked:
+            try:
+                marked[key] = child.pid != os.getpid() and child.environ().get(GUARD_ENV) == token
+            except (psutil.Error, OSError):
+                continue  # gone, or a zombie: asked again next time
+        if not marked[key]:
             continue
+        pending = [child]
+        while pending:
+            process = pending.pop()
+            found[process.pid] = process.info["create_time"]
+            pending.extend(children.get(process.pid, ()))
     return found
 
 
@@ -137,13 +149,22 @@ def driver_alive(driver: psutil.Process) -> bool:
 
 
 def wait_for_driver_end(driver: psutil.Process, token: str) -> dict:
-    """Return once the driver's pipe (this process's stdin) ends or the driver no longer runs, with every
-    process of its local Ray seen meanwhile (``ray_descendants``)."""
+    """Return once the driver's pipe (this process's stdin) ends or the driver no longer runs (checked every
+    ``ALIVE_CHECK_S``), with every process of its local Ray seen meanwhile (``ray_descendants``). The processes
+    are looked for every ``SCAN_MIN_S`` until some are found and while new ones appear, at intervals doubling up
+    to ``SCAN_MAX_S`` while none does: a scan reads every process of the machine (~10 ms for 75 processes here),
+    and the processes it is for (the raylet's agents) start with the Ray."""
     stdin = sys.stdin.fileno()
-    remembered = {}
+    remembered, marked = {}, {}
+    interval, next_scan = SCAN_MIN_S, 0.0
     while driver_alive(driver):
-        remembered.update(ray_descendants(driver, token))
-        readable, _, _ = select.select([stdin], [], [], 0.5)
+        if time.monotonic() >= next_scan:
+            found = ray_descendants(driver.pid, token, marked)
+            new = found.items() - remembered.items()
+            remembered.update(found)
+            interval = SCAN_MIN_S if new or not remembered else min(2 * interval, SCAN_MAX_S)
+            next_scan = time.monotonic() + interval
+        readable, _, _ = select.select([stdin], [], [], ALIVE_CHECK_S)
         if readable and not os.read(stdin, 4096):
             break
     return remembered
