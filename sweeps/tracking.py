@@ -22,7 +22,7 @@ A spec's ``tracking:`` (or ``groupsweep run --tracking NAME``, repeatable) names
 A resumed sweep keeps the trackers it started with: Tune restores its callbacks with the experiment (their
 environment is set again from the saved spec); trials that a grid spec adds run with the spec's trackers. The
 TensorBoard and MLflow callbacks are Tune's, made to keep one record per trial across a resume
-(``sweeps.resumed_tensorboard``, ``sweeps.resumed_mlflow``).
+(``sweeps.resumed_tracking``).
 
 Each tracker's package is optional (pip extras ``mlflow`` and ``wandb``; TensorBoard needs ``tensorboardX``,
 which Ray Tune installs); a missing one is refused in one line before Ray starts.
@@ -123,16 +123,15 @@ def tracker_environment(tracking: Tracking) -> None:
 def tracking_callbacks(tracking: Tracking, sweep: str, exp_dir: str) -> list:
     """Ray Tune logger callbacks for ``tracking`` of the sweep named ``sweep`` in ``exp_dir`` (the environment
     they need set first: ``tracker_environment``)."""
+    # deferred: Ray and each tracker's package load only when a sweep runs with it
+    from sweeps.resumed_tracking import ResumingMLflowLoggerCallback, ResumingTBXLoggerCallback
+
     tracker_environment(tracking)
     callbacks = []
     for name, settings in tracking.trackers.items():
         if name == "tensorboard":
-            from sweeps.resumed_tensorboard import ResumingTBXLoggerCallback  # deferred: Ray loads on use
-
             callbacks.append(ResumingTBXLoggerCallback())
         elif name == "mlflow":
-            from sweeps.resumed_mlflow import ResumingMLflowLoggerCallback  # deferred: Ray and MLflow load on use
-
             uri = settings["tracking_uri"] or mlflow_default_uri(exp_dir)
             callbacks.append(ResumingMLflowLoggerCallback(exp_dir, tracking_uri=uri, experiment_name=sweep,
                                                           tags={"groupsweep.sweep": sweep}, save_artifact=False))

@@ -4,17 +4,14 @@ after a real sweep; and the one-line errors of bad ``tracking`` settings."""
 from __future__ import annotations
 
 import os
-import pickle
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ray_fixtures import REPO, TINY_DATA, run_cli, trial_names
+from ray_fixtures import TINY_DATA, run_cli, trial_names
 from sweeps.tracking import Tracking, mlflow_default_uri, parse_tracking, tracker_environment
 from trainables.errors import GroupsweepError
 
@@ -84,28 +81,6 @@ def test_the_trackers_environment_is_set_for_their_ray_callbacks_and_a_users_val
 def test_the_embedded_mlflow_store_sits_in_the_sweep_directory(tmp_path):
     assert mlflow_default_uri(str(tmp_path / "s")) == f"file:{tmp_path / 's' / 'mlruns'}"
     assert mlflow_default_uri("s3://bucket/s?region=x").endswith("/mlruns")
-
-
-def test_a_sweep_not_tracked_by_mlflow_does_not_import_it():
-    """Importing MLflow costs a driver about 1.3 s; only a sweep tracked by MLflow pays it."""
-    code = ("import sys; import sweeps.launcher; from sweeps.tracking import parse_tracking, tracking_callbacks; "
-            "tracking_callbacks(parse_tracking(None), 's', '/tmp/s'); "
-            "tracking_callbacks(parse_tracking(['tensorboard']), 's', '/tmp/s'); print('mlflow' in sys.modules); "
-            "tracking_callbacks(parse_tracking(['mlflow']), 's', '/tmp/s'); print('mlflow' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["False", "True"]
-
-
-def test_a_sweep_started_before_the_callbacks_moved_unpickles_them():
-    """Tune's ``tuner.pkl`` of a sweep started before the callbacks moved to ``sweeps.resumed_mlflow`` and
-    ``sweeps.resumed_tensorboard`` names them in ``sweeps.resumed_tracking``; its resume finds them there."""
-    from sweeps.resumed_mlflow import ResumingMLflowLoggerCallback
-    from sweeps.resumed_tensorboard import ResumingTBXLoggerCallback
-
-    for callback in (ResumingMLflowLoggerCallback, ResumingTBXLoggerCallback):
-        old_name = f"csweeps.resumed_tracking\n{callback.__name__}\n.".encode()  # pickle's GLOBAL opcode
-        assert pickle.loads(old_name) is callback
 
 
 @pytest.mark.slow
@@ -211,8 +186,7 @@ def test_a_resumed_trial_keeps_its_mlflow_run_and_purges_its_repeated_tensorboar
     from ray.train._internal.session import _TrainingResult
     from ray.tune.experiment import Trial
 
-    from sweeps.resumed_mlflow import ResumingMLflowLoggerCallback
-    from sweeps.resumed_tensorboard import ResumingTBXLoggerCallback, first_repeated_step
+    from sweeps.resumed_tracking import ResumingMLflowLoggerCallback, ResumingTBXLoggerCallback, first_repeated_step
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     results = [{"training_iteration": epoch, "val/wga": 0.1 * epoch} for epoch in range(1, 6)]
@@ -268,7 +242,7 @@ def test_every_scalar_of_a_result_reaches_the_event_file_within_seconds(tmp_path
     from ray.train._internal.storage import StorageContext
     from ray.tune.experiment import Trial
 
-    from sweeps.resumed_tensorboard import ResumingTBXLoggerCallback
+    from sweeps.resumed_tracking import ResumingTBXLoggerCallback
 
     ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")  # a trial's local path is in Ray's session
     try:
