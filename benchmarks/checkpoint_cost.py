@@ -111,7 +111,9 @@ def training_state(model, optimizer) -> dict:
 
 def save_once(state: dict, storage: str, number: int) -> float:
     """Seconds of one checkpoint as the trainable makes it: torch.save to a temporary folder, copied into
-    ``storage`` (a local path or a ``pyarrow.fs`` URI) as Ray Tune persists it, temporary folder removed."""
+    ``storage`` (a local path or a ``pyarrow.fs`` URI) as Ray Tune persists it, temporary folder removed.
+    Raises ``RuntimeError`` when the stored file is not the saved one's size (checked after the timing): a
+    copy that did not land whole is no measured checkpoint."""
     import pyarrow.fs
     import torch
 
@@ -129,6 +131,10 @@ def save_once(state: dict, storage: str, number: int) -> float:
         pyarrow.fs.copy_files(directory, target, source_filesystem=pyarrow.fs.LocalFileSystem(),
                               destination_filesystem=filesystem)
         seconds = time.perf_counter() - started
+        saved = os.path.getsize(os.path.join(directory, "state.pt"))
+        stored = filesystem.get_file_info(f"{target}/state.pt").size
+        if stored != saved:
+            raise RuntimeError(f"checkpoint {number} stored {stored} bytes of {saved} in {storage}")
         filesystem.delete_dir(target)  # like num_to_keep: only the last checkpoint stays
     finally:
         shutil.rmtree(directory, ignore_errors=True)
