@@ -30,7 +30,8 @@ every text padded to the same length, the tokenizer changes which token ids the 
 Printed per model and variant: samples/s of each side, ``finetune / bare`` (target >= 0.95), peak device
 memory of each side, and the achieved fraction of the device's bf16 dense peak (training FLOPs = 3 x the
 forward FLOPs counted by ``torch.utils.flop_counter`` for one sample; peaks known for H100 / H200: 989
-TFLOP/s); and per variant what it gains over the plain loop on each side; the finetune side's rate in
+TFLOP/s; elsewhere the FLOPs are not counted and the fraction prints as ``-``); and per variant what it gains
+over the plain loop on each side; the finetune side's rate in
 every epoch. ``channels_last`` applies to image models only.
 
 Two diagnostic variants measure the finetune side alone against the plain bare loop, to split a gap into its
@@ -436,7 +437,8 @@ def benchmark_model(model: str, args, argv: list[str], peak: float | None, scrat
                       if "epochs" in result else "")
             print(f"  measured {model} {side} {variant}: {result['rate']:.1f} samples/s{epochs}, peak memory "
                   f"{memory[side, variant]:.0f} MiB ({time.perf_counter() - started:.0f} s in all)", flush=True)
-    flops = 3 * measure("flops", model, "plain", argv, hub_cache)["flops"]  # forward + backward, per sample
+    # forward + backward FLOPs per sample, counted only where a peak gives them a use (a known GPU)
+    flops = 3 * measure("flops", model, "plain", argv, hub_cache)["flops"] if peak else None
     median = {key: statistics.median(values) for key, values in rates.items()}
     for (side, variant), values in rates.items():
         fraction = f"{median[side, variant] * flops / peak:.1%}" if peak else "-"

@@ -80,6 +80,21 @@ def test_gpu_step_benchmark_runs_on_a_cpu_and_prints_its_ratio():
     assert "toy-bert-xs: channels_last" not in text  # a text model has no channels-last variant
 
 
+def test_gpu_step_counts_forward_flops_per_sample_of_image_and_text_models(monkeypatch):
+    """The peak fraction's FLOPs (measured only where a GPU's peak is known, so checked here): a ConvNet's grow
+    with its pixels (4x the pixels: 4x the convolutions' FLOPs, the classifier's unchanged), a text model's with
+    its tokens."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu_step import forward_flops, parse_args
+
+    small, large = (forward_flops("toy-resnet-xs", parse_args(["--image-size", str(size), "--precision", "no"]))
+                    for size in (32, 64))
+    assert 0 < small and 3.9 * small < large <= 4 * small
+    short, long = (forward_flops("toy-bert-xs", parse_args(["--batch-size", "4", "--seq-len", str(tokens),
+                                                            "--precision", "no"])) for tokens in (16, 32))
+    assert 0 < short < long
+
+
 def test_gpu_step_diagnostic_batches_stand_one_batch_in_for_the_input_pipeline(monkeypatch):
     """``no_augment`` reads the loader but hands the model the first batch's transformed inputs; ``fixed_batch`` does
     so in the first epoch, then yields that batch as many times without touching the loader."""
