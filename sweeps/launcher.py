@@ -66,7 +66,6 @@ import sys
 import numpy as np
 import pyarrow.fs
 import ray
-import yaml
 from ray import tune
 from ray._private import ray_constants
 from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
@@ -81,8 +80,8 @@ from sweeps.ray_guard import start_guard, unmark_environment
 from sweeps.retention import CheckpointRetention, FreshRetries, RetryLogs, SnapshotsAtEnd
 from sweeps.search import early_stopping_warning, search_plan
 from sweeps.spaces import check_metric_index
-from sweeps.spec import (DEFAULT_KEEP_CHECKPOINTS, DEFAULT_MAX_FAILURES, DRIVER_CPU, Resources, SpecLoader, SweepSpec,
-                         TrialPlan, build_spec, dump_spec)
+from sweeps.spec import (DEFAULT_KEEP_CHECKPOINTS, DEFAULT_MAX_FAILURES, DRIVER_CPU, Resources, SweepSpec,
+                         TrialPlan, build_spec, decode_text, dump_spec, parse_yaml)
 from sweeps.sweep_lock import SweepLock, SweepLocked
 from sweeps.tracking import tracker_environment, tracking_callbacks
 from trainables.balancing import method_label
@@ -90,7 +89,7 @@ from trainables.config import TrainConfig
 from trainables.config_data import dataset_key, load_config_dataset
 from trainables.data import reads_files
 from trainables.entry import train_trial
-from trainables.errors import GroupsweepError, path_name, single_line
+from trainables.errors import GroupsweepError, path_name
 from trainables.models import checkpoint_source, get_spec
 from trainables.sweep_storage import (EXPERIMENT_STATE_PREFIX, commit_snapshots, drop_snapshots, prune_checkpoints,
                                       snapshots_held, sweep_filesystem)
@@ -531,12 +530,9 @@ def read_saved_spec(exp_dir: str) -> dict | None:
     if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
         return None
     with fs.open_input_stream(path) as stream:
-        text = stream.read().decode()
-    try:
-        return yaml.load(text, Loader=SpecLoader)
-    except yaml.YAMLError as error:
-        raise GroupsweepError(f"the saved spec {join_location(exp_dir, SPEC_FILE)} is damaged, not YAML: "
-                              f"{single_line(error)}") from None
+        data = stream.read()
+    what = f"the saved spec {join_location(exp_dir, SPEC_FILE)}"
+    return parse_yaml(decode_text(data, what), what)
 
 
 def save_spec(exp_dir: str, source: dict) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import yaml
-
-from sweeps.spec import SpecLoader
+from sweeps.spec import parse_yaml
 from trainables.errors import GroupsweepError
 
 
@@ -20,10 +18,7 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise GroupsweepError(f"override {item!r} is not KEY=VALUE")
-        try:
-            value = yaml.load(raw, Loader=SpecLoader) if raw else None  # as in a spec: 1e-3 a float, 1:30 a string
-        except yaml.YAMLError as error:
-            raise GroupsweepError(f"override {item!r}: value is not valid YAML ({error.problem})") from None
+        value = parse_yaml(raw, f"override {item!r}: the value") if raw else None  # 1e-3 a float, 1:30 a string
         target = result
         *parents, leaf = key.split(".")
         for parent in parents:

@@ -63,6 +63,7 @@ import itertools
 import math
 import re
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -76,7 +77,7 @@ from sweeps.spaces import (SPACE_KINDS, SearchCell, SearchSettings, check_metric
 from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
 from trainables.config import (BATCH_KEYS, MAX_SEED, METHODS_READING, NON_TRAINING_FIELDS, OPTIMIZERS_READING,
                                TrainConfig, check_batch_split)
-from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
+from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name, single_line
 from trainables.models import MODELS, check_weights_request, get_spec
 from trainables.trial_dir import METHOD_HPARAMS_KEY
 
@@ -214,8 +215,15 @@ class SpecLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_int(self, node):
-        """An int, except a base-60 one (``1:30``), which stays the string it was written as."""
-        return self.construct_scalar(node) if ":" in node.value else super().construct_yaml_int(node)
+        """An int, except a base-60 one (``1:30``), which stays the string it was written as; one too long for
+        Python to convert (over ``sys.get_int_max_str_digits()`` digits) is a ``ConstructorError`` at its line."""
+        if ":" in node.value:
+            return self.construct_scalar(node)
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(None, None, f"an integer of {len(node.value)} characters is too "
+                                                    "long", node.start_mark) from None
 
     def construct_yaml_float(self, node):
         """A float, except a base-60 one (``1:30.5``), which stays the string it was written as."""
@@ -233,6 +241,32 @@ SpecLoader.add_constructor("tag:yaml.org,2002:float", SpecLoader.construct_yaml_
 
 def _fail(where: str, message: str):
     raise GroupsweepError(f"{where}: {message}" if where else message)
+
+
+def parse_yaml(text: str, what: str):
+    """``text`` read as a spec reads YAML (``SpecLoader``). What it cannot read is a one-line ``GroupsweepError``
+    naming ``what`` (``"spec file 'a.yaml'"``): not YAML (with the line), an integer too long to convert, or
+    nesting deeper than Python's recursion limit."""
+    try:
+        return yaml.load(text, Loader=SpecLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise GroupsweepError(f"{what}{line} is not valid YAML ({' '.join(problem.split())})") from None
+    except RecursionError:
+        raise GroupsweepError(f"{what} is nested too deeply to read (more than about {sys.getrecursionlimit() // 6} "
+                              "levels)") from None
+
+
+def decode_text(data: bytes, what: str) -> str:
+    """``data`` as UTF-8 text; other bytes are a one-line ``GroupsweepError`` naming ``what`` and the first bad
+    byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise GroupsweepError(f"{what} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+                              "save it as UTF-8") from None
 
 
 def _mapping(value, where: str) -> dict:
@@ -778,15 +812,10 @@ def read_spec_source(ref: str) -> dict:
     elif not (ref.endswith((".yaml", ".yml")) or path.is_file()):
         _fail("", f"no preset or spec file {ref!r}; presets: {', '.join(preset_names())}")
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as error:
         _fail("", f"cannot read spec file {ref!r}: {error.strerror}")
-    try:
-        source = yaml.load(text, Loader=SpecLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        _fail("", f"spec file {ref!r}{line} is not valid YAML ({getattr(error, 'problem', None) or error})")
+    source = parse_yaml(decode_text(data, f"spec file {ref!r}"), f"spec file {ref!r}")
     if not isinstance(source, dict):
         _fail("", f"spec file {ref!r} must hold a mapping, got {type(source).__name__}")
     return source

@@ -34,10 +34,11 @@ def spec_file(tmp_path: Path, **changes) -> str:
     return str(path)
 
 
-def text_file(tmp_path: Path, name: str, text: str) -> str:
+def text_file(tmp_path: Path, name: str, text: str | bytes) -> str:
+    """``text`` (or raw bytes) written to ``tmp_path / name``; returns the path."""
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return str(path)
 
 
@@ -106,6 +107,17 @@ CLI_CASES = [
                                                                "seeds: [1]\nseeds: [2]\n")],
      "line 3 is not valid YAML (duplicate key 'seeds')"),
     ("spec-not-a-mapping", lambda t: ["plan", text_file(t, "list.yaml", "- a\n- b\n")], "must hold a mapping, got list"),
+    ("spec-not-utf8", lambda t: ["plan", text_file(t, "latin.yaml", "description: caf\xe9\n".encode("latin-1"))],
+     "latin.yaml' is not UTF-8 text (byte 0xe9 at offset 16); save it as UTF-8"),
+    ("spec-nul-character", lambda t: ["plan", text_file(t, "nul.yaml", "seeds: \0\n")],
+     "nul.yaml' is not valid YAML (unacceptable character #x0000: special characters are not allowed in "),
+    ("spec-integer-too-long",
+     lambda t: ["plan", text_file(t, "long.yaml", "datasets: [synthetic-waterbirds]\nseeds: [" + "9" * 5000 + "]\n")],
+     "long.yaml' line 2 is not valid YAML (an integer of 5000 characters is too long)"),
+    ("spec-nested-too-deeply", lambda t: ["plan", text_file(t, "deep.yaml", "hparams: " + "[" * 20000 + "]" * 20000)],
+     "deep.yaml' is nested too deeply to read"),
+    ("set-integer-too-long", lambda t: ["plan", spec_file(t), "--set", "epochs=" + "9" * 5000],
+     "the value line 1 is not valid YAML (an integer of 5000 characters is too long)"),
     ("spec-missing-file", lambda t: ["plan", str(t / "absent.yaml")], "absent.yaml"),
     # --- CLI arguments ---
     ("spec-after-bad-arguments", lambda t: ["plan", spec_file(t, after=["spectral --tops 10"])],
@@ -143,7 +155,10 @@ CLI_CASES = [
     ("run-unknown-uri-scheme", lambda t: ["run", spec_file(t), "--storage", "foo://bar"], "cannot open 'foo://bar'"),
     ("status-damaged-saved-spec",
      lambda t: ["status", "s", "--storage", str(Path(text_file(t, "s/groupsweep_spec.yaml", "datasets: [x\n")).parents[1])],
-     "groupsweep_spec.yaml is damaged, not YAML"),
+     "groupsweep_spec.yaml line 2 is not valid YAML"),
+    ("status-saved-spec-not-utf8",
+     lambda t: ["status", "s", "--storage", str(Path(text_file(t, "s/groupsweep_spec.yaml", b"\xff\n")).parents[1])],
+     "groupsweep_spec.yaml is not UTF-8 text (byte 0xff at offset 0)"),
     ("analyze-missing-dir", lambda t: ["analyze", str(t / "nodir")], "nodir does not exist"),
     ("analyze-a-file", lambda t: ["analyze", text_file(t, "table.csv", "a\n")], "table.csv is a file, not a folder"),
     ("analyze-dir-without-trials", lambda t: ["analyze", str(t)], "no trials in"),
