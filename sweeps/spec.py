@@ -76,7 +76,7 @@ from sweeps.spaces import (SPACE_KINDS, SearchCell, SearchSettings, check_metric
                            is_space, parse_search, space_values, trial_name)
 from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
 from trainables.config import (BATCH_KEYS, MAX_SEED, METHODS_READING, NON_TRAINING_FIELDS, OPTIMIZERS_READING,
-                               TrainConfig, check_batch_split)
+                               TrainConfig, check_batch_split, check_precision_device)
 from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name, single_line
 from trainables.models import MODELS, check_weights_request, get_spec
 from trainables.trial_dir import METHOD_HPARAMS_KEY
@@ -584,7 +584,7 @@ def _expand_part(part: dict, tag: str | None, override: dict, registries: Regist
                     name = f"{cell}-s{seed}"
                     try:
                         trial_config = TrainConfig.from_dict({**values, "seed": seed})
-                        check_batch_split(trial_config, trial_resources.workers)
+                        _check_fits(trial_config, trial_resources)
                         config = trial_config.to_dict()
                     except GroupsweepError as error:
                         _fail(f"trial {name}", str(error))
@@ -638,12 +638,14 @@ def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, s
             try:
                 drawn = TrainConfig.from_dict({**fixed, key: candidate, "seed": 0})
                 check_batch_split(drawn, resources.workers, (key,) if key in BATCH_KEYS else ())
+                if key == "mixed_precision":
+                    check_precision_device(candidate, resources.gpu > 0, NO_GPU)
             except GroupsweepError as error:
                 _fail(f"cell {name}: hparams {key}: {describe_space(value)}", str(error))
     _check_space_combinations(name, fixed, space)
     try:
         train_config = TrainConfig.from_dict({**fixed, "seed": 0})
-        check_batch_split(train_config, resources.workers, tuple(key for key in BATCH_KEYS if key not in space))
+        _check_fits(train_config, resources, tuple(key for key in BATCH_KEYS if key not in space))
         config = train_config.to_dict()
     except GroupsweepError as error:
         _fail(f"cell {name}", str(error))
@@ -651,6 +653,17 @@ def _search_cell(name: str, values: dict, space: dict, search: SearchSettings, s
         config[METHOD_HPARAMS_KEY] = method_keys
     return SearchCell(name=name, config=config, space=space, seeds=tuple(search.seeds or seeds), resources=resources,
                       num_samples=search.num_samples if space else 1)
+
+
+# Why a trial of ``resources: {gpu: 0}`` has no GPU, for ``check_precision_device``'s refusal.
+NO_GPU = " and its trials get none (resources gpu: 0)"
+
+
+def _check_fits(config: TrainConfig, resources: Resources, batch_keys: tuple = BATCH_KEYS) -> None:
+    """Refuse a trial config that its ``resources`` cannot run: ``batch_keys`` that do not split over its
+    workers (``check_batch_split``), or fp16 without a GPU (``check_precision_device``)."""
+    check_batch_split(config, resources.workers, batch_keys)
+    check_precision_device(config.mixed_precision, resources.gpu > 0, NO_GPU)
 
 
 def _check_space_combinations(name: str, fixed: dict, space: dict) -> None:

@@ -7,7 +7,7 @@ import sys
 
 from sweeps.overrides import parse_overrides
 from trainables.balancing import METHODS, RATIO_METHODS
-from trainables.config import TrainConfig
+from trainables.config import TrainConfig, check_precision_device
 
 EPOCH_COLUMNS = {
     "epoch": "epoch",
@@ -58,12 +58,18 @@ def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(values)
 
     # deferred: torch and the model libraries load only when a run starts, not for `groupsweep --help`
-    from trainables.config_data import load_config_dataset
+    import torch
+
+    from trainables.config_data import check_model_inputs, load_config_dataset
     from trainables.finetune import DivergenceError
-    from trainables.models import get_spec
+    from trainables.models import check_weights_request, get_spec
     from trainables.plans import train_run
 
-    get_spec(config.model)  # every name checked, and the data loaded, before anything is printed
+    # every name, the model's inputs and weights, and the precision checked, and the data loaded, before anything
+    # is printed
+    check_model_inputs(config.dataset, config.model)
+    check_weights_request(get_spec(config.model), config.pretrained, config.model_path)
+    check_precision_device(config.mixed_precision, torch.cuda.is_available(), " and this machine has none")
     dataset = load_config_dataset(config)
     header = "  ".join(f"{name:>9}" for name in EPOCH_COLUMNS.values())
     print(f"{config.dataset} / {config.model} / {config.method}"

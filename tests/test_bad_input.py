@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from s3_fixtures import s3_server  # noqa: F401  (the fixture)
@@ -148,6 +149,13 @@ CLI_CASES = [
      lambda t: ["plan", spec_file(t, hparams={"batch_size": 33, "lr": {"loguniform": [1.0e-4, 1.0e-2]}},
                                   search={"num_samples": 2}, resources={"cpu": 2, "gpu": 0, "workers": 2})],
      ": batch_size 33 does not split over 2 workers"),
+    ("fp16-without-a-gpu", lambda t: ["plan", spec_file(t, hparams={"mixed_precision": "fp16"})],
+     "trial synthetic-waterbirds-toy-convnextv2-xs-none-s0: mixed_precision 'fp16' needs a GPU and its trials get "
+     "none (resources gpu: 0); use 'bf16' or 'no' on CPU"),
+    ("fp16-searched-without-a-gpu",
+     lambda t: ["plan", spec_file(t, hparams={"mixed_precision": {"choice": ["bf16", "fp16"]}},
+                                  search={"num_samples": 2})],
+     "hparams mixed_precision: choice('bf16', 'fp16'): mixed_precision 'fp16' needs a GPU and its trials get none"),
     ("run-bad-address", lambda t: ["run", spec_file(t), "--storage", str(t / "st"), "--address", "notanaddress"],
      "--address 'notanaddress' is not a Ray cluster address"),
     ("run-unreachable-address", lambda t: ["run", spec_file(t), "--storage", str(t / "st"), "--address", "127.0.0.1:1"],
@@ -236,6 +244,10 @@ def test_address_auto_is_resolved_as_ray_resolves_it_and_checked_before_anything
     (["--model", "nope"], "unknown model 'nope'"),
     (["--dataset", "nope"], "unknown dataset 'nope'"),
     (["--set", "dataset_options.size=abc"], "size='abc'"),
+    (["--model", "bert-tiny"], "model 'bert-tiny' takes text inputs but dataset 'synthetic-waterbirds' holds image"),
+    (["--set", "pretrained=true"], "model 'toy-resnet-xs' is a toy model without pretrained weights"),
+    pytest.param(["--set", "mixed_precision=fp16"], "mixed_precision 'fp16' needs a GPU and this machine has none",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_train_prints_nothing_before_refusing_bad_input(capsys, argv, fragment):
     """Before, ``train`` printed its banner (``none 2:1``) and header, then the error."""

@@ -243,6 +243,7 @@ def test_a_last_step_that_blows_the_weights_up_is_a_divergence_too():
     ({"method": "mixture", "ratio": 0.5}, "ratio"),
     ({"model": "toy-bert-xs"}, "image inputs but the model takes text"),
     ({"dataset_options": {"sise": 10}}, "no option 'sise'"),
+    ({"mixed_precision": "fp16"}, "mixed_precision 'fp16' needs a GPU; use 'bf16' or 'no' on CPU"),
 ])
 def test_bad_input_is_one_line_error(overrides, message):
     with pytest.raises(GroupsweepError, match=message) as error:

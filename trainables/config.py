@@ -291,6 +291,13 @@ class TrainConfig:
 BATCH_KEYS = ("batch_size", "eval_batch_size")
 
 
+def check_precision_device(mixed_precision: str, gpu: bool, why: str = "") -> None:
+    """A one-line ``GroupsweepError`` for ``mixed_precision`` ``fp16`` where the run has no GPU (``gpu`` False;
+    ``why`` says why, appended to "needs a GPU"): its loss scaling runs on one. ``bf16`` and ``no`` run anywhere."""
+    if mixed_precision == "fp16" and not gpu:
+        raise GroupsweepError(f"mixed_precision 'fp16' needs a GPU{why}; use 'bf16' or 'no' on CPU")
+
+
 def check_batch_split(config: TrainConfig, processes: int, names: tuple = BATCH_KEYS) -> None:
     """A one-line ``GroupsweepError`` unless ``batch_size`` and ``eval_batch_size`` (``names``, by default both:
     with several data-parallel workers, global batches: each worker takes its share) split evenly over the

@@ -31,7 +31,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 
 from trainables.balancing import BalancingPlan, make_plan, make_sampler
 from trainables.builders import build_model_and_inputs
-from trainables.config import NON_TRAINING_FIELDS, TrainConfig, check_batch_split
+from trainables.config import NON_TRAINING_FIELDS, TrainConfig, check_batch_split, check_precision_device
 from trainables.config_data import load_config_dataset
 from trainables.data import GroupDataset
 from trainables.errors import GroupsweepError
@@ -104,8 +104,7 @@ def make_accelerator(config: TrainConfig, cpu: bool | None) -> Accelerator:
     """
     if cpu is None:
         cpu = not torch.cuda.is_available()
-    if cpu and config.mixed_precision == "fp16":
-        raise GroupsweepError("mixed_precision 'fp16' needs a GPU; use 'bf16' or 'no' on CPU")
+    check_precision_device(config.mixed_precision, gpu=not cpu)
     backend = "inductor" if config.compile_model else "no"
     problem = None
     try:
