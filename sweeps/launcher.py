@@ -62,6 +62,7 @@ import os
 import pickle
 import socket
 import sys
+from typing import Callable
 
 import numpy as np
 import pyarrow.fs
@@ -917,7 +918,7 @@ def run_trials(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concu
 
 def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None = None, address: str | None = None,
               max_concurrent: int | None = None, num_cpus: int | None = None, share: bool = True,
-              dashboard: bool = False):
+              dashboard: bool = False, on_checked: Callable[[], None] | None = None):
     """Run, resume or extend a sweep (``run_trials``) and return the ``ResultGrid`` of its last Tune experiment.
 
     ``name`` defaults to the spec's name, ``storage`` to ``resolve_storage(None)``. ``share=False``
@@ -925,7 +926,8 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
     are checked with ``check_nodes_fit``: for local Ray, impossible ones are refused before Ray starts (and
     again against its live node); on a cluster (``address`` or ``$RAY_ADDRESS``), a trial that no live node
     can hold gets a warning, and Tune waits for the autoscaler. Every check of the module docstring runs
-    before Ray starts and before anything is written; then the sweep directory is locked for the run
+    before Ray starts and before anything is written; then ``on_checked()`` is called (the command line prints
+    its header there, so that a refusal is its only line) and the sweep directory is locked for the run
     (``SweepLocked`` when another driver holds it). A storage failure that stops the sweep raises
     ``StorageFailure``.
     """
@@ -949,6 +951,8 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
         check_metric_index(spec.search, {cell.name: loaded[dataset_key(cell.config)] for cell in spec.cells})
     if not address:
         check_local_weights(spec)
+    if on_checked is not None:
+        on_checked()
     with SweepLock(exp_dir) as lock:
         check_resumable(spec, exp_dir)  # again: no other driver can change it now
         ray_started_here = not ray.is_initialized()

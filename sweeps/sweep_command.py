@@ -367,10 +367,11 @@ def run_command(args: argparse.Namespace) -> int:
 
     name = args.name or spec.name
     exp_dir = experiment_dir(resolve_storage(args.storage), name)
-    print(f"sweep {name}: {trial_count(spec)} trials -> {exp_dir}", flush=True)
     try:
         results = run_sweep(spec, name=name, storage=args.storage, address=args.address,
-                            max_concurrent=args.max_concurrent, dashboard=args.dashboard)
+                            max_concurrent=args.max_concurrent, dashboard=args.dashboard,
+                            on_checked=lambda: print(f"sweep {name}: {trial_count(spec)} trials -> {exp_dir}",
+                                                     flush=True))
     except StorageFailure as failure:  # the summary of what was written, then the cause
         results, stopped = None, failure
     else:

@@ -80,6 +80,10 @@ CLI_CASES = [
      lambda t: ["plan", spec_file(t, models=["toy-bert-xs"],
                                   datasets={"synthetic-civilcomments": {"options": {"max_length": "x"}}})],
      "option max_length='x' must be an integer >= 2"),
+    ("run-dataset-does-not-fit-in-memory",  # 8 PB: more than any address space, whatever the overcommit policy
+     lambda t: ["run", spec_file(t, datasets={"synthetic-waterbirds": {"options": {"size": 10 ** 15}}}),
+                "--storage", str(t / "st")],
+     "dataset 'synthetic-waterbirds' with options {'size': 1000000000000000} does not fit in this machine's memory"),
     ("spec-toy-model-pretrained", lambda t: ["plan", spec_file(t, hparams={"pretrained": True})],
      "model 'toy-convnextv2-xs' is a toy model without pretrained weights"),
     ("run-model-path-missing", lambda t: ["run", spec_file(t, hparams={"model_path": str(t / "nockpt")}),
@@ -192,14 +196,14 @@ CLI_CASES = [
 
 
 def assert_one_error_line(args: list, capsys, fragment: str) -> str:
-    """Run ``groupsweep ARGS`` in this process; check exit status 2 and exactly one stderr line, ``error: ...``
-    containing ``fragment``. Returns stderr."""
+    """Run ``groupsweep ARGS`` in this process; check exit status 2, nothing on stdout and exactly one stderr line,
+    ``error: ...`` containing ``fragment``. Returns stderr."""
     capsys.readouterr()
     status = main(args)
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert status == 2, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert out == "" and len(lines) == 1 and lines[0].startswith("error: "), (out, err)
     assert fragment in lines[0], lines[0]
     return err
 

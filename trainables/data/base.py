@@ -15,7 +15,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from trainables.errors import GroupsweepError, choose
+from trainables.errors import GroupsweepError, choose, single_line
 
 SPLITS = ("train", "val", "test")
 # The largest image side a dataset is built at (the paper's models take 224 px; ConvNeXt-V2 also 384 px): one
@@ -214,7 +214,11 @@ def load_dataset(name: str, **options) -> GroupDataset:
     """Build the registered dataset ``name`` with ``options``.
 
     Raises ``GroupsweepError`` (one line) for an unknown name or an option the dataset does not take or
-    whose value it refuses (``check_dataset_options``).
+    whose value it refuses (``check_dataset_options``), and for a dataset that does not fit in memory.
     """
     check_dataset_options(name, options)
-    return DATASETS[name](**options)
+    try:
+        return DATASETS[name](**options)
+    except MemoryError as error:
+        raise GroupsweepError(f"dataset {name!r} with options {options} does not fit in this machine's memory "
+                              f"({single_line(error)})") from None
