@@ -916,6 +916,19 @@ def run_trials(spec: SweepSpec, exp_dir: str, name: str, storage: str, max_concu
     return fit(tuner(dataclasses.replace(spec, trials=added), restore=False), spec.keep_checkpoints)
 
 
+def check_sweep_folder(spec: SweepSpec, name: str | None = None, storage: str | None = None) -> tuple[str, str, str]:
+    """The sweep's name, storage and folder (``name`` defaults to the spec's, ``storage`` to ``resolve_storage``'s),
+    checked before anything is written: the name (``path_name``), the storage (``check_storage``) and, if the
+    folder holds a started sweep, that ``spec`` only extends it (``check_resumable``). One-line
+    ``GroupsweepError`` otherwise. Returns ``(name, storage, exp_dir)``."""
+    name = path_name("sweep name", name or spec.name)
+    storage = resolve_storage(storage)
+    exp_dir = experiment_dir(storage, name)
+    check_storage(storage, exp_dir)
+    check_resumable(spec, exp_dir)
+    return name, storage, exp_dir
+
+
 def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None = None, address: str | None = None,
               max_concurrent: int | None = None, num_cpus: int | None = None, share: bool = True,
               dashboard: bool = False, on_checked: Callable[[], None] | None = None):
@@ -926,22 +939,18 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
     are checked with ``check_nodes_fit``: for local Ray, impossible ones are refused before Ray starts (and
     again against its live node); on a cluster (``address`` or ``$RAY_ADDRESS``), a trial that no live node
     can hold gets a warning, and Tune waits for the autoscaler. Every check of the module docstring runs
-    before Ray starts and before anything is written; then ``on_checked()`` is called (the command line prints
-    its header there, so that a refusal is its only line) and the sweep directory is locked for the run
-    (``SweepLocked`` when another driver holds it). A storage failure that stops the sweep raises
-    ``StorageFailure``.
+    before Ray starts and before anything is written; then the sweep directory is locked for the run
+    (``SweepLocked`` when another driver holds it) and ``on_checked()`` is called before Ray starts (the command
+    line prints its header there, so that a refusal is its only line). A storage failure that stops the sweep
+    raises ``StorageFailure``.
     """
     set_env_defaults()
-    name = path_name("sweep name", name or spec.name)
-    storage = resolve_storage(storage)
-    exp_dir = experiment_dir(storage, name)
     address = cluster_address(address)
     if address:
         check_cluster_address(address)
-    check_storage(storage, exp_dir)
     if not address and not ray.is_initialized():
         check_nodes_fit(spec, [local_node_shape(num_cpus)])
-    check_resumable(spec, exp_dir)
+    name, storage, exp_dir = check_sweep_folder(spec, name, storage)
     warning = early_stopping_warning(list(spec.cells), spec.search) if spec.search is not None else None
     if warning:
         print(warning, file=sys.stderr, flush=True)
@@ -951,10 +960,10 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, storage: str | None =
         check_metric_index(spec.search, {cell.name: loaded[dataset_key(cell.config)] for cell in spec.cells})
     if not address:
         check_local_weights(spec)
-    if on_checked is not None:
-        on_checked()
     with SweepLock(exp_dir) as lock:
         check_resumable(spec, exp_dir)  # again: no other driver can change it now
+        if on_checked is not None:
+            on_checked()
         ray_started_here = not ray.is_initialized()
         start_ray(address, num_cpus, dashboard=dashboard)
         try:

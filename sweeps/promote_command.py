@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sweeps import analyze_command
 from sweeps.analyze_command import check_output, load_run, make_folder, print_notes
-from sweeps.spec import HPARAM_FIELDS, dump_spec, method_slug, parse_seeds
+from sweeps.spec import HPARAM_FIELDS, build_spec, dump_spec, method_slug, parse_seeds
 from trainables.errors import GroupsweepError, path_name
 from trainables.trial_dir import join_location, location_filesystem, split_location
 
@@ -110,13 +110,18 @@ def run_promote(args: argparse.Namespace) -> int:
     if saved is not None and _nested_resources(saved):
         print_notes([("the search spec sets resources per dataset, model or part; the promoted spec carries only "
                       "its top-level resources: check them before running it")])
+    storage = args.storage or parent
+    if args.run:  # the rerun's storage and folder are checked before its spec file is written
+        # deferred: the launcher imports Ray and torch; only --run needs it
+        from sweeps.launcher import check_sweep_folder
+
+        check_sweep_folder(build_spec(source), storage=str(storage))
     out = Path(args.out) if args.out else default_out(results.run_dir, sweep, args.criterion)
     make_folder(out.parent, "--out's folder" if args.out else "the spec's folder")
     out.write_text(f"# written by: groupsweep promote {results.run_dir} --criterion {args.criterion}\n"
                    + "".join(f"# {line}\n" for line in chosen_lines(selection.hyperparameters)) + dump_spec(source))
     print(display_hyperparameters(selection.hyperparameters).to_markdown(index=False, disable_numparse=True))
     print(f"wrote {out}: {len(selection.hyperparameters)} configuration(s) x {len(seeds)} seed(s)")
-    storage = args.storage or parent
     if not args.run:
         print(f"run it with: {shlex.join(['groupsweep', 'run', str(out), '--storage', str(storage)])}")
         return 0

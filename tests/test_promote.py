@@ -168,6 +168,7 @@ def test_an_out_folder_that_cannot_be_made_is_one_error_line_before_any_table(tm
 
 def test_run_runs_the_written_spec_as_the_run_command_does(tmp_path, monkeypatch):
     write_search(tmp_path)
+    monkeypatch.setattr("sweeps.spec.package_registries", lambda: REGISTRIES)  # --run checks the rerun's spec
     calls = []
     # a failing run's status is passed on, and nothing is analysed (tests/test_search_integration.py runs it)
     monkeypatch.setattr(sweep_command, "run_command", lambda args: calls.append(args) or 3)
@@ -177,6 +178,22 @@ def test_run_runs_the_written_spec_as_the_run_command_does(tmp_path, monkeypatch
     assert args.overrides == [] and args.name is None and not args.no_after and args.address is None
 
 
+def test_run_into_a_storage_it_cannot_use_writes_no_spec(tmp_path, monkeypatch, capsys):
+    """``--run`` checks the rerun's storage (and folder) before it writes the spec file: a refused run leaves no
+    spec file, and an earlier one as it was."""
+    write_search(tmp_path)
+    monkeypatch.setattr("sweeps.spec.package_registries", lambda: REGISTRIES)
+    (tmp_path / "a-file").write_text("x")
+    earlier = tmp_path / "promoted_wga.yaml"
+    for argv in ([], ["--out", tmp_path / "new.yaml"]):
+        earlier.write_text("# edited by hand\n")
+        capsys.readouterr()
+        assert promote(tmp_path, "--seeds", 2, "--run", "--storage", tmp_path / "a-file", *argv) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: --storage '{tmp_path / 'a-file'}' is not a folder\n", err
+        assert earlier.read_text() == "# edited by hand\n" and not (tmp_path / "new.yaml").exists()
+
+
 def test_promote_run_as_an_after_command_reruns_on_the_sweeps_cluster(tmp_path, monkeypatch):
     """``groupsweep run SPEC --address A`` whose spec ends with ``promote --run``: the rerun joins A too."""
     write_search(tmp_path / "search")
@@ -184,6 +201,7 @@ def test_promote_run_as_an_after_command_reruns_on_the_sweeps_cluster(tmp_path, 
     monkeypatch.setattr(sweep_command, "run_command", lambda args: calls.append(args) or 3)  # nothing to analyse
     spec = build_spec({"name": "search", "datasets": {"synthetic-waterbirds": {}}, "models": ["toy-resnet-xs"],
                        "methods": ["none"], "after": ["promote --seeds 3 --run"]})
+    monkeypatch.setattr("sweeps.spec.package_registries", lambda: REGISTRIES)  # --run checks the rerun's spec
     assert sweep_command.run_after(spec, str(tmp_path / "search"), address="127.0.0.1:6379") == 3
     (args,) = calls
     assert args.address == "127.0.0.1:6379" and args.storage == str(tmp_path)
@@ -207,6 +225,7 @@ def test_promote_run_after_a_sweep_in_object_storage_writes_its_analysis_there(t
     monkeypatch.setattr(sweep_command, "run_command", run_command)
     spec = build_spec({"name": "search", "datasets": {"synthetic-waterbirds": {}}, "models": ["toy-resnet-xs"],
                        "methods": ["none"], "after": ["promote --seeds 3 --run"]})
+    monkeypatch.setattr("sweeps.spec.package_registries", lambda: REGISTRIES)  # --run checks the rerun's spec
     exp_dir = (tmp_path / "search").as_uri()
     assert sweep_command.run_after(spec, exp_dir) == 0
     analysis = tmp_path / "search" / "groupsweep_analysis"
