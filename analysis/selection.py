@@ -135,7 +135,8 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
     group per (dataset, model); ``by_model=False`` makes one group per dataset, its models pooled as extra
     runs of each method (a note says so); ``methods``: restrict the candidates to these method names
     (``trainables.balancing`` names such as ``mixture``, which keeps every mixture ratio; default None:
-    every method present; a name without trials gives a note); ``group_info``: keep only the methods that
+    every method present; a name without trials gives a note, and none with trials a one-line
+    ``GroupsweepError`` naming the sweep's methods); ``group_info``: keep only the methods that
     use at most this group information (``none``, ``val`` or ``train+val``; default None: no restriction);
     ``empty_cells``: how ``bias-unsupervised`` treats a (class, biased prediction) cell without examples,
     ``skip`` (the authors' code: averaged over the other cells) or ``zero`` (the paper's eq. (1): counted as 0;
@@ -163,10 +164,13 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
         if isinstance(methods, str) or not list(methods):
             raise GroupsweepError(f"methods must be a non-empty list of method names (or None for all), "
                                   f"got {methods!r}")
+        present = set(results.trials["method"])
         for name in methods:
             choose("method", name, METHODS)
-            if name not in set(results.trials["method"]):
-                notes.append(f"method {name!r} has no trials in this sweep")
+        if not present.intersection(methods):
+            raise GroupsweepError(f"methods {', '.join(methods)}: no trials of them in this sweep; its methods: "
+                                  f"{', '.join(name for name in METHODS if name in present)}")
+        notes += [f"method {name!r} has no trials in this sweep" for name in methods if name not in present]
         frame = frame[frame["method"].isin(list(methods))]
     if group_info is not None:
         frame = _within_group_info(frame, group_info, notes)

@@ -151,8 +151,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     selection = select(results, criteria, epoch=args.epoch, by_model=not args.pool_models, methods=methods,
                        group_info=args.group_info, empty_cells=args.empty_cells)
     print_notes(selection.notes)
-    if selection.table.empty:
-        print("no method could be selected: no complete trial has the needed results")
+    if selection.table.empty:  # a result of the sweep, not bad input: exit status 1
+        print("error: no method could be selected: no complete trial has the needed results", file=sys.stderr)
         return 1
     out = output_folder(args)  # before anything is printed: an --out that cannot be made is the one line said
 
@@ -235,6 +235,7 @@ def run_plot(args: argparse.Namespace) -> int:
     if not drawn:  # nothing to show: no empty folder of this run's making left here, nothing uploaded
         if not existed and not any(out.iterdir()):
             out.rmdir()
+        print(f"error: no figure drawn ({args.figure}): the notes above say what is missing", file=sys.stderr)
         return 1
     publish(args, out)
     return 0

@@ -61,9 +61,9 @@ def register(subparsers) -> None:
 def check_spectral_args(args: argparse.Namespace) -> None:
     """Every ``spectral`` argument that can be checked without the sweep (also a spec's ``after`` command's,
     before the sweep runs); one-line ``GroupsweepError``."""
-    for value in [*(args.top or []), *([args.batch_size] if args.batch_size is not None else [])]:
-        if value < 1:
-            raise GroupsweepError(f"--top and --batch-size must be positive integers, got {value}")
+    for flag, value in [*(("--top", top) for top in args.top or []), ("--batch-size", args.batch_size)]:
+        if value is not None and value < 1:
+            raise GroupsweepError(f"{flag} must be a positive integer, got {value}")
     if args.epoch is not None and args.epoch < 1:
         raise GroupsweepError(f"--epoch must be a positive integer, got {args.epoch}")
     check_group_info(args.group_info)
@@ -94,7 +94,8 @@ def run_spectral(args: argparse.Namespace) -> int:
         notes += selection_notes
     if not trial_ids:
         print_notes(notes)
-        print("no trial to analyse: no complete trial of a selected method (see the notes)")
+        print("error: no trial to analyse: no complete trial of a selected method (the notes above say why)",
+              file=sys.stderr)
         return 1
     spectra = analyze_trials(results, trial_ids, max(tops), epoch=args.epoch, examples=args.examples,
                              device=args.device, batch_size=args.batch_size,

@@ -244,7 +244,9 @@ def test_the_plot_command_with_nothing_to_draw_leaves_no_empty_folder(tmp_path, 
     (tmp_path / "kept").mkdir()
     for out in (["--out", str(tmp_path / "new")], [], ["--out", str(tmp_path / "kept")]):
         assert cli.main(["plot", str(run), "--figure", "mixture", *out]) == 1
-        assert "note: mixture: no complete mixture trial; nothing to draw" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "note: mixture: no complete mixture trial; nothing to draw" in err
+        assert err.splitlines()[-1] == "error: no figure drawn (mixture): the notes above say what is missing", err
     assert not (tmp_path / "new").exists() and not (run / "groupsweep_analysis").exists()
     assert (tmp_path / "kept").is_dir()  # a folder that was there stays
 

@@ -372,7 +372,9 @@ def test_bad_names_are_one_line_errors(tmp_path):
 
 @pytest.mark.parametrize("command", ["analyze", "report"])
 @pytest.mark.parametrize("methods, message", [("bogus", "unknown method 'bogus'"),
-                                              (",", "--methods ',' names no method")])
+                                              (",", "--methods ',' names no method"),
+                                              ("groupdro,jtt", "methods groupdro, jtt: no trials of them in this "
+                                                               "sweep; its methods: none, ")])
 def test_unknown_methods_are_one_line_errors_of_the_commands(tmp_path, capsys, command, methods, message):
     from sweeps import cli
 

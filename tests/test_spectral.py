@@ -508,7 +508,7 @@ def read_config_name(trial_dir: Path) -> str:
 
 @pytest.mark.parametrize("argv, message", [
     (["--trial", "nope"], "unknown trial 'nope'"),
-    (["--top", "0"], "--top and --batch-size must be positive"),
+    (["--top", "0"], "--top must be a positive integer, got 0"),
     (["--epoch", "7", "--trial", "synthetic-waterbirds_toy-convnextv2-xs_none_s1"], "kept epochs: 2"),
     (["--group-info", "labels"], "unknown group information 'labels'; choose one of: none, val, train[+]val"),
     (["--group-info", "none", "--trial", "synthetic-waterbirds_toy-convnextv2-xs_none_s1"],
