@@ -443,15 +443,13 @@ def parse_resources(values, where: str) -> dict:
     checks the merged request) and return it."""
     values = _mapping(values, where)
     _check_keys(values, RESOURCE_KEYS, where)
-    for key in ("cpu", "gpu"):
+    for key, rule in (("cpu", "a positive number"), ("gpu", "a non-negative number")):
         if key in values:
             value = values[key]
-            if not is_real(value, 0):
-                _fail(where, f"{key} must be a non-negative number, got {value!r}")
+            if not is_real(value, 0) or (key == "cpu" and value == 0):
+                _fail(where, f"{key} must be {rule}, got {value!r}")
             if not math.isclose(value * 10_000, round(value * 10_000)):  # Ray's resolution of a request
                 _fail(where, f"{key} {value!r} is finer than Ray's resolution of 0.0001")
-    if "cpu" in values and values["cpu"] == 0:
-        _fail(where, "cpu must be positive, got 0")
     if "workers" in values:
         workers = values["workers"]
         if not is_integer(workers, 1):
@@ -710,6 +708,8 @@ def build_spec(source: dict, registries: Registries | None = None) -> SweepSpec:
     name = source.get("name") or "sweep"
     _check_path_name("name", "sweep name", name)
     description = source.get("description") or ""
+    if not isinstance(description, str):
+        _fail("description", f"expected text, got {description!r}")
     max_failures = source.get("max_failures", DEFAULT_MAX_FAILURES)
     if not is_integer(max_failures, -1):
         _fail("max_failures", f"must be an integer >= 0 (or -1: retry forever), got {max_failures!r}")

@@ -56,7 +56,7 @@ CLI_CASES = [
     ("spec-ratio-below-one", lambda t: ["plan", spec_file(t, methods=[{"mixture": [0.5]}])], "ratio 0.5"),
     ("spec-negative-seed", lambda t: ["plan", spec_file(t, seeds=[-1])], "seed -1"),
     ("spec-repeated-seed", lambda t: ["plan", spec_file(t, seeds=[1, 1])], "seeds [1, 1] repeat"),
-    ("spec-zero-cpu", lambda t: ["plan", spec_file(t, resources={"cpu": 0})], "cpu must be positive, got 0"),
+    ("spec-zero-cpu", lambda t: ["plan", spec_file(t, resources={"cpu": 0})], "cpu must be a positive number, got 0"),
     ("spec-fractional-gpus", lambda t: ["plan", spec_file(t, resources={"gpu": 1.5})], "gpu 1.5"),
     ("spec-unknown-hparam", lambda t: ["plan", spec_file(t, hparams={"learning_rate": 1})],
      "unknown training setting 'learning_rate'"),

@@ -159,7 +159,7 @@ def test_resources_gpu_fractions_and_workers():
     ({"resources": {"cpus": 2}}, "unknown key 'cpus'"),
     ({"resources": {"gpu": 1.5}}, "gpu 1.5 is more than one GPU but not a whole number"),
     ({"resources": {"gpu": 0.5, "workers": 2}}, "2 workers need one GPU each"),
-    ({"resources": {"cpu": 0}}, "cpu must be positive"),
+    ({"resources": {"cpu": 0}}, "cpu must be a positive number"),
     ({"seeds": [1, 1]}, "repeat a seed"),
     ({"seeds": [-1]}, "seed -1 is not an integer from 0 to 4294967295"),
     ({"seeds": [2**32]}, "seed 4294967296 is not an integer from 0 to 4294967295"),

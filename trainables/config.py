@@ -214,10 +214,13 @@ class TrainConfig:
             positive_integer(name, getattr(self, name))
         if not is_real(self.lr, 0) or self.lr == 0:
             raise GroupsweepError(f"lr must be a positive number, got {self.lr!r}")
-        for name in ("weight_decay", "momentum", "groupdro_eta", "groupdro_adjustment"):
+        for name in ("weight_decay", "groupdro_eta", "groupdro_adjustment"):
             value = getattr(self, name)
             if not is_real(value, 0):
                 raise GroupsweepError(f"{name} must be a non-negative number, got {value!r}")
+        if not is_real(self.momentum, 0) or self.momentum >= 1:
+            raise GroupsweepError(f"momentum must be a number from 0 to below 1 (SGD's velocity grows without bound "
+                                  f"from 1 on), got {self.momentum!r}")
         if not is_integer(self.seed, 0) or self.seed > MAX_SEED:
             raise GroupsweepError(f"seed must be an integer from 0 to {MAX_SEED} (numpy's and torch's range), "
                                   f"got {self.seed!r}")
