@@ -47,6 +47,10 @@ from trainables.trial_dir import join_location, location_filesystem, split_locat
 CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
 FIGURE_CHOICES = ("collapse", "mixture", "scaling", "ablation", "all")
 DEFAULT_OUT = "groupsweep_analysis"
+# The files (names or name prefixes) in which a sweep folder keeps its state (Ray Tune's and groupsweep's): an
+# output file is never written over one of them, nor into a trial folder (one holding Tune's params.json).
+SWEEP_STATE_FILES = ("groupsweep_spec.yaml", "groupsweep.lock", "tuner.pkl", "experiment_state-", "search_gen_state-",
+                     "searcher-state-", "basic-variant-state-", ".validate_storage_marker")
 # Tables ``analyze`` writes only for a search (``<stem>_<suffix>.csv``): its chosen configurations, its rerun.
 OPTIONAL_TABLES = ("hyperparameters", "rerun")
 
@@ -135,7 +139,7 @@ def check_analyze_args(args: argparse.Namespace) -> None:
     parse_criteria(args.criterion)
     check_group_info(args.group_info)
     parse_methods(args.methods)
-    if args.out:
+    if args.out is not None:
         check_output(args.out)
 
 
@@ -212,7 +216,7 @@ def write_outputs(out: Path, files: dict, optional: list) -> None:
 
 def check_plot_args(args: argparse.Namespace) -> None:
     """The ``plot`` arguments that can be checked without the sweep: its ``--out``."""
-    if args.out:
+    if args.out is not None:
         check_output(args.out)
 
 
@@ -343,10 +347,14 @@ def check_output(path, kind: str = "folder", local_only: bool = False) -> Path |
             raise GroupsweepError(f"--out {str(path)!r} must be a local path here, not a storage URI")
         location_filesystem(path)  # a scheme pyarrow cannot open: refused now, not after the analysis ran
         return path
+    if not str(path).strip():
+        raise GroupsweepError(f"--out is empty; give the {kind} to write")
     path = Path(path).expanduser()
     if path.exists() and (path.is_dir() != (kind == "folder")):
         what = "a regular file" if kind == "folder" else "a folder"
         raise GroupsweepError(f"--out {str(path)!r} is {what}; give the {kind} to write")
+    if kind == "file":
+        _check_not_sweep_state(path)
     existing = path if path.exists() and kind == "folder" else path.absolute().parent
     while not existing.exists():
         existing = existing.parent
@@ -355,6 +363,18 @@ def check_output(path, kind: str = "folder", local_only: bool = False) -> Path |
     if not os.access(existing, os.W_OK | os.X_OK):
         raise GroupsweepError(f"--out {str(path)!r} cannot be written: folder {str(existing)!r} is not writable")
     return path
+
+
+def _check_not_sweep_state(path: Path) -> None:
+    """A one-line ``GroupsweepError`` if writing the file ``path`` would change a sweep's own files: a name of
+    ``SWEEP_STATE_FILES`` in a folder, or any file in a trial folder or below it."""
+    folder = path.absolute().parent
+    if path.name.startswith(SWEEP_STATE_FILES):
+        raise GroupsweepError(f"--out {str(path)!r} is named as a sweep's own state ({path.name}); give another file")
+    for parent in (folder, *folder.parents):
+        if (parent / "params.json").is_file():
+            raise GroupsweepError(f"--out {str(path)!r} is in the trial folder {str(parent)!r}, whose files the sweep "
+                                  "reads; give a file outside it")
 
 
 def print_notes(notes: list) -> None:

@@ -53,7 +53,7 @@ def check_report_args(args: argparse.Namespace) -> None:
     ``--out``."""
     parse_methods(args.methods)
     check_group_info(args.group_info)
-    if args.out:
+    if args.out is not None:
         check_output(args.out, "file")
 
 

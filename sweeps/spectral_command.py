@@ -73,7 +73,7 @@ def check_spectral_args(args: argparse.Namespace) -> None:
     if args.device is not None and not re.fullmatch(DEVICE_PATTERN, args.device):
         raise GroupsweepError(f"--device {args.device!r} is not a torch device this tool runs on; give cpu, cuda, "
                               "cuda:N or mps")
-    if args.out:
+    if args.out is not None:
         check_output(args.out)
 
 

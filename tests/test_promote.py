@@ -166,6 +166,28 @@ def test_an_out_folder_that_cannot_be_made_is_one_error_line_before_any_table(tm
     assert not list(tmp_path.glob("promoted_*"))
 
 
+@pytest.mark.parametrize("command", ["promote", "report"])
+def test_an_out_file_never_overwrites_the_sweeps_own_files(tmp_path, capsys, command):
+    """A file ``--out`` named as a sweep's state (its saved spec, Tune's experiment state...) or inside a trial
+    folder is refused before anything is written; an empty ``--out`` too."""
+    write_search(tmp_path)
+    (tmp_path / "groupsweep_spec.yaml").write_text("name: kept\n")
+    trial = next(path.parent for path in tmp_path.rglob("params.json"))
+    cases = [(tmp_path / "groupsweep_spec.yaml", "is named as a sweep's own state (groupsweep_spec.yaml)"),
+             (tmp_path / "experiment_state-x.json", "is named as a sweep's own state"),
+             (trial / "result.json", f"is in the trial folder '{trial}'"),
+             (trial / "checkpoint_000001" / "new.html", f"is in the trial folder '{trial}'"),
+             ("", "--out is empty; give the file to write")]
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    for out, message in cases:
+        capsys.readouterr()
+        assert cli.main([command, str(tmp_path), *(["--seeds", "2"] if command == "promote" else []),
+                         "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+
+
 def test_run_runs_the_written_spec_as_the_run_command_does(tmp_path, monkeypatch):
     write_search(tmp_path)
     monkeypatch.setattr("sweeps.spec.package_registries", lambda: REGISTRIES)  # --run checks the rerun's spec
