@@ -255,8 +255,8 @@ def parse_yaml(text: str, what: str):
         problem = getattr(error, "problem", None) or str(error)
         raise GroupsweepError(f"{what}{line} is not valid YAML ({' '.join(problem.split())})") from None
     except RecursionError:
-        raise GroupsweepError(f"{what} is nested too deeply to read (more than about {sys.getrecursionlimit() // 6} "
-                              "levels)") from None
+        raise GroupsweepError(f"{what} is nested too deeply to read (deeper than Python's recursion limit of "
+                              f"{sys.getrecursionlimit()} calls allows)") from None
 
 
 def decode_text(data: bytes, what: str) -> str:
