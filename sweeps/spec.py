@@ -77,7 +77,7 @@ from sweeps.spaces import (SPACE_KINDS, SearchCell, SearchSettings, check_metric
 from trainables.balancing import BASE_MODEL_METHODS, METHODS, RATIO_METHODS, method_label
 from trainables.config import (BATCH_KEYS, MAX_SEED, METHODS_READING, NON_TRAINING_FIELDS, OPTIMIZERS_READING,
                                TrainConfig, check_batch_split, check_precision_device)
-from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name, single_line
+from trainables.errors import GroupsweepError, choose, is_integer, is_real, path_name
 from trainables.models import MODELS, check_weights_request, get_spec
 from trainables.trial_dir import METHOD_HPARAMS_KEY
 
