@@ -34,6 +34,7 @@ plotted numbers.
 
 from __future__ import annotations
 
+import io
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ import pandas as pd
 from analysis.results import SweepResults
 from trainables.balancing import METHODS, RATIO_METHODS
 from trainables.errors import GroupsweepError, choose
+from trainables.trial_dir import write_local_atomically
 
 FIGURES = ("collapse", "mixture", "scaling", "ablation")
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#F0E442")
@@ -434,6 +436,13 @@ def save_figure(fig, output: FigureOutput, out_dir, stats: pd.DataFrame, caption
                alignment="left", frameon=False, borderaxespad=0.0, handlelength=2.2)
     out_dir = Path(out_dir)
     output.png, output.pdf, output.csv = (out_dir / f"{output.name}.{kind}" for kind in ("png", "pdf", "csv"))
-    fig.savefig(output.png, dpi=DPI)
-    fig.savefig(output.pdf)
-    stats.to_csv(output.csv, index=False)
+    for path, data in ((output.png, figure_bytes(fig, "png", dpi=DPI)), (output.pdf, figure_bytes(fig, "pdf")),
+                       (output.csv, stats.to_csv(index=False).encode())):
+        write_local_atomically(path, data)  # an earlier figure stays whole if the write fails
+
+
+def figure_bytes(fig, kind: str, **options) -> bytes:
+    """``fig`` saved as a ``kind`` (``png``, ``pdf``) file's bytes (``Figure.savefig`` ``options``)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=kind, **options)
+    return buffer.getvalue()

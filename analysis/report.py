@@ -36,7 +36,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.fs
 
 from analysis.plots import FIGURES, make_figures
 from analysis.results import SweepResults
@@ -44,7 +43,7 @@ from analysis.selection import CRITERIA, Selection, display_hyperparameters, dis
 from analysis.summary import display_summary, in_order, summarize, trial_progress
 from trainables.balancing import METHODS
 from trainables.errors import GroupsweepError
-from trainables.trial_dir import split_location, write_atomically
+from trainables.trial_dir import split_location, write_local_atomically
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Titles of the figures of ``analysis.plots.FIGURES`` on the page.
@@ -126,7 +125,7 @@ def write_report(results: SweepResults, out, **options) -> Report:
     report = build_report(results, **options)
     out = Path(out)
     try:  # atomically: a failure leaves the previous report whole
-        write_atomically(pyarrow.fs.LocalFileSystem(), str(out.absolute()), report.html.encode("utf-8"))
+        write_local_atomically(out, report.html.encode("utf-8"))
     except OSError as error:
         raise GroupsweepError(f"cannot write the report {str(out)!r}: {error.strerror or error}") from None
     return report

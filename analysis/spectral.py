@@ -21,6 +21,7 @@ import pandas as pd
 
 from analysis.covariance import eigenvalue_table, panel_names, rho_table, table5, table5_paper_view
 from analysis.spectral_plots import plot_eigenvalues, plot_rho
+from trainables.trial_dir import write_local_atomically
 
 
 @dataclass
@@ -48,9 +49,9 @@ def write_outputs(spectra: list, tops, out_dir) -> SpectralOutputs:
     outputs.rho, outputs.table5 = rho, table
     for name, frame in (("spectral_eigenvalues.csv", eigenvalues), ("spectral_rho_table.csv", rho),
                         ("spectral_table5.csv", table)):
-        frame.to_csv(out_dir / name, index=False)
+        write_local_atomically(out_dir / name, frame.to_csv(index=False).encode())
         outputs.files.append(out_dir / name)
-    (out_dir / "spectral_table5.md").write_text(table5_markdown(table, rho))
+    write_local_atomically(out_dir / "spectral_table5.md", table5_markdown(table, rho).encode())
     outputs.files.append(out_dir / "spectral_table5.md")
     figures = [plot_rho(rho, out_dir)]
     for k in sorted(set(tops)):

@@ -36,13 +36,14 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import pyarrow.fs
+import pyarrow
 
 from trainables.balancing import GROUP_INFO_LEVELS
 from trainables.balancing import METHODS as METHOD_NAMES
 from trainables.errors import GroupsweepError, choose
 from trainables.metrics import EMPTY_CELLS
-from trainables.trial_dir import join_location, location_filesystem, split_location, write_atomically
+from trainables.trial_dir import (join_location, location_filesystem, split_location, write_atomically,
+                                  write_local_atomically)
 
 CRITERION_CHOICES = ("wga", "worst-class", "bias-unsupervised", "average", "oracle", "all")
 FIGURE_CHOICES = ("collapse", "mixture", "scaling", "ablation", "all")
@@ -209,9 +210,8 @@ def write_outputs(out: Path, files: dict, optional: list) -> None:
     for name in optional:
         if name not in files:
             (out / name).unlink(missing_ok=True)
-    filesystem = pyarrow.fs.LocalFileSystem()
     for name, text in files.items():
-        write_atomically(filesystem, str((out / name).absolute()), text.encode())
+        write_local_atomically(out / name, text.encode())
 
 
 def check_plot_args(args: argparse.Namespace) -> None:
@@ -325,13 +325,16 @@ def publish(args: argparse.Namespace, out: Path) -> None:
 
 
 def upload(local: Path, uri: str) -> None:
-    """Copy the local file or folder ``local`` to the storage URI ``uri`` (``pyarrow.fs.copy_files``; the folder
-    that receives it made first, which a ``file://`` URI needs) and say so; a failing upload is one
-    ``GroupsweepError`` line."""
+    """Copy the local file or folder ``local`` to the storage URI ``uri``, each file atomically
+    (``write_atomically``: a failed upload leaves each earlier file there whole), and say so; a failing upload is
+    one ``GroupsweepError`` line."""
+    local = Path(local)
+    files = [(local, "")] if local.is_file() else [(file, "/" + file.relative_to(local).as_posix())
+                                                      for file in sorted(local.rglob("*")) if file.is_file()]
     try:
         filesystem, path = location_filesystem(uri)
-        filesystem.create_dir(split_location(path)[0] if Path(local).is_file() else path, recursive=True)
-        pyarrow.fs.copy_files(str(local), str(uri))
+        for file, relative in files:
+            write_atomically(filesystem, path.rstrip("/") + relative, file.read_bytes())
     except (OSError, pyarrow.ArrowException) as error:
         raise GroupsweepError(f"cannot upload to --out {uri!r}: {error}") from None
     print(f"uploaded to {uri}")

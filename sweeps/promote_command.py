@@ -29,7 +29,7 @@ from sweeps import analyze_command
 from sweeps.analyze_command import check_output, load_run, make_folder, print_notes
 from sweeps.spec import HPARAM_FIELDS, build_spec, dump_spec, method_slug, parse_seeds
 from trainables.errors import GroupsweepError, path_name
-from trainables.trial_dir import join_location, location_filesystem, split_location
+from trainables.trial_dir import join_location, location_filesystem, split_location, write_local_atomically
 
 # Validation criteria promote may select by (``oracle`` reads the test split: a reference, not a choice).
 PROMOTE_CRITERIA = ("wga", "worst-class", "bias-unsupervised", "average")
@@ -118,8 +118,9 @@ def run_promote(args: argparse.Namespace) -> int:
         check_sweep_folder(build_spec(source), storage=str(storage))
     out = Path(args.out) if args.out else default_out(results.run_dir, sweep, args.criterion)
     make_folder(out.parent, "--out's folder" if args.out else "the spec's folder")
-    out.write_text(f"# written by: groupsweep promote {results.run_dir} --criterion {args.criterion}\n"
-                   + "".join(f"# {line}\n" for line in chosen_lines(selection.hyperparameters)) + dump_spec(source))
+    write_local_atomically(out, (f"# written by: groupsweep promote {results.run_dir} --criterion {args.criterion}\n"
+                                 + "".join(f"# {line}\n" for line in chosen_lines(selection.hyperparameters))
+                                 + dump_spec(source)).encode())
     print(display_hyperparameters(selection.hyperparameters).to_markdown(index=False, disable_numparse=True))
     print(f"wrote {out}: {len(selection.hyperparameters)} configuration(s) x {len(seeds)} seed(s)")
     if not args.run:

@@ -218,6 +218,23 @@ def test_atomic_storage_keeps_the_previous_file_whole_on_a_full_disk(tmp_path):
         assert sorted(os.listdir(disk)) == ["filler", "state.json"]  # no temporary file left
 
 
+def test_an_image_cache_on_a_full_disk_is_one_error_line_and_leaves_no_temporary_file(tmp_path):
+    """The cache's file is a memory map: writing images past the free space would end the process with SIGBUS.
+    Its space is reserved first, so a full disk is a ``GroupsweepError``, and the partial file is removed."""
+    from native_fixtures import write_jpeg
+    from trainables.data.image_cache import cached_images
+    from trainables.errors import GroupsweepError
+
+    names = [f"{index}.jpg" for index in range(24)]
+    for name in names:
+        write_jpeg(tmp_path / name, (200, 30, 30), size=(96, 96))
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        with pytest.raises(GroupsweepError, match=r"cannot write the image cache .* \(No space left on device\); free "
+                                                  "space there, or pass cache_dir or set GROUPSWEEP_CACHE"):
+            cached_images(tmp_path, names, disk, key="k", image_size=32)
+        assert [path.name for path in disk.iterdir() if not path.name.endswith(".lock")] == []
+
+
 def test_a_retired_checkpoint_is_deleted_once_a_state_naming_its_successor_is_written(tmp_path):
     from trainables.sweep_storage import commit_snapshots, prune_checkpoints, retire_checkpoint, sweep_filesystem
 

@@ -13,7 +13,7 @@ import pytest
 import trainables.data.waterbirds  # noqa: F401  (registers the loader)
 from native_fixtures import group_color, write_jpeg, write_waterbirds
 from trainables.data.base import load_dataset
-from trainables.data.image_cache import cache_resolution, cached_images, decode_image
+from trainables.data.image_cache import cache_path, cache_resolution, cached_images, decode_image
 from trainables.errors import GroupsweepError
 
 COUNTS = {"train": (3, 1, 1, 2), "val": (1, 1, 1, 1), "test": (1, 1, 1, 1)}
@@ -111,6 +111,18 @@ def test_failed_build_leaves_no_cache_and_names_the_row(tmp_path):
     with pytest.raises(GroupsweepError, match=r"metadata.txt row 3: cannot decode image '.*d/2.jpg'"):
         cached_images(tmp_path, names, tmp_path / "cache", key="k", image_size=32, where=lambda i: f"metadata.txt row {i + 1}")
     assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_dead_builders_temporary_file_is_removed_by_the_next_build(tmp_path):
+    """A builder killed mid-build leaves its temporary file (its pid in the name); the next builder, holding the
+    cache's lock, removes it (else a large cache's leftovers would fill the disk for good)."""
+    names = write_images(tmp_path, 2)
+    path = cache_path(tmp_path / "cache", "k", tmp_path, names, 32)
+    path.parent.mkdir()
+    stale = path.with_name(f"{path.stem}.tmp99999999.npy")
+    stale.write_bytes(b"\0" * 1000)
+    cached_images(tmp_path, names, tmp_path / "cache", key="k", image_size=32)
+    assert not stale.exists() and path.exists()
 
 
 def test_unwritable_cache_dir_is_a_one_line_error(tmp_path):

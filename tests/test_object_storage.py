@@ -109,6 +109,28 @@ def test_a_sweep_in_a_bucket_resumes_after_a_driver_kill_and_every_reader_reads_
     assert f"wrote {join_location(remote, 'table1.md')}, .csv, .tex" in uploaded.stdout, uploaded.stdout[-2000:]
 
 
+def test_an_upload_replaces_each_file_whole_and_leaves_no_temporary_file(tmp_path, s3_server):  # noqa: F811
+    """``--out`` URIs: an analysis folder uploaded file by file, each written beside its target and moved over it
+    (``write_atomically``), into a bucket and into a ``file://`` folder that holds an earlier analysis."""
+    from sweeps.analyze_command import upload
+
+    local = tmp_path / "analysis"
+    (local / "figures").mkdir(parents=True)
+    (local / "table1.md").write_text("new table\n")
+    (local / "figures" / "collapse.csv").write_text("a,b\n1,2\n")
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "table1.md").write_text("old table, longer than the new one\n")
+    for uri in (earlier.as_uri(), join_location(s3_server.uri("analyses"), "run1")):
+        upload(local, uri)
+        written = TrialDir(uri)
+        assert written.read_bytes("table1.md") == b"new table\n"
+        assert written.read_bytes("figures/collapse.csv") == b"a,b\n1,2\n"
+    assert sorted(path.name for path in earlier.rglob("*")) == ["collapse.csv", "figures", "table1.md"]
+    upload(local / "table1.md", (earlier / "single.md").as_uri())  # a single file
+    assert (earlier / "single.md").read_text() == "new table\n"
+
+
 def lock_record(exp_uri: str) -> dict:
     """The lock file's record, read as the lease reads it (again when a renewal was written meanwhile)."""
     return ObjectLease(exp_uri).read()

@@ -5,6 +5,7 @@ on a finetuned sweep directory, and the ``demo-spectral`` preset end to end on R
 import argparse
 import io
 import json
+import os
 import shutil
 import weakref
 from pathlib import Path
@@ -447,8 +448,14 @@ def test_spectral_command_writes_tables_and_figures(image_sweep, tmp_path, capsy
     from analysis.selection import select
 
     out = tmp_path / "out"
+    out.mkdir()
+    for name in ("spectral_table5.csv", "spectral_rho.png"):  # an earlier run's files, each also linked elsewhere
+        (out / name).write_text("earlier")
+        os.link(out / name, tmp_path / name)
     assert run_command([str(image_sweep), "--criterion", "wga", "--top", "10", "--top", "50",
                         "--device", "cpu", "--out", str(out)]) == 0
+    for name in ("spectral_table5.csv", "spectral_rho.png"):  # replaced by a new file, never written in place
+        assert (tmp_path / name).read_text() == "earlier" and (out / name).read_bytes() != b"earlier"
     results = load_results(image_sweep)
     chosen = select(results, ["wga"], by_model=True).table["method"].iloc[0]
 

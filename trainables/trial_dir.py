@@ -268,6 +268,11 @@ def write_atomically(filesystem: pyarrow.fs.FileSystem, path: str, data: bytes) 
         raise
 
 
+def write_local_atomically(path, data: bytes) -> None:
+    """``write_atomically`` of ``data`` as the local file ``path`` (a ``Path`` or string)."""
+    write_atomically(pyarrow.fs.LocalFileSystem(), os.path.abspath(path), data)
+
+
 def file_type(path_or_uri) -> pyarrow.fs.FileType:
     """What ``path_or_uri`` (a local path or a ``pyarrow.fs`` URI) is: a ``FileType`` (``NotFound``, ``File``,
     ``Directory``)."""

@@ -98,7 +98,12 @@ def cached_images(
 
 
 def _build(path: Path, root: Path, names: Sequence[str], resolution: int, where, workers: int | None) -> None:
-    """Decode every image into a temporary ``.npy`` memmap next to ``path`` and move it into place."""
+    """Decode every image into a temporary ``.npy`` memmap next to ``path`` and move it into place. Called under
+    the cache's lock, so any other temporary file of ``path`` is a dead builder's, removed first. The file's space
+    is reserved before any image is written: on a full disk that is a one-line ``GroupsweepError`` (writing
+    into a memory map past the free space would end the process with SIGBUS instead)."""
+    for stale in path.parent.glob(f"{path.stem}.tmp*.npy"):
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
 
     def fill(i: int) -> None:
@@ -112,6 +117,12 @@ def _build(path: Path, root: Path, names: Sequence[str], resolution: int, where,
     pool = ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1))
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names), resolution, resolution, 3))
+        with open(tmp, "r+b") as file:
+            try:
+                os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+            except OSError as error:
+                raise GroupsweepError(f"cannot write the image cache {str(path)!r} ({error.strerror}); free space "
+                                      "there, or pass cache_dir or set GROUPSWEEP_CACHE") from None
         try:
             for _ in pool.map(fill, range(len(names))):
                 pass
