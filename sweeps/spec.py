@@ -199,9 +199,10 @@ def method_slug(method: str, ratio: float | None) -> str:
 
 
 class SpecLoader(yaml.SafeLoader):
-    """YAML loader of specs and ``--set`` values that reads ``1e-5`` as a float and ``1:30`` as a string, as
-    YAML 1.2 does (PyYAML's 1.1 rules make the first a string and the second the base-60 number 90), and refuses
-    a key repeated in one mapping (PyYAML keeps the last silently; YAML 1.2 forbids it)."""
+    """YAML loader of specs and ``--set`` values that reads ``1e-5`` as a float, ``1:30`` as a string and only
+    ``true`` and ``false`` as booleans, as YAML 1.2 does (PyYAML's 1.1 rules make the first a string, the second
+    the base-60 number 90 and ``no`` the boolean false), and refuses a key repeated in one mapping (PyYAML keeps the
+    last silently; YAML 1.2 forbids it)."""
 
     def construct_mapping(self, node, deep=False):
         """The mapping of ``node``; a ``ConstructorError`` at the second occurrence of a repeated key."""
@@ -225,6 +226,13 @@ class SpecLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(None, None, f"an integer of {len(node.value)} characters is too "
                                                     "long", node.start_mark) from None
 
+    def construct_yaml_bool(self, node):
+        """A boolean only when written ``true`` or ``false`` (any case), as YAML 1.2 reads them; PyYAML's 1.1
+        words ``yes``, ``no``, ``on``, ``off`` stay strings (``mixed_precision: no`` is the setting's ``no``)."""
+        if node.value.lower() in ("true", "false"):
+            return super().construct_yaml_bool(node)
+        return self.construct_scalar(node)
+
     def construct_yaml_float(self, node):
         """A float, except a base-60 one (``1:30.5``), which stays the string it was written as."""
         return self.construct_scalar(node) if ":" in node.value else super().construct_yaml_float(node)
@@ -235,6 +243,7 @@ SpecLoader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
 )
+SpecLoader.add_constructor("tag:yaml.org,2002:bool", SpecLoader.construct_yaml_bool)
 SpecLoader.add_constructor("tag:yaml.org,2002:int", SpecLoader.construct_yaml_int)
 SpecLoader.add_constructor("tag:yaml.org,2002:float", SpecLoader.construct_yaml_float)
 

@@ -243,22 +243,25 @@ def test_yaml_file_reads_exponent_floats_and_reports_bad_yaml(tmp_path):
 
 
 def test_spec_files_and_set_values_read_scalars_alike_and_never_as_base_60(tmp_path, capsys):
-    """A spec file and ``--set`` read the same scalar the same way (``SpecLoader``, YAML 1.2's numbers): ``1e-3`` is a
-    float, and ``1:30`` stays a string, so ``epochs: 1:30`` is refused instead of training 90 epochs (YAML 1.1's
-    base-60 rule)."""
+    """A spec file and ``--set`` read the same scalar the same way (``SpecLoader``, YAML 1.2's numbers and booleans):
+    ``1e-3`` is a float, and ``1:30`` stays a string, so ``epochs: 1:30`` is refused instead of training 90 epochs
+    (YAML 1.1's base-60 rule); ``no`` stays a string, so ``mixed_precision: no`` is the setting's ``no``, not false."""
     from sweeps.overrides import parse_overrides
 
     values = ["1e-3", "5E-4", "-1E+2", "2.5", "7", "1_000", ".inf", "true", "null", "nine", "1:30", "1:30.5",
-              "[1e-4, 2]"]
+              "[1e-4, 2]", "False", "no", "off", "yes"]
     path = tmp_path / "values.yaml"
     path.write_text("".join(f"v{i}: {value}\n" for i, value in enumerate(values)))
     from_file = load_spec_values(path)
     from_set = parse_overrides([f"v{i}={value}" for i, value in enumerate(values)])
     assert from_file == from_set
     assert list(from_set.values()) == [1e-3, 5e-4, -100.0, 2.5, 7, 1000, float("inf"), True, None, "nine", "1:30",
-                                       "1:30.5", [1e-4, 2]]
+                                       "1:30.5", [1e-4, 2], False, "no", "off", "yes"]
     assert main(["plan", "demo-table1", "--set", "epochs=1:30"]) == 2
     assert "epochs must be a positive integer, got '1:30'" in capsys.readouterr().err
+    assert main(["plan", "demo", "--set", "mixed_precision=no"]) == 0
+    assert main(["plan", "demo", "--set", "pretrained=yes"]) == 2
+    assert "pretrained must be true or false, got 'yes'" in capsys.readouterr().err
 
 
 def load_spec_values(path: Path) -> dict:
