@@ -16,6 +16,7 @@ rather than from the whole image: a small, documented deviation from cropping th
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -120,9 +121,10 @@ def _build(path: Path, root: Path, names: Sequence[str], resolution: int, where,
         with open(tmp, "r+b") as file:
             try:
                 os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
-            except OSError as error:
-                raise GroupsweepError(f"cannot write the image cache {str(path)!r} ({error.strerror}); free space "
-                                      "there, or pass cache_dir or set GROUPSWEEP_CACHE") from None
+            except OSError as error:  # a filesystem that cannot reserve space (EOPNOTSUPP) is written as it is
+                if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise GroupsweepError(f"cannot write the image cache {str(path)!r} ({error.strerror}); free "
+                                          "space there, or pass cache_dir or set GROUPSWEEP_CACHE") from None
         try:
             for _ in pool.map(fill, range(len(names))):
                 pass
