@@ -94,7 +94,8 @@ from trainables.errors import GroupsweepError, path_name
 from trainables.models import checkpoint_source, get_spec
 from trainables.sweep_storage import (EXPERIMENT_STATE_PREFIX, commit_snapshots, drop_snapshots, prune_checkpoints,
                                       snapshots_held, sweep_filesystem)
-from trainables.trial_dir import join_location, location_filesystem, trial_dirname, trial_dirs, unit_name
+from trainables.trial_dir import (join_location, location_filesystem, trial_dirname, trial_dirs, unit_name,
+                                  write_atomically)
 
 SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
@@ -537,12 +538,10 @@ def read_saved_spec(exp_dir: str) -> dict | None:
 
 
 def save_spec(exp_dir: str, source: dict) -> None:
-    """Write the effective spec to ``<exp_dir>/groupsweep_spec.yaml`` atomically (temporary file, then rename)."""
+    """Write the effective spec to ``<exp_dir>/groupsweep_spec.yaml`` atomically (``write_atomically``: a failed
+    write leaves the previous spec whole and no temporary file)."""
     fs, root = location_filesystem(exp_dir)
-    fs.create_dir(root, recursive=True)
-    with fs.open_output_stream(f"{root}/.{SPEC_FILE}.tmp") as stream:
-        stream.write(dump_spec(source).encode())
-    fs.move(f"{root}/.{SPEC_FILE}.tmp", f"{root}/{SPEC_FILE}")
+    write_atomically(fs, f"{root}/{SPEC_FILE}", dump_spec(source).encode())
 
 
 def sweep_started(exp_dir: str) -> bool:
