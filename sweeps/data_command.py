@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from PIL import Image
-
 from trainables.errors import GroupsweepError
 
 NATIVE_DATASETS = ("waterbirds", "celeba", "civilcomments", "multinli", "custom")
@@ -56,12 +54,15 @@ def _load_readers() -> dict:
 
 
 def verify_images(table) -> None:
-    """Open and fully decode every image of an image table; a one-line error names the row of the first failure."""
+    """Fully decode every image of an image table as training does (``load_rgb``); a one-line error names the row of
+    the first failure."""
+    # deferred: importing trainables.data imports pandas and every dataset module
+    from trainables.data.image_cache import IMAGE_ERRORS, load_rgb
+
     for i, name in enumerate(table.inputs):
         try:
-            with Image.open(table.image_root / name) as image:
-                image.load()
-        except (OSError, ValueError, SyntaxError) as error:
+            load_rgb(table.image_root / name)
+        except IMAGE_ERRORS as error:
             raise GroupsweepError(f"{table.where(i)}: cannot decode image {name!r}: {error}") from None
 
 

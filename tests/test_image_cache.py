@@ -13,7 +13,7 @@ import pytest
 import trainables.data.waterbirds  # noqa: F401  (registers the loader)
 from native_fixtures import group_color, write_jpeg, write_waterbirds
 from trainables.data.base import load_dataset
-from trainables.data.image_cache import cache_path, cache_resolution, cached_images, decode_image
+from trainables.data.image_cache import cache_path, cache_resolution, cached_images, decode_image, load_rgb
 from trainables.errors import GroupsweepError
 
 COUNTS = {"train": (3, 1, 1, 2), "val": (1, 1, 1, 1), "test": (1, 1, 1, 1)}
@@ -62,6 +62,26 @@ def test_decode_converts_grey_and_alpha_to_rgb(tmp_path):
     PIL.Image.new("RGBA", (20, 20), (10, 20, 30, 128)).save(tmp_path / "a.png")
     assert decode_image(tmp_path / "g.png", 16).shape == (16, 16, 3)
     assert (decode_image(tmp_path / "a.png", 16) == (10, 20, 30)).all()
+
+
+def test_a_sixteen_bit_grey_png_is_scaled_to_eight_bits_not_clipped(tmp_path):
+    """PIL's ``convert("RGB")`` of an ``I;16`` image clips every value above 255 (a 16-bit scan turned white)."""
+    levels = np.array([0, 257, 32896, 65535], dtype=np.uint16)  # 0, 1, 128, 255 in 8 bits
+    PIL.Image.fromarray(np.repeat(np.repeat(levels[None, :], 8, axis=0), 8, axis=1)).save(tmp_path / "deep.png")
+    assert PIL.Image.open(tmp_path / "deep.png").mode == "I;16"
+    image = decode_image(tmp_path / "deep.png", 8)  # 8x32 at its size: the centre 8 columns, levels 257 and 32896
+    assert set(np.unique(image)) == {1, 128}
+    row = load_rgb(tmp_path / "deep.png").getchannel(0)
+    assert [row.getpixel((x, 0)) for x in (0, 8, 16, 24)] == [0, 1, 128, 255]
+
+
+def test_an_image_past_the_decompression_bomb_limit_is_a_one_line_error(tmp_path, monkeypatch):
+    names = write_images(tmp_path, 2)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses images over twice this many pixels
+    with pytest.raises(GroupsweepError, match=r"row 1: cannot decode image '.*': Image size \(\d+ pixels\) exceeds "
+                                              r"limit of 200 pixels") as error:
+        cached_images(tmp_path, names, tmp_path / "cache", key="k", image_size=32, where=lambda i: f"row {i + 1}")
+    assert "\n" not in str(error.value)
 
 
 def test_second_load_does_not_decode(tmp_path, open_counter):

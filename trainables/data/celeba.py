@@ -81,7 +81,8 @@ def _read_attributes(path: Path, target: str, spurious: str) -> pd.DataFrame:
     columns = ["image_id", target, spurious]
     if path.suffix == ".csv":
         return read_csv(path, columns, dtype={"image_id": str})
-    with open(path) as handle:
+    # the two header lines only (a BOM dropped); a bad byte further on is read_csv's one-line error, with its line
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
         count, names = handle.readline().strip(), handle.readline().split()
     if not count.isdigit():
         raise GroupsweepError(f"{path}: first line should be the number of images, found {count[:40]!r}")

@@ -28,22 +28,43 @@ import numpy as np
 
 from trainables.errors import GroupsweepError
 
+# What PIL raises for a file it cannot decode (unreadable, truncated, not an image; ``load_rgb`` adds the
+# decompression-bomb refusal as a ValueError).
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError)
+# PIL's modes of 16-bit greyscale images (a 16-bit PNG opens as I;16).
+SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
 
 def cache_resolution(image_size: int) -> int:
     """Side R of the cached squares for model input ``image_size``: ``round(image_size * 256 / 224)``."""
     return round(image_size * 256 / 224)
 
 
-def decode_image(path: Path, resolution: int) -> np.ndarray:
-    """Decode ``path`` to RGB, resize its shorter side to ``resolution`` and center-crop: uint8 (R, R, 3)."""
-    # deferred: PIL and torchvision load only when images are decoded, not when the registry is read
+def load_rgb(path: Path):
+    """The image at ``path`` as an 8-bit RGB ``PIL.Image``; 16-bit greyscale (``I;16`` PNGs, ``I``) scaled to 8 bits
+    (PIL's ``convert`` would clip every value above 255 to white). An unreadable file raises one of
+    ``IMAGE_ERRORS``; so does an image past PIL's decompression-bomb limit (a ``ValueError``)."""
+    # deferred: PIL loads only when images are decoded, not when the registry is read
     from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.mode in SIXTEEN_BIT_GREY:
+                scaled = np.rint(np.asarray(image, dtype=np.float64) / 257)
+                return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L").convert("RGB")
+            return image.convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise ValueError(str(error)) from None
+
+
+def decode_image(path: Path, resolution: int) -> np.ndarray:
+    """Decode ``path`` to RGB (``load_rgb``), resize its shorter side to ``resolution`` and center-crop: uint8
+    (R, R, 3)."""
+    # deferred: torchvision loads only when images are decoded, not when the registry is read
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
 
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-    image = F.resize(image, resolution, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    image = F.resize(load_rgb(path), resolution, interpolation=InterpolationMode.BILINEAR, antialias=True)
     return np.asarray(F.center_crop(image, resolution), dtype=np.uint8)
 
 
@@ -110,7 +131,7 @@ def _build(path: Path, root: Path, names: Sequence[str], resolution: int, where,
     def fill(i: int) -> None:
         try:
             out[i] = decode_image(root / names[i], resolution)
-        except (OSError, ValueError, SyntaxError) as error:  # PIL raises these for unreadable or truncated files
+        except IMAGE_ERRORS as error:
             place = f"{where(i)}: " if where else ""
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise GroupsweepError(f"{place}cannot decode image {str(root / names[i])!r}: {reason}") from None
