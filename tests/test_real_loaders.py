@@ -160,6 +160,21 @@ def test_celeba_image_count_line_must_match(tmp_path):
         load_dataset("celeba", root=tmp_path, image_size=SIZE)
 
 
+def test_celeba_attributes_may_start_with_a_bom_and_a_bad_byte_is_one_line(tmp_path):
+    """A BOM (an editor saving as "UTF-8 with BOM") is read as the other files read it; a byte that is not UTF-8,
+    even after the header lines, is a one-line error naming its line (it was a UnicodeDecodeError traceback)."""
+    write_celeba_original(tmp_path, COUNTS)
+    path = tmp_path / "list_attr_celeba.txt"
+    text = path.read_text()
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert len(load_dataset("celeba", root=tmp_path, image_size=SIZE).splits["train"].y) > 0
+    lines = text.splitlines()
+    path.write_bytes("\n".join(lines[:4]).encode() + b"\xe9\n" + "\n".join(lines[4:]).encode() + b"\n")
+    with pytest.raises(GroupsweepError, match=r"list_attr_celeba.txt: line 4 is not utf-8 text") as error:
+        load_dataset("celeba", root=tmp_path, image_size=SIZE)
+    assert "\n" not in str(error.value)
+
+
 def test_celeba_image_missing_from_partition(tmp_path):
     write_celeba_original(tmp_path, COUNTS)
     path = tmp_path / "list_eval_partition.txt"

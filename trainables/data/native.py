@@ -123,7 +123,8 @@ def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), 
             )
         columns = list(required) + [column for column in optional if column in header and column not in required]
         frame = pd.read_csv(path, usecols=columns, **options)[columns]
-    except UnicodeDecodeError as error:
+        check_field_counts(path, options)  # pandas pads a row with too few values: refuse it
+    except UnicodeDecodeError as error:  # (pandas lets some undecodable bytes through: the count check reads them)
         raise GroupsweepError(f"{path}: {_undecodable_line(path, error)}; save the file as UTF-8") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         try:  # a row with too many values: name it, rather than the line pandas names
@@ -132,7 +133,6 @@ def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), 
             pass
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise GroupsweepError(f"{path}: cannot parse: {first_line}") from None
-    check_field_counts(path, options)  # pandas pads a row with too few values: refuse it
     return frame
 
 
