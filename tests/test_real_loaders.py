@@ -267,6 +267,27 @@ def test_custom_conflicting_names(tmp_path):
         load_dataset("custom", root=tmp_path, image_size=SIZE)
 
 
+def test_an_image_listed_twice_is_refused_naming_both_rows(tmp_path):
+    """One image in two splits (a test example also trained on), or twice in one: refused, as CelebA's files are."""
+    write_waterbirds(tmp_path, COUNTS)
+    frame = pd.read_csv(tmp_path / "metadata.csv")
+    test_row = int(np.flatnonzero(frame["split"] == 2)[0])
+    frame.loc[test_row, "img_filename"] = frame.loc[0, "img_filename"]
+    frame.to_csv(tmp_path / "metadata.csv", index=False)
+    with pytest.raises(GroupsweepError, match=rf"metadata.csv row {test_row + 1}: image '.*' listed twice \(first at "
+                                              r"row 1\); each image is one example of one split"):
+        load_dataset("waterbirds", root=tmp_path, image_size=SIZE)
+
+
+def test_a_custom_dataset_of_one_class_is_refused(tmp_path):
+    write_custom_images(tmp_path, COUNTS)
+    frame = pd.read_csv(tmp_path / "metadata.csv")
+    frame["y"], frame["y_name"] = 0, "class0"
+    frame.to_csv(tmp_path / "metadata.csv", index=False)
+    with pytest.raises(GroupsweepError, match=r"dataset 'custom' has 1 class \(class0\); a classifier needs at least 2"):
+        load_dataset("custom", root=tmp_path, image_size=SIZE)
+
+
 def test_custom_needs_filename_or_text(tmp_path):
     (tmp_path / "metadata.csv").write_text("id,split,y,a\n0,0,0,0\n")
     with pytest.raises(GroupsweepError, match=r"needs exactly one of the columns 'filename' \(images\) or 'text'"):

@@ -80,6 +80,9 @@ class GroupDataset:
     def __post_init__(self):
         choose("modality", self.modality, ("image", "text"))
         choose("average", self.average, ("pooled", "train-weighted"))
+        if len(self.class_names) < 2:
+            raise GroupsweepError(f"dataset {self.name!r} has {len(self.class_names)} class "
+                                  f"({', '.join(self.class_names) or 'none'}); a classifier needs at least 2")
         if set(self.splits) != set(SPLITS):
             raise GroupsweepError(f"dataset {self.name!r} has splits {sorted(self.splits)}; need {list(SPLITS)}")
         for split_name in SPLITS:

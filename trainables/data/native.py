@@ -251,14 +251,30 @@ class NativeTable:
     rows: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        """Refuse an image listed twice (one image in two splits, or twice in one): a one-line error naming both
+        rows."""
+        if self.modality != "image":
+            return
+        names = pd.Series(list(self.inputs))
+        repeated = np.flatnonzero(names.duplicated().to_numpy())
+        if len(repeated):
+            again = int(repeated[0])
+            first = int(np.flatnonzero((names == names.iloc[again]).to_numpy())[0])
+            raise GroupsweepError(f"{self.where(again)}: image {names.iloc[again]!r} listed twice (first at row "
+                                  f"{self.row(first)}); each image is one example of one split")
+
     def indices(self, split: str) -> np.ndarray:
         """Positions of the examples of ``split`` (``train``, ``val`` or ``test``), in file order."""
         return np.flatnonzero(self.split == SPLITS.index(split))
 
+    def row(self, i: int) -> int:
+        """The 1-based record of ``source`` that example ``i`` came from."""
+        return int(self.rows[i]) if self.rows is not None else i + 1
+
     def where(self, i: int) -> str:
         """``<source> row N``: where example ``i`` is described."""
-        row = int(self.rows[i]) if self.rows is not None else i + 1
-        return f"{self.source} row {row}"
+        return f"{self.source} row {self.row(i)}"
 
     def dataset(self, inputs: Mapping[str, Sequence] | None = None, **fields) -> GroupDataset:
         """The ``GroupDataset`` of this table with per-split ``inputs`` (default: the table's own inputs).
