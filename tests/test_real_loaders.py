@@ -279,6 +279,17 @@ def test_an_image_listed_twice_is_refused_naming_both_rows(tmp_path):
         load_dataset("waterbirds", root=tmp_path, image_size=SIZE)
 
 
+def test_an_empty_cell_is_named_empty_not_nan(tmp_path):
+    write_waterbirds(tmp_path, COUNTS)
+    lines = (tmp_path / "metadata.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[3].split(",")
+    cells[header.index("y")] = ""
+    (tmp_path / "metadata.csv").write_text("\n".join([*lines[:3], ",".join(cells), *lines[4:]]) + "\n")
+    with pytest.raises(GroupsweepError, match=r"metadata.csv row 3: class \(empty\) in column 'y'; allowed: 0, 1"):
+        load_dataset("waterbirds", root=tmp_path, image_size=SIZE)
+
+
 def test_a_custom_dataset_of_one_class_is_refused(tmp_path):
     write_custom_images(tmp_path, COUNTS)
     frame = pd.read_csv(tmp_path / "metadata.csv")

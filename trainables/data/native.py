@@ -197,8 +197,10 @@ def _normal(value):
 
 
 def shown(value) -> str:
-    """``repr`` of a cell value for messages, with numpy scalars shown as plain Python values."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
+    """``repr`` of a cell value for messages, with numpy scalars shown as plain Python values and a missing value
+    (an empty cell, which pandas reads as NaN) as ``(empty)``."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return "(empty)" if value is None or (isinstance(value, float) and np.isnan(value)) else repr(value)
 
 
 def map_codes(path: Path, column: pd.Series, codes: Mapping[object, int], what: str) -> np.ndarray:
