@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 
@@ -134,15 +135,19 @@ def test_failed_build_leaves_no_cache_and_names_the_row(tmp_path):
 
 
 def test_a_dead_builders_temporary_file_is_removed_by_the_next_build(tmp_path):
-    """A builder killed mid-build leaves its temporary file (its pid in the name); the next builder, holding the
-    cache's lock, removes it (else a large cache's leftovers would fill the disk for good)."""
+    """A builder killed mid-build leaves its temporary file (its host and pid in the name); the next builder on that
+    host removes it (else a large cache's leftovers would fill the disk for good), and no other."""
     names = write_images(tmp_path, 2)
     path = cache_path(tmp_path / "cache", "k", tmp_path, names, 32)
     path.parent.mkdir()
-    stale = path.with_name(f"{path.stem}.tmp99999999.npy")
-    stale.write_bytes(b"\0" * 1000)
+    host = socket.gethostname()
+    stale = path.with_name(f"{path.stem}.tmp-{host}-99999999.npy")  # no such process
+    running = path.with_name(f"{path.stem}.tmp-{host}-{os.getppid()}.npy")  # a builder still at work
+    elsewhere = path.with_name(f"{path.stem}.tmp-another-host-99999999.npy")  # a shared cache folder's other host
+    for file in (stale, running, elsewhere):
+        file.write_bytes(b"\0" * 1000)
     cached_images(tmp_path, names, tmp_path / "cache", key="k", image_size=32)
-    assert not stale.exists() and path.exists()
+    assert not stale.exists() and running.exists() and elsewhere.exists() and path.exists()
 
 
 def test_unwritable_cache_dir_is_a_one_line_error(tmp_path):

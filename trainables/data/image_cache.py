@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import hashlib
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import psutil
 
 from trainables.errors import GroupsweepError
 
@@ -120,13 +123,16 @@ def cached_images(
 
 
 def _build(path: Path, root: Path, names: Sequence[str], resolution: int, where, workers: int | None) -> None:
-    """Decode every image into a temporary ``.npy`` memmap next to ``path`` and move it into place. Called under
-    the cache's lock, so any other temporary file of ``path`` is a dead builder's, removed first. The file's space
-    is reserved before any image is written: on a full disk that is a one-line ``GroupsweepError`` (writing
-    into a memory map past the free space would end the process with SIGBUS instead)."""
-    for stale in path.parent.glob(f"{path.stem}.tmp*.npy"):
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
+    """Decode every image into a temporary ``.npy`` memmap next to ``path`` (named by host and process) and move it
+    into place. A temporary file of ``path`` left by a builder of this host that no longer runs (killed mid-build)
+    is removed first. The file's space is reserved before any image is written: on a full disk that is a one-line
+    ``GroupsweepError`` (writing into a memory map past the free space would end the process with SIGBUS)."""
+    prefix = f"{path.stem}.tmp-{socket.gethostname()}-"
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*.npy"):
+        pid = stale.name[len(prefix):-len(".npy")]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            stale.unlink(missing_ok=True)
+    tmp = path.with_name(f"{prefix}{os.getpid()}.npy")
 
     def fill(i: int) -> None:
         try:
