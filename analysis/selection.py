@@ -161,7 +161,7 @@ def select(results: SweepResults, criteria=("wga",), epoch: str = "final", by_mo
     frame = _stopped_trials(results, frame, epoch, notes)
     frame = _unfinished_configurations(results, frame, notes)
     if methods is not None:
-        if isinstance(methods, str) or not list(methods):
+        if not isinstance(methods, (list, tuple, set)) or not methods:
             raise GroupsweepError(f"methods must be a non-empty list of method names (or None for all), "
                                   f"got {methods!r}")
         present = set(results.trials["method"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -72,8 +73,8 @@ def load_results(path_or_uri) -> SweepResults:
     still running. ``GroupsweepError`` when the directory does not exist or holds no trial; a trial whose
     files cannot be read is left out with a ``CorruptTrialWarning`` and listed in ``.problems``."""
     if isinstance(path_or_uri, (list, tuple)):
-        return _load_results([str(path) for path in path_or_uri])
-    return _load_results(str(path_or_uri))
+        return _load_results([_location(path, "a sweep directory") for path in path_or_uri])
+    return _load_results(_location(path_or_uri, "a sweep directory"))
 
 
 @_one_line_errors
@@ -128,11 +129,12 @@ def report(results, out=None, epoch: str = "final", pool_models: bool = False, m
     ``<sweep>_groupsweep_analysis/report.html`` in the current folder). ``epoch``, ``pool_models``, ``methods``
     and ``group_info`` choose Table 1's candidates as ``table1``'s do."""
     if out is not None:
-        out = _check_output(out, "file")
+        out = _check_output(_location(out, "out"), "file")
     elif isinstance(results, SweepResults):
         out = _report_file(results.run_dirs[0])
     else:
-        out = _report_file(results if isinstance(results, (str, Path)) else next(iter(results)))
+        out = _report_file(_location(results if not isinstance(results, (list, tuple)) else next(iter(results), None),
+                                     "a sweep directory"))
     if not isinstance(results, SweepResults):
         results = load_results(results)
     _publish_report(results, out, epoch=epoch, by_model=not pool_models, methods=methods, title=title,
@@ -223,6 +225,14 @@ def promote(search_dir, seeds, criterion: str = "wga", name: str | None = None, 
     return out
 
 
+def _location(value, what: str) -> str:
+    """``value`` (a path or a storage URI) as a string; anything else, or an empty one, a one-line
+    ``GroupsweepError`` naming ``what`` it should be."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise GroupsweepError(f"{what} must be a path or a storage URI, got {value!r}")
+    return str(value)
+
+
 def _command(argv: list) -> int:
     """Run one ``groupsweep`` command line in this process; its exit status. Argument errors raise
     ``GroupsweepError`` (not argparse's exit), as do the command's own one-line errors."""
@@ -241,6 +251,9 @@ def _set_arguments(overrides) -> list:
     command line reads as YAML), a list's items are taken as they are."""
     if not overrides:
         return []
+    if not isinstance(overrides, (dict, list, tuple)):
+        raise GroupsweepError(f"overrides must be a mapping such as {{'epochs': 1}} or a list of 'KEY=VALUE' strings, "
+                              f"got {overrides!r}")
     items = ([f"{key}={json.dumps(value)}" for key, value in overrides.items()] if isinstance(overrides, dict)
              else [str(item) for item in overrides])
     return [part for item in items for part in ("--set", item)]

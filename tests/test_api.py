@@ -120,6 +120,14 @@ def test_bad_input_raises_the_command_lines_one_line_errors(tmp_path):
         (lambda: gs.promote(tmp_path / "run", [3], criterion="oracle"), "unknown promote criterion 'oracle'"),
         (lambda: gs.promote(tmp_path / "run", ["x"]), "--seeds"),
         (lambda: gs.promote(tmp_path / "run", "12"), "seeds must be a list of integers, such as \\[3, 4\\], got '12'"),
+        # a value of the wrong kind: the same one-line error, not Python's TypeError (nor a string read per letter)
+        (lambda: gs.report(123), "a sweep directory must be a path or a storage URI, got 123"),
+        (lambda: gs.report(tmp_path / "run", out=123), "out must be a path or a storage URI, got 123"),
+        (lambda: gs.load_results(None), "a sweep directory must be a path or a storage URI, got None"),
+        (lambda: gs.load_results(""), "a sweep directory must be a path or a storage URI, got ''"),
+        (lambda: gs.plan("demo", overrides="epochs=1"), "overrides must be a mapping such as \\{'epochs': 1\\} or a "
+                                                        "list of 'KEY=VALUE' strings, got 'epochs=1'"),
+        (lambda: gs.table1(tmp_path / "run", methods=3), "methods must be a non-empty list of method names"),
     ]
     for call, message in cases:
         with pytest.raises(gs.GroupsweepError, match=message):
