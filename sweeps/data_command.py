@@ -98,7 +98,8 @@ def check_command(args) -> int:
     options = {key: value for key, value in (("target", args.target), ("spurious", args.spurious))
                if value is not None}
     if options and args.name != "celeba":
-        raise GroupsweepError(f"--{', --'.join(options)} apply to celeba only, not {args.name!r}")
+        raise GroupsweepError(f"--{' and --'.join(options)} {'applies' if len(options) == 1 else 'apply'} to celeba "
+                              f"only, not {args.name!r}")
     readers = _load_readers()
     root = resolve_root(args.name, args.root)
     table = readers[args.name](root, **options)

@@ -22,6 +22,7 @@ may also be one of a search spec's ``after`` commands (``after: ["promote --seed
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from pathlib import Path
 
@@ -152,10 +153,10 @@ def chosen_lines(chosen) -> list:
 
 def parse_seed_arguments(values: list) -> list:
     """``--seeds`` values as distinct non-negative integers; one-line ``GroupsweepError`` otherwise."""
-    try:
-        seeds = [int(value) for value in values]
-    except ValueError:
-        raise GroupsweepError(f"--seeds: {' '.join(values)!r} are not all integers") from None
+    for value in values:
+        if not re.fullmatch(r"[+-]?\d+", str(value).strip()):
+            raise GroupsweepError(f"--seeds: {value!r} is not an integer (seeds: distinct integers from 0)")
+    seeds = [int(value) for value in values]
     return parse_seeds(seeds, "--seeds")
 
 

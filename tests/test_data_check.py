@@ -101,7 +101,7 @@ def test_celeba_age_is_checked_without_the_table2_comparison(tmp_path, capsys):
     with pytest.raises(GroupsweepError, match=r"unknown celeba target attribute 'Age'; choose one of: "):
         run(["data", "check", "celeba", "--root", str(tmp_path), "--target", "Age"], capsys)
     write_waterbirds(tmp_path / "wb", COUNTS)
-    with pytest.raises(GroupsweepError, match=r"--target apply to celeba only, not 'waterbirds'"):
+    with pytest.raises(GroupsweepError, match=r"--target applies to celeba only, not 'waterbirds'"):
         run(["data", "check", "waterbirds", "--root", str(tmp_path / "wb"), "--target", "Young"], capsys)
 
 

@@ -258,7 +258,7 @@ def test_promote_run_after_a_sweep_in_object_storage_writes_its_analysis_there(t
 
 
 @pytest.mark.parametrize("seeds, message", [
-    (["1", "x"], "--seeds: '1 x' are not all integers"),
+    (["1", "x"], "--seeds: 'x' is not an integer (seeds: distinct integers from 0)"),
     (["1", "1"], "--seeds: seeds [1, 1] repeat a seed"),
     (["-2"], "--seeds: seed -2 is not an integer from 0 to 4294967295"),
 ])

@@ -475,7 +475,8 @@ def test_unparsable_csv(tmp_path):
 
 def test_empty_split_is_refused_before_decoding(tmp_path):
     write_waterbirds(tmp_path, {"train": (2, 1, 1, 1), "val": (1, 1, 1, 1), "test": (0, 0, 0, 0)})
-    with pytest.raises(GroupsweepError, match=r"split 'test' is empty"):
+    with pytest.raises(GroupsweepError, match=r"metadata.csv: no example of split 'test'; every split "
+                                              r"\(train, val, test\) needs examples"):
         load_dataset("waterbirds", root=tmp_path, image_size=SIZE)
     assert not (tmp_path / ".groupsweep_cache").exists()
 

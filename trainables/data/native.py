@@ -254,8 +254,12 @@ class NativeTable:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        """Refuse an image listed twice (one image in two splits, or twice in one): a one-line error naming both
-        rows."""
+        """Refuse, in one line, a split without examples (naming the file) and an image listed twice (one image in
+        two splits, or twice in one; naming both rows)."""
+        for code, name in enumerate(SPLITS):
+            if not (np.asarray(self.split) == code).any():
+                raise GroupsweepError(f"{self.source}: no example of split {name!r}; every split ({', '.join(SPLITS)}) "
+                                      "needs examples")
         if self.modality != "image":
             return
         names = pd.Series(list(self.inputs))
