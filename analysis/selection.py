@@ -289,7 +289,31 @@ def _unfinished_configurations(results: SweepResults, frame: pd.DataFrame, notes
         outcomes[0] = outcomes[0].replace(" ", " of their trials ", 1)
         notes.append(f"{_where(group.iloc[0])}: {_left_out(group, total)}: "
                      f"{', '.join(outcomes)} (a configuration is compared over all its seeds)")
-    return _without_configurations(frame, unfinished)
+    frame = _without_configurations(frame, unfinished)
+    return _without_configurations(frame, _seedless_configurations(trials, frame, notes))
+
+
+def _seedless_configurations(trials: pd.DataFrame, frame: pd.DataFrame, notes: list) -> pd.DataFrame:
+    """One trial row of each searched configuration in ``frame`` that lacks a trial of a seed that other
+    configurations of its cell have (Tune makes a trial's folder only when it starts: a seed still waiting, or
+    never started in an interrupted search, has none), noted per cell; such a configuration would be scored on
+    fewer seeds than its rivals."""
+    searched = trials[(trials["cell"] != "") & _in_configurations(trials, frame)]
+    if searched.empty:
+        return searched
+    cell_seeds = searched.groupby("cell")["seed"].agg(frozenset)
+    config_seeds = searched.groupby(["cell", "config_id"])["seed"].agg(frozenset)
+    short = [key for key, seeds in config_seeds.items() if seeds != cell_seeds[key[0]]]
+    first = searched.drop_duplicates(["cell", "config_id"])
+    lacking = first[pd.MultiIndex.from_frame(first[["cell", "config_id"]]).isin(short)]
+    for cell, group in lacking.groupby("cell", sort=False):
+        total = trials.loc[trials["cell"] == cell, "config_id"].nunique()
+        missing = sorted(set().union(*(cell_seeds[cell] - config_seeds[(cell, config_id)]
+                                       for config_id in group["config_id"])))
+        notes.append(f"{_where(group.iloc[0])}: {_left_out(group, total)}: no trial yet of seed(s) "
+                     f"{', '.join(map(str, missing))} that the cell's other configurations ran (a configuration is "
+                     "compared over all its seeds)")
+    return lacking
 
 
 def _left_out(trials: pd.DataFrame, total: int) -> str:
@@ -364,17 +388,19 @@ def _biased_models(results: SweepResults, trials: pd.DataFrame, notes: list) -> 
 def _best_biased_configuration(results: SweepResults, trials: pd.DataFrame, group: pd.DataFrame,
                                notes: list) -> pd.DataFrame:
     """The trials of the ``none`` configuration of ``group`` (complete ``none`` trials of one dataset,
-    model and variant) with the best mean final-epoch ``val/avg_acc``; ties: the lower config_id."""
+    model and variant) with the best mean final-epoch ``val/avg_acc`` among those whose every seed is complete;
+    ties: the lower config_id."""
     final = results.final_rows().set_index("trial_id")
     accuracy = group["trial_id"].map(final["val/avg_acc"]) if "val/avg_acc" in final else np.nan
-    stopped = trials[trials["status"] == "stopped"]
+    # a configuration with a seed stopped, unfinished or without a trial yet is no candidate, as in selection
+    excluded = pd.concat([trials[trials["status"] != "complete"], _seedless_configurations(trials, trials, [])])
     scores = (group.assign(score=accuracy).fillna({"score": -np.inf}).groupby(["cell", "config_id"], sort=False)
               .agg(score=("score", "mean"), n_seeds=("seed", "nunique")).reset_index())
-    scores = scores[~_in_configurations(scores, stopped)]
+    scores = scores[~_in_configurations(scores, excluded)]
     first = group.iloc[0]
     if scores.empty:
         notes.append(f"bias-unsupervised: every `none` configuration of {first['dataset']}/{first['model']} "
-                     "has a stopped trial; no biased model")
+                     "has a seed stopped, unfinished or not begun; no biased model")
         return group.iloc[0:0]
     ranked = _rank(scores.assign(_group=0, _number=_config_numbers(scores)), ["_group"], ["_number", "cell"])
     best = ranked.iloc[0]

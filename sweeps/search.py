@@ -144,15 +144,16 @@ class CellSearch(Searcher):
             searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Pass the result on to the trial's cell searcher. A diverged trial (its last report has no metric)
-        is reported as the worst value there is (-inf when the metric is maximised), so the configuration's
-        mean over seeds is the worst too: as the analysis leaves it out, the searcher steers away from it
-        (Tune's ``Repeater`` would otherwise average the seeds that did not diverge)."""
+        """Pass the result on to the trial's cell searcher. A diverged trial (its last report has no metric) and
+        one that failed for good (``error``: its retries spent) are reported as the worst value there is (-inf
+        when the metric is maximised), so the configuration's mean over seeds is the worst too: as the analysis
+        leaves it out, the searcher steers away from it (Tune's ``Repeater`` would otherwise average the seeds
+        that did not diverge or fail, and a failed trial alone would never be scored)."""
         searcher = self.searchers.get(self.owner.get(trial_id))
         if searcher is None:
             return
-        if result and result.get("status") == "diverged":
-            result = {**result, self.settings.metric: -math.inf if self.settings.mode == "max" else math.inf}
+        if error or (result and result.get("status") == "diverged"):
+            result = {**(result or {}), self.settings.metric: -math.inf if self.settings.mode == "max" else math.inf}
         searcher.on_trial_complete(trial_id, result=result, error=error)
 
     def save(self, checkpoint_path: str) -> None:

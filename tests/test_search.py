@@ -223,6 +223,23 @@ def test_an_adaptive_searcher_is_told_a_diverged_seed_is_the_worst_configuration
     assert [trial.values for trial in study.trials] == [[-math.inf], [pytest.approx(0.55)]]
 
 
+def test_an_adaptive_searcher_is_told_a_failed_seed_is_the_worst_configuration_too():
+    """A trial that failed for good (its retries spent: Tune calls ``on_trial_complete(error=True)`` without a
+    result) counts as the worst value, with one seed or several: the configuration is not scored on its other
+    seed (nor, alone, left unscored)."""
+    for seeds in ((0, 1), (0,)):
+        cells = [cell("a", {"lr": {"loguniform": [1e-4, 1e-1]}}, seeds=seeds, num_samples=2)]
+        searcher = search_plan(cells, SearchSettings(num_samples=2, algorithm="optuna")).searcher
+        trial_ids = [f"t{index}" for index in range(2 * len(seeds))]
+        for trial_id in trial_ids:
+            searcher.suggest(trial_id)
+        searcher.on_trial_complete(trial_ids[0], None, error=True)
+        for trial_id in trial_ids[1:]:
+            searcher.on_trial_complete(trial_id, {"val/wga": 0.8, "epoch": 4})
+        study = searcher.searchers["a"].searcher._ot_study
+        assert [trial.values for trial in study.trials] == [[-math.inf], [pytest.approx(0.8)]], seeds
+
+
 def fake_trial(trial_id, cell_name, epochs=4):
     return SimpleNamespace(trial_id=trial_id, config={"_cell": cell_name, "epochs": epochs})
 

@@ -328,8 +328,37 @@ def test_a_stopped_none_configuration_cannot_be_the_biased_model(tmp_path):
     write_bias_search(tmp_path, {0: 0.9, 1: 0.8})
     write_trial(tmp_path, 50, searched_config("wb", "m", "none", sample=0, seed=2, sampled={"lr": 1e-3}),
                 [epoch_metrics(1)], stopped=True)
+    write_trial(tmp_path, 51, searched_config("wb", "m", "none", sample=1, seed=2, sampled={"lr": 1e-4}),
+                reports({"val/wga": 0.3, "val/avg_acc": 0.8}), labels=LABELS,
+                predictions={e: {"val": VAL_Y, "test": [0, 1]} for e in (1, 2, 3)})
     selection = select(load_results(tmp_path), ["bias-unsupervised"])
     assert selection.methods.set_index("method_label").at["upsampling", "score"] == pytest.approx(19 / 24)
+
+
+@pytest.mark.parametrize("absent", ["none", "upweighting"])
+def test_a_configuration_without_a_trial_of_a_seed_its_rivals_ran_is_left_out(tmp_path, absent):
+    """Tune makes a trial's folder only when it starts: a seed still waiting (or never started in an interrupted
+    search) has none. A configuration without it is compared on fewer seeds than its rivals, so it is left out, as
+    one with an unfinished seed is; a `none` configuration without it is no biased model either."""
+    index = 0
+    for method in ("none", "upweighting"):
+        for sample, values in ((0, (0.5, 0.7)), (1, (0.95, None))):  # h01: its seed 1 has no trial yet
+            for seed, value in enumerate(values):
+                if value is None and method == absent:
+                    continue
+                write_trial(tmp_path, index, searched_config("wb", "m", method, sample=sample, seed=seed,
+                                                             sampled={"lr": 10.0 ** -(3 + sample)}),
+                            reports({"val/wga": value or 0.6, "val/avg_acc": value or 0.6}), labels=LABELS,
+                            predictions={e: {"val": VAL_Y, "test": [0, 1]} for e in (1, 2, 3)})
+                index += 1
+    selection = select(load_results(tmp_path), ["wga", "bias-unsupervised"])
+    chosen = selection.methods[selection.methods["method_label"] == absent].set_index("criterion")
+    assert set(chosen["config_id"]) == {"h00"}
+    assert (f"wb/m/{absent}: 1 of 2 configurations left out (h01): no trial yet of seed(s) 1 that the cell's other "
+            "configurations ran (a configuration is compared over all its seeds)") in selection.notes
+    if absent == "none":
+        assert ("bias-unsupervised: the biased model of wb/m is `none` h00 (best mean val/avg_acc 0.6000 over 2 "
+                "seed(s), of 1 configurations)") in selection.notes
 
 
 def test_reruns_in_a_second_directory_make_the_rerun_table(tmp_path):
