@@ -48,6 +48,7 @@ from trainables.errors import GroupsweepError, is_integer, is_real, positive_int
 from trainables.trial_dir import CELL_KEY, SAMPLE_KEY, SAMPLED_KEY
 
 SPACE_KINDS = ("loguniform", "uniform", "quniform", "randint", "choice", "grid")
+RANDINT_LIMIT = 2**63 - 1  # the largest bound of a randint space
 # algorithm -> (Python package it needs, pip extra that installs it, Tune module, Tune class)
 ALGORITHMS = {
     "random": None,
@@ -82,6 +83,9 @@ def _numbers(where: str, kind: str, args, count: int, integer: bool = False) -> 
     for value in args:
         if not (is_integer(value) if integer else is_real(value)):
             _fail(where, f"{kind} bound {value!r} is not {'an integer' if integer else 'a finite number'}")
+        if integer and not -RANDINT_LIMIT <= value <= RANDINT_LIMIT:  # numpy draws 64-bit integers
+            _fail(where, f"{kind} bound {value!r} is outside the 64-bit integers the searchers draw "
+                         f"(from -2**63 + 1 to 2**63 - 1)")
     return args
 
 

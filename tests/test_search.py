@@ -53,6 +53,8 @@ def test_choice_and_grid_map_onto_tunes_own():
     ({"quniform": [0, 1, 0]}, "quniform step q must be > 0, got 0"),
     ({"quniform": [1, 2, 1e-310]}, "quniform step q=1e-310 is too small for the bounds [1, 2]"),
     ({"randint": [1.5, 4]}, "randint bound 1.5 is not an integer"),
+    ({"randint": [1, 10**20]}, "randint bound 100000000000000000000 is outside the 64-bit integers the searchers "
+                               "draw"),
     ({"randint": [4, 4]}, "randint needs lo < hi, got [4, 4]"),
     ({"choice": []}, "choice needs a non-empty list of values, got []"),
     ({"grid": "abc"}, "grid needs a non-empty list of values, got 'abc'"),
