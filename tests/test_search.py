@@ -54,7 +54,7 @@ def test_choice_and_grid_map_onto_tunes_own():
     ({"quniform": [1, 2, 1e-310]}, "quniform step q=1e-310 is too small for the bounds [1, 2]"),
     ({"randint": [1.5, 4]}, "randint bound 1.5 is not an integer"),
     ({"randint": [1, 10**20]}, "randint bound 100000000000000000000 is outside the 64-bit integers the searchers "
-                               "draw"),
+                               "draw (from -2**63 + 1 to 2**63 - 1)"),
     ({"randint": [4, 4]}, "randint needs lo < hi, got [4, 4]"),
     ({"choice": []}, "choice needs a non-empty list of values, got []"),
     ({"grid": "abc"}, "grid needs a non-empty list of values, got 'abc'"),
