@@ -375,25 +375,25 @@ def _biased_models(results: SweepResults, trials: pd.DataFrame, notes: list) -> 
     trial; with several ``none`` configurations, the one with the best mean final ``val/avg_acc``
     (see the module docstring). Values are trial rows (``trial_id``, ``epochs``, ...)."""
     none = trials[(trials["method"] == "none") & (trials["status"] == "complete")]
+    # a configuration with a seed stopped, unfinished or without a trial yet is no candidate, as in selection
+    excluded = pd.concat([trials[trials["status"] != "complete"], _seedless_configurations(trials, trials, [])])
     biased = {}
     for _, group in none.groupby(["dataset", "model", "variant"], dropna=False, sort=False):
         chosen = group
         if group[["cell", "config_id"]].drop_duplicates().shape[0] > 1:
-            chosen = _best_biased_configuration(results, trials, group, notes)
+            chosen = _best_biased_configuration(results, excluded, group, notes)
         for trial in chosen.itertuples():
             biased[(trial.dataset, trial.model, trial.variant, trial.seed)] = trial
     return biased
 
 
-def _best_biased_configuration(results: SweepResults, trials: pd.DataFrame, group: pd.DataFrame,
+def _best_biased_configuration(results: SweepResults, excluded: pd.DataFrame, group: pd.DataFrame,
                                notes: list) -> pd.DataFrame:
     """The trials of the ``none`` configuration of ``group`` (complete ``none`` trials of one dataset,
-    model and variant) with the best mean final-epoch ``val/avg_acc`` among those whose every seed is complete;
-    ties: the lower config_id."""
+    model and variant) with the best mean final-epoch ``val/avg_acc``, among the configurations of no trial of
+    ``excluded``; ties: the lower config_id."""
     final = results.final_rows().set_index("trial_id")
     accuracy = group["trial_id"].map(final["val/avg_acc"]) if "val/avg_acc" in final else np.nan
-    # a configuration with a seed stopped, unfinished or without a trial yet is no candidate, as in selection
-    excluded = pd.concat([trials[trials["status"] != "complete"], _seedless_configurations(trials, trials, [])])
     scores = (group.assign(score=accuracy).fillna({"score": -np.inf}).groupby(["cell", "config_id"], sort=False)
               .agg(score=("score", "mean"), n_seeds=("seed", "nunique")).reset_index())
     scores = scores[~_in_configurations(scores, excluded)]

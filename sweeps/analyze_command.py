@@ -38,10 +38,12 @@ from pathlib import Path
 
 import pyarrow
 
+from sweeps.sweep_lock import LOCK_FILE
 from trainables.balancing import GROUP_INFO_LEVELS
 from trainables.balancing import METHODS as METHOD_NAMES
 from trainables.errors import GroupsweepError, choose
 from trainables.metrics import EMPTY_CELLS
+from trainables.sweep_storage import SNAPSHOT_PREFIXES, SPEC_FILE, TUNER_FILE
 from trainables.trial_dir import (join_location, location_filesystem, split_location, write_atomically,
                                   write_local_atomically)
 
@@ -50,8 +52,7 @@ FIGURE_CHOICES = ("collapse", "mixture", "scaling", "ablation", "all")
 DEFAULT_OUT = "groupsweep_analysis"
 # The files (names or name prefixes) in which a sweep folder keeps its state (Ray Tune's and groupsweep's): an
 # output file is never written over one of them, nor into a trial folder (one holding Tune's params.json).
-SWEEP_STATE_FILES = ("groupsweep_spec.yaml", "groupsweep.lock", "tuner.pkl", "experiment_state-", "search_gen_state-",
-                     "searcher-state-", "basic-variant-state-", ".validate_storage_marker")
+SWEEP_STATE_FILES = (SPEC_FILE, LOCK_FILE, TUNER_FILE, *SNAPSHOT_PREFIXES, ".validate_storage_marker")
 # Tables ``analyze`` writes only for a search (``<stem>_<suffix>.csv``): its chosen configurations, its rerun.
 OPTIONAL_TABLES = ("hyperparameters", "rerun")
 

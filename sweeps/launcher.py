@@ -92,12 +92,11 @@ from trainables.data import reads_files
 from trainables.entry import train_trial
 from trainables.errors import GroupsweepError, path_name
 from trainables.models import checkpoint_source, get_spec
-from trainables.sweep_storage import (EXPERIMENT_STATE_PREFIX, commit_snapshots, drop_snapshots, prune_checkpoints,
-                                      snapshots_held, sweep_filesystem)
+from trainables.sweep_storage import (EXPERIMENT_STATE_PREFIX, SPEC_FILE, TUNER_FILE, commit_snapshots, drop_snapshots,
+                                      prune_checkpoints, snapshots_held, sweep_filesystem)
 from trainables.trial_dir import (join_location, location_filesystem, trial_dirname, trial_dirs, unit_name,
                                   write_atomically)
 
-SPEC_FILE = "groupsweep_spec.yaml"
 STORAGE_ENV = "GROUPSWEEP_STORAGE"
 DEFAULT_STORAGE = "~/groupsweep_results"
 # Local Ray on a small machine: a small object store (trials exchange metrics, file paths and the
@@ -109,8 +108,6 @@ LOCAL_OBJECT_STORE_BYTES = 200 * 1024 * 1024
 LOCAL_RAY_SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
 # Tune's switch off for the loggers it adds to a run on its own (``listed_loggers_only``).
 AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
-# The file Tune writes into the sweep directory when an experiment starts (``tune_state_saved``).
-TUNER_FILE = "tuner.pkl"
 # Tune's switch off for its check that every result holds the search's metric: a diverged trial's last row
 # (``status: diverged``) has none, and the check then ended the whole search (again on every resume). The
 # search's wrappers read that row by its status (``sweeps.search``); the metric's name is checked before

@@ -128,7 +128,7 @@ def test_parts_follow_the_search_variants_and_cell_tags(tmp_path):
 
 
 def test_the_search_specs_top_level_settings_are_carried(tmp_path, capsys):
-    from sweeps.launcher import SPEC_FILE
+    from trainables.sweep_storage import SPEC_FILE
 
     write_search(tmp_path)
     (tmp_path / SPEC_FILE).write_text(yaml.safe_dump({

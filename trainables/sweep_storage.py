@@ -47,6 +47,10 @@ from trainables.trial_dir import (
     location_filesystem,
 )
 
+# The sweep's effective spec, saved in its folder by the launcher; the file Tune writes into the folder when an
+# experiment starts (``tune_state_saved``).
+SPEC_FILE = "groupsweep_spec.yaml"
+TUNER_FILE = "tuner.pkl"
 # Tune's experiment-level snapshot files (their ``CKPT_FILE_TMPL``: the controller, the searchers, the callbacks).
 EXPERIMENT_STATE_PREFIX = "experiment_state-"
 SNAPSHOT_PREFIXES = (EXPERIMENT_STATE_PREFIX, "basic-variant-state-", "search_gen_state-", "searcher-state-",
